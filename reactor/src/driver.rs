@@ -1,0 +1,521 @@
+//! The epoll driver: turns "this fd is ready" into "wake that task".
+//!
+//! # Registrations
+//!
+//! Every socket the runtime owns is registered once, when it is created, for
+//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, and removed once, just before it is closed.
+//! Its state lives in a [`Slab`] of [`ScheduledIo`] slots. The 64-bit token the kernel hands
+//! back with each event packs the slot index with a *generation*: a counter bumped on every
+//! registration. An event whose generation does not match the slot's is stale (its fd was closed
+//! and the slot reused) and wakes nobody. Deregistered slots are also not freed at once but put
+//! on a release list that is emptied at the start of the next turn, so that a slot index can
+//! never be reused while an `epoll_wait` batch that might name it is being dispatched.
+//!
+//! # Why edge-triggered
+//!
+//! With `EPOLLET` the kernel reports a transition to ready once and then stays silent until
+//! the next transition. The alternatives are level-triggered (reported on every wait while
+//! ready, so a slow consumer makes every `epoll_wait` return the same fds again) and
+//! `EPOLLONESHOT` (one report, then an `epoll_ctl(MOD)` syscall to re-arm: one extra syscall per
+//! wait, per socket). Edge-triggered needs no syscall to re-arm, which is what keeps an echo
+//! near two syscalls per message (`read` + `write`, with `epoll_wait` shared by all the sockets
+//! that became ready together). The price is a protocol the runtime must follow exactly:
+//!
+//! 1. an event *sets* readiness bits in the slot (it never clears them);
+//! 2. an operation that finds its direction ready just does the syscall;
+//! 3. only when the syscall says `EAGAIN` (or returns less than asked, which on a stream socket
+//!    means the kernel buffer was drained) is the direction's readiness cleared, and the task
+//!    then waits for the next edge.
+//!
+//! Forgetting step 3 busy-loops; clearing at the wrong time hangs forever, because no further
+//! edge will come for data that is already waiting.
+//!
+//! # The tick
+//!
+//! Clearing races with new events: readiness observed, `read` returns `EAGAIN`, a new packet
+//! arrives and its edge sets the bit again, *then* the stale `EAGAIN` clears it: the edge is lost
+//! and the task sleeps with data waiting. Each event therefore records the driver's *tick* (a
+//! counter bumped once per `epoll_wait`) in the slot; an operation remembers the tick at which
+//! it saw readiness ([`ReadyEvent`]) and its clear only takes effect if the slot's tick is still
+//! that one. In this single-threaded runtime events are applied only between task polls, so the
+//! race needs readiness to be observed in one poll and cleared in a later one; a multi-threaded
+//! driver hits it all the time. The tick makes both correct by construction.
+//!
+//! # Cross-thread wake-ups
+//!
+//! A [`Notifier`] is an eventfd in the same epoll set. Another thread calls
+//! [`Notifier::notify`], which writes the eventfd only if no notification is already pending
+//! (an atomic flag), so a burst of remote wake-ups costs one `write` and one `read`.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::sys;
+
+/// Readiness bits of a [`ScheduledIo`].
+const READABLE: u8 = 1 << 0;
+const WRITABLE: u8 = 1 << 1;
+/// The peer shut down its write side (`EPOLLRDHUP`) or the connection hung up (`EPOLLHUP`):
+/// reads return 0 from now on. Never cleared.
+const READ_CLOSED: u8 = 1 << 2;
+/// The connection hung up: writes fail from now on. Never cleared.
+const WRITE_CLOSED: u8 = 1 << 3;
+/// `EPOLLERR`: the next syscall returns the socket's error. Never cleared.
+const ERROR: u8 = 1 << 4;
+
+/// The token of the notifier's eventfd; registration tokens never reach it because slab
+/// indices are below `u32::MAX`.
+const NOTIFY_TOKEN: u64 = u64::MAX;
+
+/// Which half of a socket an operation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read,
+    Write,
+}
+
+impl Direction {
+    /// The bits that make an operation in this direction worth trying.
+    fn mask(self) -> u8 {
+        match self {
+            Direction::Read => READABLE | READ_CLOSED | ERROR,
+            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
+        }
+    }
+
+    /// The bits an `EAGAIN` in this direction may clear (closed and error bits are final).
+    fn clearable(self) -> u8 {
+        match self {
+            Direction::Read => READABLE,
+            Direction::Write => WRITABLE,
+        }
+    }
+}
+
+/// Readiness seen by an operation, with the tick it was seen at (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadyEvent {
+    tick: u32,
+    ready: u8,
+    direction: Direction,
+}
+
+/// Identifies one registration: slab index plus generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key {
+    index: u32,
+    generation: u32,
+}
+
+impl Key {
+    fn token(self) -> u64 {
+        (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    fn from_token(token: u64) -> Key {
+        Key { index: token as u32, generation: (token >> 32) as u32 }
+    }
+}
+
+/// The driver's state for one registered fd.
+///
+/// Invariant: `reader` / `writer` hold the waker of the task waiting for that direction, and
+/// are only set while that direction's readiness bits (see [`Direction::mask`]) are clear; an
+/// event that sets the bits takes the waker out and wakes it.
+#[derive(Debug)]
+struct ScheduledIo {
+    generation: u32,
+    /// The tick of the last event applied to this slot.
+    tick: u32,
+    readiness: u8,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl ScheduledIo {
+    fn waiter(&mut self, direction: Direction) -> &mut Option<Waker> {
+        match direction {
+            Direction::Read => &mut self.reader,
+            Direction::Write => &mut self.writer,
+        }
+    }
+}
+
+/// Translates epoll's event bits into readiness bits.
+fn readiness_of(events: u32) -> u8 {
+    let mut ready = 0;
+    if events & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0 {
+        ready |= READABLE;
+    }
+    if events & libc::EPOLLOUT as u32 != 0 {
+        ready |= WRITABLE;
+    }
+    if events & libc::EPOLLRDHUP as u32 != 0 {
+        ready |= READ_CLOSED;
+    }
+    if events & libc::EPOLLHUP as u32 != 0 {
+        ready |= READ_CLOSED | WRITE_CLOSED;
+    }
+    if events & libc::EPOLLERR as u32 != 0 {
+        ready |= ERROR;
+    }
+    ready
+}
+
+/// Wakes the driver's thread from another thread: an eventfd in the epoll set.
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    fd: OwnedFd,
+    /// Set by the first `notify` after the driver last drained the eventfd; later calls see it
+    /// set and skip the `write` syscall.
+    pending: AtomicBool,
+}
+
+impl Notifier {
+    /// Makes the driver's current or next `epoll_wait` return.
+    pub(crate) fn notify(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // The only possible failure is a counter overflow, which still leaves it readable.
+            let _ = sys::eventfd_signal(self.fd.as_fd());
+        }
+    }
+
+    /// Called by the driver when the eventfd was reported readable.
+    fn drain(&self) {
+        // Clear the flag before anyone looks at the work the notifier announced, so that work
+        // posted after that look writes the eventfd again.
+        let _ = sys::eventfd_drain(self.fd.as_fd());
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// The epoll instance and every registration on it. Lives on the runtime's thread.
+#[derive(Debug)]
+pub(crate) struct Driver {
+    epoll: OwnedFd,
+    notifier: std::sync::Arc<Notifier>,
+    /// Scratch space `epoll_wait` writes into; its length is the events-per-wait limit.
+    events: RefCell<Vec<libc::epoll_event>>,
+    ios: RefCell<Slab<ScheduledIo>>,
+    /// Slots deregistered since the last turn; freed at the start of the next one.
+    released: RefCell<Vec<u32>>,
+    next_generation: Cell<u32>,
+    tick: Cell<u32>,
+    /// False once the runtime is dropped: operations fail instead of waiting forever.
+    alive: Cell<bool>,
+}
+
+impl Driver {
+    pub(crate) fn new(events_per_wait: usize) -> io::Result<Driver> {
+        let epoll = sys::epoll_create()?;
+        let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
+        let events = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, notifier.fd.as_raw_fd(), events, NOTIFY_TOKEN)?;
+        Ok(Driver {
+            epoll,
+            notifier: std::sync::Arc::new(notifier),
+            events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; events_per_wait.max(1)]),
+            ios: RefCell::new(Slab::new()),
+            released: RefCell::new(Vec::new()),
+            next_generation: Cell::new(0),
+            tick: Cell::new(0),
+            alive: Cell::new(true),
+        })
+    }
+
+    pub(crate) fn notifier(&self) -> &std::sync::Arc<Notifier> {
+        &self.notifier
+    }
+
+    /// The number of fds currently registered (released slots not yet freed included).
+    pub(crate) fn registrations(&self) -> usize {
+        self.ios.borrow().len()
+    }
+
+    fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Key> {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation.wrapping_add(1));
+        let mut ios = self.ios.borrow_mut();
+        let entry = ios.vacant_entry();
+        let index = u32::try_from(entry.key())
+            .ok()
+            .filter(|&i| i != u32::MAX)
+            .ok_or_else(|| io::Error::other("too many registrations"))?;
+        let key = Key { index, generation };
+        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, key.token())?;
+        entry.insert(ScheduledIo { generation, tick: 0, readiness: 0, reader: None, writer: None });
+        Ok(key)
+    }
+
+    fn deregister(&self, key: Key, fd: BorrowedFd<'_>) {
+        // Removing from the epoll set before the fd is closed matters: epoll tracks the open
+        // file, not the number, so a dup of this fd elsewhere would keep the registration alive.
+        let _ = sys::epoll_del(self.epoll.as_fd(), fd.as_raw_fd());
+        let wakers = {
+            let mut ios = self.ios.borrow_mut();
+            match ios.get_mut(key.index as usize) {
+                Some(io) if io.generation == key.generation => {
+                    io.readiness = 0;
+                    self.released.borrow_mut().push(key.index);
+                    (io.reader.take(), io.writer.take())
+                }
+                _ => (None, None),
+            }
+        };
+        // Dropped outside the borrow: a waker's drop may run arbitrary code.
+        drop(wakers);
+    }
+
+    /// The readiness of `key` in `direction`, if any; an error once the runtime is gone.
+    fn readiness(&self, key: Key, direction: Direction) -> io::Result<Option<ReadyEvent>> {
+        if !self.alive.get() {
+            return Err(io::Error::other("the reactor runtime this socket belongs to was dropped"));
+        }
+        let ios = self.ios.borrow();
+        let Some(io) = ios.get(key.index as usize).filter(|io| io.generation == key.generation) else {
+            return Err(io::Error::other("socket is no longer registered"));
+        };
+        let ready = io.readiness & direction.mask();
+        Ok((ready != 0).then_some(ReadyEvent { tick: io.tick, ready, direction }))
+    }
+
+    /// Returns the readiness of `key` in `direction`, or stores the task's waker and returns
+    /// `Pending`.
+    fn poll_ready(
+        &self,
+        key: Key,
+        cx: &mut Context<'_>,
+        direction: Direction,
+    ) -> Poll<io::Result<ReadyEvent>> {
+        if let Some(event) = self.readiness(key, direction)? {
+            return Poll::Ready(Ok(event));
+        }
+        let mut ios = self.ios.borrow_mut();
+        let io = &mut ios[key.index as usize]; // `readiness` checked the key
+        let previous = match io.waiter(direction) {
+            Some(w) if w.will_wake(cx.waker()) => None,
+            slot => slot.replace(cx.waker().clone()),
+        };
+        drop(ios);
+        // Two tasks waiting on the same direction of one fd is a misuse the API avoids (stream
+        // I/O takes `&mut self`); if it happens anyway, the displaced task is woken to poll
+        // again rather than left waiting forever.
+        if let Some(previous) = previous {
+            previous.wake();
+        }
+        Poll::Pending
+    }
+
+    fn clear_readiness(&self, key: Key, event: ReadyEvent) {
+        let mut ios = self.ios.borrow_mut();
+        if let Some(io) = ios.get_mut(key.index as usize) {
+            if io.generation == key.generation && io.tick == event.tick {
+                io.readiness &= !(event.ready & event.direction.clearable());
+            }
+        }
+    }
+
+    /// One `epoll_wait` (bounded by `timeout`, rounded up to whole milliseconds so a timer is
+    /// never fired early), then dispatch: apply each event's readiness and move the wakers it
+    /// concerns into `wakers`. The caller wakes them after this returns, outside every borrow
+    /// of driver state.
+    ///
+    /// Returns whether the notifier fired, i.e. whether another thread posted work.
+    pub(crate) fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+        {
+            let mut ios = self.ios.borrow_mut();
+            for index in self.released.borrow_mut().drain(..) {
+                ios.remove(index as usize);
+            }
+        }
+        let timeout_ms = match timeout {
+            None => -1,
+            Some(d) => {
+                let ms = d.as_nanos().div_ceil(1_000_000);
+                ms.min(i32::MAX as u128) as i32
+            }
+        };
+        let mut events = self.events.borrow_mut();
+        let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+
+        let mut notified = false;
+        let mut ios = self.ios.borrow_mut();
+        for event in &events[..n] {
+            let (token, bits) = (event.u64, event.events);
+            if token == NOTIFY_TOKEN {
+                self.notifier.drain();
+                notified = true;
+                continue;
+            }
+            let key = Key::from_token(token);
+            let Some(io) = ios.get_mut(key.index as usize) else { continue };
+            if io.generation != key.generation {
+                continue; // stale: the fd was closed and its slot reused
+            }
+            let ready = readiness_of(bits);
+            io.readiness |= ready;
+            io.tick = tick;
+            if ready & Direction::Read.mask() != 0 {
+                wakers.extend(io.reader.take());
+            }
+            if ready & Direction::Write.mask() != 0 {
+                wakers.extend(io.writer.take());
+            }
+        }
+        Ok(notified)
+    }
+
+    /// Marks the driver dead and hands back every stored waker, so that tasks still holding
+    /// sockets of this runtime (outside it) see an error instead of waiting forever.
+    pub(crate) fn shut_down(&self) -> Vec<Waker> {
+        self.alive.set(false);
+        let mut ios = self.ios.borrow_mut();
+        let mut wakers = Vec::new();
+        for (_, io) in ios.iter_mut() {
+            wakers.extend(io.reader.take());
+            wakers.extend(io.writer.take());
+        }
+        wakers
+    }
+}
+
+/// An fd registered with a [`Driver`]: the building block of every socket type.
+///
+/// Owns the fd. Dropping it removes the fd from the epoll set and then closes it.
+#[derive(Debug)]
+pub(crate) struct IoSource {
+    // Field order matters only for readability: `Drop` deregisters explicitly before the fd
+    // is closed by `OwnedFd`'s own drop.
+    driver: std::rc::Rc<Driver>,
+    key: Key,
+    fd: OwnedFd,
+}
+
+impl IoSource {
+    /// Registers `fd` with `driver`. The fd must be non-blocking.
+    pub(crate) fn new(driver: std::rc::Rc<Driver>, fd: OwnedFd) -> io::Result<IoSource> {
+        let key = driver.register(fd.as_fd())?;
+        Ok(IoSource { driver, key, fd })
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn driver(&self) -> &std::rc::Rc<Driver> {
+        &self.driver
+    }
+
+    /// Ready when an operation in `direction` is worth trying. Charges the task's budget (see
+    /// `executor`), so a socket that is always ready cannot keep its task running forever.
+    pub(crate) fn poll_ready(
+        &self,
+        cx: &mut Context<'_>,
+        direction: Direction,
+    ) -> Poll<io::Result<ReadyEvent>> {
+        std::task::ready!(crate::executor::poll_budget(cx));
+        self.driver.poll_ready(self.key, cx, direction)
+    }
+
+    /// The operation got `EAGAIN` (or a short transfer) after seeing `event`: forget that
+    /// readiness unless a newer event arrived since.
+    pub(crate) fn clear_readiness(&self, event: ReadyEvent) {
+        self.driver.clear_readiness(self.key, event);
+    }
+
+    /// Runs the non-blocking syscall `op` once readiness allows, clearing readiness and waiting
+    /// again on `EAGAIN`.
+    ///
+    /// `op` returns the syscall's result and whether the transfer was short (fewer bytes than
+    /// asked), which on a stream socket also proves the kernel buffer is drained.
+    pub(crate) fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        direction: Direction,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let event = std::task::ready!(self.poll_ready(cx, direction))?;
+            if let Some(result) = self.attempt(event, &mut op) {
+                return Poll::Ready(result);
+            }
+        }
+    }
+
+    /// Like [`poll_io`](Self::poll_io) but never waits (and charges no budget): `WouldBlock`
+    /// when the direction is not ready or the syscall says `EAGAIN`.
+    pub(crate) fn try_io<R>(
+        &self,
+        direction: Direction,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
+    ) -> io::Result<R> {
+        let would_block = || io::Error::from(io::ErrorKind::WouldBlock);
+        let event = self.driver.readiness(self.key, direction)?.ok_or_else(would_block)?;
+        self.attempt(event, &mut op).unwrap_or_else(|| Err(would_block()))
+    }
+
+    /// One try of `op` given readiness `event`: `None` if it would block (readiness is then
+    /// cleared), otherwise its result. Retries on `EINTR`.
+    fn attempt<R>(
+        &self,
+        event: ReadyEvent,
+        op: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
+    ) -> Option<io::Result<R>> {
+        loop {
+            match op(self.fd()) {
+                Ok((value, short)) => {
+                    if short {
+                        self.clear_readiness(event);
+                    }
+                    return Some(Ok(value));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.clear_readiness(event);
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+impl Drop for IoSource {
+    fn drop(&mut self) {
+        self.driver.deregister(self.key, self.fd.as_fd());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_never_collide_with_the_notifier() {
+        let key = Key { index: u32::MAX - 1, generation: u32::MAX };
+        assert_eq!(Key::from_token(key.token()), key);
+        assert_ne!(key.token(), NOTIFY_TOKEN);
+    }
+
+    #[test]
+    fn epoll_bits_map_to_readiness() {
+        assert_eq!(readiness_of(libc::EPOLLIN as u32), READABLE);
+        assert_eq!(readiness_of(libc::EPOLLOUT as u32), WRITABLE);
+        assert_eq!(readiness_of((libc::EPOLLIN | libc::EPOLLRDHUP) as u32), READABLE | READ_CLOSED);
+        assert_eq!(readiness_of(libc::EPOLLHUP as u32), READ_CLOSED | WRITE_CLOSED);
+        assert_eq!(readiness_of(libc::EPOLLERR as u32) & Direction::Write.mask(), ERROR);
+    }
+}

@@ -1,0 +1,65 @@
+//! A readiness-based async runtime built from scratch on Linux `epoll`: a driver, wakers, a
+//! single-threaded executor, TCP and timers, in a few files meant to be read.
+//!
+//! ```no_run
+//! use reactor::net::TcpListener;
+//!
+//! fn main() -> std::io::Result<()> {
+//!     reactor::block_on(async {
+//!         let listener = TcpListener::bind("127.0.0.1:7000")?;
+//!         loop {
+//!             let (mut stream, _peer) = listener.accept().await?;
+//!             reactor::spawn(async move {
+//!                 let mut buf = vec![0; 4096];
+//!                 loop {
+//!                     match stream.read(&mut buf).await {
+//!                         Ok(0) | Err(_) => break,
+//!                         Ok(n) => if stream.write_all(&buf[..n]).await.is_err() { break },
+//!                     }
+//!                 }
+//!             });
+//!         }
+//!     })
+//! }
+//! ```
+//!
+//! # How it fits together
+//!
+//! Read the modules in this order; each builds only on the ones before it.
+//!
+//! - [`sys`](crate::sys) (private): every `unsafe` syscall (epoll, eventfd, sockets), each a
+//!   thin safe wrapper.
+//! - `driver` (private): the epoll instance. Sockets are registered once, edge-triggered; each
+//!   event sets readiness bits in the socket's slot and wakes the task waiting on it. The
+//!   module docs explain the edge-triggered protocol, the generation that makes stale events
+//!   harmless, and the tick that keeps a readiness edge from being lost.
+//! - `task` and `executor`: tasks, wakers, [`JoinHandle`], and the loop of [`Runtime::block_on`]:
+//!   poll woken tasks, then `epoll_wait` (with the nearest timer as its timeout), then wake
+//!   the tasks whose sockets or timers fired. A per-task budget and a bounded number of polls
+//!   between I/O checks keep one busy socket from starving the rest.
+//! - [`net`] and [`time`]: what programs use.
+//!
+//! # Readiness versus completion
+//!
+//! Here the kernel says "this socket is ready" and the program then makes the `read` or
+//! `write` itself, so the buffer is borrowed only during that syscall: `read(&mut [u8])` is
+//! safe, and dropping a read future leaves nothing behind. A completion runtime (the sibling
+//! `proactor` crate) hands the kernel the buffer for the whole operation, so it must own it.
+//!
+//! # Limits
+//!
+//! One runtime runs on one thread (`!Send`); for several cores run one runtime per thread.
+//! Wakers are `Send + Sync` and may be woken from any thread.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod driver;
+mod executor;
+pub mod net;
+mod sys;
+mod task;
+pub mod time;
+
+pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
+pub use task::{JoinError, JoinHandle};

@@ -1,0 +1,484 @@
+//! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6.
+//!
+//! Each socket is an [`IoSource`]: a non-blocking fd registered with the runtime's epoll
+//! driver. An operation first asks the driver whether its direction is ready; if so it makes
+//! the syscall directly, and only when the kernel says `EAGAIN` does the task wait for the next
+//! readiness edge. The buffer is borrowed only for the duration of that syscall, which is why a
+//! readiness runtime can take `&mut [u8]` and a completion runtime cannot.
+//!
+//! # Holding no buffer while idle
+//!
+//! A connection that is waiting for data does not need a buffer at all: await
+//! [`TcpStream::readable`], then [`TcpStream::try_read`] into a buffer that is only borrowed
+//! for that moment (a per-thread scratch buffer, for instance). `reactor/examples/echo.rs` does
+//! exactly that, so 10,000 idle connections cost only their task and registration.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use crate::driver::{Direction, Driver, IoSource};
+use crate::executor;
+use crate::sys;
+use crate::time::{sleep, Sleep};
+
+/// The listen backlog: how many connections the kernel queues before `accept` takes them.
+/// (Linux caps it at `net.core.somaxconn`.)
+const BACKLOG: i32 = 1024;
+
+/// First and longest pause of the accept back-off after fd exhaustion.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+fn current_driver() -> io::Result<Rc<Driver>> {
+    executor::with_current(|core| core.driver.clone()).ok_or_else(executor::no_runtime_error)
+}
+
+/// Tries `f` on each address `addr` resolves to; returns the first success or the last error.
+///
+/// Resolving a host name blocks the thread (it is `getaddrinfo`); IP literals do not.
+fn each_addr<A: ToSocketAddrs, T>(addr: A, mut f: impl FnMut(SocketAddr) -> io::Result<T>) -> io::Result<T> {
+    let mut last_err = None;
+    for addr in addr.to_socket_addrs()? {
+        match f(addr) {
+            Ok(value) => return Ok(value),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+}
+
+/// Errors of `accept4` that concern only the connection being accepted (or a signal): the
+/// listener itself is fine, so accepting just goes on (as accept(2) advises).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+/// Errors of `accept4` that mean "no resources for another fd right now".
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// A TCP socket listening for connections.
+///
+/// # Running out of file descriptors
+///
+/// When `accept` fails with `EMFILE`/`ENFILE` (or the kernel is out of buffers), the pending
+/// connection stays in the kernel's queue and the listener stays readable, so naively retrying
+/// would spin at 100% CPU. Instead the listener backs off: the first failure of an episode is
+/// returned to the caller (log it), and from then on each `accept` waits 5 ms, 10 ms, ... up to
+/// 200 ms between silent retries, until one succeeds. Queued clients are not dropped; they are
+/// served as soon as descriptors are free again.
+pub struct TcpListener {
+    io: IoSource,
+    backoff: RefCell<Backoff>,
+}
+
+#[derive(Debug, Default)]
+struct Backoff {
+    /// The current pause; `None` when not in an exhaustion episode.
+    delay: Option<Duration>,
+    /// The pause in progress, to wait out before the next `accept4`.
+    pause: Option<Sleep>,
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("fd", &self.io.fd().as_raw_fd())
+            .field("addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpListener {
+    /// Binds to `addr` (with `SO_REUSEADDR`) and listens. Port 0 picks a free port; see
+    /// [`local_addr`](Self::local_addr).
+    ///
+    /// Must be called inside the runtime that will drive it.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        let driver = current_driver()?;
+        each_addr(addr, |addr| {
+            let fd = sys::tcp_socket(&addr)?;
+            sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+            sys::bind(fd.as_fd(), &addr)?;
+            sys::listen(fd.as_fd(), BACKLOG)?;
+            TcpListener::from_fd(driver.clone(), fd)
+        })
+    }
+
+    /// Takes over a listener made elsewhere (for example with `SO_REUSEPORT` set), switching it
+    /// to non-blocking mode. Must be called inside the runtime that will drive it.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        listener.set_nonblocking(true)?;
+        TcpListener::from_fd(current_driver()?, listener.into())
+    }
+
+    fn from_fd(driver: Rc<Driver>, fd: OwnedFd) -> io::Result<TcpListener> {
+        Ok(TcpListener { io: IoSource::new(driver, fd)?, backoff: RefCell::default() })
+    }
+
+    /// Waits for a connection and returns it with the peer's address.
+    ///
+    /// Errors that concern only one connection (it was reset before it was accepted, say) are
+    /// skipped. On fd exhaustion see the type's docs. Only one task should wait on `accept` at a
+    /// time: with several, they wake each other and poll again (correct, but wasteful).
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The poll form of [`accept`](Self::accept).
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        loop {
+            {
+                let mut backoff = self.backoff.borrow_mut();
+                if let Some(pause) = backoff.pause.as_mut() {
+                    ready!(Pin::new(pause).poll(cx));
+                    backoff.pause = None;
+                }
+            }
+            let accepted =
+                ready!(self.io.poll_io(cx, Direction::Read, |fd| sys::accept(fd).map(|conn| (conn, false))));
+            match accepted {
+                Ok((fd, peer)) => {
+                    self.backoff.borrow_mut().delay = None;
+                    let stream = TcpStream::from_fd(self.io.driver().clone(), fd);
+                    return Poll::Ready(stream.map(|stream| (stream, peer)));
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    let mut backoff = self.backoff.borrow_mut();
+                    let first = backoff.delay.is_none();
+                    let delay = backoff.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
+                    backoff.delay = Some(delay);
+                    backoff.pause = Some(sleep(delay));
+                    if first {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.io.fd())
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.fd()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.fd().as_raw_fd()
+    }
+}
+
+/// A TCP connection.
+///
+/// Reads and writes take `&mut self`, so one task at a time waits on each direction; use
+/// [`split`](Self::split) to read and write concurrently from two futures. Also implements
+/// `futures_io::AsyncRead` and `AsyncWrite`, so the `futures` crate's combinators work on it.
+pub struct TcpStream {
+    io: IoSource,
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("fd", &self.io.fd().as_raw_fd())
+            .field("local", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying each address it resolves to in turn.
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let driver = current_driver()?;
+        let mut last_err = None;
+        for addr in addr.to_socket_addrs()? {
+            match TcpStream::connect_addr(driver.clone(), addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+    }
+
+    async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {
+        let fd = sys::tcp_socket(&addr)?;
+        match sys::connect(fd.as_fd(), &addr) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let stream = TcpStream::from_fd(driver, fd)?;
+        // The connection is established (or has failed) once the socket is writable.
+        poll_fn(|cx| stream.io.poll_io(cx, Direction::Write, |fd| connect_result(fd).map(|()| ((), false))))
+            .await?;
+        Ok(stream)
+    }
+
+    /// Takes over a connected socket made elsewhere, switching it to non-blocking mode. Must
+    /// be called inside the runtime that will drive it.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        TcpStream::from_fd(current_driver()?, stream.into())
+    }
+
+    fn from_fd(driver: Rc<Driver>, fd: OwnedFd) -> io::Result<TcpStream> {
+        Ok(TcpStream { io: IoSource::new(driver, fd)? })
+    }
+
+    /// Reads some bytes into `buf`; `Ok(0)` means the peer closed its side (or `buf` is
+    /// empty).
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read_shared(cx, buf)).await
+    }
+
+    /// Writes some bytes from `buf`, returning how many were written.
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_write_shared(cx, buf)).await
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        write_all(self, buf).await
+    }
+
+    /// Waits until the socket is readable (data, end of stream, or an error is waiting).
+    /// Spurious readiness is possible: a following [`try_read`](Self::try_read) may still
+    /// return `WouldBlock`.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.io.poll_ready(cx, Direction::Read).map_ok(drop)).await
+    }
+
+    /// Waits until the socket is writable.
+    pub async fn writable(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.io.poll_ready(cx, Direction::Write).map_ok(drop)).await
+    }
+
+    /// Reads without waiting: `WouldBlock` if no data is there.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.io.try_io(Direction::Read, |fd| read_op(fd, buf))
+    }
+
+    /// Writes without waiting: `WouldBlock` if the send buffer is full.
+    pub fn try_write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.io.try_io(Direction::Write, |fd| write_op(fd, buf))
+    }
+
+    /// Shuts down the read side, the write side (the peer reads end of stream once it has
+    /// read everything sent before) or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        sys::shutdown(self.io.fd(), how)
+    }
+
+    /// Sets `TCP_NODELAY`: send small writes at once instead of waiting to coalesce them
+    /// (Nagle's algorithm). Request/response protocols want this.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        sys::set_int_opt(self.io.fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay.into())
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        Ok(sys::get_int_opt(self.io.fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sys::peer_addr(self.io.fd())
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.io.fd())
+    }
+
+    /// Reads and clears the socket's pending error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        sys::take_error(self.io.fd())
+    }
+
+    /// Splits the stream into a read half and a write half that can be used at the same time
+    /// (for example from two futures joined in one task).
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        (ReadHalf { stream: self }, WriteHalf { stream: self })
+    }
+
+    fn poll_read_shared(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.io.poll_io(cx, Direction::Read, |fd| read_op(fd, buf))
+    }
+
+    fn poll_write_shared(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.io.poll_io(cx, Direction::Write, |fd| write_op(fd, buf))
+    }
+}
+
+/// `read`, reporting a short read: fewer bytes than asked (but not end of stream) means the
+/// socket's receive queue is empty, so readiness can be cleared without another syscall.
+fn read_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let n = sys::read(fd, buf)?;
+    Ok((n, n > 0 && n < buf.len()))
+}
+
+/// `send`, reporting a short write: the send buffer is full.
+fn write_op(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<(usize, bool)> {
+    let n = sys::send(fd, buf)?;
+    Ok((n, n < buf.len()))
+}
+
+/// The outcome of a non-blocking connect, once the socket reported writable.
+fn connect_result(fd: BorrowedFd<'_>) -> io::Result<()> {
+    if let Some(e) = sys::take_error(fd)? {
+        return Err(e);
+    }
+    // Writable with no error but not connected: a spurious wake-up; wait for the next edge.
+    match sys::peer_addr(fd) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = poll_fn(|cx| stream.poll_write_shared(cx, buf)).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.fd()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.fd().as_raw_fd()
+    }
+}
+
+impl futures_io::AsyncRead for TcpStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.poll_read_shared(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for TcpStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_write_shared(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // nothing is buffered in user space
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown(Shutdown::Write))
+    }
+}
+
+/// The reading half of a [`TcpStream`], from [`TcpStream::split`].
+#[derive(Debug)]
+pub struct ReadHalf<'a> {
+    stream: &'a TcpStream,
+}
+
+/// The writing half of a [`TcpStream`], from [`TcpStream::split`].
+#[derive(Debug)]
+pub struct WriteHalf<'a> {
+    stream: &'a TcpStream,
+}
+
+impl ReadHalf<'_> {
+    /// Like [`TcpStream::read`].
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.stream.poll_read_shared(cx, buf)).await
+    }
+}
+
+impl WriteHalf<'_> {
+    /// Like [`TcpStream::write`].
+    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        poll_fn(|cx| self.stream.poll_write_shared(cx, buf)).await
+    }
+
+    /// Like [`TcpStream::write_all`].
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        write_all(self.stream, buf).await
+    }
+
+    /// Shuts down the write side of the connection.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Write)
+    }
+}
+
+impl futures_io::AsyncRead for ReadHalf<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.stream.poll_read_shared(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for WriteHalf<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.stream.poll_write_shared(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.shutdown())
+    }
+}

@@ -1,0 +1,264 @@
+//! Tasks: what a spawned future becomes, how it is woken, and how its result comes back.
+//!
+//! A task is split in two, because a [`Waker`] must be `Send + Sync` while the future need not
+//! be (this runtime is single-threaded, so a task may hold `Rc`s):
+//!
+//! - the **header** ([`Header`], in an `Arc`) is all a waker points to: the task's index in the
+//!   runtime's task slab and a `scheduled` flag. Waking sets the flag and, if it was clear,
+//!   queues the header (see `executor::schedule`). The flag is what makes a burst of wake-ups
+//!   queue the task once;
+//! - the **body** ([`Task`], in the runtime's slab, never leaving its thread) holds the boxed
+//!   future, then its output until the [`JoinHandle`] takes it.
+//!
+//! The output is type-erased (`Box<dyn Any>`, no allocation for `()`) so that one slab can hold
+//! tasks of every output type; the typed [`JoinHandle<T>`] downcasts it back.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::rc::Weak;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use futures_task::ArcWake;
+
+use crate::executor::{Core, Shared};
+
+/// The id the `block_on` future uses in its header: it is not in the task slab.
+pub(crate) const MAIN_TASK: usize = usize::MAX;
+
+/// What a waker points to. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Header {
+    /// Index in the runtime's task slab ([`MAIN_TASK`] for the `block_on` future).
+    pub(crate) id: usize,
+    /// Set while the task sits in a run queue; cleared just before it is polled, so a wake-up
+    /// during the poll queues it again.
+    pub(crate) scheduled: AtomicBool,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Header {
+    pub(crate) fn new(id: usize, shared: Arc<Shared>) -> Header {
+        Header { id, scheduled: AtomicBool::new(false), shared }
+    }
+}
+
+impl ArcWake for Header {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        if !arc_self.scheduled.swap(true, Ordering::AcqRel) {
+            crate::executor::schedule(arc_self);
+        }
+    }
+}
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Box<dyn Any>>>>;
+
+/// The body of a task, kept in the runtime's slab.
+pub(crate) struct Task {
+    pub(crate) header: Arc<Header>,
+    pub(crate) stage: Stage,
+    /// The task awaiting the [`JoinHandle`], if any.
+    pub(crate) join_waker: Option<Waker>,
+    /// The `JoinHandle` was dropped: free the slot as soon as the task finishes.
+    pub(crate) detached: bool,
+    /// `JoinHandle::abort` was called: drop the future instead of polling it.
+    pub(crate) aborted: bool,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task").field("id", &self.header.id).field("stage", &self.stage).finish()
+    }
+}
+
+pub(crate) enum Stage {
+    /// `None` only while the executor has the future out of the slot to poll it.
+    Running(Option<BoxFuture>),
+    Finished(Result<Box<dyn Any>, JoinError>),
+    /// The output was taken by the `JoinHandle`.
+    Consumed,
+}
+
+impl fmt::Debug for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Running(_) => "Running",
+            Stage::Finished(_) => "Finished",
+            Stage::Consumed => "Consumed",
+        })
+    }
+}
+
+/// Why a task produced no output.
+pub struct JoinError {
+    repr: Repr,
+}
+
+enum Repr {
+    Cancelled,
+    Panic(Box<dyn Any + Send + 'static>),
+}
+
+impl JoinError {
+    pub(crate) fn cancelled() -> JoinError {
+        JoinError { repr: Repr::Cancelled }
+    }
+
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> JoinError {
+        JoinError { repr: Repr::Panic(payload) }
+    }
+
+    /// The task was aborted, or its runtime was dropped before it finished.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled)
+    }
+
+    /// The task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic(_))
+    }
+
+    /// The panic payload, to re-raise with `std::panic::resume_unwind`.
+    ///
+    /// # Panics
+    /// If the task did not panic.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        match self.repr {
+            Repr::Panic(payload) => payload,
+            Repr::Cancelled => panic!("JoinError::into_panic on a task that was cancelled, not panicked"),
+        }
+    }
+
+    fn panic_message(&self) -> Option<&str> {
+        match &self.repr {
+            Repr::Panic(p) => {
+                p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str))
+            }
+            Repr::Cancelled => None,
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.repr, self.panic_message()) {
+            (Repr::Cancelled, _) => f.write_str("task was cancelled"),
+            (Repr::Panic(_), Some(msg)) => write!(f, "task panicked: {msg}"),
+            (Repr::Panic(_), None) => f.write_str("task panicked"),
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JoinError({self})")
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// An owned permission to await a spawned task's output.
+///
+/// Awaiting it gives `Ok(output)`, or `Err(JoinError)` if the task panicked or was cancelled.
+/// Dropping it detaches the task, which keeps running. [`abort`](Self::abort) cancels it: its
+/// future is dropped the next time the executor gets to it.
+pub struct JoinHandle<T> {
+    core: Weak<Core>,
+    header: Arc<Header>,
+    _output: PhantomData<T>,
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("id", &self.header.id).finish()
+    }
+}
+
+impl<T: 'static> JoinHandle<T> {
+    pub(crate) fn new(core: Weak<Core>, header: Arc<Header>) -> JoinHandle<T> {
+        JoinHandle { core, header, _output: PhantomData }
+    }
+
+    /// Runs `f` on this handle's task slot, if the runtime and the task are still there.
+    fn with_task<R>(&self, f: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let core = self.core.upgrade()?;
+        let mut tasks = core.tasks.borrow_mut();
+        let task = tasks.get_mut(self.header.id).filter(|t| Arc::ptr_eq(&t.header, &self.header))?;
+        Some(f(task))
+    }
+
+    /// Cancels the task. Its future is dropped (not polled again) the next time the runtime
+    /// runs it, and awaiting this handle then gives a cancelled [`JoinError`]. No effect on a
+    /// task that already finished.
+    pub fn abort(&self) {
+        let running = self.with_task(|task| {
+            task.aborted = true;
+            matches!(task.stage, Stage::Running(_))
+        });
+        if running == Some(true) {
+            futures_task::ArcWake::wake_by_ref(&self.header);
+        }
+    }
+
+    /// Whether the task has finished (completed, panicked or been cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.with_task(|task| !matches!(task.stage, Stage::Running(_))).unwrap_or(true)
+    }
+}
+
+impl<T: 'static> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(core) = self.core.upgrade() else {
+            return Poll::Ready(Err(JoinError::cancelled()));
+        };
+        let mut tasks = core.tasks.borrow_mut();
+        let id = self.header.id;
+        let Some(task) = tasks.get_mut(id).filter(|t| Arc::ptr_eq(&t.header, &self.header)) else {
+            // The runtime dropped the task (it was shut down).
+            return Poll::Ready(Err(JoinError::cancelled()));
+        };
+        match std::mem::replace(&mut task.stage, Stage::Consumed) {
+            Stage::Finished(result) => {
+                let removed = tasks.remove(id);
+                drop(tasks);
+                drop(removed);
+                Poll::Ready(result.map(|output| match output.downcast::<T>() {
+                    Ok(output) => *output,
+                    Err(_) => unreachable!("a task's output has the JoinHandle's type"),
+                }))
+            }
+            Stage::Consumed => panic!("JoinHandle polled after it returned its output"),
+            running => {
+                task.stage = running;
+                if !task.join_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    task.join_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        let Some(core) = self.core.upgrade() else { return };
+        let mut tasks = core.tasks.borrow_mut();
+        let id = self.header.id;
+        let Some(task) = tasks.get_mut(id).filter(|t| Arc::ptr_eq(&t.header, &self.header)) else { return };
+        if matches!(task.stage, Stage::Running(_)) {
+            task.detached = true;
+            task.join_waker = None;
+        } else {
+            let removed = tasks.remove(id);
+            drop(tasks);
+            // The output's destructor runs outside the borrow: it may touch the runtime.
+            drop(removed);
+        }
+    }
+}
