@@ -27,7 +27,7 @@
 //! A waker points to the task's [`Header`]. Waking from the runtime's own thread pushes it onto
 //! the local run queue (a `RefCell<VecDeque>`, no lock, no syscall). Waking from any other
 //! thread pushes it onto a mutex-protected remote queue and then rings the driver's
-//! [`Notifier`](crate::driver::Notifier) (an eventfd), which the loop drains after its next
+//! [`Notifier`] (an eventfd), which the loop drains after its next
 //! `epoll_wait`.
 //!
 //! # Borrowing discipline

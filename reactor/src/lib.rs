@@ -25,9 +25,10 @@
 //!
 //! # How it fits together
 //!
-//! Read the modules in this order; each builds only on the ones before it.
+//! Read the modules in this order; each builds only on the ones before it. The private ones
+//! are documented too: `cargo doc -p reactor --document-private-items --open`.
 //!
-//! - [`sys`](crate::sys) (private): every `unsafe` syscall (epoll, eventfd, sockets), each a
+//! - `sys` (private): every `unsafe` syscall (epoll, eventfd, sockets), each a
 //!   thin safe wrapper.
 //! - `driver` (private): the epoll instance. Sockets are registered once, edge-triggered; each
 //!   event sets readiness bits in the socket's slot and wakes the task waiting on it. The

@@ -1,6 +1,6 @@
 //! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6.
 //!
-//! Each socket is an [`IoSource`]: a non-blocking fd registered with the runtime's epoll
+//! Each socket is an `IoSource`: a non-blocking fd registered with the runtime's epoll
 //! driver. An operation first asks the driver whether its direction is ready; if so it makes
 //! the syscall directly, and only when the kernel says `EAGAIN` does the task wait for the next
 //! readiness edge. The buffer is borrowed only for the duration of that syscall, which is why a
@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::driver::{Direction, Driver, IoSource};
 use crate::executor;
@@ -36,6 +36,8 @@ const BACKLOG: i32 = 1024;
 /// First and longest pause of the accept back-off after fd exhaustion.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// At most one fd-exhaustion error per this interval is returned by `accept`.
+const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 fn current_driver() -> io::Result<Rc<Driver>> {
     executor::with_current(|core| core.driver.clone()).ok_or_else(executor::no_runtime_error)
@@ -88,10 +90,10 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 ///
 /// When `accept` fails with `EMFILE`/`ENFILE` (or the kernel is out of buffers), the pending
 /// connection stays in the kernel's queue and the listener stays readable, so naively retrying
-/// would spin at 100% CPU. Instead the listener backs off: the first failure of an episode is
-/// returned to the caller (log it), and from then on each `accept` waits 5 ms, 10 ms, ... up to
-/// 200 ms between silent retries, until one succeeds. Queued clients are not dropped; they are
-/// served as soon as descriptors are free again.
+/// would spin at 100% CPU. Instead the listener backs off: each `accept` waits 5 ms, 10 ms, ...
+/// up to 200 ms between retries, until one succeeds. The failure is returned to the caller (to
+/// log) at most once a second; the other retries are silent. Queued clients are not dropped:
+/// they are served as soon as descriptors are free again.
 pub struct TcpListener {
     io: IoSource,
     backoff: RefCell<Backoff>,
@@ -99,10 +101,12 @@ pub struct TcpListener {
 
 #[derive(Debug, Default)]
 struct Backoff {
-    /// The current pause; `None` when not in an exhaustion episode.
+    /// The current pause; `None` when the last accept succeeded.
     delay: Option<Duration>,
     /// The pause in progress, to wait out before the next `accept4`.
     pause: Option<Sleep>,
+    /// When an exhaustion error was last returned to the caller.
+    reported: Option<Instant>,
 }
 
 impl fmt::Debug for TcpListener {
@@ -171,11 +175,12 @@ impl TcpListener {
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
                     let mut backoff = self.backoff.borrow_mut();
-                    let first = backoff.delay.is_none();
                     let delay = backoff.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
                     backoff.delay = Some(delay);
                     backoff.pause = Some(sleep(delay));
-                    if first {
+                    let now = Instant::now();
+                    if backoff.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
+                        backoff.reported = Some(now);
                         return Poll::Ready(Err(e));
                     }
                 }

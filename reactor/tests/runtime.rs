@@ -1,0 +1,374 @@
+//! Executor behaviour: spawning, joining, panics, aborts, cross-thread wake-ups, fairness,
+//! timers, and what dropping the runtime does.
+
+mod common;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io::Read;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use common::{blocking_round_trip, serve, spawn_server_thread, within};
+use reactor::net::{TcpListener, TcpStream};
+use reactor::time::{sleep, timeout};
+
+#[test]
+fn block_on_returns_the_output_and_runs_spawned_tasks() {
+    let sum = reactor::block_on(async {
+        let handles: Vec<_> = (1..=10u64).map(|i| reactor::spawn(async move { i * i })).collect();
+        let mut sum = 0;
+        for handle in handles {
+            sum += handle.await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(sum, 385);
+}
+
+#[test]
+fn a_panicking_task_is_reported_and_leaves_others_running() {
+    let addr = spawn_server_thread();
+    reactor::block_on(async move {
+        let survivor = reactor::spawn(async {
+            sleep(Duration::from_millis(30)).await;
+            "survived"
+        });
+        let doomed = reactor::spawn(async {
+            sleep(Duration::from_millis(5)).await;
+            panic!("boom on purpose");
+        });
+        let err = doomed.await.unwrap_err();
+        assert!(err.is_panic());
+        assert!(err.to_string().contains("boom on purpose"), "{err}");
+        assert_eq!(survivor.await.unwrap(), "survived");
+    });
+    // Panicking connection handlers end only their own connection.
+    let echoed = within(Duration::from_secs(20), || {
+        reactor::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            reactor::spawn(async move {
+                loop {
+                    let (mut stream, _) = listener.accept().await.unwrap();
+                    reactor::spawn(async move {
+                        let mut buf = [0; 64];
+                        let n = stream.read(&mut buf).await.unwrap();
+                        assert!(&buf[..n] != b"panic", "handler panics on this input");
+                        stream.write_all(&buf[..n]).await.unwrap();
+                    });
+                }
+            });
+            let mut victim = TcpStream::connect(addr).await.unwrap();
+            victim.write_all(b"panic").await.unwrap();
+            let mut buf = [0; 64];
+            // The panicking task dropped its stream: the victim sees end of stream or a reset.
+            assert!(matches!(victim.read(&mut buf).await, Ok(0) | Err(_)));
+            let mut other = TcpStream::connect(addr).await.unwrap();
+            other.write_all(b"fine").await.unwrap();
+            let n = other.read(&mut buf).await.unwrap();
+            buf[..n].to_vec()
+        })
+    });
+    assert_eq!(echoed, b"fine");
+    let _ = addr;
+}
+
+#[test]
+fn abort_cancels_a_task_and_drops_its_future() {
+    struct SetOnDrop(Rc<Cell<bool>>);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.set(true);
+        }
+    }
+    reactor::block_on(async {
+        let dropped = Rc::new(Cell::new(false));
+        let guard = SetOnDrop(dropped.clone());
+        let handle = reactor::spawn(async move {
+            let _guard = guard;
+            sleep(Duration::from_secs(3600)).await;
+        });
+        reactor::yield_now().await; // let it start and park on its timer
+        assert!(!handle.is_finished());
+        handle.abort();
+        let err = handle.await.unwrap_err();
+        assert!(err.is_cancelled());
+        assert!(dropped.get(), "the aborted task's future was dropped");
+    });
+}
+
+#[test]
+fn a_detached_task_keeps_running() {
+    reactor::block_on(async {
+        let done = Rc::new(Cell::new(false));
+        let flag = done.clone();
+        drop(reactor::spawn(async move {
+            sleep(Duration::from_millis(10)).await;
+            flag.set(true);
+        }));
+        sleep(Duration::from_millis(50)).await;
+        assert!(done.get());
+    });
+}
+
+/// A future that completes once `flag` is set, parking its waker where another thread can
+/// find it.
+struct WaitForFlag {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Future for WaitForFlag {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.flag.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_waker_fired_from_another_thread_wakes_a_parked_loop() {
+    // Nothing else can wake the loop: no timers, no sockets. It sleeps in epoll_wait(-1) until
+    // the other thread's wake writes the eventfd.
+    within(Duration::from_secs(10), || {
+        let flag = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let (f, w) = (flag.clone(), waker.clone());
+        let waker_thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            f.store(true, Ordering::Release);
+            let waker = w.lock().unwrap().take().expect("the future registered a waker");
+            waker.wake();
+        });
+        let started = Instant::now();
+        reactor::block_on(async {
+            // A spawned task, not just the main future, is woken through the remote queue.
+            reactor::spawn(WaitForFlag { flag, waker }).await.unwrap();
+        });
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        waker_thread.join().unwrap();
+    });
+}
+
+#[test]
+fn a_task_that_never_stops_yielding_does_not_starve_io() {
+    // Without a bound on polls between I/O checks, the run queue is never empty, the loop never
+    // reaches epoll_wait, and the echo below never completes.
+    let addr = spawn_server_thread();
+    let echoed = within(Duration::from_secs(20), move || {
+        reactor::block_on(async move {
+            let stop = Rc::new(Cell::new(false));
+            let spin = stop.clone();
+            reactor::spawn(async move {
+                while !spin.get() {
+                    reactor::yield_now().await;
+                }
+            });
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(b"through").await.unwrap();
+            let mut buf = [0; 16];
+            let n = stream.read(&mut buf).await.unwrap();
+            stop.set(true);
+            buf[..n].to_vec()
+        })
+    });
+    assert_eq!(echoed, b"through");
+}
+
+#[test]
+fn an_always_ready_socket_cannot_monopolise_the_loop() {
+    // One task reads a flooded socket one byte at a time: each read fills its buffer, so
+    // readiness is never cleared and, without a budget, the task would never yield. The
+    // budget makes it yield every 128 reads; the other task counts how often it got to run.
+    let (flood_addr_tx, flood_addr_rx) = std::sync::mpsc::channel();
+    let flooder = std::thread::spawn(move || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        flood_addr_tx.send(listener.local_addr().unwrap()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let chunk = [1u8; 65536];
+        // Until the reader hangs up (bounded: the reader stops after 100 kB).
+        while std::io::Write::write_all(&mut stream, &chunk).is_ok() {}
+    });
+    let addr = flood_addr_rx.recv().unwrap();
+    let ran = within(Duration::from_secs(30), move || {
+        reactor::block_on(async move {
+            let counter = Rc::new(Cell::new(0u32));
+            let count = counter.clone();
+            let stop = Rc::new(Cell::new(false));
+            let spin = stop.clone();
+            let other = reactor::spawn(async move {
+                while !spin.get() {
+                    count.set(count.get() + 1);
+                    reactor::yield_now().await;
+                }
+            });
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            sleep(Duration::from_millis(50)).await; // let the socket fill up
+            let mut byte = [0u8; 1];
+            let before = counter.get();
+            for _ in 0..100_000 {
+                assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+            }
+            let ran = counter.get() - before;
+            stop.set(true);
+            other.await.unwrap();
+            ran
+        })
+    });
+    flooder.join().unwrap();
+    assert!(ran >= 100, "the other task ran only {ran} times during 100,000 reads");
+}
+
+#[test]
+fn sleep_never_returns_early() {
+    reactor::block_on(async {
+        let handles: Vec<_> = [0u64, 1, 2, 3, 5, 8, 13, 21, 34, 55]
+            .iter()
+            .flat_map(|&ms| (0..5).map(move |_| ms))
+            .map(|ms| {
+                reactor::spawn(async move {
+                    let duration = Duration::from_millis(ms) + Duration::from_micros(ms * 37 % 1000);
+                    let start = Instant::now();
+                    sleep(duration).await;
+                    (duration, start.elapsed())
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (asked, slept) = handle.await.unwrap();
+            assert!(slept >= asked, "asked for {asked:?}, woke after {slept:?}");
+        }
+    });
+}
+
+#[test]
+fn timeout_around_a_pending_read_fires_and_the_stream_stays_usable() {
+    let (server_tx, server_rx) = std::sync::mpsc::channel::<std::net::TcpStream>();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        server_tx.send(stream).unwrap();
+    });
+    within(Duration::from_secs(10), move || {
+        reactor::block_on(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let mut peer_stream = server_rx.recv().unwrap();
+            let mut buf = [0; 16];
+            let start = Instant::now();
+            let result = timeout(Duration::from_millis(50), stream.read(&mut buf)).await;
+            assert!(result.is_err(), "nothing was sent, so the read must time out");
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            // The timed-out read left nothing behind: the next read gets the data.
+            std::io::Write::write_all(&mut peer_stream, b"late").unwrap();
+            let n = timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+            assert_eq!(&buf[..n], b"late");
+            // And a timeout around something quick does not fire.
+            assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+        })
+    });
+    peer.join().unwrap();
+}
+
+#[test]
+fn dropping_the_runtime_drops_tasks_and_closes_their_sockets() {
+    let addr = spawn_server_thread();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    let runtime = reactor::Runtime::new().unwrap();
+    // A task holding a connection and waiting forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener_addr = runtime.block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        reactor::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            tx.send(()).unwrap();
+            let _keep = stream;
+            sleep(Duration::from_secs(3600)).await;
+        });
+        addr
+    });
+    let mut held = std::net::TcpStream::connect(listener_addr).unwrap();
+    runtime.block_on(async {
+        while rx.try_recv().is_err() {
+            sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert_eq!(runtime.task_count(), 1);
+    assert_eq!(runtime.registered_fds(), 2, "the listener (moved into the task) and the accepted stream");
+    drop(runtime);
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0; 8];
+    assert_eq!(held.read(&mut buf).unwrap(), 0, "the task's socket was closed");
+    // The unrelated server thread is unaffected.
+    drop(client);
+    assert_eq!(blocking_round_trip(addr, b"ok".to_vec(), 2), b"ok");
+}
+
+#[test]
+fn a_socket_used_after_its_runtime_is_gone_reports_an_error() {
+    let runtime = reactor::Runtime::new().unwrap();
+    let listener = runtime.block_on(async { TcpListener::bind("127.0.0.1:0").unwrap() });
+    drop(runtime);
+    let other = reactor::Runtime::new().unwrap();
+    let err = other.block_on(async { listener.accept().await.unwrap_err() });
+    assert!(err.to_string().contains("dropped"), "{err}");
+}
+
+#[test]
+#[should_panic(expected = "cannot block_on inside a runtime")]
+fn block_on_inside_a_runtime_panics_with_a_clear_message() {
+    reactor::block_on(async { reactor::block_on(async {}) });
+}
+
+#[test]
+fn socket_calls_outside_a_runtime_are_errors_not_panics() {
+    let err = TcpListener::bind("127.0.0.1:0").unwrap_err();
+    assert!(err.to_string().contains("no reactor runtime"), "{err}");
+}
+
+#[test]
+fn the_builder_settings_still_echo_correctly() {
+    let ok = within(Duration::from_secs(30), move || {
+        let runtime =
+            reactor::Builder::new().events_per_wait(1).task_budget(1).event_interval(1).build().unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            reactor::spawn(serve(listener));
+            let clients: Vec<_> = (0..20)
+                .map(|i| {
+                    reactor::spawn(async move {
+                        let mut stream = TcpStream::connect(addr).await.unwrap();
+                        let msg = vec![i as u8; 10_000];
+                        stream.write_all(&msg).await.unwrap();
+                        stream.shutdown(std::net::Shutdown::Write).unwrap();
+                        let mut back = Vec::new();
+                        let mut buf = [0; 1000];
+                        loop {
+                            match stream.read(&mut buf).await.unwrap() {
+                                0 => break back == msg,
+                                n => back.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            for client in clients {
+                ok += client.await.unwrap() as usize;
+            }
+            ok
+        })
+    });
+    assert_eq!(ok, 20);
+}
