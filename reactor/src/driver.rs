@@ -511,6 +511,22 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_of_notifications_writes_the_eventfd_once() {
+        let driver = Driver::new(16).unwrap();
+        let notifier = driver.notifier().clone();
+        for _ in 0..3 {
+            notifier.notify();
+        }
+        // The eventfd counts writes: one write, then two skipped.
+        assert_eq!(sys::eventfd_drain(notifier.fd.as_fd()).unwrap(), 1);
+        // A turn that sees the notification re-arms it: the next notify writes again.
+        sys::eventfd_signal(notifier.fd.as_fd()).unwrap();
+        assert!(driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap());
+        notifier.notify();
+        assert_eq!(sys::eventfd_drain(notifier.fd.as_fd()).unwrap(), 1);
+    }
+
+    #[test]
     fn epoll_bits_map_to_readiness() {
         assert_eq!(readiness_of(libc::EPOLLIN as u32), READABLE);
         assert_eq!(readiness_of(libc::EPOLLOUT as u32), WRITABLE);

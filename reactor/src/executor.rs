@@ -171,18 +171,13 @@ impl Shared {
 
 /// Queues a woken task: on the local run queue when called on the runtime's thread, on the
 /// remote queue (plus an eventfd write) otherwise. The caller has set `header.scheduled`.
-pub(crate) fn schedule(header: &Arc<Header>) {
-    let local = CURRENT
-        .try_with(|current| match current.try_borrow().as_deref() {
-            Ok(Some(core)) if Arc::ptr_eq(&core.shared, &header.shared) => {
-                core.run_queue.borrow_mut().push_back(header.clone());
-                true
-            }
-            _ => false,
-        })
-        .unwrap_or(false);
-    if !local {
-        header.shared.push_remote(header.clone());
+pub(crate) fn schedule(header: Arc<Header>) {
+    let is_local = |current: &RefCell<Option<Rc<Core>>>| matches!(current.try_borrow().as_deref(), Ok(Some(core)) if Arc::ptr_eq(&core.shared, &header.shared));
+    if CURRENT.try_with(is_local).unwrap_or(false) {
+        with_current(|core| core.run_queue.borrow_mut().push_back(header));
+    } else {
+        let shared = header.shared.clone();
+        shared.push_remote(header);
     }
 }
 

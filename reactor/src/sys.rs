@@ -94,12 +94,12 @@ pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Resets the eventfd counter to 0 (WouldBlock if it already was 0).
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Resets the eventfd counter to 0 and returns what it was (WouldBlock if it already was 0).
+pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut value: u64 = 0;
     // SAFETY: reads 8 bytes into a live u64, the size an eventfd requires.
     cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) })?;
-    Ok(())
+    Ok(value)
 }
 
 // ----------------------------------------------------------------------------------------------

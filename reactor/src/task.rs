@@ -48,9 +48,15 @@ impl Header {
 }
 
 impl ArcWake for Header {
+    fn wake(self: Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            crate::executor::schedule(self);
+        }
+    }
+
     fn wake_by_ref(arc_self: &Arc<Self>) {
         if !arc_self.scheduled.swap(true, Ordering::AcqRel) {
-            crate::executor::schedule(arc_self);
+            crate::executor::schedule(arc_self.clone());
         }
     }
 }
