@@ -25,11 +25,7 @@ fn main() {
         loop {
             match listener.accept().await {
                 Ok((stream, _peer)) => {
-                    reactor::spawn(async move {
-                        if let Err(e) = echo(stream).await {
-                            eprintln!("connection error: {e}");
-                        }
-                    });
+                    reactor::spawn(serve(stream));
                 }
                 // Reported once when fds run out; the listener then backs off by itself.
                 Err(e) => eprintln!("accept error: {e}"),
@@ -42,27 +38,46 @@ fn main() {
     }
 }
 
-async fn echo(mut stream: TcpStream) -> io::Result<()> {
+async fn serve(mut stream: TcpStream) {
+    if let Err(e) = echo(&mut stream).await {
+        eprintln!("connection error: {e}");
+    }
+}
+
+async fn echo(stream: &mut TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
         stream.readable().await?;
-        let unsent = SCRATCH.with_borrow_mut(|buf| -> io::Result<Option<Vec<u8>>> {
-            let n = match stream.try_read(buf) {
-                Ok(0) => return Ok(None),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(Vec::new())),
-                Err(e) => return Err(e),
-            };
-            let written = match stream.try_write(&buf[..n]) {
-                Ok(w) => w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
-            Ok(Some(buf[written..n].to_vec()))
-        })?;
-        match unsent {
-            None => return stream.shutdown(std::net::Shutdown::Write), // end of stream: echo it
-            Some(rest) => stream.write_all(&rest).await?,
-        }
+        let unsent = match SCRATCH.with_borrow_mut(|buf| echo_ready(stream, buf))? {
+            Step::Idle => continue,
+            Step::End => return stream.shutdown(std::net::Shutdown::Write),
+            Step::Unsent(unsent) => unsent,
+        };
+        stream.write_all(&unsent).await?;
     }
+}
+
+enum Step {
+    /// Nothing to read after all, or all of it written back.
+    Idle,
+    /// The client closed its side.
+    End,
+    /// Bytes the socket did not take yet: they need a buffer of their own.
+    Unsent(Box<[u8]>),
+}
+
+/// Reads what is there into `buf` and writes as much of it back as the socket takes.
+fn echo_ready(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<Step> {
+    let n = match stream.try_read(buf) {
+        Ok(0) => return Ok(Step::End),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Idle),
+        Err(e) => return Err(e),
+    };
+    let written = match stream.try_write(&buf[..n]) {
+        Ok(written) => written,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    Ok(if written == n { Step::Idle } else { Step::Unsent(buf[written..n].into()) })
 }

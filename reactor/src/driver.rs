@@ -89,6 +89,14 @@ impl Direction {
         }
     }
 
+    /// This direction in `ScheduledIo::interest`.
+    fn bit(self) -> u8 {
+        match self {
+            Direction::Read => 1,
+            Direction::Write => 2,
+        }
+    }
+
     /// The bits an `EAGAIN` in this direction may clear (closed and error bits are final).
     fn clearable(self) -> u8 {
         match self {
@@ -101,7 +109,7 @@ impl Direction {
 /// Readiness seen by an operation, with the tick it was seen at (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReadyEvent {
-    tick: u32,
+    tick: u16,
     ready: u8,
     direction: Direction,
 }
@@ -123,28 +131,35 @@ impl Key {
     }
 }
 
-/// The driver's state for one registered fd.
+/// The driver's state for one registered fd: 24 bytes, one per connection.
 ///
-/// Invariant: `reader` / `writer` hold the waker of the task waiting for that direction, and
-/// are only set while that direction's readiness bits (see [`Direction::mask`]) are clear; an
-/// event that sets the bits takes the waker out and wakes it.
+/// One waker slot serves both directions, because with this crate's API one task drives a
+/// socket: stream I/O takes `&mut self`, and the halves of [`split`](crate::net::TcpStream::split)
+/// borrow the stream, so they are polled by the task that owns it. `interest` says which
+/// directions the stored waker waits for; an event for any of them takes the waker out and
+/// wakes it. Invariant: a direction is in `interest` only while its readiness bits (see
+/// [`Direction::mask`]) are clear.
 #[derive(Debug)]
 struct ScheduledIo {
     generation: u32,
-    /// The tick of the last event applied to this slot.
-    tick: u32,
+    /// The tick of the last event applied to this slot. 16 bits are plenty: a readiness
+    /// observation is only compared with the tick of the same turn.
+    tick: u16,
     readiness: u8,
-    reader: Option<Waker>,
-    writer: Option<Waker>,
+    /// `Direction::bit`s the waker waits for.
+    interest: u8,
+    waker: Option<Waker>,
 }
 
-impl ScheduledIo {
-    fn waiter(&mut self, direction: Direction) -> &mut Option<Waker> {
-        match direction {
-            Direction::Read => &mut self.reader,
-            Direction::Write => &mut self.writer,
+/// The readiness bits that concern a waker waiting for the directions in `interest`.
+fn interest_mask(interest: u8) -> u8 {
+    let mut mask = 0;
+    for direction in [Direction::Read, Direction::Write] {
+        if interest & direction.bit() != 0 {
+            mask |= direction.mask();
         }
     }
+    mask
 }
 
 /// Translates epoll's event bits into readiness bits.
@@ -166,6 +181,17 @@ fn readiness_of(events: u32) -> u8 {
         ready |= ERROR;
     }
     ready
+}
+
+/// The capacity to reserve for slabs that grow with the number of sockets: the fd limit, which
+/// bounds the number of registrations, capped at 2^20.
+///
+/// Reserving costs no memory until it is used (a large allocation is fresh `mmap`ed pages,
+/// which the kernel maps on first touch), and it means the slab never reallocates: a growing
+/// `Vec` copies itself and leaves the old block behind in the heap, which at 10,000
+/// connections can cost more resident memory than the slab itself.
+pub(crate) fn slab_capacity() -> usize {
+    sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
 }
 
 /// Wakes the driver's thread from another thread: an eventfd in the epoll set.
@@ -206,7 +232,7 @@ pub(crate) struct Driver {
     /// Slots deregistered since the last turn; freed at the start of the next one.
     released: RefCell<Vec<u32>>,
     next_generation: Cell<u32>,
-    tick: Cell<u32>,
+    tick: Cell<u16>,
     /// False once the runtime is dropped: operations fail instead of waiting forever.
     alive: Cell<bool>,
 }
@@ -221,7 +247,7 @@ impl Driver {
             epoll,
             notifier: std::sync::Arc::new(notifier),
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; events_per_wait.max(1)]),
-            ios: RefCell::new(Slab::new()),
+            ios: RefCell::new(Slab::with_capacity(slab_capacity())),
             released: RefCell::new(Vec::new()),
             next_generation: Cell::new(0),
             tick: Cell::new(0),
@@ -250,7 +276,7 @@ impl Driver {
         let key = Key { index, generation };
         let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, key.token())?;
-        entry.insert(ScheduledIo { generation, tick: 0, readiness: 0, reader: None, writer: None });
+        entry.insert(ScheduledIo { generation, tick: 0, readiness: 0, interest: 0, waker: None });
         Ok(key)
     }
 
@@ -264,9 +290,10 @@ impl Driver {
                 Some(io) if io.generation == key.generation => {
                     io.readiness = 0;
                     self.released.borrow_mut().push(key.index);
-                    (io.reader.take(), io.writer.take())
+                    io.interest = 0;
+                    io.waker.take()
                 }
-                _ => (None, None),
+                _ => None,
             }
         };
         // Dropped outside the borrow: a waker's drop may run arbitrary code.
@@ -299,14 +326,17 @@ impl Driver {
         }
         let mut ios = self.ios.borrow_mut();
         let io = &mut ios[key.index as usize]; // `readiness` checked the key
-        let previous = match io.waiter(direction) {
+        let previous = match &io.waker {
             Some(w) if w.will_wake(cx.waker()) => None,
-            slot => slot.replace(cx.waker().clone()),
+            _ => {
+                io.interest = 0;
+                io.waker.replace(cx.waker().clone())
+            }
         };
+        io.interest |= direction.bit();
         drop(ios);
-        // Two tasks waiting on the same direction of one fd is a misuse the API avoids (stream
-        // I/O takes `&mut self`); if it happens anyway, the displaced task is woken to poll
-        // again rather than left waiting forever.
+        // Two tasks waiting on one fd (several tasks sharing a listener's `accept`, say): the
+        // displaced task is woken to poll again rather than left waiting forever.
         if let Some(previous) = previous {
             previous.wake();
         }
@@ -368,11 +398,9 @@ impl Driver {
             let ready = readiness_of(bits);
             io.readiness |= ready;
             io.tick = tick;
-            if ready & Direction::Read.mask() != 0 {
-                wakers.extend(io.reader.take());
-            }
-            if ready & Direction::Write.mask() != 0 {
-                wakers.extend(io.writer.take());
+            if ready & interest_mask(io.interest) != 0 {
+                io.interest = 0;
+                wakers.extend(io.waker.take());
             }
         }
         Ok(notified)
@@ -385,8 +413,8 @@ impl Driver {
         let mut ios = self.ios.borrow_mut();
         let mut wakers = Vec::new();
         for (_, io) in ios.iter_mut() {
-            wakers.extend(io.reader.take());
-            wakers.extend(io.writer.take());
+            io.interest = 0;
+            wakers.extend(io.waker.take());
         }
         wakers
     }

@@ -54,7 +54,7 @@ use futures_task::waker_ref;
 use slab::Slab;
 
 use crate::driver::{Driver, Notifier};
-use crate::task::{Header, JoinError, JoinHandle, Stage, Task, MAIN_TASK};
+use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
 use crate::time::Timers;
 
 thread_local! {
@@ -126,7 +126,7 @@ impl Builder {
         let core = Core {
             driver,
             timers: Rc::new(Timers::default()),
-            tasks: RefCell::new(Slab::new()),
+            tasks: RefCell::new(Slab::with_capacity(crate::driver::slab_capacity())),
             run_queue: RefCell::new(VecDeque::new()),
             shared,
             wakers: RefCell::new(Vec::new()),
@@ -170,7 +170,7 @@ impl Shared {
 }
 
 /// Queues a woken task: on the local run queue when called on the runtime's thread, on the
-/// remote queue (plus an eventfd write) otherwise. The caller has set `header.scheduled`.
+/// remote queue (plus an eventfd write) otherwise. The caller has set the `SCHEDULED` bit.
 pub(crate) fn schedule(header: Arc<Header>) {
     let is_local = |current: &RefCell<Option<Rc<Core>>>| matches!(current.try_borrow().as_deref(), Ok(Some(core)) if Arc::ptr_eq(&core.shared, &header.shared));
     if CURRENT.try_with(is_local).unwrap_or(false) {
@@ -229,15 +229,9 @@ impl Core {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let header = Arc::new(Header::new(entry.key(), self.shared.clone()));
-        header.scheduled.store(true, std::sync::atomic::Ordering::Relaxed);
-        let future = Box::pin(async move { Box::new(future.await) as Box<dyn Any> });
-        entry.insert(Task {
-            header: header.clone(),
-            stage: Stage::Running(Some(future)),
-            join_waker: None,
-            detached: false,
-            aborted: false,
-        });
+        header.set(task::SCHEDULED);
+        let future: BoxFuture = Box::pin(future);
+        entry.insert(Task::new(header.clone(), future));
         drop(tasks);
         self.run_queue.borrow_mut().push_back(header.clone());
         JoinHandle::new(Rc::downgrade(self), header)
@@ -250,9 +244,8 @@ impl Core {
             let Some(task) = tasks.get_mut(header.id).filter(|t| Arc::ptr_eq(&t.header, header)) else {
                 return; // finished and freed while its header was still queued
             };
-            let Stage::Running(future) = &mut task.stage else { return };
-            let Some(future) = future.take() else { return };
-            (future, task.aborted)
+            let Some(future) = task.future.take() else { return }; // finished
+            (future, header.is(task::ABORTED))
         };
         let result = if aborted {
             Err(JoinError::cancelled())
@@ -260,10 +253,10 @@ impl Core {
             BUDGET.set(self.config.task_budget);
             let waker = waker_ref(header);
             let mut cx = Context::from_waker(&waker);
-            match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
                     if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
-                        task.stage = Stage::Running(Some(future));
+                        task.future = Some(future);
                     }
                     return;
                 }
@@ -282,14 +275,16 @@ impl Core {
     fn complete(&self, id: usize, result: Result<Box<dyn Any>, JoinError>) {
         let mut tasks = self.tasks.borrow_mut();
         let Some(task) = tasks.get_mut(id) else { return };
-        if task.detached {
+        if task.header.is(task::DETACHED) {
             let task = tasks.remove(id);
             drop(tasks);
             drop(task);
             drop_contained(result);
         } else {
-            task.stage = Stage::Finished(result);
-            let waker = task.join_waker.take();
+            task.header.set(task::FINISHED);
+            let join = task.join.get_or_insert_with(Box::default);
+            join.output = Some(result);
+            let waker = join.waker.take();
             drop(tasks);
             if let Some(waker) = waker {
                 waker.wake();
@@ -360,13 +355,13 @@ impl Runtime {
         let core = &*self.core;
         let mut future = pin!(future);
         let main = Arc::new(Header::new(MAIN_TASK, core.shared.clone()));
-        main.scheduled.store(true, std::sync::atomic::Ordering::Relaxed);
+        main.set(task::SCHEDULED);
         core.run_queue.borrow_mut().push_back(main.clone());
         let main_waker = waker_ref(&main);
         loop {
             for _ in 0..core.config.event_interval {
                 let Some(header) = core.run_queue.borrow_mut().pop_front() else { break };
-                header.scheduled.store(false, std::sync::atomic::Ordering::Release);
+                header.unschedule();
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);
                     if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker)) {

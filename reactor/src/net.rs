@@ -268,30 +268,30 @@ impl TcpStream {
 
     /// Reads some bytes into `buf`; `Ok(0)` means the peer closed its side (or `buf` is
     /// empty).
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_read_shared(cx, buf)).await
+    pub fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
+        poll_fn(move |cx| self.poll_read_shared(cx, buf))
     }
 
     /// Writes some bytes from `buf`, returning how many were written.
-    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.poll_write_shared(cx, buf)).await
+    pub fn write<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
+        poll_fn(move |cx| self.poll_write_shared(cx, buf))
     }
 
     /// Writes all of `buf`.
-    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        write_all(self, buf).await
+    pub fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+        write_all(self, buf)
     }
 
     /// Waits until the socket is readable (data, end of stream, or an error is waiting).
     /// Spurious readiness is possible: a following [`try_read`](Self::try_read) may still
     /// return `WouldBlock`.
-    pub async fn readable(&mut self) -> io::Result<()> {
-        poll_fn(|cx| self.io.poll_ready(cx, Direction::Read).map_ok(drop)).await
+    pub fn readable(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
+        poll_fn(|cx| self.io.poll_ready(cx, Direction::Read).map_ok(drop))
     }
 
     /// Waits until the socket is writable.
-    pub async fn writable(&mut self) -> io::Result<()> {
-        poll_fn(|cx| self.io.poll_ready(cx, Direction::Write).map_ok(drop)).await
+    pub fn writable(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
+        poll_fn(|cx| self.io.poll_ready(cx, Direction::Write).map_ok(drop))
     }
 
     /// Reads without waiting: `WouldBlock` if no data is there.
@@ -389,15 +389,19 @@ fn connect_result(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = poll_fn(|cx| stream.poll_write_shared(cx, buf)).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+/// Writes all of `buf`. A plain `poll_fn` rather than an `async fn`, so the future is just the
+/// two references: it is part of the state of every connection task that awaits it.
+fn write_all<'a>(stream: &'a TcpStream, mut buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+    poll_fn(move |cx| {
+        while !buf.is_empty() {
+            let n = ready!(stream.poll_write_shared(cx, buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            buf = &buf[n..];
         }
-        buf = &buf[n..];
-    }
-    Ok(())
+        Poll::Ready(Ok(()))
+    })
 }
 
 impl AsFd for TcpStream {
@@ -446,20 +450,22 @@ pub struct WriteHalf<'a> {
 
 impl ReadHalf<'_> {
     /// Like [`TcpStream::read`].
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.stream.poll_read_shared(cx, buf)).await
+    pub fn read<'a>(&'a mut self, buf: &'a mut [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
+        let stream: &'a TcpStream = self.stream;
+        poll_fn(move |cx| stream.poll_read_shared(cx, buf))
     }
 }
 
 impl WriteHalf<'_> {
     /// Like [`TcpStream::write`].
-    pub async fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        poll_fn(|cx| self.stream.poll_write_shared(cx, buf)).await
+    pub fn write<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
+        let stream: &'a TcpStream = self.stream;
+        poll_fn(move |cx| stream.poll_write_shared(cx, buf))
     }
 
     /// Like [`TcpStream::write_all`].
-    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        write_all(self.stream, buf).await
+    pub fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+        write_all(self.stream, buf)
     }
 
     /// Shuts down the write side of the connection.

@@ -4,9 +4,9 @@
 //! be (this runtime is single-threaded, so a task may hold `Rc`s):
 //!
 //! - the **header** ([`Header`], in an `Arc`) is all a waker points to: the task's index in the
-//!   runtime's task slab and a `scheduled` flag. Waking sets the flag and, if it was clear,
-//!   queues the header (see `executor::schedule`). The flag is what makes a burst of wake-ups
-//!   queue the task once;
+//!   runtime's task slab and a small state word. Waking sets its `SCHEDULED` bit and, if it
+//!   was clear, queues the header (see `executor::schedule`). The bit is what makes a burst of
+//!   wake-ups queue the task once;
 //! - the **body** ([`Task`], in the runtime's slab, never leaving its thread) holds the boxed
 //!   future, then its output until the [`JoinHandle`] takes it.
 //!
@@ -19,7 +19,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Weak;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -30,72 +30,120 @@ use crate::executor::{Core, Shared};
 /// The id the `block_on` future uses in its header: it is not in the task slab.
 pub(crate) const MAIN_TASK: usize = usize::MAX;
 
+/// Bits of [`Header::state`].
+///
+/// The task sits in a run queue. Set by a wake-up (on any thread); cleared just before the task
+/// is polled, so that a wake-up during the poll queues it again.
+pub(crate) const SCHEDULED: u8 = 1 << 0;
+/// The task completed, panicked or was cancelled. Runtime thread only.
+pub(crate) const FINISHED: u8 = 1 << 1;
+/// The `JoinHandle` was dropped: free the slot as soon as the task finishes. Runtime thread only.
+pub(crate) const DETACHED: u8 = 1 << 2;
+/// `JoinHandle::abort` was called: drop the future instead of polling it. Runtime thread only.
+pub(crate) const ABORTED: u8 = 1 << 3;
+
 /// What a waker points to. See the module docs.
+///
+/// The lifecycle bits live here rather than in [`Task`] only to keep the slab entry, of which
+/// a server has one per connection, at 32 bytes.
 #[derive(Debug)]
 pub(crate) struct Header {
     /// Index in the runtime's task slab ([`MAIN_TASK`] for the `block_on` future).
     pub(crate) id: usize,
-    /// Set while the task sits in a run queue; cleared just before it is polled, so a wake-up
-    /// during the poll queues it again.
-    pub(crate) scheduled: AtomicBool,
+    state: AtomicU8,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Header {
     pub(crate) fn new(id: usize, shared: Arc<Shared>) -> Header {
-        Header { id, scheduled: AtomicBool::new(false), shared }
+        Header { id, state: AtomicU8::new(0), shared }
+    }
+
+    pub(crate) fn is(&self, flag: u8) -> bool {
+        self.state.load(Ordering::Acquire) & flag != 0
+    }
+
+    pub(crate) fn set(&self, flag: u8) {
+        self.state.fetch_or(flag, Ordering::AcqRel);
+    }
+
+    /// Clears `SCHEDULED`; the executor calls it just before polling the task.
+    pub(crate) fn unschedule(&self) {
+        self.state.fetch_and(!SCHEDULED, Ordering::AcqRel);
+    }
+
+    /// Sets `SCHEDULED`; true if it was clear, i.e. if the caller must queue the task.
+    fn schedule(&self) -> bool {
+        self.state.fetch_or(SCHEDULED, Ordering::AcqRel) & SCHEDULED == 0
     }
 }
 
 impl ArcWake for Header {
     fn wake(self: Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
+        if self.schedule() {
             crate::executor::schedule(self);
         }
     }
 
     fn wake_by_ref(arc_self: &Arc<Self>) {
-        if !arc_self.scheduled.swap(true, Ordering::AcqRel) {
+        if arc_self.schedule() {
             crate::executor::schedule(arc_self.clone());
         }
     }
 }
 
-pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Box<dyn Any>>>>;
+/// A future whose output is type-erased, so that one slab holds tasks of every output type.
+///
+/// Implemented for every future directly (no wrapper future, whose state would hold a second
+/// copy of the spawned future's).
+pub(crate) trait ErasedFuture {
+    fn poll_erased(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Box<dyn Any>>;
+}
+
+impl<F> ErasedFuture for F
+where
+    F: Future,
+    F::Output: 'static,
+{
+    fn poll_erased(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Box<dyn Any>> {
+        self.poll(cx).map(|output| Box::new(output) as Box<dyn Any>)
+    }
+}
+
+pub(crate) type BoxFuture = Pin<Box<dyn ErasedFuture>>;
 
 /// The body of a task, kept in the runtime's slab.
+///
+/// Kept small (32 bytes), because a server has one per connection: the output and the joining
+/// task's waker live in a [`JoinState`] that is allocated only when a `JoinHandle` waits for
+/// the task or the task finishes while its handle is still alive (never, for a detached task).
 pub(crate) struct Task {
     pub(crate) header: Arc<Header>,
-    pub(crate) stage: Stage,
-    /// The task awaiting the [`JoinHandle`], if any.
-    pub(crate) join_waker: Option<Waker>,
-    /// The `JoinHandle` was dropped: free the slot as soon as the task finishes.
-    pub(crate) detached: bool,
-    /// `JoinHandle::abort` was called: drop the future instead of polling it.
-    pub(crate) aborted: bool,
+    /// `None` while the executor has it out of the slot to poll it, and once the task finished.
+    pub(crate) future: Option<BoxFuture>,
+    pub(crate) join: Option<Box<JoinState>>,
+}
+
+impl Task {
+    pub(crate) fn new(header: Arc<Header>, future: BoxFuture) -> Task {
+        Task { header, future: Some(future), join: None }
+    }
+
+    pub(crate) fn finished(&self) -> bool {
+        self.header.is(FINISHED)
+    }
+}
+
+/// What a `JoinHandle` waits for.
+#[derive(Default)]
+pub(crate) struct JoinState {
+    pub(crate) output: Option<Result<Box<dyn Any>, JoinError>>,
+    pub(crate) waker: Option<Waker>,
 }
 
 impl fmt::Debug for Task {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Task").field("id", &self.header.id).field("stage", &self.stage).finish()
-    }
-}
-
-pub(crate) enum Stage {
-    /// `None` only while the executor has the future out of the slot to poll it.
-    Running(Option<BoxFuture>),
-    Finished(Result<Box<dyn Any>, JoinError>),
-    /// The output was taken by the `JoinHandle`.
-    Consumed,
-}
-
-impl fmt::Debug for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stage::Running(_) => "Running",
-            Stage::Finished(_) => "Finished",
-            Stage::Consumed => "Consumed",
-        })
+        f.debug_struct("Task").field("id", &self.header.id).field("finished", &self.finished()).finish()
     }
 }
 
@@ -202,8 +250,8 @@ impl<T: 'static> JoinHandle<T> {
     /// task that already finished.
     pub fn abort(&self) {
         let running = self.with_task(|task| {
-            task.aborted = true;
-            matches!(task.stage, Stage::Running(_))
+            task.header.set(ABORTED);
+            !task.finished()
         });
         if running == Some(true) {
             futures_task::ArcWake::wake_by_ref(&self.header);
@@ -212,13 +260,15 @@ impl<T: 'static> JoinHandle<T> {
 
     /// Whether the task has finished (completed, panicked or been cancelled).
     pub fn is_finished(&self) -> bool {
-        self.with_task(|task| !matches!(task.stage, Stage::Running(_))).unwrap_or(true)
+        self.with_task(|task| task.finished()).unwrap_or(true)
     }
 }
 
 impl<T: 'static> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
+    /// # Panics
+    /// When polled again after it returned its output.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(core) = self.core.upgrade() else {
             return Poll::Ready(Err(JoinError::cancelled()));
@@ -226,28 +276,24 @@ impl<T: 'static> Future for JoinHandle<T> {
         let mut tasks = core.tasks.borrow_mut();
         let id = self.header.id;
         let Some(task) = tasks.get_mut(id).filter(|t| Arc::ptr_eq(&t.header, &self.header)) else {
-            // The runtime dropped the task (it was shut down).
+            // Freed: the runtime dropped the task (it was shut down), or this handle already
+            // returned the output.
             return Poll::Ready(Err(JoinError::cancelled()));
         };
-        match std::mem::replace(&mut task.stage, Stage::Consumed) {
-            Stage::Finished(result) => {
-                let removed = tasks.remove(id);
-                drop(tasks);
-                drop(removed);
-                Poll::Ready(result.map(|output| match output.downcast::<T>() {
-                    Ok(output) => *output,
-                    Err(_) => unreachable!("a task's output has the JoinHandle's type"),
-                }))
+        if !task.finished() {
+            let join = task.join.get_or_insert_with(Box::default);
+            if !join.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                join.waker = Some(cx.waker().clone());
             }
-            Stage::Consumed => panic!("JoinHandle polled after it returned its output"),
-            running => {
-                task.stage = running;
-                if !task.join_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    task.join_waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
+            return Poll::Pending;
         }
+        let removed = tasks.remove(id);
+        drop(tasks);
+        let result = removed.join.and_then(|join| join.output).expect("a finished task's output is stored");
+        Poll::Ready(result.map(|output| match output.downcast::<T>() {
+            Ok(output) => *output,
+            Err(_) => unreachable!("a task's output has the JoinHandle's type"),
+        }))
     }
 }
 
@@ -257,9 +303,11 @@ impl<T> Drop for JoinHandle<T> {
         let mut tasks = core.tasks.borrow_mut();
         let id = self.header.id;
         let Some(task) = tasks.get_mut(id).filter(|t| Arc::ptr_eq(&t.header, &self.header)) else { return };
-        if matches!(task.stage, Stage::Running(_)) {
-            task.detached = true;
-            task.join_waker = None;
+        if !task.finished() {
+            task.header.set(DETACHED);
+            let join = task.join.take();
+            drop(tasks);
+            drop(join);
         } else {
             let removed = tasks.remove(id);
             drop(tasks);
