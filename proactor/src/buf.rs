@@ -1,0 +1,129 @@
+//! Owned buffers: what a completion runtime needs instead of `&mut [u8]`.
+//!
+//! The kernel reads from or writes into an operation's buffer *after* the call that starts the
+//! operation has returned, and possibly after the future that owns the operation was dropped.
+//! A borrowed slice cannot promise to live that long, so every I/O method of this crate takes
+//! its buffer by value and gives it back with the result, on success and on error alike:
+//!
+//! ```ignore
+//! let (result, buf) = stream.read(Vec::with_capacity(4096)).await;
+//! let n = result?;            // buf.len() == n: the bytes read
+//! let (result, buf) = stream.write_all(buf).await;
+//! ```
+//!
+//! The traits are `unsafe` to implement because the runtime hands their pointers to the kernel:
+//! an implementation must keep them valid, and unchanged when the value is moved, for as long
+//! as the value lives and is not accessed otherwise.
+
+/// The result of an operation with the buffer handed back.
+pub type BufResult<T, B> = (std::io::Result<T>, B);
+
+/// A buffer the kernel may read from (the source of a write).
+///
+/// # Safety
+/// `stable_ptr()` must be valid for reads of `bytes_init()` bytes, and must not change when
+/// the value is moved, while the value is alive and not mutated.
+pub unsafe trait IoBuf: Unpin + 'static {
+    /// Where the bytes start.
+    fn stable_ptr(&self) -> *const u8;
+    /// How many bytes are initialised (and will be written out).
+    fn bytes_init(&self) -> usize;
+}
+
+/// A buffer the kernel may write into (the target of a read).
+///
+/// A read fills the buffer from its start, up to [`bytes_total`](Self::bytes_total), then
+/// calls [`set_init`](Self::set_init) with the number of bytes it got.
+///
+/// # Safety
+/// `stable_mut_ptr()` must be valid for writes of `bytes_total()` bytes, and must not change
+/// when the value is moved, while the value is alive and not accessed otherwise.
+pub unsafe trait IoBufMut: IoBuf {
+    /// Where the kernel writes.
+    fn stable_mut_ptr(&mut self) -> *mut u8;
+    /// How many bytes the kernel may write.
+    fn bytes_total(&self) -> usize;
+    /// Records that the first `n` bytes now hold what was read.
+    ///
+    /// # Safety
+    /// The first `n` bytes (`n <= bytes_total()`) must be initialised.
+    unsafe fn set_init(&mut self, n: usize);
+}
+
+// SAFETY: a Vec's heap buffer does not move when the Vec does; `as_ptr` is valid for `len`.
+unsafe impl IoBuf for Vec<u8> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A read replaces the contents: afterwards `len()` is the number of bytes read. The kernel
+/// may fill the whole capacity (`Vec::with_capacity` is the natural way to make one).
+// SAFETY: the heap buffer does not move with the Vec and is valid for `capacity` bytes.
+unsafe impl IoBufMut for Vec<u8> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    fn bytes_total(&self) -> usize {
+        self.capacity()
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        // SAFETY: the caller guarantees the first `n <= capacity` bytes are initialised.
+        unsafe { self.set_len(n) }
+    }
+}
+
+// SAFETY: a boxed slice's heap memory does not move when the box does.
+unsafe impl IoBuf for Box<[u8]> {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+/// A read writes at the start; the length stays that of the slice (use the returned count).
+// SAFETY: the heap memory does not move with the box and is valid for `len` bytes.
+unsafe impl IoBufMut for Box<[u8]> {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.as_mut_ptr()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+    unsafe fn set_init(&mut self, _n: usize) {}
+}
+
+// SAFETY: 'static data never moves and is never freed.
+unsafe impl IoBuf for &'static [u8] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: 'static data never moves and is never freed.
+unsafe impl IoBuf for &'static str {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}
+
+// SAFETY: a String's heap buffer does not move when the String does.
+unsafe impl IoBuf for String {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+}

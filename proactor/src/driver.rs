@@ -1,0 +1,609 @@
+//! The io_uring driver: operations go in through the submission queue (SQ), results come back
+//! through the completion queue (CQ).
+//!
+//! # An operation's life
+//!
+//! 1. A future ([`Op`]) is created with everything the kernel will touch (buffer, socket
+//!    address storage) moved into it, at heap addresses that do not change when the future
+//!    moves. It takes a slot in the driver's [`Slab`] of operations; the slot index is the
+//!    SQE's `user_data`, and the SQE is pushed onto the SQ. No syscall yet.
+//! 2. The executor keeps running tasks, which push more SQEs. Once per loop turn it enters the
+//!    kernel once (`io_uring_enter`: submit everything queued, and wait for at least one
+//!    completion if no task is runnable, bounded by the nearest timer). This batching is what
+//!    brings syscalls per operation far below one.
+//! 3. Each CQE names its slot through `user_data`; the driver stores the result there and wakes
+//!    the future, which takes result and resources back and hands them to the caller.
+//!
+//! # Dropping an operation early
+//!
+//! The kernel may still write into the buffer after the future is gone (a `timeout` around a
+//! read, say). So dropping an unfinished `Op` does not free anything: it moves the resources
+//! into the slot ([`Lifecycle::Orphaned`]) and submits an `IORING_OP_ASYNC_CANCEL` for it. The
+//! slot and the resources are freed only when the operation's own CQE arrives (cancelled or
+//! not). If that CQE carries a new fd (an accept that won the race), the fd is closed.
+//!
+//! # Full queues
+//!
+//! A full SQ is submitted to the kernel, and the push retried. The CQ is drained completely
+//! every turn; should it overflow anyway (more completions in flight than it holds), the kernel
+//! keeps the extra CQEs (`IORING_FEAT_NODROP`) and flags the ring, and the next
+//! `io_uring_enter` (the `io-uring` crate adds `IORING_ENTER_GETEVENTS` when it sees the flag)
+//! moves them into the CQ: nothing is lost.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+use slab::Slab;
+
+use crate::sys;
+
+/// `user_data` of the notifier's poll; operation slots are slab indices, far below these.
+const NOTIFY_TOKEN: u64 = u64::MAX;
+/// `user_data` of cancel requests and wait timeouts, whose own CQEs carry nothing we need.
+const IGNORED_TOKEN: u64 = u64::MAX - 1;
+
+/// The result of one CQE.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Completion {
+    /// The syscall-style result: a byte count or fd when `>= 0`, `-errno` otherwise.
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
+impl Completion {
+    /// The result as `io::Result`.
+    pub(crate) fn into_result(self) -> io::Result<u32> {
+        if self.result >= 0 {
+            Ok(self.result as u32)
+        } else {
+            Err(io::Error::from_raw_os_error(-self.result))
+        }
+    }
+}
+
+/// The state of one operation slot.
+enum Lifecycle {
+    /// In the SQ or in the kernel; the future waits (its waker, once it has been polled).
+    Waiting(Option<Waker>),
+    /// The CQE arrived; the future has not looked yet.
+    Completed(Completion),
+    /// The future was dropped before the CQE. What the kernel may still touch lives here until
+    /// the CQE arrives; `result_is_fd` says whether a successful result is an fd to close.
+    Orphaned { _resources: Box<dyn Any>, result_is_fd: bool },
+    /// A multishot operation: every CQE is queued for the future, until one comes without
+    /// `IORING_CQE_F_MORE`.
+    Multishot { queue: VecDeque<Completion>, waker: Option<Waker>, ended: bool },
+}
+
+/// Settings the driver needs from the runtime's builder.
+#[derive(Clone, Debug)]
+pub(crate) struct DriverConfig {
+    pub(crate) entries: u32,
+    pub(crate) sqpoll_idle: Option<Duration>,
+    /// A testing hook: fail `io_uring_setup` with this errno, as a kernel without io_uring,
+    /// with it disabled, or behind a seccomp policy would.
+    pub(crate) inject_setup_errno: Option<i32>,
+}
+
+/// What the kernel's io_uring supports, probed at start-up.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Features {
+    pub(crate) multishot_accept: bool,
+    /// `io_uring_enter` takes a timeout argument (`IORING_FEAT_EXT_ARG`, Linux 5.11).
+    ext_arg: bool,
+}
+
+/// The ring, and every operation in flight on it. Lives on the runtime's thread.
+pub(crate) struct Driver {
+    ring: RefCell<IoUring>,
+    ops: RefCell<Slab<Lifecycle>>,
+    notifier: Arc<Notifier>,
+    /// The notifier's multishot poll needs re-arming (it ended, or was never armed).
+    notify_armed: Cell<bool>,
+    pub(crate) features: Features,
+    /// False once the runtime is dropped: new operations fail instead of waiting forever.
+    alive: Cell<bool>,
+    /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
+    /// it when the SQE is submitted, so it lives here, at a stable address, until then.
+    wait_timeout: Box<RefCell<types::Timespec>>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("in_flight", &self.ops.borrow().len()).finish()
+    }
+}
+
+/// Turns an `io_uring_setup` failure into one sentence that says what happened and what to do.
+fn explain_setup_error(e: io::Error) -> io::Error {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    let message = match e.raw_os_error() {
+        Some(libc::ENOSYS) => "io_uring is not available: this kernel does not provide it (ENOSYS); \
+             use the readiness runtime instead (--runtime reactor)"
+            .to_string(),
+        Some(libc::EPERM) if disabled > 0 => format!(
+            "io_uring is disabled on this machine (sysctl kernel.io_uring_disabled = {disabled}); \
+             enable it as root with `sysctl kernel.io_uring_disabled=0`, or use --runtime reactor"
+        ),
+        Some(libc::EPERM) => "io_uring is not permitted for this process (EPERM): a seccomp policy, \
+             as in many containers, blocks it; allow io_uring_setup in the policy, or use --runtime reactor"
+            .to_string(),
+        Some(libc::ENOMEM) => "io_uring could not allocate or lock memory for its rings (ENOMEM): raise \
+             the locked-memory limit (ulimit -l), use a smaller ring, or use --runtime reactor"
+            .to_string(),
+        _ => format!("io_uring could not be set up ({e}); use --runtime reactor"),
+    };
+    io::Error::new(e.kind(), message)
+}
+
+impl Driver {
+    pub(crate) fn new(config: &DriverConfig) -> io::Result<Driver> {
+        if let Some(errno) = config.inject_setup_errno {
+            return Err(explain_setup_error(io::Error::from_raw_os_error(errno)));
+        }
+        let mut builder = IoUring::builder();
+        if let Some(idle) = config.sqpoll_idle {
+            builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+        }
+        let ring = builder.build(config.entries.max(2)).map_err(explain_setup_error)?;
+        let mut probe = Probe::new();
+        let probed = ring.submitter().register_probe(&mut probe).is_ok();
+        let features = Features {
+            multishot_accept: probed && probe.is_supported(opcode::AcceptMulti::CODE),
+            ext_arg: ring.params().is_feature_ext_arg(),
+        };
+        let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
+        Ok(Driver {
+            ring: RefCell::new(ring),
+            ops: RefCell::new(Slab::new()),
+            notifier: Arc::new(notifier),
+            notify_armed: Cell::new(false),
+            features,
+            alive: Cell::new(true),
+            wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
+        })
+    }
+
+    pub(crate) fn notifier(&self) -> &Arc<Notifier> {
+        &self.notifier
+    }
+
+    /// Operations whose CQE has not arrived yet (including orphaned ones).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.ops.borrow().len()
+    }
+
+    /// Pushes `entry` onto the SQ, submitting to make room if the SQ is full.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until the entry's CQE arrives.
+    unsafe fn push(&self, entry: &squeue::Entry) -> io::Result<()> {
+        let mut ring = self.ring.borrow_mut();
+        loop {
+            // SAFETY: the caller guarantees the entry's pointers outlive its completion.
+            if unsafe { ring.submission().push(entry) }.is_ok() {
+                return Ok(());
+            }
+            // The SQ is full: hand it to the kernel and try again.
+            match ring.submit() {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.kind() == io::ErrorKind::Interrupted => {
+                    // EBUSY: the CQ is backed up; completions must be reaped first. They stay
+                    // in the CQ until the next turn; entering with GETEVENTS flushes the
+                    // kernel's overflow list so the SQ drains.
+                    ring.submit_and_wait(0)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Starts an operation: takes a slot, and pushes the SQE `build` makes for it.
+    ///
+    /// # Safety
+    /// Every pointer in the SQE must point into `resources` (into heap memory it owns, which
+    /// does not move when `resources` does) or to memory that lives for `'static`.
+    pub(crate) unsafe fn submit<T: 'static>(
+        self: &Rc<Self>,
+        resources: T,
+        multishot: bool,
+        result_is_fd: bool,
+        build: impl FnOnce(&mut T) -> squeue::Entry,
+    ) -> Op<T> {
+        let mut resources = resources;
+        if !self.alive.get() {
+            return Op::failed(self.clone(), resources, runtime_gone());
+        }
+        let entry = build(&mut resources);
+        let lifecycle = if multishot {
+            Lifecycle::Multishot { queue: VecDeque::new(), waker: None, ended: false }
+        } else {
+            Lifecycle::Waiting(None)
+        };
+        let index = self.ops.borrow_mut().insert(lifecycle);
+        let entry = entry.user_data(index as u64);
+        // SAFETY: the caller guarantees the pointers are owned by `resources`, which the Op
+        // keeps (or hands to the slot when dropped) until this entry's CQE arrives.
+        match unsafe { self.push(&entry) } {
+            Ok(()) => Op {
+                driver: self.clone(),
+                state: OpState::InFlight(index),
+                resources: Some(resources),
+                result_is_fd,
+            },
+            Err(e) => {
+                self.ops.borrow_mut().remove(index);
+                Op::failed(self.clone(), resources, e)
+            }
+        }
+    }
+
+    /// Submits the SQEs queued so far, if any (one `io_uring_enter`).
+    pub(crate) fn submit_pending(&self) {
+        let mut ring = self.ring.borrow_mut();
+        if !ring.submission().is_empty() {
+            let _ = ring.submit();
+        }
+    }
+
+    /// Asks the kernel to cancel the operation in `index` (its CQE then comes with `-ECANCELED`,
+    /// or with its result if it won the race).
+    fn cancel(&self, index: usize) {
+        let entry = opcode::AsyncCancel::new(index as u64).build().user_data(IGNORED_TOKEN);
+        // SAFETY: a cancel request carries no pointers.
+        if unsafe { self.push(&entry) }.is_err() {
+            // Cannot even submit: the operation completes on its own eventually (or never, for
+            // an idle socket, which then keeps its slot until the runtime is dropped).
+        }
+    }
+
+    /// Cancels the operation in `index` and drives the ring on this thread until its CQE is in.
+    /// For operations polled after their runtime was dropped, when nobody else reaps CQEs.
+    fn cancel_and_reap(&self, index: usize) -> Completion {
+        self.cancel(index);
+        loop {
+            if let Some(Lifecycle::Completed(completion)) = self.ops.borrow().get(index) {
+                let completion = *completion;
+                drop(self.ops.borrow_mut().remove(index));
+                return completion;
+            }
+            let mut wakers = Vec::new();
+            if let Err(e) = self.turn(Some(Duration::from_millis(10)), &mut wakers) {
+                // Returning the resources now could let the kernel write into freed memory.
+                panic!("proactor: io_uring_enter failed while reaping a cancelled operation: {e}");
+            }
+            wakers.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    fn arm_notifier(&self) {
+        if self.notify_armed.get() {
+            return;
+        }
+        let entry = opcode::PollAdd::new(types::Fd(self.notifier.fd.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(NOTIFY_TOKEN);
+        // SAFETY: a poll request carries no pointers; the eventfd outlives the ring (both are
+        // owned by the driver, and the ring is dropped... see `Drop for Driver`).
+        if unsafe { self.push(&entry) }.is_ok() {
+            self.notify_armed.set(true);
+        }
+    }
+
+    /// One turn: submit every queued SQE, wait for a completion if `timeout` is not zero
+    /// (at most `timeout`, forever if `None`), then reap every CQE: store results in their
+    /// slots and move the wakers of the operations they finish into `wakers`.
+    ///
+    /// Returns whether the notifier fired, i.e. whether another thread posted work.
+    pub(crate) fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+        self.arm_notifier();
+        self.enter(timeout)?;
+        let mut notified = false;
+        let mut orphaned_fds = Vec::new();
+        let mut finished_orphans = Vec::new();
+        let mut ring = self.ring.borrow_mut();
+        let mut ops = self.ops.borrow_mut();
+        for cqe in ring.completion() {
+            let completion = Completion { result: cqe.result(), flags: cqe.flags() };
+            match cqe.user_data() {
+                NOTIFY_TOKEN => {
+                    self.notifier.drain();
+                    notified = true;
+                    if !cqueue::more(completion.flags) {
+                        self.notify_armed.set(false);
+                    }
+                }
+                IGNORED_TOKEN => {}
+                index => {
+                    let index = index as usize;
+                    let Some(slot) = ops.get_mut(index) else { continue };
+                    match slot {
+                        Lifecycle::Waiting(waker) => {
+                            wakers.extend(waker.take());
+                            *slot = Lifecycle::Completed(completion);
+                        }
+                        Lifecycle::Multishot { queue, waker, ended } => {
+                            queue.push_back(completion);
+                            *ended = !cqueue::more(completion.flags);
+                            wakers.extend(waker.take());
+                        }
+                        Lifecycle::Orphaned { result_is_fd, .. } => {
+                            if *result_is_fd && completion.result >= 0 {
+                                // SAFETY: the CQE of an fd-producing operation carries a new fd,
+                                // and its future is gone, so nobody else will take it.
+                                orphaned_fds.push(unsafe { sys::owned_fd(completion.result) });
+                            }
+                            if !cqueue::more(completion.flags) {
+                                finished_orphans.push(ops.remove(index));
+                            }
+                        }
+                        Lifecycle::Completed(_) => unreachable!("a second CQE for a single-shot operation"),
+                    }
+                }
+            }
+        }
+        drop(ops);
+        drop(ring);
+        // Resources of orphaned operations, and fds they produced, are dropped outside the
+        // borrows: dropping may run arbitrary code.
+        drop(orphaned_fds);
+        drop(finished_orphans);
+        if !self.notify_armed.get() {
+            self.arm_notifier();
+        }
+        Ok(notified)
+    }
+
+    /// The single `io_uring_enter` of a turn.
+    fn enter(&self, timeout: Option<Duration>) -> io::Result<()> {
+        let mut ring = self.ring.borrow_mut();
+        let result = match timeout {
+            // Nothing to submit and no wait: the CQ ring is read without entering the kernel
+            // (unless the kernel holds overflowed CQEs, which only an enter brings back).
+            Some(Duration::ZERO) if ring.submission().is_empty() && !ring.submission().cq_overflow() => Ok(0),
+            Some(Duration::ZERO) => ring.submit(),
+            None => ring.submit_and_wait(1),
+            Some(timeout) if self.features.ext_arg => {
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                ring.submitter().submit_with_args(1, &args)
+            }
+            Some(timeout) => {
+                drop(ring);
+                *self.wait_timeout.borrow_mut() = types::Timespec::from(timeout);
+                let ts: *const types::Timespec = &*self.wait_timeout.borrow();
+                let entry = opcode::Timeout::new(ts).build().user_data(IGNORED_TOKEN);
+                // SAFETY: the timespec lives in the driver's box, which outlives the ring; the
+                // kernel copies it at submission, which the enter below does.
+                unsafe { self.push(&entry)? };
+                self.ring.borrow().submit_and_wait(1)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // ETIME: the wait's timeout expired; EINTR: a signal; EBUSY: the CQ is full, and
+            // reaping it is exactly what comes next.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Marks the driver dead and hands back every stored waker, so that operations still
+    /// awaited outside the runtime see an error instead of waiting forever.
+    pub(crate) fn shut_down(&self) -> Vec<Waker> {
+        self.alive.set(false);
+        let mut wakers = Vec::new();
+        for (_, slot) in self.ops.borrow_mut().iter_mut() {
+            match slot {
+                Lifecycle::Waiting(waker) | Lifecycle::Multishot { waker, .. } => wakers.extend(waker.take()),
+                _ => {}
+            }
+        }
+        wakers
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Operations may still be in the kernel, pointing at buffers held by orphaned slots
+        // (and by futures that outlived the runtime). Cancel everything and wait for the
+        // CQEs, for a bounded time, before the ring and those buffers go away.
+        let pending: Vec<usize> = self.ops.borrow().iter().map(|(index, _)| index).collect();
+        for index in pending {
+            self.cancel(index);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+            let mut wakers = Vec::new();
+            if self.turn(Some(Duration::from_millis(10)), &mut wakers).is_err() {
+                break;
+            }
+            // Completed-but-unclaimed slots no longer point into anything; drop them.
+            self.ops.borrow_mut().retain(|_, slot| !matches!(slot, Lifecycle::Completed(_)));
+        }
+        // Whatever is left (the kernel did not answer in time) is leaked on purpose rather
+        // than freed under the kernel's feet.
+        let leftover = std::mem::take(&mut *self.ops.borrow_mut());
+        std::mem::forget(leftover);
+    }
+}
+
+fn runtime_gone() -> io::Error {
+    io::Error::other("the proactor runtime this operation belongs to was dropped")
+}
+
+/// Wakes the driver's thread from another thread: an eventfd the ring polls (multishot).
+#[derive(Debug)]
+pub(crate) struct Notifier {
+    fd: OwnedFd,
+    /// Set by the first `notify` after the driver last drained the eventfd; later calls skip
+    /// the `write` syscall.
+    pending: AtomicBool,
+}
+
+impl Notifier {
+    pub(crate) fn notify(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let _ = sys::eventfd_signal(self.fd.as_fd());
+        }
+    }
+
+    fn drain(&self) {
+        let _ = sys::eventfd_drain(self.fd.as_fd());
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+enum OpState {
+    /// In flight in slot `index`.
+    InFlight(usize),
+    /// Never submitted (the runtime was gone, or the SQ push failed).
+    Failed(Option<io::Error>),
+    /// The result was returned.
+    Done,
+}
+
+/// One operation in flight: a future of its [`Completion`], together with the resources the
+/// kernel may touch, which it hands back when the operation is over.
+///
+/// Dropping it before then orphans the resources into the driver and cancels the operation
+/// (see the module docs).
+#[must_use = "an operation does nothing useful unless awaited"]
+pub(crate) struct Op<T: 'static> {
+    driver: Rc<Driver>,
+    state: OpState,
+    /// `Some` until handed back to the caller or to the driver.
+    resources: Option<T>,
+    result_is_fd: bool,
+}
+
+impl<T: 'static> Op<T> {
+    fn failed(driver: Rc<Driver>, resources: T, error: io::Error) -> Op<T> {
+        Op { driver, state: OpState::Failed(Some(error)), resources: Some(resources), result_is_fd: false }
+    }
+
+    /// The next completion of a multishot operation: `None` once it has ended (the last CQE,
+    /// without `IORING_CQE_F_MORE`, was returned).
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Completion>>> {
+        let index = match &mut self.state {
+            OpState::InFlight(index) => *index,
+            OpState::Failed(error) => return Poll::Ready(error.take().map(Err)),
+            OpState::Done => return Poll::Ready(None),
+        };
+        let mut ops = self.driver.ops.borrow_mut();
+        let Some(Lifecycle::Multishot { queue, waker, ended }) = ops.get_mut(index) else {
+            unreachable!("poll_next on a single-shot operation")
+        };
+        if let Some(completion) = queue.pop_front() {
+            return Poll::Ready(Some(Ok(completion)));
+        }
+        if *ended {
+            ops.remove(index);
+            drop(ops);
+            self.state = OpState::Done;
+            return Poll::Ready(None);
+        }
+        if !self.driver.alive.get() {
+            return Poll::Ready(Some(Err(runtime_gone())));
+        }
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: 'static + Unpin> Future for Op<T> {
+    /// The completion (or the error that kept the operation from being submitted), and the
+    /// resources back.
+    type Output = (io::Result<Completion>, T);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        std::task::ready!(crate::executor::poll_budget(cx));
+        let result = match &mut this.state {
+            OpState::Done => panic!("operation polled after it completed"),
+            OpState::Failed(error) => Err(error.take().unwrap_or_else(runtime_gone)),
+            OpState::InFlight(index) => {
+                let index = *index;
+                let mut ops = this.driver.ops.borrow_mut();
+                match &mut ops[index] {
+                    Lifecycle::Completed(completion) => {
+                        let completion = *completion;
+                        ops.remove(index);
+                        Ok(completion)
+                    }
+                    Lifecycle::Waiting(_) if !this.driver.alive.get() => {
+                        // The runtime is gone, so nothing will reap this CQE for us: cancel the
+                        // operation and reap it here, so the resources can be handed back.
+                        drop(ops);
+                        Ok(this.driver.cancel_and_reap(index))
+                    }
+                    Lifecycle::Waiting(waker) => {
+                        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                            *waker = Some(cx.waker().clone());
+                        }
+                        return Poll::Pending;
+                    }
+                    _ => unreachable!("a single-shot operation's slot is Waiting or Completed"),
+                }
+            }
+        };
+        this.state = OpState::Done;
+        let resources = this.resources.take().expect("resources are held until completion");
+        Poll::Ready((result, resources))
+    }
+}
+
+impl<T: 'static> Drop for Op<T> {
+    fn drop(&mut self) {
+        let OpState::InFlight(index) = self.state else { return };
+        let mut ops = self.driver.ops.borrow_mut();
+        let Some(slot) = ops.get_mut(index) else { return };
+        // Fds the kernel produced that nobody will claim now: closed below.
+        let mut unclaimed = Vec::new();
+        let finished = match slot {
+            Lifecycle::Completed(completion) => {
+                unclaimed.extend((self.result_is_fd && completion.result >= 0).then_some(completion.result));
+                true
+            }
+            Lifecycle::Multishot { queue, ended, .. } => {
+                let results = queue.drain(..).map(|c| c.result);
+                unclaimed.extend(results.filter(|&r| self.result_is_fd && r >= 0));
+                *ended
+            }
+            Lifecycle::Waiting(_) => false,
+            Lifecycle::Orphaned { .. } => unreachable!("a live Op's slot is never orphaned"),
+        };
+        if finished {
+            ops.remove(index);
+        } else {
+            let resources: Box<dyn Any> = Box::new(self.resources.take());
+            *slot = Lifecycle::Orphaned { _resources: resources, result_is_fd: self.result_is_fd };
+        }
+        drop(ops);
+        for fd in unclaimed {
+            // SAFETY: these are new fds from CQEs of this fd-producing operation that its
+            // future will now never return.
+            drop(unsafe { sys::owned_fd(fd) });
+        }
+        if !finished {
+            self.driver.cancel(index);
+        }
+    }
+}

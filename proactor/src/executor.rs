@@ -1,0 +1,524 @@
+//! The executor: a run queue of woken tasks, and the loop that alternates between polling them
+//! and entering the ring. The same design as the reactor's executor; only the driver differs.
+//!
+//! # The loop (`Runtime::block_on`)
+//!
+//! ```text
+//! loop {
+//!     poll up to `event_interval` tasks from the run queue (the block_on future is one of them)
+//!     turn the driver: one io_uring_enter that submits every SQE queued meanwhile and
+//!         waits for no completion  if tasks are still queued,
+//!         waits until the next timer for at least one completion, if the queue is empty,
+//!         waits for one completion, if there is no timer either;
+//!     reap the CQ: wake the tasks whose operations completed, then those whose timers expired
+//! }
+//! ```
+//!
+//! Two limits keep one busy task or socket from starving the rest:
+//!
+//! - **the event interval**: after that many polls the loop checks for I/O even if tasks are
+//!   still queued, so tasks that keep waking each other cannot keep ready sockets waiting;
+//! - **the budget**: each poll of a task may complete that many I/O operations; after that, its
+//!   operations return `Pending` (waking the task first), so a task whose operations always
+//!   complete at once goes to the back of the queue instead of looping forever.
+//!
+//! # Waking
+//!
+//! A waker points to the task's [`Header`]. Waking from the runtime's own thread pushes it onto
+//! the local run queue (a `RefCell<VecDeque>`, no lock, no syscall). Waking from any other
+//! thread pushes it onto a mutex-protected remote queue and then rings the driver's
+//! [`Notifier`] (an eventfd the ring polls), which ends the loop's
+//! wait.
+//!
+//! # Borrowing discipline
+//!
+//! Runtime state sits in `RefCell`s. No borrow is held while user code runs: a task's future is
+//! taken out of its slot to be polled and put back after; wakers collected by the driver and
+//! the timers are woken after their borrows end; the outputs and futures of finished tasks are
+//! dropped after the task slab's borrow ends. That is what lets a task `spawn`, drop a
+//! `JoinHandle` or close a socket from anywhere, including from a destructor.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_task::waker_ref;
+use slab::Slab;
+
+use crate::driver::{Driver, DriverConfig, Notifier};
+use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
+use crate::time::Timers;
+
+thread_local! {
+    /// The runtime whose `block_on` is running on this thread, if any.
+    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+    /// I/O operations the task being polled may still complete in this poll.
+    static BUDGET: Cell<u32> = const { Cell::new(u32::MAX) };
+}
+
+/// Settings of a [`Runtime`]; see [`Builder`].
+#[derive(Clone, Debug)]
+struct Config {
+    driver: DriverConfig,
+    task_budget: u32,
+    event_interval: u32,
+}
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// let rt = proactor::Builder::new().ring_entries(256).task_budget(64).build().unwrap();
+/// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
+/// ```
+#[derive(Debug)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// The defaults: a ring of 1024 SQEs (the CQ is twice that), no SQPOLL thread, a budget of
+    /// 128 operations per task poll, and the ring entered after every 61 task polls.
+    pub fn new() -> Builder {
+        Builder {
+            config: Config {
+                driver: DriverConfig { entries: 1024, sqpoll_idle: None, inject_setup_errno: None },
+                task_budget: 128,
+                event_interval: 61,
+            },
+        }
+    }
+
+    /// The number of SQ entries (rounded up to a power of two by the kernel; the CQ gets twice
+    /// as many). A full SQ is submitted and refilled, and an overflowing CQ is kept by the
+    /// kernel, so a small ring is slower, never wrong.
+    pub fn ring_entries(mut self, n: u32) -> Builder {
+        self.config.driver.entries = n.max(2);
+        self
+    }
+
+    /// Starts a kernel thread that polls the SQ (`IORING_SETUP_SQPOLL`), so submitting needs no
+    /// syscall while it is awake; it sleeps after `idle` without work. Costs a core's worth of
+    /// polling while busy.
+    pub fn sqpoll(mut self, idle: Duration) -> Builder {
+        self.config.driver.sqpoll_idle = Some(idle);
+        self
+    }
+
+    /// A testing hook: make `build` fail as if `io_uring_setup` had failed with `errno`
+    /// (`ENOSYS` without io_uring, `EPERM` when it is disabled or blocked by seccomp).
+    #[doc(hidden)]
+    pub fn inject_setup_error(mut self, errno: i32) -> Builder {
+        self.config.driver.inject_setup_errno = Some(errno);
+        self
+    }
+
+    /// How many I/O operations a task may complete in one poll before it has to yield (at
+    /// least 1).
+    pub fn task_budget(mut self, n: u32) -> Builder {
+        self.config.task_budget = n.max(1);
+        self
+    }
+
+    /// How many tasks are polled between two checks for I/O (at least 1).
+    pub fn event_interval(mut self, n: u32) -> Builder {
+        self.config.event_interval = n.max(1);
+        self
+    }
+
+    /// Sets up the ring. When io_uring is unavailable (missing, disabled, blocked by seccomp,
+    /// out of locked memory) the error says so in one sentence, and what to do.
+    pub fn build(self) -> io::Result<Runtime> {
+        let driver = Rc::new(Driver::new(&self.config.driver)?);
+        let shared = Arc::new(Shared {
+            notifier: driver.notifier().clone(),
+            remote: Mutex::new(Remote { open: true, queue: Vec::new() }),
+        });
+        let core = Core {
+            driver,
+            timers: Rc::new(Timers::default()),
+            tasks: RefCell::new(Slab::new()),
+            run_queue: RefCell::new(VecDeque::new()),
+            shared,
+            wakers: RefCell::new(Vec::new()),
+            config: self.config,
+        };
+        Ok(Runtime { core: Rc::new(core) })
+    }
+}
+
+/// The part of the runtime other threads may touch: the remote run queue and the notifier.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    notifier: Arc<Notifier>,
+    remote: Mutex<Remote>,
+}
+
+#[derive(Debug)]
+struct Remote {
+    /// False once the runtime is dropped; wake-ups are then ignored. Clearing the queue at that
+    /// point also breaks the cycle header → shared → queue → header.
+    open: bool,
+    queue: Vec<Arc<Header>>,
+}
+
+impl Shared {
+    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+        // The lock is never held across code that can panic, but be robust anyway.
+        self.remote.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn push_remote(&self, header: Arc<Header>) {
+        {
+            let mut remote = self.remote();
+            if !remote.open {
+                return;
+            }
+            remote.queue.push(header);
+        }
+        self.notifier.notify();
+    }
+}
+
+/// Queues a woken task: on the local run queue when called on the runtime's thread, on the
+/// remote queue (plus an eventfd write) otherwise. The caller has set the `SCHEDULED` bit.
+pub(crate) fn schedule(header: Arc<Header>) {
+    let is_local = |current: &RefCell<Option<Rc<Core>>>| matches!(current.try_borrow().as_deref(), Ok(Some(core)) if Arc::ptr_eq(&core.shared, &header.shared));
+    if CURRENT.try_with(is_local).unwrap_or(false) {
+        with_current(|core| core.run_queue.borrow_mut().push_back(header));
+    } else {
+        let shared = header.shared.clone();
+        shared.push_remote(header);
+    }
+}
+
+/// Charges one I/O operation to the running task's budget; `Pending` (after waking the task)
+/// when the budget is spent. Always `Ready` outside this runtime.
+pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
+    BUDGET.with(|budget| match budget.get() {
+        0 => {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        u32::MAX => Poll::Ready(()),
+        n => {
+            budget.set(n - 1);
+            Poll::Ready(())
+        }
+    })
+}
+
+/// Runs `f` with the runtime running on this thread.
+pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
+    CURRENT.with(|current| current.borrow().as_ref().map(f))
+}
+
+pub(crate) fn no_runtime_error() -> io::Error {
+    io::Error::other("no proactor runtime is running on this thread (call this inside proactor::block_on)")
+}
+
+/// The runtime's state, shared (through `Rc`) by the [`Runtime`], the thread-local context
+/// while `block_on` runs, and `JoinHandle`s (weakly).
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) driver: Rc<Driver>,
+    pub(crate) timers: Rc<Timers>,
+    pub(crate) tasks: RefCell<Slab<Task>>,
+    run_queue: RefCell<VecDeque<Arc<Header>>>,
+    shared: Arc<Shared>,
+    /// Scratch list for the wakers a driver turn or the timers hand back.
+    wakers: RefCell<Vec<Waker>>,
+    config: Config,
+}
+
+impl Core {
+    fn spawn<F>(self: &Rc<Self>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let mut tasks = self.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let header = Arc::new(Header::new(entry.key(), self.shared.clone()));
+        header.set(task::SCHEDULED);
+        let future: BoxFuture = Box::pin(future);
+        entry.insert(Task::new(header.clone(), future));
+        drop(tasks);
+        self.run_queue.borrow_mut().push_back(header.clone());
+        JoinHandle::new(Rc::downgrade(self), header)
+    }
+
+    /// Polls one task (or drops it, if aborted) and records how it finished.
+    fn run_task(&self, header: &Arc<Header>) {
+        let (mut future, aborted) = {
+            let mut tasks = self.tasks.borrow_mut();
+            let Some(task) = tasks.get_mut(header.id).filter(|t| Arc::ptr_eq(&t.header, header)) else {
+                return; // finished and freed while its header was still queued
+            };
+            let Some(future) = task.future.take() else { return }; // finished
+            (future, header.is(task::ABORTED))
+        };
+        let result = if aborted {
+            Err(JoinError::cancelled())
+        } else {
+            BUDGET.set(self.config.task_budget);
+            let waker = waker_ref(header);
+            let mut cx = Context::from_waker(&waker);
+            match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
+                Ok(Poll::Pending) => {
+                    if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
+                        task.future = Some(future);
+                    }
+                    return;
+                }
+                Ok(Poll::Ready(output)) => Ok(output),
+                Err(payload) => Err(JoinError::panic(payload)),
+            }
+        };
+        // A destructor that panics is contained like a poll that panics.
+        let result = match panic::catch_unwind(AssertUnwindSafe(move || drop(future))) {
+            Ok(()) => result,
+            Err(payload) => Err(JoinError::panic(payload)),
+        };
+        self.complete(header.id, result);
+    }
+
+    fn complete(&self, id: usize, result: Result<Box<dyn Any>, JoinError>) {
+        let mut tasks = self.tasks.borrow_mut();
+        let Some(task) = tasks.get_mut(id) else { return };
+        if task.header.is(task::DETACHED) {
+            let task = tasks.remove(id);
+            drop(tasks);
+            drop(task);
+            drop_contained(result);
+        } else {
+            task.header.set(task::FINISHED);
+            let join = task.join.get_or_insert_with(Box::default);
+            join.output = Some(result);
+            let waker = join.waker.take();
+            drop(tasks);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Waits for I/O (or just collects it, when `idle` is false), then wakes the tasks it and
+    /// the expired timers concern.
+    fn park(&self, idle: bool) {
+        let timeout = if !idle {
+            Some(Duration::ZERO)
+        } else {
+            self.timers.next_deadline().map(|deadline| deadline.saturating_duration_since(Instant::now()))
+        };
+        let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        let notified = match self.driver.turn(timeout, &mut wakers) {
+            Ok(notified) => notified,
+            // io_uring_enter fails only on a bad fd or argument, which would be a bug here.
+            Err(e) => panic!("proactor: io_uring_enter failed: {e}"),
+        };
+        if notified {
+            let remote = std::mem::take(&mut self.shared.remote().queue);
+            self.run_queue.borrow_mut().extend(remote);
+        }
+        for waker in wakers.drain(..) {
+            waker.wake();
+        }
+        if self.timers.fire(&mut wakers) {
+            for waker in wakers.drain(..) {
+                waker.wake();
+            }
+        }
+        *self.wakers.borrow_mut() = wakers;
+    }
+}
+
+/// Drops a task's output or panic payload; a panic in its destructor is swallowed, because
+/// nobody is left to receive it.
+fn drop_contained<T>(value: T) {
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
+}
+
+/// A single-threaded completion runtime: an io_uring driver, timers, and an executor.
+///
+/// Tasks run only while [`block_on`](Self::block_on) runs. The runtime is `!Send`: to use
+/// several cores, run one runtime per thread (each with its own listener, e.g. with
+/// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
+/// those tasks own.
+#[derive(Debug)]
+pub struct Runtime {
+    core: Rc<Core>,
+}
+
+impl Runtime {
+    /// A runtime with the default [`Builder`] settings.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    /// Runs `future` to completion on this thread, running spawned tasks meanwhile.
+    ///
+    /// # Panics
+    /// When called from within a runtime on the same thread (that would block the runtime
+    /// that is already running), or when `future` panics.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let _enter = Enter::new(&self.core);
+        let core = &*self.core;
+        let mut future = pin!(future);
+        let main = Arc::new(Header::new(MAIN_TASK, core.shared.clone()));
+        main.set(task::SCHEDULED);
+        core.run_queue.borrow_mut().push_back(main.clone());
+        let main_waker = waker_ref(&main);
+        loop {
+            for _ in 0..core.config.event_interval {
+                let Some(header) = core.run_queue.borrow_mut().pop_front() else { break };
+                header.unschedule();
+                if Arc::ptr_eq(&header, &main) {
+                    BUDGET.set(core.config.task_budget);
+                    if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker)) {
+                        return output;
+                    }
+                } else {
+                    core.run_task(&header);
+                }
+            }
+            let idle = core.run_queue.borrow().is_empty();
+            core.park(idle);
+        }
+    }
+
+    /// Spawns a task on this runtime; it starts running at the next `block_on`.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.core.spawn(future)
+    }
+
+    /// How many spawned tasks the runtime holds (running, or finished but not yet joined).
+    pub fn task_count(&self) -> usize {
+        self.core.tasks.borrow().len()
+    }
+
+    /// How many operations are in flight (submitted, CQE not yet reaped), including those
+    /// whose futures were dropped and that wait for their cancellation to complete.
+    pub fn ops_in_flight(&self) -> usize {
+        self.core.driver.in_flight()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let core = &*self.core;
+        // Drop tasks outside the slab's borrow: a future's destructor may drop JoinHandles or
+        // sockets, which touch the runtime. Repeat in case a destructor spawned more.
+        loop {
+            let tasks: Vec<Task> = core.tasks.borrow_mut().drain().collect();
+            if tasks.is_empty() {
+                break;
+            }
+            for task in tasks {
+                drop_contained(task);
+            }
+        }
+        core.run_queue.borrow_mut().clear();
+        {
+            let mut remote = core.shared.remote();
+            remote.open = false;
+            remote.queue.clear();
+        }
+        let timers = core.timers.clear();
+        let wakers = core.driver.shut_down();
+        drop(timers);
+        // Sockets or timers of this runtime that outlive it (moved out of `block_on`) and are
+        // awaited elsewhere: wake them so they see the error instead of waiting forever.
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// Marks this thread as running `core` for the duration of a `block_on`.
+struct Enter;
+
+impl Enter {
+    fn new(core: &Rc<Core>) -> Enter {
+        CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            assert!(
+                current.is_none(),
+                "proactor: cannot block_on inside a runtime; the running runtime would stall \
+                 (spawn the future, or await it, instead)"
+            );
+            *current = Some(core.clone());
+        });
+        Enter
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        let core = CURRENT.with(|current| current.borrow_mut().take());
+        BUDGET.set(u32::MAX);
+        drop(core);
+    }
+}
+
+/// Runs `future` to completion on a new [`Runtime`] with default settings, then drops the
+/// runtime (and with it every task still running).
+///
+/// # Panics
+/// When the runtime cannot be created (io_uring unavailable: see [`Builder::build`] for a
+/// fallible way), when called inside a runtime, or when `future` panics.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match Runtime::new() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => panic!("proactor: cannot create the runtime: {e}"),
+    }
+}
+
+/// Spawns a task on the runtime running on this thread.
+///
+/// The future need not be `Send`: it never leaves this thread.
+///
+/// # Panics
+/// When no runtime is running on this thread.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    match with_current(|core| core.spawn(future)) {
+        Some(handle) => handle,
+        None => panic!("proactor::spawn called outside a runtime (call it inside proactor::block_on)"),
+    }
+}
+
+/// Yields to the other tasks once: the current task goes to the back of the run queue.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,67 @@
+//! A completion-based async runtime built from scratch on Linux `io_uring`: a ring driver,
+//! owned buffers, a single-threaded executor, TCP and timers, in a few files meant to be read.
+//!
+//! ```no_run
+//! use proactor::net::TcpListener;
+//!
+//! fn main() -> std::io::Result<()> {
+//!     proactor::block_on(async {
+//!         let listener = TcpListener::bind("127.0.0.1:7000")?;
+//!         loop {
+//!             let (stream, _peer) = listener.accept().await?;
+//!             proactor::spawn(async move {
+//!                 let mut buf = Vec::with_capacity(4096);
+//!                 loop {
+//!                     // The buffer goes to the kernel and comes back with the result.
+//!                     let (read, back) = stream.read(buf).await;
+//!                     match read {
+//!                         Ok(0) | Err(_) => break,
+//!                         Ok(_) => {}
+//!                     }
+//!                     let (written, back) = stream.write_all(back).await;
+//!                     if written.is_err() {
+//!                         break;
+//!                     }
+//!                     buf = back;
+//!                 }
+//!             });
+//!         }
+//!     })
+//! }
+//! ```
+//!
+//! # How it fits together
+//!
+//! Read the modules in this order (`cargo doc -p proactor --document-private-items --open`):
+//!
+//! - `sys` (private): plain syscalls for socket set-up, the eventfd, socket addresses.
+//! - `driver` (private): the ring. Operations are futures that own what the kernel touches;
+//!   each takes a slab slot whose index is the SQE's `user_data`. SQEs pile up while tasks run
+//!   and go to the kernel in one `io_uring_enter` per loop turn. Dropping an operation early
+//!   moves its buffer into the driver and cancels it; the buffer is freed when the CQE comes.
+//! - `task` and `executor`: the same executor as the `reactor` crate's, with the ring in
+//!   place of `epoll_wait`.
+//! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
+//! - [`net`] and [`time`]: what programs use.
+//!
+//! # Readiness versus completion
+//!
+//! The `reactor` crate waits for "ready" and then makes the syscall itself, so a borrowed
+//! `&mut [u8]` is enough. Here the kernel performs the read *later*, into memory it was given
+//! earlier, so the buffer must be owned by the operation until the kernel is done with it, even
+//! if the caller stops waiting.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod buf;
+mod driver;
+mod executor;
+pub mod net;
+mod sys;
+mod task;
+pub mod time;
+
+pub use buf::{BufResult, IoBuf, IoBufMut};
+pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
+pub use task::{JoinError, JoinHandle};

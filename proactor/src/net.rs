@@ -1,0 +1,449 @@
+//! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6, with owned buffers.
+//!
+//! Every I/O method describes one operation to the kernel (an SQE) and awaits its completion.
+//! Buffers are passed by value and handed back with the result (see [`crate::buf`]), because the
+//! kernel uses them after the call has returned. This is the one place besides `driver` with
+//! `unsafe`: where an SQE is built around a pointer into a buffer the operation owns.
+//!
+//! Accepting uses multishot accept where the kernel supports it (one SQE keeps producing
+//! connections; Linux 5.19), single-shot accept otherwise.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use io_uring::{opcode, types};
+
+use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::driver::{Completion, Driver, Op};
+use crate::executor;
+use crate::sys;
+use crate::time::{sleep, Sleep};
+
+/// The listen backlog (capped by `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
+
+/// First and longest pause of the accept back-off after fd exhaustion.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// At most one fd-exhaustion error per this interval is returned by `accept`.
+const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn current_driver() -> io::Result<Rc<Driver>> {
+    executor::with_current(|core| core.driver.clone()).ok_or_else(executor::no_runtime_error)
+}
+
+/// Errors of accept that concern only the connection being accepted: accepting goes on.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+/// Errors of accept that mean "no resources for another fd right now".
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// A socket address the kernel writes (accept) or reads (connect), at a stable heap address.
+struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl SockAddr {
+    fn empty() -> Box<SockAddr> {
+        let (storage, _) = sys::sockaddr_from(&SocketAddr::from(([0, 0, 0, 0], 0)));
+        Box::new(SockAddr { storage, len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t })
+    }
+
+    fn from(addr: &SocketAddr) -> Box<SockAddr> {
+        let (storage, len) = sys::sockaddr_from(addr);
+        Box::new(SockAddr { storage, len })
+    }
+}
+
+/// A TCP socket listening for connections.
+///
+/// Running out of fds: as in the reactor, an `EMFILE`/`ENFILE` makes the listener back off
+/// (5 ms doubling to 200 ms between retries) instead of spinning, the error is returned at most
+/// once a second, and queued connections are served once fds are free.
+pub struct TcpListener {
+    fd: OwnedFd,
+    driver: Rc<Driver>,
+    accept: RefCell<AcceptState>,
+}
+
+#[derive(Default)]
+struct AcceptState {
+    /// The multishot accept in flight, if the kernel supports it.
+    multishot: Option<Op<()>>,
+    /// The single-shot accept in flight otherwise.
+    single: Option<Op<Box<SockAddr>>>,
+    delay: Option<Duration>,
+    pause: Option<Sleep>,
+    reported: Option<Instant>,
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpListener {
+    /// Binds to `addr` (with `SO_REUSEADDR`) and listens. Must be called inside the runtime
+    /// that will drive it.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        let driver = current_driver()?;
+        let mut last_err = None;
+        for addr in addr.to_socket_addrs()? {
+            let attempt = (|| {
+                let fd = sys::tcp_socket(&addr)?;
+                sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+                sys::bind(fd.as_fd(), &addr)?;
+                sys::listen(fd.as_fd(), BACKLOG)?;
+                Ok::<_, io::Error>(fd)
+            })();
+            match attempt {
+                Ok(fd) => return Ok(TcpListener { fd, driver, accept: RefCell::default() }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+    }
+
+    /// Takes over a listener made elsewhere (with `SO_REUSEPORT`, say). Must be called inside
+    /// the runtime that will drive it.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        Ok(TcpListener { fd: listener.into(), driver: current_driver()?, accept: RefCell::default() })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.fd.as_fd())
+    }
+
+    /// Waits for a connection and returns it with the peer's address. Connection-level errors
+    /// are skipped; see the type's docs for fd exhaustion.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        loop {
+            let mut state = self.accept.borrow_mut();
+            if let Some(pause) = state.pause.as_mut() {
+                ready!(Pin::new(pause).poll(cx));
+                state.pause = None;
+            }
+            let (result, addr) = if self.driver.features.multishot_accept {
+                ready!(self.poll_multishot(&mut state, cx))
+            } else {
+                ready!(self.poll_single(&mut state, cx))
+            };
+            let accepted = result.and_then(|fd| {
+                // SAFETY: a successful accept's result is a new fd that nobody else owns.
+                let fd = unsafe { sys::owned_fd(fd as RawFd) };
+                let peer = match addr {
+                    Some(addr) => addr,
+                    None => sys::peer_addr(fd.as_fd())?,
+                };
+                Ok((TcpStream { fd, driver: self.driver.clone() }, peer))
+            });
+            match accepted {
+                Ok(accepted) => {
+                    state.delay = None;
+                    return Poll::Ready(Ok(accepted));
+                }
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    let delay = state.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
+                    state.delay = Some(delay);
+                    state.pause = Some(sleep(delay));
+                    let now = Instant::now();
+                    if state.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
+                        state.reported = Some(now);
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// The next completion of the multishot accept, re-arming it when it has ended.
+    fn poll_multishot(
+        &self,
+        state: &mut AcceptState,
+        cx: &mut Context<'_>,
+    ) -> Poll<(io::Result<u32>, Option<SocketAddr>)> {
+        loop {
+            let op = match &mut state.multishot {
+                Some(op) => op,
+                None => {
+                    let fd = types::Fd(self.fd.as_raw_fd());
+                    // SAFETY: a multishot accept carries no pointers (no address is returned).
+                    let op = unsafe {
+                        self.driver.submit((), true, true, |_| {
+                            opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
+                        })
+                    };
+                    state.multishot.insert(op)
+                }
+            };
+            match ready!(op.poll_next(cx)) {
+                Some(completion) => return Poll::Ready((completion.and_then(Completion::into_result), None)),
+                None => state.multishot = None, // ended (after an error): re-arm
+            }
+        }
+    }
+
+    fn poll_single(
+        &self,
+        state: &mut AcceptState,
+        cx: &mut Context<'_>,
+    ) -> Poll<(io::Result<u32>, Option<SocketAddr>)> {
+        let op = match &mut state.single {
+            Some(op) => op,
+            None => {
+                let fd = types::Fd(self.fd.as_raw_fd());
+                // SAFETY: the address storage and its length are in the boxed SockAddr, which the
+                // operation owns until its CQE.
+                let op = unsafe {
+                    self.driver.submit(SockAddr::empty(), false, true, |addr| {
+                        let storage = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
+                        opcode::Accept::new(fd, storage, &mut addr.len).flags(libc::SOCK_CLOEXEC).build()
+                    })
+                };
+                state.single.insert(op)
+            }
+        };
+        let (result, addr) = ready!(Pin::new(op).poll(cx));
+        state.single = None;
+        let peer = sys::sockaddr_to(&addr.storage, addr.len).ok();
+        Poll::Ready((result.and_then(Completion::into_result), peer))
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        // Cancel the accept in flight (dropping it) before the fd closes; see TcpStream's Drop.
+        drop(std::mem::take(&mut *self.accept.borrow_mut()));
+        self.driver.submit_pending();
+    }
+}
+
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A TCP connection. Reads and writes take owned buffers and give them back.
+///
+/// Methods take `&self`: a read and a write can be in flight at the same time (from two futures
+/// joined in one task). Two reads in flight at once are allowed by the kernel but split the
+/// incoming bytes between them in an unspecified way.
+pub struct TcpStream {
+    fd: OwnedFd,
+    driver: Rc<Driver>,
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("local", &self.local_addr().ok())
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying each address it resolves to in turn.
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let driver = current_driver()?;
+        let mut last_err = None;
+        for addr in addr.to_socket_addrs()? {
+            match TcpStream::connect_addr(driver.clone(), addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+    }
+
+    async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream { fd: sys::tcp_socket(&addr)?, driver };
+        let (driver, raw) = (&stream.driver, types::Fd(stream.fd.as_raw_fd()));
+        // SAFETY: the address is in the boxed SockAddr, which the operation owns until its CQE;
+        // the socket outlives the operation (it is only dropped after the await).
+        let op = unsafe {
+            driver.submit(SockAddr::from(&addr), false, false, |addr| {
+                let storage = (&addr.storage as *const libc::sockaddr_storage).cast();
+                opcode::Connect::new(raw, storage, addr.len).build()
+            })
+        };
+        let (result, _addr) = op.await;
+        result.and_then(Completion::into_result)?;
+        Ok(stream)
+    }
+
+    /// Takes over a connected socket made elsewhere. Must be called inside the runtime that
+    /// will drive it.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        Ok(TcpStream { fd: stream.into(), driver: current_driver()? })
+    }
+
+    /// Reads into `buf` from its start, up to [`IoBufMut::bytes_total`] bytes; gives back the
+    /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count.
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+        let fd = types::Fd(self.fd.as_raw_fd());
+        // SAFETY: the pointer and length describe `buf`'s own memory, which stays put (IoBufMut's
+        // contract) and is owned by the operation until its CQE.
+        let op = unsafe {
+            self.driver.submit(buf, false, false, |buf| {
+                let len = buf.bytes_total().min(u32::MAX as usize) as u32;
+                opcode::Recv::new(fd, buf.stable_mut_ptr(), len).build()
+            })
+        };
+        async move {
+            let (result, mut buf) = op.await;
+            match result.and_then(Completion::into_result) {
+                Ok(n) => {
+                    // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+                    unsafe { buf.set_init(n as usize) };
+                    (Ok(n as usize), buf)
+                }
+                Err(e) => (Err(e), buf),
+            }
+        }
+    }
+
+    /// Writes some of `buf` (starting at its first byte); gives back how many bytes were
+    /// written, and the buffer.
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+        let op = self.send(buf, 0);
+        async move {
+            let (result, buf) = op.await;
+            (result.and_then(Completion::into_result).map(|n| n as usize), buf)
+        }
+    }
+
+    /// Writes all of `buf`, then gives it back.
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        let mut buf = buf;
+        let mut written = 0;
+        while written < buf.bytes_init() {
+            let (result, back) = self.send(buf, written).await;
+            buf = back;
+            match result.and_then(Completion::into_result) {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => written += n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// One `send` of `buf[offset..]`, with `MSG_NOSIGNAL` (a reset peer is `EPIPE`, not a
+    /// `SIGPIPE` that kills the process).
+    fn send<B: IoBuf>(&self, buf: B, offset: usize) -> Op<B> {
+        let fd = types::Fd(self.fd.as_raw_fd());
+        // SAFETY: the pointer and length describe `buf[offset..]`, memory owned by the
+        // operation until its CQE that stays put (IoBuf's contract).
+        unsafe {
+            self.driver.submit(buf, false, false, |buf| {
+                let offset = offset.min(buf.bytes_init());
+                let len = (buf.bytes_init() - offset).min(u32::MAX as usize) as u32;
+                opcode::Send::new(fd, buf.stable_ptr().add(offset), len).flags(libc::MSG_NOSIGNAL).build()
+            })
+        }
+    }
+
+    /// Shuts down the read side, the write side (the peer reads end of stream once it has
+    /// read everything sent before) or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        sys::shutdown(self.fd.as_fd(), how)
+    }
+
+    /// Sets `TCP_NODELAY` (send small writes at once, without Nagle's coalescing).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        sys::set_int_opt(self.fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay.into())
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        Ok(sys::get_int_opt(self.fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sys::peer_addr(self.fd.as_fd())
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.fd.as_fd())
+    }
+
+    /// Reads and clears the socket's pending error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        sys::take_error(self.fd.as_fd())
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        // An SQE naming this fd may still sit in the SQ (a read whose future was just dropped,
+        // say). Hand it to the kernel before the fd number is closed and possibly reused, or
+        // the kernel would apply it to whatever socket gets the number next.
+        self.driver.submit_pending();
+    }
+}
+
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

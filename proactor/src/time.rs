@@ -1,0 +1,200 @@
+//! Timers: [`sleep`], [`sleep_until`] and [`timeout`].
+//!
+//! Pending timers sit in an ordered map keyed by `(deadline, id)`, so the nearest deadline is
+//! the first key. The executor turns it into the timeout of its `io_uring_enter` (nanosecond
+//! resolution), and after each wait wakes every timer whose deadline is not after
+//! `Instant::now()`: a timer may fire late, never early. A
+//! [`Sleep`] also checks the clock itself when polled, so it completes only once its deadline
+//! has passed whatever woke it.
+//!
+//! Dropping a `Sleep` removes its entry (O(log n)), which is what makes `timeout` around an
+//! operation that usually finishes first cheap: the timer is never fired, just removed.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::executor;
+
+type TimerKey = (Instant, u64);
+
+/// The runtime's pending timers.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    entries: RefCell<BTreeMap<TimerKey, Waker>>,
+    next_id: Cell<u64>,
+}
+
+impl Timers {
+    fn insert(&self, deadline: Instant, waker: Waker) -> TimerKey {
+        let key = (deadline, self.next_id.get());
+        self.next_id.set(key.1 + 1);
+        self.entries.borrow_mut().insert(key, waker);
+        key
+    }
+
+    /// Stores `waker` for `key`; re-inserts the entry if it already fired.
+    fn update(&self, key: TimerKey, waker: &Waker) {
+        let mut entries = self.entries.borrow_mut();
+        match entries.get_mut(&key) {
+            Some(stored) if stored.will_wake(waker) => {}
+            Some(stored) => *stored = waker.clone(),
+            None => {
+                entries.insert(key, waker.clone());
+            }
+        }
+    }
+
+    fn remove(&self, key: TimerKey) {
+        let removed = self.entries.borrow_mut().remove(&key);
+        drop(removed);
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.entries.borrow().first_key_value().map(|(key, _)| key.0)
+    }
+
+    /// Moves the wakers of every expired timer into `wakers`; returns whether there were any.
+    pub(crate) fn fire(&self, wakers: &mut Vec<Waker>) -> bool {
+        let mut entries = self.entries.borrow_mut();
+        if entries.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let before = wakers.len();
+        while let Some(entry) = entries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            wakers.push(entry.remove());
+        }
+        wakers.len() > before
+    }
+
+    /// Removes every timer; the caller drops them outside this borrow.
+    pub(crate) fn clear(&self) -> BTreeMap<TimerKey, Waker> {
+        std::mem::take(&mut *self.entries.borrow_mut())
+    }
+}
+
+/// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
+///
+/// It registers with the runtime running on the thread that first polls it.
+///
+/// # Panics
+/// When polled outside a runtime.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Sleep {
+    deadline: Instant,
+    entry: Option<(Rc<Timers>, TimerKey)>,
+}
+
+impl Sleep {
+    /// The instant this future completes at.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Moves the deadline (earlier or later); the future becomes pending again if the new
+    /// deadline is in the future.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.cancel();
+        self.deadline = deadline;
+    }
+
+    fn cancel(&mut self) {
+        if let Some((timers, key)) = self.entry.take() {
+            timers.remove(key);
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.deadline {
+            self.cancel();
+            return Poll::Ready(());
+        }
+        match &self.entry {
+            Some((timers, key)) => timers.update(*key, cx.waker()),
+            None => {
+                let Some(timers) = executor::with_current(|core| core.timers.clone()) else {
+                    panic!(
+                        "proactor::time::Sleep polled outside a runtime (await it inside proactor::block_on)"
+                    );
+                };
+                let key = timers.insert(self.deadline, cx.waker().clone());
+                self.entry = Some((timers, key));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Completes once `duration` has passed (never earlier; up to about a millisecond later).
+pub fn sleep(duration: Duration) -> Sleep {
+    let now = Instant::now();
+    // A duration too long to represent means "never", in practice: cap it at ~30 years.
+    let deadline = now.checked_add(duration).unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
+    sleep_until(deadline)
+}
+
+/// Completes once `deadline` has passed.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep { deadline, entry: None }
+}
+
+/// The error of [`timeout`]: the deadline passed before the future completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for io::Error {
+    fn from(e: Elapsed) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, e)
+    }
+}
+
+/// Runs `future`, giving up once `duration` has passed.
+///
+/// On timeout `future` is dropped, which cancels it: for a socket read this just forgets the
+/// interest (readiness-based I/O has nothing in flight), so the socket stays usable and no data
+/// is lost.
+pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    let mut future = pin!(future);
+    let mut deadline = sleep(duration);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        Pin::new(&mut deadline).poll(cx).map(|()| Err(Elapsed(())))
+    })
+    .await
+}
