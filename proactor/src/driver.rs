@@ -155,11 +155,26 @@ impl Driver {
         if let Some(errno) = config.inject_setup_errno {
             return Err(explain_setup_error(io::Error::from_raw_os_error(errno)));
         }
-        let mut builder = IoUring::builder();
-        if let Some(idle) = config.sqpoll_idle {
-            builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+        // Completions of socket operations are finished by "task work" run in this thread's
+        // context. By default the kernel interrupts the thread to run it as soon as it is queued;
+        // DEFER_TASKRUN (Linux 6.1, with SINGLE_ISSUER: only this thread submits, which an `Rc`
+        // driver guarantees) runs it only when the loop enters the ring to reap, in one batch.
+        // TASKRUN_FLAG makes the kernel say, in the SQ flags, when such work is pending.
+        let build = |defer_taskrun: bool| {
+            let mut builder = IoUring::builder();
+            if let Some(idle) = config.sqpoll_idle {
+                builder.setup_sqpoll(idle.as_millis().min(u32::MAX as u128) as u32);
+            } else if defer_taskrun {
+                builder.setup_single_issuer().setup_defer_taskrun().setup_taskrun_flag();
+            }
+            builder.build(config.entries.max(2))
+        };
+        let ring = match build(true) {
+            // An older kernel that does not know the flags.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => build(false),
+            other => other,
         }
-        let ring = builder.build(config.entries.max(2)).map_err(explain_setup_error)?;
+        .map_err(explain_setup_error)?;
         let mut probe = Probe::new();
         let probed = ring.submitter().register_probe(&mut probe).is_ok();
         let features = Features {
@@ -375,7 +390,7 @@ impl Driver {
         let result = match timeout {
             // Nothing to submit and no wait: the CQ ring is read without entering the kernel
             // (unless the kernel holds overflowed CQEs, which only an enter brings back).
-            Some(Duration::ZERO) if ring.submission().is_empty() && !ring.submission().cq_overflow() => Ok(0),
+            Some(Duration::ZERO) if ring.submission().is_empty() && !ring.submission().cq_overflow() && !ring.submission().taskrun() => Ok(0),
             Some(Duration::ZERO) => ring.submit(),
             None => ring.submit_and_wait(1),
             Some(timeout) if self.features.ext_arg => {
