@@ -1,7 +1,7 @@
 //! The shortest complete echo server on the proactor (io_uring).
 //!
 //! ```text
-//! cargo run --release -p proactor --example echo -- 127.0.0.1:7000
+//! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000
 //! ```
 //!
 //! Each read hands the connection's buffer to the kernel, which gives it back filled; the same

@@ -28,6 +28,13 @@ pub unsafe trait IoBuf: Unpin + 'static {
     fn stable_ptr(&self) -> *const u8;
     /// How many bytes are initialised (and will be written out).
     fn bytes_init(&self) -> usize;
+
+    /// The initialised bytes.
+    fn as_init_slice(&self) -> &[u8] {
+        // SAFETY: the trait's contract: `stable_ptr` is valid for reads of `bytes_init` bytes
+        // while `self` is alive and not mutated, which the shared borrow guarantees.
+        unsafe { std::slice::from_raw_parts(self.stable_ptr(), self.bytes_init()) }
+    }
 }
 
 /// A buffer the kernel may write into (the target of a read).
@@ -126,4 +133,18 @@ unsafe impl IoBuf for String {
     fn bytes_init(&self) -> usize {
         self.len()
     }
+}
+
+/// Copies as much of `src` as fits into `buf` (from its start) and records it as `buf`'s
+/// contents; returns how many bytes were copied.
+pub(crate) fn fill_from<B: IoBufMut>(buf: &mut B, src: &[u8]) -> usize {
+    let n = src.len().min(buf.bytes_total());
+    // SAFETY: `stable_mut_ptr` is valid for writes of `bytes_total >= n` bytes (the trait's
+    // contract), `src` is valid for `n` reads, and the two cannot overlap (`buf` is borrowed
+    // mutably); the first `n` bytes are then initialised.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), buf.stable_mut_ptr(), n);
+        buf.set_init(n);
+    }
+    n
 }

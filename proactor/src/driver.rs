@@ -22,6 +22,12 @@
 //! slot and the resources are freed only when the operation's own CQE arrives (cancelled or
 //! not). If that CQE carries a new fd (an accept that won the race), the fd is closed.
 //!
+//! An operation can also win the race with *data*: a receive that completes just as it is
+//! cancelled has taken bytes out of the socket, and nobody is waiting for them any more. An
+//! operation can therefore carry an *orphan handler* that gets the resources and the late
+//! completion; `net` uses it to keep those bytes for the stream's next read, so cancelling a
+//! read (a `timeout` around it, say) never loses data.
+//!
 //! # Full queues
 //!
 //! A full SQ is submitted to the kernel, and the push retried. The CQ is drained completely
@@ -30,7 +36,6 @@
 //! `io_uring_enter` (the `io-uring` crate adds `IORING_ENTER_GETEVENTS` when it sees the flag)
 //! moves them into the CQ: nothing is lost.
 
-use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -80,7 +85,7 @@ enum Lifecycle {
     Completed(Completion),
     /// The future was dropped before the CQE. What the kernel may still touch lives here until
     /// the CQE arrives; `result_is_fd` says whether a successful result is an fd to close.
-    Orphaned { _resources: Box<dyn Any>, result_is_fd: bool },
+    Orphaned { finish: Option<Box<dyn FnOnce(Completion)>>, result_is_fd: bool },
     /// A multishot operation: every CQE is queued for the future, until one comes without
     /// `IORING_CQE_F_MORE`.
     Multishot { queue: VecDeque<Completion>, waker: Option<Waker>, ended: bool },
@@ -94,6 +99,8 @@ pub(crate) struct DriverConfig {
     /// A testing hook: fail `io_uring_setup` with this errno, as a kernel without io_uring,
     /// with it disabled, or behind a seccomp policy would.
     pub(crate) inject_setup_errno: Option<i32>,
+    /// Use multishot operations where the kernel has them.
+    pub(crate) multishot: bool,
 }
 
 /// What the kernel's io_uring supports, probed at start-up.
@@ -114,6 +121,8 @@ pub(crate) struct Driver {
     pub(crate) features: Features,
     /// False once the runtime is dropped: new operations fail instead of waiting forever.
     alive: Cell<bool>,
+    /// Turns that found the CQ overflowed into the kernel's backlog (see the module docs).
+    cq_overflows: Cell<u64>,
     /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
     /// it when the SQE is submitted, so it lives here, at a stable address, until then.
     wait_timeout: Box<RefCell<types::Timespec>>,
@@ -178,7 +187,7 @@ impl Driver {
         let mut probe = Probe::new();
         let probed = ring.submitter().register_probe(&mut probe).is_ok();
         let features = Features {
-            multishot_accept: probed && probe.is_supported(opcode::AcceptMulti::CODE),
+            multishot_accept: config.multishot && probed && probe.is_supported(opcode::AcceptMulti::CODE),
             ext_arg: ring.params().is_feature_ext_arg(),
         };
         let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
@@ -189,12 +198,18 @@ impl Driver {
             notify_armed: Cell::new(false),
             features,
             alive: Cell::new(true),
+            cq_overflows: Cell::new(0),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
         })
     }
 
     pub(crate) fn notifier(&self) -> &Arc<Notifier> {
         &self.notifier
+    }
+
+    /// How many turns found completions held back in the kernel because the CQ was full.
+    pub(crate) fn cq_overflows(&self) -> u64 {
+        self.cq_overflows.get()
     }
 
     /// Operations whose CQE has not arrived yet (including orphaned ones).
@@ -259,6 +274,7 @@ impl Driver {
                 state: OpState::InFlight(index),
                 resources: Some(resources),
                 result_is_fd,
+                on_orphan_cqe: None,
             },
             Err(e) => {
                 self.ops.borrow_mut().remove(index);
@@ -357,14 +373,15 @@ impl Driver {
                             *ended = !cqueue::more(completion.flags);
                             wakers.extend(waker.take());
                         }
-                        Lifecycle::Orphaned { result_is_fd, .. } => {
+                        Lifecycle::Orphaned { finish, result_is_fd } => {
                             if *result_is_fd && completion.result >= 0 {
                                 // SAFETY: the CQE of an fd-producing operation carries a new fd,
                                 // and its future is gone, so nobody else will take it.
                                 orphaned_fds.push(unsafe { sys::owned_fd(completion.result) });
                             }
                             if !cqueue::more(completion.flags) {
-                                finished_orphans.push(ops.remove(index));
+                                finished_orphans.extend(finish.take().map(|finish| (finish, completion)));
+                                ops.remove(index);
                             }
                         }
                         Lifecycle::Completed(_) => unreachable!("a second CQE for a single-shot operation"),
@@ -377,7 +394,9 @@ impl Driver {
         // Resources of orphaned operations, and fds they produced, are dropped outside the
         // borrows: dropping may run arbitrary code.
         drop(orphaned_fds);
-        drop(finished_orphans);
+        for (finish, completion) in finished_orphans {
+            finish(completion);
+        }
         if !self.notify_armed.get() {
             self.arm_notifier();
         }
@@ -387,10 +406,19 @@ impl Driver {
     /// The single `io_uring_enter` of a turn.
     fn enter(&self, timeout: Option<Duration>) -> io::Result<()> {
         let mut ring = self.ring.borrow_mut();
+        if ring.submission().cq_overflow() {
+            self.cq_overflows.set(self.cq_overflows.get() + 1);
+        }
         let result = match timeout {
             // Nothing to submit and no wait: the CQ ring is read without entering the kernel
             // (unless the kernel holds overflowed CQEs, which only an enter brings back).
-            Some(Duration::ZERO) if ring.submission().is_empty() && !ring.submission().cq_overflow() && !ring.submission().taskrun() => Ok(0),
+            Some(Duration::ZERO)
+                if ring.submission().is_empty()
+                    && !ring.submission().cq_overflow()
+                    && !ring.submission().taskrun() =>
+            {
+                Ok(0)
+            }
             Some(Duration::ZERO) => ring.submit(),
             None => ring.submit_and_wait(1),
             Some(timeout) if self.features.ext_arg => {
@@ -505,11 +533,27 @@ pub(crate) struct Op<T: 'static> {
     /// `Some` until handed back to the caller or to the driver.
     resources: Option<T>,
     result_is_fd: bool,
+    /// Called with the resources and the completion if the CQE arrives after this future was
+    /// dropped (see the module docs).
+    on_orphan_cqe: Option<Box<dyn FnOnce(T, Completion)>>,
 }
 
 impl<T: 'static> Op<T> {
     fn failed(driver: Rc<Driver>, resources: T, error: io::Error) -> Op<T> {
-        Op { driver, state: OpState::Failed(Some(error)), resources: Some(resources), result_is_fd: false }
+        Op {
+            driver,
+            state: OpState::Failed(Some(error)),
+            resources: Some(resources),
+            result_is_fd: false,
+            on_orphan_cqe: None,
+        }
+    }
+
+    /// Sets what to do with the resources and the completion if the CQE only arrives after
+    /// this future was dropped (by default they are just dropped).
+    pub(crate) fn on_orphan_cqe(mut self, handler: impl FnOnce(T, Completion) + 'static) -> Op<T> {
+        self.on_orphan_cqe = Some(Box::new(handler));
+        self
     }
 
     /// The next completion of a multishot operation: `None` once it has ended (the last CQE,
@@ -608,8 +652,13 @@ impl<T: 'static> Drop for Op<T> {
         if finished {
             ops.remove(index);
         } else {
-            let resources: Box<dyn Any> = Box::new(self.resources.take());
-            *slot = Lifecycle::Orphaned { _resources: resources, result_is_fd: self.result_is_fd };
+            let (resources, handler) = (self.resources.take(), self.on_orphan_cqe.take());
+            let finish: Box<dyn FnOnce(Completion)> = Box::new(move |completion| {
+                if let (Some(resources), Some(handler)) = (resources, handler) {
+                    handler(resources, completion);
+                }
+            });
+            *slot = Lifecycle::Orphaned { finish: Some(finish), result_is_fd: self.result_is_fd };
         }
         drop(ops);
         for fd in unclaimed {

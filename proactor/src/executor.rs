@@ -95,7 +95,12 @@ impl Builder {
     pub fn new() -> Builder {
         Builder {
             config: Config {
-                driver: DriverConfig { entries: 1024, sqpoll_idle: None, inject_setup_errno: None },
+                driver: DriverConfig {
+                    entries: 1024,
+                    sqpoll_idle: None,
+                    inject_setup_errno: None,
+                    multishot: true,
+                },
                 task_budget: 128,
                 event_interval: 61,
             },
@@ -115,6 +120,13 @@ impl Builder {
     /// polling while busy.
     pub fn sqpoll(mut self, idle: Duration) -> Builder {
         self.config.driver.sqpoll_idle = Some(idle);
+        self
+    }
+
+    /// Whether to use multishot operations (one SQE, many completions: accept since Linux
+    /// 5.19) where the kernel supports them; on by default. Off, every accept is its own SQE.
+    pub fn multishot(mut self, enabled: bool) -> Builder {
+        self.config.driver.multishot = enabled;
         self
     }
 
@@ -412,6 +424,13 @@ impl Runtime {
     /// How many spawned tasks the runtime holds (running, or finished but not yet joined).
     pub fn task_count(&self) -> usize {
         self.core.tasks.borrow().len()
+    }
+
+    /// How many times the completion queue overflowed into the kernel's backlog. Those
+    /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
+    /// overflows often is too small for its load.
+    pub fn cq_overflows(&self) -> u64 {
+        self.core.driver.cq_overflows()
     }
 
     /// How many operations are in flight (submitted, CQE not yet reaped), including those

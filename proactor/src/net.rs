@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{opcode, types};
 
-use crate::buf::{BufResult, IoBuf, IoBufMut};
+use crate::buf::{self, BufResult, IoBuf, IoBufMut};
 use crate::driver::{Completion, Driver, Op};
 use crate::executor;
 use crate::sys;
@@ -174,7 +174,7 @@ impl TcpListener {
                     Some(addr) => addr,
                     None => sys::peer_addr(fd.as_fd())?,
                 };
-                Ok((TcpStream { fd, driver: self.driver.clone() }, peer))
+                Ok((TcpStream::new(fd, self.driver.clone()), peer))
             });
             match accepted {
                 Ok(accepted) => {
@@ -279,6 +279,9 @@ impl AsRawFd for TcpListener {
 pub struct TcpStream {
     fd: OwnedFd,
     driver: Rc<Driver>,
+    /// Bytes received by reads that were cancelled after the kernel had filled their buffers;
+    /// the next reads return them first. Shared with those reads' orphan handlers.
+    stash: Rc<RefCell<Vec<u8>>>,
 }
 
 impl fmt::Debug for TcpStream {
@@ -292,6 +295,10 @@ impl fmt::Debug for TcpStream {
 }
 
 impl TcpStream {
+    fn new(fd: OwnedFd, driver: Rc<Driver>) -> TcpStream {
+        TcpStream { fd, driver, stash: Rc::default() }
+    }
+
     /// Connects to `addr`, trying each address it resolves to in turn.
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
         let driver = current_driver()?;
@@ -307,7 +314,7 @@ impl TcpStream {
     }
 
     async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream { fd: sys::tcp_socket(&addr)?, driver };
+        let stream = TcpStream::new(sys::tcp_socket(&addr)?, driver);
         let (driver, raw) = (&stream.driver, types::Fd(stream.fd.as_raw_fd()));
         // SAFETY: the address is in the boxed SockAddr, which the operation owns until its CQE;
         // the socket outlives the operation (it is only dropped after the await).
@@ -325,31 +332,61 @@ impl TcpStream {
     /// Takes over a connected socket made elsewhere. Must be called inside the runtime that
     /// will drive it.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
-        Ok(TcpStream { fd: stream.into(), driver: current_driver()? })
+        Ok(TcpStream::new(stream.into(), current_driver()?))
     }
 
     /// Reads into `buf` from its start, up to [`IoBufMut::bytes_total`] bytes; gives back the
     /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count.
+    ///
+    /// Dropping the future before it completes cancels the read without losing data: bytes the
+    /// kernel had already received into the buffer are kept for the next read.
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
-        let fd = types::Fd(self.fd.as_raw_fd());
-        // SAFETY: the pointer and length describe `buf`'s own memory, which stays put (IoBufMut's
-        // contract) and is owned by the operation until its CQE.
-        let op = unsafe {
-            self.driver.submit(buf, false, false, |buf| {
-                let len = buf.bytes_total().min(u32::MAX as usize) as u32;
-                opcode::Recv::new(fd, buf.stable_mut_ptr(), len).build()
-            })
-        };
-        async move {
-            let (result, mut buf) = op.await;
-            match result.and_then(Completion::into_result) {
-                Ok(n) => {
+        let stash = self.stash.clone();
+        let start = if stash.borrow().is_empty() && buf.bytes_total() > 0 {
+            let fd = types::Fd(self.fd.as_raw_fd());
+            // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
+            // (IoBufMut's contract) and is owned by the operation until its CQE.
+            let op = unsafe {
+                self.driver.submit(buf, false, false, |buf| {
+                    let len = buf.bytes_total().min(u32::MAX as usize) as u32;
+                    opcode::Recv::new(fd, buf.stable_mut_ptr(), len).build()
+                })
+            };
+            let late = stash.clone();
+            Ok(op.on_orphan_cqe(move |mut buf, completion| {
+                if let Ok(n) = completion.into_result() {
                     // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
                     unsafe { buf.set_init(n as usize) };
-                    (Ok(n as usize), buf)
+                    late.borrow_mut().extend_from_slice(&buf.as_init_slice()[..n as usize]);
                 }
-                Err(e) => (Err(e), buf),
+            }))
+        } else {
+            Err(buf)
+        };
+        async move {
+            let (n, mut buf) = match start {
+                Ok(op) => {
+                    let (result, mut buf) = op.await;
+                    match result.and_then(Completion::into_result) {
+                        Ok(n) => {
+                            // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+                            unsafe { buf.set_init(n as usize) };
+                            (n as usize, buf)
+                        }
+                        Err(e) => return (Err(e), buf),
+                    }
+                }
+                Err(buf) => (0, buf),
+            };
+            let mut stash = stash.borrow_mut();
+            if stash.is_empty() {
+                return (Ok(n), buf);
             }
+            // A cancelled read got bytes before this one did: those come first.
+            stash.extend_from_slice(&buf.as_init_slice()[..n]);
+            let n = buf::fill_from(&mut buf, &stash);
+            stash.drain(..n);
+            (Ok(n), buf)
         }
     }
 

@@ -34,15 +34,6 @@ fn child_server() {
     });
 }
 
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 fn echoes(stream: &mut TcpStream, msg: &[u8]) -> bool {
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut back = vec![0; msg.len()];
@@ -109,9 +100,9 @@ fn accept_recovers_from_fd_exhaustion_without_spinning() {
 
     // Saturated: the pending connections keep the listener readable. A naive retry loop would
     // burn a whole core here; the back-off keeps the child nearly idle.
-    let start = cpu_ticks(pid);
+    let start = testkit::cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
-    let spent = cpu_ticks(pid) - start;
+    let spent = testkit::cpu_ticks(pid) - start;
     assert!(spent < 20, "the saturated server used {spent} ticks of CPU in one second (100 = a whole core)");
     assert!(child.0.try_wait().unwrap().is_none(), "the server is still running");
 

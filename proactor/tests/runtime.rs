@@ -1,0 +1,135 @@
+//! The executor and the start-up path of the io_uring runtime.
+
+mod common;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use common::{spawn_server_thread, within};
+use proactor::net::TcpStream;
+use proactor::time::{sleep, timeout};
+
+#[test]
+fn io_uring_unavailable_is_one_clear_sentence_not_a_panic() {
+    for (errno, expect) in [
+        (libc_enosys(), "does not provide it"),
+        (libc_eperm(), "--runtime reactor"),
+        (libc_enomem(), "ulimit -l"),
+    ] {
+        let err = proactor::Builder::new().inject_setup_error(errno).build().unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(expect), "errno {errno}: {message}");
+        assert!(message.contains("io_uring"), "{message}");
+        assert!(!message.contains('\n'), "one sentence: {message}");
+    }
+}
+
+fn libc_enosys() -> i32 {
+    38
+}
+fn libc_eperm() -> i32 {
+    1
+}
+fn libc_enomem() -> i32 {
+    12
+}
+
+#[test]
+fn a_panicking_task_is_reported_and_leaves_others_running() {
+    proactor::block_on(async {
+        let survivor = proactor::spawn(async {
+            sleep(Duration::from_millis(30)).await;
+            "survived"
+        });
+        let doomed = proactor::spawn(async {
+            sleep(Duration::from_millis(5)).await;
+            panic!("boom on purpose");
+        });
+        let err = doomed.await.unwrap_err();
+        assert!(err.is_panic());
+        assert!(err.to_string().contains("boom on purpose"));
+        assert_eq!(survivor.await.unwrap(), "survived");
+    });
+}
+
+#[test]
+fn sleep_never_returns_early() {
+    proactor::block_on(async {
+        let handles: Vec<_> = [0u64, 1, 2, 3, 5, 8, 13, 21, 34]
+            .iter()
+            .map(|&ms| {
+                proactor::spawn(async move {
+                    let duration = Duration::from_millis(ms) + Duration::from_micros(ms * 37 % 1000);
+                    let start = Instant::now();
+                    sleep(duration).await;
+                    (duration, start.elapsed())
+                })
+            })
+            .collect();
+        for handle in handles {
+            let (asked, slept) = handle.await.unwrap();
+            assert!(slept >= asked, "asked for {asked:?}, woke after {slept:?}");
+        }
+    });
+}
+
+#[test]
+fn timeout_around_a_pending_read_fires_and_the_stream_stays_usable() {
+    let addr = spawn_server_thread();
+    within(Duration::from_secs(10), move || {
+        proactor::block_on(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let start = Instant::now();
+            // The echo server has nothing to send back yet.
+            assert!(timeout(Duration::from_millis(50), stream.read(Vec::with_capacity(16))).await.is_err());
+            assert!(start.elapsed() >= Duration::from_millis(50));
+            let (written, _) = stream.write_all(&b"late"[..]).await;
+            written.unwrap();
+            assert_eq!(common::read_exact(&stream, 4).await.unwrap(), b"late");
+        })
+    });
+}
+
+struct WaitForFlag {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl std::future::Future for WaitForFlag {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.flag.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_waker_fired_from_another_thread_wakes_a_parked_ring() {
+    within(Duration::from_secs(10), || {
+        let flag = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Mutex::new(None::<Waker>));
+        let (f, w) = (flag.clone(), waker.clone());
+        let other = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            f.store(true, Ordering::Release);
+            w.lock().unwrap().take().expect("the future registered a waker").wake();
+        });
+        proactor::block_on(async {
+            proactor::spawn(WaitForFlag { flag, waker }).await.unwrap();
+        });
+        other.join().unwrap();
+    });
+}
+
+#[test]
+fn operations_outside_a_runtime_are_errors_not_panics() {
+    let err = proactor::net::TcpListener::bind("127.0.0.1:0").unwrap_err();
+    assert!(err.to_string().contains("no proactor runtime"), "{err}");
+}

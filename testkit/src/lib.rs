@@ -1,0 +1,91 @@
+//! Helpers shared by the runtimes' tests. Not part of any runtime.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// A small deterministic PRNG (xorshift64*), so failures reproduce from the seed.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed` (0 is replaced by 1).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+
+    /// `n` random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+/// Runs `f` on a new thread and fails the test (instead of hanging it) if it takes longer
+/// than `limit`. A panic in `f` is re-raised.
+pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => value,
+        // The closure panicked before sending: re-raise its panic.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the worker sends before it returns"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {limit:?}: hung?"),
+    }
+}
+
+/// Sends `data` through a blocking std client in random-sized writes (from a second thread),
+/// shuts down its write side, and returns everything read back until end of stream.
+pub fn blocking_round_trip(addr: SocketAddr, data: Vec<u8>, seed: u64) -> Vec<u8> {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let mut rng = Rng::new(seed);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = rng.range(1, 64 * 1024).min(rest.len());
+            writer.write_all(&rest[..n]).unwrap();
+            rest = &rest[n..];
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut echoed = Vec::new();
+    let mut reader = stream;
+    reader.read_to_end(&mut echoed).expect("reading the echo");
+    sender.join().unwrap();
+    echoed
+}
+
+/// How many fds this process has open.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// utime + stime of process `pid`, in clock ticks (1/100 s).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
