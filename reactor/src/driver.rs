@@ -3,7 +3,8 @@
 //! # Registrations
 //!
 //! Every socket the runtime owns is registered once, when it is created, for
-//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET`, and removed once, just before it is closed.
+//! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET`, and removed once, just before it is
+//! closed.
 //! Its state lives in a [`Slab`] of [`ScheduledIo`] slots. The 64-bit token the kernel hands
 //! back with each event packs the slot index with a *generation*: a counter bumped on every
 //! registration. An event whose generation does not match the slot's is stale (its fd was closed
@@ -23,23 +24,27 @@
 //!
 //! 1. an event *sets* readiness bits in the slot (it never clears them);
 //! 2. an operation that finds its direction ready just does the syscall;
-//! 3. only when the syscall says `EAGAIN` (or returns less than asked, which on a stream socket
-//!    means the kernel buffer was drained) is the direction's readiness cleared, and the task
-//!    then waits for the next edge.
+//! 3. only when the syscall says `EAGAIN` is the direction's readiness cleared, and the task
+//!    then waits for the next edge. A transfer shorter than asked proves the same without the
+//!    extra syscall (the receive queue is empty, or the send buffer full), and also clears it:
+//!    that shortcut is what saves the `read` that would return `EAGAIN` after every message.
+//!    One exception: a TCP read stops short at an urgent-data mark (`MSG_OOB`) with more data
+//!    behind it, so once the socket reports urgent data (`EPOLLPRI`) short reads no longer
+//!    clear anything until a read gets `EAGAIN`.
 //!
 //! Forgetting step 3 busy-loops; clearing at the wrong time hangs forever, because no further
 //! edge will come for data that is already waiting.
 //!
-//! # The tick
+//! # Why no tick is needed here
 //!
-//! Clearing races with new events: readiness observed, `read` returns `EAGAIN`, a new packet
-//! arrives and its edge sets the bit again, *then* the stale `EAGAIN` clears it: the edge is lost
-//! and the task sleeps with data waiting. Each event therefore records the driver's *tick* (a
-//! counter bumped once per `epoll_wait`) in the slot; an operation remembers the tick at which
-//! it saw readiness ([`ReadyEvent`]) and its clear only takes effect if the slot's tick is still
-//! that one. In this single-threaded runtime events are applied only between task polls, so the
-//! race needs readiness to be observed in one poll and cleared in a later one; a multi-threaded
-//! driver hits it all the time. The tick makes both correct by construction.
+//! In a multi-threaded driver, clearing races with new events: a task sees readiness, `read`
+//! says `EAGAIN`, a packet arrives and the driver thread sets the bit again, *then* the task's
+//! stale clear erases it, and the task sleeps with data waiting. tokio guards against this with
+//! a tick (an event counter) recorded with the readiness, so a clear only applies to the
+//! readiness it observed. This driver runs on the tasks' own thread and applies events only
+//! between task polls, while an operation observes readiness, makes its syscall and clears in
+//! one synchronous step. No event can land in between, so the clear is always about the
+//! latest readiness; an edge that comes later sets the bit again and wakes the stored waker.
 //!
 //! # Cross-thread wake-ups
 //!
@@ -49,6 +54,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::io;
+use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -66,8 +72,13 @@ const WRITABLE: u8 = 1 << 1;
 const READ_CLOSED: u8 = 1 << 2;
 /// The connection hung up: writes fail from now on. Never cleared.
 const WRITE_CLOSED: u8 = 1 << 3;
-/// `EPOLLERR`: the next syscall returns the socket's error. Never cleared.
+/// `EPOLLERR`: the next syscall returns the socket's error. Cleared by `EAGAIN` like the
+/// direction bits: `EPOLLERR` also means "the error queue is not empty" (timestamps,
+/// zero-copy notifications), which reads and writes do not consume.
 const ERROR: u8 = 1 << 4;
+/// `EPOLLPRI`: urgent (out-of-band) data arrived. Not a reason to read, but it disables the
+/// short-read shortcut until a read gets `EAGAIN` (see the module docs).
+const URGENT: u8 = 1 << 5;
 
 /// The token of the notifier's eventfd; registration tokens never reach it because slab
 /// indices are below `u32::MAX`.
@@ -89,7 +100,7 @@ impl Direction {
         }
     }
 
-    /// This direction in `ScheduledIo::interest`.
+    /// This direction as an interest bit of a waiting waker.
     fn bit(self) -> u8 {
         match self {
             Direction::Read => 1,
@@ -97,58 +108,103 @@ impl Direction {
         }
     }
 
-    /// The bits an `EAGAIN` in this direction may clear (closed and error bits are final).
-    fn clearable(self) -> u8 {
+    /// The bits an `EAGAIN` in this direction clears (the closed bits are final).
+    fn cleared_by_eagain(self) -> u8 {
         match self {
-            Direction::Read => READABLE,
-            Direction::Write => WRITABLE,
+            Direction::Read => READABLE | ERROR | URGENT,
+            Direction::Write => WRITABLE | ERROR,
         }
     }
 }
 
-/// Readiness seen by an operation, with the tick it was seen at (see the module docs).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ReadyEvent {
-    tick: u16,
-    ready: u8,
-    direction: Direction,
+/// Why an operation gave up the readiness it saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exhausted {
+    /// The syscall said `EAGAIN`.
+    WouldBlock,
+    /// The syscall transferred less than asked.
+    Short,
 }
 
 /// Identifies one registration: slab index plus generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key {
     index: u32,
-    generation: u32,
+    generation: NonZeroU32,
 }
 
 impl Key {
     fn token(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.index)
+        (u64::from(self.generation.get()) << 32) | u64::from(self.index)
     }
 
-    fn from_token(token: u64) -> Key {
-        Key { index: token as u32, generation: (token >> 32) as u32 }
+    /// `None` for a token no registration can have (generation 0).
+    fn from_token(token: u64) -> Option<Key> {
+        Some(Key { index: token as u32, generation: NonZeroU32::new((token >> 32) as u32)? })
     }
 }
 
-/// The driver's state for one registered fd: 24 bytes, one per connection.
+/// The driver's state for one registered fd: 32 bytes (and so is its slab entry), one per
+/// connection.
 ///
-/// One waker slot serves both directions, because with this crate's API one task drives a
-/// socket: stream I/O takes `&mut self`, and the halves of [`split`](crate::net::TcpStream::split)
-/// borrow the stream, so they are polled by the task that owns it. `interest` says which
-/// directions the stored waker waits for; an event for any of them takes the waker out and
-/// wakes it. Invariant: a direction is in `interest` only while its readiness bits (see
-/// [`Direction::mask`]) are clear.
+/// Usually one task drives a socket (stream I/O takes `&mut self`), so the first waiter's
+/// waker is stored inline, with `interest` saying which directions it waits for. Other waiters
+/// (several tasks accepting on one listener, the halves of a split stream polled with separate
+/// wakers) go to `others`, allocated only then. An event wakes every waiter whose interest it
+/// concerns and removes it. Invariant: a waiter waits for a direction only while that
+/// direction's readiness bits (see [`Direction::mask`]) are clear.
 #[derive(Debug)]
 struct ScheduledIo {
-    generation: u32,
-    /// The tick of the last event applied to this slot. 16 bits are plenty: a readiness
-    /// observation is only compared with the tick of the same turn.
-    tick: u16,
+    /// Never zero, which lets the slab store a vacant entry in this field's spare value and
+    /// keep its entries at 32 bytes.
+    generation: NonZeroU32,
     readiness: u8,
-    /// `Direction::bit`s the waker waits for.
+    /// `Direction::bit`s `waker` waits for.
     interest: u8,
     waker: Option<Waker>,
+    // A box around the Vec keeps this field at one pointer when empty (the common case).
+    #[allow(clippy::box_collection)]
+    others: Option<Box<Vec<(Waker, u8)>>>,
+}
+
+impl ScheduledIo {
+    /// Records that the task of `waker` waits for `direction`.
+    fn add_waiter(&mut self, waker: &Waker, direction: Direction) {
+        match &self.waker {
+            None => {
+                self.waker = Some(waker.clone());
+                self.interest = direction.bit();
+            }
+            Some(w) if w.will_wake(waker) => self.interest |= direction.bit(),
+            Some(_) => {
+                let others = self.others.get_or_insert_with(Box::default);
+                match others.iter_mut().find(|(w, _)| w.will_wake(waker)) {
+                    Some((_, interest)) => *interest |= direction.bit(),
+                    None => others.push((waker.clone(), direction.bit())),
+                }
+            }
+        }
+    }
+
+    /// Moves the wakers of the waiters that `ready` concerns into `wakers`.
+    fn take_waiters(&mut self, ready: u8, wakers: &mut Vec<Waker>) {
+        if ready & interest_mask(self.interest) != 0 {
+            self.interest = 0;
+            wakers.extend(self.waker.take());
+        }
+        if let Some(others) = &mut self.others {
+            others.retain(|(waker, interest)| {
+                let concerned = ready & interest_mask(*interest) != 0;
+                if concerned {
+                    wakers.push(waker.clone());
+                }
+                !concerned
+            });
+            if others.is_empty() {
+                self.others = None;
+            }
+        }
+    }
 }
 
 /// The readiness bits that concern a waker waiting for the directions in `interest`.
@@ -165,8 +221,11 @@ fn interest_mask(interest: u8) -> u8 {
 /// Translates epoll's event bits into readiness bits.
 fn readiness_of(events: u32) -> u8 {
     let mut ready = 0;
-    if events & (libc::EPOLLIN | libc::EPOLLPRI) as u32 != 0 {
+    if events & libc::EPOLLIN as u32 != 0 {
         ready |= READABLE;
+    }
+    if events & libc::EPOLLPRI as u32 != 0 {
+        ready |= URGENT;
     }
     if events & libc::EPOLLOUT as u32 != 0 {
         ready |= WRITABLE;
@@ -231,8 +290,7 @@ pub(crate) struct Driver {
     ios: RefCell<Slab<ScheduledIo>>,
     /// Slots deregistered since the last turn; freed at the start of the next one.
     released: RefCell<Vec<u32>>,
-    next_generation: Cell<u32>,
-    tick: Cell<u16>,
+    next_generation: Cell<NonZeroU32>,
     /// False once the runtime is dropped: operations fail instead of waiting forever.
     alive: Cell<bool>,
 }
@@ -249,8 +307,7 @@ impl Driver {
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; events_per_wait.max(1)]),
             ios: RefCell::new(Slab::with_capacity(slab_capacity())),
             released: RefCell::new(Vec::new()),
-            next_generation: Cell::new(0),
-            tick: Cell::new(0),
+            next_generation: Cell::new(NonZeroU32::MIN),
             alive: Cell::new(true),
         })
     }
@@ -266,7 +323,7 @@ impl Driver {
 
     fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Key> {
         let generation = self.next_generation.get();
-        self.next_generation.set(generation.wrapping_add(1));
+        self.next_generation.set(generation.checked_add(1).unwrap_or(NonZeroU32::MIN));
         let mut ios = self.ios.borrow_mut();
         let entry = ios.vacant_entry();
         let index = u32::try_from(entry.key())
@@ -274,9 +331,10 @@ impl Driver {
             .filter(|&i| i != u32::MAX)
             .ok_or_else(|| io::Error::other("too many registrations"))?;
         let key = Key { index, generation };
-        let events = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        let events =
+            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
         sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, key.token())?;
-        entry.insert(ScheduledIo { generation, tick: 0, readiness: 0, interest: 0, waker: None });
+        entry.insert(ScheduledIo { generation, readiness: 0, interest: 0, waker: None, others: None });
         Ok(key)
     }
 
@@ -291,65 +349,57 @@ impl Driver {
                     io.readiness = 0;
                     self.released.borrow_mut().push(key.index);
                     io.interest = 0;
-                    io.waker.take()
+                    (io.waker.take(), io.others.take())
                 }
-                _ => None,
+                _ => (None, None),
             }
         };
         // Dropped outside the borrow: a waker's drop may run arbitrary code.
         drop(wakers);
     }
 
-    /// The readiness of `key` in `direction`, if any; an error once the runtime is gone.
-    fn readiness(&self, key: Key, direction: Direction) -> io::Result<Option<ReadyEvent>> {
+    /// Whether `direction` of `key` is ready; an error once the runtime is gone.
+    fn is_ready(&self, key: Key, direction: Direction) -> io::Result<bool> {
         if !self.alive.get() {
             return Err(io::Error::other("the reactor runtime this socket belongs to was dropped"));
         }
         let ios = self.ios.borrow();
-        let Some(io) = ios.get(key.index as usize).filter(|io| io.generation == key.generation) else {
-            return Err(io::Error::other("socket is no longer registered"));
-        };
-        let ready = io.readiness & direction.mask();
-        Ok((ready != 0).then_some(ReadyEvent { tick: io.tick, ready, direction }))
+        match ios.get(key.index as usize).filter(|io| io.generation == key.generation) {
+            Some(io) => Ok(io.readiness & direction.mask() != 0),
+            None => Err(io::Error::other("socket is no longer registered")),
+        }
     }
 
-    /// Returns the readiness of `key` in `direction`, or stores the task's waker and returns
-    /// `Pending`.
-    fn poll_ready(
-        &self,
-        key: Key,
-        cx: &mut Context<'_>,
-        direction: Direction,
-    ) -> Poll<io::Result<ReadyEvent>> {
-        if let Some(event) = self.readiness(key, direction)? {
-            return Poll::Ready(Ok(event));
+    /// `Ready` if `direction` of `key` is ready; otherwise records the task as a waiter and
+    /// returns `Pending`.
+    fn poll_ready(&self, key: Key, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
+        if self.is_ready(key, direction)? {
+            return Poll::Ready(Ok(()));
         }
-        let mut ios = self.ios.borrow_mut();
-        let io = &mut ios[key.index as usize]; // `readiness` checked the key
-        let previous = match &io.waker {
-            Some(w) if w.will_wake(cx.waker()) => None,
-            _ => {
-                io.interest = 0;
-                io.waker.replace(cx.waker().clone())
-            }
-        };
-        io.interest |= direction.bit();
-        drop(ios);
-        // Two tasks waiting on one fd (several tasks sharing a listener's `accept`, say): the
-        // displaced task is woken to poll again rather than left waiting forever.
-        if let Some(previous) = previous {
-            previous.wake();
+        // About to wait: only this driver's runtime can wake the task, so it must be the one
+        // running (a socket awaited from another runtime would otherwise wait forever).
+        if !crate::executor::runs_driver(self) {
+            return Poll::Ready(Err(io::Error::other(
+                "socket used outside the reactor runtime it was created in",
+            )));
         }
+        self.ios.borrow_mut()[key.index as usize].add_waiter(cx.waker(), direction);
         Poll::Pending
     }
 
-    fn clear_readiness(&self, key: Key, event: ReadyEvent) {
+    /// An operation in `direction` exhausted the readiness it saw.
+    fn clear_readiness(&self, key: Key, direction: Direction, why: Exhausted) {
         let mut ios = self.ios.borrow_mut();
-        if let Some(io) = ios.get_mut(key.index as usize) {
-            if io.generation == key.generation && io.tick == event.tick {
-                io.readiness &= !(event.ready & event.direction.clearable());
-            }
-        }
+        let Some(io) = ios.get_mut(key.index as usize).filter(|io| io.generation == key.generation) else {
+            return;
+        };
+        io.readiness &= !match (why, direction) {
+            (Exhausted::WouldBlock, _) => direction.cleared_by_eagain(),
+            // A short read proves nothing while urgent data is pending.
+            (Exhausted::Short, Direction::Read) if io.readiness & URGENT != 0 => 0,
+            (Exhausted::Short, Direction::Read) => READABLE,
+            (Exhausted::Short, Direction::Write) => WRITABLE,
+        };
     }
 
     /// One `epoll_wait` (bounded by `timeout`, rounded up to whole milliseconds so a timer is
@@ -378,8 +428,6 @@ impl Driver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
         };
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
 
         let mut notified = false;
         let mut ios = self.ios.borrow_mut();
@@ -390,18 +438,14 @@ impl Driver {
                 notified = true;
                 continue;
             }
-            let key = Key::from_token(token);
+            let Some(key) = Key::from_token(token) else { continue };
             let Some(io) = ios.get_mut(key.index as usize) else { continue };
             if io.generation != key.generation {
                 continue; // stale: the fd was closed and its slot reused
             }
             let ready = readiness_of(bits);
             io.readiness |= ready;
-            io.tick = tick;
-            if ready & interest_mask(io.interest) != 0 {
-                io.interest = 0;
-                wakers.extend(io.waker.take());
-            }
+            io.take_waiters(ready, wakers);
         }
         Ok(notified)
     }
@@ -413,8 +457,7 @@ impl Driver {
         let mut ios = self.ios.borrow_mut();
         let mut wakers = Vec::new();
         for (_, io) in ios.iter_mut() {
-            io.interest = 0;
-            wakers.extend(io.waker.take());
+            io.take_waiters(u8::MAX, &mut wakers);
         }
         wakers
     }
@@ -449,26 +492,16 @@ impl IoSource {
 
     /// Ready when an operation in `direction` is worth trying. Charges the task's budget (see
     /// `executor`), so a socket that is always ready cannot keep its task running forever.
-    pub(crate) fn poll_ready(
-        &self,
-        cx: &mut Context<'_>,
-        direction: Direction,
-    ) -> Poll<io::Result<ReadyEvent>> {
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
         std::task::ready!(crate::executor::poll_budget(cx));
         self.driver.poll_ready(self.key, cx, direction)
-    }
-
-    /// The operation got `EAGAIN` (or a short transfer) after seeing `event`: forget that
-    /// readiness unless a newer event arrived since.
-    pub(crate) fn clear_readiness(&self, event: ReadyEvent) {
-        self.driver.clear_readiness(self.key, event);
     }
 
     /// Runs the non-blocking syscall `op` once readiness allows, clearing readiness and waiting
     /// again on `EAGAIN`.
     ///
     /// `op` returns the syscall's result and whether the transfer was short (fewer bytes than
-    /// asked), which on a stream socket also proves the kernel buffer is drained.
+    /// asked, which on a stream socket also proves the kernel buffer is drained or full).
     pub(crate) fn poll_io<R>(
         &self,
         cx: &mut Context<'_>,
@@ -476,8 +509,8 @@ impl IoSource {
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
     ) -> Poll<io::Result<R>> {
         loop {
-            let event = std::task::ready!(self.poll_ready(cx, direction))?;
-            if let Some(result) = self.attempt(event, &mut op) {
+            std::task::ready!(self.poll_ready(cx, direction))?;
+            if let Some(result) = self.attempt(direction, &mut op) {
                 return Poll::Ready(result);
             }
         }
@@ -491,27 +524,29 @@ impl IoSource {
         mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
     ) -> io::Result<R> {
         let would_block = || io::Error::from(io::ErrorKind::WouldBlock);
-        let event = self.driver.readiness(self.key, direction)?.ok_or_else(would_block)?;
-        self.attempt(event, &mut op).unwrap_or_else(|| Err(would_block()))
+        if !self.driver.is_ready(self.key, direction)? {
+            return Err(would_block());
+        }
+        self.attempt(direction, &mut op).unwrap_or_else(|| Err(would_block()))
     }
 
-    /// One try of `op` given readiness `event`: `None` if it would block (readiness is then
+    /// One try of `op` on a ready `direction`: `None` if it would block (readiness is then
     /// cleared), otherwise its result. Retries on `EINTR`.
     fn attempt<R>(
         &self,
-        event: ReadyEvent,
+        direction: Direction,
         op: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
     ) -> Option<io::Result<R>> {
         loop {
             match op(self.fd()) {
                 Ok((value, short)) => {
                     if short {
-                        self.clear_readiness(event);
+                        self.driver.clear_readiness(self.key, direction, Exhausted::Short);
                     }
                     return Some(Ok(value));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.clear_readiness(event);
+                    self.driver.clear_readiness(self.key, direction, Exhausted::WouldBlock);
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -533,8 +568,8 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_never_collide_with_the_notifier() {
-        let key = Key { index: u32::MAX - 1, generation: u32::MAX };
-        assert_eq!(Key::from_token(key.token()), key);
+        let key = Key { index: u32::MAX - 1, generation: NonZeroU32::MAX };
+        assert_eq!(Key::from_token(key.token()), Some(key));
         assert_ne!(key.token(), NOTIFY_TOKEN);
     }
 

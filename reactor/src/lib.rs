@@ -8,7 +8,8 @@
 //!     reactor::block_on(async {
 //!         let listener = TcpListener::bind("127.0.0.1:7000")?;
 //!         loop {
-//!             let (mut stream, _peer) = listener.accept().await?;
+//!             // An error here is per-connection or fd exhaustion (reported, then backed off).
+//!             let Ok((mut stream, _peer)) = listener.accept().await else { continue };
 //!             reactor::spawn(async move {
 //!                 let mut buf = vec![0; 4096];
 //!                 loop {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::driver::{Direction, Driver, IoSource};
 use crate::executor;
 use crate::sys;
-use crate::time::{sleep, Sleep};
+use crate::time::sleep_until;
 
 /// The listen backlog: how many connections the kernel queues before `accept` takes them.
 /// (Linux caps it at `net.core.somaxconn`.)
@@ -103,8 +103,9 @@ pub struct TcpListener {
 struct Backoff {
     /// The current pause; `None` when the last accept succeeded.
     delay: Option<Duration>,
-    /// The pause in progress, to wait out before the next `accept4`.
-    pause: Option<Sleep>,
+    /// No `accept4` before this instant. Each waiting `accept` sleeps until then on its own
+    /// timer, so any number of tasks may accept on one listener.
+    pause_until: Option<Instant>,
     /// When an exhaustion error was last returned to the caller.
     reported: Option<Instant>,
 }
@@ -148,43 +149,35 @@ impl TcpListener {
     /// Waits for a connection and returns it with the peer's address.
     ///
     /// Errors that concern only one connection (it was reset before it was accepted, say) are
-    /// skipped. On fd exhaustion see the type's docs. Only one task should wait on `accept` at a
-    /// time: with several, they wake each other and poll again (correct, but wasteful).
+    /// skipped. On fd exhaustion see the type's docs. Several tasks may accept at once.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        poll_fn(|cx| self.poll_accept(cx)).await
-    }
-
-    /// The poll form of [`accept`](Self::accept).
-    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         loop {
-            {
-                let mut backoff = self.backoff.borrow_mut();
-                if let Some(pause) = backoff.pause.as_mut() {
-                    ready!(Pin::new(pause).poll(cx));
-                    backoff.pause = None;
-                }
+            let pause_until = self.backoff.borrow().pause_until;
+            if let Some(until) = pause_until.filter(|&until| Instant::now() < until) {
+                sleep_until(until).await;
             }
-            let accepted =
-                ready!(self.io.poll_io(cx, Direction::Read, |fd| sys::accept(fd).map(|conn| (conn, false))));
+            let accepted = poll_fn(|cx| {
+                self.io.poll_io(cx, Direction::Read, |fd| sys::accept(fd).map(|conn| (conn, false)))
+            })
+            .await;
             match accepted {
                 Ok((fd, peer)) => {
-                    self.backoff.borrow_mut().delay = None;
-                    let stream = TcpStream::from_fd(self.io.driver().clone(), fd);
-                    return Poll::Ready(stream.map(|stream| (stream, peer)));
+                    let mut backoff = self.backoff.borrow_mut();
+                    (backoff.delay, backoff.pause_until) = (None, None);
+                    return TcpStream::from_fd(self.io.driver().clone(), fd).map(|stream| (stream, peer));
                 }
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
                     let mut backoff = self.backoff.borrow_mut();
                     let delay = backoff.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
-                    backoff.delay = Some(delay);
-                    backoff.pause = Some(sleep(delay));
                     let now = Instant::now();
+                    (backoff.delay, backoff.pause_until) = (Some(delay), Some(now + delay));
                     if backoff.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
                         backoff.reported = Some(now);
-                        return Poll::Ready(Err(e));
+                        return Err(e);
                     }
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -286,12 +279,12 @@ impl TcpStream {
     /// Spurious readiness is possible: a following [`try_read`](Self::try_read) may still
     /// return `WouldBlock`.
     pub fn readable(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
-        poll_fn(|cx| self.io.poll_ready(cx, Direction::Read).map_ok(drop))
+        poll_fn(|cx| self.io.poll_ready(cx, Direction::Read))
     }
 
     /// Waits until the socket is writable.
     pub fn writable(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
-        poll_fn(|cx| self.io.poll_ready(cx, Direction::Write).map_ok(drop))
+        poll_fn(|cx| self.io.poll_ready(cx, Direction::Write))
     }
 
     /// Reads without waiting: `WouldBlock` if no data is there.

@@ -23,10 +23,13 @@ fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
     }
 }
 
-/// Wraps a descriptor the kernel just returned.
-fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was returned by a successful syscall that creates a new descriptor, so it is
-    // open and nothing else owns it.
+/// Takes ownership of a descriptor a syscall just created.
+///
+/// # Safety
+/// `fd` must be the result of a successful syscall that creates a descriptor, owned by nobody
+/// else.
+unsafe fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
@@ -37,7 +40,8 @@ fn owned(fd: RawFd) -> OwnedFd {
 pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: no pointers are passed; the flag is a valid constant.
     let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-    Ok(owned(fd))
+    // SAFETY: the syscall just created `fd`.
+    Ok(unsafe { owned(fd) })
 }
 
 /// `epoll_ctl(ADD | MOD)` with an event mask and the 64-bit token the kernel hands back.
@@ -83,7 +87,8 @@ pub(crate) fn epoll_wait(
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: no pointers are passed; flags are valid constants.
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-    Ok(owned(fd))
+    // SAFETY: the syscall just created `fd`.
+    Ok(unsafe { owned(fd) })
 }
 
 /// Adds 1 to the eventfd counter, which makes it readable.
@@ -114,7 +119,8 @@ pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
     // SAFETY: no pointers are passed; the arguments are valid constants.
     let fd = cvt(unsafe { libc::socket(domain, ty, libc::IPPROTO_TCP) })?;
-    Ok(owned(fd))
+    // SAFETY: the syscall just created `fd`.
+    Ok(unsafe { owned(fd) })
 }
 
 /// `setsockopt` with an `int` value.
@@ -183,7 +189,8 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     })?;
-    let conn = owned(conn);
+    // SAFETY: accept4 just created `conn`.
+    let conn = unsafe { owned(conn) };
     // SAFETY: zero-initialised sockaddr_storage is a valid value, and the kernel filled in `len`
     // bytes of it.
     let storage = unsafe { storage.assume_init() };

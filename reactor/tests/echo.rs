@@ -149,10 +149,11 @@ fn half_close_gets_every_byte_then_end_of_stream() {
 }
 
 #[test]
-fn readiness_race_stress_with_short_bursts_never_hangs() {
+fn many_short_bursts_in_tiny_writes_never_hang() {
     // Clients on their own threads send bursts split into several tiny writes, so readiness
-    // edges keep arriving while the server is between reads. A lost edge hangs a client; the
-    // read timeout turns that into a failure.
+    // edges keep arriving while the server reads, and reads often come back short. Clearing
+    // readiness when data is still waiting hangs a client; the read timeout turns that into a
+    // failure.
     let addr = spawn_server_thread();
     let clients: Vec<_> = (0..8u64)
         .map(|c| {
@@ -202,8 +203,49 @@ fn peers_that_reset_mid_stream_do_not_disturb_the_server() {
     // receive queue, so the close sends a RST while the server is still writing.
     for _ in 0..20 {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
         let _ = stream.write_all(&[7; 200_000]);
     }
     let echoed = blocking_round_trip(addr, b"still here".to_vec(), 1);
     assert_eq!(echoed, b"still here");
+}
+
+#[test]
+fn urgent_data_in_the_middle_of_a_stream_does_not_stall_the_rest() {
+    // A TCP read stops short at the urgent mark with more data queued behind it: a short read
+    // must not be taken as "drained" then, or the rest waits forever.
+    let peer_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = peer_listener.local_addr().unwrap();
+    let got = within(Duration::from_secs(20), move || {
+        reactor::block_on(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let (mut peer, _) = peer_listener.accept().unwrap();
+            peer.write_all(b"hello").unwrap();
+            send_urgent(&peer, b'X');
+            peer.write_all(b"world").unwrap();
+            // Everything is in the receive queue before the first read.
+            reactor::time::sleep(Duration::from_millis(50)).await;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while got.len() < 10 {
+                match reactor::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+                    Ok(n) => got.extend_from_slice(&buf[..n.unwrap()]),
+                    Err(_) => panic!(
+                        "stalled after {:?}: data behind the urgent mark was never read",
+                        String::from_utf8_lossy(&got)
+                    ),
+                }
+            }
+            got
+        })
+    });
+    // The urgent byte itself is out of band (no SO_OOBINLINE), so it is not in the stream.
+    assert_eq!(got, b"helloworld");
+}
+
+fn send_urgent(stream: &std::net::TcpStream, byte: u8) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sends one byte from a live local; the fd is a connected socket owned by `stream`.
+    let sent = unsafe { libc::send(stream.as_raw_fd(), (&byte as *const u8).cast(), 1, libc::MSG_OOB) };
+    assert_eq!(sent, 1, "send(MSG_OOB): {}", std::io::Error::last_os_error());
 }

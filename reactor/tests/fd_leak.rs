@@ -41,11 +41,17 @@ fn ten_thousand_short_connections_leak_no_fd_and_no_registration() {
                     ok += matches!(client.await, Ok(Ok(true))) as usize;
                 }
             }
-            // Let the server tasks see end of stream and finish.
-            reactor::time::sleep(Duration::from_millis(100)).await;
             ok
         });
-        // Only the listener is left registered, and only the accept loop is left as a task.
+        // Let the server tasks see end of stream and finish (bounded): then only the accept
+        // loop is left as a task, and only the listener as a registration (released slots are
+        // freed at the start of each turn).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while (runtime.task_count() > 1 || runtime.registered_fds() > 1)
+            && std::time::Instant::now() < deadline
+        {
+            runtime.block_on(reactor::time::sleep(Duration::from_millis(5)));
+        }
         let registered = runtime.registered_fds();
         assert_eq!(runtime.task_count(), 1, "tasks still alive besides the accept loop");
         drop(runtime);

@@ -146,7 +146,13 @@ fn a_waker_fired_from_another_thread_wakes_a_parked_loop() {
         let waker_thread = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
             f.store(true, Ordering::Release);
-            let waker = w.lock().unwrap().take().expect("the future registered a waker");
+            // Wait for the future to have registered its waker, however slow the machine.
+            let waker = loop {
+                if let Some(waker) = w.lock().unwrap().take() {
+                    break waker;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
             waker.wake();
         });
         let started = Instant::now();
@@ -371,4 +377,27 @@ fn the_builder_settings_still_echo_correctly() {
         })
     });
     assert_eq!(ok, 20);
+}
+
+#[test]
+fn a_sleep_outlives_its_runtime_and_completes_in_another() {
+    within(Duration::from_secs(5), || {
+        let first = reactor::Runtime::new().unwrap();
+        let mut pending = Box::pin(sleep(Duration::from_millis(50)));
+        first.block_on(async {
+            // Register the timer with the first runtime, then give up on it.
+            assert!(timeout(Duration::from_millis(1), pending.as_mut()).await.is_err());
+        });
+        drop(first);
+        reactor::block_on(pending);
+    });
+}
+
+#[test]
+fn a_socket_awaited_in_another_runtime_is_an_error_not_a_hang() {
+    let a = reactor::Runtime::new().unwrap();
+    let listener = a.block_on(async { TcpListener::bind("127.0.0.1:0").unwrap() });
+    let b = reactor::Runtime::new().unwrap();
+    let err = b.block_on(async { listener.accept().await.unwrap_err() });
+    assert!(err.to_string().contains("outside the reactor runtime"), "{err}");
 }
