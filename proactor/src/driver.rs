@@ -303,13 +303,17 @@ impl Driver {
     }
 
     /// Cancels the operation in `index` and drives the ring on this thread until its CQE is in.
-    /// For operations polled after their runtime was dropped, when nobody else reaps CQEs.
+    /// For operations awaited when this ring's runtime is not running (dropped, or another
+    /// runtime is), when nobody else would reap the CQE.
     fn cancel_and_reap(&self, index: usize) -> Completion {
         self.cancel(index);
         loop {
-            if let Some(Lifecycle::Completed(completion)) = self.ops.borrow().get(index) {
-                let completion = *completion;
-                drop(self.ops.borrow_mut().remove(index));
+            let completed = match self.ops.borrow().get(index) {
+                Some(Lifecycle::Completed(completion)) => Some(*completion),
+                _ => None,
+            };
+            if let Some(completion) = completed {
+                self.ops.borrow_mut().remove(index);
                 return completion;
             }
             let mut wakers = Vec::new();
@@ -486,6 +490,10 @@ impl Drop for Driver {
     }
 }
 
+fn wrong_runtime() -> io::Error {
+    io::Error::other("operation awaited outside the proactor runtime it was started in")
+}
+
 fn runtime_gone() -> io::Error {
     io::Error::other("the proactor runtime this operation belongs to was dropped")
 }
@@ -580,6 +588,9 @@ impl<T: 'static> Op<T> {
         if !self.driver.alive.get() {
             return Poll::Ready(Some(Err(runtime_gone())));
         }
+        if !crate::executor::runs_driver(&self.driver) {
+            return Poll::Ready(Some(Err(wrong_runtime())));
+        }
         if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             *waker = Some(cx.waker().clone());
         }
@@ -607,11 +618,19 @@ impl<T: 'static + Unpin> Future for Op<T> {
                         ops.remove(index);
                         Ok(completion)
                     }
-                    Lifecycle::Waiting(_) if !this.driver.alive.get() => {
-                        // The runtime is gone, so nothing will reap this CQE for us: cancel the
-                        // operation and reap it here, so the resources can be handed back.
+                    // Only this ring's runtime reaps its CQEs. If it is gone, or another runtime
+                    // is the one running, waiting would never end: cancel the operation and reap
+                    // its CQE here, synchronously, so the resources can be handed back safely.
+                    Lifecycle::Waiting(_)
+                        if !this.driver.alive.get() || !crate::executor::runs_driver(&this.driver) =>
+                    {
                         drop(ops);
-                        Ok(this.driver.cancel_and_reap(index))
+                        let completion = this.driver.cancel_and_reap(index);
+                        if completion.result == -libc::ECANCELED {
+                            Err(if this.driver.alive.get() { wrong_runtime() } else { runtime_gone() })
+                        } else {
+                            Ok(completion) // it finished before the cancel: a real result
+                        }
                     }
                     Lifecycle::Waiting(waker) => {
                         if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {

@@ -233,6 +233,11 @@ pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
     })
 }
 
+/// Whether the runtime running on this thread is the one that owns `driver`.
+pub(crate) fn runs_driver(driver: &Driver) -> bool {
+    CURRENT.with(|current| current.borrow().as_ref().is_some_and(|core| std::ptr::eq(&*core.driver, driver)))
+}
+
 /// Runs `f` with the runtime running on this thread.
 pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
     CURRENT.with(|current| current.borrow().as_ref().map(f))
@@ -444,15 +449,11 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         let core = &*self.core;
         // Drop tasks outside the slab's borrow: a future's destructor may drop JoinHandles or
-        // sockets, which touch the runtime. Repeat in case a destructor spawned more.
-        loop {
-            let tasks: Vec<Task> = core.tasks.borrow_mut().drain().collect();
-            if tasks.is_empty() {
-                break;
-            }
-            for task in tasks {
-                drop_contained(task);
-            }
+        // sockets, which touch the runtime. (Nothing can spawn onto this runtime meanwhile: it
+        // is not running, and `Runtime::spawn` needs `&self`.)
+        let tasks: Vec<Task> = core.tasks.borrow_mut().drain().collect();
+        for task in tasks {
+            drop_contained(task);
         }
         core.run_queue.borrow_mut().clear();
         {
@@ -460,12 +461,12 @@ impl Drop for Runtime {
             remote.open = false;
             remote.queue.clear();
         }
+        // Sockets and timers of this runtime that outlive it (moved out of `block_on`) and are
+        // awaited elsewhere: wake them, so that sockets report an error and timers re-register
+        // with the runtime polling them, instead of waiting forever.
         let timers = core.timers.clear();
         let wakers = core.driver.shut_down();
-        drop(timers);
-        // Sockets or timers of this runtime that outlive it (moved out of `block_on`) and are
-        // awaited elsewhere: wake them so they see the error instead of waiting forever.
-        for waker in wakers {
+        for waker in timers.into_values().chain(wakers) {
             waker.wake();
         }
     }

@@ -282,9 +282,12 @@ impl<T: 'static> Future for JoinHandle<T> {
         };
         if !task.finished() {
             let join = task.join.get_or_insert_with(Box::default);
+            let mut replaced = None;
             if !join.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                join.waker = Some(cx.waker().clone());
+                replaced = join.waker.replace(cx.waker().clone());
             }
+            drop(tasks);
+            drop(replaced); // outside the borrow: dropping a waker may run code
             return Poll::Pending;
         }
         let removed = tasks.remove(id);

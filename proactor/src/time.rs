@@ -42,13 +42,13 @@ impl Timers {
     /// Stores `waker` for `key`; re-inserts the entry if it already fired.
     fn update(&self, key: TimerKey, waker: &Waker) {
         let mut entries = self.entries.borrow_mut();
-        match entries.get_mut(&key) {
-            Some(stored) if stored.will_wake(waker) => {}
-            Some(stored) => *stored = waker.clone(),
-            None => {
-                entries.insert(key, waker.clone());
-            }
-        }
+        let replaced = match entries.get_mut(&key) {
+            Some(stored) if stored.will_wake(waker) => None,
+            Some(stored) => Some(std::mem::replace(stored, waker.clone())),
+            None => entries.insert(key, waker.clone()),
+        };
+        drop(entries);
+        drop(replaced); // outside the borrow: dropping a waker may run code
     }
 
     fn remove(&self, key: TimerKey) {
@@ -85,7 +85,8 @@ impl Timers {
 
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
 ///
-/// It registers with the runtime running on the thread that first polls it.
+/// It registers with the runtime running on the thread that polls it (and moves to another
+/// runtime if polled there later).
 ///
 /// # Panics
 /// When polled outside a runtime.
@@ -129,16 +130,15 @@ impl Future for Sleep {
             self.cancel();
             return Poll::Ready(());
         }
+        let Some(current) = executor::with_current(|core| core.timers.clone()) else {
+            panic!("proactor::time::Sleep polled outside a runtime (await it inside proactor::block_on)");
+        };
         match &self.entry {
-            Some((timers, key)) => timers.update(*key, cx.waker()),
-            None => {
-                let Some(timers) = executor::with_current(|core| core.timers.clone()) else {
-                    panic!(
-                        "proactor::time::Sleep polled outside a runtime (await it inside proactor::block_on)"
-                    );
-                };
-                let key = timers.insert(self.deadline, cx.waker().clone());
-                self.entry = Some((timers, key));
+            Some((timers, key)) if Rc::ptr_eq(timers, &current) => timers.update(*key, cx.waker()),
+            _ => {
+                self.cancel();
+                let key = current.insert(self.deadline, cx.waker().clone());
+                self.entry = Some((current, key));
             }
         }
         Poll::Pending

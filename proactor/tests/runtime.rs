@@ -133,3 +133,30 @@ fn operations_outside_a_runtime_are_errors_not_panics() {
     let err = proactor::net::TcpListener::bind("127.0.0.1:0").unwrap_err();
     assert!(err.to_string().contains("no proactor runtime"), "{err}");
 }
+
+#[test]
+fn an_operation_awaited_in_another_runtime_is_an_error_not_a_hang() {
+    within(Duration::from_secs(10), || {
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = proactor::Runtime::new().unwrap();
+        let stream = a.block_on(TcpStream::connect(peer.local_addr().unwrap())).unwrap();
+        let b = proactor::Runtime::new().unwrap();
+        let (result, buf) = b.block_on(stream.read(Vec::with_capacity(8)));
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("outside the proactor runtime"), "{err}");
+        assert_eq!(buf.capacity(), 8, "the buffer comes back");
+    });
+}
+
+#[test]
+fn a_sleep_outlives_its_runtime_and_completes_in_another() {
+    within(Duration::from_secs(5), || {
+        let first = proactor::Runtime::new().unwrap();
+        let mut pending = Box::pin(sleep(Duration::from_millis(50)));
+        first.block_on(async {
+            assert!(timeout(Duration::from_millis(1), pending.as_mut()).await.is_err());
+        });
+        drop(first);
+        proactor::block_on(pending);
+    });
+}
