@@ -4,8 +4,9 @@
 //! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000
 //! ```
 //!
-//! Each read hands the connection's buffer to the kernel, which gives it back filled; the same
-//! buffer then goes back to the kernel to be written out.
+//! A waiting connection holds no buffer: one multishot receive stays armed in the kernel, which
+//! picks a buffer from the runtime's provided-buffer ring when data arrives; that buffer then
+//! goes back to the kernel to be written out, and returns to the ring.
 
 use proactor::net::{TcpListener, TcpStream};
 
@@ -37,27 +38,17 @@ fn main() {
 }
 
 async fn serve(stream: TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
+    if let Err(e) = echo(&stream).await {
         eprintln!("connection error: {e}");
-        return;
     }
-    let mut buf = Vec::with_capacity(16 * 1024);
-    loop {
-        let (read, back) = stream.read(buf).await;
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("connection error: {e}");
-                return;
-            }
-        }
-        let (written, back) = stream.write_all(back).await;
-        if let Err(e) = written {
-            eprintln!("connection error: {e}");
-            return;
-        }
-        buf = back;
+}
+
+async fn echo(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    // Waiting here holds no buffer: the kernel takes one from the runtime's ring when data
+    // arrives, and writing it out gives it back.
+    while let Some(received) = stream.read_provided().await? {
+        stream.write_all(received).await.0?;
     }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+    stream.shutdown(std::net::Shutdown::Write)
 }

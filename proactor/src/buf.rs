@@ -15,6 +15,12 @@
 //! an implementation must keep them valid, and unchanged when the value is moved, for as long
 //! as the value lives and is not accessed otherwise.
 
+use std::fmt;
+use std::ops::Deref;
+use std::rc::Rc;
+
+use crate::bufring::BufRing;
+
 /// The result of an operation with the buffer handed back.
 pub type BufResult<T, B> = (std::io::Result<T>, B);
 
@@ -147,4 +153,74 @@ pub(crate) fn fill_from<B: IoBufMut>(buf: &mut B, src: &[u8]) -> usize {
         buf.set_init(n);
     }
     n
+}
+
+/// Bytes received into a buffer the runtime picked from its provided-buffer ring (see
+/// [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)).
+///
+/// Dereferences to the bytes received. Dropping it gives the buffer back to the ring, so hold
+/// it only as long as needed; it can be passed to `write`/`write_all` as is (it is an
+/// [`IoBuf`]), and goes back to the ring once that write is done with it.
+pub struct ProvidedBuf {
+    inner: Provided,
+}
+
+enum Provided {
+    /// Buffer `bid` of the ring, `len` bytes long.
+    Ring { ring: Rc<BufRing>, bid: u16, len: usize },
+    /// Without a ring (older kernels): an ordinary buffer.
+    Owned(Vec<u8>),
+}
+
+impl ProvidedBuf {
+    pub(crate) fn from_ring(ring: Rc<BufRing>, bid: u16, len: usize) -> ProvidedBuf {
+        ProvidedBuf { inner: Provided::Ring { ring, bid, len } }
+    }
+
+    pub(crate) fn owned(bytes: Vec<u8>) -> ProvidedBuf {
+        ProvidedBuf { inner: Provided::Owned(bytes) }
+    }
+}
+
+impl Deref for ProvidedBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            // SAFETY: a CQE handed buffer `bid` to the runtime with `len` bytes, and it is not
+            // provided again until this value is dropped.
+            Provided::Ring { ring, bid, len } => unsafe { ring.bytes(*bid, *len) },
+            Provided::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl Drop for ProvidedBuf {
+    fn drop(&mut self) {
+        if let Provided::Ring { ring, bid, .. } = &self.inner {
+            ring.provide(*bid);
+        }
+    }
+}
+
+impl fmt::Debug for ProvidedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (source, bid) = match &self.inner {
+            Provided::Ring { bid, .. } => ("ring", Some(*bid)),
+            Provided::Owned(_) => ("owned", None),
+        };
+        f.debug_struct("ProvidedBuf").field("source", &source).field("bid", &bid).field("len", &self.len()).finish()
+    }
+}
+
+// SAFETY: the bytes live in the ring's heap memory (or the Vec's), which does not move when the
+// value does and stays allocated (and out of the kernel's hands) until the value is dropped.
+unsafe impl IoBuf for ProvidedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.deref().as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.deref().len()
+    }
 }

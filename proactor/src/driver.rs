@@ -37,7 +37,6 @@
 //! moves them into the CQ: nothing is lost.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -51,6 +50,7 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use slab::Slab;
 
+use crate::bufring::BufRing;
 use crate::sys;
 
 /// `user_data` of the notifier's poll; operation slots are slab indices, far below these.
@@ -85,10 +85,16 @@ enum Lifecycle {
     Completed(Completion),
     /// The future was dropped before the CQE. What the kernel may still touch lives here until
     /// the CQE arrives; `result_is_fd` says whether a successful result is an fd to close.
-    Orphaned { finish: Option<Box<dyn FnOnce(Completion)>>, result_is_fd: bool },
+    ///
+    /// `finish` owns the resources (and calls the orphan handler, if the operation has one);
+    /// `handled` says the handler deals with the completion, otherwise it is discarded (its fd
+    /// closed, its buffer given back).
+    Orphaned { finish: Option<Box<dyn FnOnce(Completion)>>, handled: bool, result_is_fd: bool },
     /// A multishot operation: every CQE is queued for the future, until one comes without
     /// `IORING_CQE_F_MORE`.
-    Multishot { queue: VecDeque<Completion>, waker: Option<Waker>, ended: bool },
+    /// (A `Vec`, not a `VecDeque`: it is almost always empty or holds one, and is 8 bytes
+    /// smaller in each slot.)
+    Multishot { queue: Vec<Completion>, waker: Option<Waker>, ended: bool },
 }
 
 /// Settings the driver needs from the runtime's builder.
@@ -101,6 +107,8 @@ pub(crate) struct DriverConfig {
     pub(crate) inject_setup_errno: Option<i32>,
     /// Use multishot operations where the kernel has them.
     pub(crate) multishot: bool,
+    /// Buffers (count, a power of two, and size) of the provided-buffer ring; `None` for none.
+    pub(crate) provided_buffers: Option<(u16, u32)>,
 }
 
 /// What the kernel's io_uring supports, probed at start-up.
@@ -113,7 +121,11 @@ pub(crate) struct Features {
 
 /// The ring, and every operation in flight on it. Lives on the runtime's thread.
 pub(crate) struct Driver {
+    /// Declared (and so dropped) before `buf_ring`: the registration dies with the ring, and
+    /// only then may the buffers be freed.
     ring: RefCell<IoUring>,
+    /// The provided-buffer ring, where the kernel supports it (see `bufring`).
+    buf_ring: Option<Rc<BufRing>>,
     ops: RefCell<Slab<Lifecycle>>,
     notifier: Arc<Notifier>,
     /// The notifier's multishot poll needs re-arming (it ended, or was never armed).
@@ -132,6 +144,14 @@ impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver").field("in_flight", &self.ops.borrow().len()).finish()
     }
+}
+
+/// The capacity to reserve for slabs that grow with the number of connections: the fd limit,
+/// capped at 2^20. Reserving costs no memory until used (fresh pages are mapped on first
+/// touch), and the slab then never reallocates, which would copy it and leave the old block
+/// behind in the heap.
+pub(crate) fn slab_capacity() -> usize {
+    sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
 }
 
 /// Turns an `io_uring_setup` failure into one sentence that says what happened and what to do.
@@ -186,6 +206,15 @@ impl Driver {
         .map_err(explain_setup_error)?;
         let mut probe = Probe::new();
         let probed = ring.submitter().register_probe(&mut probe).is_ok();
+        // Buffer rings need Linux 5.19 (registration fails with EINVAL before); multishot
+        // receive came with 6.0, which the probe cannot show directly (same opcode as a plain
+        // receive), so zero-copy send, new in the same release, stands in for it.
+        let buf_ring = match config.provided_buffers {
+            Some((count, size)) if config.multishot && probed && probe.is_supported(opcode::SendZc::CODE) => {
+                BufRing::register(&ring, count, size).ok().map(Rc::new)
+            }
+            _ => None,
+        };
         let features = Features {
             multishot_accept: config.multishot && probed && probe.is_supported(opcode::AcceptMulti::CODE),
             ext_arg: ring.params().is_feature_ext_arg(),
@@ -193,7 +222,8 @@ impl Driver {
         let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
         Ok(Driver {
             ring: RefCell::new(ring),
-            ops: RefCell::new(Slab::new()),
+            buf_ring,
+            ops: RefCell::new(Slab::with_capacity(slab_capacity())),
             notifier: Arc::new(notifier),
             notify_armed: Cell::new(false),
             features,
@@ -205,6 +235,23 @@ impl Driver {
 
     pub(crate) fn notifier(&self) -> &Arc<Notifier> {
         &self.notifier
+    }
+
+    /// The provided-buffer ring, if the kernel supports multishot receive into one.
+    pub(crate) fn buf_ring(&self) -> Option<&Rc<BufRing>> {
+        self.buf_ring.as_ref()
+    }
+
+    /// A completion nobody will read: close the fd it produced, give back the buffer it took.
+    fn discard(&self, completion: Completion, result_is_fd: bool) {
+        if result_is_fd && completion.result >= 0 {
+            // SAFETY: the CQE of an fd-producing operation carries a new fd, and its future is
+            // gone (or is dropping it), so nobody else will take it.
+            drop(unsafe { sys::owned_fd(completion.result) });
+        }
+        if let (Some(bid), Some(ring)) = (cqueue::buffer_select(completion.flags), &self.buf_ring) {
+            ring.provide(bid);
+        }
     }
 
     /// How many turns found completions held back in the kernel because the CQ was full.
@@ -260,7 +307,7 @@ impl Driver {
         }
         let entry = build(&mut resources);
         let lifecycle = if multishot {
-            Lifecycle::Multishot { queue: VecDeque::new(), waker: None, ended: false }
+            Lifecycle::Multishot { queue: Vec::new(), waker: None, ended: false }
         } else {
             Lifecycle::Waiting(None)
         };
@@ -349,7 +396,7 @@ impl Driver {
         self.arm_notifier();
         self.enter(timeout)?;
         let mut notified = false;
-        let mut orphaned_fds = Vec::new();
+        let mut discarded = Vec::new();
         let mut finished_orphans = Vec::new();
         let mut ring = self.ring.borrow_mut();
         let mut ops = self.ops.borrow_mut();
@@ -366,6 +413,9 @@ impl Driver {
                 IGNORED_TOKEN => {}
                 index => {
                     let index = index as usize;
+                    if let (Some(_), Some(ring)) = (cqueue::buffer_select(completion.flags), &self.buf_ring) {
+                        ring.taken();
+                    }
                     let Some(slot) = ops.get_mut(index) else { continue };
                     match slot {
                         Lifecycle::Waiting(waker) => {
@@ -373,15 +423,13 @@ impl Driver {
                             *slot = Lifecycle::Completed(completion);
                         }
                         Lifecycle::Multishot { queue, waker, ended } => {
-                            queue.push_back(completion);
+                            queue.push(completion);
                             *ended = !cqueue::more(completion.flags);
                             wakers.extend(waker.take());
                         }
-                        Lifecycle::Orphaned { finish, result_is_fd } => {
-                            if *result_is_fd && completion.result >= 0 {
-                                // SAFETY: the CQE of an fd-producing operation carries a new fd,
-                                // and its future is gone, so nobody else will take it.
-                                orphaned_fds.push(unsafe { sys::owned_fd(completion.result) });
+                        Lifecycle::Orphaned { finish, handled, result_is_fd } => {
+                            if !*handled {
+                                discarded.push((completion, *result_is_fd));
                             }
                             if !cqueue::more(completion.flags) {
                                 finished_orphans.extend(finish.take().map(|finish| (finish, completion)));
@@ -397,7 +445,9 @@ impl Driver {
         drop(ring);
         // Resources of orphaned operations, and fds they produced, are dropped outside the
         // borrows: dropping may run arbitrary code.
-        drop(orphaned_fds);
+        for (completion, result_is_fd) in discarded {
+            self.discard(completion, result_is_fd);
+        }
         for (finish, completion) in finished_orphans {
             finish(completion);
         }
@@ -486,7 +536,11 @@ impl Drop for Driver {
         // Whatever is left (the kernel did not answer in time) is leaked on purpose rather
         // than freed under the kernel's feet.
         let leftover = std::mem::take(&mut *self.ops.borrow_mut());
-        std::mem::forget(leftover);
+        if !leftover.is_empty() {
+            std::mem::forget(leftover);
+            // Their receives may still fill ring buffers: keep that memory too.
+            std::mem::forget(self.buf_ring.clone());
+        }
     }
 }
 
@@ -576,7 +630,8 @@ impl<T: 'static> Op<T> {
         let Some(Lifecycle::Multishot { queue, waker, ended }) = ops.get_mut(index) else {
             unreachable!("poll_next on a single-shot operation")
         };
-        if let Some(completion) = queue.pop_front() {
+        if !queue.is_empty() {
+            let completion = queue.remove(0);
             return Poll::Ready(Some(Ok(completion)));
         }
         if *ended {
@@ -653,40 +708,50 @@ impl<T: 'static> Drop for Op<T> {
         let OpState::InFlight(index) = self.state else { return };
         let mut ops = self.driver.ops.borrow_mut();
         let Some(slot) = ops.get_mut(index) else { return };
-        // Fds the kernel produced that nobody will claim now: closed below.
-        let mut unclaimed = Vec::new();
-        let finished = match slot {
+        match slot {
+            // Finished, but nobody saw the result: it goes to the orphan handler (a read's
+            // bytes to the stream's stash) or is discarded (an fd closed, a buffer given back).
             Lifecycle::Completed(completion) => {
-                unclaimed.extend((self.result_is_fd && completion.result >= 0).then_some(completion.result));
-                true
+                let completion = *completion;
+                ops.remove(index);
+                drop(ops);
+                match (self.on_orphan_cqe.take(), self.resources.take()) {
+                    (Some(handler), Some(resources)) => handler(resources, completion),
+                    _ => self.driver.discard(completion, self.result_is_fd),
+                }
             }
             Lifecycle::Multishot { queue, ended, .. } => {
-                let results = queue.drain(..).map(|c| c.result);
-                unclaimed.extend(results.filter(|&r| self.result_is_fd && r >= 0));
-                *ended
-            }
-            Lifecycle::Waiting(_) => false,
-            Lifecycle::Orphaned { .. } => unreachable!("a live Op's slot is never orphaned"),
-        };
-        if finished {
-            ops.remove(index);
-        } else {
-            let (resources, handler) = (self.resources.take(), self.on_orphan_cqe.take());
-            let finish: Box<dyn FnOnce(Completion)> = Box::new(move |completion| {
-                if let (Some(resources), Some(handler)) = (resources, handler) {
-                    handler(resources, completion);
+                let queued: Vec<Completion> = queue.drain(..).collect();
+                let ended = *ended;
+                if ended {
+                    ops.remove(index);
+                } else {
+                    *slot = Lifecycle::Orphaned { finish: None, handled: false, result_is_fd: self.result_is_fd };
                 }
-            });
-            *slot = Lifecycle::Orphaned { finish: Some(finish), result_is_fd: self.result_is_fd };
-        }
-        drop(ops);
-        for fd in unclaimed {
-            // SAFETY: these are new fds from CQEs of this fd-producing operation that its
-            // future will now never return.
-            drop(unsafe { sys::owned_fd(fd) });
-        }
-        if !finished {
-            self.driver.cancel(index);
+                drop(ops);
+                for completion in queued {
+                    self.driver.discard(completion, self.result_is_fd);
+                }
+                if !ended {
+                    self.driver.cancel(index);
+                }
+            }
+            // In flight: the resources move into the slot until the CQE, and the operation is
+            // cancelled.
+            Lifecycle::Waiting(_) => {
+                let (resources, handler) = (self.resources.take(), self.on_orphan_cqe.take());
+                let handled = handler.is_some();
+                let finish: Box<dyn FnOnce(Completion)> = Box::new(move |completion| {
+                    if let (Some(resources), Some(handler)) = (resources, handler) {
+                        handler(resources, completion);
+                    }
+                });
+                *slot = Lifecycle::Orphaned { finish: Some(finish), handled, result_is_fd: self.result_is_fd };
+                drop(ops);
+                self.driver.cancel(index);
+            }
+            Lifecycle::Orphaned { .. } => unreachable!("a live Op's slot is never orphaned"),
         }
     }
 }
+

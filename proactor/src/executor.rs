@@ -100,6 +100,7 @@ impl Builder {
                     sqpoll_idle: None,
                     inject_setup_errno: None,
                     multishot: true,
+                    provided_buffers: Some((256, 4096)),
                 },
                 task_budget: 128,
                 event_interval: 61,
@@ -127,6 +128,15 @@ impl Builder {
     /// 5.19) where the kernel supports them; on by default. Off, every accept is its own SQE.
     pub fn multishot(mut self, enabled: bool) -> Builder {
         self.config.driver.multishot = enabled;
+        self
+    }
+
+    /// The provided-buffer ring that [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)
+    /// receives into: `count` buffers (a power of two, at most 32768) of `size` bytes, 256 of
+    /// 4 KiB by default. `count == 0` means no ring (`read_provided` then reads into a new
+    /// buffer each time).
+    pub fn provided_buffers(mut self, count: u16, size: u32) -> Builder {
+        self.config.driver.provided_buffers = (count > 0 && size > 0).then_some((count, size));
         self
     }
 
@@ -162,7 +172,7 @@ impl Builder {
         let core = Core {
             driver,
             timers: Rc::new(Timers::default()),
-            tasks: RefCell::new(Slab::new()),
+            tasks: RefCell::new(Slab::with_capacity(crate::driver::slab_capacity())),
             run_queue: RefCell::new(VecDeque::new()),
             shared,
             wakers: RefCell::new(Vec::new()),

@@ -55,6 +55,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod buf;
+mod bufring;
 mod driver;
 mod executor;
 pub mod net;
@@ -62,6 +63,6 @@ mod sys;
 mod task;
 pub mod time;
 
-pub use buf::{BufResult, IoBuf, IoBufMut};
+pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};
 pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
 pub use task::{JoinError, JoinHandle};

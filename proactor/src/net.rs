@@ -8,7 +8,7 @@
 //! Accepting uses multishot accept where the kernel supports it (one SQE keeps producing
 //! connections; Linux 5.19), single-shot accept otherwise.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -20,9 +20,10 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use io_uring::{opcode, types};
+use io_uring::{cqueue, opcode, types};
 
-use crate::buf::{self, BufResult, IoBuf, IoBufMut};
+use crate::buf::{self, BufResult, IoBuf, IoBufMut, ProvidedBuf};
+use crate::bufring::{self, BufRing};
 use crate::driver::{Completion, Driver, Op};
 use crate::executor;
 use crate::sys;
@@ -280,8 +281,11 @@ pub struct TcpStream {
     fd: OwnedFd,
     driver: Rc<Driver>,
     /// Bytes received by reads that were cancelled after the kernel had filled their buffers;
-    /// the next reads return them first. Shared with those reads' orphan handlers.
-    stash: Rc<RefCell<Vec<u8>>>,
+    /// the next reads return them first. Shared with those reads' orphan handlers; made by
+    /// the first `read`.
+    stash: OnceCell<Rc<RefCell<Vec<u8>>>>,
+    /// The multishot receive of `read_provided`, once started.
+    recv: RefCell<Option<Op<()>>>,
 }
 
 impl fmt::Debug for TcpStream {
@@ -296,7 +300,7 @@ impl fmt::Debug for TcpStream {
 
 impl TcpStream {
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> TcpStream {
-        TcpStream { fd, driver, stash: Rc::default() }
+        TcpStream { fd, driver, stash: OnceCell::new(), recv: RefCell::new(None) }
     }
 
     /// Connects to `addr`, trying each address it resolves to in turn.
@@ -341,7 +345,7 @@ impl TcpStream {
     /// Dropping the future before it completes cancels the read without losing data: bytes the
     /// kernel had already received into the buffer are kept for the next read.
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
-        let stash = self.stash.clone();
+        let stash = self.stash.get_or_init(Rc::default).clone();
         let start = if stash.borrow().is_empty() && buf.bytes_total() > 0 {
             let fd = types::Fd(self.fd.as_raw_fd());
             // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
@@ -390,6 +394,63 @@ impl TcpStream {
         }
     }
 
+    /// Receives the next bytes into a buffer the runtime picks from its provided-buffer ring at
+    /// the moment they arrive; `None` at end of stream.
+    ///
+    /// A connection waiting here holds no buffer: one multishot receive stays armed in the
+    /// kernel (no SQE per read), and a buffer is taken from the shared ring only when data
+    /// comes. Drop the [`ProvidedBuf`] (or write it out) to give the buffer back. When all the
+    /// ring's buffers are out, receiving pauses until one is returned. Without kernel support
+    /// (Linux < 6.0) each call reads into a new buffer instead. Do not mix with [`read`](Self::read)
+    /// on the same stream.
+    pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
+        match self.driver.buf_ring() {
+            Some(ring) => poll_fn(|cx| self.poll_read_provided(ring, cx)).await,
+            None => {
+                let (read, buf) = Box::pin(self.read(Vec::with_capacity(4096))).await;
+                Ok((read? > 0).then(|| ProvidedBuf::owned(buf)))
+            }
+        }
+    }
+
+    fn poll_read_provided(&self, ring: &Rc<BufRing>, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+        let mut recv = self.recv.borrow_mut();
+        loop {
+            let op = match &mut *recv {
+                Some(op) => op,
+                None => {
+                    if ring.available() == 0 {
+                        // The last receive ended with ENOBUFS: wait for a buffer to come back.
+                        ring.wait_for_buffer(cx.waker());
+                        return Poll::Pending;
+                    }
+                    let fd = types::Fd(self.fd.as_raw_fd());
+                    // SAFETY: a receive that selects its buffer from the registered ring carries
+                    // no pointer; the ring's memory outlives the ring (see `bufring`).
+                    let op = unsafe {
+                        self.driver.submit((), true, false, |_| opcode::RecvMulti::new(fd, bufring::GROUP).build())
+                    };
+                    recv.insert(op)
+                }
+            };
+            let Some(completion) = ready!(op.poll_next(cx)) else {
+                *recv = None; // the multishot receive ended: arm a new one
+                continue;
+            };
+            let completion = completion?;
+            let buffer = cqueue::buffer_select(completion.flags);
+            return match (completion.into_result(), buffer) {
+                (Ok(n), Some(bid)) if n > 0 => Poll::Ready(Ok(Some(ProvidedBuf::from_ring(ring.clone(), bid, n as usize)))),
+                (Ok(_), bid) => {
+                    bid.into_iter().for_each(|bid| ring.provide(bid));
+                    Poll::Ready(Ok(None)) // end of stream
+                }
+                (Err(e), _) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                (Err(e), _) => Poll::Ready(Err(e)),
+            };
+        }
+    }
+
     /// Writes some of `buf` (starting at its first byte); gives back how many bytes were
     /// written, and the buffer.
     pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
@@ -401,20 +462,9 @@ impl TcpStream {
     }
 
     /// Writes all of `buf`, then gives it back.
-    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
-        let mut buf = buf;
-        let mut written = 0;
-        while written < buf.bytes_init() {
-            let (result, back) = self.send(buf, written).await;
-            buf = back;
-            match result.and_then(Completion::into_result) {
-                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
-                Ok(n) => written += n as usize,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), buf),
-            }
-        }
-        (Ok(()), buf)
+    pub fn write_all<B: IoBuf>(&self, buf: B) -> WriteAll<'_, B> {
+        let state = if buf.bytes_init() == 0 { Err(Some(buf)) } else { Ok(self.send(buf, 0)) };
+        WriteAll { stream: self, state, written: 0 }
     }
 
     /// One `send` of `buf[offset..]`, with `MSG_NOSIGNAL` (a reset peer is `EPIPE`, not a
@@ -461,6 +511,56 @@ impl TcpStream {
     /// Reads and clears the socket's pending error (`SO_ERROR`).
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         sys::take_error(self.fd.as_fd())
+    }
+}
+
+/// The future of [`TcpStream::write_all`]: one `send` after another until every byte is out.
+///
+/// A named future rather than an `async fn` so that the buffer is stored once (inside the
+/// operation in flight): it is part of the state of every connection task that writes.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct WriteAll<'a, B: IoBuf> {
+    stream: &'a TcpStream,
+    /// The send in flight, or the buffer when there was nothing to send.
+    state: Result<Op<B>, Option<B>>,
+    written: usize,
+}
+
+impl<B: IoBuf> fmt::Debug for WriteAll<'_, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteAll").field("written", &self.written).finish()
+    }
+}
+
+impl<B: IoBuf> Future for WriteAll<'_, B> {
+    type Output = BufResult<(), B>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            let op = match &mut this.state {
+                Ok(op) => op,
+                Err(buf) => return Poll::Ready((Ok(()), buf.take().expect("WriteAll polled after completion"))),
+            };
+            let (result, buf) = ready!(Pin::new(op).poll(cx));
+            match result.and_then(Completion::into_result) {
+                Ok(0) => {
+                    this.state = Err(None);
+                    return Poll::Ready((Err(io::ErrorKind::WriteZero.into()), buf));
+                }
+                Ok(n) => this.written += n as usize,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    this.state = Err(None);
+                    return Poll::Ready((Err(e), buf));
+                }
+            }
+            if this.written >= buf.bytes_init() {
+                this.state = Err(None);
+                return Poll::Ready((Ok(()), buf));
+            }
+            this.state = Ok(this.stream.send(buf, this.written));
+        }
     }
 }
 

@@ -152,6 +152,17 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
 }
 
 // ----------------------------------------------------------------------------------------------
+// limits
+
+/// The soft `RLIMIT_NOFILE`: how many fds this process may have open.
+pub(crate) fn nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: the kernel writes one rlimit into the live struct.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    Ok(limit.rlim_cur)
+}
+
+// ----------------------------------------------------------------------------------------------
 // socket addresses
 
 /// Encodes a `SocketAddr` as the C `sockaddr_in` / `sockaddr_in6` inside a `sockaddr_storage`.
