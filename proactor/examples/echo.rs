@@ -47,7 +47,10 @@ async fn echo(stream: &TcpStream) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     // Waiting here holds no buffer: the kernel takes one from the runtime's ring when data
     // arrives, and writing it out gives it back.
-    while let Some(received) = stream.read_provided().await? {
+    loop {
+        // (A `let`, not `while let`: a `while let` keeps its scrutinee's temporaries until the
+        // end of the body, which would make every connection's task bigger.)
+        let Some(received) = stream.read_provided().await? else { break };
         stream.write_all(received).await.0?;
     }
     stream.shutdown(std::net::Shutdown::Write)

@@ -209,7 +209,11 @@ impl fmt::Debug for ProvidedBuf {
             Provided::Ring { bid, .. } => ("ring", Some(*bid)),
             Provided::Owned(_) => ("owned", None),
         };
-        f.debug_struct("ProvidedBuf").field("source", &source).field("bid", &bid).field("len", &self.len()).finish()
+        f.debug_struct("ProvidedBuf")
+            .field("source", &source)
+            .field("bid", &bid)
+            .field("len", &self.len())
+            .finish()
     }
 }
 

@@ -80,13 +80,18 @@ impl BufRing {
     /// registers them with `ring` and hands them all to the kernel.
     pub(crate) fn register(ring: &IoUring, entries: u16, size: u32) -> io::Result<BufRing> {
         if !entries.is_power_of_two() || entries > 32768 || size == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "buffer ring: entries must be a power of two <= 32768"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer ring: entries must be a power of two <= 32768",
+            ));
         }
         let descriptors_layout = Self::descriptors_layout(entries);
         let memory_layout = Self::memory_layout(entries, size);
         // SAFETY: both layouts have a non-zero size.
-        let (descriptors, memory) = unsafe { (alloc::alloc_zeroed(descriptors_layout), alloc::alloc(memory_layout)) };
-        let (Some(descriptors), Some(memory)) = (NonNull::new(descriptors.cast::<BufRingEntry>()), NonNull::new(memory))
+        let (descriptors, memory) =
+            unsafe { (alloc::alloc_zeroed(descriptors_layout), alloc::alloc(memory_layout)) };
+        let (Some(descriptors), Some(memory)) =
+            (NonNull::new(descriptors.cast::<BufRingEntry>()), NonNull::new(memory))
         else {
             return Err(io::ErrorKind::OutOfMemory.into());
         };
@@ -159,7 +164,9 @@ impl BufRing {
         debug_assert!(bid < self.entries && len <= self.size as usize);
         // SAFETY: the caller guarantees the kernel no longer writes this buffer and that
         // `len` is within it; `memory` is allocated for `entries * size` bytes.
-        unsafe { std::slice::from_raw_parts(self.memory.as_ptr().add(usize::from(bid) * self.size as usize), len) }
+        unsafe {
+            std::slice::from_raw_parts(self.memory.as_ptr().add(usize::from(bid) * self.size as usize), len)
+        }
     }
 
     /// Registers `waker` to be woken when a buffer is returned.

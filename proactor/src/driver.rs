@@ -597,7 +597,9 @@ pub(crate) struct Op<T: 'static> {
     result_is_fd: bool,
     /// Called with the resources and the completion if the CQE arrives after this future was
     /// dropped (see the module docs).
-    on_orphan_cqe: Option<Box<dyn FnOnce(T, Completion)>>,
+    /// (Boxed twice: a thin pointer keeps every `Op` 8 bytes smaller, and most have none.)
+    #[allow(clippy::type_complexity)]
+    on_orphan_cqe: Option<Box<Box<dyn FnOnce(T, Completion)>>>,
 }
 
 impl<T: 'static> Op<T> {
@@ -614,7 +616,7 @@ impl<T: 'static> Op<T> {
     /// Sets what to do with the resources and the completion if the CQE only arrives after
     /// this future was dropped (by default they are just dropped).
     pub(crate) fn on_orphan_cqe(mut self, handler: impl FnOnce(T, Completion) + 'static) -> Op<T> {
-        self.on_orphan_cqe = Some(Box::new(handler));
+        self.on_orphan_cqe = Some(Box::new(Box::new(handler)));
         self
     }
 
@@ -721,12 +723,13 @@ impl<T: 'static> Drop for Op<T> {
                 }
             }
             Lifecycle::Multishot { queue, ended, .. } => {
-                let queued: Vec<Completion> = queue.drain(..).collect();
+                let queued = std::mem::take(queue);
                 let ended = *ended;
                 if ended {
                     ops.remove(index);
                 } else {
-                    *slot = Lifecycle::Orphaned { finish: None, handled: false, result_is_fd: self.result_is_fd };
+                    *slot =
+                        Lifecycle::Orphaned { finish: None, handled: false, result_is_fd: self.result_is_fd };
                 }
                 drop(ops);
                 for completion in queued {
@@ -746,7 +749,8 @@ impl<T: 'static> Drop for Op<T> {
                         handler(resources, completion);
                     }
                 });
-                *slot = Lifecycle::Orphaned { finish: Some(finish), handled, result_is_fd: self.result_is_fd };
+                *slot =
+                    Lifecycle::Orphaned { finish: Some(finish), handled, result_is_fd: self.result_is_fd };
                 drop(ops);
                 self.driver.cancel(index);
             }
@@ -754,4 +758,3 @@ impl<T: 'static> Drop for Op<T> {
         }
     }
 }
-

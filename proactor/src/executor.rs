@@ -100,7 +100,7 @@ impl Builder {
                     sqpoll_idle: None,
                     inject_setup_errno: None,
                     multishot: true,
-                    provided_buffers: Some((256, 4096)),
+                    provided_buffers: Some((128, 4096)),
                 },
                 task_budget: 128,
                 event_interval: 61,
@@ -132,7 +132,7 @@ impl Builder {
     }
 
     /// The provided-buffer ring that [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)
-    /// receives into: `count` buffers (a power of two, at most 32768) of `size` bytes, 256 of
+    /// receives into: `count` buffers (a power of two, at most 32768) of `size` bytes, 128 of
     /// 4 KiB by default. `count == 0` means no ring (`read_provided` then reads into a new
     /// buffer each time).
     pub fn provided_buffers(mut self, count: u16, size: u32) -> Builder {
@@ -446,6 +446,13 @@ impl Runtime {
     /// overflows often is too small for its load.
     pub fn cq_overflows(&self) -> u64 {
         self.core.driver.cq_overflows()
+    }
+
+    /// How many buffers of the provided-buffer ring the kernel can pick from right now
+    /// (`None` without a ring). Buffers out of the ring are held by `ProvidedBuf`s or queued
+    /// for a stream that has not read them yet.
+    pub fn ring_buffers_available(&self) -> Option<u32> {
+        self.core.driver.buf_ring().map(|ring| ring.available())
     }
 
     /// How many operations are in flight (submitted, CQE not yet reaped), including those

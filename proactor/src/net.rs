@@ -413,7 +413,11 @@ impl TcpStream {
         }
     }
 
-    fn poll_read_provided(&self, ring: &Rc<BufRing>, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+    fn poll_read_provided(
+        &self,
+        ring: &Rc<BufRing>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<ProvidedBuf>>> {
         let mut recv = self.recv.borrow_mut();
         loop {
             let op = match &mut *recv {
@@ -428,7 +432,8 @@ impl TcpStream {
                     // SAFETY: a receive that selects its buffer from the registered ring carries
                     // no pointer; the ring's memory outlives the ring (see `bufring`).
                     let op = unsafe {
-                        self.driver.submit((), true, false, |_| opcode::RecvMulti::new(fd, bufring::GROUP).build())
+                        self.driver
+                            .submit((), true, false, |_| opcode::RecvMulti::new(fd, bufring::GROUP).build())
                     };
                     recv.insert(op)
                 }
@@ -440,7 +445,9 @@ impl TcpStream {
             let completion = completion?;
             let buffer = cqueue::buffer_select(completion.flags);
             return match (completion.into_result(), buffer) {
-                (Ok(n), Some(bid)) if n > 0 => Poll::Ready(Ok(Some(ProvidedBuf::from_ring(ring.clone(), bid, n as usize)))),
+                (Ok(n), Some(bid)) if n > 0 => {
+                    Poll::Ready(Ok(Some(ProvidedBuf::from_ring(ring.clone(), bid, n as usize))))
+                }
                 (Ok(_), bid) => {
                     bid.into_iter().for_each(|bid| ring.provide(bid));
                     Poll::Ready(Ok(None)) // end of stream
@@ -540,7 +547,9 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
         loop {
             let op = match &mut this.state {
                 Ok(op) => op,
-                Err(buf) => return Poll::Ready((Ok(()), buf.take().expect("WriteAll polled after completion"))),
+                Err(buf) => {
+                    return Poll::Ready((Ok(()), buf.take().expect("WriteAll polled after completion")))
+                }
             };
             let (result, buf) = ready!(Pin::new(op).poll(cx));
             match result.and_then(Completion::into_result) {
