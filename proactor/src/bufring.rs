@@ -25,6 +25,7 @@
 
 use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -50,8 +51,9 @@ pub(crate) struct BufRing {
     tail: Cell<u16>,
     /// Buffers currently in the ring (given to the kernel and not yet consumed).
     available: Cell<u32>,
-    /// Tasks whose receive ended for lack of buffers, to wake when one comes back.
-    waiters: RefCell<Vec<Waker>>,
+    /// Tasks whose receive ended for lack of buffers, woken one per buffer that comes back
+    /// (waking all of them for each buffer would make a ring under pressure quadratic).
+    waiters: RefCell<VecDeque<Waker>>,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -102,7 +104,7 @@ impl BufRing {
             size,
             tail: Cell::new(0),
             available: Cell::new(0),
-            waiters: RefCell::new(Vec::new()),
+            waiters: RefCell::new(VecDeque::new()),
         };
         // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `entries` long, and
         // stay allocated until `Drop`, which only runs once the ring (and with it the
@@ -121,8 +123,8 @@ impl BufRing {
         self.available.get()
     }
 
-    /// Hands buffer `bid` to the kernel (at the tail of the ring), and wakes the tasks waiting
-    /// for a buffer.
+    /// Hands buffer `bid` to the kernel (at the tail of the ring), and wakes the task that has
+    /// waited longest for a buffer.
     pub(crate) fn provide(&self, bid: u16) {
         debug_assert!(bid < self.entries);
         let tail = self.tail.get();
@@ -146,8 +148,10 @@ impl BufRing {
             AtomicU16::from_ptr(tail_ptr).store(tail, Ordering::Release);
         }
         self.available.set(self.available.get() + 1);
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        waiters.into_iter().for_each(Waker::wake);
+        let waiter = self.waiters.borrow_mut().pop_front();
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
     }
 
     /// A CQE took a buffer out of the ring.
@@ -169,12 +173,11 @@ impl BufRing {
         }
     }
 
-    /// Registers `waker` to be woken when a buffer is returned.
+    /// Registers `waker` to be woken when a buffer is returned. (No search for duplicates,
+    /// which would be quadratic under pressure: a task registered twice is woken twice, once
+    /// spuriously.)
     pub(crate) fn wait_for_buffer(&self, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
-        }
+        self.waiters.borrow_mut().push_back(waker.clone());
     }
 }
 
