@@ -5,7 +5,7 @@
 //! A borrowed slice cannot promise to live that long, so every I/O method of this crate takes
 //! its buffer by value and gives it back with the result, on success and on error alike:
 //!
-//! ```ignore
+//! ```text
 //! let (result, buf) = stream.read(Vec::with_capacity(4096)).await;
 //! let n = result?;            // buf.len() == n: the bytes read
 //! let (result, buf) = stream.write_all(buf).await;
