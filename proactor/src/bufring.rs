@@ -51,9 +51,12 @@ pub(crate) struct BufRing {
     tail: Cell<u16>,
     /// Buffers currently in the ring (given to the kernel and not yet consumed).
     available: Cell<u32>,
-    /// Tasks whose receive ended for lack of buffers, woken one per buffer that comes back
-    /// (waking all of them for each buffer would make a ring under pressure quadratic).
-    waiters: RefCell<VecDeque<Waker>>,
+    /// Tasks whose receive ended for lack of buffers, oldest first, woken one per buffer that
+    /// comes back (waking all of them for each buffer would make a ring under pressure
+    /// quadratic). Each entry has a ticket, increasing, which its future removes when dropped,
+    /// so a reader that gave up cannot swallow the wake-up meant for one still waiting.
+    waiters: RefCell<VecDeque<(u64, Waker)>>,
+    next_ticket: Cell<u64>,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -105,6 +108,7 @@ impl BufRing {
             tail: Cell::new(0),
             available: Cell::new(0),
             waiters: RefCell::new(VecDeque::new()),
+            next_ticket: Cell::new(0),
         };
         // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `entries` long, and
         // stay allocated until `Drop`, which only runs once the ring (and with it the
@@ -149,7 +153,7 @@ impl BufRing {
         }
         self.available.set(self.available.get() + 1);
         let waiter = self.waiters.borrow_mut().pop_front();
-        if let Some(waiter) = waiter {
+        if let Some((_, waiter)) = waiter {
             waiter.wake();
         }
     }
@@ -173,11 +177,30 @@ impl BufRing {
         }
     }
 
-    /// Registers `waker` to be woken when a buffer is returned. (No search for duplicates,
-    /// which would be quadratic under pressure: a task registered twice is woken twice, once
-    /// spuriously.)
-    pub(crate) fn wait_for_buffer(&self, waker: &Waker) {
-        self.waiters.borrow_mut().push_back(waker.clone());
+    /// Registers `waker` to be woken when a buffer is returned. `ticket` is the caller's place
+    /// in the queue: kept (with the waker updated) if still queued, else a new one is taken.
+    pub(crate) fn wait_for_buffer(&self, ticket: &mut Option<u64>, waker: &Waker) {
+        let mut waiters = self.waiters.borrow_mut();
+        if let Some(queued) = ticket.and_then(|t| waiters.binary_search_by_key(&t, |(t, _)| *t).ok()) {
+            if !waiters[queued].1.will_wake(waker) {
+                waiters[queued].1 = waker.clone();
+            }
+            return;
+        }
+        let t = self.next_ticket.get();
+        self.next_ticket.set(t + 1);
+        waiters.push_back((t, waker.clone()));
+        *ticket = Some(t);
+    }
+
+    /// Leaves the queue (the waiting future was dropped or got what it wanted).
+    pub(crate) fn stop_waiting(&self, ticket: u64) {
+        let mut waiters = self.waiters.borrow_mut();
+        if let Ok(queued) = waiters.binary_search_by_key(&ticket, |(t, _)| *t) {
+            let removed = waiters.remove(queued);
+            drop(waiters);
+            drop(removed);
+        }
     }
 }
 

@@ -130,6 +130,9 @@ pub(crate) struct Driver {
     notifier: Arc<Notifier>,
     /// The notifier's multishot poll needs re-arming (it ended, or was never armed).
     notify_armed: Cell<bool>,
+    /// The notifier fired since the executor last looked: set by any turn (also the ones
+    /// `cancel_and_reap` runs), consumed by the executor's `park`.
+    notified: Cell<bool>,
     pub(crate) features: Features,
     /// False once the runtime is dropped: new operations fail instead of waiting forever.
     alive: Cell<bool>,
@@ -216,7 +219,9 @@ impl Driver {
             _ => None,
         };
         let features = Features {
-            multishot_accept: config.multishot && probed && probe.is_supported(opcode::AcceptMulti::CODE),
+            // Multishot accept shares its opcode with plain accept, so the probe cannot tell;
+            // IORING_OP_SOCKET came in the same release (5.19) and stands in for it.
+            multishot_accept: config.multishot && probed && probe.is_supported(opcode::Socket::CODE),
             ext_arg: ring.params().is_feature_ext_arg(),
         };
         let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
@@ -226,11 +231,20 @@ impl Driver {
             ops: RefCell::new(Slab::with_capacity(slab_capacity())),
             notifier: Arc::new(notifier),
             notify_armed: Cell::new(false),
+            notified: Cell::new(false),
             features,
             alive: Cell::new(true),
             cq_overflows: Cell::new(0),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
         })
+    }
+
+    pub(crate) fn has_notified(&self) -> bool {
+        self.notified.get()
+    }
+
+    pub(crate) fn take_notified(&self) -> bool {
+        self.notified.replace(false)
     }
 
     pub(crate) fn notifier(&self) -> &Arc<Notifier> {
@@ -338,6 +352,26 @@ impl Driver {
         }
     }
 
+    /// Closes `fd` through the ring: the close SQE follows, in SQ order, every SQE already
+    /// queued that names the fd, so none of them can resolve the number after it was reused
+    /// (with SQPOLL, `submit` does not wait for the SQ thread to consume the SQ).
+    pub(crate) fn close_fd(&self, fd: OwnedFd) {
+        use std::os::fd::IntoRawFd;
+        let raw = fd.into_raw_fd();
+        let entry = opcode::Close::new(types::Fd(raw)).build().user_data(IGNORED_TOKEN);
+        // SAFETY: a close request carries no pointers.
+        let pushed = unsafe { self.push(&entry) }.is_ok();
+        // Inside the runtime the next turn submits it; outside, nothing might turn the ring
+        // for a while, and the fd (a bound port, say) should not stay open that long.
+        if !crate::executor::runs_driver(self) {
+            self.submit_pending();
+        }
+        if !pushed {
+            // SAFETY: the push failed, so `raw` is still ours.
+            drop(unsafe { sys::owned_fd(raw) });
+        }
+    }
+
     /// Asks the kernel to cancel the operation in `index` (its CQE then comes with `-ECANCELED`,
     /// or with its result if it won the race).
     fn cancel(&self, index: usize) {
@@ -376,8 +410,9 @@ impl Driver {
         if self.notify_armed.get() {
             return;
         }
+        // Single-shot, re-armed after each notification: one SQE per burst of remote wake-ups,
+        // and it works on every kernel with io_uring (multishot poll needs 5.13).
         let entry = opcode::PollAdd::new(types::Fd(self.notifier.fd.as_raw_fd()), libc::POLLIN as u32)
-            .multi(true)
             .build()
             .user_data(NOTIFY_TOKEN);
         // SAFETY: a poll request carries no pointers; the eventfd outlives the ring (both are
@@ -406,6 +441,7 @@ impl Driver {
                 NOTIFY_TOKEN => {
                     self.notifier.drain();
                     notified = true;
+                    self.notified.set(true);
                     if !cqueue::more(completion.flags) {
                         self.notify_armed.set(false);
                     }
@@ -484,7 +520,9 @@ impl Driver {
                 drop(ring);
                 *self.wait_timeout.borrow_mut() = types::Timespec::from(timeout);
                 let ts: *const types::Timespec = &*self.wait_timeout.borrow();
-                let entry = opcode::Timeout::new(ts).build().user_data(IGNORED_TOKEN);
+                // count(1): the timer also ends when any completion arrives, instead of staying
+                // armed in the kernel after an early wake-up.
+                let entry = opcode::Timeout::new(ts).count(1).build().user_data(IGNORED_TOKEN);
                 // SAFETY: the timespec lives in the driver's box, which outlives the ring; the
                 // kernel copies it at submission, which the enter below does.
                 unsafe { self.push(&entry)? };
@@ -494,8 +532,16 @@ impl Driver {
         match result {
             Ok(_) => Ok(()),
             // ETIME: the wait's timeout expired; EINTR: a signal; EBUSY: the CQ is full, and
-            // reaping it is exactly what comes next.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => Ok(()),
+            // reaping it is exactly what comes next; EAGAIN/ENOMEM: the kernel could not
+            // allocate for a submission right now, which the next turn retries.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -520,6 +566,9 @@ impl Drop for Driver {
         // Operations may still be in the kernel, pointing at buffers held by orphaned slots
         // (and by futures that outlived the runtime). Cancel everything and wait for the
         // CQEs, for a bounded time, before the ring and those buffers go away.
+        // SQEs still queued (closes of sockets dropped in the last turn, say) would be thrown
+        // away with the ring: submit them.
+        self.submit_pending();
         let pending: Vec<usize> = self.ops.borrow().iter().map(|(index, _)| index).collect();
         for index in pending {
             self.cancel(index);

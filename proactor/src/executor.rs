@@ -346,14 +346,15 @@ impl Core {
     /// Waits for I/O (or just collects it, when `idle` is false), then wakes the tasks it and
     /// the expired timers concern.
     fn park(&self, idle: bool) {
-        let timeout = if !idle {
+        let timeout = if !idle || self.driver.has_notified() {
             Some(Duration::ZERO)
         } else {
             self.timers.next_deadline().map(|deadline| deadline.saturating_duration_since(Instant::now()))
         };
         let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
         let notified = match self.driver.turn(timeout, &mut wakers) {
-            Ok(notified) => notified,
+            // Not turn's return value: a turn run by cancel_and_reap may have seen it.
+            Ok(_) => self.driver.take_notified(),
             // io_uring_enter fails only on a bad fd or argument, which would be a bug here.
             Err(e) => panic!("proactor: io_uring_enter failed: {e}"),
         };

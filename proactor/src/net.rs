@@ -17,7 +17,10 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
+
+use futures_task::ArcWake;
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types};
@@ -91,7 +94,8 @@ impl SockAddr {
 /// (5 ms doubling to 200 ms between retries) instead of spinning, the error is returned at most
 /// once a second, and queued connections are served once fds are free.
 pub struct TcpListener {
-    fd: OwnedFd,
+    /// Closed through the ring in `Drop`.
+    fd: mem::ManuallyDrop<OwnedFd>,
     driver: Rc<Driver>,
     accept: RefCell<AcceptState>,
 }
@@ -105,6 +109,32 @@ struct AcceptState {
     delay: Option<Duration>,
     pause: Option<Sleep>,
     reported: Option<Instant>,
+    /// Every task waiting in `accept`. The accept operation and the pause store a single
+    /// waker, this one's, which wakes them all; one gets the connection, the others wait again.
+    waiting: Arc<AcceptWaiters>,
+}
+
+/// The tasks waiting in `accept` on one listener (see `AcceptState::waiting`).
+#[derive(Default)]
+struct AcceptWaiters {
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl AcceptWaiters {
+    fn add(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+}
+
+impl ArcWake for AcceptWaiters {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        let wakers =
+            std::mem::take(&mut *arc_self.wakers.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 impl fmt::Debug for TcpListener {
@@ -131,7 +161,13 @@ impl TcpListener {
                 Ok::<_, io::Error>(fd)
             })();
             match attempt {
-                Ok(fd) => return Ok(TcpListener { fd, driver, accept: RefCell::default() }),
+                Ok(fd) => {
+                    return Ok(TcpListener {
+                        fd: mem::ManuallyDrop::new(fd),
+                        driver,
+                        accept: RefCell::default(),
+                    })
+                }
                 Err(e) => last_err = Some(e),
             }
         }
@@ -142,7 +178,11 @@ impl TcpListener {
     /// Takes over a listener made elsewhere (with `SO_REUSEPORT`, say). Must be called inside
     /// the runtime that will drive it.
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
-        Ok(TcpListener { fd: listener.into(), driver: current_driver()?, accept: RefCell::default() })
+        Ok(TcpListener {
+            fd: mem::ManuallyDrop::new(listener.into()),
+            driver: current_driver()?,
+            accept: RefCell::default(),
+        })
     }
 
     /// The address the listener is bound to.
@@ -157,6 +197,12 @@ impl TcpListener {
     }
 
     fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        let waiting = {
+            let state = self.accept.borrow();
+            state.waiting.add(cx.waker());
+            futures_task::waker(state.waiting.clone())
+        };
+        let cx = &mut Context::from_waker(&waiting);
         loop {
             let mut state = self.accept.borrow_mut();
             if let Some(pause) = state.pause.as_mut() {
@@ -173,7 +219,12 @@ impl TcpListener {
                 let fd = unsafe { sys::owned_fd(fd as RawFd) };
                 let peer = match addr {
                     Some(addr) => addr,
-                    None => sys::peer_addr(fd.as_fd())?,
+                    // A peer that reset before the accept: getpeername says ENOTCONN; skip it
+                    // like any other connection-level error.
+                    None => sys::peer_addr(fd.as_fd()).map_err(|e| match e.raw_os_error() {
+                        Some(libc::ENOTCONN) => io::Error::from_raw_os_error(libc::ECONNABORTED),
+                        _ => e,
+                    })?,
                 };
                 Ok((TcpStream::new(fd, self.driver.clone()), peer))
             });
@@ -256,7 +307,9 @@ impl Drop for TcpListener {
     fn drop(&mut self) {
         // Cancel the accept in flight (dropping it) before the fd closes; see TcpStream's Drop.
         drop(std::mem::take(&mut *self.accept.borrow_mut()));
-        self.driver.submit_pending();
+        // SAFETY: the fd is not used after this.
+        let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
+        self.driver.close_fd(fd);
     }
 }
 
@@ -278,7 +331,8 @@ impl AsRawFd for TcpListener {
 /// joined in one task). Two reads in flight at once are allowed by the kernel but split the
 /// incoming bytes between them in an unspecified way.
 pub struct TcpStream {
-    fd: OwnedFd,
+    /// Closed through the ring in `Drop`.
+    fd: mem::ManuallyDrop<OwnedFd>,
     driver: Rc<Driver>,
     /// Bytes received by reads that were cancelled after the kernel had filled their buffers;
     /// the next reads return them first. Shared with those reads' orphan handlers; made by
@@ -300,7 +354,7 @@ impl fmt::Debug for TcpStream {
 
 impl TcpStream {
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> TcpStream {
-        TcpStream { fd, driver, stash: OnceCell::new(), recv: RefCell::new(None) }
+        TcpStream { fd: mem::ManuallyDrop::new(fd), driver, stash: OnceCell::new(), recv: RefCell::new(None) }
     }
 
     /// Connects to `addr`, trying each address it resolves to in turn.
@@ -344,7 +398,7 @@ impl TcpStream {
     ///
     /// Dropping the future before it completes cancels the read without losing data: bytes the
     /// kernel had already received into the buffer are kept for the next read.
-    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+    pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         let start = if stash.borrow().is_empty() && buf.bytes_total() > 0 {
             let fd = types::Fd(self.fd.as_raw_fd());
@@ -377,6 +431,9 @@ impl TcpStream {
                             unsafe { buf.set_init(n as usize) };
                             (n as usize, buf)
                         }
+                        // Bytes a cancelled read received come before the error; the error will
+                        // come again on the next read.
+                        Err(_) if !stash.borrow().is_empty() => (0, buf),
                         Err(e) => return (Err(e), buf),
                     }
                 }
@@ -405,7 +462,10 @@ impl TcpStream {
     /// on the same stream.
     pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
         match self.driver.buf_ring() {
-            Some(ring) => poll_fn(|cx| self.poll_read_provided(ring, cx)).await,
+            Some(ring) => {
+                let mut ticket = BufferTicket { ring, ticket: None };
+                poll_fn(|cx| self.poll_read_provided(ring, &mut ticket.ticket, cx)).await
+            }
             None => {
                 let (read, buf) = Box::pin(self.read(Vec::with_capacity(4096))).await;
                 Ok((read? > 0).then(|| ProvidedBuf::owned(buf)))
@@ -416,6 +476,7 @@ impl TcpStream {
     fn poll_read_provided(
         &self,
         ring: &Rc<BufRing>,
+        ticket: &mut Option<u64>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<ProvidedBuf>>> {
         let mut recv = self.recv.borrow_mut();
@@ -425,7 +486,7 @@ impl TcpStream {
                 None => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
-                        ring.wait_for_buffer(cx.waker());
+                        ring.wait_for_buffer(ticket, cx.waker());
                         return Poll::Pending;
                     }
                     let fd = types::Fd(self.fd.as_raw_fd());
@@ -460,7 +521,7 @@ impl TcpStream {
 
     /// Writes some of `buf` (starting at its first byte); gives back how many bytes were
     /// written, and the buffer.
-    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> {
+    pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let op = self.send(buf, 0);
         async move {
             let (result, buf) = op.await;
@@ -521,6 +582,21 @@ impl TcpStream {
     }
 }
 
+/// A `read_provided`'s place in the queue of readers waiting for a ring buffer, left when the
+/// future is dropped.
+struct BufferTicket<'a> {
+    ring: &'a BufRing,
+    ticket: Option<u64>,
+}
+
+impl Drop for BufferTicket<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.ring.stop_waiting(ticket);
+        }
+    }
+}
+
 /// The future of [`TcpStream::write_all`]: one `send` after another until every byte is out.
 ///
 /// A named future rather than an `async fn` so that the buffer is stored once (inside the
@@ -577,8 +653,13 @@ impl Drop for TcpStream {
     fn drop(&mut self) {
         // An SQE naming this fd may still sit in the SQ (a read whose future was just dropped,
         // say). Hand it to the kernel before the fd number is closed and possibly reused, or
-        // the kernel would apply it to whatever socket gets the number next.
-        self.driver.submit_pending();
+        // the kernel would apply it to whatever socket gets the number next. Closing through
+        // the ring orders the close after them (SQPOLL included); the multishot receive is
+        // cancelled first, so its file reference does not keep the socket open.
+        drop(self.recv.get_mut().take());
+        // SAFETY: the fd is not used after this.
+        let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
+        self.driver.close_fd(fd);
     }
 }
 

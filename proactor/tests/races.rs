@@ -1,0 +1,191 @@
+//! Races between operations, sockets and tasks that once lost data, wake-ups or connections.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use common::within;
+use proactor::net::{TcpListener, TcpStream};
+use proactor::time::{sleep, timeout};
+
+async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
+    let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (stream, peer)
+}
+
+/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
+fn reset_on_close(stream: &std::net::TcpStream) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn a_client_that_resets_before_it_is_accepted_is_skipped_not_an_error() {
+    for multishot in [true, false] {
+        within(Duration::from_secs(10), move || {
+            let runtime = proactor::Builder::new().multishot(multishot).build().unwrap();
+            runtime.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let doomed = std::net::TcpStream::connect(addr).unwrap();
+                reset_on_close(&doomed);
+                drop(doomed);
+                std::thread::sleep(Duration::from_millis(20));
+                let good = std::net::TcpStream::connect(addr).unwrap();
+                // The reset connection may still be handed over (its reads then fail), or be
+                // skipped; either way accept must not fail, and the good client comes next.
+                for _ in 0..2 {
+                    let (_, peer) =
+                        listener.accept().await.unwrap_or_else(|e| panic!("multishot {multishot}: {e}"));
+                    if peer == good.local_addr().unwrap() {
+                        return;
+                    }
+                }
+                panic!("the good client was not accepted");
+            })
+        });
+    }
+}
+
+#[test]
+fn two_tasks_accepting_on_one_listener_both_get_connections() {
+    for multishot in [true, false] {
+        within(Duration::from_secs(10), move || {
+            let runtime = proactor::Builder::new().multishot(multishot).build().unwrap();
+            runtime.block_on(async {
+                let listener = Rc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+                let addr = listener.local_addr().unwrap();
+                let acceptors: Vec<_> = (0..2)
+                    .map(|_| {
+                        let listener = listener.clone();
+                        proactor::spawn(async move { listener.accept().await.map(drop) })
+                    })
+                    .collect();
+                sleep(Duration::from_millis(20)).await;
+                let _clients = [
+                    std::net::TcpStream::connect(addr).unwrap(),
+                    std::net::TcpStream::connect(addr).unwrap(),
+                ];
+                for acceptor in acceptors {
+                    let accepted = timeout(Duration::from_secs(2), acceptor).await;
+                    accepted.expect("an acceptor was never woken").unwrap().unwrap();
+                }
+            })
+        });
+    }
+}
+
+#[test]
+fn with_sqpoll_a_write_queued_before_close_never_reaches_the_next_socket_with_that_fd() {
+    // With SQPOLL the kernel thread may read an SQE after `submit` returned; closing the fd
+    // directly could let a queued write resolve the number after it was reused.
+    within(Duration::from_secs(60), || {
+        let runtime = proactor::Builder::new().sqpoll(Duration::from_millis(1)).build().unwrap();
+        runtime.block_on(async {
+            let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            for round in 0..100 {
+                let (stream, _peer) = pair(&front).await;
+                sleep(Duration::from_millis(2)).await; // let the SQ thread go to sleep
+                                                       // The write's SQE is queued; its future and the stream go away at once.
+                drop(stream.write(&b"SECRET"[..]));
+                drop(stream);
+                let next = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+                let (mut next_peer, _) = other.accept().unwrap();
+                sleep(Duration::from_millis(5)).await;
+                next_peer.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+                let mut buf = [0u8; 16];
+                if let Ok(n) = next_peer.read(&mut buf) {
+                    assert_ne!(&buf[..n], b"SECRET", "round {round}: bytes went to another connection");
+                }
+                drop(next);
+            }
+        })
+    });
+}
+
+struct WaitForFlag {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl std::future::Future for WaitForFlag {
+    type Output = ();
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.flag.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
+    within(Duration::from_secs(10), || {
+        let a = proactor::Runtime::new().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (stream, _peer) = a.block_on(pair(&listener));
+        let flag = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Mutex::new(None));
+        let task = a.spawn(WaitForFlag { flag: flag.clone(), waker: waker.clone() });
+        a.block_on(sleep(Duration::from_millis(10))); // the task registers its waker
+        std::thread::spawn(move || {
+            flag.store(true, Ordering::Release);
+            waker.lock().unwrap().take().unwrap().wake(); // A's remote queue + its eventfd
+        })
+        .join()
+        .unwrap();
+        // An A operation awaited in runtime B: B cancels and reaps it on A's ring, seeing A's
+        // notification on the way. A must still find the task in its remote queue.
+        let b = proactor::Runtime::new().unwrap();
+        let (read, _) = b.block_on(stream.read(Vec::with_capacity(8)));
+        assert!(read.is_err());
+        a.block_on(task).unwrap();
+    });
+}
+
+#[test]
+fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_turn() {
+    within(Duration::from_secs(10), || {
+        let runtime = proactor::Builder::new().provided_buffers(1, 4096).build().unwrap();
+        runtime.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (s1, mut p1) = pair(&listener).await;
+            let (s2, mut p2) = pair(&listener).await;
+            let (s3, mut p3) = pair(&listener).await;
+            p1.write_all(b"one").unwrap();
+            let held = s1.read_provided().await.unwrap().unwrap(); // the only buffer is out
+            p2.write_all(b"two").unwrap();
+            p3.write_all(b"three").unwrap();
+            // s2's reader gives up while waiting for a buffer.
+            assert!(timeout(Duration::from_millis(30), s2.read_provided()).await.is_err());
+            let third =
+                proactor::spawn(async move { s3.read_provided().await.map(|b| b.map(|b| b.to_vec())) });
+            sleep(Duration::from_millis(30)).await; // the third reader waits for a buffer
+            drop(held);
+            let got =
+                timeout(Duration::from_secs(2), third).await.expect("the waiting reader was never woken");
+            assert_eq!(got.unwrap().unwrap().unwrap(), b"three");
+            drop(s2);
+        })
+    });
+}
