@@ -103,3 +103,15 @@ fn connecting_to_a_closed_port_is_refused() {
     });
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+#[test]
+fn batching_waits_still_echo_every_byte_and_answer_a_lone_request() {
+    let ok = within(Duration::from_secs(60), || {
+        let runtime = proactor::Builder::new().batch_wait(Duration::from_micros(200)).build().unwrap();
+        // A lone client: the wait must return with its single completion.
+        let (lone, runtime) = run_clients(runtime, 1, 20, 100);
+        let (many, _) = run_clients(runtime, 100, 10, 2000);
+        (lone, many)
+    });
+    assert_eq!(ok, (1, 100));
+}
