@@ -135,7 +135,7 @@ pub(crate) struct Driver {
     buf_ring: Option<Rc<BufRing>>,
     ops: RefCell<Slab<Lifecycle>>,
     notifier: Arc<Notifier>,
-    /// The notifier's multishot poll needs re-arming (it ended, or was never armed).
+    /// Whether the notifier's poll is in the kernel (it is single-shot: re-armed after it fires).
     notify_armed: Cell<bool>,
     /// The notifier fired since the executor last looked: set by any turn (also the ones
     /// `cancel_and_reap` runs), consumed by the executor's `park`.
@@ -625,7 +625,8 @@ fn runtime_gone() -> io::Error {
     io::Error::other("the proactor runtime this operation belongs to was dropped")
 }
 
-/// Wakes the driver's thread from another thread: an eventfd the ring polls (multishot).
+/// Wakes the driver's thread from another thread: an eventfd the ring polls (re-armed after
+/// each notification).
 #[derive(Debug)]
 pub(crate) struct Notifier {
     fd: OwnedFd,
