@@ -97,7 +97,9 @@ enum Lifecycle {
     /// `IORING_CQE_F_MORE`.
     /// (A `Vec`, not a `VecDeque`: it is almost always empty or holds one, and is 8 bytes
     /// smaller in each slot.)
-    Multishot { queue: Vec<Completion>, waker: Option<Waker>, ended: bool },
+    /// `max_queued` (0: no bound) makes the driver cancel the operation once that many
+    /// completions wait (`stopping` then records that it did).
+    Multishot { queue: Vec<Completion>, waker: Option<Waker>, ended: bool, stopping: bool, max_queued: u16 },
 }
 
 /// Settings the driver needs from the runtime's builder.
@@ -333,7 +335,13 @@ impl Driver {
         }
         let entry = build(&mut resources);
         let lifecycle = if multishot {
-            Lifecycle::Multishot { queue: Vec::new(), waker: None, ended: false }
+            Lifecycle::Multishot {
+                queue: Vec::new(),
+                waker: None,
+                ended: false,
+                stopping: false,
+                max_queued: 0,
+            }
         } else {
             Lifecycle::Waiting(None)
         };
@@ -443,6 +451,7 @@ impl Driver {
         self.arm_notifier();
         self.enter(timeout)?;
         let mut notified = false;
+        let mut to_cancel = Vec::new();
         let mut discarded = Vec::new();
         let mut finished_orphans = Vec::new();
         let mut ring = self.ring.borrow_mut();
@@ -470,10 +479,18 @@ impl Driver {
                             wakers.extend(waker.take());
                             *slot = Lifecycle::Completed(completion);
                         }
-                        Lifecycle::Multishot { queue, waker, ended } => {
+                        Lifecycle::Multishot { queue, waker, ended, stopping, max_queued } => {
                             queue.push(completion);
                             *ended = !cqueue::more(completion.flags);
                             wakers.extend(waker.take());
+                            if !*ended
+                                && !*stopping
+                                && *max_queued > 0
+                                && queue.len() >= usize::from(*max_queued)
+                            {
+                                *stopping = true;
+                                to_cancel.push(index);
+                            }
                         }
                         Lifecycle::Orphaned { finish, handled, result_is_fd } => {
                             if !*handled {
@@ -493,6 +510,9 @@ impl Driver {
         drop(ring);
         // Resources of orphaned operations, and fds they produced, are dropped outside the
         // borrows: dropping may run arbitrary code.
+        for index in to_cancel {
+            self.cancel(index);
+        }
         for (completion, result_is_fd) in discarded {
             self.discard(completion, result_is_fd);
         }
@@ -694,6 +714,19 @@ impl<T: 'static> Op<T> {
         self
     }
 
+    /// Bounds the completions a multishot operation may queue before it is stopped: once
+    /// `max` are waiting, the driver cancels it (completions already under way still arrive,
+    /// then a last one ends it, usually with `ECANCELED`).
+    pub(crate) fn limit_queue(self, max: u16) -> Op<T> {
+        if let OpState::InFlight(index) = self.state {
+            if let Some(Lifecycle::Multishot { max_queued, .. }) = self.driver.ops.borrow_mut().get_mut(index)
+            {
+                *max_queued = max;
+            }
+        }
+        self
+    }
+
     /// The next completion of a multishot operation: `None` once it has ended (the last CQE,
     /// without `IORING_CQE_F_MORE`, was returned).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Completion>>> {
@@ -703,7 +736,7 @@ impl<T: 'static> Op<T> {
             OpState::Done => return Poll::Ready(None),
         };
         let mut ops = self.driver.ops.borrow_mut();
-        let Some(Lifecycle::Multishot { queue, waker, ended }) = ops.get_mut(index) else {
+        let Some(Lifecycle::Multishot { queue, waker, ended, .. }) = ops.get_mut(index) else {
             unreachable!("poll_next on a single-shot operation")
         };
         if !queue.is_empty() {

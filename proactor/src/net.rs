@@ -38,6 +38,12 @@ const BACKLOG: i32 = 1024;
 /// First and longest pause of the accept back-off after fd exhaustion.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Back-pressure for multishot accept: the kernel accepts into the operation's queue whether or
+/// not the program calls `accept`. Once this many accepted connections wait there, the driver
+/// stops the operation; later connections wait in the kernel's backlog (holding none of our
+/// fds) until `accept` drains the queue and arms a new one.
+const ACCEPT_QUEUE_MAX: u16 = 64;
+
 /// At most one fd-exhaustion error per this interval is returned by `accept`.
 const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -266,12 +272,14 @@ impl TcpListener {
                             opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
                         })
                     };
-                    state.multishot.insert(op)
+                    state.multishot.insert(op.limit_queue(ACCEPT_QUEUE_MAX))
                 }
             };
             match ready!(op.poll_next(cx)) {
+                // Stopped by the queue bound (see `ACCEPT_QUEUE_MAX`): not an error.
+                Some(Ok(completion)) if completion.result == -libc::ECANCELED => continue,
                 Some(completion) => return Poll::Ready((completion.and_then(Completion::into_result), None)),
-                None => state.multishot = None, // ended (after an error): re-arm
+                None => state.multishot = None, // ended: re-arm
             }
         }
     }
