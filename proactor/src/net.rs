@@ -2,11 +2,14 @@
 //!
 //! Every I/O method describes one operation to the kernel (an SQE) and awaits its completion.
 //! Buffers are passed by value and handed back with the result (see [`crate::buf`]), because the
-//! kernel uses them after the call has returned. This is the one place besides `driver` with
-//! `unsafe`: where an SQE is built around a pointer into a buffer the operation owns.
+//! kernel uses them after the call has returned. Its `unsafe` blocks, like those of `driver`,
+//! `buf` and `bufring`, are where memory is handed to the kernel: an SQE built around a
+//! pointer into a buffer the operation owns.
 //!
 //! Accepting uses multishot accept where the kernel supports it (one SQE keeps producing
-//! connections; Linux 5.19), single-shot accept otherwise.
+//! connections; Linux 5.19), stopped while 64 accepted connections wait unclaimed, and
+//! single-shot accept otherwise. Sockets are closed through the ring, after every SQE already
+//! queued for them.
 
 use std::cell::{OnceCell, RefCell};
 use std::fmt;

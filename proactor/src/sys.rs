@@ -1,8 +1,8 @@
 //! The syscall layer: the plain syscalls of the crate (socket set-up, eventfd, addresses).
 //!
 //! The I/O itself does not happen here: it is described in SQEs and performed by the kernel
-//! (see `driver` and `net`, the only other places with `unsafe`: where memory is handed to the
-//! kernel). Each function is a thin, safe wrapper over one libc call; fds come back as
+//! (see `driver`, `net`, `buf` and `bufring`, the only other places with `unsafe`: where memory
+//! is handed to the kernel). Each function is a thin, safe wrapper over one libc call; fds come back as
 //! [`OwnedFd`]; `-1` becomes `io::Error::last_os_error()` through [`cvt`].
 //!
 //! Sockets are created with `SOCK_CLOEXEC` (never inherited by a child process). They stay
