@@ -5,9 +5,6 @@ mod common;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::Waker;
 use std::time::Duration;
 
 use common::within;
@@ -121,39 +118,17 @@ fn with_sqpoll_a_write_queued_before_close_never_reaches_the_next_socket_with_th
     });
 }
 
-struct WaitForFlag {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Mutex<Option<Waker>>>,
-}
-
-impl std::future::Future for WaitForFlag {
-    type Output = ();
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        *self.waker.lock().unwrap() = Some(cx.waker().clone());
-        if self.flag.load(Ordering::Acquire) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-}
-
 #[test]
 fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
     within(Duration::from_secs(10), || {
         let a = proactor::Runtime::new().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (stream, _peer) = a.block_on(pair(&listener));
-        let flag = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(Mutex::new(None));
-        let task = a.spawn(WaitForFlag { flag: flag.clone(), waker: waker.clone() });
+        let (wait, wake) = testkit::remote_wake();
+        let task = a.spawn(wait);
         a.block_on(sleep(Duration::from_millis(10))); // the task registers its waker
-        std::thread::spawn(move || {
-            flag.store(true, Ordering::Release);
-            waker.lock().unwrap().take().unwrap().wake(); // A's remote queue + its eventfd
-        })
-        .join()
-        .unwrap();
+                                                      // A's remote queue and its eventfd.
+        std::thread::spawn(move || wake.fire()).join().unwrap();
         // An A operation awaited in runtime B: B cancels and reaps it on A's ring, seeing A's
         // notification on the way. A must still find the task in its remote queue.
         let b = proactor::Runtime::new().unwrap();

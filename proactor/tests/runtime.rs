@@ -2,10 +2,6 @@
 
 mod common;
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::{spawn_server_thread, within};
@@ -93,36 +89,16 @@ fn timeout_around_a_pending_read_fires_and_the_stream_stays_usable() {
     });
 }
 
-struct WaitForFlag {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Mutex<Option<Waker>>>,
-}
-
-impl std::future::Future for WaitForFlag {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        *self.waker.lock().unwrap() = Some(cx.waker().clone());
-        if self.flag.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
 #[test]
 fn a_waker_fired_from_another_thread_wakes_a_parked_ring() {
     within(Duration::from_secs(10), || {
-        let flag = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(Mutex::new(None::<Waker>));
-        let (f, w) = (flag.clone(), waker.clone());
+        let (wait, wake) = testkit::remote_wake();
         let other = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            f.store(true, Ordering::Release);
-            w.lock().unwrap().take().expect("the future registered a waker").wake();
+            wake.fire();
         });
         proactor::block_on(async {
-            proactor::spawn(WaitForFlag { flag, waker }).await.unwrap();
+            proactor::spawn(wait).await.unwrap();
         });
         other.join().unwrap();
     });

@@ -4,13 +4,8 @@
 mod common;
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io::Read;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::{blocking_round_trip, serve, spawn_server_thread, within};
@@ -116,49 +111,20 @@ fn a_detached_task_keeps_running() {
     });
 }
 
-/// A future that completes once `flag` is set, parking its waker where another thread can
-/// find it.
-struct WaitForFlag {
-    flag: Arc<AtomicBool>,
-    waker: Arc<Mutex<Option<Waker>>>,
-}
-
-impl Future for WaitForFlag {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        *self.waker.lock().unwrap() = Some(cx.waker().clone());
-        if self.flag.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
 #[test]
 fn a_waker_fired_from_another_thread_wakes_a_parked_loop() {
     // Nothing else can wake the loop: no timers, no sockets. It sleeps in epoll_wait(-1) until
     // the other thread's wake writes the eventfd.
     within(Duration::from_secs(10), || {
-        let flag = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(Mutex::new(None::<Waker>));
-        let (f, w) = (flag.clone(), waker.clone());
+        let (wait, wake) = testkit::remote_wake();
         let waker_thread = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
-            f.store(true, Ordering::Release);
-            // Wait for the future to have registered its waker, however slow the machine.
-            let waker = loop {
-                if let Some(waker) = w.lock().unwrap().take() {
-                    break waker;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            };
-            waker.wake();
+            wake.fire();
         });
         let started = Instant::now();
         reactor::block_on(async {
             // A spawned task, not just the main future, is woken through the remote queue.
-            reactor::spawn(WaitForFlag { flag, waker }).await.unwrap();
+            reactor::spawn(wait).await.unwrap();
         });
         assert!(started.elapsed() >= Duration::from_millis(100));
         waker_thread.join().unwrap();

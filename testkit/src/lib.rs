@@ -89,3 +89,55 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
+
+/// A future that completes once another thread calls [`RemoteWake::fire`]: the way to test
+/// that a waker woken from another thread reaches a runtime.
+#[derive(Debug)]
+pub struct WaitForRemote {
+    shared: std::sync::Arc<RemoteShared>,
+}
+
+/// The other thread's side of a [`WaitForRemote`].
+#[derive(Debug, Clone)]
+pub struct RemoteWake {
+    shared: std::sync::Arc<RemoteShared>,
+}
+
+#[derive(Debug, Default)]
+struct RemoteShared {
+    fired: std::sync::atomic::AtomicBool,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+/// A future and the handle that completes it from another thread.
+pub fn remote_wake() -> (WaitForRemote, RemoteWake) {
+    let shared = std::sync::Arc::new(RemoteShared::default());
+    (WaitForRemote { shared: shared.clone() }, RemoteWake { shared })
+}
+
+impl RemoteWake {
+    /// Marks the future ready and wakes it: waits (however slow the machine) until the future
+    /// has been polled and registered its waker, then wakes it from this thread.
+    pub fn fire(&self) {
+        self.shared.fired.store(true, std::sync::atomic::Ordering::Release);
+        loop {
+            if let Some(waker) = self.shared.waker.lock().unwrap().take() {
+                return waker.wake();
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+impl std::future::Future for WaitForRemote {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        *self.shared.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.shared.fired.load(std::sync::atomic::Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
