@@ -195,6 +195,12 @@ impl Deref for ProvidedBuf {
     }
 }
 
+impl AsRef<[u8]> for ProvidedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl Drop for ProvidedBuf {
     fn drop(&mut self) {
         if let Provided::Ring { ring, bid, .. } = &self.inner {

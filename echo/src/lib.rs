@@ -1,0 +1,114 @@
+//! One echo handler, every runtime.
+//!
+//! [`handle`] is written once, against the [`Connection`] contract, and runs unchanged on the
+//! readiness runtime (`reactor`) and on the completion runtime (`proactor`):
+//!
+//! ```no_run
+//! fn main() -> std::io::Result<()> {
+//!     // On the reactor; on io_uring it is the same with `proactor::` in place of `reactor::`.
+//!     reactor::block_on(async {
+//!         let listener = reactor::net::TcpListener::bind("127.0.0.1:7000")?;
+//!         loop {
+//!             let Ok((stream, _)) = listener.accept().await else { continue };
+//!             reactor::spawn(echo::handle(stream));
+//!         }
+//!     })
+//! }
+//! ```
+//!
+//! # The contract, and why it takes buffers by value
+//!
+//! A completion runtime hands the buffer to the kernel for the whole operation, so the only
+//! shape it can offer safely is "take the buffer, give it back with the result": `recv` gives a
+//! buffer it owns, `send_all` takes one. A readiness runtime could lend `&mut [u8]`, but
+//! implements the owned shape trivially. The contract also lets each runtime pick the buffer at
+//! the moment data arrives, so that a waiting connection holds none:
+//!
+//! - on the reactor, `recv` awaits readiness and only then takes a buffer from a per-thread
+//!   pool (and `send_all` returns it there);
+//! - on the proactor, `recv` is `read_provided`: the kernel picks a buffer from the runtime's
+//!   provided-buffer ring when data arrives, and sending it out gives it back to the ring.
+
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![deny(unsafe_code)]
+
+use std::io;
+use std::net::Shutdown;
+
+pub mod pool;
+pub mod server;
+
+/// A byte stream the echo handler (or any handler written in this style) runs on.
+///
+/// The runtimes here are single-threaded, so the futures need not be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Connection {
+    /// A buffer of received bytes, which can be sent as it is.
+    type Buf: AsRef<[u8]>;
+
+    /// Receives the next bytes, in a buffer the runtime chooses; `None` at end of stream.
+    async fn recv(&mut self) -> io::Result<Option<Self::Buf>>;
+
+    /// Sends all of `buf`, taking it by value (a completion runtime gives it to the kernel).
+    async fn send_all(&mut self, buf: Self::Buf) -> io::Result<()>;
+
+    /// Shuts down the write side: the peer reads end of stream after everything sent before.
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+/// The echo handler: everything received is sent back, in order, until end of stream; then
+/// the write side is shut down.
+pub async fn handle<C: Connection>(mut conn: C) -> io::Result<()> {
+    loop {
+        // (`let`, not `while let`: the scrutinee's temporaries would otherwise live across the
+        // send and make every connection's task larger.)
+        let Some(received) = conn.recv().await? else { break };
+        conn.send_all(received).await?;
+    }
+    conn.shutdown_write()
+}
+
+impl Connection for reactor::net::TcpStream {
+    type Buf = pool::PooledBuf;
+
+    async fn recv(&mut self) -> io::Result<Option<pool::PooledBuf>> {
+        loop {
+            // Wait without a buffer; take one only when there is something to read.
+            self.readable().await?;
+            let mut buf = pool::PooledBuf::take();
+            match self.try_read(buf.spare()) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    buf.set_len(n);
+                    return Ok(Some(buf));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue, // spurious readiness
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn send_all(&mut self, buf: pool::PooledBuf) -> io::Result<()> {
+        self.write_all(buf.as_ref()).await
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Connection for proactor::net::TcpStream {
+    type Buf = proactor::ProvidedBuf;
+
+    async fn recv(&mut self) -> io::Result<Option<proactor::ProvidedBuf>> {
+        self.read_provided().await
+    }
+
+    async fn send_all(&mut self, buf: proactor::ProvidedBuf) -> io::Result<()> {
+        self.write_all(buf).await.0
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
