@@ -52,6 +52,9 @@ pub trait Connection {
     /// Sends all of `buf`, taking it by value (a completion runtime gives it to the kernel).
     async fn send_all(&mut self, buf: Self::Buf) -> io::Result<()>;
 
+    /// Sends all of a buffer the handler made itself, and gives it back to be reused.
+    async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+
     /// Shuts down the write side: the peer reads end of stream after everything sent before.
     fn shutdown_write(&mut self) -> io::Result<()>;
 }
@@ -92,6 +95,10 @@ impl Connection for reactor::net::TcpStream {
         self.write_all(buf.as_ref()).await
     }
 
+    async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        (self.write_all(&buf).await, buf)
+    }
+
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
@@ -106,6 +113,10 @@ impl Connection for proactor::net::TcpStream {
 
     async fn send_all(&mut self, buf: proactor::ProvidedBuf) -> io::Result<()> {
         self.write_all(buf).await.0
+    }
+
+    async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.write_all(buf).await
     }
 
     fn shutdown_write(&mut self) -> io::Result<()> {
