@@ -1,0 +1,602 @@
+//! `echo-lab bench`: a load generator that verifies every byte (ping-pong and shortconn here,
+//! bulk in [`crate::bulk`]).
+//!
+//! Ping-pong: N connections, each with exactly one `size`-byte message in flight; every echo is checked
+//! byte for byte before the next message is sent. One thread, one level-triggered epoll set,
+//! so the load can be pinned to one core and costs about one `send` + one `recv` + a share of
+//! `epoll_wait` per message. Timeline:
+//! connect all -> warm-up (not counted) -> measured window -> drain (finish in-flight, close).
+//! Only round trips that *complete* inside the window are counted; the window's edges are
+//! reported to a callback as they pass (so the caller can sample the server's CPU time there).
+//! Shortconn is the same loop with a new connection for every message.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+use crate::sys;
+
+/// The traffic pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Every connection sends one message, waits for its echo, verifies it, and repeats.
+    Pingpong,
+    /// Every connection streams `size`-byte blocks (up to 256 KiB in flight) and verifies the
+    /// echoed stream: throughput with many bytes per syscall.
+    Bulk,
+    /// Like pingpong, but every connection is closed after one echo and a new one opened:
+    /// accept and connection set-up cost (latency includes the connect).
+    Shortconn,
+}
+
+impl Mode {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Pingpong => "pingpong",
+            Mode::Bulk => "bulk",
+            Mode::Shortconn => "shortconn",
+        }
+    }
+}
+
+/// Options of `echo-lab bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The echo server's address.
+    #[arg(long)]
+    pub addr: String,
+    /// The traffic pattern.
+    #[arg(long, value_enum, default_value = "pingpong")]
+    pub mode: Mode,
+    /// Connections, each with one message in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub conns: u32,
+    /// Message size, bytes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub size: u32,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 5.0, value_parser = positive)]
+    pub secs: f64,
+    /// Warm-up before the window, seconds (traffic flows, nothing is counted).
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    pub warmup: f64,
+    /// Give up if not every connection is established within this many seconds.
+    #[arg(long, default_value_t = 10.0, value_parser = positive)]
+    pub connect_timeout: f64,
+    /// Print one JSON object instead of the human-readable report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn seconds(s: &str, min_ok: impl Fn(f64) -> bool) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || !min_ok(v) || v > 3600.0 {
+        return Err(format!("{s} is out of range"));
+    }
+    Ok(v)
+}
+
+/// Parses a number of seconds in (0, 3600].
+pub fn positive(s: &str) -> Result<f64, String> {
+    seconds(s, |v| v > 0.0)
+}
+
+/// Parses a number of seconds in [0, 3600].
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    seconds(s, |v| v >= 0.0)
+}
+
+/// What one load run does.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The traffic pattern.
+    pub mode: Mode,
+    /// The server.
+    pub addr: SocketAddr,
+    /// Connections, each with one message in flight.
+    pub conns: usize,
+    /// Message size, bytes.
+    pub size: usize,
+    /// Measured window, seconds.
+    pub secs: f64,
+    /// Warm-up, seconds.
+    pub warmup: f64,
+    /// How long connecting may take, seconds.
+    pub connect_timeout: f64,
+}
+
+/// An edge of the measured window, as it passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Edge {
+    /// The window starts: from now on, completed round trips count.
+    Start,
+    /// The window ends.
+    End,
+}
+
+/// The result of one load run.
+#[derive(Debug)]
+pub struct Report {
+    /// The options it ran with.
+    pub opts: Options,
+    /// Length of the measured window, seconds.
+    pub window_s: f64,
+    /// Round trips (in bulk mode: blocks) completed inside the window.
+    pub msgs: u64,
+    /// Latency of those round trips (blocks: from starting to send one to receiving its
+    /// last byte back), nanoseconds.
+    pub hist: Histogram<u64>,
+    /// Connections that failed (I/O error, or the server closed them).
+    pub errors: u64,
+    /// Echoes that differed from what was sent.
+    pub mismatches: u64,
+    /// Connections that completed no round trip inside the window.
+    pub stalled: usize,
+}
+
+impl Report {
+    /// Round trips per second.
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.msgs as f64 / self.window_s.max(1e-9)
+    }
+
+    /// Megabytes (10^6) echoed per second, one direction.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.opts.size as f64 / 1e6
+    }
+
+    /// The latency at quantile `q`, microseconds.
+    pub fn latency_us(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// The report as one JSON object.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "mode": self.opts.mode.name(),
+            "addr": self.opts.addr.to_string(),
+            "conns": self.opts.conns,
+            "size": self.opts.size,
+            "secs": self.opts.secs,
+            "window_s": round(self.window_s, 6),
+            "msgs": self.msgs,
+            "msgs_per_sec": round(self.msgs_per_sec(), 1),
+            "mb_per_sec": round(self.mb_per_sec(), 3),
+            "p50_us": round(self.latency_us(0.5), 2),
+            "p99_us": round(self.latency_us(0.99), 2),
+            "p999_us": round(self.latency_us(0.999), 2),
+            "max_us": round(self.hist.max() as f64 / 1000.0, 2),
+            "errors": self.errors,
+            "mismatches": self.mismatches,
+            "stalled_conns": self.stalled,
+        })
+    }
+
+    /// The report for people.
+    pub fn human(&self) -> String {
+        format!(
+            "{} against {}: {} conns, {} B messages, {:.2} s window\n\
+             \x20 {:>12.0} {}/s   {:>8.2} MB/s echoed\n\
+             \x20 latency p50 {:.1} µs   p99 {:.1} µs   p999 {:.1} µs   max {:.1} µs\n\
+             \x20 errors {}   mismatches {}   stalled connections {}",
+            self.opts.mode.name(),
+            self.opts.addr,
+            self.opts.conns,
+            self.opts.size,
+            self.window_s,
+            self.msgs_per_sec(),
+            if self.opts.mode == Mode::Bulk { "blocks" } else { "msgs" },
+            self.mb_per_sec(),
+            self.latency_us(0.5),
+            self.latency_us(0.99),
+            self.latency_us(0.999),
+            self.hist.max() as f64 / 1000.0,
+            self.errors,
+            self.mismatches,
+            self.stalled,
+        )
+    }
+}
+
+/// Rounds `x` to `digits` decimals (for JSON people read).
+pub fn round(x: f64, digits: i32) -> f64 {
+    let p = 10f64.powi(digits);
+    (x * p).round() / p
+}
+
+/// `echo-lab bench`.
+pub fn run_cli(a: &BenchArgs) -> Result<(), String> {
+    let addr = a
+        .addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {:?}: {e}", a.addr))?
+        .next()
+        .ok_or_else(|| format!("{:?} resolves to no address", a.addr))?;
+    let opts = Options {
+        mode: a.mode,
+        addr,
+        conns: a.conns as usize,
+        size: a.size as usize,
+        secs: a.secs,
+        warmup: a.warmup,
+        connect_timeout: a.connect_timeout,
+    };
+    let report = match a.mode {
+        Mode::Pingpong | Mode::Shortconn => pingpong(&opts, &mut |_| {})?,
+        Mode::Bulk => crate::bulk::run(&opts, &mut |_| {})?,
+    };
+    if a.json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.human());
+    }
+    if report.mismatches > 0 {
+        return Err(format!("{} echoes differed from what was sent", report.mismatches));
+    }
+    if report.msgs == 0 {
+        return Err(format!("no echo came back from {} in the window: is it an echo server?", opts.addr));
+    }
+    Ok(())
+}
+
+/// Connects (retrying for up to `deadline`: a full accept queue drops SYNs) with TCP_NODELAY.
+fn connect_retry(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = match TcpStream::connect_timeout(
+            &addr,
+            left.clamp(Duration::from_millis(1), Duration::from_secs(3)),
+        ) {
+            Ok(s) => {
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => e,
+        };
+        if Instant::now() + backoff >= deadline {
+            return Err(err);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Connects `opts.conns` non-blocking sockets to `opts.addr`, within `opts.connect_timeout`.
+pub fn connect_all(opts: &Options) -> Result<Vec<TcpStream>, String> {
+    sys::raise_nofile();
+    let deadline = Instant::now() + Duration::from_secs_f64(opts.connect_timeout);
+    let mut socks = Vec::with_capacity(opts.conns);
+    for i in 0..opts.conns {
+        let sock = connect_retry(opts.addr, deadline).map_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                format!(
+                    "too many open files at connection {} of {}: raise the limit (`ulimit -n`) \
+                     or use fewer --conns",
+                    i + 1,
+                    opts.conns
+                )
+            } else {
+                format!(
+                    "cannot connect to {} (connection {} of {}): {e}; is an echo server listening there?",
+                    opts.addr,
+                    i + 1,
+                    opts.conns
+                )
+            }
+        })?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        socks.push(sock);
+    }
+    Ok(socks)
+}
+
+#[derive(PartialEq, Clone, Copy)]
+enum Phase {
+    Warmup,
+    Measure,
+    Drain,
+}
+
+struct Conn {
+    sock: Option<TcpStream>, // None once closed (error, mismatch, or drained)
+    out: Vec<u8>,
+    inb: Vec<u8>,
+    wrote: usize,
+    got: usize,
+    seq: u64,
+    sent_at: Instant,
+    want_out: bool, // EPOLLOUT registered because a send was partial
+    msgs: u64,      // completed inside the window
+}
+
+/// Message content: differs per connection and per message, so a server that mixes up
+/// connections, replays stale data, or reorders bytes is caught.
+pub fn fill(buf: &mut [u8], seq: u64) {
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// An epoll descriptor, closed on drop.
+pub struct Epoll(i32);
+
+impl Epoll {
+    /// A new epoll set.
+    pub fn new() -> Result<Epoll, String> {
+        // SAFETY: plain syscall, no pointers.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(format!("epoll_create1: {}", io::Error::last_os_error()));
+        }
+        Ok(Epoll(ep))
+    }
+
+    /// `epoll_ctl(op)` for `sock`, level-triggered, reporting `token`.
+    pub fn ctl(
+        &self,
+        op: i32,
+        sock: &TcpStream,
+        readable: bool,
+        writable: bool,
+        token: usize,
+    ) -> io::Result<()> {
+        let events = if readable { libc::EPOLLIN as u32 } else { 0 }
+            | if writable { libc::EPOLLOUT as u32 } else { 0 };
+        let mut ev = libc::epoll_event { events, u64: token as u64 };
+        // SAFETY: `self.0` and the socket are open descriptors; `ev` is a valid event.
+        if unsafe { libc::epoll_ctl(self.0, op, sock.as_raw_fd(), &mut ev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `ms` for events; returns how many were written to `events` (0 on EINTR).
+    pub fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> Result<usize, String> {
+        // SAFETY: `events` is a writable buffer of `events.len()` epoll_event structs.
+        let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(format!("epoll_wait: {e}"));
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+struct Load {
+    ep: Epoll,
+    addr: SocketAddr,
+    /// Reconnect after every echo (`Mode::Shortconn`).
+    shortconn: bool,
+    conns: Vec<Conn>,
+    open: usize,
+    phase: Phase,
+    hist: Histogram<u64>,
+    msgs: u64,
+    errors: u64,
+    mismatches: u64,
+}
+
+impl Load {
+    fn ctl(&mut self, op: i32, i: usize, out: bool) {
+        let Some(sock) = self.conns[i].sock.as_ref() else { return };
+        if let Err(e) = self.ep.ctl(op, sock, true, out, i) {
+            self.close(i, Some(e));
+        }
+    }
+
+    fn close(&mut self, i: usize, err: Option<io::Error>) {
+        if let Some(e) = err {
+            if self.phase != Phase::Drain {
+                eprintln!("bench: connection {i}: {e}");
+            }
+            self.errors += 1;
+        }
+        if self.conns[i].sock.take().is_some() {
+            self.open -= 1; // dropping the fd also removes it from the epoll set
+        }
+    }
+
+    /// Starts the next message on connection `i` at time `now`.
+    fn send_next(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        c.seq += 1;
+        fill(&mut c.out, c.seq);
+        c.wrote = 0;
+        c.got = 0;
+        c.sent_at = now;
+        self.flush(i);
+    }
+
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        let Some(sock) = c.sock.as_ref() else { return };
+        while c.wrote < c.out.len() {
+            match (&*sock).write(&c.out[c.wrote..]) {
+                Ok(n) => c.wrote += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return self.close(i, Some(e)),
+            }
+        }
+        let want = c.wrote < c.out.len();
+        if want != c.want_out {
+            c.want_out = want;
+            self.ctl(libc::EPOLL_CTL_MOD, i, want);
+        }
+    }
+
+    fn readable(&mut self, i: usize) {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(sock) = c.sock.as_ref() else { return };
+            match (&*sock).read(&mut c.inb[c.got..]) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection");
+                    return self.close(i, Some(e));
+                }
+                Ok(n) => c.got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.close(i, Some(e)),
+            }
+            if c.got < c.inb.len() {
+                continue;
+            }
+            // A whole echo: verify, count, and send the next one.
+            let now = Instant::now();
+            if c.inb != c.out || c.wrote != c.out.len() {
+                eprintln!("bench: connection {i}: the echo of message {} differs", c.seq & 0xFF_FFFF_FFFF);
+                self.mismatches += 1;
+                return self.close(i, None);
+            }
+            if self.phase == Phase::Measure {
+                c.msgs += 1;
+                self.msgs += 1;
+                let ns = (now - c.sent_at).as_nanos() as u64;
+                self.hist.saturating_record(ns.max(1));
+            }
+            if self.phase == Phase::Drain {
+                return self.close(i, None);
+            }
+            if self.shortconn && !self.reconnect(i) {
+                return;
+            }
+            self.send_next(i, now);
+            return;
+        }
+    }
+
+    /// Closes connection `i` and opens a new one in its place; false if that failed.
+    fn reconnect(&mut self, i: usize) -> bool {
+        self.conns[i].sock = None;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        match connect_retry(self.addr, deadline).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            Ok(sock) => {
+                self.conns[i].sock = Some(sock);
+                self.conns[i].want_out = false;
+                self.ctl(libc::EPOLL_CTL_ADD, i, false);
+                self.conns[i].sock.is_some()
+            }
+            Err(e) => {
+                self.open -= 1;
+                self.errors += 1;
+                eprintln!("bench: connection {i}: reconnect: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Runs the ping-pong (or shortconn) load; `on_edge` is called as each edge of the measured window passes.
+///
+/// Bounded in time: connecting gives up after `connect_timeout`, and in-flight messages get 1 s after the
+/// window to come back.
+pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, String> {
+    let socks = connect_all(opts)?;
+    let mut conns = Vec::with_capacity(opts.conns);
+    for (i, sock) in socks.into_iter().enumerate() {
+        conns.push(Conn {
+            sock: Some(sock),
+            out: vec![0; opts.size],
+            inb: vec![0; opts.size],
+            wrote: 0,
+            got: 0,
+            seq: (i as u64) << 40,
+            sent_at: Instant::now(),
+            want_out: false,
+            msgs: 0,
+        });
+    }
+    let mut l = Load {
+        ep: Epoll::new()?,
+        addr: opts.addr,
+        shortconn: opts.mode == Mode::Shortconn,
+        open: conns.len(),
+        conns,
+        phase: Phase::Warmup,
+        hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+        msgs: 0,
+        errors: 0,
+        mismatches: 0,
+    };
+    let now = Instant::now();
+    for i in 0..l.conns.len() {
+        l.ctl(libc::EPOLL_CTL_ADD, i, false);
+        l.send_next(i, now);
+    }
+
+    let t_start = now + Duration::from_secs_f64(opts.warmup);
+    let t_end = t_start + Duration::from_secs_f64(opts.secs);
+    let t_drain = t_end + Duration::from_secs(1);
+    let (mut w_start, mut w_end) = (t_start, t_end);
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    loop {
+        let now = Instant::now();
+        if l.phase == Phase::Warmup && now >= t_start {
+            l.phase = Phase::Measure;
+            on_edge(Edge::Start);
+            w_start = Instant::now();
+        }
+        if l.phase == Phase::Measure && now >= t_end {
+            l.phase = Phase::Drain;
+            w_end = Instant::now();
+            on_edge(Edge::End);
+        }
+        if l.open == 0 || now >= t_drain {
+            break;
+        }
+        let next = match l.phase {
+            Phase::Warmup => t_start,
+            Phase::Measure => t_end,
+            Phase::Drain => t_drain,
+        };
+        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000) as i32;
+        let n = l.ep.wait(&mut events, ms)?;
+        for ev in &events[..n] {
+            let (i, bits) = (ev.u64 as usize, ev.events);
+            if bits & libc::EPOLLOUT as u32 != 0 {
+                l.flush(i);
+            }
+            // EPOLLERR/EPOLLHUP surface as an error or end of stream from recv.
+            l.readable(i);
+        }
+    }
+    if l.phase != Phase::Drain {
+        // Every connection died before the window ended.
+        w_end = Instant::now().max(w_start);
+        if l.phase == Phase::Measure {
+            on_edge(Edge::End);
+        }
+    }
+    let stalled = l.conns.iter().filter(|c| c.msgs == 0).count();
+    Ok(Report {
+        opts: opts.clone(),
+        window_s: w_end.saturating_duration_since(w_start).as_secs_f64(),
+        msgs: l.msgs,
+        hist: l.hist,
+        errors: l.errors,
+        mismatches: l.mismatches,
+        stalled,
+    })
+}

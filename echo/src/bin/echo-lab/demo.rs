@@ -1,0 +1,316 @@
+//! `echo-lab demo`: every runtime and the tokio baseline, served and loaded in turn, in one
+//! comparison table.
+//!
+//! Each server runs as a child process (`echo-lab serve`, on an ephemeral loopback port),
+//! pinned to CPU 0 with `taskset` when the machine has two CPUs or more; the load runs in this
+//! process on a thread pinned to CPU 1. The server's CPU time (user + system, from the process
+//! CPU clock or `/proc/PID/stat`) is sampled at the edges of the measured window and divided
+//! by the round trips completed in it: CPU µs per echo, the figure the runtimes compete on.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::bench::{self, round, Edge, Mode, Options, Report};
+use crate::serve::Server;
+use crate::{svg, sys};
+
+/// Options of `echo-lab demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Length of each measured window, seconds.
+    #[arg(long, default_value_t = 3.0, value_parser = bench::positive)]
+    pub secs: f64,
+    /// Warm-up before each window, seconds.
+    #[arg(long, default_value_t = 0.5, value_parser = bench::non_negative)]
+    pub warmup: f64,
+    /// Connections, each with one message in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub conns: u32,
+    /// Message size, bytes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub size: u32,
+    /// Where to write demo.json and demo.svg [default: TARGET/echo-lab, where TARGET is
+    /// $CARGO_TARGET_DIR, or the `target` directory this program was built in, or ./target].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// A child process that is killed and reaped when dropped, so that every exit path, errors
+/// and panics included, leaves no server behind.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One server's measurements.
+struct Row {
+    server: Server,
+    report: Report,
+    /// Server CPU time over the window, seconds.
+    cpu_s: f64,
+}
+
+impl Row {
+    fn cpu_us_per_echo(&self) -> f64 {
+        if self.report.msgs == 0 {
+            f64::NAN
+        } else {
+            self.cpu_s * 1e6 / self.report.msgs as f64
+        }
+    }
+}
+
+/// `echo-lab demo`.
+pub fn run(a: &DemoArgs) -> Result<(), String> {
+    sys::raise_nofile();
+    let pinned = sys::cpus() >= 2 && taskset_works();
+    let opts = |addr| Options {
+        mode: Mode::Pingpong,
+        addr,
+        conns: a.conns as usize,
+        size: a.size as usize,
+        secs: a.secs,
+        warmup: a.warmup,
+        connect_timeout: 10.0,
+    };
+    eprintln!(
+        "echo-lab demo: {} conns, {} B messages, {} s per runtime{}",
+        a.conns,
+        a.size,
+        a.secs,
+        if pinned { "; servers on CPU 0, load on CPU 1" } else { "; not pinned (needs 2 CPUs and taskset)" }
+    );
+
+    let mut rows = Vec::new();
+    let mut skipped = Vec::new();
+    for server in Server::ALL {
+        let (guard, addr) = match start_server(server, pinned) {
+            Ok(started) => started,
+            Err(e) => {
+                eprintln!("echo-lab demo: skipping {server}: {e}");
+                skipped.push((server, e));
+                continue;
+            }
+        };
+        let row = measure(server, guard, opts(addr), pinned)?;
+        eprintln!("  {server}: {:.0} msgs/s", row.report.msgs_per_sec());
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err("no server could be started".into());
+    }
+
+    let tokio_cpu = rows.iter().find(|r| r.server == Server::Tokio).map(Row::cpu_us_per_echo);
+    let ratio = |r: &Row| tokio_cpu.map_or(f64::NAN, |t| r.cpu_us_per_echo() / t);
+    print_table(&rows, &ratio);
+
+    let out = a.out.clone().unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "runtime": r.server.name(),
+                "msgs_per_sec": round(r.report.msgs_per_sec(), 1),
+                "p50_us": round(r.report.latency_us(0.5), 2),
+                "p99_us": round(r.report.latency_us(0.99), 2),
+                "p999_us": round(r.report.latency_us(0.999), 2),
+                "server_cpu_s": round(r.cpu_s, 6),
+                "cpu_us_per_echo": finite(round(r.cpu_us_per_echo(), 3)),
+                "cpu_ratio_to_tokio": finite(round(ratio(r), 3)),
+                "msgs": r.report.msgs,
+                "errors": r.report.errors,
+                "mismatches": r.report.mismatches,
+            })
+        })
+        .collect();
+    let doc = json!({
+        "conns": a.conns,
+        "size": a.size,
+        "secs": a.secs,
+        "warmup": a.warmup,
+        "cpus": sys::cpus(),
+        "pinned": pinned,
+        "results": results,
+        "skipped": skipped.iter().map(|(s, e)| json!({"runtime": s.name(), "reason": e})).collect::<Vec<_>>(),
+    });
+    let json_path = out.join("demo.json");
+    let svg_path = out.join("demo.svg");
+    let pretty = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
+    std::fs::write(&json_path, pretty + "\n")
+        .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
+    let bars: Vec<(String, f64)> =
+        rows.iter().map(|r| (r.server.name().to_string(), r.cpu_us_per_echo())).collect();
+    let title = format!("Server CPU per echo ({} conns, {} B; lower is better)", a.conns, a.size);
+    std::fs::write(&svg_path, svg::bar_chart(&title, "µs", &bars))
+        .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+
+    let bad: u64 = rows.iter().map(|r| r.report.mismatches).sum();
+    if bad > 0 {
+        return Err(format!("{bad} echoes differed from what was sent"));
+    }
+    Ok(())
+}
+
+/// `null` in JSON for a value that could not be computed.
+fn finite(x: f64) -> Value {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        Value::Null
+    }
+}
+
+fn print_table(rows: &[Row], ratio: &dyn Fn(&Row) -> f64) {
+    println!();
+    println!(
+        "{:<10} {:>12} {:>10} {:>18} {:>10}",
+        "runtime", "msgs/s", "p99 µs", "server CPU µs/echo", "vs tokio"
+    );
+    for r in rows {
+        let opt = |x: f64, prec: usize| if x.is_finite() { format!("{x:.prec$}") } else { "n/a".into() };
+        println!(
+            "{:<10} {:>12.0} {:>10.1} {:>18} {:>10}",
+            r.server.name(),
+            r.report.msgs_per_sec(),
+            r.report.latency_us(0.99),
+            opt(r.cpu_us_per_echo(), 2),
+            opt(ratio(r), 2).to_string() + if ratio(r).is_finite() { "×" } else { "" },
+        );
+    }
+    let (errors, mismatches) =
+        rows.iter().fold((0, 0), |(e, m), r| (e + r.report.errors, m + r.report.mismatches));
+    println!("(every echo verified: {errors} errors, {mismatches} mismatches)");
+    println!();
+}
+
+/// `$CARGO_TARGET_DIR/echo-lab`, else the `target` directory the executable is in, else
+/// `./target/echo-lab`.
+fn default_out_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir).join("echo-lab");
+    }
+    let from_exe = std::env::current_exe().ok().and_then(|exe| {
+        exe.ancestors().find(|p| p.file_name().is_some_and(|n| n == "target")).map(PathBuf::from)
+    });
+    from_exe.unwrap_or_else(|| PathBuf::from("target")).join("echo-lab")
+}
+
+fn taskset_works() -> bool {
+    Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts `echo-lab serve` for `server` on an ephemeral loopback port; returns it with the
+/// address it listens on.
+fn start_server(server: Server, pinned: bool) -> Result<(ChildGuard, SocketAddr), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // If this process dies without dropping the guard (a signal, say), the kernel kills the
+    // server: no server outlives the demo.
+    // SAFETY: prctl is async-signal-safe, and the closure touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut guard = ChildGuard(cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?);
+
+    // Read the `listening on ADDR (runtime NAME)` line, or the error, in bounded time.
+    let stdout = guard.0.stdout.take().expect("stdout is piped");
+    let stderr = guard.0.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let (etx, erx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Forward the server's complaints, keeping the first line for an error message.
+        let mut first = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if first.is_none() {
+                first = Some(line.clone());
+                let _ = etx.send(line.clone());
+            }
+            eprintln!("  [{server} server] {line}");
+        }
+    });
+    let line =
+        rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "did not start within 10 s".to_string())?;
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    match addr {
+        Some(addr) => Ok((guard, addr)),
+        None => {
+            let _ = guard.0.wait();
+            let why = erx.recv_timeout(Duration::from_secs(1)).unwrap_or_else(|_| "it exited".into());
+            Err(why.trim_start_matches("echo-lab: ").to_string())
+        }
+    }
+}
+
+/// Loads `server` (already started, as `guard`) from a thread pinned to CPU 1, sampling the
+/// server's CPU time at the window's edges; kills the server when done.
+fn measure(server: Server, mut guard: ChildGuard, opts: Options, pinned: bool) -> Result<Row, String> {
+    let pid = guard.0.id();
+    let load = std::thread::spawn(move || {
+        if pinned {
+            if let Err(e) = sys::pin_current_thread(1) {
+                eprintln!("echo-lab demo: cannot pin the load to CPU 1: {e}");
+            }
+        }
+        let (mut start, mut end) = (None, None);
+        let report = bench::pingpong(&opts, &mut |edge| {
+            let cpu = sys::process_cpu_s(pid).ok();
+            match edge {
+                Edge::Start => start = cpu,
+                Edge::End => end = cpu,
+            }
+        })?;
+        let cpu_s = match (start, end) {
+            (Some(s), Some(e)) => e - s,
+            _ => f64::NAN,
+        };
+        Ok::<_, String>((report, cpu_s))
+    });
+    let (report, cpu_s) = load.join().map_err(|_| "the load thread panicked".to_string())??;
+    if let Ok(Some(status)) = guard.0.try_wait() {
+        return Err(format!("the {server} server exited during the run ({status})"));
+    }
+    drop(guard);
+    Ok(Row { server, report, cpu_s })
+}

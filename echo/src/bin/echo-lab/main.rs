@@ -1,0 +1,52 @@
+//! `echo-lab`: serve the echo handler on each runtime, load it, and compare the runtimes.
+//!
+//! - `echo-lab serve --runtime reactor|uring|tokio [--addr A]`: an echo server;
+//! - `echo-lab bench --addr A`: a ping-pong load that verifies every byte and reports
+//!   throughput and latency;
+//! - `echo-lab demo`: both of the above, for every runtime and the tokio baseline, as one
+//!   comparison table (plus `target/echo-lab/demo.json` and `demo.svg`).
+
+mod bench;
+mod bulk;
+mod demo;
+mod serve;
+mod svg;
+mod sys;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Readiness (epoll) vs completion (io_uring) echo servers: serve, load, compare.
+#[derive(Parser, Debug)]
+#[command(name = "echo-lab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an echo server until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Load an echo server (ping-pong, bulk or short connections), verifying every byte.
+    Bench(bench::BenchArgs),
+    /// Serve and load every runtime in turn and print one comparison table.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(a) => serve::run(&a),
+        Command::Bench(a) => bench::run_cli(&a),
+        Command::Demo(a) => demo::run(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo-lab: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The `echo-lab` program, run as users run it: `serve`, `bench`, `demo`.
+//!
+//! Every child is killed when its guard drops (test failures included), every wait is bounded,
+//! and everything stays on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_echo-lab");
+
+/// A child process killed and reaped on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Guard {
+    /// Waits up to `limit` for the child to exit.
+    fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The first line of `out`, within `limit`.
+fn first_line(out: ChildStdout, limit: Duration) -> String {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(out).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(limit).expect("no line from the child in time")
+}
+
+/// Starts `echo-lab serve --runtime RUNTIME` on a free loopback port; returns it and its
+/// address, parsed from the line it prints.
+fn serve(runtime: &str) -> (Guard, SocketAddr) {
+    let mut child = Guard(
+        Command::new(EXE)
+            .args(["serve", "--runtime", runtime, "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start echo-lab serve"),
+    );
+    let line = first_line(child.0.stdout.take().unwrap(), Duration::from_secs(10));
+    let line = line.trim_end();
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.strip_suffix(&format!(" (runtime {runtime})")))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    (child, addr.parse().expect("an address"))
+}
+
+/// Runs `echo-lab ARGS` to completion, killing it after `limit`.
+fn run(args: &[&str], limit: Duration) -> Output {
+    let mut child = Guard(
+        Command::new(EXE)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start echo-lab"),
+    );
+    let (mut out, mut err) = (child.0.stdout.take().unwrap(), child.0.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = child.wait_for(limit).unwrap_or_else(|| panic!("echo-lab {args:?} took over {limit:?}"));
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+fn echo_once(addr: SocketAddr) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"hello, echo-lab\n").unwrap();
+    let mut back = [0u8; 16];
+    s.read_exact(&mut back).expect("the echo");
+    assert_eq!(&back, b"hello, echo-lab\n");
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: plain syscall on the pid of a child that has not been reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+}
+
+#[test]
+fn serve_echoes_and_exits_0_on_sigterm() {
+    for runtime in ["reactor", "uring", "tokio"] {
+        let (mut server, addr) = serve(runtime);
+        echo_once(addr);
+        sigterm(&server.0);
+        let status = server.wait_for(Duration::from_secs(5)).expect("the server exits on SIGTERM");
+        assert!(status.success(), "{runtime}: exit status {status}");
+    }
+}
+
+#[test]
+fn serve_reports_an_address_in_use_in_one_sentence() {
+    let (_server, addr) = serve("reactor");
+    let out = run(&["serve", "--runtime", "reactor", "--addr", &addr.to_string()], Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already in use"), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bench_json_verifies_every_echo() {
+    let (_server, addr) = serve("reactor");
+    let out = run(
+        &["bench", "--addr", &addr.to_string(), "--json", "--secs", "1", "--warmup", "0.2", "--conns", "4"],
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    for field in ["msgs", "msgs_per_sec", "mb_per_sec", "p50_us", "p99_us", "p999_us", "errors", "mismatches"]
+    {
+        assert!(v.get(field).is_some(), "no {field} in {v}");
+    }
+    assert_eq!(v["mismatches"], 0);
+    assert_eq!(v["errors"], 0);
+    assert_eq!(v["conns"], 4);
+    assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn bench_without_a_server_fails_cleanly() {
+    // Bind, then drop: a loopback port nobody listens on.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let out = run(
+        &["bench", "--addr", &addr.to_string(), "--secs", "1", "--connect-timeout", "0.5"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "stderr: {err}");
+}
+
+#[test]
+fn demo_prints_the_table_and_writes_json_and_svg() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("echo-lab-demo-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(
+        &["demo", "--secs", "1", "--warmup", "0.2", "--conns", "4", "--out", dir.to_str().unwrap()],
+        Duration::from_secs(50),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("server CPU µs/echo"), "stdout: {stdout}");
+    for runtime in ["reactor", "uring", "tokio"] {
+        assert!(stdout.lines().any(|l| l.starts_with(runtime)), "no {runtime} row: {stdout}");
+    }
+    let json = std::fs::read_to_string(dir.join("demo.json")).expect("demo.json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("demo.json parses");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3, "{v}");
+    for r in results {
+        assert_eq!(r["mismatches"], 0, "{r}");
+        assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let svg = std::fs::read_to_string(dir.join("demo.svg")).expect("demo.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn bench_bulk_and_shortconn_verify_every_echo() {
+    let (_server, addr) = serve("uring");
+    for mode in ["bulk", "shortconn"] {
+        let out = run(
+            &[
+                "bench",
+                "--addr",
+                &addr.to_string(),
+                "--mode",
+                mode,
+                "--json",
+                "--secs",
+                "0.5",
+                "--warmup",
+                "0.1",
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "{mode}: stderr: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["mode"], mode);
+        assert_eq!(v["mismatches"], 0, "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+        assert!(v["msgs"].as_u64().unwrap() > 0, "{v}");
+    }
+}
+
+/// A server that echoes everything with the last byte of each read flipped.
+fn corrupting_server() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    buf[n - 1] ^= 1;
+                    if conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn bench_catches_a_server_that_corrupts_the_echo() {
+    let addr = corrupting_server();
+    for mode in ["pingpong", "bulk"] {
+        let out = run(
+            &[
+                "bench",
+                "--addr",
+                &addr.to_string(),
+                "--mode",
+                mode,
+                "--json",
+                "--conns",
+                "2",
+                "--secs",
+                "0.3",
+            ],
+            Duration::from_secs(20),
+        );
+        assert_eq!(out.status.code(), Some(1), "{mode}: a corrupted echo must fail the run");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["mismatches"], 2, "{mode}: {v}");
+    }
+}
