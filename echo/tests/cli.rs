@@ -167,25 +167,71 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("echo-lab-demo-test");
     let _ = std::fs::remove_dir_all(&dir);
     let out = run(
-        &["demo", "--secs", "1", "--warmup", "0.2", "--conns", "4", "--out", dir.to_str().unwrap()],
+        &[
+            "demo",
+            "--secs",
+            "1",
+            "--warmup",
+            "0.2",
+            "--conns",
+            "4",
+            "--idle-conns",
+            "50",
+            "--syscall-secs",
+            "0.5",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
         Duration::from_secs(50),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("server CPU µs/echo"), "stdout: {stdout}");
+    for column in ["msgs/s", "p99 µs", "server CPU µs/echo", "syscalls/echo", "idle B/conn"] {
+        assert!(stdout.contains(column), "no {column} column: {stdout}");
+    }
     for runtime in ["reactor", "uring", "tokio"] {
-        assert!(stdout.lines().any(|l| l.starts_with(runtime)), "no {runtime} row: {stdout}");
+        let row = stdout.lines().find(|l| l.starts_with(runtime));
+        let row = row.unwrap_or_else(|| panic!("no {runtime} row: {stdout}"));
+        // runtime, msgs/s, p99, CPU µs/echo, vs tokio, syscalls/echo, idle B/conn.
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.len(), 7, "{runtime} row: {row}");
+        let number_or_na = |c: &str| c == "n/a" || c.parse::<f64>().is_ok();
+        assert!(number_or_na(cells[5]), "syscalls/echo in {row}");
+        // Idle memory needs only /proc, so it is always measured.
+        assert!(cells[6].parse::<f64>().is_ok(), "idle B/conn in {row}");
     }
     let json = std::fs::read_to_string(dir.join("demo.json")).expect("demo.json");
     let v: serde_json::Value = serde_json::from_str(&json).expect("demo.json parses");
+    assert_eq!(v["idle_conns"], 50, "{v}");
+    assert_eq!(v["syscall_secs"], 0.5, "{v}");
+    assert!(v.get("syscalls_note").is_some(), "{v}");
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), 3, "{v}");
     for r in results {
         assert_eq!(r["mismatches"], 0, "{r}");
         assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["cpu_us_per_echo"].as_f64().is_some(), "{r}");
+        for field in ["syscalls_per_echo", "syscalls", "syscall_window_echoes", "syscalls_error"] {
+            assert!(r.get(field).is_some(), "no {field} in {r}");
+        }
+        // Syscalls are counted only if perf works here; if not, the row says why.
+        match r["syscalls_per_echo"].as_f64() {
+            Some(n) => {
+                assert!(n > 0.0, "{r}");
+                assert!(r["syscall_window_echoes"].as_u64().unwrap() > 0, "{r}");
+            }
+            None => assert!(r["syscalls_error"].is_string(), "{r}"),
+        }
+        assert_eq!(r["idle_conns"], 50, "{r}");
+        assert!(r["idle_rss_before_kb"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["idle_rss_after_kb"].as_u64().is_some(), "{r}");
+        assert!(r["idle_bytes_per_conn"].as_f64().is_some(), "{r}");
     }
     let svg = std::fs::read_to_string(dir.join("demo.svg")).expect("demo.svg");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for panel in ["CPU per echo", "syscalls per echo", "per idle connection"] {
+        assert!(svg.contains(panel), "no {panel} panel in the SVG");
+    }
 }
 
 #[test]

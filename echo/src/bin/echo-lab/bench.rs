@@ -109,6 +109,67 @@ pub struct Options {
     pub warmup: f64,
     /// How long connecting may take, seconds.
     pub connect_timeout: f64,
+    /// Print a live progress line on stderr (overwritten in place with `\r`) about once a second.
+    pub progress: bool,
+}
+
+/// The live progress line of `echo-lab bench` (when stderr is a terminal): msgs/s so far,
+/// errors and mismatches, rewritten in place about once a second and cleared at the end.
+pub struct Progress {
+    on: bool,
+    next: Instant,
+    shown: bool,
+}
+
+impl Progress {
+    /// A progress line, printed only if `on`.
+    pub fn new(on: bool) -> Progress {
+        Progress { on, next: Instant::now() + Duration::from_secs(1), shown: false }
+    }
+
+    /// How long the load loop may sleep before the next update is due, milliseconds.
+    pub fn cap_ms(&self, ms: i32) -> i32 {
+        if self.on {
+            let due = self.next.saturating_duration_since(Instant::now()).as_millis() as i32;
+            ms.min(due.max(1))
+        } else {
+            ms
+        }
+    }
+
+    /// Rewrites the line if an update is due: `w_start` is when the measured window opened
+    /// (None during the warm-up), `msgs` the round trips counted since.
+    pub fn tick(&mut self, now: Instant, w_start: Option<Instant>, msgs: u64, errors: u64, mismatches: u64) {
+        if !self.on || now < self.next {
+            return;
+        }
+        self.next = now + Duration::from_secs(1);
+        let what = match w_start {
+            // The first fraction of a second of the window gives no meaningful rate yet.
+            Some(t) if now.saturating_duration_since(t) >= Duration::from_millis(250) => {
+                let rate = msgs as f64 / now.saturating_duration_since(t).as_secs_f64();
+                format!("{rate:>12.0} msgs/s so far")
+            }
+            Some(_) => "measuring".to_string(),
+            None => "warming up".to_string(),
+        };
+        eprint!("\r  {what}   errors {errors}   mismatches {mismatches}\x1b[K");
+        self.shown = true;
+    }
+
+    /// Erases the line (if one was printed).
+    pub fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 /// An edge of the measured window, as it passes.
@@ -226,6 +287,7 @@ pub fn run_cli(a: &BenchArgs) -> Result<(), String> {
         secs: a.secs,
         warmup: a.warmup,
         connect_timeout: a.connect_timeout,
+        progress: sys::stderr_is_tty(),
     };
     let report = match a.mode {
         Mode::Pingpong | Mode::Shortconn => pingpong(&opts, &mut |_| {})?,
@@ -246,7 +308,7 @@ pub fn run_cli(a: &BenchArgs) -> Result<(), String> {
 }
 
 /// Connects (retrying for up to `deadline`: a full accept queue drops SYNs) with TCP_NODELAY.
-fn connect_retry(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
+pub fn connect_retry(addr: SocketAddr, deadline: Instant) -> io::Result<TcpStream> {
     let mut backoff = Duration::from_millis(1);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -551,8 +613,13 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
     let t_drain = t_end + Duration::from_secs(1);
     let (mut w_start, mut w_end) = (t_start, t_end);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut progress = Progress::new(opts.progress);
     loop {
         let now = Instant::now();
+        if l.phase != Phase::Drain {
+            let started = (l.phase == Phase::Measure).then_some(w_start);
+            progress.tick(now, started, l.msgs, l.errors, l.mismatches);
+        }
         if l.phase == Phase::Warmup && now >= t_start {
             l.phase = Phase::Measure;
             on_edge(Edge::Start);
@@ -572,7 +639,7 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
             Phase::Drain => t_drain,
         };
         let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000) as i32;
-        let n = l.ep.wait(&mut events, ms)?;
+        let n = l.ep.wait(&mut events, progress.cap_ms(ms))?;
         for ev in &events[..n] {
             let (i, bits) = (ev.u64 as usize, ev.events);
             if bits & libc::EPOLLOUT as u32 != 0 {
@@ -589,6 +656,7 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
             on_edge(Edge::End);
         }
     }
+    progress.clear();
     let stalled = l.conns.iter().filter(|c| c.msgs == 0).count();
     Ok(Report {
         opts: opts.clone(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::bench::{connect_all, fill, Edge, Epoll, Options, Report};
+use crate::bench::{connect_all, fill, Edge, Epoll, Options, Progress, Report};
 
 /// The most bytes a connection has sent and not yet received back.
 pub const MAX_IN_FLIGHT: usize = 256 * 1024;
@@ -192,8 +192,10 @@ pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, Stri
     let t_end = t_start + Duration::from_secs_f64(opts.secs);
     let mut w_start = None;
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
+    let mut progress = Progress::new(opts.progress);
     let window = loop {
         let now = Instant::now();
+        progress.tick(now, w_start, b.msgs, b.errors, b.mismatches);
         if w_start.is_none() && now >= t_start {
             b.measuring = true;
             on_edge(Edge::Start);
@@ -211,7 +213,7 @@ pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, Stri
         }
         let next = if b.measuring { t_end } else { t_start };
         let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000) as i32;
-        let n = b.ep.wait(&mut events, ms)?;
+        let n = b.ep.wait(&mut events, progress.cap_ms(ms))?;
         for ev in &events[..n] {
             let (i, bits) = (ev.u64 as usize, ev.events);
             if bits & libc::EPOLLOUT as u32 != 0 {
@@ -220,6 +222,7 @@ pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, Stri
             b.read(i);
         }
     };
+    progress.clear();
     let stalled = b.streams.iter().filter(|s| s.msgs == 0).count();
     for s in &mut b.streams {
         s.sock = None; // close everything, in-flight bytes included

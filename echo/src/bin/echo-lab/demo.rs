@@ -6,19 +6,29 @@
 //! process on a thread pinned to CPU 1. The server's CPU time (user + system, from the process
 //! CPU clock or `/proc/PID/stat`) is sampled at the edges of the measured window and divided
 //! by the round trips completed in it: CPU µs per echo, the figure the runtimes compete on.
+//!
+//! Then, with the same server still running:
+//! - syscalls per echo: a second, short ping-pong window (`--syscall-secs`) during which
+//!   `perf stat -e raw_syscalls:sys_enter` counts the server's system calls, switched on and
+//!   off at the window's edges ([`crate::perf`]), divided by the echoes completed in it. Kept
+//!   apart from the CPU window so that perf's overhead does not inflate the CPU figure;
+//! - idle memory per connection: `--idle-conns` connections opened and pinged once each (so
+//!   the server has surely accepted and served them), and the growth of the server's `VmRSS`
+//!   divided by their number.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use crate::bench::{self, round, Edge, Mode, Options, Report};
+use crate::perf::Perf;
 use crate::serve::Server;
 use crate::{svg, sys};
 
@@ -37,6 +47,14 @@ pub struct DemoArgs {
     /// Message size, bytes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub size: u32,
+    /// Idle connections opened (and pinged once each) per runtime to measure the server's
+    /// memory per connection; 0 skips the measurement.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub idle_conns: u32,
+    /// Length of the separate window in which the server's syscalls are counted with
+    /// `perf stat`, seconds; 0 skips the measurement.
+    #[arg(long, default_value_t = 1.0, value_parser = bench::non_negative)]
+    pub syscall_secs: f64,
     /// Where to write demo.json and demo.svg [default: TARGET/echo-lab, where TARGET is
     /// $CARGO_TARGET_DIR, or the `target` directory this program was built in, or ./target].
     #[arg(long)]
@@ -60,6 +78,44 @@ struct Row {
     report: Report,
     /// Server CPU time over the window, seconds.
     cpu_s: f64,
+    /// The syscall window, or why there is none.
+    syscalls: Result<Syscalls, String>,
+    /// The idle-connection memory measurement, or why there is none.
+    idle: Result<Idle, String>,
+}
+
+/// The server's syscalls over a window of the load.
+struct Syscalls {
+    /// System calls the server made in the window.
+    count: u64,
+    /// Echoes completed in the same window.
+    echoes: u64,
+    /// Length of the window, seconds.
+    window_s: f64,
+}
+
+impl Syscalls {
+    fn per_echo(&self) -> f64 {
+        if self.echoes == 0 {
+            f64::NAN
+        } else {
+            self.count as f64 / self.echoes as f64
+        }
+    }
+}
+
+/// The server's resident memory before and after opening `conns` idle connections.
+struct Idle {
+    conns: usize,
+    before_kb: u64,
+    after_kb: u64,
+}
+
+impl Idle {
+    /// Bytes of resident memory per idle connection (negative if the RSS shrank).
+    fn bytes_per_conn(&self) -> f64 {
+        (self.after_kb as f64 - self.before_kb as f64) * 1024.0 / self.conns.max(1) as f64
+    }
 }
 
 impl Row {
@@ -70,6 +126,24 @@ impl Row {
             self.cpu_s * 1e6 / self.report.msgs as f64
         }
     }
+
+    fn syscalls_per_echo(&self) -> f64 {
+        self.syscalls.as_ref().map_or(f64::NAN, Syscalls::per_echo)
+    }
+
+    fn idle_bytes_per_conn(&self) -> f64 {
+        self.idle.as_ref().map_or(f64::NAN, Idle::bytes_per_conn)
+    }
+}
+
+/// What `measure` does besides the CPU window.
+struct Extras {
+    /// Length of the syscall window, seconds (0: none).
+    syscall_secs: f64,
+    /// Idle connections to open (0: none).
+    idle_conns: usize,
+    /// Set once perf has failed: why. Later runtimes do not try again.
+    perf_broken: Option<String>,
 }
 
 /// `echo-lab demo`.
@@ -84,6 +158,12 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         secs: a.secs,
         warmup: a.warmup,
         connect_timeout: 10.0,
+        progress: false,
+    };
+    let mut extras = Extras {
+        syscall_secs: a.syscall_secs,
+        idle_conns: a.idle_conns as usize,
+        perf_broken: (a.syscall_secs == 0.0).then(|| "skipped (--syscall-secs 0)".to_string()),
     };
     eprintln!(
         "echo-lab demo: {} conns, {} B messages, {} s per runtime{}",
@@ -104,7 +184,7 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
                 continue;
             }
         };
-        let row = measure(server, guard, opts(addr), pinned)?;
+        let row = measure(server, guard, opts(addr), pinned, &mut extras)?;
         eprintln!("  {server}: {:.0} msgs/s", row.report.msgs_per_sec());
         rows.push(row);
     }
@@ -115,6 +195,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let tokio_cpu = rows.iter().find(|r| r.server == Server::Tokio).map(Row::cpu_us_per_echo);
     let ratio = |r: &Row| tokio_cpu.map_or(f64::NAN, |t| r.cpu_us_per_echo() / t);
     print_table(&rows, &ratio);
+    let syscall_note = extras.perf_broken.clone();
+    let idle_note = rows.iter().find_map(|r| r.idle.as_ref().err().cloned());
 
     let out = a.out.clone().unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -130,6 +212,16 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
                 "server_cpu_s": round(r.cpu_s, 6),
                 "cpu_us_per_echo": finite(round(r.cpu_us_per_echo(), 3)),
                 "cpu_ratio_to_tokio": finite(round(ratio(r), 3)),
+                "syscalls_per_echo": finite(round(r.syscalls_per_echo(), 3)),
+                "syscalls": r.syscalls.as_ref().ok().map(|s| s.count),
+                "syscall_window_echoes": r.syscalls.as_ref().ok().map(|s| s.echoes),
+                "syscall_window_s": r.syscalls.as_ref().ok().map(|s| round(s.window_s, 6)),
+                "syscalls_error": r.syscalls.as_ref().err(),
+                "idle_conns": r.idle.as_ref().ok().map(|i| i.conns),
+                "idle_rss_before_kb": r.idle.as_ref().ok().map(|i| i.before_kb),
+                "idle_rss_after_kb": r.idle.as_ref().ok().map(|i| i.after_kb),
+                "idle_bytes_per_conn": finite(round(r.idle_bytes_per_conn(), 1)),
+                "idle_error": r.idle.as_ref().err(),
                 "msgs": r.report.msgs,
                 "errors": r.report.errors,
                 "mismatches": r.report.mismatches,
@@ -141,6 +233,10 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         "size": a.size,
         "secs": a.secs,
         "warmup": a.warmup,
+        "idle_conns": a.idle_conns,
+        "syscall_secs": a.syscall_secs,
+        "syscalls_note": syscall_note,
+        "idle_note": idle_note,
         "cpus": sys::cpus(),
         "pinned": pinned,
         "results": results,
@@ -151,10 +247,31 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let pretty = serde_json::to_string_pretty(&doc).expect("JSON values serialise");
     std::fs::write(&json_path, pretty + "\n")
         .map_err(|e| format!("cannot write {}: {e}", json_path.display()))?;
-    let bars: Vec<(String, f64)> =
-        rows.iter().map(|r| (r.server.name().to_string(), r.cpu_us_per_echo())).collect();
-    let title = format!("Server CPU per echo ({} conns, {} B; lower is better)", a.conns, a.size);
-    std::fs::write(&svg_path, svg::bar_chart(&title, "µs", &bars))
+    let bars = |f: &dyn Fn(&Row) -> f64| -> Vec<(String, f64)> {
+        rows.iter().map(|r| (r.server.name().to_string(), f(r))).collect()
+    };
+    let panels = [
+        svg::Panel {
+            title: "Server CPU per echo".into(),
+            unit: "µs".into(),
+            decimals: 2,
+            bars: bars(&Row::cpu_us_per_echo),
+        },
+        svg::Panel {
+            title: "Server syscalls per echo".into(),
+            unit: "".into(),
+            decimals: 2,
+            bars: bars(&Row::syscalls_per_echo),
+        },
+        svg::Panel {
+            title: format!("Server memory per idle connection ({} conns)", a.idle_conns),
+            unit: "B".into(),
+            decimals: 0,
+            bars: bars(&Row::idle_bytes_per_conn),
+        },
+    ];
+    let title = format!("echo-lab demo: {} conns, {} B messages (lower is better)", a.conns, a.size);
+    std::fs::write(&svg_path, svg::panels(&title, &panels))
         .map_err(|e| format!("cannot write {}: {e}", svg_path.display()))?;
     println!("wrote {} and {}", json_path.display(), svg_path.display());
 
@@ -177,23 +294,31 @@ fn finite(x: f64) -> Value {
 fn print_table(rows: &[Row], ratio: &dyn Fn(&Row) -> f64) {
     println!();
     println!(
-        "{:<10} {:>12} {:>10} {:>18} {:>10}",
-        "runtime", "msgs/s", "p99 µs", "server CPU µs/echo", "vs tokio"
+        "{:<10} {:>12} {:>10} {:>18} {:>10} {:>14} {:>12}",
+        "runtime", "msgs/s", "p99 µs", "server CPU µs/echo", "vs tokio", "syscalls/echo", "idle B/conn"
     );
     for r in rows {
         let opt = |x: f64, prec: usize| if x.is_finite() { format!("{x:.prec$}") } else { "n/a".into() };
         println!(
-            "{:<10} {:>12.0} {:>10.1} {:>18} {:>10}",
+            "{:<10} {:>12.0} {:>10.1} {:>18} {:>10} {:>14} {:>12}",
             r.server.name(),
             r.report.msgs_per_sec(),
             r.report.latency_us(0.99),
             opt(r.cpu_us_per_echo(), 2),
             opt(ratio(r), 2).to_string() + if ratio(r).is_finite() { "×" } else { "" },
+            opt(r.syscalls_per_echo(), 2),
+            opt(r.idle_bytes_per_conn(), 0),
         );
     }
     let (errors, mismatches) =
         rows.iter().fold((0, 0), |(e, m), r| (e + r.report.errors, m + r.report.mismatches));
     println!("(every echo verified: {errors} errors, {mismatches} mismatches)");
+    if let Some(why) = rows.iter().find_map(|r| r.syscalls.as_ref().err()) {
+        println!("(syscalls/echo n/a: {why})");
+    }
+    if let Some(why) = rows.iter().find_map(|r| r.idle.as_ref().err()) {
+        println!("(idle B/conn n/a: {why})");
+    }
     println!();
 }
 
@@ -283,18 +408,36 @@ fn start_server(server: Server, pinned: bool) -> Result<(ChildGuard, SocketAddr)
     }
 }
 
-/// Loads `server` (already started, as `guard`) from a thread pinned to CPU 1, sampling the
-/// server's CPU time at the window's edges; kills the server when done.
-fn measure(server: Server, mut guard: ChildGuard, opts: Options, pinned: bool) -> Result<Row, String> {
-    let pid = guard.0.id();
-    let load = std::thread::spawn(move || {
+/// Runs `f` on a new thread, pinned to CPU 1 if `pinned`, and returns its result.
+fn on_load_cpu<T: Send + 'static>(pinned: bool, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    std::thread::spawn(move || {
         if pinned {
             if let Err(e) = sys::pin_current_thread(1) {
                 eprintln!("echo-lab demo: cannot pin the load to CPU 1: {e}");
             }
         }
+        f()
+    })
+    .join()
+    .map_err(|_| "the load thread panicked".to_string())
+}
+
+/// Loads `server` (already started, as `guard`) from a thread pinned to CPU 1, sampling the
+/// server's CPU time at the window's edges; then counts its syscalls over a second window and
+/// measures its memory per idle connection, as `extras` asks; kills the server when done.
+fn measure(
+    server: Server,
+    mut guard: ChildGuard,
+    opts: Options,
+    pinned: bool,
+    extras: &mut Extras,
+) -> Result<Row, String> {
+    let pid = guard.0.id();
+    let addr = opts.addr;
+    let load_opts = opts.clone();
+    let (report, cpu_s) = on_load_cpu(pinned, move || {
         let (mut start, mut end) = (None, None);
-        let report = bench::pingpong(&opts, &mut |edge| {
+        let report = bench::pingpong(&load_opts, &mut |edge| {
             let cpu = sys::process_cpu_s(pid).ok();
             match edge {
                 Edge::Start => start = cpu,
@@ -306,11 +449,107 @@ fn measure(server: Server, mut guard: ChildGuard, opts: Options, pinned: bool) -
             _ => f64::NAN,
         };
         Ok::<_, String>((report, cpu_s))
-    });
-    let (report, cpu_s) = load.join().map_err(|_| "the load thread panicked".to_string())??;
-    if let Ok(Some(status)) = guard.0.try_wait() {
-        return Err(format!("the {server} server exited during the run ({status})"));
+    })??;
+    let alive = |guard: &mut ChildGuard| match guard.0.try_wait() {
+        Ok(Some(status)) => Err(format!("the {server} server exited during the run ({status})")),
+        _ => Ok(()),
+    };
+    alive(&mut guard)?;
+
+    let syscalls = match &extras.perf_broken {
+        Some(why) => Err(why.clone()),
+        None => {
+            let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
+            let counted = count_syscalls(pid, window, pinned)?;
+            if let Err(why) = &counted {
+                eprintln!("echo-lab demo: syscalls/echo will be n/a: {why}");
+                extras.perf_broken = Some(why.clone());
+            }
+            counted
+        }
+    };
+    alive(&mut guard)?;
+
+    let idle = if extras.idle_conns == 0 {
+        Err("skipped (--idle-conns 0)".to_string())
+    } else {
+        idle_memory(pid, addr, extras.idle_conns)
+    };
+    if let Err(why) = &idle {
+        if extras.idle_conns > 0 {
+            eprintln!("echo-lab demo: {server}: idle B/conn will be n/a: {why}");
+        }
     }
+    alive(&mut guard)?;
     drop(guard);
-    Ok(Row { server, report, cpu_s })
+    Ok(Row { server, report, cpu_s, syscalls, idle })
+}
+
+/// A ping-pong window (`opts`) during which perf counts the syscalls of process `pid`.
+///
+/// The outer error is a failure of the load itself (the demo fails); the inner one is why
+/// perf could not count (the demo shows "n/a").
+fn count_syscalls(pid: u32, opts: Options, pinned: bool) -> Result<Result<Syscalls, String>, String> {
+    // Started before the load, so that perf attaches during the connect and the warm-up.
+    let perf = match Perf::start(pid) {
+        Ok(perf) => perf,
+        Err(why) => return Ok(Err(why)),
+    };
+    let (report, perf, failed) = on_load_cpu(pinned, move || {
+        let mut perf = perf;
+        let mut failed: Option<String> = None;
+        let report = bench::pingpong(&opts, &mut |edge| {
+            if failed.is_some() {
+                return;
+            }
+            let done = match edge {
+                Edge::Start => perf.enable(),
+                Edge::End => perf.disable(),
+            };
+            if let Err(why) = done {
+                failed = Some(why);
+            }
+        });
+        (report, perf, failed)
+    })?;
+    let report = report?;
+    if report.mismatches > 0 {
+        return Err(format!("{} echoes differed from what was sent (syscall window)", report.mismatches));
+    }
+    if let Some(why) = failed {
+        return Ok(Err(why));
+    }
+    Ok(perf.finish().map(|count| Syscalls { count, echoes: report.msgs, window_s: report.window_s }))
+}
+
+/// Opens `k` connections to `addr`, pings each once (8 bytes, checked), and returns the
+/// resident memory of process `pid` before and after.
+fn idle_memory(pid: u32, addr: SocketAddr, k: usize) -> Result<Idle, String> {
+    let rss = || sys::vmrss_kb(pid).map_err(|e| format!("cannot read the server's VmRSS: {e}"));
+    let before_kb = rss()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut socks = Vec::with_capacity(k);
+    for i in 0..k {
+        let ctx = |e: std::io::Error| {
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                format!("too many open files at idle connection {} of {k}: use fewer --idle-conns", i + 1)
+            } else {
+                format!("idle connection {} of {k}: {e}", i + 1)
+            }
+        };
+        let mut s = bench::connect_retry(addr, deadline).map_err(ctx)?;
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).map_err(ctx)?;
+        let msg = (i as u64 | 0xEC40_0000_0000_0000).to_le_bytes();
+        let mut back = [0u8; 8];
+        s.write_all(&msg).map_err(ctx)?;
+        s.read_exact(&mut back).map_err(ctx)?;
+        if back != msg {
+            return Err(format!("idle connection {} of {k}: the echo differs", i + 1));
+        }
+        socks.push(s);
+    }
+    let after_kb = rss()?;
+    drop(socks);
+    Ok(Idle { conns: k, before_kb, after_kb })
 }

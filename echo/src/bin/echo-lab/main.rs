@@ -9,6 +9,7 @@
 mod bench;
 mod bulk;
 mod demo;
+mod perf;
 mod serve;
 mod svg;
 mod sys;

@@ -1,4 +1,5 @@
-//! The few OS calls `echo-lab` needs: file limits, CPU pinning, process CPU time, signals.
+//! The few OS calls `echo-lab` needs: file limits, CPU pinning, process CPU time and memory,
+//! signals, terminals.
 
 use std::fs;
 use std::io;
@@ -80,4 +81,19 @@ pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Resul
         on_signal(sig);
     })?;
     Ok(())
+}
+
+/// Whether standard error is a terminal.
+pub fn stderr_is_tty() -> bool {
+    // SAFETY: plain syscall, no pointers.
+    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+}
+
+/// The resident set size of process `pid` (`VmRSS` in `/proc/PID/status`), in KiB.
+pub fn vmrss_kb(pid: u32) -> io::Result<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }

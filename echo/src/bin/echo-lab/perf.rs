@@ -1,0 +1,163 @@
+//! Counting a process's system calls over a window with `perf stat`.
+//!
+//! `perf stat -e raw_syscalls:sys_enter -x, -p PID` is started attached but disabled
+//! (`-D -1`) and switched on and off through a control FIFO (`--control fifo:CTL,ACK`) at the
+//! exact edges of the load's measured window, so the syscall count and the echo count cover
+//! the same interval. Every failure is an error string: the caller shows "n/a" and why.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running, initially disabled `perf stat` attached to one process.
+pub struct Perf {
+    child: Option<Child>,
+    ctl: File,
+    ack: File,
+    dir: PathBuf,
+}
+
+fn mkfifo(p: &Path) -> io::Result<()> {
+    let _ = fs::remove_file(p);
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::other("a NUL in the path"))?;
+    // SAFETY: `c` is a NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Perf {
+    /// Starts `perf stat` on `pid`, counting nothing until [`Perf::enable`].
+    pub fn start(pid: u32) -> Result<Perf, String> {
+        let dir = std::env::temp_dir().join(format!("echo-lab-perf-{}-{pid}", std::process::id()));
+        fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let (ctl, ack) = (dir.join("ctl"), dir.join("ack"));
+        let setup = || -> io::Result<(File, File)> {
+            mkfifo(&ctl)?;
+            mkfifo(&ack)?;
+            // O_RDWR on a FIFO never blocks on Linux, whatever perf is doing.
+            let open = |p: &Path| OpenOptions::new().read(true).write(true).open(p);
+            Ok((open(&ctl)?, open(&ack)?))
+        };
+        let (ctl_f, ack_f) = match setup() {
+            Ok(files) => files,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(format!("cannot make perf's control FIFOs: {e}"));
+            }
+        };
+        let mut perf = Perf { child: None, ctl: ctl_f, ack: ack_f, dir };
+        let stderr = File::create(perf.dir.join("stderr")).map_err(|e| e.to_string())?;
+        let child = Command::new("perf")
+            .args(["stat", "-e", "raw_syscalls:sys_enter", "-D", "-1", "-x", ","])
+            .arg("--control")
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .arg("-o")
+            .arg(perf.dir.join("out.csv"))
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    "perf is not installed".to_string()
+                } else {
+                    format!("cannot run perf: {e}")
+                }
+            })?;
+        perf.child = Some(child);
+        Ok(perf)
+    }
+
+    /// What perf said on stderr (first line), or how it exited, for an error message.
+    fn why(&mut self) -> String {
+        let said = fs::read_to_string(self.dir.join("stderr")).unwrap_or_default();
+        let said = said.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string);
+        let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        match (said, exited) {
+            (Some(line), _) => format!("perf: {line}"),
+            (None, Some(status)) => format!("perf exited ({status})"),
+            (None, None) => "perf did not answer within 5 s".to_string(),
+        }
+    }
+
+    /// Sends `cmd` and waits (up to 5 s: perf may still be attaching) for perf's `ack`.
+    fn command(&mut self, cmd: &str) -> Result<(), String> {
+        if writeln!(self.ctl, "{cmd}").is_err() {
+            return Err(self.why());
+        }
+        let mut p = libc::pollfd { fd: self.ack.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // Poll in short steps so that a perf that died is noticed quickly.
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut p, 1, 50) };
+            if n == 1 {
+                let mut buf = [0u8; 16];
+                return match self.ack.read(&mut buf) {
+                    Ok(n) if buf[..n].starts_with(b"ack") => Ok(()),
+                    _ => Err(self.why()),
+                };
+            }
+            let dead = self.child.as_mut().is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+            if dead || Instant::now() >= deadline {
+                return Err(self.why());
+            }
+        }
+    }
+
+    /// Starts counting.
+    pub fn enable(&mut self) -> Result<(), String> {
+        self.command("enable")
+    }
+
+    /// Stops counting.
+    pub fn disable(&mut self) -> Result<(), String> {
+        self.command("disable")
+    }
+
+    /// Stops perf; returns the number of syscalls counted while enabled.
+    pub fn finish(mut self) -> Result<u64, String> {
+        let Some(mut child) = self.child.take() else { return Err("perf is not running".into()) };
+        // SAFETY: plain syscall on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err("perf did not exit within 5 s".into());
+                }
+            }
+        }
+        let csv = fs::read_to_string(self.dir.join("out.csv")).unwrap_or_default();
+        let Some(line) = csv.lines().find(|l| l.contains("raw_syscalls:sys_enter")) else {
+            return Err(self.why());
+        };
+        line.split(',')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .map_err(|_| format!("perf counted nothing: {line}"))
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
