@@ -1,10 +1,17 @@
 //! [`handle`](crate::handle) as a TCP server on each runtime.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::Connection;
 
@@ -47,39 +54,288 @@ impl FromStr for RuntimeKind {
     }
 }
 
-/// Runs `handle` for every connection `listener` accepts, on `kind`, on this thread, until
-/// the runtime cannot start. Connection errors end only their connection.
-pub fn serve(kind: RuntimeKind, listener: std::net::TcpListener) -> io::Result<()> {
-    match kind {
-        RuntimeKind::Reactor => reactor::block_on(async {
-            let listener = reactor::net::TcpListener::from_std(listener)?;
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        stream.set_nodelay(true)?;
-                        reactor::spawn(serve_connection(stream));
-                    }
-                    Err(e) => eprintln!("echo ({kind}): accept: {e}"),
-                }
-            }
-        }),
-        RuntimeKind::Uring => proactor::Runtime::new()?.block_on(async {
-            let listener = proactor::net::TcpListener::from_std(listener)?;
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        stream.set_nodelay(true)?;
-                        proactor::spawn(serve_connection(stream));
-                    }
-                    Err(e) => eprintln!("echo ({kind}): accept: {e}"),
-                }
-            }
-        }),
+/// How [`serve_until`] treats connections.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeOptions {
+    /// Most connections open at once, over every server sharing the same [`Stats`]. Past it, a
+    /// new connection is accepted and closed at once (its peer reads end of stream).
+    pub max_conns: Option<usize>,
+    /// A connection that receives nothing for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// After [`Shutdown::trigger`], how long open connections may still run.
+    pub grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions { max_conns: None, idle_timeout: None, grace: Duration::from_secs(2) }
     }
 }
 
-async fn serve_connection<C: Connection>(conn: C) {
-    if let Err(e) = crate::handle(conn).await {
+/// Tells servers to stop: from any thread (a signal-handling thread, say), any number of times.
+///
+/// Servers waiting on it are woken through their runtime's wakers, which may be woken from any
+/// thread.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(Arc<ShutdownState>);
+
+#[derive(Debug, Default)]
+struct ShutdownState {
+    triggered: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Shutdown {
+    /// A shutdown not triggered yet.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Tells every server waiting on this to stop accepting and wind down.
+    pub fn trigger(&self) {
+        self.0.triggered.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.0.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Whether [`trigger`](Self::trigger) has been called.
+    pub fn is_triggered(&self) -> bool {
+        self.0.triggered.load(Ordering::SeqCst)
+    }
+
+    fn poll_triggered(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_triggered() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.0.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        // Checked again under the lock: a trigger in between has either seen this waker or
+        // set the flag first.
+        if self.is_triggered() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Counters shared by the servers of one process (one per thread).
+#[derive(Debug, Default)]
+pub struct Stats {
+    open: AtomicUsize,
+    refused: AtomicU64,
+    idle_closed: AtomicU64,
+    dropped: AtomicU64,
+    /// Inside a `--max-conns` episode: the limit was hit and no connection has closed since.
+    refusing: AtomicBool,
+    idle_logged: Mutex<Option<Instant>>,
+}
+
+/// At most one line per this long about idle connections.
+const IDLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Stats {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed at once because `max_conns` were open.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed for receiving nothing for `idle_timeout`.
+    pub fn idle_closed(&self) -> u64 {
+        self.idle_closed.load(Ordering::SeqCst)
+    }
+
+    /// Connections still open at the end of the grace period, and dropped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    fn note_idle(&self, timeout: Duration) {
+        let n = self.idle_closed.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut logged = self.idle_logged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if logged.is_none_or(|at| now.duration_since(at) >= IDLE_LOG_INTERVAL) {
+            *logged = Some(now);
+            eprintln!(
+                "echo: {n} idle connection{} closed so far (nothing received for {} s)",
+                if n == 1 { "" } else { "s" },
+                timeout.as_secs_f64()
+            );
+        }
+    }
+}
+
+/// The connections of one server (one runtime, one thread).
+#[derive(Default)]
+struct Local {
+    open: Cell<usize>,
+    drained: RefCell<Option<Waker>>,
+}
+
+impl Local {
+    /// Completes when no connection of this server is open.
+    async fn drained(&self) {
+        poll_fn(|cx| {
+            if self.open.get() == 0 {
+                Poll::Ready(())
+            } else {
+                *self.drained.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// One open connection, counted in [`Stats`] and [`Local`] while it lives.
+struct Admitted {
+    stats: Arc<Stats>,
+    local: Rc<Local>,
+    max_conns: Option<usize>,
+}
+
+impl Admitted {
+    /// Counts a new connection in, or `None` (counting it as refused) if `max_conns` are open.
+    fn admit(stats: &Arc<Stats>, local: &Rc<Local>, max_conns: Option<usize>) -> Option<Admitted> {
+        let before = stats.open.fetch_add(1, Ordering::SeqCst);
+        if let Some(max) = max_conns.filter(|&max| before >= max) {
+            stats.open.fetch_sub(1, Ordering::SeqCst);
+            stats.refused.fetch_add(1, Ordering::SeqCst);
+            if !stats.refusing.swap(true, Ordering::SeqCst) {
+                eprintln!(
+                    "echo: --max-conns {max} reached: closing new connections at once until one \
+                     closes"
+                );
+            }
+            return None;
+        }
+        local.open.set(local.open.get() + 1);
+        Some(Admitted { stats: stats.clone(), local: local.clone(), max_conns })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let before = self.stats.open.fetch_sub(1, Ordering::SeqCst);
+        if self.max_conns.is_some_and(|max| before <= max) {
+            self.stats.refusing.store(false, Ordering::SeqCst);
+        }
+        let open = self.local.open.get() - 1;
+        self.local.open.set(open);
+        if open == 0 {
+            if let Some(waker) = self.local.drained.borrow_mut().take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// Runs `handle` for every connection `listener` accepts, on `kind`, on this thread, until
+/// the runtime cannot start. Connection errors end only their connection.
+pub fn serve(kind: RuntimeKind, listener: std::net::TcpListener) -> io::Result<()> {
+    serve_until(kind, listener, &ServeOptions::default(), &Shutdown::new(), &Arc::default(), || {})
+}
+
+/// The accept loop, the echo loop and the graceful stop of [`serve_until`], for the runtime
+/// whose crate is `$rt` (the two runtimes have the same API but no common trait).
+macro_rules! serve_on {
+    ($rt:ident, $runtime:expr, $kind:expr, $listener:expr, $opts:expr, $shutdown:expr, $stats:expr, $started:expr) => {{
+        let (kind, opts, shutdown, stats): (RuntimeKind, &ServeOptions, &Shutdown, &Arc<Stats>) =
+            ($kind, $opts, $shutdown, $stats);
+        let listener = $listener;
+        let started = $started;
+        $runtime.block_on(async move {
+            let listener = $rt::net::TcpListener::from_std(listener)?;
+            started();
+            let local = Rc::new(Local::default());
+            loop {
+                let accepted = {
+                    let mut accept = pin!(listener.accept());
+                    poll_fn(|cx| match shutdown.poll_triggered(cx) {
+                        Poll::Ready(()) => Poll::Ready(None),
+                        Poll::Pending => accept.as_mut().poll(cx).map(Some),
+                    })
+                    .await
+                };
+                let stream = match accepted {
+                    None => break,
+                    Some(Ok((stream, _))) => stream,
+                    Some(Err(e)) => {
+                        eprintln!("echo ({kind}): accept: {e}");
+                        continue;
+                    }
+                };
+                // Refused: dropping the stream closes it at once.
+                let Some(admitted) = Admitted::admit(stats, &local, opts.max_conns) else { continue };
+                let _ = stream.set_nodelay(true);
+                let idle_timeout = opts.idle_timeout;
+                $rt::spawn(async move {
+                    let _admitted = &admitted;
+                    let mut conn = stream;
+                    let result = async {
+                        loop {
+                            let received = match idle_timeout {
+                                None => conn.recv().await,
+                                Some(limit) => match $rt::time::timeout(limit, conn.recv()).await {
+                                    Ok(received) => received,
+                                    Err(_) => {
+                                        admitted.stats.note_idle(limit);
+                                        break;
+                                    }
+                                },
+                            };
+                            let Some(received) = received? else { break };
+                            conn.send_all(received).await?;
+                        }
+                        conn.shutdown_write()
+                    }
+                    .await;
+                    report(result);
+                });
+            }
+            // Stop accepting at once: close the listener, then give the connections the grace.
+            drop(listener);
+            let _ = $rt::time::timeout(opts.grace, local.drained()).await;
+            stats.dropped.fetch_add(local.open.get() as u64, Ordering::SeqCst);
+            Ok(())
+            // Dropping the runtime drops (and closes) the connections still open.
+        })
+    }};
+}
+
+/// Serves `listener` on a new runtime of `kind` on this thread until `shutdown` is triggered:
+/// then closes the listener, waits up to `opts.grace` for open connections to end, and
+/// returns (dropping the connections still open). Calls `started` once the runtime and the
+/// listener are ready; returns the error otherwise.
+pub fn serve_until(
+    kind: RuntimeKind,
+    listener: std::net::TcpListener,
+    opts: &ServeOptions,
+    shutdown: &Shutdown,
+    stats: &Arc<Stats>,
+    started: impl FnOnce(),
+) -> io::Result<()> {
+    match kind {
+        RuntimeKind::Reactor => {
+            let runtime = reactor::Runtime::new()?;
+            serve_on!(reactor, runtime, kind, listener, opts, shutdown, stats, started)
+        }
+        RuntimeKind::Uring => {
+            let runtime = proactor::Runtime::new()?;
+            serve_on!(proactor, runtime, kind, listener, opts, shutdown, stats, started)
+        }
+    }
+}
+
+fn report(result: io::Result<()>) {
+    if let Err(e) = result {
         // A peer that resets or goes away is the peer's business, not worth a line.
         if !matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) {
             eprintln!("echo: connection: {e}");

@@ -1,12 +1,16 @@
-//! `echo-lab serve`: the echo server on one runtime, until SIGINT or SIGTERM.
+//! `echo-lab serve`: the echo server on one runtime (on one or more threads), until SIGINT or
+//! SIGTERM, which stop it gracefully.
 
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::str::FromStr;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use clap::Args;
-use echo::server::RuntimeKind;
+use echo::server::{RuntimeKind, ServeOptions, Shutdown, Stats};
 
 use crate::sys;
 
@@ -59,38 +63,125 @@ pub struct ServeArgs {
     /// The address to listen on; port 0 picks a free port (the line printed at start names it).
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub addr: SocketAddr,
+    /// Runtimes to run, one per thread, each with its own listener on --addr (SO_REUSEPORT:
+    /// the kernel spreads new connections over them). Reactor and uring only.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+    /// Most connections open at once (over all threads). Connection N+1 is accepted and closed
+    /// at once (its client reads end of stream); one line is logged each time the limit is
+    /// reached, not one per connection. Reactor and uring only.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_conns: Option<u64>,
+    /// Close a connection that receives nothing for SECS seconds (fractions allowed). Reactor
+    /// and uring only.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    pub idle_timeout: Option<Duration>,
+    /// On SIGINT or SIGTERM: stop accepting at once, let open connections finish for up to SECS
+    /// seconds, drop those still open, and exit 0. (The tokio baseline exits at once.)
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
+    pub grace: Duration,
 }
 
-/// Runs the server; returns only if it cannot start (SIGINT/SIGTERM exit the process with 0).
-pub fn run(a: &ServeArgs) -> Result<(), String> {
-    // Before any thread starts, so that every thread inherits the blocked signals.
-    sys::on_termination(|_| {
-        eprintln!("shutting down");
-        std::process::exit(0);
+fn parse_positive_secs(s: &str) -> Result<Duration, String> {
+    parse_secs(s).and_then(|d| {
+        if d.is_zero() {
+            Err("0 would close every connection at once".into())
+        } else {
+            Ok(d)
+        }
     })
-    .map_err(|e| format!("cannot set up signal handling: {e}"))?;
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a number of seconds (0 or more)"))
+}
+
+/// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
+pub fn run(a: &ServeArgs) -> Result<(), String> {
+    if a.runtime == Server::Tokio && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some()) {
+        return Err("--threads, --max-conns and --idle-timeout need --runtime reactor or uring".into());
+    }
+    let shutdown = Shutdown::new();
+    let stats = Arc::new(Stats::default());
+    // Before any thread starts, so that every thread inherits the blocked signals.
+    let on_signal = {
+        let (runtime, grace, shutdown, stats) = (a.runtime, a.grace, shutdown.clone(), stats.clone());
+        move |_| {
+            if runtime == Server::Tokio {
+                eprintln!("shutting down");
+                std::process::exit(0);
+            }
+            let open = stats.open();
+            eprintln!(
+                "shutting down: {open} connection{} still open, waiting up to {} s",
+                if open == 1 { "" } else { "s" },
+                grace.as_secs_f64()
+            );
+            shutdown.trigger();
+        }
+    };
+    sys::on_termination(on_signal).map_err(|e| format!("cannot set up signal handling: {e}"))?;
     sys::raise_nofile();
 
-    let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    // Create the runtime (or a probe of it) now, so that a machine without io_uring, or out of
-    // file descriptors, gets the reason instead of a listen line.
-    let tokio_rt = match a.runtime {
-        Server::Runtime(RuntimeKind::Reactor) => {
-            reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?;
-            None
-        }
-        Server::Runtime(RuntimeKind::Uring) => {
-            proactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?;
-            None
-        }
-        Server::Tokio => Some(
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| runtime_error(a.runtime, &e))?,
-        ),
+    let Server::Runtime(kind) = a.runtime else { return run_tokio(a) };
+    // Create a probe of the runtime now, so that a machine without io_uring, or out of file
+    // descriptors, gets the reason instead of a listen line.
+    match kind {
+        RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
+        RuntimeKind::Uring => drop(proactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
+    }
+    let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
+
+    let opts = ServeOptions {
+        max_conns: a.max_conns.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        idle_timeout: a.idle_timeout,
+        grace: a.grace,
     };
+    let (started, start) = mpsc::channel::<io::Result<()>>();
+    let mut threads = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (opts, stop, stats, started) = (opts.clone(), shutdown.clone(), stats.clone(), started.clone());
+        let thread = std::thread::Builder::new().name(format!("echo-{kind}-{i}")).spawn(move || {
+            let ready = started.clone();
+            let result = echo::server::serve_until(kind, listener, &opts, &stop, &stats, move || {
+                let _ = ready.send(Ok(()));
+            });
+            if let Err(e) = &result {
+                // Heard only if the server failed before it started.
+                let _ = started.send(Err(io::Error::new(e.kind(), e.to_string())));
+            }
+            result
+        });
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                shutdown.trigger();
+                return Err(format!("cannot start a server thread: {e}"));
+            }
+        }
+    }
+    drop(started);
+    let mut failure = None;
+    for _ in 0..threads.len() {
+        match start.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure = Some(runtime_error(a.runtime, &e));
+                break;
+            }
+            Err(_) => {
+                failure = Some(format!("the {} runtime failed: a server thread died", a.runtime));
+                break;
+            }
+        }
+    }
+    if let Some(failure) = failure {
+        shutdown.trigger();
+        threads.into_iter().for_each(|t| drop(t.join()));
+        return Err(failure);
+    }
 
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {local} (runtime {})", a.runtime)
@@ -98,12 +189,122 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
 
-    let result = match (a.runtime, tokio_rt) {
-        (_, Some(rt)) => serve_tokio(&rt, listener),
-        (Server::Runtime(kind), None) => echo::server::serve(kind, listener),
-        (Server::Tokio, None) => unreachable!("the tokio runtime is built above"),
+    let mut result = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(runtime_error(a.runtime, &e)),
+            Err(_) => result = Err(format!("the {} runtime failed: a server thread panicked", a.runtime)),
+        }
+    }
+    result?;
+    let mut notes = Vec::new();
+    let mut note = |n: u64, what: &str| {
+        if n > 0 {
+            notes.push(format!("{n} connection{} {what}", if n == 1 { "" } else { "s" }));
+        }
     };
-    result.map_err(|e| runtime_error(a.runtime, &e))
+    note(stats.dropped(), "dropped at the end of the grace period");
+    note(stats.idle_closed(), "closed idle");
+    note(stats.refused(), "refused by --max-conns");
+    if notes.is_empty() {
+        eprintln!("stopped");
+    } else {
+        eprintln!("stopped ({})", notes.join(", "));
+    }
+    Ok(())
+}
+
+/// The baseline, until SIGINT or SIGTERM (which exit the process).
+fn run_tokio(a: &ServeArgs) -> Result<(), String> {
+    let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| runtime_error(a.runtime, &e))?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {local} (runtime {})", a.runtime)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    drop(out);
+    serve_tokio(&rt, listener).map_err(|e| runtime_error(a.runtime, &e))
+}
+
+/// `n` listeners on `addr`: one plain one (as `TcpListener::bind` makes it) for one thread;
+/// otherwise `n` sharing the address with `SO_REUSEPORT` (the first picks the port if `addr`
+/// has port 0, the others bind that port).
+fn listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
+    if n == 1 {
+        return Ok(vec![TcpListener::bind(addr)?]);
+    }
+    let first = reuseport_listener(addr)?;
+    let addr = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(reuseport_listener(addr)?);
+    }
+    Ok(all)
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain syscall; the fd it returns is owned by `fd` from here on.
+    let fd = unsafe {
+        OwnedFd::from_raw_fd(check(libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?)
+    };
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a valid c_int for the duration of the call, and its size is passed.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    // SAFETY: an all-zero sockaddr_storage is valid; it is filled in below as the right family.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let sin =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = v4.port().to_be();
+            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above.
+            let sin6 =
+                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = v6.port().to_be();
+            sin6.sin6_flowinfo = v6.flowinfo();
+            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+            sin6.sin6_scope_id = v6.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: `storage` holds a sockaddr of `len` bytes of the socket's family.
+    check(unsafe {
+        libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len as libc::socklen_t)
+    })?;
+    // SAFETY: plain syscall on a socket we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), 1024) })?;
+    Ok(TcpListener::from(fd))
 }
 
 /// One sentence for a bind failure, with what to do about it.
