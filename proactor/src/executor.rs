@@ -228,10 +228,17 @@ impl Shared {
 /// Queues a woken task: on the local run queue when called on the runtime's thread, on the
 /// remote queue (plus an eventfd write) otherwise. The caller has set the `SCHEDULED` bit.
 pub(crate) fn schedule(header: Arc<Header>) {
-    let is_local = |current: &RefCell<Option<Rc<Core>>>| matches!(current.try_borrow().as_deref(), Ok(Some(core)) if Arc::ptr_eq(&core.shared, &header.shared));
-    if CURRENT.try_with(is_local).unwrap_or(false) {
-        with_current(|core| core.run_queue.borrow_mut().push_back(header));
-    } else {
+    // One thread-local access on this hot path: the header is taken out of `pending` only when
+    // it goes onto the local run queue.
+    let mut pending = Some(header);
+    let _ = CURRENT.try_with(|current| {
+        if let Ok(Some(core)) = current.try_borrow().as_deref() {
+            if pending.as_ref().is_some_and(|header| Arc::ptr_eq(&core.shared, &header.shared)) {
+                core.run_queue.borrow_mut().extend(pending.take());
+            }
+        }
+    });
+    if let Some(header) = pending {
         let shared = header.shared.clone();
         shared.push_remote(header);
     }
