@@ -1,18 +1,27 @@
-//! The shortest complete echo server on the proactor (io_uring).
+//! The shortest complete echo server on the proactor (io_uring, or POSIX aio with `--aio`).
 //!
 //! ```text
 //! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000
+//! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000 --aio
 //! ```
 //!
-//! A waiting connection holds no buffer: one multishot receive stays armed in the kernel, which
-//! picks a buffer from the runtime's provided-buffer ring when data arrives; that buffer then
-//! goes back to the kernel to be written out, and returns to the ring.
+//! On io_uring a waiting connection holds no buffer: one multishot receive stays armed in the
+//! kernel, which picks a buffer from the runtime's provided-buffer ring when data arrives; that
+//! buffer then goes back to the kernel to be written out, and returns to the ring. On aio the
+//! same code reads into a fresh 4 KiB buffer, and a waiting connection holds a glibc thread.
 
 use proactor::net::{TcpListener, TcpStream};
 
 fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7000".to_string());
-    let runtime = match proactor::Runtime::new() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backend = if args.iter().any(|a| a == "--aio") {
+        proactor::Backend::PosixAio
+    } else {
+        proactor::Backend::IoUring
+    };
+    let addr =
+        args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "127.0.0.1:7000".to_string());
+    let runtime = match proactor::Builder::new().backend(backend).build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("echo: {e}");
@@ -21,7 +30,7 @@ fn main() {
     };
     let result: std::io::Result<()> = runtime.block_on(async {
         let listener = TcpListener::bind(&addr)?;
-        println!("listening on {}", listener.local_addr()?);
+        println!("listening on {} ({:?})", listener.local_addr()?, backend);
         loop {
             match listener.accept().await {
                 Ok((stream, _peer)) => {

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use futures_task::waker_ref;
 use slab::Slab;
 
-use crate::driver::{Driver, DriverConfig, Notifier};
+use crate::driver::{Backend, Driver, DriverConfig, Notifier};
 use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
 use crate::time::Timers;
 
@@ -96,6 +96,8 @@ impl Builder {
         Builder {
             config: Config {
                 driver: DriverConfig {
+                    backend: Backend::IoUring,
+                    aio_threads: 1024,
                     entries: 1024,
                     sqpoll_idle: None,
                     inject_setup_errno: None,
@@ -107,6 +109,30 @@ impl Builder {
                 event_interval: 61,
             },
         }
+    }
+
+    /// Which backend performs the I/O: [`Backend::IoUring`] (the default) or
+    /// [`Backend::PosixAio`]. The API is the same; the io_uring-only settings below are
+    /// ignored by aio, and on aio a stream runs one operation at a time (see `Backend`).
+    ///
+    /// ```
+    /// use proactor::{Backend, Builder};
+    /// let rt = Builder::new().backend(Backend::PosixAio).build().unwrap();
+    /// assert_eq!(rt.backend(), Backend::PosixAio);
+    /// ```
+    pub fn backend(mut self, backend: Backend) -> Builder {
+        self.config.driver.backend = backend;
+        self
+    }
+
+    /// The size of glibc's aio thread pool (aio backend only), 1024 by default: how many
+    /// operations may be in progress at once, which on sockets means how many connections may
+    /// wait in a read (each blocks a glibc thread until data comes). Past it, operations fail
+    /// at once with `EAGAIN` and a warning on stderr. glibc sizes the pool once per process, so
+    /// only the first aio runtime's setting counts.
+    pub fn aio_threads(mut self, n: u32) -> Builder {
+        self.config.driver.aio_threads = n.max(1);
+        self
     }
 
     /// The number of SQ entries (rounded up to a power of two by the kernel; the CQ gets twice
@@ -171,7 +197,7 @@ impl Builder {
         self
     }
 
-    /// Sets up the ring. When io_uring is unavailable (missing, disabled, blocked by seccomp,
+    /// Sets up the backend. When io_uring is unavailable (missing, disabled, blocked by seccomp,
     /// out of locked memory) the error says so in one sentence, and what to do.
     pub fn build(self) -> io::Result<Runtime> {
         let driver = Rc::new(Driver::new(&self.config.driver)?);
@@ -471,6 +497,18 @@ impl Runtime {
     /// for a stream that has not read them yet.
     pub fn ring_buffers_available(&self) -> Option<u32> {
         self.core.driver.buf_ring().map(|ring| ring.available())
+    }
+
+    /// Which backend performs this runtime's I/O.
+    pub fn backend(&self) -> Backend {
+        self.core.driver.backend()
+    }
+
+    /// Threads the aio backend uses right now: glibc requests in progress (each holds a glibc
+    /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
+    /// uses no threads.
+    pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
+        self.core.driver.aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
     }
 
     /// How many operations are in flight (submitted, CQE not yet reaped), including those

@@ -54,6 +54,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod aio;
 pub mod buf;
 mod bufring;
 mod driver;
@@ -62,7 +63,9 @@ pub mod net;
 mod sys;
 mod task;
 pub mod time;
+mod uring;
 
 pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};
+pub use driver::Backend;
 pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
 pub use task::{JoinError, JoinHandle};

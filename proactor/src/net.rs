@@ -26,11 +26,9 @@ use std::task::{ready, Context, Poll, Waker};
 use futures_task::ArcWake;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, types};
-
 use crate::buf::{self, BufResult, IoBuf, IoBufMut, ProvidedBuf};
 use crate::bufring::{self, BufRing};
-use crate::driver::{Completion, Driver, Op};
+use crate::driver::{Completion, Driver, Op, Request};
 use crate::executor;
 use crate::sys;
 use crate::time::{sleep, Sleep};
@@ -268,13 +266,9 @@ impl TcpListener {
             let op = match &mut state.multishot {
                 Some(op) => op,
                 None => {
-                    let fd = types::Fd(self.fd.as_raw_fd());
+                    let fd = self.fd.as_raw_fd();
                     // SAFETY: a multishot accept carries no pointers (no address is returned).
-                    let op = unsafe {
-                        self.driver.submit((), true, true, |_| {
-                            opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
-                        })
-                    };
+                    let op = unsafe { self.driver.submit((), true, true, |_| Request::AcceptMulti { fd }) };
                     state.multishot.insert(op.limit_queue(ACCEPT_QUEUE_MAX))
                 }
             };
@@ -295,13 +289,14 @@ impl TcpListener {
         let op = match &mut state.single {
             Some(op) => op,
             None => {
-                let fd = types::Fd(self.fd.as_raw_fd());
+                let fd = self.fd.as_raw_fd();
                 // SAFETY: the address storage and its length are in the boxed SockAddr, which the
-                // operation owns until its CQE.
+                // operation owns until its completion.
                 let op = unsafe {
-                    self.driver.submit(SockAddr::empty(), false, true, |addr| {
-                        let storage = (&mut addr.storage as *mut libc::sockaddr_storage).cast();
-                        opcode::Accept::new(fd, storage, &mut addr.len).flags(libc::SOCK_CLOEXEC).build()
+                    self.driver.submit(SockAddr::empty(), false, true, |addr| Request::Accept {
+                        fd,
+                        addr: (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+                        len: &mut addr.len,
                     })
                 };
                 state.single.insert(op)
@@ -384,13 +379,14 @@ impl TcpStream {
 
     async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {
         let stream = TcpStream::new(sys::tcp_socket(&addr)?, driver);
-        let (driver, raw) = (&stream.driver, types::Fd(stream.fd.as_raw_fd()));
-        // SAFETY: the address is in the boxed SockAddr, which the operation owns until its CQE;
-        // the socket outlives the operation (it is only dropped after the await).
+        let (driver, fd) = (&stream.driver, stream.fd.as_raw_fd());
+        // SAFETY: the address is in the boxed SockAddr, which the operation owns until its
+        // completion; the socket outlives the operation (it is only dropped after the await).
         let op = unsafe {
-            driver.submit(SockAddr::from(&addr), false, false, |addr| {
-                let storage = (&addr.storage as *const libc::sockaddr_storage).cast();
-                opcode::Connect::new(raw, storage, addr.len).build()
+            driver.submit(SockAddr::from(&addr), false, false, |addr| Request::Connect {
+                fd,
+                addr: (&addr.storage as *const libc::sockaddr_storage).cast(),
+                len: addr.len,
             })
         };
         let (result, _addr) = op.await;
@@ -412,13 +408,13 @@ impl TcpStream {
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         let start = if stash.borrow().is_empty() && buf.bytes_total() > 0 {
-            let fd = types::Fd(self.fd.as_raw_fd());
+            let fd = self.fd.as_raw_fd();
             // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
-            // (IoBufMut's contract) and is owned by the operation until its CQE.
+            // (IoBufMut's contract) and is owned by the operation until its completion.
             let op = unsafe {
                 self.driver.submit(buf, false, false, |buf| {
                     let len = buf.bytes_total().min(u32::MAX as usize) as u32;
-                    opcode::Recv::new(fd, buf.stable_mut_ptr(), len).build()
+                    Request::Recv { fd, buf: buf.stable_mut_ptr(), len }
                 })
             };
             let late = stash.clone();
@@ -500,12 +496,12 @@ impl TcpStream {
                         ring.wait_for_buffer(ticket, cx.waker());
                         return Poll::Pending;
                     }
-                    let fd = types::Fd(self.fd.as_raw_fd());
+                    let fd = self.fd.as_raw_fd();
                     // SAFETY: a receive that selects its buffer from the registered ring carries
                     // no pointer; the ring's memory outlives the ring (see `bufring`).
                     let op = unsafe {
                         self.driver
-                            .submit((), true, false, |_| opcode::RecvMulti::new(fd, bufring::GROUP).build())
+                            .submit((), true, false, |_| Request::RecvMulti { fd, group: bufring::GROUP })
                     };
                     recv.insert(op)
                 }
@@ -515,7 +511,7 @@ impl TcpStream {
                 continue;
             };
             let completion = completion?;
-            let buffer = cqueue::buffer_select(completion.flags);
+            let buffer = completion.buffer();
             return match (completion.into_result(), buffer) {
                 (Ok(n), Some(bid)) if n > 0 => {
                     Poll::Ready(Ok(Some(ProvidedBuf::from_ring(ring.clone(), bid, n as usize))))
@@ -549,14 +545,14 @@ impl TcpStream {
     /// One `send` of `buf[offset..]`, with `MSG_NOSIGNAL` (a reset peer is `EPIPE`, not a
     /// `SIGPIPE` that kills the process).
     fn send<B: IoBuf>(&self, buf: B, offset: usize) -> Op<B> {
-        let fd = types::Fd(self.fd.as_raw_fd());
+        let fd = self.fd.as_raw_fd();
         // SAFETY: the pointer and length describe `buf[offset..]`, memory owned by the
-        // operation until its CQE that stays put (IoBuf's contract).
+        // operation until its completion that stays put (IoBuf's contract).
         unsafe {
             self.driver.submit(buf, false, false, |buf| {
                 let offset = offset.min(buf.bytes_init());
                 let len = (buf.bytes_init() - offset).min(u32::MAX as usize) as u32;
-                opcode::Send::new(fd, buf.stable_ptr().add(offset), len).flags(libc::MSG_NOSIGNAL).build()
+                Request::Send { fd, buf: buf.stable_ptr().add(offset), len }
             })
         }
     }

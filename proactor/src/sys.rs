@@ -1,13 +1,16 @@
-//! The syscall layer: the plain syscalls of the crate (socket set-up, eventfd, addresses).
+//! The syscall layer: the plain syscalls of the crate (socket set-up, eventfd, addresses, and
+//! the blocking calls and glibc aio entry points of the POSIX aio backend).
 //!
-//! The I/O itself does not happen here: it is described in SQEs and performed by the kernel
-//! (see `driver`, `net`, `buf` and `bufring`, the only other places with `unsafe`: where memory
-//! is handed to the kernel). Each function is a thin, safe wrapper over one libc call; fds come back as
-//! [`OwnedFd`]; `-1` becomes `io::Error::last_os_error()` through [`cvt`].
+//! The I/O itself does not happen here: it is described in SQEs (or `aiocb`s) and performed by
+//! the kernel or glibc (see `driver`, `uring`, `aio`, `net`, `buf` and `bufring`, the only other
+//! places with `unsafe`: where memory is handed over). Each function is a thin wrapper over one
+//! libc call; fds come back as [`OwnedFd`]; `-1` becomes `io::Error::last_os_error()` through
+//! [`cvt`].
 //!
 //! Sockets are created with `SOCK_CLOEXEC` (never inherited by a child process). They stay
 //! blocking: io_uring never blocks on them (it tries without waiting, and otherwise waits for
-//! readiness inside the kernel).
+//! readiness inside the kernel), and glibc's aio helper threads *need* them blocking (they call
+//! plain `read`/`write`, which would fail with `EAGAIN` on a non-blocking socket).
 
 use std::io;
 use std::mem::{self, MaybeUninit};
@@ -224,6 +227,255 @@ pub(crate) fn sockaddr_to(storage: &libc::sockaddr_storage, len: libc::socklen_t
             format!("unexpected socket address family {family} (length {len})"),
         )),
     }
+}
+
+// ----------------------------------------------------------------------------------------------
+// blocking calls for the aio backend's helper threads
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no pointer.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let flags = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    // SAFETY: F_SETFL takes an int.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) })?;
+    Ok(())
+}
+
+/// Waits until `fd` has any of `events`, or `cancel` (an eventfd) is readable. Returns whether
+/// `cancel` fired. `EINTR` is retried.
+pub(crate) fn poll_or_cancel(fd: RawFd, events: i16, cancel: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut fds = [
+        libc::pollfd { fd, events, revents: 0 },
+        libc::pollfd { fd: cancel.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    loop {
+        // SAFETY: `fds` is a live array of two pollfd, and its length is passed.
+        match cvt(unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) }) {
+            Ok(_) => return Ok(fds[1].revents != 0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable or `timeout_ms` passes (-1: no limit). Returns the
+/// `revents` of each; `EINTR` counts as a timeout.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    timeout_ms: i32,
+) -> io::Result<[bool; N]> {
+    let mut pollfds = fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+    // SAFETY: `pollfds` is a live array of N pollfd, and its length is passed.
+    match cvt(unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) }) {
+        Ok(_) => Ok(pollfds.map(|p| p.revents != 0)),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok([false; N]),
+        Err(e) => Err(e),
+    }
+}
+
+/// `accept4` with `SOCK_CLOEXEC`, writing the peer's address through `addr` and `len`. The new
+/// socket is blocking whatever the listener's flags.
+///
+/// # Safety
+/// `addr` must point to writable memory of `*len` bytes and `len` to a live `socklen_t`.
+pub(crate) unsafe fn accept(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: the caller guarantees `addr` and `len` are valid for writes.
+    let new = cvt(unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC) })?;
+    // SAFETY: the syscall just created `new`.
+    Ok(unsafe { owned_fd(new) })
+}
+
+/// `connect`; on a non-blocking socket usually `EINPROGRESS`.
+///
+/// # Safety
+/// `addr` must point to a socket address of `len` bytes.
+pub(crate) unsafe fn connect(fd: RawFd, addr: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<()> {
+    // SAFETY: the caller guarantees `addr` is readable for `len` bytes.
+    cvt(unsafe { libc::connect(fd, addr, len) })?;
+    Ok(())
+}
+
+/// The pending error of a socket (`SO_ERROR`), as a raw errno (0: none).
+pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
+    // SAFETY: the fd is only used for the duration of the call.
+    get_int_opt(unsafe { BorrowedFd::borrow_raw(fd) }, libc::SOL_SOCKET, libc::SO_ERROR)
+}
+
+/// Shuts a socket down by raw fd, ignoring errors: wakes a thread blocked in `read`/`write` on
+/// it (which `close` would not).
+pub(crate) fn shutdown_raw(fd: RawFd) {
+    // SAFETY: no pointers are passed; a stale fd only yields EBADF/ENOTSOCK.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+// ----------------------------------------------------------------------------------------------
+// POSIX aio (glibc)
+
+/// glibc's `struct aioinit` (not in the `libc` crate).
+#[repr(C)]
+struct AioInit {
+    aio_threads: libc::c_int,
+    aio_num: libc::c_int,
+    aio_locks: libc::c_int,
+    aio_usedba: libc::c_int,
+    aio_debug: libc::c_int,
+    aio_numusers: libc::c_int,
+    aio_idle_time: libc::c_int,
+    aio_reserved: libc::c_int,
+}
+
+extern "C" {
+    fn aio_init(init: *const AioInit);
+}
+
+/// Sizes glibc's aio thread pool: at most `threads` helper threads, room for `requests`
+/// requests, idle threads exiting after `idle_secs`. glibc applies the first two only before
+/// its first request in the process.
+pub(crate) fn aio_configure(threads: u32, requests: u32, idle_secs: u32) {
+    let clamp = |n: u32| n.min(i32::MAX as u32) as libc::c_int;
+    let init = AioInit {
+        aio_threads: clamp(threads),
+        aio_num: clamp(requests),
+        aio_locks: 0,
+        aio_usedba: 0,
+        aio_debug: 0,
+        aio_numusers: 0,
+        aio_idle_time: clamp(idle_secs),
+        aio_reserved: 0,
+    };
+    // SAFETY: `init` is a live, fully initialised struct aioinit; glibc copies it.
+    unsafe { aio_init(&init) };
+}
+
+/// The notification half of a `struct sigevent` for `SIGEV_THREAD`, laid out as glibc's
+/// (`sigev_value`, `sigev_signo`, `sigev_notify`, then the union's `_sigev_thread` member);
+/// the `libc` crate does not expose those union fields.
+#[repr(C)]
+struct SigEventThread {
+    value: libc::sigval,
+    signo: libc::c_int,
+    notify: libc::c_int,
+    function: extern "C" fn(libc::sigval),
+    attributes: *const libc::pthread_attr_t,
+    _pad: [libc::c_int; 8],
+}
+
+const _: () = assert!(mem::size_of::<SigEventThread>() == mem::size_of::<libc::sigevent>());
+
+/// Thread attributes for glibc's notification threads: detached, 64 KiB stacks.
+struct NotifyAttr(libc::pthread_attr_t);
+
+// SAFETY: the attributes are initialised once and only read afterwards (by pthread_create).
+unsafe impl Sync for NotifyAttr {}
+// SAFETY: as above; a pthread_attr_t is plain data.
+unsafe impl Send for NotifyAttr {}
+
+fn notify_attr() -> &'static libc::pthread_attr_t {
+    static ATTR: std::sync::OnceLock<NotifyAttr> = std::sync::OnceLock::new();
+    &ATTR
+        .get_or_init(|| {
+            let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
+            // SAFETY: pthread_attr_init initialises the attr; the setters take valid values.
+            unsafe {
+                libc::pthread_attr_init(attr.as_mut_ptr());
+                libc::pthread_attr_setdetachstate(attr.as_mut_ptr(), libc::PTHREAD_CREATE_DETACHED);
+                libc::pthread_attr_setstacksize(attr.as_mut_ptr(), 64 * 1024);
+                NotifyAttr(attr.assume_init())
+            }
+        })
+        .0
+}
+
+/// A zeroed `aiocb` for `fd`, `buf` and `len`, whose completion runs `function(value)` on a
+/// new glibc thread (`SIGEV_THREAD`).
+pub(crate) fn aiocb(
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    function: extern "C" fn(libc::sigval),
+    value: *mut libc::c_void,
+) -> libc::aiocb {
+    // SAFETY: aiocb is plain old data; all-zero bytes are its documented initial state.
+    let mut cb: libc::aiocb = unsafe { mem::zeroed() };
+    cb.aio_fildes = fd;
+    cb.aio_buf = buf.cast();
+    cb.aio_nbytes = len;
+    let event = SigEventThread {
+        value: libc::sigval { sival_ptr: value },
+        signo: 0,
+        notify: libc::SIGEV_THREAD,
+        function,
+        attributes: notify_attr(),
+        _pad: [0; 8],
+    };
+    // SAFETY: SigEventThread has sigevent's size (checked above) and glibc's layout for
+    // SIGEV_THREAD; the field is written whole.
+    unsafe { (&mut cb.aio_sigevent as *mut libc::sigevent).cast::<SigEventThread>().write(event) };
+    cb
+}
+
+/// Queues a read (`write == false`) or write described by `cb` with glibc.
+///
+/// # Safety
+/// `cb` and the buffer it names must stay valid, and not move, until the request is over
+/// (`aio_error` no longer says `EINPROGRESS`).
+pub(crate) unsafe fn aio_submit(cb: *mut libc::aiocb, write: bool) -> io::Result<()> {
+    // SAFETY: the caller guarantees `cb` and its buffer outlive the request.
+    cvt(unsafe {
+        if write {
+            libc::aio_write(cb)
+        } else {
+            libc::aio_read(cb)
+        }
+    })?;
+    Ok(())
+}
+
+/// The request's status: `None` while in progress, else its result as a CQE would carry it (a
+/// byte count, or `-errno`). Calls `aio_return`, so must be called once the request is over,
+/// and once only.
+///
+/// # Safety
+/// `cb` must be a submitted aiocb that is still alive.
+pub(crate) unsafe fn aio_finish(cb: *mut libc::aiocb) -> Option<i32> {
+    // SAFETY: the caller guarantees `cb` is alive; aio_error only reads it (under glibc's lock).
+    match unsafe { libc::aio_error(cb) } {
+        libc::EINPROGRESS => None,
+        0 => {
+            // SAFETY: the request is over; aio_return reads its result once.
+            let n = unsafe { libc::aio_return(cb) };
+            Some(n.clamp(0, i32::MAX as isize) as i32)
+        }
+        errno => {
+            // SAFETY: as above (the result is -1; reading it releases the request).
+            unsafe { libc::aio_return(cb) };
+            Some(-errno)
+        }
+    }
+}
+
+/// Whether the request is over (without consuming its result).
+///
+/// # Safety
+/// `cb` must be a submitted aiocb that is still alive.
+pub(crate) unsafe fn aio_done(cb: *const libc::aiocb) -> bool {
+    // SAFETY: the caller guarantees `cb` is alive.
+    unsafe { libc::aio_error(cb) != libc::EINPROGRESS }
+}
+
+/// Asks glibc to cancel the request (it can only cancel requests still queued; one a helper
+/// thread is already blocked in goes on until it finishes).
+///
+/// # Safety
+/// `cb` must be a submitted aiocb that is still alive.
+pub(crate) unsafe fn aio_cancel(fd: RawFd, cb: *mut libc::aiocb) {
+    // SAFETY: the caller guarantees `cb` is alive.
+    unsafe { libc::aio_cancel(fd, cb) };
 }
 
 #[cfg(test)]
