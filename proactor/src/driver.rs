@@ -276,6 +276,11 @@ impl Driver {
         })
     }
 
+    /// False once the runtime is dropped.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.get()
+    }
+
     /// Which backend this driver runs on.
     pub(crate) fn backend(&self) -> Backend {
         match self.io {

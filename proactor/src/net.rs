@@ -343,7 +343,7 @@ pub struct TcpStream {
     /// Bytes received by reads that were cancelled after the kernel had filled their buffers;
     /// the next reads return them first. Shared with those reads' orphan handlers; made by
     /// the first `read`.
-    stash: OnceCell<Rc<RefCell<Vec<u8>>>>,
+    stash: OnceCell<Rc<RefCell<Stash>>>,
     /// The multishot receive of `read_provided`, once started.
     recv: RefCell<Option<Op<()>>>,
 }
@@ -404,34 +404,42 @@ impl TcpStream {
     /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count.
     ///
     /// Dropping the future before it completes cancels the read without losing data: bytes the
-    /// kernel had already received into the buffer are kept for the next read.
+    /// kernel had already received into the buffer are kept for the next read. The next read
+    /// waits for such a cancelled read to be over first (on io_uring that is a turn away; on
+    /// aio, a read a glibc thread is blocked in ends only when data comes), so bytes always
+    /// come back in order.
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
-        let start = if stash.borrow().is_empty() && buf.bytes_total() > 0 {
-            let fd = self.fd.as_raw_fd();
-            // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
-            // (IoBufMut's contract) and is owned by the operation until its completion.
-            let op = unsafe {
-                self.driver.submit(buf, false, false, |buf| {
-                    let len = buf.bytes_total().min(u32::MAX as usize) as u32;
-                    Request::Recv { fd, buf: buf.stable_mut_ptr(), len }
-                })
-            };
-            let late = stash.clone();
-            Ok(op.on_orphan_cqe(move |mut buf, completion| {
-                if let Ok(n) = completion.into_result() {
-                    // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
-                    unsafe { buf.set_init(n as usize) };
-                    late.borrow_mut().extend_from_slice(&buf.as_init_slice()[..n as usize]);
-                }
-            }))
-        } else {
-            Err(buf)
-        };
         async move {
+            poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
+            let start = if stash.borrow().bytes.is_empty() && buf.bytes_total() > 0 {
+                let fd = self.fd.as_raw_fd();
+                // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
+                // (IoBufMut's contract) and is owned by the operation until its completion.
+                let op = unsafe {
+                    self.driver.submit(buf, false, false, |buf| {
+                        let len = buf.bytes_total().min(u32::MAX as usize) as u32;
+                        Request::Recv { fd, buf: buf.stable_mut_ptr(), len }
+                    })
+                };
+                stash.borrow_mut().reads += 1;
+                let late = stash.clone();
+                Ok(op.on_orphan_cqe(move |mut buf, completion| {
+                    let mut stash = late.borrow_mut();
+                    if let Ok(n) = completion.into_result() {
+                        // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+                        unsafe { buf.set_init(n as usize) };
+                        stash.bytes.extend_from_slice(&buf.as_init_slice()[..n as usize]);
+                    }
+                    stash.read_over();
+                }))
+            } else {
+                Err(buf)
+            };
             let (n, mut buf) = match start {
                 Ok(op) => {
                     let (result, mut buf) = op.await;
+                    stash.borrow_mut().read_over();
                     match result.and_then(Completion::into_result) {
                         Ok(n) => {
                             // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
@@ -440,20 +448,20 @@ impl TcpStream {
                         }
                         // Bytes a cancelled read received come before the error; the error will
                         // come again on the next read.
-                        Err(_) if !stash.borrow().is_empty() => (0, buf),
+                        Err(_) if !stash.borrow().bytes.is_empty() => (0, buf),
                         Err(e) => return (Err(e), buf),
                     }
                 }
                 Err(buf) => (0, buf),
             };
             let mut stash = stash.borrow_mut();
-            if stash.is_empty() {
+            if stash.bytes.is_empty() {
                 return (Ok(n), buf);
             }
             // A cancelled read got bytes before this one did: those come first.
-            stash.extend_from_slice(&buf.as_init_slice()[..n]);
-            let n = buf::fill_from(&mut buf, &stash);
-            stash.drain(..n);
+            stash.bytes.extend_from_slice(&buf.as_init_slice()[..n]);
+            let n = buf::fill_from(&mut buf, &stash.bytes);
+            stash.bytes.drain(..n);
             (Ok(n), buf)
         }
     }
@@ -586,6 +594,38 @@ impl TcpStream {
     /// Reads and clears the socket's pending error (`SO_ERROR`).
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         sys::take_error(self.fd.as_fd())
+    }
+}
+
+/// What cancelled reads of a stream left behind (see `TcpStream::stash`).
+#[derive(Default)]
+struct Stash {
+    /// Received by reads whose futures were gone; the next reads return them first.
+    bytes: Vec<u8>,
+    /// Reads submitted and not over yet, cancelled ones included.
+    reads: usize,
+    /// A read waiting for `reads` to reach 0.
+    waiter: Option<Waker>,
+}
+
+impl Stash {
+    /// Ready once no earlier read is still in flight (or the runtime is gone, when none ever
+    /// will be over).
+    fn poll_no_reads(&mut self, driver: &Driver, cx: &mut Context<'_>) -> Poll<()> {
+        if self.reads == 0 || !driver.is_alive() {
+            return Poll::Ready(());
+        }
+        self.waiter = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn read_over(&mut self) {
+        self.reads -= 1;
+        if self.reads == 0 {
+            if let Some(waiter) = self.waiter.take() {
+                waiter.wake();
+            }
+        }
     }
 }
 
