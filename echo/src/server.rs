@@ -22,17 +22,20 @@ pub enum RuntimeKind {
     Reactor,
     /// `proactor` on io_uring: completion.
     Uring,
+    /// `proactor` on POSIX aio (glibc): completion, emulated with helper threads.
+    Aio,
 }
 
 impl RuntimeKind {
     /// Every runtime, in the order they are presented.
-    pub const ALL: [RuntimeKind; 2] = [RuntimeKind::Reactor, RuntimeKind::Uring];
+    pub const ALL: [RuntimeKind; 3] = [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             RuntimeKind::Reactor => "reactor",
             RuntimeKind::Uring => "uring",
+            RuntimeKind::Aio => "aio",
         }
     }
 }
@@ -50,7 +53,7 @@ impl FromStr for RuntimeKind {
         RuntimeKind::ALL
             .into_iter()
             .find(|kind| kind.name() == s)
-            .ok_or_else(|| format!("unknown runtime {s:?} (expected one of: reactor, uring)"))
+            .ok_or_else(|| format!("unknown runtime {s:?} (expected one of: reactor, uring, aio)"))
     }
 }
 
@@ -331,7 +334,16 @@ pub fn serve_until(
             let runtime = proactor::Runtime::new()?;
             serve_on!(proactor, runtime, kind, listener, opts, shutdown, stats, started)
         }
+        RuntimeKind::Aio => {
+            let runtime = aio_runtime()?;
+            serve_on!(proactor, runtime, kind, listener, opts, shutdown, stats, started)
+        }
     }
+}
+
+/// A proactor runtime on the POSIX aio backend.
+pub fn aio_runtime() -> io::Result<proactor::Runtime> {
+    proactor::Builder::new().backend(proactor::Backend::PosixAio).build()
 }
 
 fn report(result: io::Result<()>) {
@@ -366,8 +378,9 @@ fn serve_checked(
     started: mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
     // Probe the runtime first so the caller hears about a runtime that cannot start.
-    if kind == RuntimeKind::Uring {
-        if let Err(e) = proactor::Runtime::new() {
+    if kind != RuntimeKind::Reactor {
+        let probe = if kind == RuntimeKind::Aio { aio_runtime() } else { proactor::Runtime::new() };
+        if let Err(e) = probe {
             let _ = started.send(Err(io::Error::new(e.kind(), e.to_string())));
             return Ok(());
         }

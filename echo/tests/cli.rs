@@ -109,7 +109,7 @@ fn sigterm(child: &Child) {
 
 #[test]
 fn serve_echoes_and_exits_0_on_sigterm() {
-    for runtime in ["reactor", "uring", "tokio"] {
+    for runtime in ["reactor", "uring", "aio", "tokio"] {
         let (mut server, addr) = serve(runtime);
         echo_once(addr);
         sigterm(&server.0);
@@ -189,7 +189,7 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
     for column in ["msgs/s", "p99 µs", "server CPU µs/echo", "syscalls/echo", "idle B/conn"] {
         assert!(stdout.contains(column), "no {column} column: {stdout}");
     }
-    for runtime in ["reactor", "uring", "tokio"] {
+    for runtime in ["reactor", "uring", "aio", "tokio"] {
         let row = stdout.lines().find(|l| l.starts_with(runtime));
         let row = row.unwrap_or_else(|| panic!("no {runtime} row: {stdout}"));
         // runtime, msgs/s, p99, CPU µs/echo, vs tokio, syscalls/echo, idle B/conn.
@@ -206,7 +206,7 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
     assert_eq!(v["syscall_secs"], 0.5, "{v}");
     assert!(v.get("syscalls_note").is_some(), "{v}");
     let results = v["results"].as_array().expect("results");
-    assert_eq!(results.len(), 3, "{v}");
+    assert_eq!(results.len(), 4, "{v}");
     for r in results {
         assert_eq!(r["mismatches"], 0, "{r}");
         assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");

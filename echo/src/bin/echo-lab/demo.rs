@@ -176,7 +176,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
     for server in Server::ALL {
-        let (guard, addr) = match start_server(server, pinned) {
+        let aio_threads = a.conns.saturating_add(a.idle_conns).saturating_add(64);
+        let (guard, addr) = match start_server(server, pinned, aio_threads) {
             Ok(started) => started,
             Err(e) => {
                 eprintln!("echo-lab demo: skipping {server}: {e}");
@@ -345,7 +346,9 @@ fn taskset_works() -> bool {
 
 /// Starts `echo-lab serve` for `server` on an ephemeral loopback port; returns it with the
 /// address it listens on.
-fn start_server(server: Server, pinned: bool) -> Result<(ChildGuard, SocketAddr), String> {
+/// `aio_threads` sizes the aio server's thread pool: every connection the demo holds open at
+/// once (load plus idle) keeps a read pending, which holds one thread.
+fn start_server(server: Server, pinned: bool, aio_threads: u32) -> Result<(ChildGuard, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = if pinned {
         let mut c = Command::new("taskset");
@@ -354,10 +357,11 @@ fn start_server(server: Server, pinned: bool) -> Result<(ChildGuard, SocketAddr)
     } else {
         Command::new(exe)
     };
-    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"]);
+    if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
+        cmd.args(["--aio-threads", &aio_threads.to_string()]);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // If this process dies without dropping the guard (a signal, say), the kernel kills the
     // server: no server outlives the demo.
     // SAFETY: prctl is async-signal-safe, and the closure touches no memory of the parent.

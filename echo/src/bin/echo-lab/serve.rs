@@ -25,8 +25,12 @@ pub enum Server {
 
 impl Server {
     /// Every server, in the order they are presented.
-    pub const ALL: [Server; 3] =
-        [Server::Runtime(RuntimeKind::Reactor), Server::Runtime(RuntimeKind::Uring), Server::Tokio];
+    pub const ALL: [Server; 4] = [
+        Server::Runtime(RuntimeKind::Reactor),
+        Server::Runtime(RuntimeKind::Uring),
+        Server::Runtime(RuntimeKind::Aio),
+        Server::Tokio,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -50,36 +54,42 @@ impl FromStr for Server {
         Server::ALL
             .into_iter()
             .find(|server| server.name() == s)
-            .ok_or_else(|| format!("unknown runtime {s:?} (expected one of: reactor, uring, tokio)"))
+            .ok_or_else(|| format!("unknown runtime {s:?} (expected one of: reactor, uring, aio, tokio)"))
     }
 }
 
 /// Options of `echo-lab serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The runtime to serve on: reactor (epoll), uring (io_uring) or tokio (the baseline).
+    /// The runtime to serve on: reactor (epoll), uring (io_uring), aio (POSIX aio, glibc's
+    /// helper threads) or tokio (the baseline).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
     /// The address to listen on; port 0 picks a free port (the line printed at start names it).
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub addr: SocketAddr,
     /// Runtimes to run, one per thread, each with its own listener on --addr (SO_REUSEPORT:
-    /// the kernel spreads new connections over them). Reactor and uring only.
+    /// the kernel spreads new connections over them). Not with tokio.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
     /// Most connections open at once (over all threads). Connection N+1 is accepted and closed
     /// at once (its client reads end of stream); one line is logged each time the limit is
-    /// reached, not one per connection. Reactor and uring only.
+    /// reached, not one per connection. Not with tokio.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_conns: Option<u64>,
-    /// Close a connection that receives nothing for SECS seconds (fractions allowed). Reactor
-    /// and uring only.
+    /// Close a connection that receives nothing for SECS seconds (fractions allowed). Not with
+    /// tokio.
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     pub idle_timeout: Option<Duration>,
     /// On SIGINT or SIGTERM: stop accepting at once, let open connections finish for up to SECS
     /// seconds, drop those still open, and exit 0. (The tokio baseline exits at once.)
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
     pub grace: Duration,
+    /// With --runtime aio: the size of glibc's aio thread pool, i.e. how many connections may
+    /// wait in a read at once (each holds a thread). Past it, new reads are refused (the
+    /// connection is closed) with a warning, rather than queued behind idle connections.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub aio_threads: u32,
 }
 
 fn parse_positive_secs(s: &str) -> Result<Duration, String> {
@@ -100,7 +110,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 /// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
 pub fn run(a: &ServeArgs) -> Result<(), String> {
     if a.runtime == Server::Tokio && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some()) {
-        return Err("--threads, --max-conns and --idle-timeout need --runtime reactor or uring".into());
+        return Err("--threads, --max-conns and --idle-timeout need --runtime reactor, uring or aio".into());
     }
     let shutdown = Shutdown::new();
     let stats = Arc::new(Stats::default());
@@ -130,6 +140,14 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     match kind {
         RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
         RuntimeKind::Uring => drop(proactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
+        // The first aio runtime of the process sizes glibc's thread pool for all of them.
+        RuntimeKind::Aio => drop(
+            proactor::Builder::new()
+                .backend(proactor::Backend::PosixAio)
+                .aio_threads(a.aio_threads)
+                .build()
+                .map_err(|e| runtime_error(a.runtime, &e))?,
+        ),
     }
     let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
