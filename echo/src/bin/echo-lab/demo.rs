@@ -462,6 +462,15 @@ fn measure(
 
     let syscalls = match &extras.perf_broken {
         Some(why) => Err(why.clone()),
+        // perf attached to a running process follows the threads it finds, but in some runs
+        // not the ones glibc's aio creates afterwards (a helper per request, a new thread per
+        // completion): counts of the main thread alone came out 100 times too low. A number
+        // that may be wrong is not shown; the README has strace and perf counts taken by hand.
+        None if server == Server::Runtime(echo::server::RuntimeKind::Aio) => {
+            Err("not counted for aio: perf does not reliably follow glibc's short-lived aio threads \
+             (see the README)"
+                .to_string())
+        }
         None => {
             let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
             let counted = count_syscalls(pid, window, pinned)?;
