@@ -1,5 +1,6 @@
-//! A completion-based async runtime built from scratch on Linux `io_uring`: a ring driver,
-//! owned buffers, a single-threaded executor, TCP and timers, in a few files meant to be read.
+//! A completion-based async runtime built from scratch on Linux `io_uring` (and, as a second
+//! backend, on POSIX aio): a driver, owned buffers, a single-threaded executor, TCP and timers,
+//! in a few files meant to be read.
 //!
 //! ```no_run
 //! use proactor::net::TcpListener;
@@ -34,12 +35,17 @@
 //!
 //! Read the modules in this order (`cargo doc -p proactor --document-private-items --open`):
 //!
-//! - `sys` (private): plain syscalls for socket set-up, the eventfd, socket addresses.
-//! - `driver` (private): the ring. Operations are futures that own what the kernel touches;
-//!   each takes a slab slot whose index is the SQE's `user_data`. SQEs pile up while tasks run
-//!   and go to the kernel in one `io_uring_enter` per loop turn. Dropping an operation early
-//!   moves its buffer into the driver and cancels it; the buffer is freed when the CQE comes.
-//! - `task` and `executor`: the same executor as the `reactor` crate's, with the ring in
+//! - `sys` (private): plain syscalls for socket set-up, the eventfd, socket addresses, and
+//!   glibc's aio entry points.
+//! - `driver` (private): operations are futures that own what the kernel touches; each takes
+//!   a slab slot and hands its backend a `Request`. Dropping an operation early moves its
+//!   buffer into the driver and cancels it; the buffer is freed when the completion comes.
+//! - `uring` (private): the io_uring backend. The slot index is the SQE's `user_data`; SQEs
+//!   pile up while tasks run and go to the kernel in one `io_uring_enter` per loop turn.
+//! - `aio` (private): the POSIX aio backend ([`Backend::PosixAio`]): glibc's helper threads
+//!   perform each request with a blocking syscall, a new thread reports each completion. Read
+//!   its docs for why POSIX aio on sockets is thread-per-connection in disguise.
+//! - `task` and `executor`: the same executor as the `reactor` crate's, with the driver in
 //!   place of `epoll_wait`.
 //! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
 //! - [`net`] and [`time`]: what programs use.
