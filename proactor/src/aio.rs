@@ -31,7 +31,10 @@
 //!   completion (glibc's, with the small stack this module asks for), on top of the helper
 //!   thread that did the work. If glibc cannot create that thread it drops the notification
 //!   silently; the driver therefore rescans requests still in glibc once a second and takes one
-//!   found finished twice in a row.
+//!   found finished twice in a row. One more trap: glibc starts each notification thread with
+//!   an *empty* signal mask. A program that blocks SIGTERM in all its threads and `sigwait`s for
+//!   it must also install a handler, or a SIGTERM delivered to such a thread terminates the
+//!   process (`echo-lab serve` forwards it to its signal thread).
 //! - **One request per fd at a time.** glibc serialises requests per fd anyway (a write waits
 //!   behind a read blocked on the same socket); the driver does it in the open: later requests
 //!   for a busy fd wait in the driver's queue, where cancelling them is exact and immediate,

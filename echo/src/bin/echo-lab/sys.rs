@@ -56,11 +56,27 @@ pub fn process_cpu_s(pid: u32) -> io::Result<f64> {
     Ok((field(14) + field(15)) as f64 / hz)
 }
 
+/// The thread id of the thread that waits for SIGINT/SIGTERM (0 until it runs).
+static SIGNAL_THREAD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Handler for SIGINT/SIGTERM delivered to a thread that has them unblocked: passes the signal
+/// on to the waiting thread.
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let tid = SIGNAL_THREAD.load(std::sync::atomic::Ordering::Acquire);
+    if tid != 0 {
+        // SAFETY: tgkill is a plain, async-signal-safe syscall with no pointers.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+    }
+}
+
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it starts later), then waits for
 /// either on a new thread and calls `on_signal` there.
 ///
-/// Call it before starting any other thread, so that no thread takes the signal's default
-/// action (terminating the process without `on_signal`).
+/// Call it before starting any other thread. Blocking alone is not enough: threads this program
+/// does not create may unblock every signal (glibc's POSIX aio starts each `SIGEV_THREAD`
+/// notification on a thread with an empty signal mask), and a SIGTERM delivered there would take
+/// its default action, ending the process without `on_signal`. So a handler is installed too,
+/// which hands such a signal to the waiting thread.
 pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
     // SAFETY: `set` is initialised by sigemptyset before use; the mask change is per thread.
     let set = unsafe {
@@ -74,12 +90,32 @@ pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Resul
         }
         set
     };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new().name("signals".into()).spawn(move || {
+        // SAFETY: gettid has no arguments.
+        let tid = unsafe { libc::gettid() };
+        SIGNAL_THREAD.store(tid, std::sync::atomic::Ordering::Release);
+        let _ = ready_tx.send(());
         let mut sig = 0;
         // SAFETY: `set` is a valid signal set and `sig` a valid out-pointer.
         while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
         on_signal(sig);
     })?;
+    ready_rx.recv().map_err(|_| io::Error::other("the signal thread did not start"))?;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid; the
+        // handler only makes an async-signal-safe syscall.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     Ok(())
 }
 

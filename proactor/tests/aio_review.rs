@@ -1,0 +1,126 @@
+//! Review tests for the POSIX aio backend.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::within;
+use proactor::net::TcpStream;
+use proactor::time::{sleep, timeout};
+use proactor::{Backend, Builder, Runtime};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn aio() -> Runtime {
+    Builder::new().backend(Backend::PosixAio).aio_threads(256).build().unwrap()
+}
+
+async fn pair() -> (TcpStream, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (peer, _) = listener.accept().unwrap();
+    (stream, peer)
+}
+
+/// Stash keeps ONE waiter: two tasks waiting behind a cancelled read; the second overwrites
+/// the first's waker, and the first is never woken again, even when more data comes.
+fn two_waiters(make: fn() -> Runtime) {
+    within(Duration::from_secs(20), move || {
+        make().block_on(async {
+            let (stream, mut peer) = pair().await;
+            let stream = Rc::new(stream);
+            // A read that times out: on aio it stays blocked in glibc (reads = 1).
+            assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
+            let b = {
+                let s = stream.clone();
+                proactor::spawn(async move { timeout(Duration::from_secs(3), s.read(vec![0; 64])).await })
+            };
+            sleep(Duration::from_millis(20)).await;
+            let c = {
+                let s = stream.clone();
+                proactor::spawn(async move { timeout(Duration::from_secs(3), s.read(vec![0; 64])).await })
+            };
+            sleep(Duration::from_millis(20)).await;
+            peer.write_all(b"abc").unwrap();
+            sleep(Duration::from_millis(100)).await;
+            peer.write_all(b"def").unwrap();
+            let rc = c.await.unwrap();
+            let rb = b.await.unwrap();
+            let got_c = rc.map(|(r, buf)| (r.unwrap(), buf)).ok();
+            let got_b = rb.map(|(r, buf)| (r.unwrap(), buf)).ok();
+            assert!(got_c.is_some(), "task C never woke");
+            assert!(got_b.is_some(), "task B's read hung although the stream had data (lost wake-up)");
+        })
+    });
+}
+
+#[test]
+fn aio_two_tasks_waiting_behind_a_cancelled_read_are_both_woken() {
+    let _s = serial();
+    two_waiters(aio);
+}
+
+#[test]
+fn uring_two_tasks_waiting_behind_a_cancelled_read_are_both_woken() {
+    let _s = serial();
+    // On io_uring the cancelled read is over within a turn, so the window is a single turn;
+    // run for comparison.
+    two_waiters(|| Builder::new().build().unwrap());
+}
+
+/// After a read times out, a write on the same stream waits behind the cancelled read, which
+/// only ends when the peer sends: a request/response protocol deadlocks.
+#[test]
+fn aio_write_after_a_read_timeout_is_not_blocked_until_the_peer_speaks() {
+    let _s = serial();
+    within(Duration::from_secs(20), || {
+        aio().block_on(async {
+            let (stream, mut peer) = pair().await;
+            assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
+            let w = timeout(Duration::from_secs(3), stream.write_all(&b"ping"[..])).await;
+            assert!(w.is_ok(), "write_all hung behind the timed-out read (peer waits for our ping)");
+            let mut got = [0; 4];
+            peer.read_exact(&mut got).unwrap();
+        })
+    });
+}
+
+/// Awaiting an operation in the wrong runtime cancels it with force: on aio that shuts the
+/// socket down, so the connection is destroyed (on io_uring it stays usable).
+fn wrong_runtime(make: fn() -> Runtime) {
+    within(Duration::from_secs(20), move || {
+        let a = make();
+        let (stream, mut peer) = a.block_on(pair());
+        let b = Builder::new().build().unwrap();
+        let err = b.block_on(async { stream.read(vec![0; 16]).await.0 });
+        assert!(err.is_err());
+        a.block_on(async {
+            peer.write_all(b"hello").unwrap();
+            let (r, buf) = timeout(Duration::from_secs(3), stream.read(vec![0; 16])).await.unwrap();
+            assert_eq!(r.unwrap(), 5, "stream dead after a wrong-runtime await");
+            assert_eq!(&buf[..], b"hello");
+            stream.write_all(&b"x"[..]).await.0.unwrap();
+        });
+        let mut one = [0; 1];
+        peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        assert_eq!(peer.read(&mut one).unwrap(), 1);
+    });
+}
+
+#[test]
+fn aio_wrong_runtime_await_leaves_the_stream_usable() {
+    let _s = serial();
+    wrong_runtime(aio);
+}
+
+#[test]
+fn uring_wrong_runtime_await_leaves_the_stream_usable() {
+    let _s = serial();
+    wrong_runtime(|| Builder::new().build().unwrap());
+}
