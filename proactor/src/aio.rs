@@ -35,18 +35,24 @@
 //!   an *empty* signal mask. A program that blocks SIGTERM in all its threads and `sigwait`s for
 //!   it must also install a handler, or a SIGTERM delivered to such a thread terminates the
 //!   process (`echo-lab serve` forwards it to its signal thread).
-//! - **One request per fd at a time.** glibc serialises requests per fd anyway (a write waits
-//!   behind a read blocked on the same socket); the driver does it in the open: later requests
-//!   for a busy fd wait in the driver's queue, where cancelling them is exact and immediate,
-//!   and completions of one fd arrive in submission order (a cancelled read's late bytes are
-//!   stashed before the next read runs). The cost is real: on this backend a stream cannot have
-//!   a read and a write in progress at the same time.
+//! - **One read and one write per socket at a time.** glibc serialises requests per fd number:
+//!   a write would wait behind a read blocked on the same socket (after a `timeout` around a
+//!   read, say, a "ping" would wait until the peer speaks). The driver keeps two lanes per
+//!   socket, reads (with accept and connect) and writes, each running one request at a time;
+//!   later requests wait in the driver's lane, where cancelling them is exact and immediate, and
+//!   completions of one lane arrive in submission order (a cancelled read's late bytes are
+//!   stashed before the next read runs). A write that starts while a read is in progress goes to
+//!   glibc on a `dup` of the fd (made once, kept until the socket closes), so glibc runs it
+//!   beside the read.
 //! - **Cancellation.** A request still queued in the driver is cancelled on the spot; one in
 //!   glibc gets `aio_cancel`, which works only if no helper thread has started it yet. A read
 //!   already blocked in a helper thread goes on until data comes (its bytes are then kept for
 //!   the next read, as with io_uring). When the socket is closed, the driver first shuts it down
 //!   (`shutdown` wakes a thread blocked in `read`, which `close` would not) and closes the fd only
-//!   once every request on it is over, so no request can run on a reused fd number.
+//!   once every request on it is over, so no request can run on a reused fd number. The one
+//!   case that costs the connection: an operation awaited in a runtime other than its own (a
+//!   programming error) must be reaped at once, and a read glibc already runs can only be ended
+//!   by shutting the socket down; on io_uring the stream stays usable.
 //! - **Accept and connect.** POSIX aio has neither. As a proactor emulation does, a small pool
 //!   of this crate's own helper threads performs them: each waits in `poll` on the socket and on
 //!   a per-request cancel eventfd, then calls `accept4` (or finishes a non-blocking `connect`)
@@ -113,8 +119,14 @@ impl Finished {
 /// thread), which hands it back through [`Finished::post`].
 struct Pending {
     key: usize,
+    /// The socket's fd (the driver's key for it; a write may run on a `dup` of it).
     fd: RawFd,
-    finished: Arc<Finished>,
+    /// The fd glibc runs it on: `fd`, or for a write possibly its `dup`.
+    io_fd: RawFd,
+    /// In the write lane (else the read lane).
+    write: bool,
+    /// Weak: a notification that comes after the driver is gone has nobody to tell.
+    finished: std::sync::Weak<Finished>,
     work: Work,
     /// A rescan found it finished without a notification (see the module docs).
     seen_done: AtomicBool,
@@ -161,25 +173,76 @@ extern "C" fn on_aio_complete(value: libc::sigval) {
     // SAFETY: the value is the `Arc<Pending>` leaked into the aiocb at submission; glibc
     // notifies each request once, so this reference is taken back once.
     let pending = unsafe { Arc::from_raw(value.sival_ptr as *const Pending) };
-    let finished = pending.finished.clone();
-    finished.post(pending);
+    post(pending);
 }
 
-/// The requests of one fd: the one in progress, the ones waiting for it, and the fd itself
-/// once its owner closed it while requests were still on it.
+/// Hands a finished request back to its driver, if the driver still exists.
+fn post(pending: Arc<Pending>) {
+    if let Some(finished) = pending.finished.upgrade() {
+        finished.post(pending);
+    }
+}
+
+/// Requests of one direction of a socket: the one in progress and the ones waiting for it.
 #[derive(Default)]
-struct FdQueue {
+struct Lane {
     running: Option<Arc<Pending>>,
     waiting: VecDeque<(usize, Request)>,
+}
+
+impl Lane {
+    fn is_idle(&self) -> bool {
+        self.running.is_none() && self.waiting.is_empty()
+    }
+}
+
+/// The requests of one socket, in two lanes; the `dup` writes go to glibc on once a write ran
+/// beside a read; and the fd itself once its owner closed it while requests were still on it.
+#[derive(Default)]
+struct FdQueue {
+    read: Lane,
+    write: Lane,
+    dup: Option<OwnedFd>,
     close: Option<OwnedFd>,
+}
+
+impl FdQueue {
+    fn lane(&mut self, write: bool) -> &mut Lane {
+        if write {
+            &mut self.write
+        } else {
+            &mut self.read
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.read.is_idle() && self.write.is_idle()
+    }
+
+    /// The fd glibc should run a request on: writes use a `dup` while a read is in progress
+    /// (or once one exists), so that glibc's per-fd queue does not hold them behind the read.
+    fn io_fd(&mut self, fd: RawFd, write: bool) -> RawFd {
+        if !write {
+            return fd;
+        }
+        if self.dup.is_none() && self.read.running.is_some() {
+            // Without a spare fd, the write waits behind the read, as glibc alone would do.
+            self.dup = sys::dup(fd).ok();
+        }
+        self.dup.as_ref().map_or(fd, |dup| dup.as_raw_fd())
+    }
+}
+
+fn is_write(request: &Request) -> bool {
+    matches!(request, Request::Send { .. })
 }
 
 /// The aio backend. Lives on the runtime's thread.
 pub(crate) struct Aio {
     finished: Arc<Finished>,
     fds: RefCell<HashMap<RawFd, FdQueue>>,
-    /// The fd of every operation in flight, by key.
-    keys: RefCell<HashMap<usize, RawFd>>,
+    /// The fd and lane (write or not) of every operation in flight, by key.
+    keys: RefCell<HashMap<usize, (RawFd, bool)>>,
     /// Completions known without waiting (cancelled in the queue, refused), for the next turn.
     ready: RefCell<Vec<(usize, Completion)>>,
     helpers: Arc<Helpers>,
@@ -231,32 +294,42 @@ impl Aio {
     /// # Safety
     /// Every pointer in `request` must stay valid until the operation's completion is reported.
     pub(crate) unsafe fn start(&self, key: usize, request: Request) -> io::Result<()> {
-        let fd = request.fd();
-        self.keys.borrow_mut().insert(key, fd);
+        let (fd, write) = (request.fd(), is_write(&request));
+        self.keys.borrow_mut().insert(key, (fd, write));
         let mut fds = self.fds.borrow_mut();
         let queue = fds.entry(fd).or_default();
-        if queue.running.is_some() || !queue.waiting.is_empty() {
-            queue.waiting.push_back((key, request));
-        } else {
+        if queue.lane(write).is_idle() {
+            let io_fd = queue.io_fd(fd, write);
             // SAFETY: the caller's guarantee, passed on.
-            queue.running = unsafe { self.launch(key, request) };
+            queue.lane(write).running = unsafe { self.launch(key, request, io_fd) };
+        } else {
+            queue.lane(write).waiting.push_back((key, request));
         }
         Ok(())
     }
 
-    /// Hands `request` to glibc or a helper thread. A request that cannot start completes with
-    /// its error at the next turn (and `None` comes back).
+    /// Hands `request` to glibc (to run on `io_fd`) or a helper thread. A request that cannot
+    /// start completes with its error at the next turn (and `None` comes back).
     ///
     /// # Safety
     /// As for `start`.
-    unsafe fn launch(&self, key: usize, request: Request) -> Option<Arc<Pending>> {
-        let fd = request.fd();
+    unsafe fn launch(&self, key: usize, request: Request, io_fd: RawFd) -> Option<Arc<Pending>> {
+        let (fd, write) = (request.fd(), is_write(&request));
+        let finished = Arc::downgrade(&self.finished);
         let new = |work| {
-            Arc::new(Pending { key, fd, finished: self.finished.clone(), work, seen_done: false.into() })
+            Arc::new(Pending {
+                key,
+                fd,
+                io_fd,
+                write,
+                finished: finished.clone(),
+                work,
+                seen_done: false.into(),
+            })
         };
-        let (buf, len, write) = match request {
-            Request::Recv { buf, len, .. } => (buf, len, false),
-            Request::Send { buf, len, .. } => (buf.cast_mut(), len, true),
+        let (buf, len) = match request {
+            Request::Recv { buf, len, .. } => (buf, len),
+            Request::Send { buf, len, .. } => (buf.cast_mut(), len),
             Request::Accept { .. } | Request::Connect { .. } => {
                 let cancel = match sys::eventfd() {
                     Ok(cancel) => cancel,
@@ -284,14 +357,9 @@ impl Aio {
         }
         let pending = Arc::new_cyclic(|weak: &std::sync::Weak<Pending>| {
             // The notification's value: a strong reference, made below once the Arc exists.
-            let cb = sys::aiocb(fd, buf, len as usize, on_aio_complete, weak.as_ptr().cast_mut().cast());
-            Pending {
-                key,
-                fd,
-                finished: self.finished.clone(),
-                work: Work::Aio { cb: UnsafeCell::new(cb) },
-                seen_done: false.into(),
-            }
+            let cb = sys::aiocb(io_fd, buf, len as usize, on_aio_complete, weak.as_ptr().cast_mut().cast());
+            let work = Work::Aio { cb: UnsafeCell::new(cb) };
+            Pending { key, fd, io_fd, write, finished: finished.clone(), work, seen_done: false.into() }
         });
         // The reference glibc's notification takes back (`on_aio_complete`).
         let for_glibc = Arc::into_raw(pending.clone());
@@ -338,19 +406,21 @@ impl Aio {
     /// when a helper thread is already blocked on it, for operations nobody would ever reap
     /// otherwise (the runtime is going away).
     pub(crate) fn cancel(&self, key: usize, force: bool) {
-        let Some(&fd) = self.keys.borrow().get(&key) else { return };
+        let Some(&(fd, write)) = self.keys.borrow().get(&key) else { return };
         let mut fds = self.fds.borrow_mut();
         let Some(queue) = fds.get_mut(&fd) else { return };
-        if let Some(at) = queue.waiting.iter().position(|(k, _)| *k == key) {
-            queue.waiting.remove(at);
+        let lane = queue.lane(write);
+        if let Some(at) = lane.waiting.iter().position(|(k, _)| *k == key) {
+            lane.waiting.remove(at);
             self.ready.borrow_mut().push((key, Completion::error(libc::ECANCELED)));
             return;
         }
-        let Some(pending) = queue.running.as_ref().filter(|p| p.key == key) else { return };
+        let Some(pending) = lane.running.as_ref().filter(|p| p.key == key) else { return };
         match &pending.work {
             Work::Aio { cb } => {
-                // SAFETY: the request is in glibc and its aiocb alive (held by `pending`).
-                unsafe { sys::aio_cancel(fd, cb.get()) };
+                // SAFETY: the request is in glibc and its aiocb alive (held by `pending`); glibc
+                // knows it by the fd it runs on (a write's may be the dup).
+                unsafe { sys::aio_cancel(pending.io_fd, cb.get()) };
                 if force {
                     sys::shutdown_raw(fd);
                 }
@@ -367,18 +437,20 @@ impl Aio {
         let raw = fd.as_raw_fd();
         let mut fds = self.fds.borrow_mut();
         match fds.get_mut(&raw) {
-            Some(queue) if queue.running.is_some() || !queue.waiting.is_empty() => {
-                if queue.running.as_ref().is_some_and(|p| p.cb().is_some()) {
+            Some(queue) if !queue.is_idle() => {
+                let in_glibc = |lane: &Lane| lane.running.as_ref().is_some_and(|p| p.cb().is_some());
+                if in_glibc(&queue.read) || in_glibc(&queue.write) {
                     sys::shutdown_raw(raw);
                 }
-                for (key, _) in queue.waiting.drain(..) {
+                for (key, _) in queue.read.waiting.drain(..).chain(queue.write.waiting.drain(..)) {
                     self.ready.borrow_mut().push((key, Completion::error(libc::ECANCELED)));
                 }
                 queue.close = Some(fd);
             }
             _ => {
-                fds.remove(&raw);
+                let queue = fds.remove(&raw);
                 drop(fds);
+                drop(queue);
                 drop(fd);
             }
         }
@@ -431,9 +503,9 @@ impl Aio {
     fn finish(&self, pending: &Arc<Pending>, complete: &mut impl FnMut(usize, Completion)) {
         let current = self
             .fds
-            .borrow()
-            .get(&pending.fd)
-            .and_then(|q| q.running.as_ref())
+            .borrow_mut()
+            .get_mut(&pending.fd)
+            .and_then(|q| q.lane(pending.write).running.as_ref())
             .is_some_and(|r| Arc::ptr_eq(r, pending));
         if !current {
             return; // reported by a rescan already
@@ -459,20 +531,24 @@ impl Aio {
         complete(pending.key, completion);
         let mut fds = self.fds.borrow_mut();
         let Some(queue) = fds.get_mut(&pending.fd) else { return };
-        queue.running = None;
-        while queue.running.is_none() {
-            match queue.waiting.pop_front() {
-                // SAFETY: the request was queued by `start`, whose caller guaranteed its
-                // pointers until its completion, which has not been reported yet.
-                Some((key, request)) => queue.running = unsafe { self.launch(key, request) },
+        queue.lane(pending.write).running = None;
+        while queue.lane(pending.write).running.is_none() {
+            match queue.lane(pending.write).waiting.pop_front() {
+                Some((key, request)) => {
+                    let io_fd = queue.io_fd(pending.fd, pending.write);
+                    // SAFETY: the request was queued by `start`, whose caller guaranteed its
+                    // pointers until its completion, which has not been reported yet.
+                    queue.lane(pending.write).running = unsafe { self.launch(key, request, io_fd) };
+                }
                 None => break,
             }
         }
-        if queue.running.is_none() {
-            // Nothing left on this fd: forget it, closing it if its owner already let go.
-            if let Some(queue) = fds.remove(&pending.fd) {
-                drop(queue.close);
-            }
+        if queue.is_idle() && (queue.close.is_some() || queue.dup.is_none()) {
+            // Nothing left on this fd: forget it, closing it (and its dup) if its owner already
+            // let go. (A dup is kept, with the entry, until the owner closes the fd.)
+            let queue = fds.remove(&pending.fd);
+            drop(fds);
+            drop(queue);
         }
     }
 
@@ -483,7 +559,8 @@ impl Aio {
             .fds
             .borrow()
             .values()
-            .filter_map(|q| q.running.as_ref())
+            .flat_map(|q| [q.read.running.as_ref(), q.write.running.as_ref()])
+            .flatten()
             .filter(|p| match p.cb() {
                 Some(cb) => {
                     // SAFETY: the request is in glibc and its aiocb alive (held by `p`).
@@ -508,9 +585,10 @@ impl Drop for Aio {
         self.helpers.shut_down();
         // Fds whose close waited for requests that never finished: close them now; a thread
         // still blocked on one holds its own reference to the socket.
-        for (_, queue) in self.fds.get_mut().drain() {
-            drop(queue.close);
-        }
+        self.fds.get_mut().clear();
+        // Requests glibc still runs no longer count against the limit of later runtimes (they
+        // end as soon as their sockets, shut down by the driver, let them).
+        IN_GLIBC.fetch_sub(self.in_glibc.get(), Ordering::AcqRel);
     }
 }
 
@@ -556,7 +634,7 @@ impl Helpers {
                         result.store(-e.raw_os_error().unwrap_or(libc::EAGAIN), Ordering::Release);
                     }
                     drop(state);
-                    job.finished.clone().post(job);
+                    post(job);
                 }
             }
         }
@@ -570,7 +648,7 @@ impl Helpers {
                 if let Work::Job { request, cancel, result } = &job.work {
                     result.store(perform(request, cancel.as_fd()), Ordering::Release);
                 }
-                job.finished.clone().post(job);
+                post(job);
                 state = lock(&self.state);
                 continue;
             }

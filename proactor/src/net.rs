@@ -604,8 +604,8 @@ struct Stash {
     bytes: Vec<u8>,
     /// Reads submitted and not over yet, cancelled ones included.
     reads: usize,
-    /// A read waiting for `reads` to reach 0.
-    waiter: Option<Waker>,
+    /// Reads waiting for `reads` to reach 0 (several tasks may share a stream).
+    waiters: Vec<Waker>,
 }
 
 impl Stash {
@@ -615,16 +615,16 @@ impl Stash {
         if self.reads == 0 || !driver.is_alive() {
             return Poll::Ready(());
         }
-        self.waiter = Some(cx.waker().clone());
+        if !self.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            self.waiters.push(cx.waker().clone());
+        }
         Poll::Pending
     }
 
     fn read_over(&mut self) {
         self.reads -= 1;
         if self.reads == 0 {
-            if let Some(waiter) = self.waiter.take() {
-                waiter.wake();
-            }
+            self.waiters.drain(..).for_each(Waker::wake);
         }
     }
 }

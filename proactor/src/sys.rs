@@ -306,6 +306,14 @@ pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
     get_int_opt(unsafe { BorrowedFd::borrow_raw(fd) }, libc::SOL_SOCKET, libc::SO_ERROR)
 }
 
+/// A second fd for the same open socket (close-on-exec).
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int; a stale fd only yields EBADF.
+    let new = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: the syscall just created `new`.
+    Ok(unsafe { owned_fd(new) })
+}
+
 /// Shuts a socket down by raw fd, ignoring errors: wakes a thread blocked in `read`/`write` on
 /// it (which `close` would not).
 pub(crate) fn shutdown_raw(fd: RawFd) {
