@@ -37,7 +37,8 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
-/// Waits (bounded) until `measure` returns at most `target`; returns its last value.
+/// Waits (bounded) until `measure` returns at most `target`; returns its last value. (Fewer is
+/// no leak: idle glibc threads of an earlier test may exit meanwhile.)
 fn settles_to(target: usize, measure: impl Fn() -> usize) -> usize {
     for _ in 0..200 {
         if measure() <= target {
@@ -104,8 +105,8 @@ fn a_thousand_concurrent_connections_all_echo_and_leave_no_fd_or_thread_behind()
     stop.send(()).unwrap();
     server.join().unwrap();
     // glibc's idle helper threads exit after a second; the runtime's own helpers with it.
-    assert_eq!(settles_to(threads_before, threads), threads_before, "threads left behind");
-    assert_eq!(settles_to(fds_before, open_fds), fds_before, "fds left behind");
+    assert!(settles_to(threads_before, threads) <= threads_before, "threads left behind");
+    assert!(settles_to(fds_before, open_fds) <= fds_before, "fds left behind");
 }
 
 /// A connected pair: an aio stream and the std stream at the other end.
@@ -172,7 +173,7 @@ fn thousands_of_timeouts_on_pending_reads_lose_and_reorder_nothing() {
             assert_eq!(ops(), 0, "operations left in flight");
         });
     });
-    assert_eq!(settles_to(fds_before, open_fds), fds_before);
+    assert!(settles_to(fds_before, open_fds) <= fds_before, "fds leaked");
 }
 
 #[test]
@@ -218,8 +219,8 @@ fn dropping_a_listener_with_an_accept_in_flight_leaks_no_fd_or_thread() {
             sleep(Duration::from_millis(50)).await;
         });
     });
-    assert_eq!(settles_to(fds_before, open_fds), fds_before, "fds leaked");
-    assert_eq!(settles_to(threads_before, threads), threads_before, "threads leaked");
+    assert!(settles_to(fds_before, open_fds) <= fds_before, "fds leaked");
+    assert!(settles_to(threads_before, threads) <= threads_before, "threads leaked");
 }
 
 #[test]
@@ -248,7 +249,7 @@ fn dropping_the_runtime_with_reads_blocked_in_glibc_closes_every_socket() {
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         assert_eq!(peer.read(&mut [0; 8]).unwrap(), 0, "a socket was left open");
     }
-    assert_eq!(settles_to(fds_before, open_fds), fds_before);
+    assert!(settles_to(fds_before, open_fds) <= fds_before, "fds leaked");
 }
 
 #[test]
