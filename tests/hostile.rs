@@ -252,9 +252,12 @@ fn a_slow_reader_gets_backpressure_not_a_server_that_buffers_everything() {
             peak
         });
         // The server holds one buffer per connection (and the kernel its socket buffers, which
-        // are not in this process's RSS): 32 MiB through it must not show up here.
+        // are not in this process's RSS): 32 MiB through it must not show up here. (Measured:
+        // under 1 MiB of growth; about 8 MiB under AddressSanitizer, whose shadow memory and
+        // quarantine grow with allocations; a server that buffered the stream would add 32.)
         let grown_kb = peak.saturating_sub(before);
-        assert!(grown_kb < 8 * 1024, "{kind}: memory grew by {grown_kb} KiB while 32 MiB went through");
+        eprintln!("{kind}: memory grew by {grown_kb} KiB while 32 MiB went through a slow reader");
+        assert!(grown_kb < 16 * 1024, "{kind}: memory grew by {grown_kb} KiB while 32 MiB went through");
     });
 }
 
