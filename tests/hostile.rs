@@ -492,6 +492,7 @@ fn out_of_fds_the_server_neither_crashes_nor_spins_and_serves_again_once_clients
         let before = cpu_ticks(pid);
         std::thread::sleep(Duration::from_secs(1));
         let used = cpu_ticks(pid) - before;
+        eprintln!("{kind}: {} of 300 connections in, out of fds: {used}% of a CPU", clients.len());
         assert!(used < 30, "{kind}: the server used {used}% of a CPU while out of fds");
         assert!(server.alive(), "{kind}: the server died when it ran out of fds");
 
