@@ -15,6 +15,7 @@
 //! an implementation must keep them valid, and unchanged when the value is moved, for as long
 //! as the value lives and is not accessed otherwise.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::Deref;
 use std::rc::Rc;
@@ -172,6 +173,26 @@ enum Provided {
     Owned(Vec<u8>),
 }
 
+/// Size of the buffers `read_provided` reads into without a ring.
+pub(crate) const OWNED_SIZE: usize = 4096;
+/// At most this many of them are kept per thread for reuse.
+const SPARE_MAX: usize = 64;
+
+thread_local! {
+    /// Buffers of `read_provided` without a ring (aio, older kernels), kept for the next read:
+    /// a fresh 4 KiB per message would cost a malloc and a free every time.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer of `OWNED_SIZE` bytes' capacity, reused if one is spare.
+pub(crate) fn spare_vec() -> Vec<u8> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(OWNED_SIZE))
+}
+
 impl ProvidedBuf {
     pub(crate) fn from_ring(ring: Rc<BufRing>, bid: u16, len: usize) -> ProvidedBuf {
         ProvidedBuf { inner: Provided::Ring { ring, bid, len } }
@@ -203,8 +224,20 @@ impl AsRef<[u8]> for ProvidedBuf {
 
 impl Drop for ProvidedBuf {
     fn drop(&mut self) {
-        if let Provided::Ring { ring, bid, .. } = &self.inner {
-            ring.provide(*bid);
+        match &mut self.inner {
+            Provided::Ring { ring, bid, .. } => ring.provide(*bid),
+            Provided::Owned(bytes) if bytes.capacity() == OWNED_SIZE => {
+                let mut bytes = std::mem::take(bytes);
+                bytes.clear();
+                // (try_with: during thread exit the pool may be gone; the buffer is then freed.)
+                let _ = SPARE.try_with(|spare| {
+                    let mut spare = spare.borrow_mut();
+                    if spare.len() < SPARE_MAX {
+                        spare.push(bytes);
+                    }
+                });
+            }
+            Provided::Owned(_) => {}
         }
     }
 }

@@ -482,8 +482,11 @@ impl TcpStream {
                 poll_fn(|cx| self.poll_read_provided(ring, &mut ticket.ticket, cx)).await
             }
             None => {
-                let (read, buf) = Box::pin(self.read(Vec::with_capacity(4096))).await;
-                Ok((read? > 0).then(|| ProvidedBuf::owned(buf)))
+                let (read, buf) = Box::pin(self.read(buf::spare_vec())).await;
+                // Wrapped first, so that on error or end of stream the buffer goes back to the
+                // spare pool when dropped.
+                let buf = ProvidedBuf::owned(buf);
+                Ok((read? > 0).then_some(buf))
             }
         }
     }
