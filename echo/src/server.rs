@@ -67,11 +67,14 @@ pub struct ServeOptions {
     pub idle_timeout: Option<Duration>,
     /// After [`Shutdown::trigger`], how long open connections may still run.
     pub grace: Duration,
+    /// Print one line of the runtime's own counters (`reactor::stats`, `proactor::stats`) per
+    /// second on stderr, as rates; one line per runtime thread.
+    pub stats_every: Option<Duration>,
 }
 
 impl Default for ServeOptions {
     fn default() -> ServeOptions {
-        ServeOptions { max_conns: None, idle_timeout: None, grace: Duration::from_secs(2) }
+        ServeOptions { max_conns: None, idle_timeout: None, grace: Duration::from_secs(2), stats_every: None }
     }
 }
 
@@ -258,6 +261,19 @@ macro_rules! serve_on {
             let listener = $rt::net::TcpListener::from_std(listener)?;
             started();
             let local = Rc::new(Local::default());
+            if let Some(every) = opts.stats_every {
+                let name = std::thread::current().name().unwrap_or("main").to_string();
+                $rt::spawn(async move {
+                    let mut last = ($rt::stats(), Instant::now());
+                    loop {
+                        $rt::time::sleep(every).await;
+                        let now = ($rt::stats(), Instant::now());
+                        let secs = now.1.duration_since(last.1).as_secs_f64();
+                        eprintln!("stats [{name}] {}", now.0.since(&last.0).rates_line(secs));
+                        last = now;
+                    }
+                });
+            }
             loop {
                 let accepted = {
                     let mut accept = pin!(listener.accept());

@@ -307,3 +307,59 @@ fn bench_catches_a_server_that_corrupts_the_echo() {
         assert_eq!(v["mismatches"], 2, "{mode}: {v}");
     }
 }
+
+#[test]
+fn trace_shows_readiness_steps_on_the_reactor_and_completion_steps_on_uring_and_aio() {
+    let expected: [(&str, &[&str]); 3] = [
+        (
+            "reactor",
+            &[
+                "epoll_wait(",
+                ": readable",
+                "read(fd ",
+                "bytes) → 7 bytes",
+                ", 7 bytes) → 7 bytes",
+                "task 0 polled",
+            ],
+        ),
+        (
+            "uring",
+            &[
+                "io_uring_enter: submit",
+                "queued SQE RECV (multishot",
+                "(multishot RECV): result 7",
+                "queued SQE SEND 7 bytes",
+                "(SEND): result 7",
+                "stays armed in the kernel, no new SQE",
+            ],
+        ),
+        (
+            "aio",
+            &[
+                "aio_read(fd",
+                "handed to glibc",
+                "aio_write(fd",
+                "glibc's notification thread",
+                "accept on fd",
+                "helper thread",
+            ],
+        ),
+    ];
+    for (runtime, steps) in expected {
+        let out = run(&["trace", "--runtime", runtime, "--messages", "3"], Duration::from_secs(30));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{runtime}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        for i in 1..=3 {
+            assert!(
+                stdout.contains(&format!("── message {i}: the client sends \"hello {i}\"")),
+                "{runtime}: {stdout}"
+            );
+        }
+        for step in steps {
+            assert!(stdout.contains(step), "{runtime}: no step containing {step:?} in:\n{stdout}");
+        }
+        // The other design's steps do not appear.
+        let foreign = if runtime == "reactor" { "io_uring_enter" } else { "epoll_wait" };
+        assert!(!stdout.contains(foreign), "{runtime}: {stdout}");
+    }
+}

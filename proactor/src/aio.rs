@@ -73,6 +73,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::driver::{Completion, DriverConfig, Notifier, Request};
+use crate::stats;
 use crate::sys;
 
 /// How often requests still in glibc are checked for a lost notification.
@@ -130,6 +131,9 @@ struct Pending {
     work: Work,
     /// A rescan found it finished without a notification (see the module docs).
     seen_done: AtomicBool,
+    /// The thread that reported it (glibc's notification thread, or a helper), when tracing.
+    #[cfg(feature = "trace")]
+    reported_by: AtomicI32,
 }
 
 enum Work {
@@ -173,6 +177,11 @@ extern "C" fn on_aio_complete(value: libc::sigval) {
     // SAFETY: the value is the `Arc<Pending>` leaked into the aiocb at submission; glibc
     // notifies each request once, so this reference is taken back once.
     let pending = unsafe { Arc::from_raw(value.sival_ptr as *const Pending) };
+    #[cfg(feature = "trace")]
+    if crate::stats::trace::on() {
+        // SAFETY: gettid has no arguments.
+        pending.reported_by.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    }
     post(pending);
 }
 
@@ -250,8 +259,6 @@ pub(crate) struct Aio {
     in_glibc: Cell<usize>,
     last_scan: Cell<Instant>,
     warned: Cell<Option<Instant>>,
-    /// Counts for tests and the docs: glibc requests started, accept/connect jobs started.
-    pub(crate) started: Cell<(u64, u64)>,
 }
 
 impl Aio {
@@ -270,7 +277,6 @@ impl Aio {
             in_glibc: Cell::new(0),
             last_scan: Cell::new(Instant::now()),
             warned: Cell::new(None),
-            started: Cell::new((0, 0)),
         })
     }
 
@@ -325,6 +331,8 @@ impl Aio {
                 finished: finished.clone(),
                 work,
                 seen_done: false.into(),
+                #[cfg(feature = "trace")]
+                reported_by: AtomicI32::new(0),
             })
         };
         let (buf, len) = match request {
@@ -336,8 +344,11 @@ impl Aio {
                     Err(e) => return self.refuse(key, e.raw_os_error().unwrap_or(libc::ENOMEM)),
                 };
                 let pending = new(Work::Job { request, cancel, result: AtomicI32::new(0) });
-                let (glibc, jobs) = self.started.get();
-                self.started.set((glibc, jobs + 1));
+                stats::bump(|c| &c.aio_helper_jobs);
+                stats::trace_step!(
+                    "  {} on fd {fd}: POSIX aio has none; handed to one of this runtime's helper threads (request {key})",
+                    if matches!(request, Request::Accept { .. }) { "accept" } else { "connect" }
+                );
                 self.helpers.run(pending.clone());
                 return Some(pending);
             }
@@ -353,13 +364,24 @@ impl Aio {
         if IN_GLIBC.fetch_add(1, Ordering::AcqRel) >= limit {
             IN_GLIBC.fetch_sub(1, Ordering::AcqRel);
             self.warn_exhausted(limit);
+            stats::bump(|c| &c.aio_refused);
             return self.refuse(key, libc::EAGAIN);
         }
         let pending = Arc::new_cyclic(|weak: &std::sync::Weak<Pending>| {
             // The notification's value: a strong reference, made below once the Arc exists.
             let cb = sys::aiocb(io_fd, buf, len as usize, on_aio_complete, weak.as_ptr().cast_mut().cast());
             let work = Work::Aio { cb: UnsafeCell::new(cb) };
-            Pending { key, fd, io_fd, write, finished: finished.clone(), work, seen_done: false.into() }
+            Pending {
+                key,
+                fd,
+                io_fd,
+                write,
+                finished: finished.clone(),
+                work,
+                seen_done: false.into(),
+                #[cfg(feature = "trace")]
+                reported_by: AtomicI32::new(0),
+            }
         });
         // The reference glibc's notification takes back (`on_aio_complete`).
         let for_glibc = Arc::into_raw(pending.clone());
@@ -372,8 +394,14 @@ impl Aio {
         match unsafe { sys::aio_submit(cb, write) } {
             Ok(()) => {
                 self.in_glibc.set(self.in_glibc.get() + 1);
-                let (glibc, jobs) = self.started.get();
-                self.started.set((glibc + 1, jobs));
+                stats::bump(|c| &c.aio_requests);
+                stats::trace_step!(
+                    "  {}(fd {io_fd}, {len} bytes) handed to glibc (request {key}): a glibc helper thread runs a \
+                     blocking {} on it{}",
+                    if write { "aio_write" } else { "aio_read" },
+                    if write { "write" } else { "read (after a pread that fails with ESPIPE on a socket)" },
+                    if write { "" } else { ", and stays blocked there until data comes" }
+                );
                 Some(pending)
             }
             Err(e) => {
@@ -471,6 +499,21 @@ impl Aio {
             timeout = Some(timeout.map_or(SCAN_INTERVAL, |t| t.min(SCAN_INTERVAL)));
         }
         let mut notified = false;
+        stats::trace_step!(
+            "poll(notifier, completion eventfd; {}): {}",
+            match timeout {
+                None => "no timeout".to_string(),
+                Some(t) if t.is_zero() => "no wait, no syscall".to_string(),
+                Some(t) if t == SCAN_INTERVAL =>
+                    "timeout 1 s, to rescan for notifications glibc dropped".to_string(),
+                Some(t) => format!("timeout {t:?}"),
+            },
+            if timeout == Some(Duration::ZERO) {
+                "collect what has finished"
+            } else {
+                "sleep until glibc reports a request done"
+            }
+        );
         if timeout != Some(Duration::ZERO) {
             // Round up: waking before the timer is due would only make the loop turn again.
             let ms = timeout.map_or(-1, |t| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32);
@@ -489,6 +532,7 @@ impl Aio {
             complete(key, completion);
         }
         let finished = std::mem::take(&mut *lock(&self.finished.queue));
+        stats::turn_reaped(finished.len());
         for pending in finished {
             self.finish(&pending, &mut complete);
         }
@@ -513,6 +557,19 @@ impl Aio {
         let Some(result) = pending.take_result() else {
             return; // cannot happen (glibc notifies after the result is set); the rescan would take it
         };
+        if pending.cb().is_some() {
+            stats::bump(|c| &c.aio_notifications);
+        }
+        #[cfg(feature = "trace")]
+        stats::trace_step!(
+            "  request {} done: result {result}, reported by {}",
+            pending.key,
+            match (pending.cb().is_some(), pending.reported_by.load(Ordering::Relaxed)) {
+                (true, tid) =>
+                    format!("glibc's notification thread {tid}, a thread created for this one completion"),
+                (false, _) => "a helper thread".to_string(),
+            }
+        );
         self.retire(pending, Completion { result, flags: 0 }, complete);
     }
 

@@ -123,6 +123,11 @@ impl BufRing {
     }
 
     /// How many buffers the kernel can still pick from.
+    /// How many buffers the ring has in all.
+    pub(crate) fn capacity(&self) -> u32 {
+        u32::from(self.entries)
+    }
+
     pub(crate) fn available(&self) -> u32 {
         self.available.get()
     }
@@ -130,6 +135,9 @@ impl BufRing {
     /// Hands buffer `bid` to the kernel (at the tail of the ring), and wakes the task that has
     /// waited longest for a buffer.
     pub(crate) fn provide(&self, bid: u16) {
+        crate::stats::trace_step!(
+            "  ring buffer {bid} goes back to the ring (no syscall: the ring is shared memory)"
+        );
         debug_assert!(bid < self.entries);
         let tail = self.tail.get();
         let slot = usize::from(tail & (self.entries - 1));

@@ -53,6 +53,7 @@ use slab::Slab;
 
 use crate::aio::Aio;
 use crate::bufring::BufRing;
+use crate::stats;
 use crate::sys;
 use crate::uring::{self, Uring};
 
@@ -88,6 +89,21 @@ impl Completion {
     /// Whether more completions follow for this (multishot) operation.
     fn more(&self) -> bool {
         uring::more(self)
+    }
+}
+
+const KIND_ACCEPT: u8 = 1;
+const KIND_CONNECT: u8 = 2;
+const KIND_RECV: u8 = 3;
+const KIND_SEND: u8 = 4;
+
+/// The counter kind of a request.
+fn kind_of(request: &Request) -> u8 {
+    match request {
+        Request::Accept { .. } | Request::AcceptMulti { .. } => KIND_ACCEPT,
+        Request::Connect { .. } => KIND_CONNECT,
+        Request::Recv { .. } | Request::RecvMulti { .. } => KIND_RECV,
+        Request::Send { .. } => KIND_SEND,
     }
 }
 
@@ -218,6 +234,8 @@ pub(crate) struct Driver {
     /// The provided-buffer ring, where the kernel supports it (see `bufring`).
     buf_ring: Option<Rc<BufRing>>,
     ops: RefCell<Slab<Lifecycle>>,
+    /// What kind of operation each slot holds (a `Kind` as u8), for the counters.
+    kinds: RefCell<Vec<u8>>,
     notifier: Arc<Notifier>,
     /// The notifier fired since the executor last looked: set by any turn (also the ones
     /// `cancel_and_reap` runs), consumed by the executor's `park`.
@@ -269,6 +287,7 @@ impl Driver {
             io,
             buf_ring,
             ops: RefCell::new(Slab::with_capacity(slab_capacity())),
+            kinds: RefCell::new(Vec::new()),
             notifier: Arc::new(notifier),
             notified: Cell::new(false),
             features,
@@ -368,6 +387,13 @@ impl Driver {
             Lifecycle::Waiting(None)
         };
         let index = self.ops.borrow_mut().insert(lifecycle);
+        {
+            let mut kinds = self.kinds.borrow_mut();
+            if kinds.len() <= index {
+                kinds.resize(index + 1, 0);
+            }
+            kinds[index] = kind_of(&request);
+        }
         // The caller guarantees the pointers are owned by `resources`, which the Op keeps (or
         // hands to the slot when dropped) until this operation's completion arrives.
         let started = match &self.io {
@@ -449,6 +475,11 @@ impl Driver {
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
     pub(crate) fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
         let mut after = AfterTurn::default();
+        stats::bump(if timeout == Some(Duration::ZERO) {
+            |c| &c.waits_nonblocking
+        } else {
+            |c| &c.waits_blocking
+        });
         let notified = {
             let mut ops = self.ops.borrow_mut();
             let complete = |index, completion| self.complete(&mut ops, index, completion, wakers, &mut after);
@@ -487,14 +518,29 @@ impl Driver {
             ring.taken();
         }
         let Some(slot) = ops.get_mut(index) else { return };
+        if completion.result != -libc::ECANCELED {
+            match self.kinds.borrow().get(index).copied().unwrap_or(0) {
+                KIND_ACCEPT => stats::bump(|c| &c.accepts),
+                KIND_CONNECT => stats::bump(|c| &c.connects),
+                KIND_RECV => stats::bump(|c| &c.recvs),
+                KIND_SEND => stats::bump(|c| &c.sends),
+                _ => {}
+            }
+        }
         match slot {
             Lifecycle::Waiting(waker) => {
+                if waker.is_some() {
+                    stats::trace_step!("    → wake the task waiting for it");
+                }
                 wakers.extend(waker.take());
                 *slot = Lifecycle::Completed(completion);
             }
             Lifecycle::Multishot { queue, waker, ended, stopping, max_queued } => {
                 queue.push(completion);
                 *ended = !completion.more();
+                if waker.is_some() {
+                    stats::trace_step!("    → wake the task waiting for it");
+                }
                 wakers.extend(waker.take());
                 if !*ended && !*stopping && *max_queued > 0 && queue.len() >= usize::from(*max_queued) {
                     *stopping = true;

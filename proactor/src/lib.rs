@@ -66,6 +66,7 @@ mod bufring;
 mod driver;
 mod executor;
 pub mod net;
+mod stats;
 mod sys;
 mod task;
 pub mod time;
@@ -74,4 +75,7 @@ mod uring;
 pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};
 pub use driver::Backend;
 pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
+#[cfg(feature = "trace")]
+pub use stats::trace;
+pub use stats::{stats, Stats};
 pub use task::{JoinError, JoinHandle};

@@ -517,7 +517,17 @@ impl TcpStream {
                     recv.insert(op)
                 }
             };
-            let Some(completion) = ready!(op.poll_next(cx)) else {
+            let next = match op.poll_next(cx) {
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    crate::stats::trace_step!(
+                        "  wait for the next CQE of the multishot RECV on fd {}: it stays armed in the kernel, no new SQE",
+                        self.fd.as_raw_fd()
+                    );
+                    return Poll::Pending;
+                }
+            };
+            let Some(completion) = next else {
                 *recv = None; // the multishot receive ended: arm a new one
                 continue;
             };

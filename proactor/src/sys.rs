@@ -17,8 +17,10 @@ use std::mem::{self, MaybeUninit};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`.
+/// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`. Also counts
+/// the syscall (as "other"; see `stats`).
 fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    crate::stats::bump(|c| &c.sys_other);
     if ret == T::from(-1) {
         Err(io::Error::last_os_error())
     } else {
@@ -144,6 +146,15 @@ fn sockname(fd: BorrowedFd<'_>, f: SocknameFn) -> io::Result<SocketAddr> {
 }
 
 pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
+    crate::stats::trace_step!(
+        "  shutdown(fd {}, {how:?}): {}",
+        fd.as_raw_fd(),
+        if how == Shutdown::Write {
+            "the peer reads end of stream after everything sent"
+        } else {
+            "closes that direction"
+        }
+    );
     let how = match how {
         Shutdown::Read => libc::SHUT_RD,
         Shutdown::Write => libc::SHUT_WR,
@@ -265,6 +276,7 @@ pub(crate) fn poll_readable<const N: usize>(
     fds: [BorrowedFd<'_>; N],
     timeout_ms: i32,
 ) -> io::Result<[bool; N]> {
+    crate::stats::bump(|c| &c.sys_poll);
     let mut pollfds = fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
     // SAFETY: `pollfds` is a live array of N pollfd, and its length is passed.
     match cvt(unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) }) {
@@ -434,14 +446,18 @@ pub(crate) fn aiocb(
 /// (`aio_error` no longer says `EINPROGRESS`).
 pub(crate) unsafe fn aio_submit(cb: *mut libc::aiocb, write: bool) -> io::Result<()> {
     // SAFETY: the caller guarantees `cb` and its buffer outlive the request.
-    cvt(unsafe {
+    let ret = unsafe {
         if write {
             libc::aio_write(cb)
         } else {
             libc::aio_read(cb)
         }
-    })?;
-    Ok(())
+    };
+    // (Not through `cvt`: glibc queues the request; it is not a syscall of this thread.)
+    match ret {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// The request's status: `None` while in progress, else its result as a CQE would carry it (a

@@ -24,6 +24,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use crate::bufring::BufRing;
 use crate::driver::{Completion, DriverConfig, Notifier, Request};
+use crate::stats;
 use crate::sys;
 
 /// How many completions a batching wait gathers at most (see `Uring::batch_wait`).
@@ -58,6 +59,9 @@ pub(crate) struct Uring {
     /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
     /// it when the SQE is submitted, so it lives here, at a stable address, until then.
     wait_timeout: Box<RefCell<types::Timespec>>,
+    /// The opcode of each slot's SQE, for the trace (filled only while tracing).
+    #[cfg(feature = "trace")]
+    names: RefCell<Vec<&'static str>>,
 }
 
 /// Turns an `io_uring_setup` failure into one sentence that says what happened and what to do.
@@ -136,6 +140,8 @@ impl Uring {
             batch_wait: config.batch_wait.filter(|_| features.min_timeout),
             cq_overflows: Cell::new(0),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
+            #[cfg(feature = "trace")]
+            names: RefCell::new(Vec::new()),
         };
         Ok((uring, buf_ring))
     }
@@ -154,15 +160,19 @@ impl Uring {
         loop {
             // SAFETY: the caller guarantees the entry's pointers outlive its completion.
             if unsafe { ring.submission().push(entry) }.is_ok() {
+                stats::bump(|c| &c.sqes);
                 return Ok(());
             }
             // The SQ is full: hand it to the kernel and try again.
+            stats::bump(|c| &c.sys_io_uring_enter);
+            stats::trace_step!("  the SQ is full: io_uring_enter to submit it");
             match ring.submit() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.kind() == io::ErrorKind::Interrupted => {
                     // EBUSY: the CQ is backed up; completions must be reaped first. They stay
                     // in the CQ until the next turn; entering with GETEVENTS flushes the
                     // kernel's overflow list so the SQ drains.
+                    stats::bump(|c| &c.sys_io_uring_enter);
                     ring.submit_and_wait(0)?;
                 }
                 Err(e) => return Err(e),
@@ -190,6 +200,15 @@ impl Uring {
                 opcode::Send::new(types::Fd(fd), buf, len).flags(libc::MSG_NOSIGNAL).build()
             }
         };
+        #[cfg(feature = "trace")]
+        if stats::trace::on() {
+            stats::trace_step!("  queued SQE {} (user_data {index}); no syscall yet", describe(request));
+            let mut names = self.names.borrow_mut();
+            if names.len() <= index {
+                names.resize(index + 1, "");
+            }
+            names[index] = opcode_name(request);
+        }
         // SAFETY: the caller guarantees the request's pointers outlive the operation.
         unsafe { self.push(&entry.user_data(index as u64)) }
     }
@@ -198,6 +217,7 @@ impl Uring {
     pub(crate) fn submit_pending(&self) {
         let mut ring = self.ring.borrow_mut();
         if !ring.submission().is_empty() {
+            stats::bump(|c| &c.sys_io_uring_enter);
             let _ = ring.submit();
         }
     }
@@ -209,6 +229,7 @@ impl Uring {
     pub(crate) fn close_fd(&self, fd: OwnedFd, now: bool) {
         let raw = fd.into_raw_fd();
         let entry = opcode::Close::new(types::Fd(raw)).build().user_data(IGNORED_TOKEN);
+        stats::trace_step!("  queued SQE CLOSE fd {raw}, after every SQE already queued for it");
         // SAFETY: a close request carries no pointers.
         let pushed = unsafe { self.push(&entry) }.is_ok();
         if now {
@@ -224,6 +245,8 @@ impl Uring {
     /// or with its result if it won the race).
     pub(crate) fn cancel(&self, index: usize) {
         let entry = opcode::AsyncCancel::new(index as u64).build().user_data(IGNORED_TOKEN);
+        stats::bump(|c| &c.cancels);
+        stats::trace_step!("  queued SQE ASYNC_CANCEL for user_data {index} (its future was dropped)");
         // SAFETY: a cancel request carries no pointers.
         if unsafe { self.push(&entry) }.is_err() {
             // Cannot even submit: the operation completes on its own eventually (or never, for
@@ -261,10 +284,18 @@ impl Uring {
         self.enter(timeout)?;
         let mut notified = false;
         let mut ring = self.ring.borrow_mut();
+        let mut reaped = 0;
+        #[cfg(feature = "trace")]
+        {
+            let n = ring.completion().len();
+            stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
+        }
         for cqe in ring.completion() {
             let completion = Completion { result: cqe.result(), flags: cqe.flags() };
+            reaped += 1;
             match cqe.user_data() {
                 NOTIFY_TOKEN => {
+                    stats::trace_step!("  CQE of the notifier's poll: another thread woke a task");
                     notifier.drain();
                     notified = true;
                     if !cqueue::more(completion.flags) {
@@ -272,10 +303,21 @@ impl Uring {
                     }
                 }
                 IGNORED_TOKEN => {}
-                index => complete(index as usize, completion),
+                index => {
+                    stats::trace_step!(
+                        "  CQE user_data {index} ({}): result {}{}{}",
+                        self.name_of(index as usize),
+                        completion.result,
+                        selected_buffer(&completion)
+                            .map_or(String::new(), |b| format!(", in ring buffer {b}")),
+                        if more(&completion) { ", more to come from the same SQE" } else { "" }
+                    );
+                    complete(index as usize, completion)
+                }
             }
         }
         drop(ring);
+        stats::turn_reaped(reaped);
         self.arm_notifier(notifier);
         Ok(notified)
     }
@@ -286,16 +328,30 @@ impl Uring {
         if ring.submission().cq_overflow() {
             self.cq_overflows.set(self.cq_overflows.get() + 1);
         }
+        let queued = ring.submission().len();
+        // Nothing to submit, no wait, nothing held in the kernel: the CQ is read without a syscall.
+        let entering = timeout != Some(Duration::ZERO)
+            || queued > 0
+            || ring.submission().cq_overflow()
+            || ring.submission().taskrun();
+        if entering {
+            stats::bump(|c| &c.sys_io_uring_enter);
+            stats::trace_step!(
+                "io_uring_enter: submit {queued} SQE{}, {}",
+                if queued == 1 { "" } else { "s" },
+                match timeout {
+                    Some(Duration::ZERO) => "do not wait".to_string(),
+                    None => "nothing to run: sleep until a completion arrives".to_string(),
+                    Some(t) => format!("sleep until a completion arrives or {t:?} pass (the next timer)"),
+                }
+            );
+        } else {
+            stats::trace_step!("read the CQ ring in shared memory: no syscall");
+        }
         let result = match timeout {
             // Nothing to submit and no wait: the CQ ring is read without entering the kernel
             // (unless the kernel holds overflowed CQEs, which only an enter brings back).
-            Some(Duration::ZERO)
-                if ring.submission().is_empty()
-                    && !ring.submission().cq_overflow()
-                    && !ring.submission().taskrun() =>
-            {
-                Ok(0)
-            }
+            Some(Duration::ZERO) if !entering => Ok(0),
             Some(Duration::ZERO) => ring.submit(),
             // Batching (Linux 6.12): wait for up to BATCH completions, but once `min_wait` has
             // passed return as soon as there is one. Fewer enters under load, for at most
@@ -354,4 +410,48 @@ pub(crate) fn selected_buffer(completion: &Completion) -> Option<u16> {
 /// Whether more CQEs follow for a multishot operation.
 pub(crate) fn more(completion: &Completion) -> bool {
     cqueue::more(completion.flags)
+}
+
+impl Uring {
+    /// The opcode of the SQE of slot `index`, for the trace.
+    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
+    fn name_of(&self, index: usize) -> &'static str {
+        #[cfg(feature = "trace")]
+        return self.names.borrow().get(index).copied().unwrap_or("?");
+        #[cfg(not(feature = "trace"))]
+        {
+            let _ = index;
+            "?"
+        }
+    }
+}
+
+/// The opcode of a request, for the trace.
+#[cfg_attr(not(feature = "trace"), allow(dead_code))]
+fn opcode_name(request: &Request) -> &'static str {
+    match request {
+        Request::Accept { .. } => "ACCEPT",
+        Request::AcceptMulti { .. } => "multishot ACCEPT",
+        Request::Connect { .. } => "CONNECT",
+        Request::Recv { .. } => "RECV",
+        Request::RecvMulti { .. } => "multishot RECV",
+        Request::Send { .. } => "SEND",
+    }
+}
+
+/// A request in words, for the trace.
+#[cfg_attr(not(feature = "trace"), allow(dead_code))]
+pub(crate) fn describe(request: &Request) -> String {
+    match *request {
+        Request::Accept { fd, .. } => format!("ACCEPT on fd {fd}"),
+        Request::AcceptMulti { fd } => {
+            format!("ACCEPT (multishot: one SQE, a CQE per connection) on fd {fd}")
+        }
+        Request::Connect { fd, .. } => format!("CONNECT fd {fd}"),
+        Request::Recv { fd, len, .. } => format!("RECV fd {fd} into a {len}-byte buffer"),
+        Request::RecvMulti { fd, .. } => {
+            format!("RECV (multishot, buffers picked from the ring when data comes) on fd {fd}")
+        }
+        Request::Send { fd, len, .. } => format!("SEND {len} bytes on fd {fd}"),
+    }
 }

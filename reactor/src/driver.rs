@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
+use crate::stats;
 use crate::sys;
 
 /// Readiness bits of a [`ScheduledIo`].
@@ -333,6 +334,10 @@ impl Driver {
         let key = Key { index, generation };
         let events =
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
+        #[cfg(feature = "trace")]
+        if crate::stats::trace::on() {
+            crate::stats::trace::note_fd(index, fd.as_raw_fd());
+        }
         sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, key.token())?;
         entry.insert(ScheduledIo { generation, readiness: 0, interest: 0, waker: None, others: None });
         Ok(key)
@@ -397,7 +402,13 @@ impl Driver {
             (Exhausted::WouldBlock, _) => direction.cleared_by_eagain(),
             // A short read proves nothing while urgent data is pending.
             (Exhausted::Short, Direction::Read) if io.readiness & URGENT != 0 => 0,
-            (Exhausted::Short, Direction::Read) => READABLE,
+            (Exhausted::Short, Direction::Read) => {
+                stats::trace_step!(
+                    "  short read: {} is drained; forget its readiness without an EAGAIN round trip",
+                    stats::trace_fd(key.index)
+                );
+                READABLE
+            }
             (Exhausted::Short, Direction::Write) => WRITABLE,
         };
     }
@@ -423,17 +434,20 @@ impl Driver {
             }
         };
         let mut events = self.events.borrow_mut();
+        stats::bump(if timeout_ms == 0 { |c| &c.waits_nonblocking } else { |c| &c.waits_blocking });
         let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
         };
+        stats::wait_returned(n);
 
         let mut notified = false;
         let mut ios = self.ios.borrow_mut();
         for event in &events[..n] {
             let (token, bits) = (event.u64, event.events);
             if token == NOTIFY_TOKEN {
+                stats::trace_step!("  the notifier's eventfd: another thread woke a task");
                 self.notifier.drain();
                 notified = true;
                 continue;
@@ -445,7 +459,18 @@ impl Driver {
             }
             let ready = readiness_of(bits);
             io.readiness |= ready;
+            let before = wakers.len();
             io.take_waiters(ready, wakers);
+            stats::trace_step!(
+                "  {}: {} → {}",
+                stats::trace_fd(key.index),
+                readiness_words(ready),
+                match wakers.len() - before {
+                    0 => "no task waits for it yet; remembered".to_string(),
+                    1 => "wake the task waiting for it".to_string(),
+                    n => format!("wake the {n} tasks waiting for it"),
+                }
+            );
         }
         Ok(notified)
     }
@@ -461,6 +486,24 @@ impl Driver {
         }
         wakers
     }
+}
+
+/// The readiness bits in words, for the trace.
+#[cfg_attr(not(feature = "trace"), allow(dead_code))]
+fn readiness_words(ready: u8) -> String {
+    let words: Vec<&str> = [
+        (READABLE, "readable"),
+        (WRITABLE, "writable"),
+        (READ_CLOSED, "peer closed its side"),
+        (WRITE_CLOSED, "write side closed"),
+        (ERROR, "error"),
+        (URGENT, "urgent data"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| ready & bit != 0)
+    .map(|(_, word)| word)
+    .collect();
+    words.join(", ")
 }
 
 /// An fd registered with a [`Driver`]: the building block of every socket type.

@@ -54,6 +54,7 @@ use futures_task::waker_ref;
 use slab::Slab;
 
 use crate::driver::{Driver, Notifier};
+use crate::stats;
 use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
 use crate::time::Timers;
 
@@ -265,14 +266,20 @@ impl Core {
             BUDGET.set(self.config.task_budget);
             let waker = waker_ref(header);
             let mut cx = Context::from_waker(&waker);
+            stats::bump(|c| &c.tasks_polled);
+            stats::trace_step!("task {} polled", header.id);
             match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
+                    stats::trace_step!("task {} waits", header.id);
                     if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
                         task.future = Some(future);
                     }
                     return;
                 }
-                Ok(Poll::Ready(output)) => Ok(output),
+                Ok(Poll::Ready(output)) => {
+                    stats::trace_step!("task {} finished", header.id);
+                    Ok(output)
+                }
                 Err(payload) => Err(JoinError::panic(payload)),
             }
         };
@@ -312,6 +319,7 @@ impl Core {
         } else {
             self.timers.next_deadline().map(|deadline| deadline.saturating_duration_since(Instant::now()))
         };
+        stats::bump(|c| &c.turns);
         let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
         let notified = match self.driver.turn(timeout, &mut wakers) {
             Ok(notified) => notified,
@@ -320,12 +328,20 @@ impl Core {
         };
         if notified {
             let remote = std::mem::take(&mut self.shared.remote().queue);
+            stats::add(|c| &c.remote_wakeups, remote.len() as u64);
             self.run_queue.borrow_mut().extend(remote);
         }
         for waker in wakers.drain(..) {
             waker.wake();
         }
         if self.timers.fire(&mut wakers) {
+            stats::add(|c| &c.timers_fired, wakers.len() as u64);
+            stats::trace_step!(
+                "{} timer{} expired: wake {}",
+                wakers.len(),
+                if wakers.len() == 1 { "" } else { "s" },
+                if wakers.len() == 1 { "its task" } else { "their tasks" }
+            );
             for waker in wakers.drain(..) {
                 waker.wake();
             }
@@ -376,9 +392,12 @@ impl Runtime {
                 header.unschedule();
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);
+                    stats::bump(|c| &c.tasks_polled);
+                    stats::trace_step!("the block_on future (here: the accept loop) polled");
                     if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker)) {
                         return output;
                     }
+                    stats::trace_step!("the block_on future waits");
                 } else {
                     core.run_task(&header);
                 }

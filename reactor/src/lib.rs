@@ -59,9 +59,13 @@
 mod driver;
 mod executor;
 pub mod net;
+mod stats;
 mod sys;
 mod task;
 pub mod time;
 
 pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
+#[cfg(feature = "trace")]
+pub use stats::trace;
+pub use stats::{stats, Stats};
 pub use task::{JoinError, JoinHandle};

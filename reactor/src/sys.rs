@@ -14,8 +14,21 @@ use std::mem::{self, MaybeUninit};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::stats;
+
 /// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`.
+///
+/// Also counts the syscall, as "other" (see `stats`); the hot ones use [`cvt_as`].
 fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    cvt_as(|c| &c.sys_other, ret)
+}
+
+/// [`cvt`], counting the syscall in the counter `kind` picks.
+fn cvt_as<T: PartialEq + From<i8>>(
+    kind: fn(&stats::Counters) -> &std::cell::Cell<u64>,
+    ret: T,
+) -> io::Result<T> {
+    stats::bump(kind);
     if ret == T::from(-1) {
         Err(io::Error::last_os_error())
     } else {
@@ -55,14 +68,19 @@ pub(crate) fn epoll_ctl(
     let mut event = libc::epoll_event { events, u64: token };
     // SAFETY: `event` is a valid, initialised epoll_event that outlives the call; the kernel
     // copies it and keeps no pointer to it.
-    cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) })?;
+    cvt_as(|c| &c.sys_epoll_ctl, unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) })?;
+    stats::trace_step!(
+        "epoll_ctl(ADD fd {fd}): watch it for input and output, edge-triggered, once for its lifetime"
+    );
     Ok(())
 }
 
 /// `epoll_ctl(EPOLL_CTL_DEL)`.
 pub(crate) fn epoll_del(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
     // SAFETY: kernels since 2.6.9 ignore the event pointer for DEL, so null is allowed.
-    cvt(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) })?;
+    let ret = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    cvt_as(|c| &c.sys_epoll_ctl, ret)?;
+    stats::trace_step!("epoll_ctl(DEL fd {fd}): stop watching it (it is being closed)");
     Ok(())
 }
 
@@ -74,9 +92,24 @@ pub(crate) fn epoll_wait(
     timeout_ms: i32,
 ) -> io::Result<usize> {
     let max = events.len().min(i32::MAX as usize) as i32;
+    stats::trace_step!(
+        "epoll_wait({}): {}",
+        match timeout_ms {
+            -1 => "no timeout".to_string(),
+            0 => "timeout 0".to_string(),
+            ms => format!("timeout {ms} ms"),
+        },
+        if timeout_ms == 0 {
+            "collect events without sleeping"
+        } else {
+            "nothing to run: sleep until an fd is ready"
+        }
+    );
     // SAFETY: `events` is a valid, writable buffer of `max` epoll_event entries for the whole
     // call; the kernel writes at most `max` of them.
-    let n = cvt(unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) })?;
+    let ret = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
+    let n = cvt_as(|c| &c.sys_epoll_wait, ret)?;
+    stats::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
     Ok(n as usize)
 }
 
@@ -181,7 +214,7 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes of address into `storage`, which is live and
     // large enough for any address family, and updates `len`.
-    let conn = cvt(unsafe {
+    let conn = cvt_as(|c| &c.sys_accept, unsafe {
         libc::accept4(
             fd.as_raw_fd(),
             storage.as_mut_ptr().cast(),
@@ -189,6 +222,7 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     })?;
+    stats::trace_step!("accept4(fd {}) → new connection, fd {conn}", fd.as_raw_fd());
     // SAFETY: accept4 just created `conn`.
     let conn = unsafe { owned(conn) };
     // SAFETY: zero-initialised sockaddr_storage is a valid value, and the kernel filled in `len`
@@ -219,6 +253,15 @@ fn sockname(fd: BorrowedFd<'_>, f: SocknameFn) -> io::Result<SocketAddr> {
 }
 
 pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
+    crate::stats::trace_step!(
+        "  shutdown(fd {}, {how:?}): {}",
+        fd.as_raw_fd(),
+        if how == Shutdown::Write {
+            "the peer reads end of stream after everything sent"
+        } else {
+            "closes that direction"
+        }
+    );
     let how = match how {
         Shutdown::Read => libc::SHUT_RD,
         Shutdown::Write => libc::SHUT_WR,
@@ -232,16 +275,38 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
 /// `read` into `buf`; 0 means end of stream.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-    let n = cvt(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
-    Ok(n as usize)
+    let ret = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    let result = cvt_as(|c| &c.sys_read, ret).map(|n| n as usize);
+    traced_io("read", fd, buf.len(), &result);
+    result
 }
 
 /// `send(MSG_NOSIGNAL)`: like `write`, but a reset peer gives `EPIPE` instead of killing the
 /// process with `SIGPIPE`.
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
-    let n = cvt(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) })?;
-    Ok(n as usize)
+    let ret = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    let result = cvt_as(|c| &c.sys_write, ret).map(|n| n as usize);
+    traced_io("send", fd, buf.len(), &result);
+    result
+}
+
+/// Counts a read or send that found nothing to do, and traces either.
+fn traced_io(call: &str, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usize>) {
+    let would_block = matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    if would_block {
+        stats::bump(|c| &c.would_block);
+    }
+    stats::trace_step!(
+        "{call}(fd {}, {len} bytes) → {}",
+        fd.as_raw_fd(),
+        match result {
+            Ok(n) => format!("{n} bytes"),
+            Err(_) if would_block =>
+                "EAGAIN: nothing to do after all; wait for the next readiness event".to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    );
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 //! `echo-lab`: serve the echo handler on each runtime, load it, and compare the runtimes.
 //!
-//! - `echo-lab serve --runtime reactor|uring|tokio [--addr A]`: an echo server;
+//! - `echo-lab serve --runtime reactor|uring|aio|tokio [--addr A]`: an echo server;
 //! - `echo-lab bench --addr A`: a ping-pong load that verifies every byte and reports
 //!   throughput and latency;
 //! - `echo-lab demo`: both of the above, for every runtime and the tokio baseline, as one
-//!   comparison table (plus `target/echo-lab/demo.json` and `demo.svg`).
+//!   comparison table (plus `target/echo-lab/demo.json` and `demo.svg`);
+//! - `echo-lab trace --runtime reactor|uring|aio`: what the runtime does for each message, step
+//!   by step.
 
 mod bench;
 mod bulk;
@@ -13,6 +15,7 @@ mod perf;
 mod serve;
 mod svg;
 mod sys;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -34,6 +37,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve and load every runtime in turn and print one comparison table.
     Demo(demo::DemoArgs),
+    /// Echo a few messages on one connection and show what the runtime did, step by step.
+    Trace(trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(&a),
         Command::Bench(a) => bench::run_cli(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Trace(a) => trace::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

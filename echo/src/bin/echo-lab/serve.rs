@@ -90,6 +90,11 @@ pub struct ServeArgs {
     /// connection is closed) with a warning, rather than queued behind idle connections.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub aio_threads: u32,
+    /// Print the runtime's own counters once a second on stderr, as rates: loop turns, waits,
+    /// events or completions per wait, task polls, syscalls by kind (one line per runtime
+    /// thread; see the runtime's `Stats` docs for each counter). Not with tokio.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 fn parse_positive_secs(s: &str) -> Result<Duration, String> {
@@ -109,8 +114,12 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
 pub fn run(a: &ServeArgs) -> Result<(), String> {
-    if a.runtime == Server::Tokio && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some()) {
-        return Err("--threads, --max-conns and --idle-timeout need --runtime reactor, uring or aio".into());
+    if a.runtime == Server::Tokio
+        && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some() || a.stats)
+    {
+        return Err(
+            "--threads, --max-conns, --idle-timeout and --stats need --runtime reactor, uring or aio".into(),
+        );
     }
     let shutdown = Shutdown::new();
     let stats = Arc::new(Stats::default());
@@ -156,6 +165,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         max_conns: a.max_conns.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         idle_timeout: a.idle_timeout,
         grace: a.grace,
+        stats_every: a.stats.then_some(Duration::from_secs(1)),
     };
     let (started, start) = mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::new();

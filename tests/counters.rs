@@ -1,0 +1,109 @@
+//! The runtimes' own counters (`reactor::stats`, `proactor::stats`) against known work: one
+//! connection, N echoes, then end of stream. Each server runs on a thread of its own, and its
+//! counters are that thread's.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use echo::server::RuntimeKind;
+use testkit::within;
+
+const N: u64 = 50;
+
+/// Serves one connection with `echo::handle` on `kind`, and returns the counters of the work
+/// (from before the listener to after the connection ended) once the client is done.
+fn serve_one<S: Send + 'static>(
+    kind: RuntimeKind,
+    run: impl FnOnce(std::net::TcpListener) -> S + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<S>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread =
+        std::thread::Builder::new().name(format!("counters-{kind}")).spawn(move || run(listener)).unwrap();
+    (addr, thread)
+}
+
+/// The client: N messages, each echoed, then end of stream.
+fn client(addr: SocketAddr) {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..N {
+        let msg = format!("message {i:04}");
+        conn.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0; msg.len()];
+        conn.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+}
+
+macro_rules! one_connection {
+    ($rt:ident, $runtime:expr) => {{
+        let (tx, rx) = mpsc::channel();
+        let (addr, server) = serve_one(RuntimeKind::Reactor, move |listener| {
+            let runtime = $runtime;
+            let before = $rt::stats();
+            runtime.block_on(async move {
+                let listener = $rt::net::TcpListener::from_std(listener).unwrap();
+                tx.send(()).unwrap();
+                let (stream, _) = listener.accept().await.unwrap();
+                echo::handle(stream).await.unwrap();
+            });
+            $rt::stats().since(&before)
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        within(Duration::from_secs(30), move || client(addr));
+        server.join().unwrap()
+    }};
+}
+
+#[test]
+fn the_reactor_counts_a_read_and_a_write_per_echo_and_a_share_of_one_wait() {
+    let s = one_connection!(reactor, reactor::Runtime::new().unwrap());
+    // N messages plus the end of stream; each message is one read and one send.
+    assert!(s.sys_read > N, "{s:?}");
+    assert!(s.sys_write >= N, "{s:?}");
+    assert_eq!(s.sys_accept, 1, "{s:?}");
+    // The listener and the connection are each registered once and removed once: nothing is
+    // re-armed per message (edge-triggered).
+    assert_eq!(s.sys_epoll_ctl, 4, "{s:?}");
+    // A ping-pong client makes the server sleep once per message.
+    assert!(s.sys_epoll_wait >= N && s.waits_blocking >= N, "{s:?}");
+    assert!(s.events >= N && s.max_events >= 1, "{s:?}");
+    assert!(s.tasks_polled >= N && s.turns >= N, "{s:?}");
+    // A short read clears readiness: no EAGAIN round trip per message.
+    assert!(s.would_block < N / 2, "{s:?}");
+    let per_echo = s.syscalls() as f64 / N as f64;
+    assert!((2.0..4.0).contains(&per_echo), "{per_echo} syscalls per echo: {s:?}");
+}
+
+#[test]
+fn io_uring_counts_a_recv_and_a_send_completion_per_echo_and_no_sqe_per_recv() {
+    let s = one_connection!(proactor, proactor::Runtime::new().unwrap());
+    assert!(s.recvs > N, "{s:?}"); // N messages and the end of stream
+    assert!(s.sends >= N, "{s:?}");
+    assert_eq!(s.accepts, 1, "{s:?}");
+    assert!(s.completions >= 2 * N, "{s:?}");
+    // One SQE per send; the receives come from one multishot RECV, not an SQE each.
+    assert!(s.sqes >= N && s.sqes < N + 20, "{} SQEs for {N} echoes: {s:?}", s.sqes);
+    assert!(s.sys_io_uring_enter >= N, "{s:?}");
+    assert_eq!(s.aio_requests, 0, "{s:?}");
+}
+
+#[test]
+fn aio_counts_a_glibc_request_and_a_notification_per_read_and_per_write() {
+    let s = one_connection!(proactor, echo::server::aio_runtime().unwrap());
+    assert!(s.recvs > N && s.sends >= N, "{s:?}");
+    assert_eq!(s.accepts, 1, "{s:?}");
+    // Every read and write is a glibc request, reported by a notification.
+    assert!(s.aio_requests > 2 * N, "{s:?}");
+    assert!(s.aio_notifications > 2 * N, "{s:?}");
+    // The accept ran on the runtime's own helper thread.
+    assert_eq!(s.aio_helper_jobs, 1, "{s:?}");
+    assert_eq!(s.sys_io_uring_enter + s.sqes, 0, "{s:?}");
+    assert!(s.sys_poll >= 1, "{s:?}");
+}
