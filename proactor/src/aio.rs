@@ -433,17 +433,20 @@ impl Aio {
     /// Cancels the operation `key` (see the module docs). `force` also shuts the socket down
     /// when a helper thread is already blocked on it, for operations nobody would ever reap
     /// otherwise (the runtime is going away).
-    pub(crate) fn cancel(&self, key: usize, force: bool) {
-        let Some(&(fd, write)) = self.keys.borrow().get(&key) else { return };
+    ///
+    /// Returns whether it shut the socket down (a result of the operation other than bytes
+    /// transferred is then the shutdown's doing, not the peer's).
+    pub(crate) fn cancel(&self, key: usize, force: bool) -> bool {
+        let Some(&(fd, write)) = self.keys.borrow().get(&key) else { return false };
         let mut fds = self.fds.borrow_mut();
-        let Some(queue) = fds.get_mut(&fd) else { return };
+        let Some(queue) = fds.get_mut(&fd) else { return false };
         let lane = queue.lane(write);
         if let Some(at) = lane.waiting.iter().position(|(k, _)| *k == key) {
             lane.waiting.remove(at);
             self.ready.borrow_mut().push((key, Completion::error(libc::ECANCELED)));
-            return;
+            return false;
         }
-        let Some(pending) = lane.running.as_ref().filter(|p| p.key == key) else { return };
+        let Some(pending) = lane.running.as_ref().filter(|p| p.key == key) else { return false };
         match &pending.work {
             Work::Aio { cb } => {
                 // SAFETY: the request is in glibc and its aiocb alive (held by `pending`); glibc
@@ -452,9 +455,11 @@ impl Aio {
                 if force {
                     sys::shutdown_raw(fd);
                 }
+                force
             }
             Work::Job { cancel, .. } => {
                 let _ = sys::eventfd_signal(cancel.as_fd());
+                false
             }
         }
     }

@@ -438,9 +438,14 @@ impl Driver {
     /// Asks the backend to cancel the operation in `index` (its completion then comes with
     /// `-ECANCELED`, or with its result if it won the race). `force` (aio): also when that
     /// means shutting the socket down, for operations nobody else would ever reap.
-    fn cancel(&self, index: usize, force: bool) {
+    ///
+    /// Returns whether the socket was shut down to do it (aio).
+    fn cancel(&self, index: usize, force: bool) -> bool {
         match &self.io {
-            Io::Uring(uring) => uring.cancel(index),
+            Io::Uring(uring) => {
+                uring.cancel(index);
+                false
+            }
             Io::Aio(aio) => aio.cancel(index, force),
         }
     }
@@ -449,7 +454,7 @@ impl Driver {
     /// completion is in. For operations awaited when this driver's runtime is not running
     /// (dropped, or another runtime is), when nobody else would reap the completion.
     fn cancel_and_reap(&self, index: usize) -> Completion {
-        self.cancel(index, true);
+        let shut_down = self.cancel(index, true);
         loop {
             let completed = match self.ops.borrow().get(index) {
                 Some(Lifecycle::Completed(completion)) => Some(*completion),
@@ -457,6 +462,11 @@ impl Driver {
             };
             if let Some(completion) = completed {
                 self.ops.borrow_mut().remove(index);
+                // After shutting the socket down, an end of stream or error is the shutdown's
+                // doing: report the cancellation. Bytes that did arrive are a real result.
+                if shut_down && completion.result <= 0 {
+                    return Completion::error(libc::ECANCELED);
+                }
                 return completion;
             }
             let mut wakers = Vec::new();
@@ -494,7 +504,7 @@ impl Driver {
         // Resources of orphaned operations, and fds they produced, are dropped outside the
         // borrows: dropping may run arbitrary code.
         for index in after.to_cancel {
-            self.cancel(index, false);
+            let _ = self.cancel(index, false);
         }
         for (completion, result_is_fd) in after.discarded {
             self.discard(completion, result_is_fd);
@@ -585,7 +595,7 @@ impl Drop for Driver {
         self.submit_pending();
         let pending: Vec<usize> = self.ops.borrow().iter().map(|(index, _)| index).collect();
         for index in pending {
-            self.cancel(index, true);
+            let _ = self.cancel(index, true);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         while self.in_flight() > 0 && std::time::Instant::now() < deadline {
@@ -818,7 +828,7 @@ impl<T: 'static> Drop for Op<T> {
                     self.driver.discard(completion, self.result_is_fd);
                 }
                 if !ended {
-                    self.driver.cancel(index, false);
+                    let _ = self.driver.cancel(index, false);
                 }
             }
             // In flight: the resources move into the slot until the CQE, and the operation is
@@ -834,7 +844,7 @@ impl<T: 'static> Drop for Op<T> {
                 *slot =
                     Lifecycle::Orphaned { finish: Some(finish), handled, result_is_fd: self.result_is_fd };
                 drop(ops);
-                self.driver.cancel(index, false);
+                let _ = self.driver.cancel(index, false);
             }
             Lifecycle::Orphaned { .. } => unreachable!("a live Op's slot is never orphaned"),
         }
