@@ -137,12 +137,54 @@ pub struct Stats {
     /// Inside a `--max-conns` episode: the limit was hit and no connection has closed since.
     refusing: AtomicBool,
     idle_logged: Mutex<Option<Instant>>,
+    /// Requests for a line of each runtime's counters (see [`Stats::request_counters`]).
+    snapshots: Snapshots,
+}
+
+/// A repeatable request to the serving runtimes: bumping `generation` wakes their counter
+/// task, which prints one line of its runtime's counters.
+#[derive(Debug, Default)]
+struct Snapshots {
+    generation: AtomicU64,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Snapshots {
+    fn request(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Ready with the new generation once it differs from `seen`.
+    fn poll_changed(&self, seen: u64, cx: &mut Context<'_>) -> Poll<u64> {
+        let now = self.generation.load(Ordering::SeqCst);
+        if now != seen {
+            return Poll::Ready(now);
+        }
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        // Checked again under the lock (see `Shutdown::poll_triggered`).
+        match self.generation.load(Ordering::SeqCst) {
+            now if now != seen => Poll::Ready(now),
+            _ => Poll::Pending,
+        }
+    }
 }
 
 /// At most one line per this long about idle connections.
 const IDLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Stats {
+    /// Asks every runtime serving with these stats to print one line of its own counters on
+    /// stderr, at once (from any thread): `counters [THREAD] syscalls=N` followed by every
+    /// counter. `echo-lab serve` does this on SIGUSR1.
+    pub fn request_counters(&self) {
+        self.snapshots.request();
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
@@ -261,6 +303,18 @@ macro_rules! serve_on {
             let listener = $rt::net::TcpListener::from_std(listener)?;
             started();
             let local = Rc::new(Local::default());
+            {
+                let stats = stats.clone();
+                let name = std::thread::current().name().unwrap_or("main").to_string();
+                $rt::spawn(async move {
+                    let mut seen = stats.snapshots.generation.load(Ordering::SeqCst);
+                    loop {
+                        seen = poll_fn(|cx| stats.snapshots.poll_changed(seen, cx)).await;
+                        let now = $rt::stats();
+                        eprintln!("counters [{name}] syscalls={} {now:?}", now.syscalls());
+                    }
+                });
+            }
             if let Some(every) = opts.stats_every {
                 let name = std::thread::current().name().unwrap_or("main").to_string();
                 $rt::spawn(async move {

@@ -319,7 +319,7 @@ fn trace_shows_readiness_steps_on_the_reactor_and_completion_steps_on_uring_and_
                 "read(fd ",
                 "bytes) → 7 bytes",
                 ", 7 bytes) → 7 bytes",
-                "task 0 polled",
+                " polled",
             ],
         ),
         (

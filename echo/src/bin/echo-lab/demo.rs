@@ -63,7 +63,9 @@ pub struct DemoArgs {
 
 /// A child process that is killed and reaped when dropped, so that every exit path, errors
 /// and panics included, leaves no server behind.
-struct ChildGuard(Child);
+/// The server process, and the syscall counts it prints on SIGUSR1 (its runtime's own
+/// counters, `counters [THREAD] syscalls=N ...` lines).
+struct ChildGuard(Child, Option<mpsc::Receiver<u64>>);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -78,8 +80,10 @@ struct Row {
     report: Report,
     /// Server CPU time over the window, seconds.
     cpu_s: f64,
-    /// The syscall window, or why there is none.
+    /// The syscall window as the runtime's own counters saw it, or why there is none.
     syscalls: Result<Syscalls, String>,
+    /// The same window as `perf stat` saw it, or why not.
+    perf: Result<Syscalls, String>,
     /// The idle-connection memory measurement, or why there is none.
     idle: Result<Idle, String>,
 }
@@ -127,8 +131,25 @@ impl Row {
         }
     }
 
+    /// The runtime's own count; for tokio, which has none, perf's.
+    fn syscalls_shown(&self) -> Result<&Syscalls, &String> {
+        match (&self.syscalls, &self.perf) {
+            (Ok(own), _) => Ok(own),
+            (Err(_), Ok(perf)) if self.server == Server::Tokio => Ok(perf),
+            (Err(why), _) => Err(why),
+        }
+    }
+
     fn syscalls_per_echo(&self) -> f64 {
-        self.syscalls.as_ref().map_or(f64::NAN, Syscalls::per_echo)
+        self.syscalls_shown().map_or(f64::NAN, Syscalls::per_echo)
+    }
+
+    fn syscalls_source(&self) -> Option<&'static str> {
+        match (&self.syscalls, self.syscalls_shown()) {
+            (Ok(_), _) => Some("runtime counters"),
+            (Err(_), Ok(_)) => Some("perf"),
+            _ => None,
+        }
     }
 
     fn idle_bytes_per_conn(&self) -> f64 {
@@ -214,10 +235,14 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
                 "cpu_us_per_echo": finite(round(r.cpu_us_per_echo(), 3)),
                 "cpu_ratio_to_tokio": finite(round(ratio(r), 3)),
                 "syscalls_per_echo": finite(round(r.syscalls_per_echo(), 3)),
-                "syscalls": r.syscalls.as_ref().ok().map(|s| s.count),
-                "syscall_window_echoes": r.syscalls.as_ref().ok().map(|s| s.echoes),
-                "syscall_window_s": r.syscalls.as_ref().ok().map(|s| round(s.window_s, 6)),
-                "syscalls_error": r.syscalls.as_ref().err(),
+                "syscalls_source": r.syscalls_source(),
+                "syscalls": r.syscalls_shown().ok().map(|s| s.count),
+                "syscall_window_echoes": r.syscalls_shown().ok().map(|s| s.echoes),
+                "syscall_window_s": r.syscalls_shown().ok().map(|s| round(s.window_s, 6)),
+                "syscalls_error": r.syscalls_shown().err(),
+                "perf_syscalls_per_echo": finite(round(r.perf.as_ref().map_or(f64::NAN, Syscalls::per_echo), 3)),
+                "perf_syscalls": r.perf.as_ref().ok().map(|s| s.count),
+                "perf_error": r.perf.as_ref().err(),
                 "idle_conns": r.idle.as_ref().ok().map(|i| i.conns),
                 "idle_rss_before_kb": r.idle.as_ref().ok().map(|i| i.before_kb),
                 "idle_rss_after_kb": r.idle.as_ref().ok().map(|i| i.after_kb),
@@ -314,8 +339,22 @@ fn print_table(rows: &[Row], ratio: &dyn Fn(&Row) -> f64) {
     let (errors, mismatches) =
         rows.iter().fold((0, 0), |(e, m), r| (e + r.report.errors, m + r.report.mismatches));
     println!("(every echo verified: {errors} errors, {mismatches} mismatches)");
-    if let Some(why) = rows.iter().find_map(|r| r.syscalls.as_ref().err()) {
-        println!("(syscalls/echo n/a: {why})");
+    println!("(syscalls/echo: each runtime's own counters, on the thread that runs it; tokio, which has none: perf)");
+    let cross: Vec<String> = rows
+        .iter()
+        .filter(|r| r.syscalls.is_ok())
+        .map(|r| match &r.perf {
+            Ok(perf) => format!("{} {:.2}", r.server.name(), perf.per_echo()),
+            Err(_) => format!("{} n/a", r.server.name()),
+        })
+        .collect();
+    if !cross.is_empty() {
+        println!("(perf stat, same windows: {})", cross.join(", "));
+    }
+    for r in rows {
+        if let Err(why) = r.syscalls_shown() {
+            println!("({} syscalls/echo n/a: {why})", r.server.name());
+        }
     }
     if let Some(why) = rows.iter().find_map(|r| r.idle.as_ref().err()) {
         println!("(idle B/conn n/a: {why})");
@@ -373,7 +412,8 @@ fn start_server(server: Server, pinned: bool, aio_threads: u32) -> Result<(Child
             Ok(())
         });
     }
-    let mut guard = ChildGuard(cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?);
+    let (counts_tx, counts_rx) = mpsc::channel();
+    let mut guard = ChildGuard(cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?, Some(counts_rx));
 
     // Read the `listening on ADDR (runtime NAME)` line, or the error, in bounded time.
     let stdout = guard.0.stdout.take().expect("stdout is piped");
@@ -389,6 +429,13 @@ fn start_server(server: Server, pinned: bool, aio_threads: u32) -> Result<(Child
         // Forward the server's complaints, keeping the first line for an error message.
         let mut first = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("counters [") {
+                let count = line.split_once("syscalls=").and_then(|(_, rest)| rest.split(' ').next()?.parse().ok());
+                if let Some(count) = count {
+                    let _ = counts_tx.send(count);
+                }
+                continue;
+            }
             if first.is_none() {
                 first = Some(line.clone());
                 let _ = etx.send(line.clone());
@@ -460,26 +507,29 @@ fn measure(
     };
     alive(&mut guard)?;
 
-    let syscalls = match &extras.perf_broken {
-        Some(why) => Err(why.clone()),
-        // perf attached to a running process follows the threads it finds, but in some runs
-        // not the ones glibc's aio creates afterwards (a helper per request, a new thread per
-        // completion): counts of the main thread alone came out 100 times too low. A number
-        // that may be wrong is not shown; the README has strace and perf counts taken by hand.
-        None if server == Server::Runtime(echo::server::RuntimeKind::Aio) => {
-            Err("not counted for aio: perf does not reliably follow glibc's short-lived aio threads \
-             (see the README)"
-                .to_string())
-        }
-        None => {
-            let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
-            let counted = count_syscalls(pid, window, pinned)?;
-            if let Err(why) = &counted {
-                eprintln!("echo-lab demo: syscalls/echo will be n/a: {why}");
+    let own_counters = match server {
+        Server::Tokio => Err("tokio has no counters here".to_string()),
+        Server::Runtime(echo::server::RuntimeKind::Aio) => Err("not counted for aio: its I/O syscalls are made by \
+             glibc's threads, which neither its counters nor perf follow reliably (see the README)"
+            .to_string()),
+        Server::Runtime(_) => Ok(guard.1.take().expect("the counts channel")),
+    };
+    let (syscalls, perf) = if extras.syscall_secs == 0.0 {
+        let why = "skipped (--syscall-secs 0)".to_string();
+        (Err(why.clone()), Err(why))
+    } else if let (Err(why), true) = (&own_counters, server != Server::Tokio) {
+        (Err(why.clone()), Err("not counted".to_string()))
+    } else {
+        let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
+        let use_perf = extras.perf_broken.is_none();
+        let (own, perf) = count_syscalls(pid, window, pinned, own_counters, use_perf)?;
+        if let Err(why) = &perf {
+            if use_perf {
+                eprintln!("echo-lab demo: no perf cross-check: {why}");
                 extras.perf_broken = Some(why.clone());
             }
-            counted
         }
+        (own, perf)
     };
     alive(&mut guard)?;
 
@@ -495,44 +545,72 @@ fn measure(
     }
     alive(&mut guard)?;
     drop(guard);
-    Ok(Row { server, report, cpu_s, syscalls, idle })
+    Ok(Row { server, report, cpu_s, syscalls, perf, idle })
 }
 
-/// A ping-pong window (`opts`) during which perf counts the syscalls of process `pid`.
+/// A ping-pong window (`opts`) over which the syscalls of process `pid` are counted twice: by
+/// its runtime's own counters (`counts`: the server prints them on SIGUSR1, sent at both edges
+/// of the window) and, if `use_perf`, by `perf stat`.
 ///
-/// The outer error is a failure of the load itself (the demo fails); the inner one is why
-/// perf could not count (the demo shows "n/a").
-fn count_syscalls(pid: u32, opts: Options, pinned: bool) -> Result<Result<Syscalls, String>, String> {
+/// The outer error is a failure of the load itself (the demo fails); the inner ones are why a
+/// count could not be made (the demo shows "n/a").
+fn count_syscalls(
+    pid: u32,
+    opts: Options,
+    pinned: bool,
+    counts: Result<mpsc::Receiver<u64>, String>,
+    use_perf: bool,
+) -> Result<(Result<Syscalls, String>, Result<Syscalls, String>), String> {
     // Started before the load, so that perf attaches during the connect and the warm-up.
-    let perf = match Perf::start(pid) {
-        Ok(perf) => perf,
-        Err(why) => return Ok(Err(why)),
-    };
-    let (report, perf, failed) = on_load_cpu(pinned, move || {
+    let perf = if use_perf { Perf::start(pid) } else { Err("perf is not available".to_string()) };
+    let (report, perf, perf_failed, own) = on_load_cpu(pinned, move || {
         let mut perf = perf;
-        let mut failed: Option<String> = None;
-        let report = bench::pingpong(&opts, &mut |edge| {
-            if failed.is_some() {
-                return;
+        let mut perf_failed: Option<String> = None;
+        // The server's count at the window's start, then its count over the window.
+        let mut own: Result<(Option<u64>, Option<u64>), String> = counts.as_ref().map(|_| (None, None)).map_err(Clone::clone);
+        let snapshot = |counts: &Result<mpsc::Receiver<u64>, String>| -> Result<u64, String> {
+            let counts = counts.as_ref().map_err(Clone::clone)?;
+            // SAFETY: kill with a pid and a signal number; no memory is involved.
+            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
+                return Err(format!("cannot signal the server: {}", std::io::Error::last_os_error()));
             }
-            let done = match edge {
-                Edge::Start => perf.enable(),
-                Edge::End => perf.disable(),
+            counts.recv_timeout(Duration::from_secs(2)).map_err(|_| "the server did not print its counters".to_string())
+        };
+        let report = bench::pingpong(&opts, &mut |edge| {
+            let at = snapshot(&counts);
+            own = match (std::mem::replace(&mut own, Err(String::new())), at, edge) {
+                (Ok((None, None)), Ok(start), Edge::Start) => Ok((Some(start), None)),
+                (Ok((Some(start), None)), Ok(end), Edge::End) => Ok((Some(start), Some(end))),
+                (Err(why), _, _) | (_, Err(why), _) => Err(why),
+                _ => Err("the counter snapshots came out of order".to_string()),
             };
-            if let Err(why) = done {
-                failed = Some(why);
+            if let (Ok(perf), None) = (&mut perf, &perf_failed) {
+                let done = match edge {
+                    Edge::Start => perf.enable(),
+                    Edge::End => perf.disable(),
+                };
+                if let Err(why) = done {
+                    perf_failed = Some(why);
+                }
             }
         });
-        (report, perf, failed)
+        (report, perf, perf_failed, own)
     })?;
     let report = report?;
     if report.mismatches > 0 {
         return Err(format!("{} echoes differed from what was sent (syscall window)", report.mismatches));
     }
-    if let Some(why) = failed {
-        return Ok(Err(why));
-    }
-    Ok(perf.finish().map(|count| Syscalls { count, echoes: report.msgs, window_s: report.window_s }))
+    let window = |count| Syscalls { count, echoes: report.msgs, window_s: report.window_s };
+    let own = match own {
+        Ok((Some(start), Some(end))) => Ok(window(end.saturating_sub(start))),
+        Ok(_) => Err("the window did not complete".to_string()),
+        Err(why) => Err(why),
+    };
+    let perf = match (perf, perf_failed) {
+        (Ok(_), Some(why)) | (Err(why), _) => Err(why),
+        (Ok(perf), None) => perf.finish().map(window),
+    };
+    Ok((own, perf))
 }
 
 /// Opens `k` connections to `addr`, pings each once (8 bytes, checked), and returns the

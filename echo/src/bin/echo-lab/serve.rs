@@ -140,7 +140,11 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             shutdown.trigger();
         }
     };
-    sys::on_termination(on_signal).map_err(|e| format!("cannot set up signal handling: {e}"))?;
+    let on_usr1 = {
+        let stats = stats.clone();
+        move || stats.request_counters()
+    };
+    sys::on_termination(on_signal, on_usr1).map_err(|e| format!("cannot set up signal handling: {e}"))?;
     sys::raise_nofile();
 
     let Server::Runtime(kind) = a.runtime else { return run_tokio(a) };

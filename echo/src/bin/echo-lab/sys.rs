@@ -69,21 +69,26 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and the threads it starts later), then waits for
-/// either on a new thread and calls `on_signal` there.
+/// Blocks SIGINT, SIGTERM and SIGUSR1 in this thread (and the threads it starts later), then
+/// waits for them on a new thread: calls `on_usr1` for each SIGUSR1, and `on_signal` for the
+/// first SIGINT or SIGTERM, there.
 ///
 /// Call it before starting any other thread. Blocking alone is not enough: threads this program
 /// does not create may unblock every signal (glibc's POSIX aio starts each `SIGEV_THREAD`
 /// notification on a thread with an empty signal mask), and a SIGTERM delivered there would take
 /// its default action, ending the process without `on_signal`. So a handler is installed too,
 /// which hands such a signal to the waiting thread.
-pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Result<()> {
+pub fn on_termination(
+    on_signal: impl FnOnce(i32) + Send + 'static,
+    on_usr1: impl Fn() + Send + 'static,
+) -> io::Result<()> {
     // SAFETY: `set` is initialised by sigemptyset before use; the mask change is per thread.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
@@ -96,13 +101,22 @@ pub fn on_termination(on_signal: impl FnOnce(i32) + Send + 'static) -> io::Resul
         let tid = unsafe { libc::gettid() };
         SIGNAL_THREAD.store(tid, std::sync::atomic::Ordering::Release);
         let _ = ready_tx.send(());
-        let mut sig = 0;
-        // SAFETY: `set` is a valid signal set and `sig` a valid out-pointer.
-        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
-        on_signal(sig);
+        loop {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid signal set and `sig` a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if sig == libc::SIGUSR1 {
+                on_usr1();
+                continue;
+            }
+            on_signal(sig);
+            return;
+        }
     })?;
     ready_rx.recv().map_err(|_| io::Error::other("the signal thread did not start"))?;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
         // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid; the
         // handler only makes an async-signal-safe syscall.
         let rc = unsafe {
