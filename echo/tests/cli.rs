@@ -313,14 +313,7 @@ fn trace_shows_readiness_steps_on_the_reactor_and_completion_steps_on_uring_and_
     let expected: [(&str, &[&str]); 3] = [
         (
             "reactor",
-            &[
-                "epoll_wait(",
-                ": readable",
-                "read(fd ",
-                "bytes) → 7 bytes",
-                ", 7 bytes) → 7 bytes",
-                " polled",
-            ],
+            &["epoll_wait(", ": readable", "read(fd ", "bytes) → 7 bytes", ", 7 bytes) → 7 bytes", " polled"],
         ),
         (
             "uring",

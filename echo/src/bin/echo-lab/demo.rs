@@ -413,7 +413,8 @@ fn start_server(server: Server, pinned: bool, aio_threads: u32) -> Result<(Child
         });
     }
     let (counts_tx, counts_rx) = mpsc::channel();
-    let mut guard = ChildGuard(cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?, Some(counts_rx));
+    let mut guard =
+        ChildGuard(cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?, Some(counts_rx));
 
     // Read the `listening on ADDR (runtime NAME)` line, or the error, in bounded time.
     let stdout = guard.0.stdout.take().expect("stdout is piped");
@@ -430,7 +431,8 @@ fn start_server(server: Server, pinned: bool, aio_threads: u32) -> Result<(Child
         let mut first = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.starts_with("counters [") {
-                let count = line.split_once("syscalls=").and_then(|(_, rest)| rest.split(' ').next()?.parse().ok());
+                let count =
+                    line.split_once("syscalls=").and_then(|(_, rest)| rest.split(' ').next()?.parse().ok());
                 if let Some(count) = count {
                     let _ = counts_tx.send(count);
                 }
@@ -509,9 +511,11 @@ fn measure(
 
     let own_counters = match server {
         Server::Tokio => Err("tokio has no counters here".to_string()),
-        Server::Runtime(echo::server::RuntimeKind::Aio) => Err("not counted for aio: its I/O syscalls are made by \
+        Server::Runtime(echo::server::RuntimeKind::Aio) => {
+            Err("not counted for aio: its I/O syscalls are made by \
              glibc's threads, which neither its counters nor perf follow reliably (see the README)"
-            .to_string()),
+                .to_string())
+        }
         Server::Runtime(_) => Ok(guard.1.take().expect("the counts channel")),
     };
     let (syscalls, perf) = if extras.syscall_secs == 0.0 {
@@ -548,6 +552,9 @@ fn measure(
     Ok(Row { server, report, cpu_s, syscalls, perf, idle })
 }
 
+/// A count of syscalls over a window, or why there is none.
+type Counted = Result<Syscalls, String>;
+
 /// A ping-pong window (`opts`) over which the syscalls of process `pid` are counted twice: by
 /// its runtime's own counters (`counts`: the server prints them on SIGUSR1, sent at both edges
 /// of the window) and, if `use_perf`, by `perf stat`.
@@ -560,21 +567,24 @@ fn count_syscalls(
     pinned: bool,
     counts: Result<mpsc::Receiver<u64>, String>,
     use_perf: bool,
-) -> Result<(Result<Syscalls, String>, Result<Syscalls, String>), String> {
+) -> Result<(Counted, Counted), String> {
     // Started before the load, so that perf attaches during the connect and the warm-up.
     let perf = if use_perf { Perf::start(pid) } else { Err("perf is not available".to_string()) };
     let (report, perf, perf_failed, own) = on_load_cpu(pinned, move || {
         let mut perf = perf;
         let mut perf_failed: Option<String> = None;
         // The server's count at the window's start, then its count over the window.
-        let mut own: Result<(Option<u64>, Option<u64>), String> = counts.as_ref().map(|_| (None, None)).map_err(Clone::clone);
+        let mut own: Result<(Option<u64>, Option<u64>), String> =
+            counts.as_ref().map(|_| (None, None)).map_err(Clone::clone);
         let snapshot = |counts: &Result<mpsc::Receiver<u64>, String>| -> Result<u64, String> {
             let counts = counts.as_ref().map_err(Clone::clone)?;
             // SAFETY: kill with a pid and a signal number; no memory is involved.
             if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
                 return Err(format!("cannot signal the server: {}", std::io::Error::last_os_error()));
             }
-            counts.recv_timeout(Duration::from_secs(2)).map_err(|_| "the server did not print its counters".to_string())
+            counts
+                .recv_timeout(Duration::from_secs(2))
+                .map_err(|_| "the server did not print its counters".to_string())
         };
         let report = bench::pingpong(&opts, &mut |edge| {
             let at = snapshot(&counts);
