@@ -50,6 +50,12 @@
 //! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
 //! - [`net`] and [`time`]: what programs use.
 //!
+//! # Watching it work
+//!
+//! [`stats()`] returns this thread's counters of the runtime's own work (see [`Stats`] for each
+//! one). With the cargo feature `trace`, `trace::start()` records every step the runtime takes,
+//! in plain words (`echo-lab trace` prints them).
+//!
 //! # Readiness versus completion
 //!
 //! The `reactor` crate waits for "ready" and then makes the syscall itself, so a borrowed

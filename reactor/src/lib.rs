@@ -52,6 +52,12 @@
 //!
 //! One runtime runs on one thread (`!Send`); for several cores run one runtime per thread.
 //! Wakers are `Send + Sync` and may be woken from any thread.
+//!
+//! # Watching it work
+//!
+//! [`stats()`] returns this thread's counters of the runtime's own work (see [`Stats`] for each
+//! one). With the cargo feature `trace`, `trace::start()` records every step the runtime takes,
+//! in plain words (`echo-lab trace` prints them).
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
