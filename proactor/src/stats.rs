@@ -9,7 +9,7 @@
 //! thread's and are not counted (the aio counters count their requests instead).
 //!
 //! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
-//! of a flag until [`trace::start`] turns tracing on.
+//! of a flag until `trace::start()` turns tracing on.
 
 use std::cell::Cell;
 

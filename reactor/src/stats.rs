@@ -7,7 +7,7 @@
 //! snapshot; [`Stats::since`] turns two snapshots into the work done in between.
 //!
 //! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
-//! of a flag until [`trace::start`] turns tracing on.
+//! of a flag until `trace::start()` turns tracing on.
 
 use std::cell::Cell;
 
