@@ -35,6 +35,7 @@
 use std::io;
 use std::net::Shutdown;
 
+pub mod models;
 pub mod pool;
 pub mod server;
 

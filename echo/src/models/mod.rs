@@ -1,0 +1,100 @@
+//! The seed document's I/O models (`../shared/seed/io-models.zh.md`) as small, readable echo
+//! servers, one module each, to be measured beside the runtimes (`echo-lab lab`).
+//!
+//! Each module's top comment explains its model, what it costs, and where the seed is right or
+//! wrong about it. All of them serve the same echo behaviour as `echo::handle`: every byte back,
+//! in order, until end of stream; then the write side is shut down.
+//!
+//! - [`threads`]: blocking sockets, one thread per connection.
+//! - [`fork`]: blocking sockets, one process per connection, as in the seed.
+//! - [`nonblocking`]: one thread polling `O_NONBLOCK` sockets round-robin, with back-off.
+//! - [`poll`]: a `poll(2)` readiness loop, the O(n) ancestor of epoll.
+//! - [`sigio`]: signal-driven I/O with a realtime signal per socket (`F_SETSIG`).
+//!
+//! The readiness (`reactor`) and completion (`proactor`: io_uring, POSIX aio) models are the
+//! runtimes themselves. The only `unsafe` of these servers is in [`sys`]: thin wrappers over
+//! the libc calls std does not offer (`poll`, `fork`, `fcntl` for signal-driven I/O, signal
+//! masks).
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::str::FromStr;
+
+pub mod fork;
+pub mod nonblocking;
+pub mod poll;
+pub mod sigio;
+pub mod sys;
+pub mod threads;
+
+/// One of the classic I/O-model servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Model {
+    /// Blocking sockets, a thread per connection.
+    Threads,
+    /// Blocking sockets, a process per connection.
+    Fork,
+    /// One thread, non-blocking sockets polled in turn.
+    Nonblocking,
+    /// One thread, a `poll(2)` loop.
+    Poll,
+    /// One thread, signal-driven I/O.
+    Sigio,
+}
+
+impl Model {
+    /// Every model, in the seed's order.
+    pub const ALL: [Model; 5] = [Model::Threads, Model::Fork, Model::Nonblocking, Model::Poll, Model::Sigio];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Threads => "threads",
+            Model::Fork => "fork",
+            Model::Nonblocking => "nonblocking",
+            Model::Poll => "poll",
+            Model::Sigio => "sigio",
+        }
+    }
+
+    /// Serves `listener` on this thread, forever (or until an error that stops the whole
+    /// server; a single connection's errors only end that connection).
+    pub fn serve(self, listener: TcpListener) -> io::Result<()> {
+        match self {
+            Model::Threads => threads::serve(listener),
+            Model::Fork => fork::serve(listener),
+            Model::Nonblocking => nonblocking::serve(listener),
+            Model::Poll => poll::serve(listener),
+            Model::Sigio => sigio::serve(listener),
+        }
+    }
+}
+
+impl fmt::Display for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Model {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Model, String> {
+        Model::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            format!("unknown model {s:?} (expected one of: threads, fork, nonblocking, poll, sigio)")
+        })
+    }
+}
+
+/// Binds `addr` and serves it with `model` on a new thread; returns the bound address.
+pub fn spawn(model: Model, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new().name(format!("echo-{model}")).spawn(move || {
+        if let Err(e) = model.serve(listener) {
+            eprintln!("echo ({model}): {e}");
+        }
+    })?;
+    Ok(local)
+}
