@@ -112,8 +112,11 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
 /// bits (`si_fd`, `si_band`) the kernel put in its siginfo.
 #[derive(Clone, Copy, Debug)]
 pub struct Signal {
+    /// The signal number.
     pub signo: libc::c_int,
+    /// The fd the I/O signal concerns (0 for other signals).
     pub fd: RawFd,
+    /// The poll bits (`POLLIN`, `POLLOUT`, ...) that triggered it.
     pub band: i64,
 }
 
