@@ -307,7 +307,9 @@ macro_rules! serve_on {
                 let stats = stats.clone();
                 let name = std::thread::current().name().unwrap_or("main").to_string();
                 $rt::spawn(async move {
-                    let mut seen = stats.snapshots.generation.load(Ordering::SeqCst);
+                    // From 0, not the current generation: a request made before this task's
+                    // first poll (just after the listening line) is still answered.
+                    let mut seen = 0;
                     loop {
                         seen = poll_fn(|cx| stats.snapshots.poll_changed(seen, cx)).await;
                         let now = $rt::stats();

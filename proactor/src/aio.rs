@@ -483,8 +483,10 @@ impl Aio {
             _ => {
                 let queue = fds.remove(&raw);
                 drop(fds);
-                drop(queue);
-                drop(fd);
+                if let Some(dup) = queue.and_then(|q| q.dup) {
+                    sys::close(dup);
+                }
+                sys::close(fd);
             }
         }
     }
@@ -532,6 +534,7 @@ impl Aio {
             notifier.drain();
             notified = true;
         }
+        stats::turn_reaped(ready.len());
         for (key, completion) in ready {
             self.keys.borrow_mut().remove(&key);
             complete(key, completion);
@@ -610,7 +613,9 @@ impl Aio {
             // let go. (A dup is kept, with the entry, until the owner closes the fd.)
             let queue = fds.remove(&pending.fd);
             drop(fds);
-            drop(queue);
+            if let Some(queue) = queue {
+                queue.close.into_iter().chain(queue.dup).for_each(sys::close);
+            }
         }
     }
 

@@ -83,7 +83,8 @@ counters! {
     recvs,
     /// Sends completed (on aio, each `aio_write`).
     sends,
-    /// io_uring: `io_uring_enter` syscalls (submitting, waiting, or both at once).
+    /// io_uring: `io_uring_enter` syscalls (submitting, waiting, or both at once). With SQPOLL,
+    /// submitting while the kernel's SQ thread is awake needs no syscall, but is counted.
     sys_io_uring_enter,
     /// io_uring: SQEs queued (operations, cancels, closes, timeouts, the notifier's poll).
     sqes,
@@ -99,7 +100,8 @@ counters! {
     aio_refused,
     /// aio: `poll` syscalls of the loop (its wait for completions, the notifier and timers).
     sys_poll,
-    /// Other syscalls on this thread: socket set-up, `shutdown`, eventfds, `aio_cancel`.
+    /// Other syscalls on this thread: socket set-up, `shutdown`, eventfds, `aio_cancel`'s check
+    /// of the fd, and on aio the `close` of sockets (io_uring closes them with an SQE).
     sys_other,
 }
 
@@ -196,7 +198,7 @@ pub(crate) fn turn_reaped(completions: usize) {
 /// thread; see [`Stats`] for what each counter means). Inside a runtime, the gauges
 /// (`in_flight`, `ring_buffers`) are that runtime's.
 pub fn stats() -> Stats {
-    let mut stats = COUNTERS.with(Counters::snapshot);
+    let mut stats = COUNTERS.try_with(Counters::snapshot).unwrap_or_default();
     crate::executor::with_current(|core| {
         stats.in_flight = core.driver.in_flight() as u64;
         stats.ring_buffers = core.driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));

@@ -279,10 +279,13 @@ pub(crate) fn poll_readable<const N: usize>(
     crate::stats::bump(|c| &c.sys_poll);
     let mut pollfds = fds.map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
     // SAFETY: `pollfds` is a live array of N pollfd, and its length is passed.
-    match cvt(unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) }) {
-        Ok(_) => Ok(pollfds.map(|p| p.revents != 0)),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok([false; N]),
-        Err(e) => Err(e),
+    // (Not through `cvt`, which would count it a second time, as "other".)
+    match unsafe { libc::poll(pollfds.as_mut_ptr(), N as libc::nfds_t, timeout_ms) } {
+        -1 => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok([false; N]),
+            e => Err(e),
+        },
+        _ => Ok(pollfds.map(|p| p.revents != 0)),
     }
 }
 
@@ -329,8 +332,15 @@ pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 /// Shuts a socket down by raw fd, ignoring errors: wakes a thread blocked in `read`/`write` on
 /// it (which `close` would not).
 pub(crate) fn shutdown_raw(fd: RawFd) {
+    crate::stats::bump(|c| &c.sys_other);
     // SAFETY: no pointers are passed; a stale fd only yields EBADF/ENOTSOCK.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Closes `fd` (dropping it), counting the `close` syscall.
+pub(crate) fn close(fd: OwnedFd) {
+    crate::stats::bump(|c| &c.sys_other);
+    drop(fd);
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -498,6 +508,8 @@ pub(crate) unsafe fn aio_done(cb: *const libc::aiocb) -> bool {
 /// # Safety
 /// `cb` must be a submitted aiocb that is still alive.
 pub(crate) unsafe fn aio_cancel(fd: RawFd, cb: *mut libc::aiocb) {
+    // glibc checks the fd with an `fcntl` first: one syscall of this thread.
+    crate::stats::bump(|c| &c.sys_other);
     // SAFETY: the caller guarantees `cb` is alive.
     unsafe { libc::aio_cancel(fd, cb) };
 }

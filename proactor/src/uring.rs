@@ -286,7 +286,7 @@ impl Uring {
         let mut ring = self.ring.borrow_mut();
         let mut reaped = 0;
         #[cfg(feature = "trace")]
-        {
+        if stats::trace::on() {
             let n = ring.completion().len();
             stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
         }

@@ -77,7 +77,7 @@ counters! {
     /// hint. A short read clears readiness without one.
     would_block,
     /// Other syscalls: socket set-up (`socket`, `bind`, `listen`, `connect`, options),
-    /// `shutdown`, the eventfd.
+    /// `shutdown`, `close`, the eventfd.
     sys_other,
 }
 

@@ -510,7 +510,7 @@ fn measure(
     alive(&mut guard)?;
 
     let own_counters = match server {
-        Server::Tokio => Err("tokio has no counters here".to_string()),
+        Server::Tokio | Server::Model(_) => Err(format!("{server} has no counters here")),
         Server::Runtime(echo::server::RuntimeKind::Aio) => {
             Err("not counted for aio: its I/O syscalls are made by \
              glibc's threads, which neither its counters nor perf follow reliably (see the README)"

@@ -10,6 +10,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::Args;
+use echo::models::Model;
 use echo::server::{RuntimeKind, ServeOptions, Shutdown, Stats};
 
 use crate::sys;
@@ -21,6 +22,8 @@ pub enum Server {
     Runtime(RuntimeKind),
     /// The idiomatic tokio echo loop on a `current_thread` runtime: the baseline.
     Tokio,
+    /// One of the seed document's classic I/O-model servers (`echo::models`).
+    Model(Model),
 }
 
 impl Server {
@@ -32,11 +35,19 @@ impl Server {
         Server::Tokio,
     ];
 
+    /// Every server `serve` knows: the runtimes, tokio, and the classic models.
+    pub fn everything() -> Vec<Server> {
+        let mut all = Server::ALL.to_vec();
+        all.extend(Model::ALL.map(Server::Model));
+        all
+    }
+
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Server::Runtime(kind) => kind.name(),
             Server::Tokio => "tokio",
+            Server::Model(model) => model.name(),
         }
     }
 }
@@ -51,10 +62,12 @@ impl FromStr for Server {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Server, String> {
-        Server::ALL
-            .into_iter()
-            .find(|server| server.name() == s)
-            .ok_or_else(|| format!("unknown runtime {s:?} (expected one of: reactor, uring, aio, tokio)"))
+        Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
+            format!(
+                "unknown runtime {s:?} (expected one of: reactor, uring, aio, tokio, threads, fork, \
+                 nonblocking, poll, sigio)"
+            )
+        })
     }
 }
 
@@ -62,7 +75,9 @@ impl FromStr for Server {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The runtime to serve on: reactor (epoll), uring (io_uring), aio (POSIX aio, glibc's
-    /// helper threads) or tokio (the baseline).
+    /// helper threads), tokio (the baseline), or one of the seed's classic models: threads
+    /// (a thread per connection), fork (a process per connection), nonblocking (one thread
+    /// polling every socket), poll (a poll(2) loop), sigio (signal-driven I/O).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
     /// The address to listen on; port 0 picks a free port (the line printed at start names it).
@@ -114,7 +129,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
 pub fn run(a: &ServeArgs) -> Result<(), String> {
-    if a.runtime == Server::Tokio
+    if matches!(a.runtime, Server::Tokio | Server::Model(_))
         && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some() || a.stats)
     {
         return Err(
@@ -127,7 +142,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let on_signal = {
         let (runtime, grace, shutdown, stats) = (a.runtime, a.grace, shutdown.clone(), stats.clone());
         move |_| {
-            if runtime == Server::Tokio {
+            if matches!(runtime, Server::Tokio | Server::Model(_)) {
+                // No graceful stop for these: exit at once (a fork model's children die with
+                // the process, see `echo::models::fork`).
                 eprintln!("shutting down");
                 std::process::exit(0);
             }
@@ -147,7 +164,11 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     sys::on_termination(on_signal, on_usr1).map_err(|e| format!("cannot set up signal handling: {e}"))?;
     sys::raise_nofile();
 
-    let Server::Runtime(kind) = a.runtime else { return run_tokio(a) };
+    let kind = match a.runtime {
+        Server::Runtime(kind) => kind,
+        Server::Tokio => return run_tokio(a),
+        Server::Model(model) => return run_model(a, model),
+    };
     // Create a probe of the runtime now, so that a machine without io_uring, or out of file
     // descriptors, gets the reason instead of a listen line.
     match kind {
@@ -248,6 +269,18 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
 }
 
 /// The baseline, until SIGINT or SIGTERM (which exit the process).
+/// Serves with one of the classic models until the process is signalled.
+fn run_model(a: &ServeArgs, model: Model) -> Result<(), String> {
+    let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {local} (runtime {model})")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    drop(out);
+    model.serve(listener).map_err(|e| format!("the {model} server stopped: {e}"))
+}
+
 fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;

@@ -64,14 +64,20 @@ static SIGNAL_THREAD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI3
 extern "C" fn forward_signal(sig: libc::c_int) {
     let tid = SIGNAL_THREAD.load(std::sync::atomic::Ordering::Acquire);
     if tid != 0 {
-        // SAFETY: tgkill is a plain, async-signal-safe syscall with no pointers.
-        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+        // SAFETY: errno is this thread's; it is restored so that the interrupted code does not
+        // see the syscall's errno. tgkill is a plain, async-signal-safe syscall.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig);
+            *libc::__errno_location() = errno;
+        }
     }
 }
 
 /// Blocks SIGINT, SIGTERM and SIGUSR1 in this thread (and the threads it starts later), then
 /// waits for them on a new thread: calls `on_usr1` for each SIGUSR1, and `on_signal` for the
-/// first SIGINT or SIGTERM, there.
+/// first SIGINT or SIGTERM, there. A second SIGINT or SIGTERM exits at once (status 1): the way
+/// out of a grace period one does not want to wait for.
 ///
 /// Call it before starting any other thread. Blocking alone is not enough: threads this program
 /// does not create may unblock every signal (glibc's POSIX aio starts each `SIGEV_THREAD`
@@ -96,6 +102,7 @@ pub fn on_termination(
         set
     };
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut on_signal = Some(on_signal);
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         // SAFETY: gettid has no arguments.
         let tid = unsafe { libc::gettid() };
@@ -111,8 +118,13 @@ pub fn on_termination(
                 on_usr1();
                 continue;
             }
-            on_signal(sig);
-            return;
+            match on_signal.take() {
+                Some(on_signal) => on_signal(sig),
+                None => {
+                    eprintln!("second signal: exiting at once");
+                    std::process::exit(1);
+                }
+            }
         }
     })?;
     ready_rx.recv().map_err(|_| io::Error::other("the signal thread did not start"))?;
