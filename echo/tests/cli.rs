@@ -356,3 +356,58 @@ fn trace_shows_readiness_steps_on_the_reactor_and_completion_steps_on_uring_and_
         assert!(!stdout.contains(foreign), "{runtime}: {stdout}");
     }
 }
+
+#[test]
+fn lab_runs_a_small_matrix_and_writes_table_markdown_json_and_svg() {
+    let dir = std::env::temp_dir().join(format!("echo-lab-lab-test-{}", std::process::id()));
+    let out = run(
+        &[
+            "lab",
+            "--models",
+            "reactor,uring,poll,threads",
+            "--cells",
+            "pingpong-100,shortconn",
+            "--secs",
+            "0.3",
+            "--warmup",
+            "0.1",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    for column in ["msgs/s", "p99 µs", "CPU µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"] {
+        assert!(stdout.contains(column), "no {column} column: {stdout}");
+    }
+    for cell in ["pingpong-100", "shortconn"] {
+        for model in ["reactor", "uring", "poll", "threads"] {
+            assert!(
+                stdout.lines().any(|l| l.starts_with(cell) && l.split_whitespace().nth(1) == Some(model)),
+                "no {cell} {model} row: {stdout}"
+            );
+        }
+    }
+    let json = std::fs::read_to_string(dir.join("lab.json")).expect("lab.json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("lab.json parses");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 8, "{v}");
+    for r in results {
+        assert!(r.get("error").is_none(), "a cell failed: {r}");
+        assert_eq!(r["mismatches"], 0, "{r}");
+        assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["threads"].as_u64().unwrap() >= 1, "{r}");
+    }
+    // The thread-per-connection model shows its threads; the runtimes stay at a few.
+    let threads = |cell: &str, model: &str| {
+        results.iter().find(|r| r["cell"] == cell && r["model"] == model).unwrap()["threads"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(threads("pingpong-100", "threads") >= 100, "{v}");
+    assert!(threads("pingpong-100", "reactor") < 10, "{v}");
+    assert!(std::fs::read_to_string(dir.join("lab.md")).unwrap().contains("| pingpong-100 | poll |"));
+    assert!(std::fs::read_to_string(dir.join("lab.svg")).unwrap().starts_with("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

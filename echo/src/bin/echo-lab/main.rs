@@ -6,11 +6,13 @@
 //! - `echo-lab demo`: both of the above, for every runtime and the tokio baseline, as one
 //!   comparison table (plus `target/echo-lab/demo.json` and `demo.svg`);
 //! - `echo-lab trace --runtime reactor|uring|aio`: what the runtime does for each message, step
-//!   by step.
+//!   by step;
+//! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
 
 mod bench;
 mod bulk;
 mod demo;
+mod lab;
 mod perf;
 mod serve;
 mod svg;
@@ -39,6 +41,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Echo a few messages on one connection and show what the runtime did, step by step.
     Trace(trace::TraceArgs),
+    /// Run every I/O model (the seed's five, the runtimes, tokio) under the same loads.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run_cli(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Trace(a) => trace::run(&a),
+        Command::Lab(a) => lab::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,492 @@
+//! `echo-lab lab`: every I/O model of the seed document, the three runtimes and the tokio
+//! baseline, under the same loads, measured side by side.
+//!
+//! Cells: ping-pong with 1, 100 and 1,000 connections (long connections) and short connections
+//! (connect, echo, close, 16 clients). For each model and cell a fresh server process is
+//! started, pinned to CPU 0, and loaded from CPU 1; at the edges of the measured window the lab
+//! samples the server's CPU time (its children's too, for `fork`), its syscalls (the runtimes'
+//! own counters for reactor and uring, `perf stat` attached to the process for the others), and
+//! at the end of the window its memory (PSS of the process and its children, against the same
+//! server before any connection) and its threads and processes. A cell that a model cannot do
+//! ends with the reason, within a bounded time.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::bench::{self, Edge, Mode, Options, Report};
+use crate::perf::Perf;
+use crate::serve::Server;
+use crate::svg;
+use crate::sys;
+
+/// Options of `echo-lab lab`.
+#[derive(Args, Debug)]
+pub struct LabArgs {
+    /// Models to run, comma-separated (default: all): reactor, uring, aio, tokio, threads,
+    /// fork, nonblocking, poll, sigio.
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<Server>,
+    /// Cells to run, comma-separated (default: all): pingpong-1, pingpong-100,
+    /// pingpong-1000, shortconn.
+    #[arg(long, value_delimiter = ',')]
+    pub cells: Vec<Cell>,
+    /// Length of each measured window, seconds.
+    #[arg(long, default_value_t = 1.0, value_parser = bench::positive)]
+    pub secs: f64,
+    /// Warm-up before each window, seconds.
+    #[arg(long, default_value_t = 0.3, value_parser = bench::non_negative)]
+    pub warmup: f64,
+    /// Message size, bytes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub size: u32,
+    /// Where to write lab.json, lab.md and lab.svg (default: target/echo-lab).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One load of the matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// Long connections: this many, each with one message in flight.
+    Pingpong(usize),
+    /// Short connections: 16 clients, each connecting, echoing once and closing, over and over.
+    Shortconn,
+}
+
+impl Cell {
+    const ALL: [Cell; 4] = [Cell::Pingpong(1), Cell::Pingpong(100), Cell::Pingpong(1000), Cell::Shortconn];
+
+    fn name(self) -> String {
+        match self {
+            Cell::Pingpong(n) => format!("pingpong-{n}"),
+            Cell::Shortconn => "shortconn".to_string(),
+        }
+    }
+
+    fn conns(self) -> usize {
+        match self {
+            Cell::Pingpong(n) => n,
+            Cell::Shortconn => 16,
+        }
+    }
+}
+
+impl std::str::FromStr for Cell {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cell, String> {
+        Cell::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+            format!(
+                "unknown cell {s:?} (expected one of: pingpong-1, pingpong-100, pingpong-1000, shortconn)"
+            )
+        })
+    }
+}
+
+/// What one model did in one cell.
+struct Outcome {
+    server: Server,
+    cell: Cell,
+    result: Result<Measured, String>,
+}
+
+struct Measured {
+    report: Report,
+    cpu_s: f64,
+    /// Syscalls in the window, and who counted them.
+    syscalls: Result<(u64, &'static str), String>,
+    /// PSS of the server and its children before any connection and at the window's end, KiB.
+    pss_kb: (u64, u64),
+    threads: u64,
+    processes: u64,
+}
+
+impl Measured {
+    fn per_msg(&self, x: f64) -> f64 {
+        if self.report.msgs == 0 {
+            f64::NAN
+        } else {
+            x / self.report.msgs as f64
+        }
+    }
+
+    fn cpu_us_per_msg(&self) -> f64 {
+        self.per_msg(self.cpu_s * 1e6)
+    }
+
+    fn syscalls_per_msg(&self) -> f64 {
+        self.syscalls.as_ref().map_or(f64::NAN, |(n, _)| self.per_msg(*n as f64))
+    }
+
+    /// Memory per connection, bytes: long connections only, and from 100 of them (one
+    /// connection's memory is lost in the noise of a process that has just started).
+    fn bytes_per_conn(&self, cell: Cell) -> f64 {
+        match cell {
+            Cell::Pingpong(n) if n >= 100 => {
+                (self.pss_kb.1 as f64 - self.pss_kb.0 as f64) * 1024.0 / n as f64
+            }
+            _ => f64::NAN,
+        }
+    }
+}
+
+/// The server's processes: itself and its children (the `fork` model's), from /proc.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
+                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            }
+        }
+    }
+    pids
+}
+
+/// CPU seconds of the server, its live children, and the children it has reaped.
+fn tree_cpu_s(pid: u32) -> f64 {
+    let reaped = fs::read_to_string(format!("/proc/{pid}/stat")).ok().map_or(0.0, |s| {
+        let f: Vec<&str> = s[s.rfind(')').unwrap_or(0) + 1..].split_whitespace().collect();
+        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // SAFETY: plain syscall.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (field(16) + field(17)) as f64 / hz
+    });
+    reaped + tree(pid).into_iter().map(|p| sys::process_cpu_s(p).unwrap_or(0.0)).sum::<f64>()
+}
+
+/// Proportional set size of the server and its children, KiB (shared pages split between them).
+fn tree_pss_kb(pid: u32) -> u64 {
+    tree(pid)
+        .into_iter()
+        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+fn threads_of(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A server process for one cell; killed (with its children) when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    /// Syscall counts the server prints on SIGUSR1 (reactor and uring).
+    counts: Option<mpsc::Receiver<u64>>,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SIGINT first: the runtimes and the models exit on it; children die with the parent.
+        // SAFETY: kill with a pid and a signal number.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(server: Server, pinned: bool, conns: usize) -> Result<ServerProcess, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"]);
+    if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
+        cmd.args(["--aio-threads", &(conns + 64).to_string()]);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let (counts_tx, counts) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some((_, rest)) = line.split_once("syscalls=").filter(|_| line.starts_with("counters [")) {
+                if let Some(n) = rest.split(' ').next().and_then(|n| n.parse().ok()) {
+                    let _ = counts_tx.send(n);
+                }
+            }
+        }
+    });
+    let line =
+        line_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "did not start within 10 s".to_string())?;
+    let addr = line
+        .strip_prefix("listening on ")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("did not start: {}", line.trim()))?;
+    Ok(ServerProcess { child, addr, counts: Some(counts) })
+}
+
+/// Runs one cell against a fresh server.
+fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Measured, String> {
+    let mut process = start(server, pinned, cell.conns())?;
+    let pid = process.child.id();
+    let own_counters = matches!(
+        server,
+        Server::Runtime(echo::server::RuntimeKind::Reactor | echo::server::RuntimeKind::Uring)
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let pss_before = tree_pss_kb(pid);
+    let perf = if own_counters { Err("runtime counters used".to_string()) } else { Perf::start(pid) };
+    let opts = Options {
+        mode: match cell {
+            Cell::Pingpong(_) => Mode::Pingpong,
+            Cell::Shortconn => Mode::Shortconn,
+        },
+        addr: process.addr,
+        conns: cell.conns(),
+        size: a.size as usize,
+        secs: a.secs,
+        warmup: a.warmup,
+        connect_timeout: 10.0,
+        progress: false,
+    };
+    let snapshot = |counts: &mpsc::Receiver<u64>| -> Result<u64, String> {
+        // SAFETY: kill with a pid and a signal number.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
+        counts
+            .recv_timeout(Duration::from_secs(2))
+            .map_err(|_| "the server did not print its counters".to_string())
+    };
+    let counts = process.counts.take().expect("the counts channel");
+    let (report, edges, perf) = std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let mut perf = perf;
+                if pinned {
+                    let _ = sys::pin_current_thread(1);
+                }
+                let mut edges: Vec<(f64, Result<u64, String>)> = Vec::new();
+                let mut at_end = (0, 0, 0);
+                let report = bench::pingpong(&opts, &mut |edge| {
+                    let own = if own_counters { snapshot(&counts) } else { Ok(0) };
+                    if let Ok(perf) = &mut perf {
+                        let _ = if edge == Edge::Start { perf.enable() } else { perf.disable() };
+                    }
+                    edges.push((tree_cpu_s(pid), own));
+                    if edge == Edge::End {
+                        at_end = (tree_pss_kb(pid), threads_of(pid), tree(pid).len() as u64);
+                    }
+                });
+                (report, (edges, at_end), perf)
+            })
+            .join()
+            .map_err(|_| "the load thread panicked".to_string())
+    })?;
+    let report = report?;
+    let (edges, (pss_after, threads, processes)) = edges;
+    if report.mismatches > 0 {
+        return Err(format!("{} echoes differed from what was sent", report.mismatches));
+    }
+    let [(cpu0, own0), (cpu1, own1)] =
+        <[_; 2]>::try_from(edges).map_err(|_| "the window did not complete".to_string())?;
+    let syscalls = if own_counters {
+        match (own0, own1) {
+            (Ok(a), Ok(b)) => Ok((b.saturating_sub(a), "runtime")),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    } else {
+        perf.and_then(Perf::finish).map(|n| (n, "perf"))
+    };
+    Ok(Measured { report, cpu_s: cpu1 - cpu0, syscalls, pss_kb: (pss_before, pss_after), threads, processes })
+}
+
+fn opt(x: f64, prec: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.prec$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+const COLUMNS: [&str; 9] =
+    ["cell", "model", "msgs/s", "p99 µs", "CPU µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"];
+
+fn cells_of(o: &Outcome) -> Vec<String> {
+    match &o.result {
+        Ok(m) => vec![
+            o.cell.name(),
+            o.server.name().to_string(),
+            format!("{:.0}", m.report.msgs_per_sec()),
+            format!("{:.0}", m.report.latency_us(0.99)),
+            opt(m.cpu_us_per_msg(), 1),
+            opt(m.bytes_per_conn(o.cell) / 1024.0, 1),
+            opt(m.syscalls_per_msg(), 2),
+            m.threads.to_string(),
+            m.processes.to_string(),
+        ],
+        Err(why) => vec![o.cell.name(), o.server.name().to_string(), format!("could not run: {why}")],
+    }
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    println!();
+    println!(
+        "{:<14} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+        COLUMNS[0],
+        COLUMNS[1],
+        COLUMNS[2],
+        COLUMNS[3],
+        COLUMNS[4],
+        COLUMNS[5],
+        COLUMNS[6],
+        COLUMNS[7],
+        COLUMNS[8]
+    );
+    for o in outcomes {
+        let c = cells_of(o);
+        if c.len() == 3 {
+            println!("{:<14} {:<12} {}", c[0], c[1], c[2]);
+        } else {
+            println!(
+                "{:<14} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+            );
+        }
+    }
+    println!(
+        "(msgs/s: echoes per second, or connections per second for shortconn; syscalls: the runtimes' own \
+         counters for reactor and uring, perf for the others; KB/conn: the server's PSS, children included)"
+    );
+}
+
+fn markdown(outcomes: &[Outcome]) -> String {
+    let mut md = format!("| {} |\n|{}\n", COLUMNS.join(" | "), "---|".repeat(COLUMNS.len()));
+    for o in outcomes {
+        let mut c = cells_of(o);
+        c.resize(COLUMNS.len(), String::new());
+        md.push_str(&format!("| {} |\n", c.join(" | ")));
+    }
+    md
+}
+
+fn to_json(o: &Outcome) -> Value {
+    let base = json!({ "cell": o.cell.name(), "model": o.server.name() });
+    match &o.result {
+        Err(why) => json!({ "cell": o.cell.name(), "model": o.server.name(), "error": why }),
+        Ok(m) => {
+            let mut v = base;
+            let f = |x: f64| if x.is_finite() { json!(bench::round(x, 3)) } else { Value::Null };
+            v["msgs_per_sec"] = f(m.report.msgs_per_sec());
+            v["p99_us"] = f(m.report.latency_us(0.99));
+            v["msgs"] = json!(m.report.msgs);
+            v["cpu_us_per_msg"] = f(m.cpu_us_per_msg());
+            v["bytes_per_conn"] = f(m.bytes_per_conn(o.cell));
+            v["pss_kb_before"] = json!(m.pss_kb.0);
+            v["pss_kb_after"] = json!(m.pss_kb.1);
+            v["syscalls_per_msg"] = f(m.syscalls_per_msg());
+            v["syscalls_source"] = json!(m.syscalls.as_ref().ok().map(|s| s.1));
+            v["syscalls_error"] = json!(m.syscalls.as_ref().err());
+            v["threads"] = json!(m.threads);
+            v["processes"] = json!(m.processes);
+            v["errors"] = json!(m.report.errors);
+            v["mismatches"] = json!(m.report.mismatches);
+            v
+        }
+    }
+}
+
+/// `echo-lab lab`.
+pub fn run(a: &LabArgs) -> Result<(), String> {
+    sys::raise_nofile();
+    let models = if a.models.is_empty() { Server::everything() } else { a.models.clone() };
+    let cells = if a.cells.is_empty() { Cell::ALL.to_vec() } else { a.cells.clone() };
+    let pinned = sys::cpus() >= 2;
+    eprintln!(
+        "echo-lab lab: {} models × {} cells, {} s windows{}",
+        models.len(),
+        cells.len(),
+        a.secs,
+        if pinned { "; servers on CPU 0, load on CPU 1" } else { "" }
+    );
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for &cell in &cells {
+        for &server in &models {
+            let result = run_cell(server, cell, a, pinned);
+            match &result {
+                Ok(m) => eprintln!(
+                    "  {:<14} {:<12} {:>9.0} msgs/s",
+                    cell.name(),
+                    server.name(),
+                    m.report.msgs_per_sec()
+                ),
+                Err(why) => eprintln!("  {:<14} {:<12} could not run: {why}", cell.name(), server.name()),
+            }
+            outcomes.push(Outcome { server, cell, result });
+        }
+    }
+    print_table(&outcomes);
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("target").join("echo-lab"));
+    fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let doc = json!({
+        "secs": a.secs,
+        "warmup": a.warmup,
+        "size": a.size,
+        "cpus": sys::cpus(),
+        "pinned": pinned,
+        "elapsed_s": bench::round(started.elapsed().as_secs_f64(), 1),
+        "results": outcomes.iter().map(to_json).collect::<Vec<_>>(),
+    });
+    let write = |name: &str, text: String| {
+        let path = out.join(name);
+        fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write("lab.json", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?)?;
+    write("lab.md", markdown(&outcomes))?;
+    let panels: Vec<svg::Panel> = cells
+        .iter()
+        .map(|&cell| svg::Panel {
+            title: format!("{}: msgs/s", cell.name()),
+            unit: "/s".into(),
+            decimals: 0,
+            bars: outcomes
+                .iter()
+                .filter(|o| o.cell == cell)
+                .map(|o| {
+                    (
+                        o.server.name().to_string(),
+                        o.result.as_ref().map_or(f64::NAN, |m| m.report.msgs_per_sec()),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    write("lab.svg", svg::panels("echo-lab lab: the I/O models side by side", &panels))?;
+    eprintln!("wrote {}/lab.{{json,md,svg}} in {:.0} s", out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
