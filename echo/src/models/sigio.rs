@@ -1,10 +1,183 @@
-//! (to be written)
+//! Signal-driven I/O: one thread, and the kernel tells it which socket to look at.
+//!
+//! The seed installs a `SIGIO` handler and finds the model useless for TCP: a stream socket
+//! raises `SIGIO` for many reasons and the handler cannot tell which socket, or why. Two Linux
+//! additions answer that. `F_SETSIG` makes a socket raise a realtime signal instead, and a
+//! realtime signal is queued (one per event, not merged) with a siginfo naming the fd
+//! (`si_fd`) and the event (`si_band`: `POLLIN`, `POLLOUT`, ...). And instead of a handler,
+//! which could do almost nothing safely, the signals are blocked in this thread before any
+//! socket is set up, so they stay queued until `sigtimedwait` takes them one by one: a
+//! readiness loop, like `poll`'s, with the kernel keeping the list of ready fds.
+//!
+//! The signal is `SIGRTMIN + 2`, not `SIGRTMIN`: other libraries (profilers, runtimes, GCs)
+//! tend to claim the first realtime signals. The listener and each accepted socket are owned by
+//! this thread (`F_OWNER_TID`), so their signals are queued for it alone even when other
+//! threads of the process leave them unblocked. A signal for the listener means "accept"; for a
+//! connection, read and write until the socket would block. Signals are edge-like (one per new
+//! segment or freed send space, none for data already waiting), so every handling drains to
+//! `EAGAIN`, and a new socket is tried once right after set-up, for data that came before it.
+//! A connection that keeps its peer busy is served until it would block, others waiting.
+//!
+//! Realtime signals are queued per user up to `RLIMIT_SIGPENDING` (`ulimit -i`); when the
+//! queue is full the kernel sends a plain `SIGIO` instead, which names no fd. That is the
+//! fallback: on `SIGIO`, try the listener and every connection. The loop also does this full
+//! scan at least once a second, cheap insurance against any notification lost some other
+//! way. A queued signal can name an fd already closed: an unknown fd is ignored, and a reused
+//! one just costs a read that would block. The price of the model: a signal per event, each a
+//! system call to take, most finding the work already done.
 
-use std::io;
-use std::net::TcpListener;
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
 
-/// Serves `listener` forever.
+use super::sys;
+
+/// Each connection's buffer: at most this much echo output is pending per connection.
+const BUF_SIZE: usize = 16 * 1024;
+/// The longest time between two full scans of every socket.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+/// After a failed accept (out of fds), the first pause before trying again; it doubles
+/// with each failure up to [`PAUSE_MAX`].
+const PAUSE_MIN: Duration = Duration::from_millis(5);
+const PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// Serves `listener` forever, on this thread.
 pub fn serve(listener: TcpListener) -> io::Result<()> {
-    let _ = listener;
-    Err(io::Error::other("not written yet"))
+    let signo = sys::sigrtmin() + 2;
+    // Blocked before any socket can raise them: queued, never delivered to a handler.
+    sys::block_signals(&[signo, libc::SIGIO])?;
+    sys::set_signal_driven(listener.as_raw_fd(), signo)?;
+    let mut server =
+        Server { listener, signo, conns: HashMap::new(), accept_at: None, pause: PAUSE_MIN, warned_at: None };
+    // Connections that arrived before the listener was signal-driven raised no signal.
+    server.accept_all();
+    let mut next_scan = Instant::now() + SCAN_EVERY;
+    loop {
+        let wake = server.accept_at.map_or(next_scan, |at| at.min(next_scan));
+        match sys::wait_signal(&[signo, libc::SIGIO], wake.saturating_duration_since(Instant::now()))? {
+            Some(signal) if signal.signo == signo => server.progress(signal.fd),
+            Some(_) => server.scan(), // plain SIGIO: the realtime queue overflowed
+            None => {}
+        }
+        let now = Instant::now();
+        if server.accept_at.is_some_and(|at| now >= at) {
+            server.accept_at = None;
+            server.accept_all();
+        }
+        if now >= next_scan {
+            server.scan();
+            next_scan = now + SCAN_EVERY;
+        }
+    }
+}
+
+struct Server {
+    listener: TcpListener,
+    /// The realtime signal the sockets raise.
+    signo: libc::c_int,
+    conns: HashMap<RawFd, Conn>,
+    /// While accepting is paused after a failure: when to try again.
+    accept_at: Option<Instant>,
+    /// The next pause, should accepting fail again.
+    pause: Duration,
+    /// When an accept failure was last reported (at most one line a second).
+    warned_at: Option<Instant>,
+}
+
+impl Server {
+    /// Handles a signal for `fd`.
+    fn progress(&mut self, fd: RawFd) {
+        if fd == self.listener.as_raw_fd() {
+            self.accept_all();
+        } else if let Some(conn) = self.conns.get_mut(&fd) {
+            if !conn.advance() {
+                self.conns.remove(&fd); // closes it
+            }
+        } // else: closed since the signal was queued
+    }
+
+    /// Tries every socket: the fallback when signals were lost.
+    fn scan(&mut self) {
+        self.accept_all();
+        self.conns.retain(|_, conn| conn.advance());
+    }
+
+    /// Accepts every pending connection, unless accepting is paused.
+    fn accept_all(&mut self) {
+        while self.accept_at.is_none() {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    self.pause = PAUSE_MIN;
+                    self.add(stream);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) => {}
+                // EMFILE, ENFILE, ENOBUFS...: pause accepting; connections go on being served,
+                // and may close and free fds meanwhile.
+                Err(e) => {
+                    let now = Instant::now();
+                    if self.warned_at.is_none_or(|at| now - at >= Duration::from_secs(1)) {
+                        eprintln!("echo (sigio): accept: {e}; pausing accepts for {:?}", self.pause);
+                        self.warned_at = Some(now);
+                    }
+                    self.accept_at = Some(now + self.pause);
+                    self.pause = (self.pause * 2).min(PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    /// Makes a new connection signal-driven, then serves what it already has.
+    fn add(&mut self, stream: TcpStream) {
+        let fd = stream.as_raw_fd();
+        if stream.set_nodelay(true).and_then(|()| sys::set_signal_driven(fd, self.signo)).is_err() {
+            return; // ends only this connection
+        }
+        let mut conn = Conn { stream, buf: vec![0; BUF_SIZE].into_boxed_slice(), sent: 0, filled: 0 };
+        if conn.advance() {
+            self.conns.insert(fd, conn);
+        }
+    }
+}
+
+/// One connection, and the echo output it still owes: `buf[sent..filled]`.
+struct Conn {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    sent: usize,
+    filled: usize,
+}
+
+impl Conn {
+    /// Echoes until the socket would block; `false` once the connection is over (echoed to the
+    /// end of its stream and shut down, or failed), to be closed.
+    fn advance(&mut self) -> bool {
+        self.echo().unwrap_or(false)
+    }
+
+    fn echo(&mut self) -> io::Result<bool> {
+        loop {
+            // Pending output first: no reading while the buffer is not all sent (backpressure).
+            let done = if self.sent < self.filled {
+                self.stream.write(&self.buf[self.sent..self.filled])
+            } else {
+                self.stream.read(&mut self.buf)
+            };
+            match done {
+                Ok(0) if self.sent < self.filled => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) if self.sent < self.filled => self.sent += n,
+                Ok(0) => {
+                    self.stream.shutdown(Shutdown::Write)?;
+                    return Ok(false); // end of stream, all echoed
+                }
+                Ok(n) => (self.sent, self.filled) = (0, n),
+                // Would block: the next signal (POLLIN, or POLLOUT once space frees) resumes.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }

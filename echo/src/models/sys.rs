@@ -54,6 +54,21 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Closes every fd of this process above stderr except `keep` (`close_range(2)`, two calls):
+/// a forked child must not hold the parent's other sockets, or closing them in the parent
+/// would not end those connections. Async-signal-safe: fine in a forked child.
+pub fn close_other_fds(keep: RawFd) {
+    let keep = keep.max(3) as libc::c_uint;
+    // SAFETY: close_range takes plain integers; closing fds the child does not use is its
+    // purpose, and nothing in the child refers to them afterwards.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, keep - 1, 0 as libc::c_uint);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0 as libc::c_uint);
+    }
+}
+
 /// Reaps every child that has exited, without waiting; returns how many.
 pub fn reap_children() -> usize {
     let mut reaped = 0;
