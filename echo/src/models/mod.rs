@@ -1,5 +1,6 @@
-//! The seed document's I/O models (`../shared/seed/io-models.zh.md`) as small, readable echo
-//! servers, one module each, to be measured beside the runtimes (`echo-lab lab`).
+//! The seed document's I/O models (the Chinese article "Linux I/O models" this project started
+//! from) as small, readable echo servers, one module each, to be measured beside the runtimes
+//! (`echo-lab lab`).
 //!
 //! Each module's top comment explains its model, what it costs, and where the seed is right or
 //! wrong about it. All of them serve the same echo behaviour as `echo::handle`: every byte back,
