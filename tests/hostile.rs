@@ -31,6 +31,23 @@ fn for_each_runtime(test: impl Fn(RuntimeKind)) {
     }
 }
 
+/// A server name ("reactor", "poll", ...) for messages.
+type Name = &'static str;
+
+/// Runs `test` on every runtime and on each of the seed's classic models, each on a fresh
+/// server (for the faults where a model fits: the models have no panic hook, no limits, and
+/// need a thread or process per connection).
+fn for_every_server(test: impl Fn(Name, SocketAddr)) {
+    for kind in RuntimeKind::ALL {
+        test(kind.name(), server(kind, false));
+    }
+    for model in echo::models::Model::ALL {
+        let addr = echo::models::spawn(model, "127.0.0.1:0".parse().unwrap())
+            .unwrap_or_else(|e| panic!("starting the {model} server: {e}"));
+        test(model.name(), addr);
+    }
+}
+
 fn connect(addr: SocketAddr) -> TcpStream {
     let conn = TcpStream::connect(addr).expect("connect");
     conn.set_read_timeout(Some(IO_LIMIT)).unwrap();
@@ -47,7 +64,7 @@ fn exchange(conn: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
 }
 
 /// The server still echoes a fresh connection byte for byte.
-fn still_echoes(kind: RuntimeKind, addr: SocketAddr) {
+fn still_echoes(kind: impl std::fmt::Display + Send + 'static, addr: SocketAddr) {
     let data = Rng::new(99).bytes(100_000);
     let echoed = within(IO_LIMIT, {
         let data = data.clone();
@@ -76,8 +93,7 @@ fn linger_zero(conn: &TcpStream) {
 #[test]
 fn clients_that_reset_mid_stream_while_the_server_writes_do_not_disturb_it() {
     let _shared = shared();
-    for_each_runtime(|kind| {
-        let addr = server(kind, false);
+    for_every_server(|kind, addr| {
         for _ in 0..30 {
             let mut conn = connect(addr);
             conn.set_nonblocking(true).unwrap();
@@ -100,8 +116,7 @@ fn clients_that_reset_mid_stream_while_the_server_writes_do_not_disturb_it() {
 #[test]
 fn a_mebibyte_of_binary_with_nuls_in_ragged_chunks_comes_back_exact() {
     let _shared = shared();
-    for_each_runtime(|kind| {
-        let addr = server(kind, false);
+    for_every_server(|kind, addr| {
         // Runs of NULs, of 0xFF and of random bytes: nothing treats the data as text.
         let mut rng = Rng::new(3);
         let mut data = Vec::with_capacity(1 << 20);
@@ -150,8 +165,7 @@ fn a_mebibyte_of_binary_with_nuls_in_ragged_chunks_comes_back_exact() {
 #[test]
 fn a_thousand_connections_that_close_without_a_byte_leave_the_server_serving() {
     let _shared = shared();
-    for_each_runtime(|kind| {
-        let addr = server(kind, false);
+    for_every_server(|kind, addr| {
         for i in 0..1000 {
             let conn = connect(addr);
             if i % 2 == 0 {
@@ -165,8 +179,7 @@ fn a_thousand_connections_that_close_without_a_byte_leave_the_server_serving() {
 #[test]
 fn five_hundred_connections_opened_at_once_all_echo() {
     let _shared = shared();
-    for_each_runtime(|kind| {
-        let addr = server(kind, false);
+    for_every_server(|kind, addr| {
         within(Duration::from_secs(60), move || {
             // Opened in one burst, before any of them speaks.
             let mut conns: Vec<TcpStream> = (0..500).map(|_| connect(addr)).collect();
@@ -357,12 +370,12 @@ fn a_handler_that_panics_ends_only_its_own_connection() {
 struct ChildServer {
     child: Child,
     addr: SocketAddr,
-    kind: RuntimeKind,
 }
 
 impl ChildServer {
     /// Starts this test binary again, serving `kind` with the soft fd limit set to `nofile`.
-    fn start(kind: RuntimeKind, nofile: u64) -> ChildServer {
+    /// `kind` is a runtime's or a classic model's name.
+    fn start(kind: impl std::fmt::Display, nofile: u64) -> ChildServer {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_server", "--ignored", "--nocapture", "--test-threads", "1"])
             .env("HOSTILE_CHILD", format!("{kind} {nofile}"))
@@ -386,7 +399,7 @@ impl ChildServer {
             let _ = child.wait();
             panic!("the {kind} child server did not start");
         };
-        ChildServer { child, addr, kind }
+        ChildServer { child, addr }
     }
 
     fn alive(&mut self) -> bool {
@@ -433,11 +446,13 @@ fn child_server() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let (kind, nofile) = spec.split_once(' ').unwrap();
-    let kind: RuntimeKind = kind.parse().unwrap();
     set_nofile(nofile.parse().unwrap());
     let listener = listen_wide();
     println!("child listening on {}", listener.local_addr().unwrap());
-    let _ = echo::server::serve(kind, listener);
+    match kind.parse::<RuntimeKind>() {
+        Ok(kind) => drop(echo::server::serve(kind, listener)),
+        Err(_) => drop(kind.parse::<echo::models::Model>().unwrap().serve(listener)),
+    }
 }
 
 #[test]
@@ -488,7 +503,9 @@ fn ten_thousand_connections_held_open_all_echo() {
 #[test]
 fn out_of_fds_the_server_neither_crashes_nor_spins_and_serves_again_once_clients_leave() {
     let _shared = shared();
-    for_each_runtime(|kind| {
+    let names =
+        RuntimeKind::ALL.map(|k| k.name()).into_iter().chain(echo::models::Model::ALL.map(|m| m.name()));
+    for kind in names {
         let mut server = ChildServer::start(kind, 128);
         let addr = server.addr;
         // 300 connections against 128 fds: the server accepts until EMFILE; the rest wait in
@@ -526,6 +543,5 @@ fn out_of_fds_the_server_neither_crashes_nor_spins_and_serves_again_once_clients
         }
         assert!(server.alive(), "{kind}");
         still_echoes(kind, addr);
-        let _ = server.kind;
-    });
+    }
 }
