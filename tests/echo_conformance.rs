@@ -11,6 +11,8 @@ use testkit::{blocking_round_trip, within, Rng};
 
 fn for_each_runtime(test: impl Fn(RuntimeKind)) {
     for kind in RuntimeKind::ALL {
+        // Names the runtime in the output of a test that fails or hangs.
+        eprintln!("on {kind}");
         test(kind);
     }
 }

@@ -431,6 +431,7 @@ fn report(result: io::Result<()>) {
 /// runtime is up (or the error that kept it from starting).
 pub fn spawn(kind: RuntimeKind, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)?;
+    crate::models::sys::set_backlog(&listener, crate::models::sys::BACKLOG)?;
     let local = listener.local_addr()?;
     let (started, start) = mpsc::channel();
     std::thread::Builder::new().name(format!("echo-{kind}")).spawn(move || {

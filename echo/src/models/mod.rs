@@ -91,6 +91,7 @@ impl FromStr for Model {
 /// Binds `addr` and serves it with `model` on a new thread; returns the bound address.
 pub fn spawn(model: Model, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
+    sys::set_backlog(&listener, sys::BACKLOG)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new().name(format!("echo-{model}")).spawn(move || {
         if let Err(e) = model.serve(listener) {

@@ -15,6 +15,19 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Listen backlog for the servers: std's `TcpListener::bind` listens with 128, which a burst of
+/// a thousand connections overflows (the dropped SYNs are retried after 1, 3, 7... seconds).
+pub const BACKLOG: i32 = 4096;
+
+/// Sets the listen backlog of an already listening socket (capped by `net.core.somaxconn`).
+pub fn set_backlog(listener: &std::net::TcpListener, backlog: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen on a socket the caller owns, with an int; calling it again only resizes
+    // the queue.
+    cvt(unsafe { libc::listen(listener.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
 /// `poll(2)` over `fds`; `timeout` `None` waits forever. `EINTR` counts as a timeout (0).
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);

@@ -272,6 +272,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
 /// Serves with one of the classic models until the process is signalled.
 fn run_model(a: &ServeArgs, model: Model) -> Result<(), String> {
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
+    echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {local} (runtime {model})")
@@ -283,6 +284,7 @@ fn run_model(a: &ServeArgs, model: Model) -> Result<(), String> {
 
 fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
+    echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -301,7 +303,9 @@ fn run_tokio(a: &ServeArgs) -> Result<(), String> {
 /// has port 0, the others bind that port).
 fn listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
     if n == 1 {
-        return Ok(vec![TcpListener::bind(addr)?]);
+        let listener = TcpListener::bind(addr)?;
+        echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG)?;
+        return Ok(vec![listener]);
     }
     let first = reuseport_listener(addr)?;
     let addr = first.local_addr()?;

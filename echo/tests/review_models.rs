@@ -1,0 +1,276 @@
+//! Review tests for echo::models (adversarial scenarios).
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use echo::models::{self, Model};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tids() -> HashSet<u32> {
+    fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Spawns the model and returns (addr, server thread tid).
+fn spawn(model: Model) -> (SocketAddr, u32) {
+    let before = tids();
+    let addr = models::spawn(model, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let name: String = format!("echo-{model}").chars().take(15).collect();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        for t in tids().difference(&before) {
+            if fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                .map(|c| c.trim() == name)
+                .unwrap_or(false)
+            {
+                return (addr, *t);
+            }
+        }
+        assert!(Instant::now() < deadline, "server thread not found");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn thread_cpu_ns(tid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn ping(addr: SocketAddr, msg: &[u8], timeout: Duration) -> Result<Duration, String> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(msg).map_err(|e| e.to_string())?;
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back).map_err(|e| format!("after {:?}: {e}", t.elapsed()))?;
+    if back != msg {
+        return Err("different bytes".into());
+    }
+    Ok(t.elapsed())
+}
+
+/// One client that keeps the server busy (writes 1 MiB chunks, reads everything back on another
+/// thread) must not keep another client from being served.
+fn busy_client_does_not_starve(model: Model) -> Result<Duration, String> {
+    let (addr, _) = spawn(model);
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = TcpStream::connect(addr).unwrap();
+    a.set_nodelay(true).unwrap();
+    let mut w = a.try_clone().unwrap();
+    let mut r = a;
+    let s1 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        w.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        while !s1.load(Ordering::Relaxed) {
+            let _ = w.write_all(&chunk);
+        }
+        let _ = w.shutdown(Shutdown::Both);
+    });
+    let s2 = stop.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        r.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        while !s2.load(Ordering::Relaxed) {
+            let _ = r.read(&mut buf);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let res = ping(addr, b"hello", Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    reader.join().unwrap();
+    res
+}
+
+#[test]
+fn poll_busy_client_does_not_starve_others() {
+    let _g = lock();
+    let r = busy_client_does_not_starve(Model::Poll);
+    println!("poll: {r:?}");
+    let r = r.expect("poll: second client not served");
+    assert!(r < Duration::from_millis(100), "poll: waited {r:?}");
+}
+
+#[test]
+fn sigio_busy_client_does_not_starve_others() {
+    let _g = lock();
+    let r = busy_client_does_not_starve(Model::Sigio);
+    println!("sigio: {r:?}");
+    let r = r.expect("sigio: second client not served within 3 s");
+    assert!(
+        r < Duration::from_millis(100),
+        "sigio: a second client waited {r:?} for its echo while one busy client was served (poll: < 1 ms)"
+    );
+}
+
+/// Many connections streaming at once: no connection may stall for long (a stall of ~1 s in
+/// sigio means a lost signal rescued by the once-a-second scan).
+#[test]
+fn no_long_stalls_under_concurrent_streaming() {
+    let _g = lock();
+    for model in [Model::Sigio, Model::Poll, Model::Nonblocking] {
+        let (addr, _) = spawn(model);
+        let clients: Vec<_> = (0..32u8)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let s = TcpStream::connect(addr).unwrap();
+                    let mut w = s.try_clone().unwrap();
+                    let total = 2 << 20;
+                    let wr = std::thread::spawn(move || {
+                        let mut sent = 0;
+                        let mut i = 0u32;
+                        while sent < total {
+                            let n = 1000 + (i as usize * 7919) % 60000;
+                            let n = n.min(total - sent);
+                            let chunk: Vec<u8> = (sent..sent + n).map(|k| (k as u8) ^ c).collect();
+                            w.write_all(&chunk).unwrap();
+                            sent += n;
+                            i += 1;
+                        }
+                        w.shutdown(Shutdown::Write).unwrap();
+                    });
+                    let mut r = s;
+                    r.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut got = 0usize;
+                    let mut buf = vec![0u8; 65536];
+                    let mut last = Instant::now();
+                    let mut max_gap = Duration::ZERO;
+                    loop {
+                        let n = r.read(&mut buf).expect("read");
+                        if n == 0 {
+                            break;
+                        }
+                        for (j, b) in buf[..n].iter().enumerate() {
+                            assert_eq!(*b, ((got + j) as u8) ^ c, "byte {} differs", got + j);
+                        }
+                        got += n;
+                        max_gap = max_gap.max(last.elapsed());
+                        last = Instant::now();
+                    }
+                    wr.join().unwrap();
+                    (got, max_gap)
+                })
+            })
+            .collect();
+        let mut worst = Duration::ZERO;
+        for c in clients {
+            let (got, gap) = c.join().unwrap();
+            assert_eq!(got, 2 << 20, "{model}: bytes lost");
+            worst = worst.max(gap);
+        }
+        println!("{model}: worst gap between reads {worst:?}");
+        assert!(worst < Duration::from_millis(700), "{model}: a connection stalled {worst:?}");
+    }
+}
+
+/// Connections that send at once, before the server has even accepted them, many at a time.
+#[test]
+fn data_before_accept_is_echoed() {
+    let _g = lock();
+    for model in Model::ALL {
+        let (addr, _) = spawn(model);
+        let mut worst = Duration::ZERO;
+        for round in 0..20 {
+            let socks: Vec<_> = (0..20)
+                .map(|i| {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.write_all(format!("r{round}c{i}").as_bytes()).unwrap();
+                    s
+                })
+                .collect();
+            for (i, mut s) in socks.into_iter().enumerate() {
+                let want = format!("r{round}c{i}");
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let t = Instant::now();
+                let mut back = vec![0; want.len()];
+                s.read_exact(&mut back).unwrap_or_else(|e| panic!("{model}: round {round} conn {i}: {e}"));
+                assert_eq!(back, want.as_bytes());
+                worst = worst.max(t.elapsed());
+            }
+        }
+        println!("{model}: worst {worst:?}");
+        assert!(worst < Duration::from_millis(700), "{model}: an early message waited {worst:?}");
+    }
+}
+
+/// Idle server with idle connections: CPU of its thread over one second.
+#[test]
+fn idle_cpu() {
+    let _g = lock();
+    let mut report = Vec::new();
+    for model in [Model::Poll, Model::Sigio, Model::Fork, Model::Threads, Model::Nonblocking] {
+        let (addr, tid) = spawn(model);
+        let conns: Vec<_> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let c0 = thread_cpu_ns(tid);
+        std::thread::sleep(Duration::from_secs(1));
+        let used = thread_cpu_ns(tid) - c0;
+        report.push((model, used));
+        drop(conns);
+    }
+    println!("idle CPU ns/s: {report:?}");
+    for (m, used) in report {
+        if m != Model::Nonblocking {
+            assert!(used < 20_000_000, "{m}: {used} ns of CPU in 1 s idle");
+        }
+    }
+}
+
+fn children_of_self() -> Vec<u32> {
+    let mut v = Vec::new();
+    for t in fs::read_dir("/proc/self/task").unwrap().flatten() {
+        if let Ok(c) = fs::read_to_string(t.path().join("children")) {
+            v.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+        }
+    }
+    v
+}
+
+fn state(pid: u32) -> Option<String> {
+    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].split_whitespace().next().map(str::to_string)
+}
+
+/// The fork model: a child holds only 0, 1, 2 and its connection; a finished child is reaped.
+#[test]
+fn fork_children_hold_only_their_connection_and_are_reaped() {
+    let _g = lock();
+    let before: HashSet<u32> = children_of_self().into_iter().collect();
+    let (addr, _) = spawn(Model::Fork);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    let kids: Vec<u32> = children_of_self().into_iter().filter(|c| !before.contains(c)).collect();
+    assert_eq!(kids.len(), 1, "children: {kids:?}");
+    let fds: Vec<String> = fs::read_dir(format!("/proc/{}/fd", kids[0]))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    println!("child fds: {fds:?}");
+    assert!(fds.len() <= 4, "child holds {fds:?}");
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let st = state(kids[0]);
+    println!("child state after close: {st:?}");
+    assert!(st.is_none(), "child left as {st:?}");
+}
