@@ -14,9 +14,10 @@
 //! this thread (`F_OWNER_TID`), so their signals are queued for it alone even when other
 //! threads of the process leave them unblocked. A signal for the listener means "accept"; for a
 //! connection, read and write until the socket would block. Signals are edge-like (one per new
-//! segment or freed send space, none for data already waiting), so every handling drains to
-//! `EAGAIN`, and a new socket is tried once right after set-up, for data that came before it.
-//! A connection that keeps its peer busy is served until it would block, others waiting.
+//! segment or freed send space, none for data already waiting), so a signalled socket stays in
+//! a ready list until it would block (`EAGAIN`), and a new socket starts there, for data that
+//! came before it. The ready list is served round-robin, a few syscalls per socket per turn,
+//! collecting newly queued signals between turns: one busy connection cannot hold up the others.
 //!
 //! Realtime signals are queued per user up to `RLIMIT_SIGPENDING` (`ulimit -i`); when the
 //! queue is full the kernel sends a plain `SIGIO` instead, which names no fd. That is the
@@ -26,7 +27,7 @@
 //! one just costs a read that would block. The price of the model: a signal per event, each a
 //! system call to take, most finding the work already done.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
@@ -49,18 +50,36 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     // Blocked before any socket can raise them: queued, never delivered to a handler.
     sys::block_signals(&[signo, libc::SIGIO])?;
     sys::set_signal_driven(listener.as_raw_fd(), signo)?;
-    let mut server =
-        Server { listener, signo, conns: HashMap::new(), accept_at: None, pause: PAUSE_MIN, warned_at: None };
+    let mut server = Server {
+        listener,
+        signo,
+        conns: HashMap::new(),
+        ready: VecDeque::new(),
+        accept_at: None,
+        pause: PAUSE_MIN,
+        warned_at: None,
+    };
     // Connections that arrived before the listener was signal-driven raised no signal.
     server.accept_all();
     let mut next_scan = Instant::now() + SCAN_EVERY;
     loop {
+        // Sleep for a signal only when no socket is waiting for its turn; otherwise just
+        // collect the signals already queued, then give every ready socket a turn.
         let wake = server.accept_at.map_or(next_scan, |at| at.min(next_scan));
-        match sys::wait_signal(&[signo, libc::SIGIO], wake.saturating_duration_since(Instant::now()))? {
-            Some(signal) if signal.signo == signo => server.progress(signal.fd),
-            Some(_) => server.scan(), // plain SIGIO: the realtime queue overflowed
-            None => {}
+        let mut wait = if server.ready.is_empty() {
+            wake.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        while let Some(signal) = sys::wait_signal(&[signo, libc::SIGIO], wait)? {
+            if signal.signo == signo {
+                server.signalled(signal.fd);
+            } else {
+                server.scan(); // plain SIGIO: the realtime queue overflowed
+            }
+            wait = Duration::ZERO;
         }
+        server.serve_ready();
         let now = Instant::now();
         if server.accept_at.is_some_and(|at| now >= at) {
             server.accept_at = None;
@@ -78,6 +97,8 @@ struct Server {
     /// The realtime signal the sockets raise.
     signo: libc::c_int,
     conns: HashMap<RawFd, Conn>,
+    /// Connections to serve, in turn: signalled, and not yet found to be blocked.
+    ready: VecDeque<RawFd>,
     /// While accepting is paused after a failure: when to try again.
     accept_at: Option<Instant>,
     /// The next pause, should accepting fail again.
@@ -87,21 +108,49 @@ struct Server {
 }
 
 impl Server {
-    /// Handles a signal for `fd`.
-    fn progress(&mut self, fd: RawFd) {
+    /// Handles a signal for `fd`: accept, or queue the connection for its turn.
+    fn signalled(&mut self, fd: RawFd) {
         if fd == self.listener.as_raw_fd() {
             self.accept_all();
-        } else if let Some(conn) = self.conns.get_mut(&fd) {
-            if !conn.advance() {
-                self.conns.remove(&fd); // closes it
+        } else {
+            self.make_ready(fd); // (an fd closed since the signal was queued is ignored)
+        }
+    }
+
+    fn make_ready(&mut self, fd: RawFd) {
+        if let Some(conn) = self.conns.get_mut(&fd) {
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push_back(fd);
             }
-        } // else: closed since the signal was queued
+        }
+    }
+
+    /// Gives each connection waiting for its turn a few syscalls' worth of echoing: round-robin,
+    /// so that one busy connection cannot hold up the others. One still busy goes back in line.
+    fn serve_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(fd) = self.ready.pop_front() else { break };
+            let Some(conn) = self.conns.get_mut(&fd) else { continue };
+            conn.queued = false;
+            match conn.advance(TURN) {
+                Turn::Blocked => {}
+                Turn::More => {
+                    conn.queued = true;
+                    self.ready.push_back(fd);
+                }
+                Turn::Over => drop(self.conns.remove(&fd)), // closes it
+            }
+        }
     }
 
     /// Tries every socket: the fallback when signals were lost.
     fn scan(&mut self) {
         self.accept_all();
-        self.conns.retain(|_, conn| conn.advance());
+        let fds: Vec<RawFd> = self.conns.keys().copied().collect();
+        for fd in fds {
+            self.make_ready(fd);
+        }
     }
 
     /// Accepts every pending connection, unless accepting is paused.
@@ -135,11 +184,24 @@ impl Server {
         if stream.set_nodelay(true).and_then(|()| sys::set_signal_driven(fd, self.signo)).is_err() {
             return; // ends only this connection
         }
-        let mut conn = Conn { stream, buf: vec![0; BUF_SIZE].into_boxed_slice(), sent: 0, filled: 0 };
-        if conn.advance() {
-            self.conns.insert(fd, conn);
-        }
+        let conn =
+            Conn { stream, buf: vec![0; BUF_SIZE].into_boxed_slice(), sent: 0, filled: 0, queued: false };
+        self.conns.insert(fd, conn);
+        self.make_ready(fd);
     }
+}
+
+/// Syscalls a ready connection may make per turn before the next one's turn.
+const TURN: usize = 8;
+
+/// What a connection's turn ended with.
+enum Turn {
+    /// The socket would block: its next signal brings it back.
+    Blocked,
+    /// It used its turn and may have more to do.
+    More,
+    /// Echoed to the end of its stream and shut down, or failed: to be closed.
+    Over,
 }
 
 /// One connection, and the echo output it still owes: `buf[sent..filled]`.
@@ -148,17 +210,22 @@ struct Conn {
     buf: Box<[u8]>,
     sent: usize,
     filled: usize,
+    /// In the server's ready list.
+    queued: bool,
 }
 
 impl Conn {
-    /// Echoes until the socket would block; `false` once the connection is over (echoed to the
-    /// end of its stream and shut down, or failed), to be closed.
-    fn advance(&mut self) -> bool {
-        self.echo().unwrap_or(false)
+    /// Echoes for at most `budget` syscalls, or until the socket would block.
+    fn advance(&mut self, budget: usize) -> Turn {
+        match self.echo(budget) {
+            Ok(Some(turn)) => turn,
+            Ok(None) => Turn::More,
+            Err(_) => Turn::Over,
+        }
     }
 
-    fn echo(&mut self) -> io::Result<bool> {
-        loop {
+    fn echo(&mut self, budget: usize) -> io::Result<Option<Turn>> {
+        for _ in 0..budget {
             // Pending output first: no reading while the buffer is not all sent (backpressure).
             let done = if self.sent < self.filled {
                 self.stream.write(&self.buf[self.sent..self.filled])
@@ -170,14 +237,15 @@ impl Conn {
                 Ok(n) if self.sent < self.filled => self.sent += n,
                 Ok(0) => {
                     self.stream.shutdown(Shutdown::Write)?;
-                    return Ok(false); // end of stream, all echoed
+                    return Ok(Some(Turn::Over)); // end of stream, all echoed
                 }
                 Ok(n) => (self.sent, self.filled) = (0, n),
                 // Would block: the next signal (POLLIN, or POLLOUT once space frees) resumes.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Some(Turn::Blocked)),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        Ok(None) // the turn is used up
     }
 }

@@ -28,9 +28,11 @@ pub fn set_backlog(listener: &std::net::TcpListener, backlog: i32) -> io::Result
     Ok(())
 }
 
-/// `poll(2)` over `fds`; `timeout` `None` waits forever. `EINTR` counts as a timeout (0).
+/// `poll(2)` over `fds`; `timeout` `None` waits forever, and is rounded up to whole
+/// milliseconds (rounding down would turn the last fraction of a wait into a spin of
+/// zero-timeout calls). `EINTR` counts as a timeout (0).
 pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    let ms = timeout.map_or(-1, |t| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32);
     // SAFETY: `fds` is a live, writable slice of pollfd and its length is passed with it.
     match cvt(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) }) {
         Ok(n) => Ok(n as usize),

@@ -1,4 +1,7 @@
-//! Review tests for echo::models (adversarial scenarios).
+//! The classic models (`echo::models`) under adversarial scenarios: fairness between a busy and
+//! a quiet client, data sent before the server accepted, many connections streaming at once, idle
+//! CPU, and fork's children. (The time bounds are generous: they catch a server that makes a
+//! client wait for another's whole stream, not a slow machine.)
 
 use std::collections::HashSet;
 use std::fs;
@@ -104,7 +107,7 @@ fn poll_busy_client_does_not_starve_others() {
     let r = busy_client_does_not_starve(Model::Poll);
     println!("poll: {r:?}");
     let r = r.expect("poll: second client not served");
-    assert!(r < Duration::from_millis(100), "poll: waited {r:?}");
+    assert!(r < Duration::from_millis(300), "poll: waited {r:?}");
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn sigio_busy_client_does_not_starve_others() {
     println!("sigio: {r:?}");
     let r = r.expect("sigio: second client not served within 3 s");
     assert!(
-        r < Duration::from_millis(100),
+        r < Duration::from_millis(300),
         "sigio: a second client waited {r:?} for its echo while one busy client was served (poll: < 1 ms)"
     );
 }
@@ -226,9 +229,9 @@ fn idle_cpu() {
     }
     println!("idle CPU ns/s: {report:?}");
     for (m, used) in report {
-        if m != Model::Nonblocking {
-            assert!(used < 20_000_000, "{m}: {used} ns of CPU in 1 s idle");
-        }
+        // Non-blocking polling wakes up to 200 times a second by design (its back-off).
+        let limit = if m == Model::Nonblocking { 100_000_000 } else { 20_000_000 };
+        assert!(used < limit, "{m}: {used} ns of CPU in 1 s idle");
     }
 }
 
