@@ -1,8 +1,9 @@
 //! `echo-lab lab`: every I/O model of the seed document, the three runtimes and the tokio
 //! baseline, under the same loads, measured side by side.
 //!
-//! Cells: ping-pong with 1, 100 and 1,000 connections (long connections) and short connections
-//! (connect, echo, close, 16 clients). For each model and cell a fresh server process is
+//! Cells: ping-pong with 1, 100 and 1,000 connections (long connections); 1,000 idle
+//! connections held open while 10 others ping-pong (where a readiness API's cost per idle
+//! connection shows); and short connections (connect, echo, close, 16 clients). For each model and cell a fresh server process is
 //! started, pinned to CPU 0, and loaded from CPU 1; at the edges of the measured window the lab
 //! samples the server's CPU time (its children's too, for `fork`), its syscalls (the runtimes'
 //! own counters for reactor and uring, `perf stat` attached to the process for the others), and
@@ -35,7 +36,7 @@ pub struct LabArgs {
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Server>,
     /// Cells to run, comma-separated (default: all): pingpong-1, pingpong-100,
-    /// pingpong-1000, shortconn.
+    /// pingpong-1000, idle1000-pingpong10, shortconn.
     #[arg(long, value_delimiter = ',')]
     pub cells: Vec<Cell>,
     /// Length of each measured window, seconds.
@@ -57,24 +58,43 @@ pub struct LabArgs {
 pub enum Cell {
     /// Long connections: this many, each with one message in flight.
     Pingpong(usize),
+    /// `idle` connections held open, silent, while `busy` others ping-pong.
+    Mixed { idle: usize, busy: usize },
     /// Short connections: 16 clients, each connecting, echoing once and closing, over and over.
     Shortconn,
 }
 
 impl Cell {
-    const ALL: [Cell; 4] = [Cell::Pingpong(1), Cell::Pingpong(100), Cell::Pingpong(1000), Cell::Shortconn];
+    const ALL: [Cell; 5] = [
+        Cell::Pingpong(1),
+        Cell::Pingpong(100),
+        Cell::Pingpong(1000),
+        Cell::Mixed { idle: 1000, busy: 10 },
+        Cell::Shortconn,
+    ];
 
     fn name(self) -> String {
         match self {
             Cell::Pingpong(n) => format!("pingpong-{n}"),
+            Cell::Mixed { idle, busy } => format!("idle{idle}-pingpong{busy}"),
             Cell::Shortconn => "shortconn".to_string(),
         }
     }
 
+    /// Connections the load generator drives.
     fn conns(self) -> usize {
         match self {
             Cell::Pingpong(n) => n,
+            Cell::Mixed { busy, .. } => busy,
             Cell::Shortconn => 16,
+        }
+    }
+
+    /// Connections held open without a word.
+    fn idle(self) -> usize {
+        match self {
+            Cell::Mixed { idle, .. } => idle,
+            _ => 0,
         }
     }
 }
@@ -85,7 +105,8 @@ impl std::str::FromStr for Cell {
     fn from_str(s: &str) -> Result<Cell, String> {
         Cell::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
             format!(
-                "unknown cell {s:?} (expected one of: pingpong-1, pingpong-100, pingpong-1000, shortconn)"
+                "unknown cell {s:?} (expected one of: pingpong-1, pingpong-100, pingpong-1000, \
+                 idle1000-pingpong10, shortconn)"
             )
         })
     }
@@ -129,10 +150,10 @@ impl Measured {
     /// Memory per connection, bytes: long connections only, and from 100 of them (one
     /// connection's memory is lost in the noise of a process that has just started).
     fn bytes_per_conn(&self, cell: Cell) -> f64 {
+        let grown = (self.pss_kb.1 as f64 - self.pss_kb.0 as f64) * 1024.0;
         match cell {
-            Cell::Pingpong(n) if n >= 100 => {
-                (self.pss_kb.1 as f64 - self.pss_kb.0 as f64) * 1024.0 / n as f64
-            }
+            Cell::Pingpong(n) if n >= 100 => grown / n as f64,
+            Cell::Mixed { idle, busy } => grown / (idle + busy) as f64,
             _ => f64::NAN,
         }
     }
@@ -269,9 +290,25 @@ fn start(server: Server, pinned: bool, conns: usize) -> Result<ServerProcess, St
     Ok(ServerProcess { child, addr, counts: Some(counts) })
 }
 
+/// Opens `n` connections to `addr` that each echo one byte, then stay open and silent.
+fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, String> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    (0..n)
+        .map(|i| {
+            let why = |e: std::io::Error| format!("idle connection {} of {n}: {e}", i + 1);
+            let mut s = bench::connect_retry(addr, deadline).map_err(why)?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(why)?;
+            let mut back = [0u8; 1];
+            s.write_all(b"i").and_then(|()| s.read_exact(&mut back)).map_err(why)?;
+            Ok(s)
+        })
+        .collect()
+}
+
 /// Runs one cell against a fresh server.
 fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Measured, String> {
-    let mut process = start(server, pinned, cell.conns())?;
+    let mut process = start(server, pinned, cell.conns() + cell.idle())?;
     let pid = process.child.id();
     let own_counters = matches!(
         server,
@@ -279,10 +316,13 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     );
     std::thread::sleep(Duration::from_millis(100));
     let pss_before = tree_pss_kb(pid);
+    // The idle connections: each echoes one byte (so the server has accepted it and waits on
+    // it), then stays silent until the cell ends.
+    let idle = open_idle(process.addr, cell.idle())?;
     let perf = if own_counters { Err("runtime counters used".to_string()) } else { Perf::start(pid) };
     let opts = Options {
         mode: match cell {
-            Cell::Pingpong(_) => Mode::Pingpong,
+            Cell::Pingpong(_) | Cell::Mixed { .. } => Mode::Pingpong,
             Cell::Shortconn => Mode::Shortconn,
         },
         addr: process.addr,
@@ -330,6 +370,7 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     if report.mismatches > 0 {
         return Err(format!("{} echoes differed from what was sent", report.mismatches));
     }
+    drop(idle);
     let [(cpu0, own0), (cpu1, own1)] =
         <[_; 2]>::try_from(edges).map_err(|_| "the window did not complete".to_string())?;
     let syscalls = if own_counters {
@@ -387,7 +428,7 @@ fn cells_of(o: &Outcome) -> Vec<String> {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "{:<14} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+        "{:<20} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
         COLUMNS[0],
         COLUMNS[1],
         COLUMNS[2],
@@ -401,10 +442,10 @@ fn print_table(outcomes: &[Outcome]) {
     for o in outcomes {
         let c = cells_of(o);
         if c.len() == 3 {
-            println!("{:<14} {:<12} {}", c[0], c[1], c[2]);
+            println!("{:<20} {:<12} {}", c[0], c[1], c[2]);
         } else {
             println!(
-                "{:<14} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+                "{:<20} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
                 c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
             );
         }
@@ -485,7 +526,7 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
                     server.name(),
                     m.report.msgs_per_sec()
                 ),
-                Err(why) => eprintln!("  {:<14} {:<12} could not run: {why}", cell.name(), server.name()),
+                Err(why) => eprintln!("  {:<20} {:<12} could not run: {why}", cell.name(), server.name()),
             }
             outcomes.push(Outcome { server, cell, result });
         }
