@@ -149,11 +149,18 @@ impl Measured {
 
     /// Memory per connection, bytes: long connections only, and from 100 of them (one
     /// connection's memory is lost in the noise of a process that has just started).
+    /// Connections that got at least one echo in the window (the others waited, unaccepted
+    /// or unserved, the whole time).
+    fn served(&self) -> usize {
+        self.report.opts.conns - self.report.stalled
+    }
+
+    /// Memory per connection served (idle ones included), bytes.
     fn bytes_per_conn(&self, cell: Cell) -> f64 {
         let grown = (self.pss_kb.1 as f64 - self.pss_kb.0 as f64) * 1024.0;
         match cell {
-            Cell::Pingpong(n) if n >= 100 => grown / n as f64,
-            Cell::Mixed { idle, busy } => grown / (idle + busy) as f64,
+            Cell::Pingpong(n) if n >= 100 => grown / self.served().max(1) as f64,
+            Cell::Mixed { idle, .. } => grown / (idle + self.served()).max(1) as f64,
             _ => f64::NAN,
         }
     }
@@ -405,14 +412,28 @@ fn opt(x: f64, prec: usize) -> String {
     }
 }
 
-const COLUMNS: [&str; 9] =
-    ["cell", "model", "msgs/s", "p99 µs", "CPU µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"];
+const COLUMNS: [&str; 10] = [
+    "cell",
+    "model",
+    "served",
+    "msgs/s",
+    "p99 µs",
+    "CPU µs/msg",
+    "KB/conn",
+    "syscalls/msg",
+    "threads",
+    "procs",
+];
 
 fn cells_of(o: &Outcome) -> Vec<String> {
     match &o.result {
         Ok(m) => vec![
             o.cell.name(),
             o.server.name().to_string(),
+            match o.cell {
+                Cell::Shortconn => "-".to_string(),
+                _ => format!("{}/{}", m.served(), m.report.opts.conns),
+            },
             format!("{:.0}", m.report.msgs_per_sec()),
             format!("{:.0}", m.report.latency_us(0.99)),
             opt(m.cpu_us_per_msg(), 1),
@@ -428,7 +449,7 @@ fn cells_of(o: &Outcome) -> Vec<String> {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "{:<20} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+        "{:<20} {:<12} {:>9} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
         COLUMNS[0],
         COLUMNS[1],
         COLUMNS[2],
@@ -437,7 +458,8 @@ fn print_table(outcomes: &[Outcome]) {
         COLUMNS[5],
         COLUMNS[6],
         COLUMNS[7],
-        COLUMNS[8]
+        COLUMNS[8],
+        COLUMNS[9]
     );
     for o in outcomes {
         let c = cells_of(o);
@@ -445,14 +467,15 @@ fn print_table(outcomes: &[Outcome]) {
             println!("{:<20} {:<12} {}", c[0], c[1], c[2]);
         } else {
             println!(
-                "{:<20} {:<12} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+                "{:<20} {:<12} {:>9} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
             );
         }
     }
     println!(
-        "(msgs/s: echoes per second, or connections per second for shortconn; syscalls: the runtimes' own \
-         counters for reactor and uring, perf for the others; KB/conn: the server's PSS, children included)"
+        "(served: connections that got an echo in the window; msgs/s: echoes per second, or connections per \
+         second for shortconn; syscalls: the runtimes' own counters for reactor and uring, perf for the \
+         others; KB/conn: the server's PSS per connection served, children included)"
     );
     let mut said = Vec::new();
     for o in outcomes {
@@ -485,6 +508,9 @@ fn to_json(o: &Outcome) -> Value {
             v["msgs_per_sec"] = f(m.report.msgs_per_sec());
             v["p99_us"] = f(m.report.latency_us(0.99));
             v["msgs"] = json!(m.report.msgs);
+            v["conns"] = json!(m.report.opts.conns);
+            v["served"] = json!(m.served());
+            v["idle_conns"] = json!(o.cell.idle());
             v["cpu_us_per_msg"] = f(m.cpu_us_per_msg());
             v["bytes_per_conn"] = f(m.bytes_per_conn(o.cell));
             v["pss_kb_before"] = json!(m.pss_kb.0);
