@@ -322,18 +322,16 @@ impl Aio {
     unsafe fn launch(&self, key: usize, request: Request, io_fd: RawFd) -> Option<Arc<Pending>> {
         let (fd, write) = (request.fd(), is_write(&request));
         let finished = Arc::downgrade(&self.finished);
-        let new = |work| {
-            Arc::new(Pending {
-                key,
-                fd,
-                io_fd,
-                write,
-                finished: finished.clone(),
-                work,
-                seen_done: false.into(),
-                #[cfg(feature = "trace")]
-                reported_by: AtomicI32::new(0),
-            })
+        let pending = |work| Pending {
+            key,
+            fd,
+            io_fd,
+            write,
+            finished: finished.clone(),
+            work,
+            seen_done: false.into(),
+            #[cfg(feature = "trace")]
+            reported_by: AtomicI32::new(0),
         };
         let (buf, len) = match request {
             Request::Recv { buf, len, .. } => (buf, len),
@@ -343,14 +341,14 @@ impl Aio {
                     Ok(cancel) => cancel,
                     Err(e) => return self.refuse(key, e.raw_os_error().unwrap_or(libc::ENOMEM)),
                 };
-                let pending = new(Work::Job { request, cancel, result: AtomicI32::new(0) });
+                let job = Arc::new(pending(Work::Job { request, cancel, result: AtomicI32::new(0) }));
                 stats::bump(|c| &c.aio_helper_jobs);
                 stats::trace_step!(
                     "  {} on fd {fd}: POSIX aio has none; handed to one of this runtime's helper threads (request {key})",
                     if matches!(request, Request::Accept { .. }) { "accept" } else { "connect" }
                 );
-                self.helpers.run(pending.clone());
-                return Some(pending);
+                self.helpers.run(job.clone());
+                return Some(job);
             }
             // Multishot operations are io_uring's; `Features` and `buf_ring` keep `net` from
             // asking for them here.
@@ -370,18 +368,7 @@ impl Aio {
         let pending = Arc::new_cyclic(|weak: &std::sync::Weak<Pending>| {
             // The notification's value: a strong reference, made below once the Arc exists.
             let cb = sys::aiocb(io_fd, buf, len as usize, on_aio_complete, weak.as_ptr().cast_mut().cast());
-            let work = Work::Aio { cb: UnsafeCell::new(cb) };
-            Pending {
-                key,
-                fd,
-                io_fd,
-                write,
-                finished: finished.clone(),
-                work,
-                seen_done: false.into(),
-                #[cfg(feature = "trace")]
-                reported_by: AtomicI32::new(0),
-            }
+            pending(Work::Aio { cb: UnsafeCell::new(cb) })
         });
         // The reference glibc's notification takes back (`on_aio_complete`).
         let for_glibc = Arc::into_raw(pending.clone());

@@ -65,7 +65,7 @@ pub struct DemoArgs {
 /// and panics included, leaves no server behind.
 /// The server process, and the syscall counts it prints on SIGUSR1 (its runtime's own
 /// counters, `counters [THREAD] syscalls=N ...` lines).
-struct ChildGuard(Child, Option<mpsc::Receiver<u64>>);
+pub(crate) struct ChildGuard(pub(crate) Child, pub(crate) Option<mpsc::Receiver<u64>>);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -374,7 +374,7 @@ fn default_out_dir() -> PathBuf {
     from_exe.unwrap_or_else(|| PathBuf::from("target")).join("echo-lab")
 }
 
-fn taskset_works() -> bool {
+pub(crate) fn taskset_works() -> bool {
     Command::new("taskset")
         .args(["-c", "0", "true"])
         .stdout(Stdio::null())
@@ -387,7 +387,11 @@ fn taskset_works() -> bool {
 /// address it listens on.
 /// `aio_threads` sizes the aio server's thread pool: every connection the demo holds open at
 /// once (load plus idle) keeps a read pending, which holds one thread.
-fn start_server(server: Server, pinned: bool, aio_threads: u32) -> Result<(ChildGuard, SocketAddr), String> {
+pub(crate) fn start_server(
+    server: Server,
+    pinned: bool,
+    aio_threads: u32,
+) -> Result<(ChildGuard, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = if pinned {
         let mut c = Command::new("taskset");

@@ -12,10 +12,8 @@
 //! ends with the reason, within a bounded time.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +21,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::bench::{self, Edge, Mode, Options, Report};
+use crate::demo::{start_server, taskset_works};
 use crate::perf::Perf;
 use crate::serve::Server;
 use crate::svg;
@@ -229,74 +228,6 @@ fn threads_of(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A server process for one cell; killed (with its children) when dropped.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    /// Syscall counts the server prints on SIGUSR1 (reactor and uring).
-    counts: Option<mpsc::Receiver<u64>>,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        // SIGINT first: the runtimes and the models exit on it; children die with the parent.
-        // SAFETY: kill with a pid and a signal number.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(server: Server, pinned: bool, conns: usize) -> Result<ServerProcess, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    };
-    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"]);
-    if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
-        cmd.args(["--aio-threads", &(conns + 64).to_string()]);
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let (line_tx, line_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = line_tx.send(line);
-    });
-    let (counts_tx, counts) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once("syscalls=").filter(|_| line.starts_with("counters [")) {
-                if let Some(n) = rest.split(' ').next().and_then(|n| n.parse().ok()) {
-                    let _ = counts_tx.send(n);
-                }
-            }
-        }
-    });
-    let line =
-        line_rx.recv_timeout(Duration::from_secs(10)).map_err(|_| "did not start within 10 s".to_string())?;
-    let addr = line
-        .strip_prefix("listening on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("did not start: {}", line.trim()))?;
-    Ok(ServerProcess { child, addr, counts: Some(counts) })
-}
-
 /// Opens `n` connections to `addr` that each echo one byte, then stay open and silent.
 fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, String> {
     use std::io::{Read, Write};
@@ -315,8 +246,9 @@ fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, Str
 
 /// Runs one cell against a fresh server.
 fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Measured, String> {
-    let mut process = start(server, pinned, cell.conns() + cell.idle())?;
-    let pid = process.child.id();
+    let aio_threads = (cell.conns() + cell.idle() + 64) as u32;
+    let (mut process, addr) = start_server(server, pinned, aio_threads)?;
+    let pid = process.0.id();
     let own_counters = matches!(
         server,
         Server::Runtime(echo::server::RuntimeKind::Reactor | echo::server::RuntimeKind::Uring)
@@ -325,14 +257,14 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     let pss_before = tree_pss_kb(pid);
     // The idle connections: each echoes one byte (so the server has accepted it and waits on
     // it), then stays silent until the cell ends.
-    let idle = open_idle(process.addr, cell.idle())?;
+    let idle = open_idle(addr, cell.idle())?;
     let perf = if own_counters { Err("runtime counters used".to_string()) } else { Perf::start(pid) };
     let opts = Options {
         mode: match cell {
             Cell::Pingpong(_) | Cell::Mixed { .. } => Mode::Pingpong,
             Cell::Shortconn => Mode::Shortconn,
         },
-        addr: process.addr,
+        addr,
         conns: cell.conns(),
         size: a.size as usize,
         secs: a.secs,
@@ -347,7 +279,7 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
             .recv_timeout(Duration::from_secs(2))
             .map_err(|_| "the server did not print its counters".to_string())
     };
-    let counts = process.counts.take().expect("the counts channel");
+    let counts = process.1.take().expect("the counts channel");
     let (report, edges, perf) = std::thread::scope(|scope| {
         scope
             .spawn(move || {
@@ -532,7 +464,7 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
     sys::raise_nofile();
     let models = if a.models.is_empty() { Server::everything() } else { a.models.clone() };
     let cells = if a.cells.is_empty() { Cell::ALL.to_vec() } else { a.cells.clone() };
-    let pinned = sys::cpus() >= 2;
+    let pinned = sys::cpus() >= 2 && taskset_works();
     eprintln!(
         "echo-lab lab: {} models × {} cells, {} s windows{}",
         models.len(),
