@@ -352,26 +352,16 @@ macro_rules! serve_on {
                 let _ = stream.set_nodelay(true);
                 let idle_timeout = opts.idle_timeout;
                 $rt::spawn(async move {
-                    let _admitted = &admitted;
-                    let mut conn = stream;
-                    let result = async {
-                        loop {
-                            let received = match idle_timeout {
-                                None => conn.recv().await,
-                                Some(limit) => match $rt::time::timeout(limit, conn.recv()).await {
-                                    Ok(received) => received,
-                                    Err(_) => {
-                                        admitted.stats.note_idle(limit);
-                                        break;
-                                    }
-                                },
-                            };
-                            let Some(received) = received? else { break };
-                            conn.send_all(received).await?;
+                    // The one echo handler; an idle timeout only changes what `recv` sees.
+                    let result = match idle_timeout {
+                        None => crate::handle(stream).await,
+                        Some(limit) => {
+                            let stats = admitted.stats.clone();
+                            crate::handle(IdleTimeout { conn: stream, limit, sleep: $rt::time::sleep, stats })
+                                .await
                         }
-                        conn.shutdown_write()
-                    }
-                    .await;
+                    };
+                    drop(admitted);
                     report(result);
                 });
             }
@@ -383,6 +373,51 @@ macro_rules! serve_on {
             // Dropping the runtime drops (and closes) the connections still open.
         })
     }};
+}
+
+/// A connection whose `recv` reports end of stream once nothing has arrived for `limit` (the
+/// handler then shuts its side down and ends), counting it in `stats`. `sleep` is the runtime's
+/// timer.
+struct IdleTimeout<C, S> {
+    conn: C,
+    limit: Duration,
+    sleep: fn(Duration) -> S,
+    stats: Arc<Stats>,
+}
+
+impl<C: Connection, S: Future<Output = ()>> Connection for IdleTimeout<C, S> {
+    type Buf = C::Buf;
+
+    async fn recv(&mut self) -> io::Result<Option<C::Buf>> {
+        let IdleTimeout { conn, limit, sleep, stats } = self;
+        let mut received = pin!(conn.recv());
+        let mut expired = pin!(sleep(*limit));
+        poll_fn(|cx| {
+            if let Poll::Ready(received) = received.as_mut().poll(cx) {
+                return Poll::Ready(received);
+            }
+            match expired.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    stats.note_idle(*limit);
+                    Poll::Ready(Ok(None))
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    async fn send_all(&mut self, buf: C::Buf) -> io::Result<()> {
+        self.conn.send_all(buf).await
+    }
+
+    async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        self.conn.send_vec(buf).await
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.conn.shutdown_write()
+    }
 }
 
 /// Serves `listener` on a new runtime of `kind` on this thread until `shutdown` is triggered:

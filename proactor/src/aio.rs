@@ -438,11 +438,12 @@ impl Aio {
             Work::Aio { cb } => {
                 // SAFETY: the request is in glibc and its aiocb alive (held by `pending`); glibc
                 // knows it by the fd it runs on (a write's may be the dup).
-                unsafe { sys::aio_cancel(pending.io_fd, cb.get()) };
-                if force {
+                let goes_on = unsafe { sys::aio_cancel(pending.io_fd, cb.get()) };
+                // Only a request glibc could not cancel needs the socket shut down to end.
+                if force && goes_on {
                     sys::shutdown_raw(fd);
                 }
-                force
+                force && goes_on
             }
             Work::Job { cancel, .. } => {
                 let _ = sys::eventfd_signal(cancel.as_fd());

@@ -503,15 +503,16 @@ pub(crate) unsafe fn aio_done(cb: *const libc::aiocb) -> bool {
 }
 
 /// Asks glibc to cancel the request (it can only cancel requests still queued; one a helper
-/// thread is already blocked in goes on until it finishes).
+/// thread is already blocked in goes on until it finishes). Returns whether the request goes
+/// on (`AIO_NOTCANCELED`).
 ///
 /// # Safety
 /// `cb` must be a submitted aiocb that is still alive.
-pub(crate) unsafe fn aio_cancel(fd: RawFd, cb: *mut libc::aiocb) {
+pub(crate) unsafe fn aio_cancel(fd: RawFd, cb: *mut libc::aiocb) -> bool {
     // glibc checks the fd with an `fcntl` first: one syscall of this thread.
     crate::stats::bump(|c| &c.sys_other);
     // SAFETY: the caller guarantees `cb` is alive.
-    unsafe { libc::aio_cancel(fd, cb) };
+    unsafe { libc::aio_cancel(fd, cb) == libc::AIO_NOTCANCELED }
 }
 
 #[cfg(test)]
