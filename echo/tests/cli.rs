@@ -195,8 +195,15 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
         // runtime, msgs/s, p99, CPU µs/echo, vs tokio, syscalls/echo, idle B/conn.
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells.len(), 7, "{runtime} row: {row}");
-        let number_or_na = |c: &str| c == "n/a" || c.parse::<f64>().is_ok();
-        assert!(number_or_na(cells[5]), "syscalls/echo in {row}");
+        // The runtimes count their own syscalls (no perf needed); aio's are not counted (its
+        // I/O runs on glibc's threads); tokio's come from perf, if this machine has it.
+        match runtime {
+            "reactor" | "uring" => {
+                assert!(cells[5].parse::<f64>().is_ok_and(|n| n > 0.0), "syscalls/echo in {row}")
+            }
+            "aio" => assert_eq!(cells[5], "n/a", "syscalls/echo in {row}"),
+            _ => {}
+        }
         // Idle memory needs only /proc, so it is always measured.
         assert!(cells[6].parse::<f64>().is_ok(), "idle B/conn in {row}");
     }
@@ -204,17 +211,19 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
     let v: serde_json::Value = serde_json::from_str(&json).expect("demo.json parses");
     assert_eq!(v["idle_conns"], 50, "{v}");
     assert_eq!(v["syscall_secs"], 0.5, "{v}");
-    assert!(v.get("syscalls_note").is_some(), "{v}");
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), 4, "{v}");
     for r in results {
         assert_eq!(r["mismatches"], 0, "{r}");
         assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["cpu_us_per_echo"].as_f64().is_some(), "{r}");
-        for field in ["syscalls_per_echo", "syscalls", "syscall_window_echoes", "syscalls_error"] {
-            assert!(r.get(field).is_some(), "no {field} in {r}");
+        // Where the count comes from: the runtimes' own counters, perf for tokio, none for aio.
+        match r["runtime"].as_str().unwrap() {
+            "reactor" | "uring" => assert_eq!(r["syscalls_source"], "runtime counters", "{r}"),
+            "aio" => assert!(r["syscalls_error"].as_str().is_some_and(|e| e.contains("glibc")), "{r}"),
+            _ => {}
         }
-        // Syscalls are counted only if perf works here; if not, the row says why.
+        // Counted, with the window's echoes; or not, and the row says why.
         match r["syscalls_per_echo"].as_f64() {
             Some(n) => {
                 assert!(n > 0.0, "{r}");

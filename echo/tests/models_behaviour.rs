@@ -214,18 +214,30 @@ fn data_before_accept_is_echoed() {
     }
 }
 
-/// Idle server with idle connections: CPU of its thread over one second.
+/// Idle server with idle connections: CPU of its threads and child processes over one second.
 #[test]
 fn idle_cpu() {
     let _g = lock();
     let mut report = Vec::new();
     for model in [Model::Poll, Model::Sigio, Model::Fork, Model::Threads, Model::Nonblocking] {
-        let (addr, tid) = spawn(model);
+        let before = tids();
+        let (addr, _) = spawn(model);
         let conns: Vec<_> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(300));
-        let c0 = thread_cpu_ns(tid);
+        // Every thread the server started (the threads model's connection threads included)
+        // and every child process (the fork model's).
+        let server_cpu_ns = || {
+            let threads: u64 = tids().difference(&before).map(|&t| thread_cpu_ns(t)).sum();
+            let children: u64 = children_of_self()
+                .into_iter()
+                .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum();
+            threads + children
+        };
+        let c0 = server_cpu_ns();
         std::thread::sleep(Duration::from_secs(1));
-        let used = thread_cpu_ns(tid) - c0;
+        let used = server_cpu_ns().saturating_sub(c0);
         report.push((model, used));
         drop(conns);
     }
