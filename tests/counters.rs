@@ -7,22 +7,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use echo::server::RuntimeKind;
 use testkit::within;
 
 const N: u64 = 50;
 
-/// Serves one connection with `echo::handle` on `kind`, and returns the counters of the work
-/// (from before the listener to after the connection ended) once the client is done.
+/// Runs `run` (a server of one connection) on a thread of its own with a fresh listener;
+/// returns the listener's address and the thread, whose result is the server's counters.
 fn serve_one<S: Send + 'static>(
-    kind: RuntimeKind,
     run: impl FnOnce(std::net::TcpListener) -> S + Send + 'static,
 ) -> (SocketAddr, std::thread::JoinHandle<S>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let thread =
-        std::thread::Builder::new().name(format!("counters-{kind}")).spawn(move || run(listener)).unwrap();
-    (addr, thread)
+    (addr, std::thread::spawn(move || run(listener)))
 }
 
 /// The client: N messages, each echoed, then end of stream.
@@ -44,7 +40,7 @@ fn client(addr: SocketAddr) {
 macro_rules! one_connection {
     ($rt:ident, $runtime:expr) => {{
         let (tx, rx) = mpsc::channel();
-        let (addr, server) = serve_one(RuntimeKind::Reactor, move |listener| {
+        let (addr, server) = serve_one(move |listener| {
             let runtime = $runtime;
             let before = $rt::stats();
             runtime.block_on(async move {

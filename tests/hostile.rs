@@ -424,19 +424,6 @@ fn set_nofile(soft: u64) {
     }
 }
 
-/// A loopback listener with a backlog of 4,096 (std's `bind` listens with 128, which a burst of
-/// thousands of connections overflows).
-fn listen_wide() -> std::net::TcpListener {
-    use std::os::fd::FromRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(listener);
-    // SAFETY: listen on a socket we own; then the fd goes back into a TcpListener that owns it.
-    unsafe {
-        assert_eq!(libc::listen(fd, 4096), 0);
-        std::net::TcpListener::from_raw_fd(fd)
-    }
-}
-
 /// Not a test: the body of `ChildServer` (runs only with `HOSTILE_CHILD` set).
 #[test]
 #[ignore = "run by the other tests as a child process"]
@@ -447,7 +434,8 @@ fn child_server() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let (kind, nofile) = spec.split_once(' ').unwrap();
     set_nofile(nofile.parse().unwrap());
-    let listener = listen_wide();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).unwrap();
     println!("child listening on {}", listener.local_addr().unwrap());
     match kind.parse::<RuntimeKind>() {
         Ok(kind) => drop(echo::server::serve(kind, listener)),

@@ -83,13 +83,7 @@ impl Default for ServeOptions {
 /// Servers waiting on it are woken through their runtime's wakers, which may be woken from any
 /// thread.
 #[derive(Clone, Debug, Default)]
-pub struct Shutdown(Arc<ShutdownState>);
-
-#[derive(Debug, Default)]
-struct ShutdownState {
-    triggered: AtomicBool,
-    wakers: Mutex<Vec<Waker>>,
-}
+pub struct Shutdown(Arc<Event>);
 
 impl Shutdown {
     /// A shutdown not triggered yet.
@@ -99,30 +93,52 @@ impl Shutdown {
 
     /// Tells every server waiting on this to stop accepting and wind down.
     pub fn trigger(&self) {
-        self.0.triggered.store(true, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *self.0.wakers.lock().unwrap_or_else(|p| p.into_inner()));
-        wakers.into_iter().for_each(Waker::wake);
+        self.0.fire();
     }
 
     /// Whether [`trigger`](Self::trigger) has been called.
     pub fn is_triggered(&self) -> bool {
-        self.0.triggered.load(Ordering::SeqCst)
+        self.0.count() > 0
     }
 
     fn poll_triggered(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.is_triggered() {
-            return Poll::Ready(());
+        self.0.poll_beyond(0, cx).map(|_| ())
+    }
+}
+
+/// Something that happens from any thread, any number of times, and wakes the tasks waiting
+/// for it (through their runtime's wakers, which may be woken from any thread).
+#[derive(Debug, Default)]
+struct Event {
+    count: AtomicU64,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Event {
+    fn fire(&self) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Ready with the count once it is past `seen`.
+    fn poll_beyond(&self, seen: u64, cx: &mut Context<'_>) -> Poll<u64> {
+        if self.count() > seen {
+            return Poll::Ready(self.count());
         }
-        let mut wakers = self.0.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
             wakers.push(cx.waker().clone());
         }
-        // Checked again under the lock: a trigger in between has either seen this waker or
-        // set the flag first.
-        if self.is_triggered() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        // Checked again under the lock: a `fire` in between has either seen this waker or
+        // counted first.
+        match self.count() {
+            now if now > seen => Poll::Ready(now),
+            _ => Poll::Pending,
         }
     }
 }
@@ -138,40 +154,7 @@ pub struct Stats {
     refusing: AtomicBool,
     idle_logged: Mutex<Option<Instant>>,
     /// Requests for a line of each runtime's counters (see [`Stats::request_counters`]).
-    snapshots: Snapshots,
-}
-
-/// A repeatable request to the serving runtimes: bumping `generation` wakes their counter
-/// task, which prints one line of its runtime's counters.
-#[derive(Debug, Default)]
-struct Snapshots {
-    generation: AtomicU64,
-    wakers: Mutex<Vec<Waker>>,
-}
-
-impl Snapshots {
-    fn request(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
-        wakers.into_iter().for_each(Waker::wake);
-    }
-
-    /// Ready with the new generation once it differs from `seen`.
-    fn poll_changed(&self, seen: u64, cx: &mut Context<'_>) -> Poll<u64> {
-        let now = self.generation.load(Ordering::SeqCst);
-        if now != seen {
-            return Poll::Ready(now);
-        }
-        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
-        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            wakers.push(cx.waker().clone());
-        }
-        // Checked again under the lock (see `Shutdown::poll_triggered`).
-        match self.generation.load(Ordering::SeqCst) {
-            now if now != seen => Poll::Ready(now),
-            _ => Poll::Pending,
-        }
-    }
+    snapshots: Event,
 }
 
 /// At most one line per this long about idle connections.
@@ -182,7 +165,7 @@ impl Stats {
     /// stderr, at once (from any thread): `counters [THREAD] syscalls=N` followed by every
     /// counter. `echo-lab serve` does this on SIGUSR1.
     pub fn request_counters(&self) {
-        self.snapshots.request();
+        self.snapshots.fire();
     }
 
     /// Connections open now.
@@ -311,7 +294,7 @@ macro_rules! serve_on {
                     // first poll (just after the listening line) is still answered.
                     let mut seen = 0;
                     loop {
-                        seen = poll_fn(|cx| stats.snapshots.poll_changed(seen, cx)).await;
+                        seen = poll_fn(|cx| stats.snapshots.poll_beyond(seen, cx)).await;
                         let now = $rt::stats();
                         eprintln!("counters [{name}] syscalls={} {now:?}", now.syscalls());
                     }

@@ -522,13 +522,12 @@ impl Aio {
             notifier.drain();
             notified = true;
         }
-        stats::turn_reaped(ready.len());
+        let finished = std::mem::take(&mut *lock(&self.finished.queue));
+        stats::turn_reaped(ready.len() + finished.len());
         for (key, completion) in ready {
             self.keys.borrow_mut().remove(&key);
             complete(key, completion);
         }
-        let finished = std::mem::take(&mut *lock(&self.finished.queue));
-        stats::turn_reaped(finished.len());
         for pending in finished {
             self.finish(&pending, &mut complete);
         }
@@ -774,7 +773,7 @@ fn perform(request: &Request, cancel: BorrowedFd<'_>) -> i32 {
                 if sys::poll_or_cancel(fd, libc::POLLOUT, cancel)? {
                     return Ok(-libc::ECANCELED);
                 }
-                Ok(-sys::socket_error(fd)?)
+                Ok(sys::take_error(socket)?.map_or(0, |e| -e.raw_os_error().unwrap_or(libc::EIO)))
             })();
             // glibc's threads need the socket blocking again.
             let restored = sys::set_nonblocking(socket, false);

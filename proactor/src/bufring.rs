@@ -122,12 +122,12 @@ impl BufRing {
         Ok(buf_ring)
     }
 
-    /// How many buffers the kernel can still pick from.
     /// How many buffers the ring has in all.
     pub(crate) fn capacity(&self) -> u32 {
         u32::from(self.entries)
     }
 
+    /// How many buffers the kernel can still pick from.
     pub(crate) fn available(&self) -> u32 {
         self.available.get()
     }

@@ -315,12 +315,6 @@ pub(crate) unsafe fn connect(fd: RawFd, addr: *const libc::sockaddr, len: libc::
     Ok(())
 }
 
-/// The pending error of a socket (`SO_ERROR`), as a raw errno (0: none).
-pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
-    // SAFETY: the fd is only used for the duration of the call.
-    get_int_opt(unsafe { BorrowedFd::borrow_raw(fd) }, libc::SOL_SOCKET, libc::SO_ERROR)
-}
-
 /// A second fd for the same open socket (close-on-exec).
 pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes an int; a stale fd only yields EBADF.

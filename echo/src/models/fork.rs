@@ -26,7 +26,6 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::sys::{self, Forked};
@@ -36,15 +35,6 @@ use super::threads::{AcceptErrors, RateLimitedLog};
 const BUF_SIZE: usize = 16 * 1024;
 /// The longest the parent waits for a connection before it reaps exited children again.
 const REAP_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Children forked and not yet reaped.
-static LIVE_CHILDREN: AtomicUsize = AtomicUsize::new(0);
-
-/// How many connection processes are alive (forked and not yet reaped), over every [`serve`]
-/// of this process.
-pub fn live_children() -> usize {
-    LIVE_CHILDREN.load(Ordering::Relaxed)
-}
 
 /// Serves `listener` forever, one process per connection. Returns only if the listener itself
 /// fails.
@@ -59,7 +49,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     let mut accept_errors = AcceptErrors::new("fork");
     let mut fork_log = RateLimitedLog::default();
     loop {
-        reap();
+        sys::reap_children();
         if !readable(&listener, REAP_INTERVAL)? {
             continue;
         }
@@ -79,22 +69,10 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
         match sys::fork() {
             Ok(Forked::Child) => serve_child(listener, stream),
-            Ok(Forked::Parent(_)) => {
-                LIVE_CHILDREN.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(Forked::Parent(_)) => {}
             Err(e) => fork_log.log(format_args!("echo (fork): cannot fork ({e}); closing a connection")),
         }
         // The parent's copy of the connection is closed here; the child keeps its own.
-    }
-}
-
-/// Reaps every exited child and counts them out of [`live_children`].
-fn reap() {
-    let reaped = sys::reap_children();
-    if reaped > 0 {
-        // Saturating: `waitpid(-1)` may also reap children this module did not fork.
-        let _ = LIVE_CHILDREN
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(reaped)));
     }
 }
 

@@ -84,23 +84,11 @@ pub fn close_other_fds(keep: RawFd) {
     }
 }
 
-/// Reaps every child that has exited, without waiting; returns how many.
-pub fn reap_children() -> usize {
-    let mut reaped = 0;
-    loop {
-        let mut status = 0;
-        // SAFETY: `status` is a live int the kernel writes the exit status into.
-        match unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } {
-            pid if pid > 0 => reaped += 1,
-            _ => return reaped,
-        }
-    }
-}
-
-/// Sends `SIGKILL` to `pid`, ignoring errors (a child that already exited).
-pub fn kill(pid: libc::pid_t) {
-    // SAFETY: kill takes plain integers.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+/// Reaps every child that has exited, without waiting.
+pub fn reap_children() {
+    let mut status = 0;
+    // SAFETY: `status` is a live int the kernel writes each exit status into.
+    while unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) } > 0 {}
 }
 
 /// Makes the parent's death kill this (child) process: no orphaned connection handlers.
@@ -138,16 +126,14 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
     }
 }
 
-/// A signal taken by [`wait_signal`]: its number, and for I/O signals the fd and the poll
-/// bits (`si_fd`, `si_band`) the kernel put in its siginfo.
+/// A signal taken by [`wait_signal`]: its number, and for I/O signals the fd (`si_fd`) the
+/// kernel put in its siginfo.
 #[derive(Clone, Copy, Debug)]
 pub struct Signal {
     /// The signal number.
     pub signo: libc::c_int,
     /// The fd the I/O signal concerns (0 for other signals).
     pub fd: RawFd,
-    /// The poll bits (`POLLIN`, `POLLOUT`, ...) that triggered it.
-    pub band: i64,
 }
 
 /// The layout of siginfo's fields for `SIGPOLL`/`F_SETSIG` signals on Linux (`si_band`, `si_fd`
@@ -186,7 +172,7 @@ pub fn wait_signal(signals: &[libc::c_int], timeout: Duration) -> io::Result<Opt
             // SAFETY: siginfo_t is larger than SigPollInfo, whose fields sit where the kernel
             // writes si_band and si_fd for poll-type signals (zero for others).
             let poll = unsafe { &*(&info as *const libc::siginfo_t).cast::<SigPollInfo>() };
-            Ok(Some(Signal { signo, fd: poll.fd, band: poll.band }))
+            Ok(Some(Signal { signo, fd: poll.fd }))
         }
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => Ok(None),
         Err(e) => Err(e),

@@ -364,7 +364,7 @@ fn print_table(rows: &[Row], ratio: &dyn Fn(&Row) -> f64) {
 
 /// `$CARGO_TARGET_DIR/echo-lab`, else the `target` directory the executable is in, else
 /// `./target/echo-lab`.
-fn default_out_dir() -> PathBuf {
+pub(crate) fn default_out_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir).join("echo-lab");
     }
@@ -410,9 +410,7 @@ pub(crate) fn start_server(
     // SAFETY: prctl is async-signal-safe, and the closure touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            echo::models::sys::die_with_parent();
             Ok(())
         });
     }
@@ -466,7 +464,10 @@ pub(crate) fn start_server(
 }
 
 /// Runs `f` on a new thread, pinned to CPU 1 if `pinned`, and returns its result.
-fn on_load_cpu<T: Send + 'static>(pinned: bool, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+pub(crate) fn on_load_cpu<T: Send + 'static>(
+    pinned: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
     std::thread::spawn(move || {
         if pinned {
             if let Err(e) = sys::pin_current_thread(1) {
@@ -559,6 +560,18 @@ fn measure(
 /// A count of syscalls over a window, or why there is none.
 type Counted = Result<Syscalls, String>;
 
+/// The syscalls server `pid` has made so far, by its runtime's own counters: it prints them on
+/// SIGUSR1, and its stderr reader passes the count on through `counts`.
+pub(crate) fn counter_snapshot(pid: u32, counts: &mpsc::Receiver<u64>) -> Result<u64, String> {
+    // SAFETY: kill with a pid and a signal number; no memory is involved.
+    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
+        return Err(format!("cannot signal the server: {}", std::io::Error::last_os_error()));
+    }
+    counts
+        .recv_timeout(Duration::from_secs(2))
+        .map_err(|_| "the server did not print its counters".to_string())
+}
+
 /// A ping-pong window (`opts`) over which the syscalls of process `pid` are counted twice: by
 /// its runtime's own counters (`counts`: the server prints them on SIGUSR1, sent at both edges
 /// of the window) and, if `use_perf`, by `perf stat`.
@@ -580,15 +593,8 @@ fn count_syscalls(
         // The server's count at the window's start, then its count over the window.
         let mut own: Result<(Option<u64>, Option<u64>), String> =
             counts.as_ref().map(|_| (None, None)).map_err(Clone::clone);
-        let snapshot = |counts: &Result<mpsc::Receiver<u64>, String>| -> Result<u64, String> {
-            let counts = counts.as_ref().map_err(Clone::clone)?;
-            // SAFETY: kill with a pid and a signal number; no memory is involved.
-            if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
-                return Err(format!("cannot signal the server: {}", std::io::Error::last_os_error()));
-            }
-            counts
-                .recv_timeout(Duration::from_secs(2))
-                .map_err(|_| "the server did not print its counters".to_string())
+        let snapshot = |counts: &Result<mpsc::Receiver<u64>, String>| {
+            counter_snapshot(pid, counts.as_ref().map_err(Clone::clone)?)
         };
         let report = bench::pingpong(&opts, &mut |edge| {
             let at = snapshot(&counts);

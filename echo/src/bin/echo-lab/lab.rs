@@ -14,14 +14,13 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{json, Value};
 
 use crate::bench::{self, Edge, Mode, Options, Report};
-use crate::demo::{start_server, taskset_works};
+use crate::demo::{counter_snapshot, default_out_dir, on_load_cpu, start_server, taskset_works};
 use crate::perf::Perf;
 use crate::serve::Server;
 use crate::svg;
@@ -272,37 +271,22 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
         connect_timeout: 10.0,
         progress: false,
     };
-    let snapshot = |counts: &mpsc::Receiver<u64>| -> Result<u64, String> {
-        // SAFETY: kill with a pid and a signal number.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) };
-        counts
-            .recv_timeout(Duration::from_secs(2))
-            .map_err(|_| "the server did not print its counters".to_string())
-    };
     let counts = process.1.take().expect("the counts channel");
-    let (report, edges, perf) = std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                let mut perf = perf;
-                if pinned {
-                    let _ = sys::pin_current_thread(1);
-                }
-                let mut edges: Vec<(f64, Result<u64, String>)> = Vec::new();
-                let mut at_end = (0, 0, 0);
-                let report = bench::pingpong(&opts, &mut |edge| {
-                    let own = if own_counters { snapshot(&counts) } else { Ok(0) };
-                    if let Ok(perf) = &mut perf {
-                        let _ = if edge == Edge::Start { perf.enable() } else { perf.disable() };
-                    }
-                    edges.push((tree_cpu_s(pid), own));
-                    if edge == Edge::End {
-                        at_end = (tree_pss_kb(pid), threads_of(pid), tree(pid).len() as u64);
-                    }
-                });
-                (report, (edges, at_end), perf)
-            })
-            .join()
-            .map_err(|_| "the load thread panicked".to_string())
+    let (report, edges, perf) = on_load_cpu(pinned, move || {
+        let mut perf = perf;
+        let mut edges: Vec<(f64, Result<u64, String>)> = Vec::new();
+        let mut at_end = (0, 0, 0);
+        let report = bench::pingpong(&opts, &mut |edge| {
+            let own = if own_counters { counter_snapshot(pid, &counts) } else { Ok(0) };
+            if let Ok(perf) = &mut perf {
+                let _ = if edge == Edge::Start { perf.enable() } else { perf.disable() };
+            }
+            edges.push((tree_cpu_s(pid), own));
+            if edge == Edge::End {
+                at_end = (tree_pss_kb(pid), threads_of(pid), tree(pid).len() as u64);
+            }
+        });
+        (report, (edges, at_end), perf)
     })?;
     let report = report?;
     let (edges, (pss_after, threads, processes)) = edges;
@@ -490,7 +474,7 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
         }
     }
     print_table(&outcomes);
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("target").join("echo-lab"));
+    let out = a.out.clone().unwrap_or_else(default_out_dir);
     fs::create_dir_all(&out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let doc = json!({
         "secs": a.secs,

@@ -372,7 +372,7 @@ fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
         libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len as libc::socklen_t)
     })?;
     // SAFETY: plain syscall on a socket we own.
-    check(unsafe { libc::listen(fd.as_raw_fd(), 1024) })?;
+    check(unsafe { libc::listen(fd.as_raw_fd(), echo::models::sys::BACKLOG) })?;
     Ok(TcpListener::from(fd))
 }
 

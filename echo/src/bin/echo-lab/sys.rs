@@ -104,8 +104,7 @@ pub fn on_termination(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut on_signal = Some(on_signal);
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        // SAFETY: gettid has no arguments.
-        let tid = unsafe { libc::gettid() };
+        let tid = echo::models::sys::gettid();
         SIGNAL_THREAD.store(tid, std::sync::atomic::Ordering::Release);
         let _ = ready_tx.send(());
         loop {
