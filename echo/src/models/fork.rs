@@ -23,16 +23,14 @@
 //! write side, then leaves with `_exit`; the parent reaps after every accept and at least every
 //! 100 ms, and backs off when it runs out of file descriptors.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io;
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use super::sys::{self, Forked};
-use super::threads::{AcceptErrors, RateLimitedLog};
+use super::threads::{echo, AcceptErrors, RateLimitedLog};
 
-/// The buffer each child reads into, on its stack.
-const BUF_SIZE: usize = 16 * 1024;
 /// The longest the parent waits for a connection before it reaps exited children again.
 const REAP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -104,23 +102,4 @@ fn serve_child(listener: TcpListener, mut stream: TcpStream) -> ! {
     echo(&mut stream);
     drop(stream);
     sys::exit_child(0)
-}
-
-/// Echoes `stream` until end of stream, then shuts down its write side; returns on any error.
-/// Allocates nothing: the buffer is on the stack, and the only errors std builds here are OS
-/// error codes and a static message.
-fn echo(stream: &mut TcpStream) {
-    let mut buf = [0u8; BUF_SIZE];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
-        };
-        if stream.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
-    let _ = stream.shutdown(Shutdown::Write);
 }

@@ -88,6 +88,42 @@ impl FromStr for Model {
     }
 }
 
+/// What an `accept` error means to an accept loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AcceptFailure {
+    /// The listener itself is unusable: accepting again would fail the same way.
+    Listener,
+    /// One connection failed before it was taken (Linux reports a pending connection's network
+    /// errors through `accept`), or a signal interrupted the call: accept again at once.
+    Connection,
+    /// Out of fds or memory (or something unexpected): the connection stays in the backlog and
+    /// an immediate retry would fail again, so wait before the next accept.
+    Resources,
+}
+
+/// Sorts an `accept` error, the same way for every model.
+pub(crate) fn accept_failure(e: &io::Error) -> AcceptFailure {
+    match e.raw_os_error() {
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT) => AcceptFailure::Listener,
+        Some(
+            libc::ECONNABORTED
+            | libc::EPROTO
+            | libc::EPERM
+            | libc::EINTR
+            | libc::EAGAIN
+            | libc::ETIMEDOUT
+            | libc::ENETDOWN
+            | libc::ENETUNREACH
+            | libc::ENOPROTOOPT
+            | libc::EHOSTDOWN
+            | libc::EHOSTUNREACH
+            | libc::ENONET
+            | libc::EOPNOTSUPP,
+        ) => AcceptFailure::Connection,
+        _ => AcceptFailure::Resources,
+    }
+}
+
 /// Binds `addr` and serves it with `model` on a new thread; returns the bound address.
 pub fn spawn(model: Model, addr: SocketAddr) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;

@@ -25,6 +25,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::AcceptFailure;
+
 /// The one buffer of a connection: at most this many bytes wait to be echoed.
 const BUF_SIZE: usize = 16 * 1024;
 
@@ -198,13 +200,15 @@ impl AcceptGate {
                     conns.extend(Conn::new(stream).ok());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(progress),
-                Err(e) if is_out_of_fds(&e) => {
-                    self.pause(&e);
-                    return Ok(progress);
-                }
-                Err(e) if is_listener_broken(&e) => return Err(e),
-                // ECONNABORTED, EPROTO, EINTR, EPERM, ...: that connection is gone, go on.
-                Err(_) => {}
+                Err(e) => match super::accept_failure(&e) {
+                    AcceptFailure::Listener => return Err(e),
+                    // That connection is gone: go on.
+                    AcceptFailure::Connection => {}
+                    AcceptFailure::Resources => {
+                        self.pause(&e);
+                        return Ok(progress);
+                    }
+                },
             }
             progress = true;
         }
@@ -220,14 +224,4 @@ impl AcceptGate {
             self.last_log = Some(now);
         }
     }
-}
-
-/// Out of file descriptors or kernel memory: waiting may help, retrying at once will not.
-fn is_out_of_fds(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
-}
-
-/// Errors that mean the listener itself is unusable.
-fn is_listener_broken(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP))
 }

@@ -28,15 +28,14 @@
 //! system call to take, most finding the work already done.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::io::{self, ErrorKind};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use super::nonblocking::{self, Step};
 use super::sys;
 
-/// Each connection's buffer: at most this much echo output is pending per connection.
-const BUF_SIZE: usize = 16 * 1024;
 /// The longest time between two full scans of every socket.
 const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// After a failed accept (out of fds), the first pause before trying again; it doubles
@@ -162,9 +161,9 @@ impl Server {
                     self.add(stream);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::Interrupted) => {}
-                // EMFILE, ENFILE, ENOBUFS...: pause accepting; connections go on being served,
-                // and may close and free fds meanwhile.
+                Err(e) if super::accept_failure(&e) == super::AcceptFailure::Connection => {}
+                // Out of fds or memory (or a broken listener, which also gets no busy retry):
+                // pause accepting; connections go on being served, and may close and free fds.
                 Err(e) => {
                     let now = Instant::now();
                     if self.warned_at.is_none_or(|at| now - at >= Duration::from_secs(1)) {
@@ -180,18 +179,18 @@ impl Server {
 
     /// Makes a new connection signal-driven, then serves what it already has.
     fn add(&mut self, stream: TcpStream) {
-        let fd = stream.as_raw_fd();
-        if stream.set_nodelay(true).and_then(|()| sys::set_signal_driven(fd, self.signo)).is_err() {
-            return; // ends only this connection
+        let Ok(conn) = nonblocking::Conn::new(stream) else { return }; // ends only this connection
+        let fd = conn.fd();
+        if sys::set_signal_driven(fd, self.signo).is_err() {
+            return;
         }
-        let conn =
-            Conn { stream, buf: vec![0; BUF_SIZE].into_boxed_slice(), sent: 0, filled: 0, queued: false };
-        self.conns.insert(fd, conn);
+        self.conns.insert(fd, Conn { conn, queued: false });
         self.make_ready(fd);
     }
 }
 
-/// Syscalls a ready connection may make per turn before the next one's turn.
+/// Steps (each a few syscalls at most) a ready connection may take per turn, before the next
+/// one's turn.
 const TURN: usize = 8;
 
 /// What a connection's turn ended with.
@@ -204,48 +203,23 @@ enum Turn {
     Over,
 }
 
-/// One connection, and the echo output it still owes: `buf[sent..filled]`.
+/// One connection: the same echo state as [`nonblocking`]'s (one buffer, no reading while
+/// output is pending), and whether it is in the server's ready list.
 struct Conn {
-    stream: TcpStream,
-    buf: Box<[u8]>,
-    sent: usize,
-    filled: usize,
-    /// In the server's ready list.
+    conn: nonblocking::Conn,
     queued: bool,
 }
 
 impl Conn {
-    /// Echoes for at most `budget` syscalls, or until the socket would block.
+    /// Echoes for at most `budget` steps, or until the socket would block.
     fn advance(&mut self, budget: usize) -> Turn {
-        match self.echo(budget) {
-            Ok(Some(turn)) => turn,
-            Ok(None) => Turn::More,
-            Err(_) => Turn::Over,
-        }
-    }
-
-    fn echo(&mut self, budget: usize) -> io::Result<Option<Turn>> {
         for _ in 0..budget {
-            // Pending output first: no reading while the buffer is not all sent (backpressure).
-            let done = if self.sent < self.filled {
-                self.stream.write(&self.buf[self.sent..self.filled])
-            } else {
-                self.stream.read(&mut self.buf)
-            };
-            match done {
-                Ok(0) if self.sent < self.filled => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) if self.sent < self.filled => self.sent += n,
-                Ok(0) => {
-                    self.stream.shutdown(Shutdown::Write)?;
-                    return Ok(Some(Turn::Over)); // end of stream, all echoed
-                }
-                Ok(n) => (self.sent, self.filled) = (0, n),
-                // Would block: the next signal (POLLIN, or POLLOUT once space frees) resumes.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Some(Turn::Blocked)),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match self.conn.step() {
+                Ok(Step::Progress) => {}
+                Ok(Step::Idle) => return Turn::Blocked,
+                Ok(Step::Closed) | Err(_) => return Turn::Over,
             }
         }
-        Ok(None) // the turn is used up
+        Turn::More
     }
 }

@@ -29,6 +29,8 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::AcceptFailure;
+
 /// The stack reserved for each connection's thread (std's default is 2 MiB).
 const STACK_SIZE: usize = 64 * 1024;
 /// The buffer each connection reads into, on its thread's stack.
@@ -54,7 +56,7 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
         };
         accept_errors.reset();
         let _ = stream.set_nodelay(true);
-        let spawned = thread::Builder::new().stack_size(STACK_SIZE).spawn(move || echo(stream));
+        let spawned = thread::Builder::new().stack_size(STACK_SIZE).spawn(move || echo(&mut { stream }));
         if let Err(e) = spawned {
             // The closure and the connection it owns were dropped, which closes it.
             spawn_log.log(format_args!("echo (threads): cannot start a thread ({e}); closing a connection"));
@@ -63,8 +65,9 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
 }
 
 /// Echoes `stream` until end of stream, then shuts down its write side. Any error ends the
-/// connection quietly.
-fn echo(mut stream: TcpStream) {
+/// connection quietly. Allocates nothing (the buffer is on the stack), so a forked child may
+/// run it too (see [`super::fork`]).
+pub(super) fn echo(stream: &mut TcpStream) {
     let mut buf = [0u8; BUF_SIZE];
     loop {
         let n = match stream.read(&mut buf) {
@@ -103,29 +106,11 @@ impl AcceptErrors {
     /// Handles `e`: `Ok` to accept again (after a sleep, if needed), `Err` if the listener is
     /// unusable.
     pub(super) fn handle(&mut self, e: io::Error) -> io::Result<()> {
-        match e.raw_os_error() {
-            // The listener itself is wrong: accepting again would fail the same way.
-            Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT) => Err(e),
-            // One connection failed before it was taken (accept(2) lists the network errors
-            // Linux reports this way), or a signal or timeout interrupted the call.
-            Some(
-                libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::EINTR
-                | libc::EAGAIN
-                | libc::ETIMEDOUT
-                | libc::ENETDOWN
-                | libc::ENETUNREACH
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::EHOSTUNREACH
-                | libc::ENONET
-                | libc::EOPNOTSUPP,
-            ) => Ok(()),
-            // EMFILE, ENFILE, ENOBUFS, ENOMEM, or anything unexpected: a pending connection stays
-            // in the backlog and accept would fail again at once, so sleep instead of spinning.
-            _ => {
+        match super::accept_failure(&e) {
+            AcceptFailure::Listener => Err(e),
+            AcceptFailure::Connection => Ok(()),
+            // Sleep instead of spinning on an accept that would fail again at once.
+            AcceptFailure::Resources => {
                 let (model, backoff) = (self.model, self.backoff);
                 self.log.log(format_args!("echo ({model}): accept: {e}; retrying in {backoff:?}"));
                 thread::sleep(backoff);
