@@ -333,20 +333,25 @@ macro_rules! serve_on {
                 // Refused: dropping the stream closes it at once.
                 let Some(admitted) = Admitted::admit(stats, &local, opts.max_conns) else { continue };
                 let _ = stream.set_nodelay(true);
-                let idle_timeout = opts.idle_timeout;
-                $rt::spawn(async move {
-                    // The one echo handler; an idle timeout only changes what `recv` sees.
-                    let result = match idle_timeout {
-                        None => crate::handle(stream).await,
-                        Some(limit) => {
-                            let stats = admitted.stats.clone();
-                            crate::handle(IdleTimeout { conn: stream, limit, sleep: $rt::time::sleep, stats })
-                                .await
-                        }
-                    };
-                    drop(admitted);
-                    report(result);
-                });
+                // The one echo handler; an idle timeout only changes what `recv` sees. Two
+                // spawns, not one task with a `match`: each task is then only as large as its own
+                // future (an idle connection's memory is mostly its task).
+                match opts.idle_timeout {
+                    None => {
+                        $rt::spawn(async move {
+                            report(crate::handle(stream).await);
+                            drop(admitted);
+                        });
+                    }
+                    Some(limit) => {
+                        let stats = admitted.stats.clone();
+                        let conn = IdleTimeout { conn: stream, limit, sleep: $rt::time::sleep, stats };
+                        $rt::spawn(async move {
+                            report(crate::handle(conn).await);
+                            drop(admitted);
+                        });
+                    }
+                }
             }
             // Stop accepting at once: close the listener, then give the connections the grace.
             drop(listener);
