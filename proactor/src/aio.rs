@@ -72,7 +72,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::driver::{Completion, DriverConfig, Notifier, Request};
+use executor::Notifier;
+
+use crate::driver::{Completion, DriverConfig, Request};
 use crate::stats;
 use crate::sys;
 
@@ -178,7 +180,7 @@ extern "C" fn on_aio_complete(value: libc::sigval) {
     // notifies each request once, so this reference is taken back once.
     let pending = unsafe { Arc::from_raw(value.sival_ptr as *const Pending) };
     #[cfg(feature = "trace")]
-    if crate::stats::trace::on() {
+    if executor::trace::on() {
         // SAFETY: gettid has no arguments.
         pending.reported_by.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     }
@@ -512,7 +514,7 @@ impl Aio {
         if timeout != Some(Duration::ZERO) {
             // Round up: waking before the timer is due would only make the loop turn again.
             let ms = timeout.map_or(-1, |t| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32);
-            let [remote, done] = sys::poll_readable([notifier.fd.as_fd(), self.finished.fd.as_fd()], ms)?;
+            let [remote, done] = sys::poll_readable([notifier.fd(), self.finished.fd.as_fd()], ms)?;
             notified = remote;
             if done {
                 let _ = sys::eventfd_drain(self.finished.fd.as_fd());

@@ -41,14 +41,14 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use executor::{Notifier, Park, Unpark};
 use slab::Slab;
 
 use crate::aio::Aio;
@@ -254,14 +254,6 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// The capacity to reserve for slabs that grow with the number of connections: the fd limit,
-/// capped at 2^20. Reserving costs no memory until used (fresh pages are mapped on first
-/// touch), and the slab then never reallocates, which would copy it and leave the old block
-/// behind in the heap.
-pub(crate) fn slab_capacity() -> usize {
-    sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
-}
-
 /// What a turn leaves to do once its borrows are released (dropping resources may run
 /// arbitrary code).
 #[derive(Default)]
@@ -274,7 +266,7 @@ struct AfterTurn {
 
 impl Driver {
     pub(crate) fn new(config: &DriverConfig) -> io::Result<Driver> {
-        let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
+        let notifier = Notifier::new()?;
         let (io, buf_ring, features) = match config.backend {
             Backend::IoUring => {
                 let (uring, buf_ring) = Uring::new(config)?;
@@ -286,7 +278,7 @@ impl Driver {
         Ok(Driver {
             io,
             buf_ring,
-            ops: RefCell::new(Slab::with_capacity(slab_capacity())),
+            ops: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
             kinds: RefCell::new(Vec::new()),
             notifier: Arc::new(notifier),
             notified: Cell::new(false),
@@ -314,18 +306,6 @@ impl Driver {
             Io::Aio(aio) => Some(aio),
             Io::Uring(_) => None,
         }
-    }
-
-    pub(crate) fn has_notified(&self) -> bool {
-        self.notified.get()
-    }
-
-    pub(crate) fn take_notified(&self) -> bool {
-        self.notified.replace(false)
-    }
-
-    pub(crate) fn notifier(&self) -> &Arc<Notifier> {
-        &self.notifier
     }
 
     /// The provided-buffer ring, if the kernel supports multishot receive into one.
@@ -430,7 +410,7 @@ impl Driver {
         match &self.io {
             // Inside the runtime the next turn submits it; outside, nothing might turn the ring
             // for a while, and the fd (a bound port, say) should not stay open that long.
-            Io::Uring(uring) => uring.close_fd(fd, !crate::executor::runs_driver(self)),
+            Io::Uring(uring) => uring.close_fd(fd, !executor::runs_driver::<Driver>(self)),
             Io::Aio(aio) => aio.close_fd(fd),
         }
     }
@@ -483,13 +463,8 @@ impl Driver {
     /// move the wakers of the operations they finish into `wakers`.
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
-    pub(crate) fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+    fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
         let mut after = AfterTurn::default();
-        stats::bump(if timeout == Some(Duration::ZERO) {
-            |c| &c.waits_nonblocking
-        } else {
-            |c| &c.waits_blocking
-        });
         let notified = {
             let mut ops = self.ops.borrow_mut();
             let complete = |index, completion| self.complete(&mut ops, index, completion, wakers, &mut after);
@@ -569,19 +544,33 @@ impl Driver {
             Lifecycle::Completed(_) => unreachable!("a second completion for a single-shot operation"),
         }
     }
+}
+
+/// The seam to the shared loop: parking the proactor is one turn of its backend (io_uring: one
+/// `io_uring_enter` that submits and waits; aio: a `poll` of the completion eventfd).
+impl Park for Driver {
+    fn park(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+        // A turn run meanwhile by `cancel_and_reap` may have seen the notifier fire: then the
+        // remote queue has work, and this park must not sleep.
+        let timeout = if self.notified.get() { Some(Duration::ZERO) } else { timeout };
+        self.turn(timeout, wakers)?;
+        Ok(self.notified.replace(false))
+    }
+
+    fn unparker(&self) -> Arc<dyn Unpark> {
+        self.notifier.clone()
+    }
 
     /// Marks the driver dead and hands back every stored waker, so that operations still
     /// awaited outside the runtime see an error instead of waiting forever.
-    pub(crate) fn shut_down(&self) -> Vec<Waker> {
+    fn shut_down(&self, wakers: &mut Vec<Waker>) {
         self.alive.set(false);
-        let mut wakers = Vec::new();
         for (_, slot) in self.ops.borrow_mut().iter_mut() {
             match slot {
                 Lifecycle::Waiting(waker) | Lifecycle::Multishot { waker, .. } => wakers.extend(waker.take()),
                 _ => {}
             }
         }
-        wakers
     }
 }
 
@@ -623,34 +612,6 @@ fn wrong_runtime() -> io::Error {
 
 fn runtime_gone() -> io::Error {
     io::Error::other("the proactor runtime this operation belongs to was dropped")
-}
-
-/// Wakes the driver's thread from another thread: an eventfd the backend watches (io_uring:
-/// a poll re-armed after each notification).
-#[derive(Debug)]
-pub(crate) struct Notifier {
-    pub(crate) fd: OwnedFd,
-    /// Set by the first `notify` after the driver last drained the eventfd; later calls skip
-    /// the `write` syscall.
-    pending: AtomicBool,
-}
-
-impl Notifier {
-    pub(crate) fn notify(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            let _ = sys::eventfd_signal(self.fd.as_fd());
-        }
-    }
-
-    /// Whether a `notify` happened since the last `drain`.
-    pub(crate) fn is_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn drain(&self) {
-        let _ = sys::eventfd_drain(self.fd.as_fd());
-        self.pending.store(false, Ordering::Release);
-    }
 }
 
 enum OpState {
@@ -737,7 +698,7 @@ impl<T: 'static> Op<T> {
         if !self.driver.alive.get() {
             return Poll::Ready(Some(Err(runtime_gone())));
         }
-        if !crate::executor::runs_driver(&self.driver) {
+        if !executor::runs_driver::<Driver>(&self.driver) {
             return Poll::Ready(Some(Err(wrong_runtime())));
         }
         if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -754,7 +715,7 @@ impl<T: 'static + Unpin> Future for Op<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        std::task::ready!(crate::executor::poll_budget(cx));
+        std::task::ready!(executor::poll_budget(cx));
         let result = match &mut this.state {
             OpState::Done => panic!("operation polled after it completed"),
             OpState::Failed(error) => Err(error.take().unwrap_or_else(runtime_gone)),
@@ -771,7 +732,7 @@ impl<T: 'static + Unpin> Future for Op<T> {
                     // is the one running, waiting would never end: cancel the operation and reap
                     // its CQE here, synchronously, so the resources can be handed back safely.
                     Lifecycle::Waiting(_)
-                        if !this.driver.alive.get() || !crate::executor::runs_driver(&this.driver) =>
+                        if !this.driver.alive.get() || !executor::runs_driver::<Driver>(&this.driver) =>
                     {
                         drop(ops);
                         let completion = this.driver.cancel_and_reap(index);

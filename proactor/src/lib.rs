@@ -45,8 +45,8 @@
 //! - `aio` (private): the POSIX aio backend ([`Backend::PosixAio`]): glibc's helper threads
 //!   perform each request with a blocking syscall, a new thread reports each completion. Read
 //!   its docs for why POSIX aio on sockets is thread-per-connection in disguise.
-//! - `task` and `executor`: the same executor as the `reactor` crate's, with the driver in
-//!   place of `epoll_wait`.
+//! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (the very one
+//!   the `reactor` crate runs), parked in this crate's driver instead of in `epoll_wait`.
 //! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
 //! - [`net`] and [`time`]: what programs use.
 //!
@@ -70,18 +70,17 @@ mod aio;
 pub mod buf;
 mod bufring;
 mod driver;
-mod executor;
 pub mod net;
+mod runtime;
 mod stats;
 mod sys;
-mod task;
-pub mod time;
 mod uring;
 
 pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};
 pub use driver::Backend;
-pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
+pub use executor::time;
 #[cfg(feature = "trace")]
-pub use stats::trace;
+pub use executor::trace;
+pub use executor::{spawn, yield_now, JoinError, JoinHandle};
+pub use runtime::{block_on, Builder, Runtime};
 pub use stats::{stats, Stats};
-pub use task::{JoinError, JoinHandle};

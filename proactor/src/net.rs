@@ -16,7 +16,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem;
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -24,57 +24,23 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 
 use futures_task::ArcWake;
-use std::time::{Duration, Instant};
 
 use crate::buf::{self, BufResult, IoBuf, IoBufMut, ProvidedBuf};
 use crate::bufring::{self, BufRing};
+use executor::net::AcceptBackoff;
+
 use crate::driver::{Completion, Driver, Op, Request};
-use crate::executor;
 use crate::sys;
-use crate::time::{sleep, Sleep};
+use crate::time::{sleep_until, Sleep};
 
-/// The listen backlog (capped by `net.core.somaxconn`).
-const BACKLOG: i32 = 1024;
-
-/// First and longest pause of the accept back-off after fd exhaustion.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Back-pressure for multishot accept: the kernel accepts into the operation's queue whether or
 /// not the program calls `accept`. Once this many accepted connections wait there, the driver
 /// stops the operation; later connections wait in the kernel's backlog (holding none of our
 /// fds) until `accept` drains the queue and arms a new one.
 const ACCEPT_QUEUE_MAX: u16 = 64;
 
-/// At most one fd-exhaustion error per this interval is returned by `accept`.
-const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
 fn current_driver() -> io::Result<Rc<Driver>> {
-    executor::with_current(|core| core.driver.clone()).ok_or_else(executor::no_runtime_error)
-}
-
-/// Errors of accept that concern only the connection being accepted: accepting goes on.
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EINTR
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        )
-    )
-}
-
-/// Errors of accept that mean "no resources for another fd right now".
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    executor::with_driver(Rc::clone).ok_or_else(crate::runtime::no_runtime_error)
 }
 
 /// A socket address the kernel writes (accept) or reads (connect), at a stable heap address.
@@ -113,9 +79,8 @@ struct AcceptState {
     multishot: Option<Op<()>>,
     /// The single-shot accept in flight otherwise.
     single: Option<Op<Box<SockAddr>>>,
-    delay: Option<Duration>,
+    backoff: AcceptBackoff,
     pause: Option<Sleep>,
-    reported: Option<Instant>,
     /// Every task waiting in `accept`. The accept operation and the pause store a single
     /// waker, this one's, which wakes them all; one gets the connection, the others wait again.
     waiting: Arc<AcceptWaiters>,
@@ -158,28 +123,8 @@ impl TcpListener {
     /// that will drive it.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
         let driver = current_driver()?;
-        let mut last_err = None;
-        for addr in addr.to_socket_addrs()? {
-            let attempt = (|| {
-                let fd = sys::tcp_socket(&addr)?;
-                sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-                sys::bind(fd.as_fd(), &addr)?;
-                sys::listen(fd.as_fd(), BACKLOG)?;
-                Ok::<_, io::Error>(fd)
-            })();
-            match attempt {
-                Ok(fd) => {
-                    return Ok(TcpListener {
-                        fd: mem::ManuallyDrop::new(fd),
-                        driver,
-                        accept: RefCell::default(),
-                    })
-                }
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+        let fd = executor::net::each_addr(addr, |addr| executor::net::listen(&addr, false))?;
+        Ok(TcpListener { fd: mem::ManuallyDrop::new(fd), driver, accept: RefCell::default() })
     }
 
     /// Takes over a listener made elsewhere (with `SO_REUSEPORT`, say). Must be called inside
@@ -237,21 +182,16 @@ impl TcpListener {
             });
             match accepted {
                 Ok(accepted) => {
-                    state.delay = None;
+                    state.backoff.succeeded();
                     return Poll::Ready(Ok(accepted));
                 }
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) if is_resource_exhaustion(&e) => {
-                    let delay = state.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
-                    state.delay = Some(delay);
-                    state.pause = Some(sleep(delay));
-                    let now = Instant::now();
-                    if state.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
-                        state.reported = Some(now);
+                Err(e) => {
+                    let report = state.backoff.failed(e);
+                    state.pause = state.backoff.pause_until().map(sleep_until);
+                    if let Some(e) = report {
                         return Poll::Ready(Err(e));
                     }
                 }
-                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -378,7 +318,7 @@ impl TcpStream {
     }
 
     async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream::new(sys::tcp_socket(&addr)?, driver);
+        let stream = TcpStream::new(sys::tcp_socket(&addr, false)?, driver);
         let (driver, fd) = (&stream.driver, stream.fd.as_raw_fd());
         // SAFETY: the address is in the boxed SockAddr, which the operation owns until its
         // completion; the socket outlives the operation (it is only dropped after the await).
@@ -577,38 +517,9 @@ impl TcpStream {
             })
         }
     }
-
-    /// Shuts down the read side, the write side (the peer reads end of stream once it has
-    /// read everything sent before) or both.
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        sys::shutdown(self.fd.as_fd(), how)
-    }
-
-    /// Sets `TCP_NODELAY` (send small writes at once, without Nagle's coalescing).
-    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        sys::set_int_opt(self.fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay.into())
-    }
-
-    /// Whether `TCP_NODELAY` is set.
-    pub fn nodelay(&self) -> io::Result<bool> {
-        Ok(sys::get_int_opt(self.fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
-    }
-
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        sys::peer_addr(self.fd.as_fd())
-    }
-
-    /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        sys::local_addr(self.fd.as_fd())
-    }
-
-    /// Reads and clears the socket's pending error (`SO_ERROR`).
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        sys::take_error(self.fd.as_fd())
-    }
 }
+
+executor::socket_options!(TcpStream, |stream| stream.fd.as_fd());
 
 /// What cancelled reads of a stream left behind (see `TcpStream::stash`).
 #[derive(Default)]

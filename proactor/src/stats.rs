@@ -3,8 +3,8 @@
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
 //! where the work happens: the backends (`uring`, `aio`) count their syscalls and requests,
-//! `driver` the completions, `executor` the turns and polls, `sys` the set-up syscalls. They
-//! cost an add each and no lock. [`stats`] takes a snapshot; [`Stats::since`] turns two
+//! `driver` the completions; the loop's own (turns, polls, timers, set-up syscalls) are the
+//! shared executor's ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`] takes a snapshot; [`Stats::since`] turns two
 //! snapshots into the work done in between. Syscalls made by glibc's aio threads are not this
 //! thread's and are not counted (the aio counters count their requests instead).
 //!
@@ -20,6 +20,18 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct Stats {
+            /// Loop turns: times the executor looked for completions.
+            pub turns: u64,
+            /// Turns that could sleep (no task was runnable).
+            pub waits_blocking: u64,
+            /// Turns with a zero timeout (tasks were runnable: completions only collected).
+            pub waits_nonblocking: u64,
+            /// Task polls (the `block_on` future's included).
+            pub tasks_polled: u64,
+            /// Tasks woken from another thread (taken from the remote queue).
+            pub remote_wakeups: u64,
+            /// Timers that expired and woke their task.
+            pub timers_fired: u64,
             $( $(#[doc = $doc])+ pub $name: u64, )+
             /// The most completions one turn reaped (over the whole run, not a difference).
             pub max_completions: u64,
@@ -41,12 +53,21 @@ macro_rules! counters {
             }
 
             fn snapshot(&self) -> Stats {
-                Stats {
+                let shared = executor::stats::loop_stats();
+                let mut stats = Stats {
+                    turns: shared.turns,
+                    waits_blocking: shared.waits_blocking,
+                    waits_nonblocking: shared.waits_nonblocking,
+                    tasks_polled: shared.tasks_polled,
+                    remote_wakeups: shared.remote_wakeups,
+                    timers_fired: shared.timers_fired,
                     $( $name: self.$name.get(), )+
                     max_completions: self.max_completions.get(),
                     in_flight: 0,
                     ring_buffers: None,
-                }
+                };
+                stats.sys_other += shared.sys_setup;
+                stats
             }
         }
 
@@ -54,27 +75,24 @@ macro_rules! counters {
             /// The work done between `earlier` and `self` (the maximum and the gauges stay
             /// `self`'s).
             pub fn since(&self, earlier: &Stats) -> Stats {
-                Stats { $( $name: self.$name.wrapping_sub(earlier.$name), )+ ..*self }
+                Stats {
+                    turns: self.turns.wrapping_sub(earlier.turns),
+                    waits_blocking: self.waits_blocking.wrapping_sub(earlier.waits_blocking),
+                    waits_nonblocking: self.waits_nonblocking.wrapping_sub(earlier.waits_nonblocking),
+                    tasks_polled: self.tasks_polled.wrapping_sub(earlier.tasks_polled),
+                    remote_wakeups: self.remote_wakeups.wrapping_sub(earlier.remote_wakeups),
+                    timers_fired: self.timers_fired.wrapping_sub(earlier.timers_fired),
+                    $( $name: self.$name.wrapping_sub(earlier.$name), )+
+                    ..*self
+                }
             }
         }
     };
 }
 
 counters! {
-    /// Loop turns: times the executor looked for completions.
-    turns,
-    /// Turns that could sleep (no task was runnable).
-    waits_blocking,
-    /// Turns with a zero timeout (tasks were runnable: completions only collected).
-    waits_nonblocking,
     /// Completions reaped (CQEs on io_uring, finished requests on aio).
     completions,
-    /// Task polls (the `block_on` future's included).
-    tasks_polled,
-    /// Tasks woken from another thread (taken from the remote queue).
-    remote_wakeups,
-    /// Timers that expired and woke their task.
-    timers_fired,
     /// Accepts completed (each connection of a multishot accept counts).
     accepts,
     /// Connects completed.
@@ -114,7 +132,7 @@ impl Stats {
     /// One compact line of rates, for the work in `self` (a [`since`](Self::since)
     /// difference) over `secs` seconds.
     pub fn rates_line(&self, secs: f64) -> String {
-        let rate = |n: u64| per_sec(n, secs);
+        let rate = |n: u64| executor::stats::per_sec(n, secs);
         let per_wait = if self.turns == 0 { 0.0 } else { self.completions as f64 / self.turns as f64 };
         let backend = if self.aio_requests + self.aio_helper_jobs > 0 {
             format!(
@@ -156,18 +174,6 @@ impl Stats {
     }
 }
 
-/// `n` over `secs` as a short rate ("12.3k/s").
-fn per_sec(n: u64, secs: f64) -> String {
-    let r = if secs > 0.0 { n as f64 / secs } else { 0.0 };
-    if r >= 10_000.0 {
-        format!("{:.0}k/s", r / 1000.0)
-    } else if r >= 1000.0 {
-        format!("{:.1}k/s", r / 1000.0)
-    } else {
-        format!("{r:.0}/s")
-    }
-}
-
 thread_local! {
     static COUNTERS: Counters = const { Counters::new() };
 }
@@ -199,62 +205,11 @@ pub(crate) fn turn_reaped(completions: usize) {
 /// (`in_flight`, `ring_buffers`) are that runtime's.
 pub fn stats() -> Stats {
     let mut stats = COUNTERS.try_with(Counters::snapshot).unwrap_or_default();
-    crate::executor::with_current(|core| {
-        stats.in_flight = core.driver.in_flight() as u64;
-        stats.ring_buffers = core.driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
+    executor::with_driver(|driver: &std::rc::Rc<crate::driver::Driver>| {
+        stats.in_flight = driver.in_flight() as u64;
+        stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
     });
     stats
 }
 
-/// Records a step of the trace (with the `trace` feature, and once tracing is on).
-macro_rules! trace_step {
-    ($($arg:tt)*) => {{
-        #[cfg(feature = "trace")]
-        {
-            if $crate::stats::trace::on() {
-                $crate::stats::trace::step(format!($($arg)*));
-            }
-        }
-        #[cfg(not(feature = "trace"))]
-        {
-            // Type-checks the arguments (so they count as used) and compiles to nothing.
-            let _ = || format!($($arg)*);
-        }
-    }};
-}
-pub(crate) use trace_step;
-
-/// The step-by-step trace (cargo feature `trace`): what the runtime does, in plain words, in
-/// the order it does it. For learning, not for production: every step is a formatted string.
-#[cfg(feature = "trace")]
-pub mod trace {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
-
-    static ON: AtomicBool = AtomicBool::new(false);
-    static STEPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-    /// Starts recording, in every runtime of the process.
-    pub fn start() {
-        ON.store(true, Ordering::Release);
-    }
-
-    /// Stops recording.
-    pub fn stop() {
-        ON.store(false, Ordering::Release);
-    }
-
-    /// Takes the steps recorded so far.
-    pub fn take() -> Vec<String> {
-        std::mem::take(&mut *STEPS.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    #[doc(hidden)]
-    pub fn on() -> bool {
-        ON.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn step(step: String) {
-        STEPS.lock().unwrap_or_else(|p| p.into_inner()).push(step);
-    }
-}
+pub(crate) use executor::trace_step;

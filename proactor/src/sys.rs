@@ -1,5 +1,6 @@
-//! The syscall layer: the plain syscalls of the crate (socket set-up, eventfd, addresses, and
-//! the blocking calls and glibc aio entry points of the POSIX aio backend).
+//! The syscall layer: the plain syscalls of the crate (the blocking calls and glibc aio entry
+//! points of the POSIX aio backend). Socket set-up, options, addresses and the eventfd are the
+//! shared executor's (`executor::sys`), re-exported here.
 //!
 //! The I/O itself does not happen here: it is described in SQEs (or `aiocb`s) and performed by
 //! the kernel or glibc (see `driver`, `uring`, `aio`, `net`, `buf` and `bufring`, the only other
@@ -14,8 +15,12 @@
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+pub(crate) use executor::sys::{
+    eventfd, eventfd_drain, eventfd_signal, local_addr, owned_fd, peer_addr, sockaddr_from, sockaddr_to,
+    take_error, tcp_socket,
+};
 
 /// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`. Also counts
 /// the syscall (as "other"; see `stats`).
@@ -25,218 +30,6 @@ fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
-    }
-}
-
-/// Takes ownership of a descriptor the kernel just created for us.
-///
-/// # Safety
-/// `fd` must be a newly created descriptor (the result of a successful syscall or CQE that
-/// creates one) that nothing else owns or will close.
-pub(crate) unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
-// ----------------------------------------------------------------------------------------------
-// eventfd
-
-/// A non-blocking, close-on-exec eventfd with counter 0.
-pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: no pointers are passed; flags are valid constants.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-    // SAFETY: the syscall just created `fd`.
-    Ok(unsafe { owned_fd(fd) })
-}
-
-/// Adds 1 to the eventfd counter, which makes it readable.
-pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64, the size an eventfd requires.
-    cvt(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) })?;
-    Ok(())
-}
-
-/// Resets the eventfd counter to 0 and returns what it was (WouldBlock if it already was 0).
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    let mut value: u64 = 0;
-    // SAFETY: reads 8 bytes into a live u64, the size an eventfd requires.
-    cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) })?;
-    Ok(value)
-}
-
-// ----------------------------------------------------------------------------------------------
-// sockets
-
-/// A close-on-exec TCP socket of the family of `addr`.
-pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
-    // SAFETY: no pointers are passed; the arguments are valid constants.
-    let fd = cvt(unsafe { libc::socket(domain, ty, libc::IPPROTO_TCP) })?;
-    // SAFETY: the syscall just created `fd`.
-    Ok(unsafe { owned_fd(fd) })
-}
-
-/// `setsockopt` with an `int` value.
-pub(crate) fn set_int_opt(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int and its exact size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            mem::size_of::<i32>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
-/// `getsockopt` of an `int` value.
-pub(crate) fn get_int_opt(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
-    let mut value: i32 = 0;
-    let mut len = mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into the live c_int and updates `len`.
-    cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&mut value as *mut i32).cast(), &mut len) })?;
-    Ok(value)
-}
-
-/// The pending error of a socket (`SO_ERROR`), which reading also clears.
-pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
-    let err = get_int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
-    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
-}
-
-pub(crate) fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
-    let (storage, len) = sockaddr_from(addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the whole call.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) })?;
-    Ok(())
-}
-
-pub(crate) fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
-    // SAFETY: no pointers are passed.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
-    Ok(())
-}
-
-pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    sockname(fd, libc::getsockname)
-}
-
-pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    sockname(fd, libc::getpeername)
-}
-
-type SocknameFn = unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32;
-
-fn sockname(fd: BorrowedFd<'_>, f: SocknameFn) -> io::Result<SocketAddr> {
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `f` is getsockname or getpeername; the kernel writes at most `len` bytes into the
-    // live, large-enough `storage` and updates `len`.
-    cvt(unsafe { f(fd.as_raw_fd(), storage.as_mut_ptr().cast(), &mut len) })?;
-    // SAFETY: zero-initialised sockaddr_storage is a valid value, partly overwritten above.
-    let storage = unsafe { storage.assume_init() };
-    sockaddr_to(&storage, len)
-}
-
-pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
-    crate::stats::trace_step!(
-        "  shutdown(fd {}, {how:?}): {}",
-        fd.as_raw_fd(),
-        if how == Shutdown::Write {
-            "the peer reads end of stream after everything sent"
-        } else {
-            "closes that direction"
-        }
-    );
-    let how = match how {
-        Shutdown::Read => libc::SHUT_RD,
-        Shutdown::Write => libc::SHUT_WR,
-        Shutdown::Both => libc::SHUT_RDWR,
-    };
-    // SAFETY: no pointers are passed.
-    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
-    Ok(())
-}
-
-// ----------------------------------------------------------------------------------------------
-// limits
-
-/// The soft `RLIMIT_NOFILE`: how many fds this process may have open.
-pub(crate) fn nofile_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: the kernel writes one rlimit into the live struct.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    Ok(limit.rlim_cur)
-}
-
-// ----------------------------------------------------------------------------------------------
-// socket addresses
-
-/// Encodes a `SocketAddr` as the C `sockaddr_in` / `sockaddr_in6` inside a `sockaddr_storage`.
-pub(crate) fn sockaddr_from(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than, and aligned at least as, sockaddr_in.
-            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than, and aligned at least as, sockaddr_in6.
-            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-/// Decodes the address the kernel wrote into `storage`.
-pub(crate) fn sockaddr_to(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result<SocketAddr> {
-    let len = len as usize;
-    match storage.ss_family as i32 {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family is AF_INET and the kernel wrote a whole sockaddr_in; storage is
-            // aligned for it.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = u32::from_be(sin.sin_addr.s_addr).into();
-            Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family is AF_INET6 and the kernel wrote a whole sockaddr_in6; storage
-            // is aligned for it.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Ok(SocketAddr::V6(SocketAddrV6::new(
-                sin6.sin6_addr.s6_addr.into(),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        family => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected socket address family {family} (length {len})"),
-        )),
     }
 }
 
@@ -507,18 +300,4 @@ pub(crate) unsafe fn aio_cancel(fd: RawFd, cb: *mut libc::aiocb) -> bool {
     crate::stats::bump(|c| &c.sys_other);
     // SAFETY: the caller guarantees `cb` is alive.
     unsafe { libc::aio_cancel(fd, cb) == libc::AIO_NOTCANCELED }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_addresses_round_trip_through_the_c_layout() {
-        for text in ["127.0.0.1:7000", "0.0.0.0:0", "[::1]:65535", "[fe80::1%3]:80"] {
-            let addr: SocketAddr = text.parse().unwrap();
-            let (storage, len) = sockaddr_from(&addr);
-            assert_eq!(sockaddr_to(&storage, len).unwrap(), addr, "{text}");
-        }
-    }
 }

@@ -23,7 +23,9 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
 use crate::bufring::BufRing;
-use crate::driver::{Completion, DriverConfig, Notifier, Request};
+use executor::Notifier;
+
+use crate::driver::{Completion, DriverConfig, Request};
 use crate::stats;
 use crate::sys;
 
@@ -201,7 +203,7 @@ impl Uring {
             }
         };
         #[cfg(feature = "trace")]
-        if stats::trace::on() {
+        if executor::trace::on() {
             stats::trace_step!("  queued SQE {} (user_data {index}); no syscall yet", describe(request));
             let mut names = self.names.borrow_mut();
             if names.len() <= index {
@@ -260,7 +262,7 @@ impl Uring {
         }
         // Single-shot, re-armed after each notification: one SQE per burst of remote wake-ups,
         // and it works on every kernel with io_uring (multishot poll needs 5.13).
-        let entry = opcode::PollAdd::new(types::Fd(notifier.fd.as_raw_fd()), libc::POLLIN as u32)
+        let entry = opcode::PollAdd::new(types::Fd(notifier.fd().as_raw_fd()), libc::POLLIN as u32)
             .build()
             .user_data(NOTIFY_TOKEN);
         // SAFETY: a poll request carries no pointers; the eventfd outlives the ring (the driver
@@ -286,7 +288,7 @@ impl Uring {
         let mut ring = self.ring.borrow_mut();
         let mut reaped = 0;
         #[cfg(feature = "trace")]
-        if stats::trace::on() {
+        if executor::trace::on() {
             let n = ring.completion().len();
             stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
         }

@@ -56,10 +56,11 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use executor::{Notifier, Park, Unpark};
 use slab::Slab;
 
 use crate::stats;
@@ -243,49 +244,11 @@ fn readiness_of(events: u32) -> u8 {
     ready
 }
 
-/// The capacity to reserve for slabs that grow with the number of sockets: the fd limit, which
-/// bounds the number of registrations, capped at 2^20.
-///
-/// Reserving costs no memory until it is used (a large allocation is fresh `mmap`ed pages,
-/// which the kernel maps on first touch), and it means the slab never reallocates: a growing
-/// `Vec` copies itself and leaves the old block behind in the heap, which at 10,000
-/// connections can cost more resident memory than the slab itself.
-pub(crate) fn slab_capacity() -> usize {
-    sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
-}
-
-/// Wakes the driver's thread from another thread: an eventfd in the epoll set.
-#[derive(Debug)]
-pub(crate) struct Notifier {
-    fd: OwnedFd,
-    /// Set by the first `notify` after the driver last drained the eventfd; later calls see it
-    /// set and skip the `write` syscall.
-    pending: AtomicBool,
-}
-
-impl Notifier {
-    /// Makes the driver's current or next `epoll_wait` return.
-    pub(crate) fn notify(&self) {
-        if !self.pending.swap(true, Ordering::AcqRel) {
-            // The only possible failure is a counter overflow, which still leaves it readable.
-            let _ = sys::eventfd_signal(self.fd.as_fd());
-        }
-    }
-
-    /// Called by the driver when the eventfd was reported readable.
-    fn drain(&self) {
-        // Clear the flag before anyone looks at the work the notifier announced, so that work
-        // posted after that look writes the eventfd again.
-        let _ = sys::eventfd_drain(self.fd.as_fd());
-        self.pending.store(false, Ordering::Release);
-    }
-}
-
 /// The epoll instance and every registration on it. Lives on the runtime's thread.
 #[derive(Debug)]
 pub(crate) struct Driver {
     epoll: OwnedFd,
-    notifier: std::sync::Arc<Notifier>,
+    notifier: Arc<Notifier>,
     /// Scratch space `epoll_wait` writes into; its length is the events-per-wait limit.
     events: RefCell<Vec<libc::epoll_event>>,
     ios: RefCell<Slab<ScheduledIo>>,
@@ -299,22 +262,18 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(events_per_wait: usize) -> io::Result<Driver> {
         let epoll = sys::epoll_create()?;
-        let notifier = Notifier { fd: sys::eventfd()?, pending: AtomicBool::new(false) };
+        let notifier = Notifier::new()?;
         let events = (libc::EPOLLIN | libc::EPOLLET) as u32;
-        sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, notifier.fd.as_raw_fd(), events, NOTIFY_TOKEN)?;
+        sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, notifier.fd().as_raw_fd(), events, NOTIFY_TOKEN)?;
         Ok(Driver {
             epoll,
-            notifier: std::sync::Arc::new(notifier),
+            notifier: Arc::new(notifier),
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; events_per_wait.max(1)]),
-            ios: RefCell::new(Slab::with_capacity(slab_capacity())),
+            ios: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
             released: RefCell::new(Vec::new()),
             next_generation: Cell::new(NonZeroU32::MIN),
             alive: Cell::new(true),
         })
-    }
-
-    pub(crate) fn notifier(&self) -> &std::sync::Arc<Notifier> {
-        &self.notifier
     }
 
     /// The number of fds currently registered (released slots not yet freed included).
@@ -335,8 +294,8 @@ impl Driver {
         let events =
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
         #[cfg(feature = "trace")]
-        if crate::stats::trace::on() {
-            crate::stats::trace::note_fd(index, fd.as_raw_fd());
+        if executor::trace::on() {
+            executor::trace::note_fd(index, fd.as_raw_fd());
         }
         sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, key.token())?;
         entry.insert(ScheduledIo { generation, readiness: 0, interest: 0, waker: None, others: None });
@@ -383,7 +342,7 @@ impl Driver {
         }
         // About to wait: only this driver's runtime can wake the task, so it must be the one
         // running (a socket awaited from another runtime would otherwise wait forever).
-        if !crate::executor::runs_driver(self) {
+        if !executor::runs_driver::<Driver>(self) {
             return Poll::Ready(Err(io::Error::other(
                 "socket used outside the reactor runtime it was created in",
             )));
@@ -419,7 +378,7 @@ impl Driver {
     /// of driver state.
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
-    pub(crate) fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+    fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
         {
             let mut ios = self.ios.borrow_mut();
             for index in self.released.borrow_mut().drain(..) {
@@ -434,7 +393,6 @@ impl Driver {
             }
         };
         let mut events = self.events.borrow_mut();
-        stats::bump(if timeout_ms == 0 { |c| &c.waits_nonblocking } else { |c| &c.waits_blocking });
         let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
@@ -474,17 +432,26 @@ impl Driver {
         }
         Ok(notified)
     }
+}
+
+/// The seam to the shared loop: parking the reactor is one `epoll_wait`.
+impl Park for Driver {
+    fn park(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+        self.turn(timeout, wakers)
+    }
+
+    fn unparker(&self) -> Arc<dyn Unpark> {
+        self.notifier.clone()
+    }
 
     /// Marks the driver dead and hands back every stored waker, so that tasks still holding
     /// sockets of this runtime (outside it) see an error instead of waiting forever.
-    pub(crate) fn shut_down(&self) -> Vec<Waker> {
+    fn shut_down(&self, wakers: &mut Vec<Waker>) {
         self.alive.set(false);
         let mut ios = self.ios.borrow_mut();
-        let mut wakers = Vec::new();
         for (_, io) in ios.iter_mut() {
-            io.take_waiters(u8::MAX, &mut wakers);
+            io.take_waiters(u8::MAX, wakers);
         }
-        wakers
     }
 }
 
@@ -536,7 +503,7 @@ impl IoSource {
     /// Ready when an operation in `direction` is worth trying. Charges the task's budget (see
     /// `executor`), so a socket that is always ready cannot keep its task running forever.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
-        std::task::ready!(crate::executor::poll_budget(cx));
+        std::task::ready!(executor::poll_budget(cx));
         self.driver.poll_ready(self.key, cx, direction)
     }
 
@@ -619,19 +586,16 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_of_notifications_writes_the_eventfd_once() {
+    fn a_turn_that_sees_the_notifier_re_arms_it() {
         let driver = Driver::new(16).unwrap();
-        let notifier = driver.notifier().clone();
-        for _ in 0..3 {
-            notifier.notify();
-        }
-        // The eventfd counts writes: one write, then two skipped.
-        assert_eq!(sys::eventfd_drain(notifier.fd.as_fd()).unwrap(), 1);
-        // A turn that sees the notification re-arms it: the next notify writes again.
-        sys::eventfd_signal(notifier.fd.as_fd()).unwrap();
-        assert!(driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap());
+        let notifier = driver.notifier.clone();
         notifier.notify();
-        assert_eq!(sys::eventfd_drain(notifier.fd.as_fd()).unwrap(), 1);
+        assert!(driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap());
+        // Drained by the turn: the next notify writes the eventfd again.
+        assert!(!notifier.is_pending());
+        notifier.notify();
+        assert_eq!(executor::sys::eventfd_drain(notifier.fd()).unwrap(), 1);
+        assert!(!driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap());
     }
 
     #[test]

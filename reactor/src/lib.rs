@@ -35,11 +35,12 @@
 //!   event sets readiness bits in the socket's slot and wakes the task waiting on it. The
 //!   module docs explain the edge-triggered protocol, the generation that makes stale events
 //!   harmless, and the tick that keeps a readiness edge from being lost.
-//! - `task` and `executor`: tasks, wakers, [`JoinHandle`], and the loop of [`Runtime::block_on`]:
-//!   poll woken tasks, then `epoll_wait` (with the nearest timer as its timeout), then wake
-//!   the tasks whose sockets or timers fired. A per-task budget and a bounded number of polls
-//!   between I/O checks keep one busy socket from starving the rest.
-//! - [`net`] and [`time`]: what programs use.
+//! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (tasks,
+//!   wakers, [`JoinHandle`], the budget, timers, remote wakes), parked in the driver's
+//!   `epoll_wait`: poll woken tasks, then `epoll_wait` (with the nearest timer as its
+//!   timeout), then wake the tasks whose sockets or timers fired. The driver is the only part
+//!   that is the reactor's own; the `proactor` crate runs the same loop on io_uring.
+//! - [`net`] and [`time`] (the executor's timers, re-exported): what programs use.
 //!
 //! # Readiness versus completion
 //!
@@ -63,15 +64,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod driver;
-mod executor;
 pub mod net;
+mod runtime;
 mod stats;
 mod sys;
-mod task;
-pub mod time;
 
-pub use executor::{block_on, spawn, yield_now, Builder, Runtime};
+pub use executor::time;
 #[cfg(feature = "trace")]
-pub use stats::trace;
+pub use executor::trace;
+pub use executor::{spawn, yield_now, JoinError, JoinHandle};
+pub use runtime::{block_on, Builder, Runtime};
 pub use stats::{stats, Stats};
-pub use task::{JoinError, JoinHandle};

@@ -22,66 +22,15 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+
+use executor::net::{each_addr, AcceptBackoff};
 
 use crate::driver::{Direction, Driver, IoSource};
-use crate::executor;
 use crate::sys;
 use crate::time::sleep_until;
 
-/// The listen backlog: how many connections the kernel queues before `accept` takes them.
-/// (Linux caps it at `net.core.somaxconn`.)
-const BACKLOG: i32 = 1024;
-
-/// First and longest pause of the accept back-off after fd exhaustion.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
-/// At most one fd-exhaustion error per this interval is returned by `accept`.
-const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
-
 fn current_driver() -> io::Result<Rc<Driver>> {
-    executor::with_current(|core| core.driver.clone()).ok_or_else(executor::no_runtime_error)
-}
-
-/// Tries `f` on each address `addr` resolves to; returns the first success or the last error.
-///
-/// Resolving a host name blocks the thread (it is `getaddrinfo`); IP literals do not.
-fn each_addr<A: ToSocketAddrs, T>(addr: A, mut f: impl FnMut(SocketAddr) -> io::Result<T>) -> io::Result<T> {
-    let mut last_err = None;
-    for addr in addr.to_socket_addrs()? {
-        match f(addr) {
-            Ok(value) => return Ok(value),
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(last_err
-        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
-}
-
-/// Errors of `accept4` that concern only the connection being accepted (or a signal): the
-/// listener itself is fine, so accepting just goes on (as accept(2) advises).
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::ECONNABORTED
-                | libc::EINTR
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-        )
-    )
-}
-
-/// Errors of `accept4` that mean "no resources for another fd right now".
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    executor::with_driver(Rc::clone).ok_or_else(crate::runtime::no_runtime_error)
 }
 
 /// A TCP socket listening for connections.
@@ -96,18 +45,9 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 /// they are served as soon as descriptors are free again.
 pub struct TcpListener {
     io: IoSource,
-    backoff: RefCell<Backoff>,
-}
-
-#[derive(Debug, Default)]
-struct Backoff {
-    /// The current pause; `None` when the last accept succeeded.
-    delay: Option<Duration>,
-    /// No `accept4` before this instant. Each waiting `accept` sleeps until then on its own
-    /// timer, so any number of tasks may accept on one listener.
-    pause_until: Option<Instant>,
-    /// When an exhaustion error was last returned to the caller.
-    reported: Option<Instant>,
+    /// Each waiting `accept` sleeps until its pause is over on its own timer, so any number of
+    /// tasks may accept on one listener.
+    backoff: RefCell<AcceptBackoff>,
 }
 
 impl fmt::Debug for TcpListener {
@@ -126,13 +66,7 @@ impl TcpListener {
     /// Must be called inside the runtime that will drive it.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
         let driver = current_driver()?;
-        each_addr(addr, |addr| {
-            let fd = sys::tcp_socket(&addr)?;
-            sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-            sys::bind(fd.as_fd(), &addr)?;
-            sys::listen(fd.as_fd(), BACKLOG)?;
-            TcpListener::from_fd(driver.clone(), fd)
-        })
+        each_addr(addr, |addr| TcpListener::from_fd(driver.clone(), executor::net::listen(&addr, true)?))
     }
 
     /// Takes over a listener made elsewhere (for example with `SO_REUSEPORT` set), switching it
@@ -152,8 +86,8 @@ impl TcpListener {
     /// skipped. On fd exhaustion see the type's docs. Several tasks may accept at once.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
-            let pause_until = self.backoff.borrow().pause_until;
-            if let Some(until) = pause_until.filter(|&until| Instant::now() < until) {
+            let pause_until = self.backoff.borrow().pause_until();
+            if let Some(until) = pause_until {
                 sleep_until(until).await;
             }
             let accepted = poll_fn(|cx| {
@@ -162,22 +96,14 @@ impl TcpListener {
             .await;
             match accepted {
                 Ok((fd, peer)) => {
-                    let mut backoff = self.backoff.borrow_mut();
-                    (backoff.delay, backoff.pause_until) = (None, None);
+                    self.backoff.borrow_mut().succeeded();
                     return TcpStream::from_fd(self.io.driver().clone(), fd).map(|stream| (stream, peer));
                 }
-                Err(e) if is_connection_error(&e) => continue,
-                Err(e) if is_resource_exhaustion(&e) => {
-                    let mut backoff = self.backoff.borrow_mut();
-                    let delay = backoff.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
-                    let now = Instant::now();
-                    (backoff.delay, backoff.pause_until) = (Some(delay), Some(now + delay));
-                    if backoff.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
-                        backoff.reported = Some(now);
+                Err(e) => {
+                    if let Some(e) = self.backoff.borrow_mut().failed(e) {
                         return Err(e);
                     }
                 }
-                Err(e) => return Err(e),
             }
         }
     }
@@ -219,6 +145,8 @@ impl fmt::Debug for TcpStream {
     }
 }
 
+executor::socket_options!(TcpStream, |stream| stream.io.fd());
+
 impl TcpStream {
     /// Connects to `addr`, trying each address it resolves to in turn.
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
@@ -235,7 +163,7 @@ impl TcpStream {
     }
 
     async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {
-        let fd = sys::tcp_socket(&addr)?;
+        let fd = sys::tcp_socket(&addr, true)?;
         match sys::connect(fd.as_fd(), &addr) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -301,38 +229,6 @@ impl TcpStream {
             return Ok(0);
         }
         self.io.try_io(Direction::Write, |fd| write_op(fd, buf))
-    }
-
-    /// Shuts down the read side, the write side (the peer reads end of stream once it has
-    /// read everything sent before) or both.
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        sys::shutdown(self.io.fd(), how)
-    }
-
-    /// Sets `TCP_NODELAY`: send small writes at once instead of waiting to coalesce them
-    /// (Nagle's algorithm). Request/response protocols want this.
-    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
-        sys::set_int_opt(self.io.fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay.into())
-    }
-
-    /// Whether `TCP_NODELAY` is set.
-    pub fn nodelay(&self) -> io::Result<bool> {
-        Ok(sys::get_int_opt(self.io.fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
-    }
-
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        sys::peer_addr(self.io.fd())
-    }
-
-    /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        sys::local_addr(self.io.fd())
-    }
-
-    /// Reads and clears the socket's pending error (`SO_ERROR`).
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        sys::take_error(self.io.fd())
     }
 
     /// Splits the stream into a read half and a write half that can be used at the same time

@@ -2,12 +2,12 @@
 //! trace of it in plain words.
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
-//! where the work happens: the syscalls in `sys`, the waits in `driver`, the polls in
-//! `executor`, the timers in `time`. They cost an add each and no lock. [`stats`] takes a
-//! snapshot; [`Stats::since`] turns two snapshots into the work done in between.
+//! where the work happens: the syscalls in `sys`, the events in `driver`; the loop's own
+//! (turns, polls, timers, set-up syscalls) are the shared executor's
+//! ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`] takes a
+//! snapshot of both; [`Stats::since`] turns two snapshots into the work done in between.
 //!
-//! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
-//! of a flag until `trace::start()` turns tracing on.
+//! The trace (cargo feature `trace`) is the executor's: the driver adds its steps to it.
 
 use std::cell::Cell;
 
@@ -18,6 +18,18 @@ macro_rules! counters {
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct Stats {
+            /// Loop turns: times the executor looked for I/O (one `epoll_wait` each).
+            pub turns: u64,
+            /// `epoll_wait` calls that could sleep (no task was runnable).
+            pub waits_blocking: u64,
+            /// `epoll_wait` calls with a zero timeout (tasks were runnable: events only collected).
+            pub waits_nonblocking: u64,
+            /// Task polls (the `block_on` future's included).
+            pub tasks_polled: u64,
+            /// Tasks woken from another thread (taken from the remote queue).
+            pub remote_wakeups: u64,
+            /// Timers that expired and woke their task.
+            pub timers_fired: u64,
             $( $(#[doc = $doc])+ pub $name: u64, )+
             /// The most events one `epoll_wait` returned (over the whole run, not a difference).
             pub max_events: u64,
@@ -34,34 +46,43 @@ macro_rules! counters {
             }
 
             fn snapshot(&self) -> Stats {
-                Stats { $( $name: self.$name.get(), )+ max_events: self.max_events.get() }
+                let shared = executor::stats::loop_stats();
+                let mut stats = Stats {
+                    turns: shared.turns,
+                    waits_blocking: shared.waits_blocking,
+                    waits_nonblocking: shared.waits_nonblocking,
+                    tasks_polled: shared.tasks_polled,
+                    remote_wakeups: shared.remote_wakeups,
+                    timers_fired: shared.timers_fired,
+                    $( $name: self.$name.get(), )+
+                    max_events: self.max_events.get(),
+                };
+                stats.sys_other += shared.sys_setup;
+                stats
             }
         }
 
         impl Stats {
             /// The work done between `earlier` and `self` (`max_events` stays `self`'s).
             pub fn since(&self, earlier: &Stats) -> Stats {
-                Stats { $( $name: self.$name.wrapping_sub(earlier.$name), )+ max_events: self.max_events }
+                Stats {
+                    turns: self.turns.wrapping_sub(earlier.turns),
+                    waits_blocking: self.waits_blocking.wrapping_sub(earlier.waits_blocking),
+                    waits_nonblocking: self.waits_nonblocking.wrapping_sub(earlier.waits_nonblocking),
+                    tasks_polled: self.tasks_polled.wrapping_sub(earlier.tasks_polled),
+                    remote_wakeups: self.remote_wakeups.wrapping_sub(earlier.remote_wakeups),
+                    timers_fired: self.timers_fired.wrapping_sub(earlier.timers_fired),
+                    $( $name: self.$name.wrapping_sub(earlier.$name), )+
+                    max_events: self.max_events,
+                }
             }
         }
     };
 }
 
 counters! {
-    /// Loop turns: times the executor looked for I/O (one `epoll_wait` each).
-    turns,
-    /// `epoll_wait` calls that could sleep (no task was runnable).
-    waits_blocking,
-    /// `epoll_wait` calls with a zero timeout (tasks were runnable: events only collected).
-    waits_nonblocking,
     /// Events the waits returned (the notifier's included).
     events,
-    /// Task polls (the `block_on` future's included).
-    tasks_polled,
-    /// Tasks woken from another thread (taken from the remote queue).
-    remote_wakeups,
-    /// Timers that expired and woke their task.
-    timers_fired,
     /// `epoll_wait` syscalls.
     sys_epoll_wait,
     /// `epoll_ctl` syscalls (registering and removing sockets; edge-triggered, so never per
@@ -95,7 +116,7 @@ impl Stats {
     /// One compact line of rates, for the work in `self` (a [`since`](Self::since)
     /// difference) over `secs` seconds.
     pub fn rates_line(&self, secs: f64) -> String {
-        let rate = |n: u64| per_sec(n, secs);
+        let rate = |n: u64| executor::stats::per_sec(n, secs);
         let per_wait =
             if self.sys_epoll_wait == 0 { 0.0 } else { self.events as f64 / self.sys_epoll_wait as f64 };
         format!(
@@ -116,18 +137,6 @@ impl Stats {
             rate(self.sys_other),
             rate(self.would_block),
         )
-    }
-}
-
-/// `n` over `secs` as a short rate ("12.3k/s").
-fn per_sec(n: u64, secs: f64) -> String {
-    let r = if secs > 0.0 { n as f64 / secs } else { 0.0 };
-    if r >= 10_000.0 {
-        format!("{:.0}k/s", r / 1000.0)
-    } else if r >= 1000.0 {
-        format!("{:.1}k/s", r / 1000.0)
-    } else {
-        format!("{r:.0}/s")
     }
 }
 
@@ -167,78 +176,9 @@ pub fn stats() -> Stats {
 #[cfg_attr(not(feature = "trace"), allow(dead_code))]
 pub(crate) fn trace_fd(index: u32) -> String {
     #[cfg(feature = "trace")]
-    return trace::fd_of(index);
+    return executor::trace::fd_of(index);
     #[cfg(not(feature = "trace"))]
     format!("registration {index}")
 }
 
-/// Records a step of the trace (with the `trace` feature, and once tracing is on).
-macro_rules! trace_step {
-    ($($arg:tt)*) => {{
-        #[cfg(feature = "trace")]
-        {
-            if $crate::stats::trace::on() {
-                $crate::stats::trace::step(format!($($arg)*));
-            }
-        }
-        #[cfg(not(feature = "trace"))]
-        {
-            // Type-checks the arguments (so they count as used) and compiles to nothing.
-            let _ = || format!($($arg)*);
-        }
-    }};
-}
-pub(crate) use trace_step;
-
-/// The step-by-step trace (cargo feature `trace`): what the runtime does, in plain words, in
-/// the order it does it. For learning, not for production: every step is a formatted string.
-#[cfg(feature = "trace")]
-pub mod trace {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Mutex;
-
-    static ON: AtomicBool = AtomicBool::new(false);
-    static STEPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    /// The fd of each registration, while tracing (the driver itself keeps no fd).
-    static FDS: Mutex<Option<HashMap<u32, i32>>> = Mutex::new(None);
-
-    /// Starts recording, in every runtime of the process.
-    pub fn start() {
-        ON.store(true, Ordering::Release);
-    }
-
-    /// Stops recording.
-    pub fn stop() {
-        ON.store(false, Ordering::Release);
-    }
-
-    /// Takes the steps recorded so far.
-    pub fn take() -> Vec<String> {
-        std::mem::take(&mut *STEPS.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    #[doc(hidden)]
-    pub fn on() -> bool {
-        ON.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn step(step: String) {
-        STEPS.lock().unwrap_or_else(|p| p.into_inner()).push(step);
-    }
-
-    pub(crate) fn note_fd(registration: u32, fd: i32) {
-        FDS.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(HashMap::new)
-            .insert(registration, fd);
-    }
-
-    pub(crate) fn fd_of(registration: u32) -> String {
-        let fds = FDS.lock().unwrap_or_else(|p| p.into_inner());
-        match fds.as_ref().and_then(|fds| fds.get(&registration)) {
-            Some(fd) => format!("fd {fd}"),
-            None => format!("registration {registration}"),
-        }
-    }
-}
+pub(crate) use executor::trace_step;

@@ -1,4 +1,6 @@
-//! The syscall layer: every `unsafe` call of the crate lives here, and nothing else does.
+//! The syscall layer: every `unsafe` call of the crate lives here, and nothing else does: the
+//! epoll calls, `accept4`, `read` and `send`. Socket set-up, options, addresses and the
+//! eventfd are the shared executor's (`executor::sys`), re-exported here.
 //!
 //! Each function is a thin, safe wrapper over one libc call. File descriptors come back as
 //! [`OwnedFd`], so closing is never forgotten and never done twice. A return value of `-1`
@@ -11,8 +13,12 @@
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+pub(crate) use executor::sys::{
+    connect, local_addr, owned_fd, peer_addr, sockaddr_to, take_error, tcp_socket,
+};
 
 use crate::stats;
 
@@ -36,16 +42,6 @@ fn cvt_as<T: PartialEq + From<i8>>(
     }
 }
 
-/// Takes ownership of a descriptor a syscall just created.
-///
-/// # Safety
-/// `fd` must be the result of a successful syscall that creates a descriptor, owned by nobody
-/// else.
-unsafe fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: the caller guarantees `fd` is open and owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(fd) }
-}
-
 // ----------------------------------------------------------------------------------------------
 // epoll
 
@@ -54,7 +50,7 @@ pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
     // SAFETY: no pointers are passed; the flag is a valid constant.
     let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
     // SAFETY: the syscall just created `fd`.
-    Ok(unsafe { owned(fd) })
+    Ok(unsafe { owned_fd(fd) })
 }
 
 /// `epoll_ctl(ADD | MOD)` with an event mask and the 64-bit token the kernel hands back.
@@ -69,7 +65,7 @@ pub(crate) fn epoll_ctl(
     // SAFETY: `event` is a valid, initialised epoll_event that outlives the call; the kernel
     // copies it and keeps no pointer to it.
     cvt_as(|c| &c.sys_epoll_ctl, unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) })?;
-    stats::trace_step!(
+    executor::trace_step!(
         "epoll_ctl(ADD fd {fd}): watch it for input and output, edge-triggered, once for its lifetime"
     );
     Ok(())
@@ -80,7 +76,7 @@ pub(crate) fn epoll_del(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
     // SAFETY: kernels since 2.6.9 ignore the event pointer for DEL, so null is allowed.
     let ret = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
     cvt_as(|c| &c.sys_epoll_ctl, ret)?;
-    stats::trace_step!("epoll_ctl(DEL fd {fd}): stop watching it (it is being closed)");
+    executor::trace_step!("epoll_ctl(DEL fd {fd}): stop watching it (it is being closed)");
     Ok(())
 }
 
@@ -92,7 +88,7 @@ pub(crate) fn epoll_wait(
     timeout_ms: i32,
 ) -> io::Result<usize> {
     let max = events.len().min(i32::MAX as usize) as i32;
-    stats::trace_step!(
+    executor::trace_step!(
         "epoll_wait({}): {}",
         match timeout_ms {
             -1 => "no timeout".to_string(),
@@ -109,104 +105,12 @@ pub(crate) fn epoll_wait(
     // call; the kernel writes at most `max` of them.
     let ret = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
     let n = cvt_as(|c| &c.sys_epoll_wait, ret)?;
-    stats::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
+    executor::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
     Ok(n as usize)
 }
 
 // ----------------------------------------------------------------------------------------------
-// eventfd
-
-/// A non-blocking, close-on-exec eventfd with counter 0.
-pub(crate) fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: no pointers are passed; flags are valid constants.
-    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
-    // SAFETY: the syscall just created `fd`.
-    Ok(unsafe { owned(fd) })
-}
-
-/// Adds 1 to the eventfd counter, which makes it readable.
-pub(crate) fn eventfd_signal(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live u64, the size an eventfd requires.
-    cvt(unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) })?;
-    Ok(())
-}
-
-/// Resets the eventfd counter to 0 and returns what it was (WouldBlock if it already was 0).
-pub(crate) fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    let mut value: u64 = 0;
-    // SAFETY: reads 8 bytes into a live u64, the size an eventfd requires.
-    cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) })?;
-    Ok(value)
-}
-
-// ----------------------------------------------------------------------------------------------
 // sockets
-
-/// A non-blocking, close-on-exec TCP socket of the family of `addr`.
-pub(crate) fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: no pointers are passed; the arguments are valid constants.
-    let fd = cvt(unsafe { libc::socket(domain, ty, libc::IPPROTO_TCP) })?;
-    // SAFETY: the syscall just created `fd`.
-    Ok(unsafe { owned(fd) })
-}
-
-/// `setsockopt` with an `int` value.
-pub(crate) fn set_int_opt(fd: BorrowedFd<'_>, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int and its exact size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const i32).cast(),
-            mem::size_of::<i32>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
-}
-
-/// `getsockopt` of an `int` value.
-pub(crate) fn get_int_opt(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32> {
-    let mut value: i32 = 0;
-    let mut len = mem::size_of::<i32>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into the live c_int and updates `len`.
-    cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&mut value as *mut i32).cast(), &mut len) })?;
-    Ok(value)
-}
-
-/// The pending error of a socket (`SO_ERROR`), which reading also clears.
-pub(crate) fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
-    let err = get_int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
-    Ok((err != 0).then(|| io::Error::from_raw_os_error(err)))
-}
-
-pub(crate) fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
-    let (storage, len) = sockaddr_from(addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the whole call.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) })?;
-    Ok(())
-}
-
-pub(crate) fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
-    // SAFETY: no pointers are passed.
-    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
-    Ok(())
-}
-
-/// `connect`. On a non-blocking socket this usually fails with `EINPROGRESS`; the caller waits
-/// for writability and then reads `SO_ERROR`.
-pub(crate) fn connect(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
-    let (storage, len) = sockaddr_from(addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes for the whole call.
-    cvt(unsafe { libc::connect(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len) })?;
-    Ok(())
-}
 
 /// `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)`: the new connection and its peer address.
 pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
@@ -222,54 +126,13 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     })?;
-    stats::trace_step!("accept4(fd {}) → new connection, fd {conn}", fd.as_raw_fd());
+    executor::trace_step!("accept4(fd {}) → new connection, fd {conn}", fd.as_raw_fd());
     // SAFETY: accept4 just created `conn`.
-    let conn = unsafe { owned(conn) };
+    let conn = unsafe { owned_fd(conn) };
     // SAFETY: zero-initialised sockaddr_storage is a valid value, and the kernel filled in `len`
     // bytes of it.
     let storage = unsafe { storage.assume_init() };
     Ok((conn, sockaddr_to(&storage, len)?))
-}
-
-pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    sockname(fd, libc::getsockname)
-}
-
-pub(crate) fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
-    sockname(fd, libc::getpeername)
-}
-
-type SocknameFn = unsafe extern "C" fn(i32, *mut libc::sockaddr, *mut libc::socklen_t) -> i32;
-
-fn sockname(fd: BorrowedFd<'_>, f: SocknameFn) -> io::Result<SocketAddr> {
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: `f` is getsockname or getpeername; the kernel writes at most `len` bytes into the
-    // live, large-enough `storage` and updates `len`.
-    cvt(unsafe { f(fd.as_raw_fd(), storage.as_mut_ptr().cast(), &mut len) })?;
-    // SAFETY: zero-initialised sockaddr_storage is a valid value, partly overwritten above.
-    let storage = unsafe { storage.assume_init() };
-    sockaddr_to(&storage, len)
-}
-
-pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
-    crate::stats::trace_step!(
-        "  shutdown(fd {}, {how:?}): {}",
-        fd.as_raw_fd(),
-        if how == Shutdown::Write {
-            "the peer reads end of stream after everything sent"
-        } else {
-            "closes that direction"
-        }
-    );
-    let how = match how {
-        Shutdown::Read => libc::SHUT_RD,
-        Shutdown::Write => libc::SHUT_WR,
-        Shutdown::Both => libc::SHUT_RDWR,
-    };
-    // SAFETY: no pointers are passed.
-    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
-    Ok(())
 }
 
 /// `read` into `buf`; 0 means end of stream.
@@ -297,7 +160,7 @@ fn traced_io(call: &str, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usi
     if would_block {
         stats::bump(|c| &c.would_block);
     }
-    stats::trace_step!(
+    executor::trace_step!(
         "{call}(fd {}, {len} bytes) → {}",
         fd.as_raw_fd(),
         match result {
@@ -307,93 +170,4 @@ fn traced_io(call: &str, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usi
             Err(e) => format!("error: {e}"),
         }
     );
-}
-
-// ----------------------------------------------------------------------------------------------
-// limits
-
-/// The soft `RLIMIT_NOFILE`: how many fds this process may have open.
-pub(crate) fn nofile_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: the kernel writes one rlimit into the live struct.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    Ok(limit.rlim_cur)
-}
-
-// ----------------------------------------------------------------------------------------------
-// socket addresses
-
-/// Encodes a `SocketAddr` as the C `sockaddr_in` / `sockaddr_in6` inside a `sockaddr_storage`.
-fn sockaddr_from(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than, and aligned at least as, sockaddr_in.
-            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>().write(sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than, and aligned at least as, sockaddr_in6.
-            unsafe { (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>().write(sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-/// Decodes the address the kernel wrote into `storage`.
-fn sockaddr_to(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> io::Result<SocketAddr> {
-    let len = len as usize;
-    match storage.ss_family as i32 {
-        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family is AF_INET and the kernel wrote a whole sockaddr_in; storage is
-            // aligned for it.
-            let sin = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            let ip = u32::from_be(sin.sin_addr.s_addr).into();
-            Ok(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
-        }
-        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family is AF_INET6 and the kernel wrote a whole sockaddr_in6; storage
-            // is aligned for it.
-            let sin6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Ok(SocketAddr::V6(SocketAddrV6::new(
-                sin6.sin6_addr.s6_addr.into(),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        family => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unexpected socket address family {family} (length {len})"),
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_addresses_round_trip_through_the_c_layout() {
-        for text in ["127.0.0.1:7000", "0.0.0.0:0", "[::1]:65535", "[fe80::1%3]:80"] {
-            let addr: SocketAddr = text.parse().unwrap();
-            let (storage, len) = sockaddr_from(&addr);
-            assert_eq!(sockaddr_to(&storage, len).unwrap(), addr, "{text}");
-        }
-    }
 }

@@ -1,34 +1,38 @@
-//! The executor: a run queue of woken tasks, and the loop that alternates between polling them
-//! and entering the ring. The same design as the reactor's executor; only the driver differs.
+//! The loop: a run queue of woken tasks, and the loop that alternates between polling them and
+//! asking the driver for I/O.
 //!
-//! # The loop (`Runtime::block_on`)
+//! # The loop ([`Runtime::block_on`])
 //!
 //! ```text
 //! loop {
 //!     poll up to `event_interval` tasks from the run queue (the block_on future is one of them)
-//!     turn the driver: one io_uring_enter that submits every SQE queued meanwhile and
-//!         waits for no completion  if tasks are still queued,
-//!         waits until the next timer for at least one completion, if the queue is empty,
-//!         waits for one completion, if there is no timer either;
-//!     reap the CQ: wake the tasks whose operations completed, then those whose timers expired
+//!     park the driver with a timeout of
+//!         0                       if tasks are still queued (just collect what is ready),
+//!         until the next timer    if the queue is empty,
+//!         none                    if there is no timer either;
+//!     wake the tasks whose I/O the driver reported, then the tasks whose timers expired
 //! }
 //! ```
+//!
+//! Only "park the driver" differs between the runtimes: the reactor's driver calls
+//! `epoll_wait` and reports sockets that became *ready*; the proactor's calls `io_uring_enter`
+//! (or waits for glibc's aio threads) and reports operations that *completed*. See [`Park`].
 //!
 //! Two limits keep one busy task or socket from starving the rest:
 //!
 //! - **the event interval**: after that many polls the loop checks for I/O even if tasks are
 //!   still queued, so tasks that keep waking each other cannot keep ready sockets waiting;
-//! - **the budget**: each poll of a task may complete that many I/O operations; after that, its
-//!   operations return `Pending` (waking the task first), so a task whose operations always
-//!   complete at once goes to the back of the queue instead of looping forever.
+//! - **the budget**: each poll of a task may complete that many I/O operations (the drivers'
+//!   futures charge it through [`poll_budget`]); after that, they return `Pending` (waking the
+//!   task first), so a task whose socket is always ready goes to the back of the queue instead
+//!   of looping forever.
 //!
 //! # Waking
 //!
-//! A waker points to the task's [`Header`]. Waking from the runtime's own thread pushes it onto
+//! A waker points to the task's `Header`. Waking from the runtime's own thread pushes it onto
 //! the local run queue (a `RefCell<VecDeque>`, no lock, no syscall). Waking from any other
-//! thread pushes it onto a mutex-protected remote queue and then rings the driver's
-//! [`Notifier`] (an eventfd the ring polls), which ends the loop's
-//! wait.
+//! thread pushes it onto a mutex-protected remote queue and then calls the driver's
+//! [`Unpark`] (an eventfd the driver watches), which ends the loop's current or next park.
 //!
 //! # Borrowing discipline
 //!
@@ -41,6 +45,7 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
@@ -53,10 +58,41 @@ use std::time::{Duration, Instant};
 use futures_task::waker_ref;
 use slab::Slab;
 
-use crate::driver::{Backend, Driver, DriverConfig, Notifier};
-use crate::stats;
+use crate::stats::{self, trace_step};
 use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
 use crate::time::Timers;
+
+/// The seam between the loop and a driver: how the loop waits for I/O.
+///
+/// The loop calls [`park`](Self::park) once per turn and wakes the wakers it hands back; other
+/// threads end a park through the [`Unpark`] handle. That is all the loop needs to know about
+/// I/O. The driver's futures (socket reads, accepts, ...) store the task's waker in the driver
+/// when they must wait, and [`park`](Self::park) hands it back once the I/O is ready (a
+/// readiness driver) or done (a completion driver).
+pub trait Park: 'static {
+    /// Waits for I/O for at most `timeout` (`None`: until some arrives or [`Unpark::unpark`] is
+    /// called; zero: do not sleep, only collect what is there). Moves the wakers of the tasks
+    /// the I/O concerns into `wakers`; the loop wakes them after this returns, outside every
+    /// borrow of driver state.
+    ///
+    /// Returns whether [`Unpark::unpark`] was called since the last park (other threads have
+    /// queued tasks for the loop). An error is a bug (a bad fd or argument): the loop panics.
+    fn park(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool>;
+
+    /// The handle other threads use to end a park.
+    fn unparker(&self) -> Arc<dyn Unpark>;
+
+    /// The runtime is being dropped: make further I/O fail instead of wait, and move every
+    /// stored waker into `wakers`, so that tasks still holding this driver's sockets (outside
+    /// the runtime) see an error instead of waiting forever.
+    fn shut_down(&self, wakers: &mut Vec<Waker>);
+}
+
+/// Ends a driver's [`Park::park`] from any thread.
+pub trait Unpark: Send + Sync + fmt::Debug + 'static {
+    /// Makes the driver's current or next park return (reporting that it was unparked).
+    fn unpark(&self);
+}
 
 thread_local! {
     /// The runtime whose `block_on` is running on this thread, if any.
@@ -65,164 +101,45 @@ thread_local! {
     static BUDGET: Cell<u32> = const { Cell::new(u32::MAX) };
 }
 
-/// Settings of a [`Runtime`]; see [`Builder`].
-#[derive(Clone, Debug)]
-struct Config {
-    driver: DriverConfig,
+/// The loop's settings (the driver has its own).
+///
+/// ```
+/// let config = executor::Config::default().task_budget(64).event_interval(31);
+/// # let _ = config;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
     task_budget: u32,
     event_interval: u32,
 }
 
-/// Configures and builds a [`Runtime`].
-///
-/// ```
-/// let rt = proactor::Builder::new().ring_entries(256).task_budget(64).build().unwrap();
-/// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
-/// ```
-#[derive(Debug)]
-pub struct Builder {
-    config: Config,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder::new()
+impl Default for Config {
+    /// A budget of 128 operations per task poll, and I/O checked after every 61 task polls (the
+    /// values tokio uses).
+    fn default() -> Config {
+        Config { task_budget: 128, event_interval: 61 }
     }
 }
 
-impl Builder {
-    /// The defaults: a ring of 1024 SQEs (the CQ is twice that), no SQPOLL thread, a budget of
-    /// 128 operations per task poll, and the ring entered after every 61 task polls.
-    pub fn new() -> Builder {
-        Builder {
-            config: Config {
-                driver: DriverConfig {
-                    backend: Backend::IoUring,
-                    aio_threads: 1024,
-                    entries: 1024,
-                    sqpoll_idle: None,
-                    inject_setup_errno: None,
-                    multishot: true,
-                    provided_buffers: Some((128, 4096)),
-                    batch_wait: None,
-                },
-                task_budget: 128,
-                event_interval: 61,
-            },
-        }
-    }
-
-    /// Which backend performs the I/O: [`Backend::IoUring`] (the default) or
-    /// [`Backend::PosixAio`]. The API is the same; the io_uring-only settings below are
-    /// ignored by aio, and on aio a stream runs one operation at a time (see `Backend`).
-    ///
-    /// ```
-    /// use proactor::{Backend, Builder};
-    /// let rt = Builder::new().backend(Backend::PosixAio).build().unwrap();
-    /// assert_eq!(rt.backend(), Backend::PosixAio);
-    /// ```
-    pub fn backend(mut self, backend: Backend) -> Builder {
-        self.config.driver.backend = backend;
-        self
-    }
-
-    /// The size of glibc's aio thread pool (aio backend only), 1024 by default: how many
-    /// operations may be in progress at once, which on sockets means how many connections may
-    /// wait in a read (each blocks a glibc thread until data comes). Past it, operations fail
-    /// at once with `EAGAIN` and a warning on stderr. glibc sizes the pool once per process, so
-    /// only the first aio runtime's setting counts.
-    pub fn aio_threads(mut self, n: u32) -> Builder {
-        self.config.driver.aio_threads = n.max(1);
-        self
-    }
-
-    /// The number of SQ entries (rounded up to a power of two by the kernel; the CQ gets twice
-    /// as many). A full SQ is submitted and refilled, and an overflowing CQ is kept by the
-    /// kernel, so a small ring is slower, never wrong.
-    pub fn ring_entries(mut self, n: u32) -> Builder {
-        self.config.driver.entries = n.max(2);
-        self
-    }
-
-    /// Starts a kernel thread that polls the SQ (`IORING_SETUP_SQPOLL`), so submitting needs no
-    /// syscall while it is awake; it sleeps after `idle` without work. Costs a core's worth of
-    /// polling while busy.
-    pub fn sqpoll(mut self, idle: Duration) -> Builder {
-        self.config.driver.sqpoll_idle = Some(idle);
-        self
-    }
-
-    /// Whether to use multishot operations (one SQE, many completions: accept since Linux
-    /// 5.19) where the kernel supports them; on by default. Off, every accept is its own SQE.
-    pub fn multishot(mut self, enabled: bool) -> Builder {
-        self.config.driver.multishot = enabled;
-        self
-    }
-
-    /// The provided-buffer ring that [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)
-    /// receives into: `count` buffers (a power of two, at most 32768) of `size` bytes, 128 of
-    /// 4 KiB by default. `count == 0` means no ring (`read_provided` then reads into a new
-    /// buffer each time).
-    pub fn provided_buffers(mut self, count: u16, size: u32) -> Builder {
-        self.config.driver.provided_buffers = (count > 0 && size > 0).then_some((count, size));
-        self
-    }
-
-    /// Lets each wait for completions gather more of them: it returns with the first
-    /// completion only once `min_wait` has passed (or when 64 are in), instead of at once.
-    /// Under load this cuts the `io_uring_enter` calls per operation; it adds up to `min_wait`
-    /// of latency to a lone request. Needs Linux 6.12 (ignored before). Off by default.
-    pub fn batch_wait(mut self, min_wait: Duration) -> Builder {
-        self.config.driver.batch_wait = Some(min_wait);
-        self
-    }
-
-    /// A testing hook: make `build` fail as if `io_uring_setup` had failed with `errno`
-    /// (`ENOSYS` without io_uring, `EPERM` when it is disabled or blocked by seccomp).
-    #[doc(hidden)]
-    pub fn inject_setup_error(mut self, errno: i32) -> Builder {
-        self.config.driver.inject_setup_errno = Some(errno);
-        self
-    }
-
+impl Config {
     /// How many I/O operations a task may complete in one poll before it has to yield (at
     /// least 1).
-    pub fn task_budget(mut self, n: u32) -> Builder {
-        self.config.task_budget = n.max(1);
+    pub fn task_budget(mut self, n: u32) -> Config {
+        self.task_budget = n.max(1);
         self
     }
 
-    /// How many tasks are polled between two checks for I/O (at least 1).
-    pub fn event_interval(mut self, n: u32) -> Builder {
-        self.config.event_interval = n.max(1);
+    /// How many tasks are polled between two parks of the driver (at least 1).
+    pub fn event_interval(mut self, n: u32) -> Config {
+        self.event_interval = n.max(1);
         self
-    }
-
-    /// Sets up the backend. When io_uring is unavailable (missing, disabled, blocked by seccomp,
-    /// out of locked memory) the error says so in one sentence, and what to do.
-    pub fn build(self) -> io::Result<Runtime> {
-        let driver = Rc::new(Driver::new(&self.config.driver)?);
-        let shared = Arc::new(Shared {
-            notifier: driver.notifier().clone(),
-            remote: Mutex::new(Remote { open: true, queue: Vec::new() }),
-        });
-        let core = Core {
-            driver,
-            timers: Rc::new(Timers::default()),
-            tasks: RefCell::new(Slab::with_capacity(crate::driver::slab_capacity())),
-            run_queue: RefCell::new(VecDeque::new()),
-            shared,
-            wakers: RefCell::new(Vec::new()),
-            config: self.config,
-        };
-        Ok(Runtime { core: Rc::new(core) })
     }
 }
 
-/// The part of the runtime other threads may touch: the remote run queue and the notifier.
+/// The part of the runtime other threads may touch: the remote run queue and the unparker.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    notifier: Arc<Notifier>,
+    unpark: Arc<dyn Unpark>,
     remote: Mutex<Remote>,
 }
 
@@ -248,12 +165,12 @@ impl Shared {
             }
             remote.queue.push(header);
         }
-        self.notifier.notify();
+        self.unpark.unpark();
     }
 }
 
 /// Queues a woken task: on the local run queue when called on the runtime's thread, on the
-/// remote queue (plus an eventfd write) otherwise. The caller has set the `SCHEDULED` bit.
+/// remote queue (plus an unpark) otherwise. The caller has set the `SCHEDULED` bit.
 pub(crate) fn schedule(header: Arc<Header>) {
     // One thread-local access on this hot path: the header is taken out of `pending` only when
     // it goes onto the local run queue.
@@ -272,8 +189,11 @@ pub(crate) fn schedule(header: Arc<Header>) {
 }
 
 /// Charges one I/O operation to the running task's budget; `Pending` (after waking the task)
-/// when the budget is spent. Always `Ready` outside this runtime.
-pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
+/// when the budget is spent. Always `Ready` outside a runtime.
+///
+/// Every driver future that completes an operation calls it first, so that one task cannot
+/// keep the loop to itself (see the module docs).
+pub fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
     BUDGET.with(|budget| match budget.get() {
         0 => {
             cx.waker().wake_by_ref();
@@ -287,32 +207,52 @@ pub(crate) fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
     })
 }
 
+/// Runs `f` with the driver of the runtime running on this thread, if that runtime's driver
+/// is a `D`.
+pub fn with_driver<D: Park, R>(f: impl FnOnce(&Rc<D>) -> R) -> Option<R> {
+    CURRENT.with(|current| {
+        let current = current.borrow();
+        let driver = current.as_ref()?.driver.downcast_ref::<Rc<D>>()?;
+        Some(f(driver))
+    })
+}
+
 /// Whether the runtime running on this thread is the one that owns `driver`.
-pub(crate) fn runs_driver(driver: &Driver) -> bool {
-    CURRENT.with(|current| current.borrow().as_ref().is_some_and(|core| std::ptr::eq(&*core.driver, driver)))
+///
+/// A driver's future that is about to wait asks this: only its own runtime can wake it, so
+/// waiting anywhere else would be waiting forever.
+pub fn runs_driver<D: Park>(driver: &D) -> bool {
+    with_driver::<D, _>(|current| std::ptr::eq(&**current, driver)).unwrap_or(false)
 }
 
-/// Runs `f` with the runtime running on this thread.
-pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
-    CURRENT.with(|current| current.borrow().as_ref().map(f))
-}
-
-pub(crate) fn no_runtime_error() -> io::Error {
-    io::Error::other("no proactor runtime is running on this thread (call this inside proactor::block_on)")
+/// Runs `f` with the timers of the runtime running on this thread.
+pub(crate) fn with_timers<R>(f: impl FnOnce(&Rc<Timers>) -> R) -> Option<R> {
+    CURRENT.with(|current| current.borrow().as_ref().map(|core| f(&core.timers)))
 }
 
 /// The runtime's state, shared (through `Rc`) by the [`Runtime`], the thread-local context
-/// while `block_on` runs, and `JoinHandle`s (weakly).
-#[derive(Debug)]
+/// while `block_on` runs, and `JoinHandle`s (weakly). Not generic: tasks, wakers and join
+/// handles are the same whatever the driver.
 pub(crate) struct Core {
-    pub(crate) driver: Rc<Driver>,
-    pub(crate) timers: Rc<Timers>,
     pub(crate) tasks: RefCell<Slab<Task>>,
     run_queue: RefCell<VecDeque<Arc<Header>>>,
     shared: Arc<Shared>,
-    /// Scratch list for the wakers a driver turn or the timers hand back.
+    timers: Rc<Timers>,
+    /// Scratch list for the wakers a park or the timers hand back.
     wakers: RefCell<Vec<Waker>>,
+    /// The driver, as an `Rc<D>`, for [`with_driver`].
+    driver: Box<dyn Any>,
     config: Config,
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("tasks", &self.tasks.borrow().len())
+            .field("run_queue", &self.run_queue.borrow().len())
+            .field("config", &self.config)
+            .finish()
+    }
 }
 
 impl Core {
@@ -349,17 +289,17 @@ impl Core {
             let waker = waker_ref(header);
             let mut cx = Context::from_waker(&waker);
             stats::bump(|c| &c.tasks_polled);
-            stats::trace_step!("task {} polled", header.id);
+            trace_step!("task {} polled", header.id);
             match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
-                    stats::trace_step!("task {} waits", header.id);
+                    trace_step!("task {} waits", header.id);
                     if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
                         task.future = Some(future);
                     }
                     return;
                 }
                 Ok(Poll::Ready(output)) => {
-                    stats::trace_step!("task {} finished", header.id);
+                    trace_step!("task {} finished", header.id);
                     Ok(output)
                 }
                 Err(payload) => Err(JoinError::panic(payload)),
@@ -393,23 +333,27 @@ impl Core {
         }
     }
 
-    /// Waits for I/O (or just collects it, when `idle` is false), then wakes the tasks it and
-    /// the expired timers concern.
-    fn park(&self, idle: bool) {
-        let timeout = if !idle || self.driver.has_notified() {
+    /// Parks `driver` (or just collects its I/O, when `idle` is false), then wakes the tasks
+    /// it and the expired timers concern.
+    fn park<D: Park>(&self, driver: &D, idle: bool) {
+        let timeout = if !idle {
             Some(Duration::ZERO)
         } else {
             self.timers.next_deadline().map(|deadline| deadline.saturating_duration_since(Instant::now()))
         };
         stats::bump(|c| &c.turns);
+        stats::bump(if timeout == Some(Duration::ZERO) {
+            |c| &c.waits_nonblocking
+        } else {
+            |c| &c.waits_blocking
+        });
         let mut wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        let notified = match self.driver.turn(timeout, &mut wakers) {
-            // Not turn's return value: a turn run by cancel_and_reap may have seen it.
-            Ok(_) => self.driver.take_notified(),
-            // io_uring_enter fails only on a bad fd or argument, which would be a bug here.
-            Err(e) => panic!("proactor: io_uring_enter failed: {e}"),
+        let unparked = match driver.park(timeout, &mut wakers) {
+            Ok(unparked) => unparked,
+            // A driver fails to wait only on a bad fd or argument, which would be a bug.
+            Err(e) => panic!("the runtime's driver failed to wait for I/O: {e}"),
         };
-        if notified {
+        if unparked {
             let remote = std::mem::take(&mut self.shared.remote().queue);
             stats::add(|c| &c.remote_wakeups, remote.len() as u64);
             self.run_queue.borrow_mut().extend(remote);
@@ -419,7 +363,7 @@ impl Core {
         }
         if self.timers.fire(&mut wakers) {
             stats::add(|c| &c.timers_fired, wakers.len() as u64);
-            stats::trace_step!(
+            trace_step!(
                 "{} timer{} expired: wake {}",
                 wakers.len(),
                 if wakers.len() == 1 { "" } else { "s" },
@@ -439,21 +383,48 @@ fn drop_contained<T>(value: T) {
     let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(value)));
 }
 
-/// A single-threaded completion runtime: an io_uring driver, timers, and an executor.
+/// A single-threaded runtime: a driver `D`, timers, and the executor.
 ///
 /// Tasks run only while [`block_on`](Self::block_on) runs. The runtime is `!Send`: to use
 /// several cores, run one runtime per thread (each with its own listener, e.g. with
 /// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
 /// those tasks own.
-#[derive(Debug)]
-pub struct Runtime {
+pub struct Runtime<D: Park> {
     core: Rc<Core>,
+    driver: Rc<D>,
 }
 
-impl Runtime {
-    /// A runtime with the default [`Builder`] settings.
-    pub fn new() -> io::Result<Runtime> {
-        Builder::new().build()
+impl<D: Park> fmt::Debug for Runtime<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime").field("core", &self.core).finish_non_exhaustive()
+    }
+}
+
+impl<D: Park> Runtime<D> {
+    /// A runtime that runs its loop on `driver`.
+    ///
+    /// `slab_capacity` is how many tasks to make room for up front (see [`slab_capacity`]).
+    pub fn new(driver: D, config: Config, slab_capacity: usize) -> Runtime<D> {
+        let driver = Rc::new(driver);
+        let shared = Arc::new(Shared {
+            unpark: driver.unparker(),
+            remote: Mutex::new(Remote { open: true, queue: Vec::new() }),
+        });
+        let core = Core {
+            tasks: RefCell::new(Slab::with_capacity(slab_capacity)),
+            run_queue: RefCell::new(VecDeque::new()),
+            shared,
+            timers: Rc::new(Timers::default()),
+            wakers: RefCell::new(Vec::new()),
+            driver: Box::new(driver.clone()),
+            config,
+        };
+        Runtime { core: Rc::new(core), driver }
+    }
+
+    /// The driver.
+    pub fn driver(&self) -> &Rc<D> {
+        &self.driver
     }
 
     /// Runs `future` to completion on this thread, running spawned tasks meanwhile.
@@ -476,17 +447,17 @@ impl Runtime {
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);
                     stats::bump(|c| &c.tasks_polled);
-                    stats::trace_step!("the block_on future (here: the accept loop) polled");
+                    trace_step!("the block_on future (here: the accept loop) polled");
                     if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker)) {
                         return output;
                     }
-                    stats::trace_step!("the block_on future waits");
+                    trace_step!("the block_on future waits");
                 } else {
                     core.run_task(&header);
                 }
             }
             let idle = core.run_queue.borrow().is_empty();
-            core.park(idle);
+            core.park(&*self.driver, idle);
         }
     }
 
@@ -503,41 +474,9 @@ impl Runtime {
     pub fn task_count(&self) -> usize {
         self.core.tasks.borrow().len()
     }
-
-    /// How many times the completion queue overflowed into the kernel's backlog. Those
-    /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
-    /// overflows often is too small for its load.
-    pub fn cq_overflows(&self) -> u64 {
-        self.core.driver.cq_overflows()
-    }
-
-    /// How many buffers of the provided-buffer ring the kernel can pick from right now
-    /// (`None` without a ring). Buffers out of the ring are held by `ProvidedBuf`s or queued
-    /// for a stream that has not read them yet.
-    pub fn ring_buffers_available(&self) -> Option<u32> {
-        self.core.driver.buf_ring().map(|ring| ring.available())
-    }
-
-    /// Which backend performs this runtime's I/O.
-    pub fn backend(&self) -> Backend {
-        self.core.driver.backend()
-    }
-
-    /// Threads the aio backend uses right now: glibc requests in progress (each holds a glibc
-    /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
-    /// uses no threads.
-    pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
-        self.core.driver.aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
-    }
-
-    /// How many operations are in flight (submitted, CQE not yet reaped), including those
-    /// whose futures were dropped and that wait for their cancellation to complete.
-    pub fn ops_in_flight(&self) -> usize {
-        self.core.driver.in_flight()
-    }
 }
 
-impl Drop for Runtime {
+impl<D: Park> Drop for Runtime<D> {
     fn drop(&mut self) {
         let core = &*self.core;
         // Drop tasks outside the slab's borrow: a future's destructor may drop JoinHandles or
@@ -556,9 +495,9 @@ impl Drop for Runtime {
         // Sockets and timers of this runtime that outlive it (moved out of `block_on`) and are
         // awaited elsewhere: wake them, so that sockets report an error and timers re-register
         // with the runtime polling them, instead of waiting forever.
-        let timers = core.timers.clear();
-        let wakers = core.driver.shut_down();
-        for waker in timers.into_values().chain(wakers) {
+        let mut wakers: Vec<Waker> = core.timers.clear().into_values().collect();
+        self.driver.shut_down(&mut wakers);
+        for waker in wakers {
             waker.wake();
         }
     }
@@ -573,7 +512,7 @@ impl Enter {
             let mut current = current.borrow_mut();
             assert!(
                 current.is_none(),
-                "proactor: cannot block_on inside a runtime; the running runtime would stall \
+                "cannot block_on inside a runtime; the running runtime would stall \
                  (spawn the future, or await it, instead)"
             );
             *current = Some(core.clone());
@@ -590,20 +529,7 @@ impl Drop for Enter {
     }
 }
 
-/// Runs `future` to completion on a new [`Runtime`] with default settings, then drops the
-/// runtime (and with it every task still running).
-///
-/// # Panics
-/// When the runtime cannot be created (io_uring unavailable: see [`Builder::build`] for a
-/// fallible way), when called inside a runtime, or when `future` panics.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    match Runtime::new() {
-        Ok(runtime) => runtime.block_on(future),
-        Err(e) => panic!("proactor: cannot create the runtime: {e}"),
-    }
-}
-
-/// Spawns a task on the runtime running on this thread.
+/// Spawns a task on the runtime running on this thread (either runtime's).
 ///
 /// The future need not be `Send`: it never leaves this thread.
 ///
@@ -614,9 +540,10 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    match with_current(|core| core.spawn(future)) {
+    let handle = CURRENT.with(|current| current.borrow().as_ref().map(|core| core.spawn(future)));
+    match handle {
         Some(handle) => handle,
-        None => panic!("proactor::spawn called outside a runtime (call it inside proactor::block_on)"),
+        None => panic!("spawn called outside a runtime (call it inside block_on)"),
     }
 }
 
@@ -633,4 +560,15 @@ pub async fn yield_now() {
         }
     })
     .await
+}
+
+/// The capacity to reserve for slabs that grow with the number of connections (tasks, and a
+/// driver's registrations or operations): the fd limit, capped at 2^20.
+///
+/// Reserving costs no memory until it is used (a large allocation is fresh `mmap`ed pages,
+/// which the kernel maps on first touch), and it means the slab never reallocates: a growing
+/// `Vec` copies itself and leaves the old block behind in the heap, which at 10,000
+/// connections can cost more resident memory than the slab itself.
+pub fn slab_capacity() -> usize {
+    crate::sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
 }

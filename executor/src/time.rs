@@ -1,11 +1,14 @@
 //! Timers: [`sleep`], [`sleep_until`] and [`timeout`].
 //!
 //! Pending timers sit in an ordered map keyed by `(deadline, id)`, so the nearest deadline is
-//! the first key. The executor turns it into the timeout of its `io_uring_enter` (nanosecond
-//! resolution), and after each wait wakes every timer whose deadline is not after
-//! `Instant::now()`: a timer may fire late, never early. A
+//! the first key. The loop turns it into the timeout of its park: the reactor's `epoll_wait`
+//! rounds it *up* to whole milliseconds (epoll's resolution), the proactor's `io_uring_enter`
+//! keeps nanoseconds. After each park the loop wakes every timer whose deadline is not after
+//! `Instant::now()`: a timer may fire late (up to a millisecond on epoll), never early. A
 //! [`Sleep`] also checks the clock itself when polled, so it completes only once its deadline
 //! has passed whatever woke it.
+//!
+//! Timers belong to the loop, not to a driver: the same `Sleep` works on either runtime.
 //!
 //! Dropping a `Sleep` removes its entry (O(log n)), which is what makes `timeout` around an
 //! operation that usually finishes first cheap: the timer is never fired, just removed.
@@ -130,8 +133,8 @@ impl Future for Sleep {
             self.cancel();
             return Poll::Ready(());
         }
-        let Some(current) = executor::with_current(|core| core.timers.clone()) else {
-            panic!("proactor::time::Sleep polled outside a runtime (await it inside proactor::block_on)");
+        let Some(current) = executor::with_timers(Rc::clone) else {
+            panic!("time::Sleep polled outside a runtime (await it inside block_on)");
         };
         match &self.entry {
             Some((timers, key)) if Rc::ptr_eq(timers, &current) => timers.update(*key, cx.waker()),
@@ -184,9 +187,10 @@ impl From<Elapsed> for io::Error {
 
 /// Runs `future`, giving up once `duration` has passed.
 ///
-/// On timeout `future` is dropped, which cancels it: for a socket read this just forgets the
-/// interest (readiness-based I/O has nothing in flight), so the socket stays usable and no data
-/// is lost.
+/// On timeout `future` is dropped, which cancels it. On the reactor a socket read just forgets
+/// its interest (readiness-based I/O has nothing in flight); on the proactor the operation is
+/// cancelled in the kernel and its buffer stays with the driver until the cancellation
+/// completes. Either way the socket stays usable and no data is lost.
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
     let mut future = pin!(future);
     let mut deadline = sleep(duration);

@@ -1,0 +1,169 @@
+//! What both runtimes' TCP types share: address resolution, listening sockets, how accept
+//! errors are classified and backed off, and the socket-option methods of a stream.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// The listen backlog: how many connections the kernel queues before `accept` takes them
+/// (Linux caps it at `net.core.somaxconn`).
+pub const BACKLOG: i32 = 1024;
+
+/// First and longest pause of the accept back-off after fd exhaustion.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// At most one fd-exhaustion error per this interval is returned by `accept`.
+const ACCEPT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tries `f` on each address `addr` resolves to; returns the first success or the last error.
+///
+/// Resolving a host name blocks the thread (it is `getaddrinfo`); IP literals do not.
+pub fn each_addr<A: ToSocketAddrs, T>(
+    addr: A,
+    mut f: impl FnMut(SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last_err = None;
+    for addr in addr.to_socket_addrs()? {
+        match f(addr) {
+            Ok(value) => return Ok(value),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+}
+
+/// A TCP socket bound to `addr` (with `SO_REUSEADDR`) and listening with [`BACKLOG`].
+pub fn listen(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
+    let fd = sys::tcp_socket(addr, nonblocking)?;
+    sys::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    sys::bind(fd.as_fd(), addr)?;
+    sys::listen(fd.as_fd(), BACKLOG)?;
+    Ok(fd)
+}
+
+/// Errors of accept that concern only the connection being accepted (or a signal): the
+/// listener itself is fine, so accepting just goes on (as accept(2) advises).
+pub fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+/// Errors of accept that mean "no resources for another fd right now".
+pub fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// What a listener does after a failed accept, and when it may try again.
+///
+/// When accept fails with `EMFILE`/`ENFILE` (or the kernel is out of buffers), the pending
+/// connection stays in the kernel's queue and the listener stays ready, so naively retrying
+/// would spin at 100% CPU. Instead the listener backs off: 5 ms, 10 ms, ... up to 200 ms
+/// between retries, until one succeeds. The failure is returned to the caller (to log) at most
+/// once a second; the other retries are silent. Queued clients are not dropped: they are
+/// served as soon as descriptors are free again.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// The current pause; `None` when the last accept succeeded.
+    delay: Option<Duration>,
+    /// No accept before this instant.
+    pause_until: Option<Instant>,
+    /// When an exhaustion error was last returned to the caller.
+    reported: Option<Instant>,
+}
+
+impl AcceptBackoff {
+    /// Until when the listener must wait before its next accept, if it must.
+    pub fn pause_until(&self) -> Option<Instant> {
+        self.pause_until.filter(|&until| Instant::now() < until)
+    }
+
+    /// An accept succeeded: no more pause.
+    pub fn succeeded(&mut self) {
+        (self.delay, self.pause_until) = (None, None);
+    }
+
+    /// An accept failed with `e`: `None` to accept again (after [`pause_until`](Self::pause_until)),
+    /// or the error to return to the caller.
+    pub fn failed(&mut self, e: io::Error) -> Option<io::Error> {
+        if is_connection_error(&e) {
+            return None;
+        }
+        if !is_resource_exhaustion(&e) {
+            return Some(e);
+        }
+        let delay = self.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
+        let now = Instant::now();
+        (self.delay, self.pause_until) = (Some(delay), Some(now + delay));
+        if self.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
+            self.reported = Some(now);
+            return Some(e);
+        }
+        None
+    }
+}
+
+/// Implements the socket-option methods every TCP stream of both runtimes has
+/// (`shutdown`, `set_nodelay`, `nodelay`, `peer_addr`, `local_addr`, `take_error`) on a type,
+/// given how to borrow its fd: `socket_options!(TcpStream, |s| s.io.fd())`.
+#[macro_export]
+macro_rules! socket_options {
+    ($ty:ty, |$s:ident| $fd:expr) => {
+        impl $ty {
+            /// Shuts down the read side, the write side (the peer reads end of stream once it
+            /// has read everything sent before) or both.
+            pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+                let $s = self;
+                $crate::sys::shutdown($fd, how)
+            }
+
+            /// Sets `TCP_NODELAY`: send small writes at once instead of waiting to coalesce
+            /// them (Nagle's algorithm). Request/response protocols want this.
+            pub fn set_nodelay(&self, nodelay: bool) -> std::io::Result<()> {
+                let $s = self;
+                $crate::sys::set_int_opt($fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, nodelay.into())
+            }
+
+            /// Whether `TCP_NODELAY` is set.
+            pub fn nodelay(&self) -> std::io::Result<bool> {
+                let $s = self;
+                Ok($crate::sys::get_int_opt($fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)? != 0)
+            }
+
+            /// The remote address.
+            pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                let $s = self;
+                $crate::sys::peer_addr($fd)
+            }
+
+            /// The local address.
+            pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+                let $s = self;
+                $crate::sys::local_addr($fd)
+            }
+
+            /// Reads and clears the socket's pending error (`SO_ERROR`).
+            pub fn take_error(&self) -> std::io::Result<Option<std::io::Error>> {
+                let $s = self;
+                $crate::sys::take_error($fd)
+            }
+        }
+    };
+}

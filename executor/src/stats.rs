@@ -1,0 +1,201 @@
+//! Counters of the loop's own work, and (with the `trace` cargo feature) a step-by-step trace
+//! of what a runtime does, in plain words.
+//!
+//! The counters are plain integers (`Cell<u64>`) of the thread the loop runs on, bumped where
+//! the work happens: the turns and polls in `executor`, the timers in the loop's park, the
+//! set-up syscalls in `sys`. They cost an add each and no lock. Each runtime adds the counters
+//! of its driver and exposes both as one `Stats` snapshot (`reactor::stats()`,
+//! `proactor::stats()`).
+//!
+//! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
+//! of a flag until `trace::start()` turns tracing on.
+
+use std::cell::Cell;
+
+/// A snapshot of this thread's loop counters (see [`loop_stats`]). Counters only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoopStats {
+    /// Loop turns: times the loop parked the driver.
+    pub turns: u64,
+    /// Parks that could sleep (no task was runnable).
+    pub waits_blocking: u64,
+    /// Parks with a zero timeout (tasks were runnable: I/O only collected).
+    pub waits_nonblocking: u64,
+    /// Task polls (the `block_on` future's included).
+    pub tasks_polled: u64,
+    /// Tasks woken from another thread (taken from the remote queue).
+    pub remote_wakeups: u64,
+    /// Timers that expired and woke their task.
+    pub timers_fired: u64,
+    /// Syscalls of the shared set-up layer ([`sys`](crate::sys)): sockets, options, `bind`,
+    /// `listen`, `shutdown`, the eventfd.
+    pub sys_setup: u64,
+}
+
+pub(crate) struct Counters {
+    pub(crate) turns: Cell<u64>,
+    pub(crate) waits_blocking: Cell<u64>,
+    pub(crate) waits_nonblocking: Cell<u64>,
+    pub(crate) tasks_polled: Cell<u64>,
+    pub(crate) remote_wakeups: Cell<u64>,
+    pub(crate) timers_fired: Cell<u64>,
+    pub(crate) sys_setup: Cell<u64>,
+}
+
+thread_local! {
+    static COUNTERS: Counters = const {
+        Counters {
+            turns: Cell::new(0),
+            waits_blocking: Cell::new(0),
+            waits_nonblocking: Cell::new(0),
+            tasks_polled: Cell::new(0),
+            remote_wakeups: Cell::new(0),
+            timers_fired: Cell::new(0),
+            sys_setup: Cell::new(0),
+        }
+    };
+}
+
+/// Adds 1 to the counter `field` picks.
+pub(crate) fn bump(field: fn(&Counters) -> &Cell<u64>) {
+    add(field, 1);
+}
+
+/// Adds `n` to the counter `field` picks.
+pub(crate) fn add(field: fn(&Counters) -> &Cell<u64>, n: u64) {
+    // try_with: a socket closed while the thread exits still counts its syscall safely.
+    let _ = COUNTERS.try_with(|c| {
+        let cell = field(c);
+        cell.set(cell.get().wrapping_add(n));
+    });
+}
+
+/// A snapshot of the loop counters of this thread.
+pub fn loop_stats() -> LoopStats {
+    COUNTERS
+        .try_with(|c| LoopStats {
+            turns: c.turns.get(),
+            waits_blocking: c.waits_blocking.get(),
+            waits_nonblocking: c.waits_nonblocking.get(),
+            tasks_polled: c.tasks_polled.get(),
+            remote_wakeups: c.remote_wakeups.get(),
+            timers_fired: c.timers_fired.get(),
+            sys_setup: c.sys_setup.get(),
+        })
+        .unwrap_or_default()
+}
+
+/// `n` over `secs` as a short rate ("12.3k/s"), for the runtimes' one-line summaries.
+pub fn per_sec(n: u64, secs: f64) -> String {
+    let r = if secs > 0.0 { n as f64 / secs } else { 0.0 };
+    if r >= 10_000.0 {
+        format!("{:.0}k/s", r / 1000.0)
+    } else if r >= 1000.0 {
+        format!("{:.1}k/s", r / 1000.0)
+    } else {
+        format!("{r:.0}/s")
+    }
+}
+
+/// Records a step of the trace (with the `trace` feature of the crate it is used in, and once
+/// tracing is on). Arguments are `format!`'s.
+///
+/// Each runtime's `trace` feature turns on this crate's, so `cfg(feature = "trace")`, which is
+/// evaluated in the crate that uses the macro, implies that [`trace`] exists.
+#[macro_export]
+macro_rules! trace_step {
+    ($($arg:tt)*) => {{
+        #[cfg(feature = "trace")]
+        {
+            if $crate::trace::on() {
+                $crate::trace::step(format!($($arg)*));
+            }
+        }
+        #[cfg(not(feature = "trace"))]
+        {
+            // Type-checks the arguments (so they count as used) and compiles to nothing.
+            let _ = || format!($($arg)*);
+        }
+    }};
+}
+pub(crate) use crate::trace_step;
+
+/// The step-by-step trace (cargo feature `trace`): what the runtime does, in plain words, in
+/// the order it does it. For learning, not for production: every step is a formatted string.
+#[cfg(feature = "trace")]
+pub mod trace {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static STEPS: Mutex<Vec<Step>> = Mutex::new(Vec::new());
+    /// The fd of each registration, while tracing (the reactor's driver keeps no fd).
+    static FDS: Mutex<Option<HashMap<u32, i32>>> = Mutex::new(None);
+
+    /// One recorded step: when (and on which thread) it happened, and what.
+    #[derive(Clone, Debug)]
+    pub struct Step {
+        /// When the step was recorded.
+        pub at: Instant,
+        /// The recording thread's name, or its id when it has none.
+        pub thread: String,
+        /// The step, in plain words.
+        pub text: String,
+    }
+
+    /// Starts recording, in every runtime of the process.
+    pub fn start() {
+        ON.store(true, Ordering::Release);
+    }
+
+    /// Stops recording.
+    pub fn stop() {
+        ON.store(false, Ordering::Release);
+    }
+
+    /// Takes the steps recorded so far, as text.
+    pub fn take() -> Vec<String> {
+        take_timed().into_iter().map(|step| step.text).collect()
+    }
+
+    /// Takes the steps recorded so far, with when and where each happened.
+    pub fn take_timed() -> Vec<Step> {
+        std::mem::take(&mut *STEPS.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    #[doc(hidden)]
+    pub fn on() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    #[doc(hidden)]
+    pub fn step(text: String) {
+        let at = Instant::now();
+        let current = std::thread::current();
+        let thread = match current.name() {
+            Some(name) => name.to_string(),
+            None => format!("{:?}", current.id()),
+        };
+        STEPS.lock().unwrap_or_else(|p| p.into_inner()).push(Step { at, thread, text });
+    }
+
+    #[doc(hidden)]
+    pub fn note_fd(registration: u32, fd: i32) {
+        FDS.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .insert(registration, fd);
+    }
+
+    #[doc(hidden)]
+    pub fn fd_of(registration: u32) -> String {
+        let fds = FDS.lock().unwrap_or_else(|p| p.into_inner());
+        match fds.as_ref().and_then(|fds| fds.get(&registration)) {
+            Some(fd) => format!("fd {fd}"),
+            None => format!("registration {registration}"),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! [`Runtime`] and [`Builder`]: the shared executor's loop, run on a completion driver.
+//!
+//! The loop itself (the run queue, the budget, timers, remote wakes) is the `executor` crate's,
+//! the same as the reactor's; see its docs. Here it parks in [`Driver`]'s turn:
+//!
+//! ```text
+//! loop {
+//!     poll up to `event_interval` woken tasks (their operations queue SQEs meanwhile)
+//!     one io_uring_enter that submits every queued SQE and
+//!         waits for no completion   if tasks are still queued,
+//!         waits until the next timer for at least one completion, if the queue is empty;
+//!     reap the CQ: wake the tasks whose operations completed, then those whose timers expired
+//! }
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use crate::driver::{Backend, Driver, DriverConfig};
+use crate::JoinHandle;
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// let rt = proactor::Builder::new().ring_entries(256).task_budget(64).build().unwrap();
+/// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
+/// ```
+#[derive(Debug)]
+pub struct Builder {
+    driver: DriverConfig,
+    config: executor::Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// The defaults: a ring of 1024 SQEs (the CQ is twice that), no SQPOLL thread, a budget of
+    /// 128 operations per task poll, and the ring entered after every 61 task polls.
+    pub fn new() -> Builder {
+        Builder {
+            driver: DriverConfig {
+                backend: Backend::IoUring,
+                aio_threads: 1024,
+                entries: 1024,
+                sqpoll_idle: None,
+                inject_setup_errno: None,
+                multishot: true,
+                provided_buffers: Some((128, 4096)),
+                batch_wait: None,
+            },
+            config: executor::Config::default(),
+        }
+    }
+
+    /// Which backend performs the I/O: [`Backend::IoUring`] (the default) or
+    /// [`Backend::PosixAio`]. The API is the same; the io_uring-only settings below are
+    /// ignored by aio, and on aio a stream runs one operation at a time (see `Backend`).
+    ///
+    /// ```
+    /// use proactor::{Backend, Builder};
+    /// let rt = Builder::new().backend(Backend::PosixAio).build().unwrap();
+    /// assert_eq!(rt.backend(), Backend::PosixAio);
+    /// ```
+    pub fn backend(mut self, backend: Backend) -> Builder {
+        self.driver.backend = backend;
+        self
+    }
+
+    /// The size of glibc's aio thread pool (aio backend only), 1024 by default: how many
+    /// operations may be in progress at once, which on sockets means how many connections may
+    /// wait in a read (each blocks a glibc thread until data comes). Past it, operations fail
+    /// at once with `EAGAIN` and a warning on stderr. glibc sizes the pool once per process, so
+    /// only the first aio runtime's setting counts.
+    pub fn aio_threads(mut self, n: u32) -> Builder {
+        self.driver.aio_threads = n.max(1);
+        self
+    }
+
+    /// The number of SQ entries (rounded up to a power of two by the kernel; the CQ gets twice
+    /// as many). A full SQ is submitted and refilled, and an overflowing CQ is kept by the
+    /// kernel, so a small ring is slower, never wrong.
+    pub fn ring_entries(mut self, n: u32) -> Builder {
+        self.driver.entries = n.max(2);
+        self
+    }
+
+    /// Starts a kernel thread that polls the SQ (`IORING_SETUP_SQPOLL`), so submitting needs no
+    /// syscall while it is awake; it sleeps after `idle` without work. Costs a core's worth of
+    /// polling while busy.
+    pub fn sqpoll(mut self, idle: Duration) -> Builder {
+        self.driver.sqpoll_idle = Some(idle);
+        self
+    }
+
+    /// Whether to use multishot operations (one SQE, many completions: accept since Linux
+    /// 5.19) where the kernel supports them; on by default. Off, every accept is its own SQE.
+    pub fn multishot(mut self, enabled: bool) -> Builder {
+        self.driver.multishot = enabled;
+        self
+    }
+
+    /// The provided-buffer ring that [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)
+    /// receives into: `count` buffers (a power of two, at most 32768) of `size` bytes, 128 of
+    /// 4 KiB by default. `count == 0` means no ring (`read_provided` then reads into a new
+    /// buffer each time).
+    pub fn provided_buffers(mut self, count: u16, size: u32) -> Builder {
+        self.driver.provided_buffers = (count > 0 && size > 0).then_some((count, size));
+        self
+    }
+
+    /// Lets each wait for completions gather more of them: it returns with the first
+    /// completion only once `min_wait` has passed (or when 64 are in), instead of at once.
+    /// Under load this cuts the `io_uring_enter` calls per operation; it adds up to `min_wait`
+    /// of latency to a lone request. Needs Linux 6.12 (ignored before). Off by default.
+    pub fn batch_wait(mut self, min_wait: Duration) -> Builder {
+        self.driver.batch_wait = Some(min_wait);
+        self
+    }
+
+    /// A testing hook: make `build` fail as if `io_uring_setup` had failed with `errno`
+    /// (`ENOSYS` without io_uring, `EPERM` when it is disabled or blocked by seccomp).
+    #[doc(hidden)]
+    pub fn inject_setup_error(mut self, errno: i32) -> Builder {
+        self.driver.inject_setup_errno = Some(errno);
+        self
+    }
+
+    /// How many I/O operations a task may complete in one poll before it has to yield (at
+    /// least 1).
+    pub fn task_budget(mut self, n: u32) -> Builder {
+        self.config = self.config.task_budget(n);
+        self
+    }
+
+    /// How many tasks are polled between two checks for I/O (at least 1).
+    pub fn event_interval(mut self, n: u32) -> Builder {
+        self.config = self.config.event_interval(n);
+        self
+    }
+
+    /// Sets up the backend. When io_uring is unavailable (missing, disabled, blocked by seccomp,
+    /// out of locked memory) the error says so in one sentence, and what to do.
+    pub fn build(self) -> io::Result<Runtime> {
+        let driver = Driver::new(&self.driver)?;
+        Ok(Runtime { inner: executor::Runtime::new(driver, self.config, executor::slab_capacity()) })
+    }
+}
+
+/// A single-threaded completion runtime: an io_uring (or POSIX aio) driver, timers, and the
+/// shared executor.
+///
+/// Tasks run only while [`block_on`](Self::block_on) runs. The runtime is `!Send`: to use
+/// several cores, run one runtime per thread (each with its own listener, e.g. with
+/// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
+/// those tasks own, then waits (boundedly) for the kernel to give back every buffer.
+#[derive(Debug)]
+pub struct Runtime {
+    inner: executor::Runtime<Driver>,
+}
+
+impl Runtime {
+    /// A runtime with the default [`Builder`] settings.
+    pub fn new() -> io::Result<Runtime> {
+        Builder::new().build()
+    }
+
+    /// Runs `future` to completion on this thread, running spawned tasks meanwhile.
+    ///
+    /// # Panics
+    /// When called from within a runtime on the same thread (that would block the runtime
+    /// that is already running), or when `future` panics.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.inner.block_on(future)
+    }
+
+    /// Spawns a task on this runtime; it starts running at the next `block_on`.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        self.inner.spawn(future)
+    }
+
+    /// How many spawned tasks the runtime holds (running, or finished but not yet joined).
+    pub fn task_count(&self) -> usize {
+        self.inner.task_count()
+    }
+
+    /// How many times the completion queue overflowed into the kernel's backlog. Those
+    /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
+    /// overflows often is too small for its load.
+    pub fn cq_overflows(&self) -> u64 {
+        self.inner.driver().cq_overflows()
+    }
+
+    /// How many buffers of the provided-buffer ring the kernel can pick from right now
+    /// (`None` without a ring). Buffers out of the ring are held by `ProvidedBuf`s or queued
+    /// for a stream that has not read them yet.
+    pub fn ring_buffers_available(&self) -> Option<u32> {
+        self.inner.driver().buf_ring().map(|ring| ring.available())
+    }
+
+    /// Which backend performs this runtime's I/O.
+    pub fn backend(&self) -> Backend {
+        self.inner.driver().backend()
+    }
+
+    /// Threads the aio backend uses right now: glibc requests in progress (each holds a glibc
+    /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
+    /// uses no threads.
+    pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
+        self.inner.driver().aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
+    }
+
+    /// How many operations are in flight (submitted, CQE not yet reaped), including those
+    /// whose futures were dropped and that wait for their cancellation to complete.
+    pub fn ops_in_flight(&self) -> usize {
+        self.inner.driver().in_flight()
+    }
+}
+
+/// Runs `future` to completion on a new [`Runtime`] with default settings, then drops the
+/// runtime (and with it every task still running).
+///
+/// # Panics
+/// When the runtime cannot be created (io_uring unavailable: see [`Builder::build`] for a
+/// fallible way), when called inside a runtime, or when `future` panics.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    match Runtime::new() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => panic!("proactor: cannot create the runtime: {e}"),
+    }
+}
+
+pub(crate) fn no_runtime_error() -> io::Error {
+    io::Error::other("no proactor runtime is running on this thread (call this inside proactor::block_on)")
+}
