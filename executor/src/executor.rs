@@ -529,6 +529,45 @@ impl Drop for Enter {
     }
 }
 
+/// Declares a runtime crate's `Runtime`: a newtype over [`Runtime<D>`] for its driver `D`,
+/// which it dereferences to (so `block_on`, `spawn` and `task_count` are the executor's), with
+/// a `new()` that builds it from the crate's `Builder` defaults. The crate adds its driver's
+/// own accessors in an `impl` block of its own.
+///
+/// ```ignore
+/// executor::runtime_type! {
+///     /// A single-threaded readiness runtime.
+///     pub struct Runtime(executor::Runtime<Driver>);
+/// }
+/// ```
+#[macro_export]
+macro_rules! runtime_type {
+    ($(#[doc = $doc:literal])* pub struct $name:ident($inner:ty);) => {
+        $(#[doc = $doc])*
+        #[derive(Debug)]
+        pub struct $name {
+            inner: $inner,
+        }
+
+        /// The shared executor's runtime does the running: `block_on`, `spawn` and
+        /// `task_count` are its methods.
+        impl ::std::ops::Deref for $name {
+            type Target = $inner;
+
+            fn deref(&self) -> &$inner {
+                &self.inner
+            }
+        }
+
+        impl $name {
+            /// A runtime with the default [`Builder`] settings.
+            pub fn new() -> ::std::io::Result<$name> {
+                Builder::new().build()
+            }
+        }
+    };
+}
+
 /// Spawns a task on the runtime running on this thread (either runtime's).
 ///
 /// The future need not be `Send`: it never leaves this thread.

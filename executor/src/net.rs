@@ -36,6 +36,24 @@ pub fn each_addr<A: ToSocketAddrs, T>(
         .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
 }
 
+/// [`each_addr`] for an asynchronous `f` (a connect): tries each address in turn.
+pub async fn each_addr_async<A, T, F, Fut>(addr: A, mut f: F) -> io::Result<T>
+where
+    A: ToSocketAddrs,
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    let mut last_err = None;
+    for addr in addr.to_socket_addrs()? {
+        match f(addr).await {
+            Ok(value) => return Ok(value),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+}
+
 /// A TCP socket bound to `addr` (with `SO_REUSEADDR`) and listening with [`BACKLOG`].
 pub fn listen(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
     let fd = sys::tcp_socket(addr, nonblocking)?;

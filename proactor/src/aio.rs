@@ -525,7 +525,7 @@ impl Aio {
             notified = true;
         }
         let finished = std::mem::take(&mut *lock(&self.finished.queue));
-        stats::turn_reaped(ready.len() + finished.len());
+        stats::batch(ready.len() + finished.len());
         for (key, completion) in ready {
             self.keys.borrow_mut().remove(&key);
             complete(key, completion);

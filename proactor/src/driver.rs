@@ -227,7 +227,7 @@ enum Io {
 }
 
 /// The backend, and every operation in flight on it. Lives on the runtime's thread.
-pub(crate) struct Driver {
+pub struct Driver {
     /// Declared (and so dropped) before `buf_ring`: the registration dies with the ring, and
     /// only then may the buffers be freed.
     io: Io,

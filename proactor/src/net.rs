@@ -40,7 +40,11 @@ use crate::time::{sleep_until, Sleep};
 const ACCEPT_QUEUE_MAX: u16 = 64;
 
 fn current_driver() -> io::Result<Rc<Driver>> {
-    executor::with_driver(Rc::clone).ok_or_else(crate::runtime::no_runtime_error)
+    executor::with_driver(Rc::clone).ok_or_else(|| {
+        io::Error::other(
+            "no proactor runtime is running on this thread (call this inside proactor::block_on)",
+        )
+    })
 }
 
 /// A socket address the kernel writes (accept) or reads (connect), at a stable heap address.
@@ -306,15 +310,7 @@ impl TcpStream {
     /// Connects to `addr`, trying each address it resolves to in turn.
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
         let driver = current_driver()?;
-        let mut last_err = None;
-        for addr in addr.to_socket_addrs()? {
-            match TcpStream::connect_addr(driver.clone(), addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+        executor::net::each_addr_async(addr, |addr| TcpStream::connect_addr(driver.clone(), addr)).await
     }
 
     async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {

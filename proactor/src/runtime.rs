@@ -18,7 +18,51 @@ use std::io;
 use std::time::Duration;
 
 use crate::driver::{Backend, Driver, DriverConfig};
-use crate::JoinHandle;
+
+executor::runtime_type! {
+    /// A single-threaded completion runtime: an io_uring (or POSIX aio) driver, timers, and the
+    /// shared executor.
+    ///
+    /// Tasks run only while [`block_on`](executor::Runtime::block_on) runs. The runtime is `!Send`: to use
+    /// several cores, run one runtime per thread (each with its own listener, e.g. with
+    /// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
+    /// those tasks own, then waits (boundedly) for the kernel to give back every buffer.
+    pub struct Runtime(executor::Runtime<Driver>);
+}
+
+impl Runtime {
+    /// How many times the completion queue overflowed into the kernel's backlog. Those
+    /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
+    /// overflows often is too small for its load.
+    pub fn cq_overflows(&self) -> u64 {
+        self.inner.driver().cq_overflows()
+    }
+
+    /// How many buffers of the provided-buffer ring the kernel can pick from right now
+    /// (`None` without a ring). Buffers out of the ring are held by `ProvidedBuf`s or queued
+    /// for a stream that has not read them yet.
+    pub fn ring_buffers_available(&self) -> Option<u32> {
+        self.inner.driver().buf_ring().map(|ring| ring.available())
+    }
+
+    /// Which backend performs this runtime's I/O.
+    pub fn backend(&self) -> Backend {
+        self.inner.driver().backend()
+    }
+
+    /// Threads the aio backend uses right now: glibc requests in progress (each holds a glibc
+    /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
+    /// uses no threads.
+    pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
+        self.inner.driver().aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
+    }
+
+    /// How many operations are in flight (submitted, CQE not yet reaped), including those
+    /// whose futures were dropped and that wait for their cancellation to complete.
+    pub fn ops_in_flight(&self) -> usize {
+        self.inner.driver().in_flight()
+    }
+}
 
 /// Configures and builds a [`Runtime`].
 ///
@@ -55,6 +99,19 @@ impl Builder {
             },
             config: executor::Config::default(),
         }
+    }
+
+    /// How many I/O operations a task may complete in one poll before it has to yield (at
+    /// least 1).
+    pub fn task_budget(mut self, n: u32) -> Builder {
+        self.config = self.config.task_budget(n);
+        self
+    }
+
+    /// How many tasks are polled between two checks for I/O (at least 1).
+    pub fn event_interval(mut self, n: u32) -> Builder {
+        self.config = self.config.event_interval(n);
+        self
     }
 
     /// Which backend performs the I/O: [`Backend::IoUring`] (the default) or
@@ -130,98 +187,11 @@ impl Builder {
         self
     }
 
-    /// How many I/O operations a task may complete in one poll before it has to yield (at
-    /// least 1).
-    pub fn task_budget(mut self, n: u32) -> Builder {
-        self.config = self.config.task_budget(n);
-        self
-    }
-
-    /// How many tasks are polled between two checks for I/O (at least 1).
-    pub fn event_interval(mut self, n: u32) -> Builder {
-        self.config = self.config.event_interval(n);
-        self
-    }
-
     /// Sets up the backend. When io_uring is unavailable (missing, disabled, blocked by seccomp,
     /// out of locked memory) the error says so in one sentence, and what to do.
     pub fn build(self) -> io::Result<Runtime> {
         let driver = Driver::new(&self.driver)?;
         Ok(Runtime { inner: executor::Runtime::new(driver, self.config, executor::slab_capacity()) })
-    }
-}
-
-/// A single-threaded completion runtime: an io_uring (or POSIX aio) driver, timers, and the
-/// shared executor.
-///
-/// Tasks run only while [`block_on`](Self::block_on) runs. The runtime is `!Send`: to use
-/// several cores, run one runtime per thread (each with its own listener, e.g. with
-/// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
-/// those tasks own, then waits (boundedly) for the kernel to give back every buffer.
-#[derive(Debug)]
-pub struct Runtime {
-    inner: executor::Runtime<Driver>,
-}
-
-impl Runtime {
-    /// A runtime with the default [`Builder`] settings.
-    pub fn new() -> io::Result<Runtime> {
-        Builder::new().build()
-    }
-
-    /// Runs `future` to completion on this thread, running spawned tasks meanwhile.
-    ///
-    /// # Panics
-    /// When called from within a runtime on the same thread (that would block the runtime
-    /// that is already running), or when `future` panics.
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.inner.block_on(future)
-    }
-
-    /// Spawns a task on this runtime; it starts running at the next `block_on`.
-    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        self.inner.spawn(future)
-    }
-
-    /// How many spawned tasks the runtime holds (running, or finished but not yet joined).
-    pub fn task_count(&self) -> usize {
-        self.inner.task_count()
-    }
-
-    /// How many times the completion queue overflowed into the kernel's backlog. Those
-    /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
-    /// overflows often is too small for its load.
-    pub fn cq_overflows(&self) -> u64 {
-        self.inner.driver().cq_overflows()
-    }
-
-    /// How many buffers of the provided-buffer ring the kernel can pick from right now
-    /// (`None` without a ring). Buffers out of the ring are held by `ProvidedBuf`s or queued
-    /// for a stream that has not read them yet.
-    pub fn ring_buffers_available(&self) -> Option<u32> {
-        self.inner.driver().buf_ring().map(|ring| ring.available())
-    }
-
-    /// Which backend performs this runtime's I/O.
-    pub fn backend(&self) -> Backend {
-        self.inner.driver().backend()
-    }
-
-    /// Threads the aio backend uses right now: glibc requests in progress (each holds a glibc
-    /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
-    /// uses no threads.
-    pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
-        self.inner.driver().aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
-    }
-
-    /// How many operations are in flight (submitted, CQE not yet reaped), including those
-    /// whose futures were dropped and that wait for their cancellation to complete.
-    pub fn ops_in_flight(&self) -> usize {
-        self.inner.driver().in_flight()
     }
 }
 
@@ -236,8 +206,4 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         Ok(runtime) => runtime.block_on(future),
         Err(e) => panic!("proactor: cannot create the runtime: {e}"),
     }
-}
-
-pub(crate) fn no_runtime_error() -> io::Error {
-    io::Error::other("no proactor runtime is running on this thread (call this inside proactor::block_on)")
 }

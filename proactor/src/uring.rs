@@ -319,7 +319,7 @@ impl Uring {
             }
         }
         drop(ring);
-        stats::turn_reaped(reaped);
+        stats::batch(reaped);
         self.arm_notifier(notifier);
         Ok(notified)
     }

@@ -246,7 +246,7 @@ fn readiness_of(events: u32) -> u8 {
 
 /// The epoll instance and every registration on it. Lives on the runtime's thread.
 #[derive(Debug)]
-pub(crate) struct Driver {
+pub struct Driver {
     epoll: OwnedFd,
     notifier: Arc<Notifier>,
     /// Scratch space `epoll_wait` writes into; its length is the events-per-wait limit.
@@ -398,7 +398,7 @@ impl Driver {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
         };
-        stats::wait_returned(n);
+        stats::batch(n);
 
         let mut notified = false;
         let mut ios = self.ios.borrow_mut();

@@ -30,7 +30,9 @@ use crate::sys;
 use crate::time::sleep_until;
 
 fn current_driver() -> io::Result<Rc<Driver>> {
-    executor::with_driver(Rc::clone).ok_or_else(crate::runtime::no_runtime_error)
+    executor::with_driver(Rc::clone).ok_or_else(|| {
+        io::Error::other("no reactor runtime is running on this thread (call this inside reactor::block_on)")
+    })
 }
 
 /// A TCP socket listening for connections.
@@ -151,15 +153,7 @@ impl TcpStream {
     /// Connects to `addr`, trying each address it resolves to in turn.
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
         let driver = current_driver()?;
-        let mut last_err = None;
-        for addr in addr.to_socket_addrs()? {
-            match TcpStream::connect_addr(driver.clone(), addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address resolved to nothing")))
+        executor::net::each_addr_async(addr, |addr| TcpStream::connect_addr(driver.clone(), addr)).await
     }
 
     async fn connect_addr(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<TcpStream> {

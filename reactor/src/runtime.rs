@@ -15,7 +15,6 @@ use std::future::Future;
 use std::io;
 
 use crate::driver::Driver;
-use crate::JoinHandle;
 
 /// Configures and builds a [`Runtime`].
 ///
@@ -69,46 +68,17 @@ impl Builder {
     }
 }
 
-/// A single-threaded readiness runtime: an epoll driver, timers, and the shared executor.
-///
-/// Tasks run only while [`block_on`](Self::block_on) runs. The runtime is `!Send`: to use
-/// several cores, run one runtime per thread (each with its own listener, e.g. with
-/// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
-/// those tasks own.
-#[derive(Debug)]
-pub struct Runtime {
-    inner: executor::Runtime<Driver>,
+executor::runtime_type! {
+    /// A single-threaded readiness runtime: an epoll driver, timers, and the shared executor.
+    ///
+    /// Tasks run only while [`block_on`](executor::Runtime::block_on) runs. The runtime is `!Send`: to use
+    /// several cores, run one runtime per thread (each with its own listener, e.g. with
+    /// `SO_REUSEPORT`). Dropping it drops every task it still holds, which closes every socket
+    /// those tasks own.
+    pub struct Runtime(executor::Runtime<Driver>);
 }
 
 impl Runtime {
-    /// A runtime with the default [`Builder`] settings.
-    pub fn new() -> io::Result<Runtime> {
-        Builder::new().build()
-    }
-
-    /// Runs `future` to completion on this thread, running spawned tasks meanwhile.
-    ///
-    /// # Panics
-    /// When called from within a runtime on the same thread (that would block the runtime
-    /// that is already running), or when `future` panics.
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.inner.block_on(future)
-    }
-
-    /// Spawns a task on this runtime; it starts running at the next `block_on`.
-    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        self.inner.spawn(future)
-    }
-
-    /// How many spawned tasks the runtime holds (running, or finished but not yet joined).
-    pub fn task_count(&self) -> usize {
-        self.inner.task_count()
-    }
-
     /// How many fds are registered with the driver.
     pub fn registered_fds(&self) -> usize {
         self.inner.driver().registrations()
@@ -126,8 +96,4 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         Ok(runtime) => runtime.block_on(future),
         Err(e) => panic!("reactor: cannot create the runtime (epoll_create1/eventfd failed): {e}"),
     }
-}
-
-pub(crate) fn no_runtime_error() -> io::Error {
-    io::Error::other("no reactor runtime is running on this thread (call this inside reactor::block_on)")
 }
