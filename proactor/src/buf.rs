@@ -42,6 +42,20 @@ pub unsafe trait IoBuf: Unpin + 'static {
         // while `self` is alive and not mutated, which the shared borrow guarantees.
         unsafe { std::slice::from_raw_parts(self.stable_ptr(), self.bytes_init()) }
     }
+
+    /// Whether the bytes live in memory shared by every connection (a provided-buffer ring
+    /// buffer), which a send blocked by a peer that does not read must not hold. A write of
+    /// such a buffer tries without waiting first; if the peer's window is full, it calls
+    /// [`detach`](Self::detach) and waits with its own copy. False for ordinary buffers.
+    #[doc(hidden)]
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Moves the bytes into memory of the buffer's own and gives the shared memory back (see
+    /// [`is_shared`](Self::is_shared)). Afterwards `stable_ptr` points to the copy.
+    #[doc(hidden)]
+    fn detach(&mut self) {}
 }
 
 /// A buffer the kernel may write into (the target of a read).
@@ -194,6 +208,19 @@ pub(crate) fn spare_vec() -> Vec<u8> {
 }
 
 impl ProvidedBuf {
+    /// Copies the bytes out of the ring into a buffer of their own, and gives the ring buffer
+    /// back (see `IoBuf::is_shared`).
+    fn detach_from_ring(&mut self) {
+        if let Provided::Ring { .. } = self.inner {
+            let copy = self.to_vec();
+            if let Provided::Ring { ring, bid, .. } =
+                std::mem::replace(&mut self.inner, Provided::Owned(copy))
+            {
+                ring.provide(bid);
+            }
+        }
+    }
+
     pub(crate) fn from_ring(ring: Rc<BufRing>, bid: u16, len: usize) -> ProvidedBuf {
         ProvidedBuf { inner: Provided::Ring { ring, bid, len } }
     }
@@ -265,5 +292,13 @@ unsafe impl IoBuf for ProvidedBuf {
 
     fn bytes_init(&self) -> usize {
         self.deref().len()
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self.inner, Provided::Ring { .. })
+    }
+
+    fn detach(&mut self) {
+        self.detach_from_ring();
     }
 }

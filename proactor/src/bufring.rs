@@ -22,6 +22,23 @@
 //! back at the tail. A CQE that nobody will read (its operation was dropped) gives its buffer
 //! straight back. When every buffer is out, receives end with `ENOBUFS`; the stream then waits
 //! until a buffer is returned and re-arms.
+//!
+//! # Supply follows the load
+//!
+//! A fixed pool starves under load: at 1,000 connections with a message in flight each, 128
+//! buffers run dry, receives end with `ENOBUFS`, and connections queue for buffers and re-arm
+//! (a re-arm storm, and waits of tens of milliseconds at the back of the queue). So the pool
+//! grows: the descriptor ring is registered at its largest size (`max` entries, set by the
+//! memory limit), but only `initial` buffers are allocated and provided at first. When fewer
+//! than an eighth of the provided buffers are left in the ring, another chunk of `initial`
+//! buffers is allocated and provided, until the limit. When load falls and more than three
+//! quarters sit unused in the ring, buffers of the newest chunk that come back are retired
+//! instead of provided, and the chunk is freed once all of its buffers are home. An idle
+//! server holds only the first chunk; an idle connection holds none.
+//!
+//! Peers that stop reading must not pin this shared memory: see `net`, where a receive that
+//! nobody reads copies its bytes out, and a send that would block copies the rest of its
+//! buffer out, so that ring buffers go back at once.
 
 use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell};
@@ -41,16 +58,23 @@ pub(crate) const GROUP: u16 = 0;
 /// [`ProvidedBuf`](crate::buf::ProvidedBuf) (through `Rc`), so the memory outlives both the
 /// registration and the last buffer handed out.
 pub(crate) struct BufRing {
-    /// `entries` descriptors, page-aligned; shared with the kernel.
+    /// `max` descriptors, page-aligned; shared with the kernel.
     descriptors: NonNull<BufRingEntry>,
-    /// `entries * size` bytes of buffers; the kernel writes into those in the ring.
-    memory: NonNull<u8>,
-    entries: u16,
+    /// The buffers, in chunks of `chunk` buffers of `size` bytes: buffer `bid` is in chunk
+    /// `bid / chunk`. The kernel writes into those whose descriptor is in the ring.
+    chunks: RefCell<Vec<NonNull<u8>>>,
+    /// Descriptor slots: the most buffers there can be (a power of two).
+    max: u16,
+    /// Buffers per chunk (the initial pool).
+    chunk: u16,
     size: u32,
     /// The next tail value to publish (wrapping).
     tail: Cell<u16>,
     /// Buffers currently in the ring (given to the kernel and not yet consumed).
     available: Cell<u32>,
+    /// Buffers of the newest chunk that came back while the pool was shrinking, and so were
+    /// not provided again; the chunk is freed when all of them are.
+    retired: RefCell<Vec<u16>>,
     /// Tasks whose receive ended for lack of buffers, oldest first, woken one per buffer that
     /// comes back (waking all of them for each buffer would make a ring under pressure
     /// quadratic). Each entry has a ticket, increasing, which its future removes when dropped,
@@ -62,7 +86,8 @@ pub(crate) struct BufRing {
 impl std::fmt::Debug for BufRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BufRing")
-            .field("entries", &self.entries)
+            .field("max", &self.max)
+            .field("buffers", &self.capacity())
             .field("size", &self.size)
             .field("available", &self.available.get())
             .finish()
@@ -72,59 +97,94 @@ impl std::fmt::Debug for BufRing {
 const PAGE: usize = 4096;
 
 impl BufRing {
-    fn descriptors_layout(entries: u16) -> Layout {
-        Layout::from_size_align(usize::from(entries) * std::mem::size_of::<BufRingEntry>(), PAGE)
+    fn descriptors_layout(max: u16) -> Layout {
+        Layout::from_size_align(usize::from(max) * std::mem::size_of::<BufRingEntry>(), PAGE)
             .expect("a valid layout")
     }
 
-    fn memory_layout(entries: u16, size: u32) -> Layout {
-        Layout::from_size_align(usize::from(entries) * size as usize, PAGE).expect("a valid layout")
+    fn chunk_layout(&self) -> Layout {
+        Layout::from_size_align(usize::from(self.chunk) * self.size as usize, PAGE).expect("a valid layout")
     }
 
-    /// Allocates `entries` buffers of `size` bytes (`entries` a power of two, at most 32768),
-    /// registers them with `ring` and hands them all to the kernel.
-    pub(crate) fn register(ring: &IoUring, entries: u16, size: u32) -> io::Result<BufRing> {
-        if !entries.is_power_of_two() || entries > 32768 || size == 0 {
+    /// Registers a ring of up to `max` buffers of `size` bytes with `ring` (`max` a power of
+    /// two, at most 32768), and allocates and provides the first `initial` of them.
+    pub(crate) fn register(ring: &IoUring, initial: u16, max: u16, size: u32) -> io::Result<BufRing> {
+        if !max.is_power_of_two() || max > 32768 || size == 0 || initial == 0 || initial > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "buffer ring: entries must be a power of two <= 32768",
+                "buffer ring: the most entries must be a power of two <= 32768, and at least the initial count",
             ));
         }
-        let descriptors_layout = Self::descriptors_layout(entries);
-        let memory_layout = Self::memory_layout(entries, size);
-        // SAFETY: both layouts have a non-zero size.
-        let (descriptors, memory) =
-            unsafe { (alloc::alloc_zeroed(descriptors_layout), alloc::alloc(memory_layout)) };
-        let (Some(descriptors), Some(memory)) =
-            (NonNull::new(descriptors.cast::<BufRingEntry>()), NonNull::new(memory))
-        else {
+        let descriptors_layout = Self::descriptors_layout(max);
+        // SAFETY: the layout has a non-zero size.
+        let descriptors = unsafe { alloc::alloc_zeroed(descriptors_layout) };
+        let Some(descriptors) = NonNull::new(descriptors.cast::<BufRingEntry>()) else {
             return Err(io::ErrorKind::OutOfMemory.into());
         };
         let buf_ring = BufRing {
             descriptors,
-            memory,
-            entries,
+            chunks: RefCell::new(Vec::new()),
+            max,
+            chunk: initial,
             size,
             tail: Cell::new(0),
             available: Cell::new(0),
+            retired: RefCell::new(Vec::new()),
             waiters: RefCell::new(VecDeque::new()),
             next_ticket: Cell::new(0),
         };
-        // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `entries` long, and
+        // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `max` long, and
         // stay allocated until `Drop`, which only runs once the ring (and with it the
         // registration) is gone: the driver drops its ring before its `Rc<BufRing>`.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, entries, GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, GROUP, 0)?;
         }
-        for bid in 0..entries {
-            buf_ring.provide(bid);
+        if !buf_ring.grow() {
+            return Err(io::ErrorKind::OutOfMemory.into());
         }
         Ok(buf_ring)
     }
 
-    /// How many buffers the ring has in all.
+    /// Allocates one more chunk of buffers and hands them to the kernel; false when the limit
+    /// is reached or memory is short.
+    fn grow(&self) -> bool {
+        let retired = std::mem::take(&mut *self.retired.borrow_mut());
+        if !retired.is_empty() {
+            // The newest chunk was being retired: load is back, so provide its buffers again.
+            for bid in retired {
+                self.put_in_ring(bid);
+            }
+            return true;
+        }
+        let have = self.chunks.borrow().len();
+        let first = have * usize::from(self.chunk);
+        if first + usize::from(self.chunk) > usize::from(self.max) {
+            return false;
+        }
+        // SAFETY: the layout has a non-zero size.
+        let Some(memory) = NonNull::new(unsafe { alloc::alloc(self.chunk_layout()) }) else {
+            return false;
+        };
+        self.chunks.borrow_mut().push(memory);
+        if have > 0 {
+            crate::stats::bump(|c| &c.ring_grown);
+            crate::stats::trace_step!(
+                "  the buffer ring runs low: {} more buffers of {} bytes (now {})",
+                self.chunk,
+                self.size,
+                self.capacity()
+            );
+        }
+        for bid in first..first + usize::from(self.chunk) {
+            self.put_in_ring(bid as u16);
+        }
+        true
+    }
+
+    /// How many buffers the pool has now (in the ring or out), retired ones excluded.
     pub(crate) fn capacity(&self) -> u32 {
-        u32::from(self.entries)
+        (self.chunks.borrow().len() as u32 * u32::from(self.chunk))
+            .saturating_sub(self.retired.borrow().len() as u32)
     }
 
     /// How many buffers the kernel can still pick from.
@@ -132,21 +192,58 @@ impl BufRing {
         self.available.get()
     }
 
-    /// Hands buffer `bid` to the kernel (at the tail of the ring), and wakes the task that has
+    /// Buffer `bid` comes back from the program (or from a completion nobody reads): hands it
+    /// to the kernel again, or retires it if the pool is shrinking; wakes the task that has
     /// waited longest for a buffer.
     pub(crate) fn provide(&self, bid: u16) {
+        let chunks = self.chunks.borrow().len();
+        let newest = usize::from(bid) / usize::from(self.chunk) == chunks - 1;
+        if chunks > 1 && newest && self.available() * 4 > self.capacity() * 3 {
+            // Load has fallen: keep this buffer out of the ring, and free its chunk once all
+            // of the chunk's buffers are back.
+            let all_home = {
+                let mut retired = self.retired.borrow_mut();
+                retired.push(bid);
+                retired.len() == usize::from(self.chunk)
+            };
+            if all_home {
+                self.shrink();
+            }
+            return;
+        }
         crate::stats::trace_step!(
             "  ring buffer {bid} goes back to the ring (no syscall: the ring is shared memory)"
         );
-        debug_assert!(bid < self.entries);
+        self.put_in_ring(bid);
+        let waiter = self.waiters.borrow_mut().pop_front();
+        if let Some((_, waiter)) = waiter {
+            waiter.wake();
+        }
+    }
+
+    /// Frees the newest chunk, all of whose buffers are retired (none is in the ring or out).
+    fn shrink(&self) {
+        let memory = self.chunks.borrow_mut().pop().expect("a chunk to free");
+        self.retired.borrow_mut().clear();
+        crate::stats::bump(|c| &c.ring_shrunk);
+        crate::stats::trace_step!("  the buffer ring shrinks back to {} buffers", self.capacity());
+        // SAFETY: allocated in `grow` with this layout; every buffer of the chunk is retired,
+        // so the kernel has none of them and no `ProvidedBuf` points into it.
+        unsafe { alloc::dealloc(memory.as_ptr(), self.chunk_layout()) };
+    }
+
+    /// Appends buffer `bid`'s descriptor at the tail and publishes it.
+    fn put_in_ring(&self, bid: u16) {
+        debug_assert!(bid < self.max);
+        let address = self.address(bid);
         let tail = self.tail.get();
-        let slot = usize::from(tail & (self.entries - 1));
-        // SAFETY: `slot < entries`, so the descriptor is inside the allocation; the kernel only
+        let slot = usize::from(tail & (self.max - 1));
+        // SAFETY: `slot < max`, so the descriptor is inside the allocation; the kernel only
         // reads descriptors between its head and the published tail, and this one is at the
-        // tail, not yet published. The buffer address is inside `memory`.
+        // tail, not yet published. The address is a buffer of `size` bytes inside a chunk.
         unsafe {
             let entry = &mut *self.descriptors.as_ptr().add(slot);
-            entry.set_addr(self.memory.as_ptr().add(usize::from(bid) * self.size as usize) as u64);
+            entry.set_addr(address as u64);
             entry.set_len(self.size);
             entry.set_bid(bid);
         }
@@ -160,15 +257,22 @@ impl BufRing {
             AtomicU16::from_ptr(tail_ptr).store(tail, Ordering::Release);
         }
         self.available.set(self.available.get() + 1);
-        let waiter = self.waiters.borrow_mut().pop_front();
-        if let Some((_, waiter)) = waiter {
-            waiter.wake();
-        }
     }
 
-    /// A CQE took a buffer out of the ring.
+    /// Where buffer `bid` starts.
+    fn address(&self, bid: u16) -> *mut u8 {
+        let (chunk, index) = (usize::from(bid / self.chunk), usize::from(bid % self.chunk));
+        let base = self.chunks.borrow()[chunk];
+        // SAFETY: `index < chunk`, so the offset stays inside the chunk's allocation.
+        unsafe { base.as_ptr().add(index * self.size as usize) }
+    }
+
+    /// A CQE took a buffer out of the ring. Grows the pool when few are left.
     pub(crate) fn taken(&self) {
         self.available.set(self.available.get().saturating_sub(1));
+        if self.available() * 8 < self.capacity() {
+            self.grow();
+        }
     }
 
     /// The first `len` bytes of buffer `bid`.
@@ -177,12 +281,10 @@ impl BufRing {
     /// The buffer must be out of the ring (handed to the runtime by a CQE and not provided
     /// again since), and `len` at most the buffer size.
     pub(crate) unsafe fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        debug_assert!(bid < self.entries && len <= self.size as usize);
+        debug_assert!(bid < self.max && len <= self.size as usize);
         // SAFETY: the caller guarantees the kernel no longer writes this buffer and that
-        // `len` is within it; `memory` is allocated for `entries * size` bytes.
-        unsafe {
-            std::slice::from_raw_parts(self.memory.as_ptr().add(usize::from(bid) * self.size as usize), len)
-        }
+        // `len` is within it; the buffer's chunk stays allocated while it is out of the ring.
+        unsafe { std::slice::from_raw_parts(self.address(bid), len) }
     }
 
     /// Registers `waker` to be woken when a buffer is returned. `ticket` is the caller's place
@@ -214,11 +316,14 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `register` with these layouts; the kernel no longer uses them
-        // (see `register`), and no ProvidedBuf is left (each holds an Rc to this ring).
+        // SAFETY: allocated in `register` and `grow` with these layouts; the kernel no longer
+        // uses them (see `register`), and no ProvidedBuf is left (each holds an Rc to this
+        // ring).
         unsafe {
-            alloc::dealloc(self.descriptors.as_ptr().cast(), Self::descriptors_layout(self.entries));
-            alloc::dealloc(self.memory.as_ptr(), Self::memory_layout(self.entries, self.size));
+            alloc::dealloc(self.descriptors.as_ptr().cast(), Self::descriptors_layout(self.max));
+            for memory in self.chunks.borrow().iter() {
+                alloc::dealloc(memory.as_ptr(), self.chunk_layout());
+            }
         }
     }
 }

@@ -90,7 +90,21 @@ impl Completion {
     fn more(&self) -> bool {
         uring::more(self)
     }
+
+    /// Whether the bytes of this receive were copied out of their ring buffer (see
+    /// `Op::take_spilled`).
+    pub(crate) fn spilled(&self) -> bool {
+        self.flags & SPILLED != 0
+    }
 }
+
+/// A flag of ours in [`Completion::flags`], in a bit io_uring leaves unused: the completion's
+/// bytes were copied into the driver's spill (its ring buffer was given back).
+const SPILLED: u32 = 1 << 15;
+
+/// The most bytes a receive nobody reads may spill before it is stopped: then the peer waits
+/// (TCP's flow control) until the stream reads again.
+const SPILL_MAX: usize = 64 * 1024;
 
 const KIND_ACCEPT: u8 = 1;
 const KIND_CONNECT: u8 = 2;
@@ -137,11 +151,13 @@ pub(crate) enum Request {
         fd: RawFd,
         group: u16,
     },
-    /// Send `len` bytes from `buf` (never raising `SIGPIPE`).
+    /// Send `len` bytes from `buf` (never raising `SIGPIPE`); with `dontwait`, only what
+    /// fits now (`EAGAIN` if nothing does) instead of waiting for the peer's window.
     Send {
         fd: RawFd,
         buf: *const u8,
         len: u32,
+        dontwait: bool,
     },
 }
 
@@ -179,7 +195,17 @@ enum Lifecycle {
     /// smaller in each slot.)
     /// `max_queued` (0: no bound) makes the driver cancel the operation once that many
     /// completions wait (`stopping` then records that it did).
-    Multishot { queue: Vec<Completion>, waker: Option<Waker>, ended: bool, stopping: bool, max_queued: u16 },
+    /// `spill` (receives into the ring): a completion that arrives while nobody waits for it has
+    /// its bytes copied into the driver's `spills` and its ring buffer given back at once; past
+    /// `SPILL_MAX` bytes the operation is cancelled (see `Op::spill_unread`).
+    Multishot {
+        queue: Vec<Completion>,
+        waker: Option<Waker>,
+        ended: bool,
+        stopping: bool,
+        max_queued: u16,
+        spill: bool,
+    },
 }
 
 /// Which backend performs the I/O (see [`Builder::backend`](crate::Builder::backend)).
@@ -205,8 +231,10 @@ pub(crate) struct DriverConfig {
     pub(crate) inject_setup_errno: Option<i32>,
     /// Use multishot operations where the kernel has them.
     pub(crate) multishot: bool,
-    /// Buffers (count, a power of two, and size) of the provided-buffer ring; `None` for none.
+    /// Buffers (count at first, and size) of the provided-buffer ring; `None` for none.
     pub(crate) provided_buffers: Option<(u16, u32)>,
+    /// The most memory the provided-buffer ring may grow to, in bytes.
+    pub(crate) ring_memory_limit: usize,
     /// See `Uring::batch_wait`.
     pub(crate) batch_wait: Option<Duration>,
     /// The most requests the aio backend hands to glibc at once (the size of its thread pool).
@@ -236,6 +264,9 @@ pub struct Driver {
     ops: RefCell<Slab<Lifecycle>>,
     /// What kind of operation each slot holds (a `Kind` as u8), for the counters.
     kinds: RefCell<Vec<u8>>,
+    /// Bytes of receives that arrived while nobody read them, per operation slot (see
+    /// `Lifecycle::Multishot`). Only streams whose task is busy elsewhere have an entry.
+    spills: RefCell<std::collections::HashMap<usize, Vec<u8>>>,
     notifier: Arc<Notifier>,
     /// The notifier fired since the executor last looked: set by any turn (also the ones
     /// `cancel_and_reap` runs), consumed by the executor's `park`.
@@ -280,6 +311,7 @@ impl Driver {
             buf_ring,
             ops: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
             kinds: RefCell::new(Vec::new()),
+            spills: RefCell::new(std::collections::HashMap::new()),
             notifier: Arc::new(notifier),
             notified: Cell::new(false),
             features,
@@ -362,6 +394,7 @@ impl Driver {
                 ended: false,
                 stopping: false,
                 max_queued: 0,
+                spill: false,
             }
         } else {
             Lifecycle::Waiting(None)
@@ -507,7 +540,13 @@ impl Driver {
             match self.kinds.borrow().get(index).copied().unwrap_or(0) {
                 KIND_ACCEPT => stats::bump(|c| &c.accepts),
                 KIND_CONNECT => stats::bump(|c| &c.connects),
-                KIND_RECV => stats::bump(|c| &c.recvs),
+                KIND_RECV => {
+                    stats::bump(|c| &c.recvs);
+                    stats::add(|c| &c.recv_bytes, completion.result.max(0) as u64);
+                    if completion.result == -libc::ENOBUFS {
+                        stats::bump(|c| &c.recv_enobufs);
+                    }
+                }
                 KIND_SEND => stats::bump(|c| &c.sends),
                 _ => {}
             }
@@ -520,7 +559,35 @@ impl Driver {
                 wakers.extend(waker.take());
                 *slot = Lifecycle::Completed(completion);
             }
-            Lifecycle::Multishot { queue, waker, ended, stopping, max_queued } => {
+            Lifecycle::Multishot { queue, waker, ended, stopping, max_queued, spill } => {
+                let mut completion = completion;
+                if let (true, None, Some(bid), Some(ring)) =
+                    (*spill, &waker, completion.buffer(), &self.buf_ring)
+                {
+                    if completion.result > 0 {
+                        // Nobody is reading this stream (its task is busy, or blocked in a
+                        // send to a peer that does not read): do not let it pin a ring buffer.
+                        let mut spills = self.spills.borrow_mut();
+                        let spilled = spills.entry(index).or_default();
+                        // SAFETY: the CQE handed buffer `bid` to the runtime with `result`
+                        // bytes, and it goes back to the ring only below, after the copy.
+                        spilled.extend_from_slice(unsafe { ring.bytes(bid, completion.result as usize) });
+                        let full = spilled.len() >= SPILL_MAX;
+                        drop(spills);
+                        stats::bump(|c| &c.recv_spilled);
+                        stats::trace_step!(
+                            "    nobody reads the stream now: copy the {} bytes out and give ring buffer {bid} back",
+                            completion.result
+                        );
+                        after.discarded.push((completion, false));
+                        completion.flags = uring::without_buffer(completion.flags) | SPILLED;
+                        if full && completion.more() && !*stopping {
+                            // Enough held for a reader that does not read: stop receiving.
+                            *stopping = true;
+                            after.to_cancel.push(index);
+                        }
+                    }
+                }
                 queue.push(completion);
                 *ended = !completion.more();
                 if waker.is_some() {
@@ -673,6 +740,33 @@ impl<T: 'static> Op<T> {
         self
     }
 
+    /// Makes a multishot receive into the ring give its ring buffers back when nobody reads it:
+    /// a completion that arrives while no task waits for it has its bytes copied out (fetched
+    /// with [`take_spilled`](Self::take_spilled)), and past `SPILL_MAX` bytes the receive is
+    /// stopped, so that a stream whose task is stuck (a send to a peer that does not read)
+    /// holds no shared buffer and stops taking data.
+    pub(crate) fn spill_unread(self) -> Op<T> {
+        if let OpState::InFlight(index) = self.state {
+            if let Some(Lifecycle::Multishot { spill, .. }) = self.driver.ops.borrow_mut().get_mut(index) {
+                *spill = true;
+            }
+        }
+        self
+    }
+
+    /// The `n` bytes of a completion that [`Completion::spilled`] says were copied out.
+    pub(crate) fn take_spilled(&mut self, n: usize) -> Vec<u8> {
+        let OpState::InFlight(index) = self.state else { return Vec::new() };
+        let mut spills = self.driver.spills.borrow_mut();
+        let Some(spilled) = spills.get_mut(&index) else { return Vec::new() };
+        let n = n.min(spilled.len());
+        if n == spilled.len() {
+            return spills.remove(&index).unwrap_or_default();
+        }
+        let rest = spilled.split_off(n);
+        std::mem::replace(spilled, rest)
+    }
+
     /// The next completion of a multishot operation: `None` once it has ended (the last CQE,
     /// without `IORING_CQE_F_MORE`, was returned).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Completion>>> {
@@ -692,6 +786,7 @@ impl<T: 'static> Op<T> {
         if *ended {
             ops.remove(index);
             drop(ops);
+            self.driver.spills.borrow_mut().remove(&index);
             self.state = OpState::Done;
             return Poll::Ready(None);
         }
@@ -778,6 +873,7 @@ impl<T: 'static> Drop for Op<T> {
             Lifecycle::Multishot { queue, ended, .. } => {
                 let queued = std::mem::take(queue);
                 let ended = *ended;
+                self.driver.spills.borrow_mut().remove(&index);
                 if ended {
                     ops.remove(index);
                 } else {

@@ -11,7 +11,7 @@
 //! single-shot accept otherwise. Sockets are closed through the ring, after every SQE already
 //! queued for them.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -290,6 +290,8 @@ pub struct TcpStream {
     stash: OnceCell<Rc<RefCell<Stash>>>,
     /// The multishot receive of `read_provided`, once started.
     recv: RefCell<Option<Op<()>>>,
+    /// Whether `read_provided` armed a receive before (the next one is a re-arm).
+    recv_armed: Cell<bool>,
 }
 
 impl fmt::Debug for TcpStream {
@@ -304,7 +306,13 @@ impl fmt::Debug for TcpStream {
 
 impl TcpStream {
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> TcpStream {
-        TcpStream { fd: mem::ManuallyDrop::new(fd), driver, stash: OnceCell::new(), recv: RefCell::new(None) }
+        TcpStream {
+            fd: mem::ManuallyDrop::new(fd),
+            driver,
+            stash: OnceCell::new(),
+            recv: RefCell::new(None),
+            recv_armed: Cell::new(false),
+        }
     }
 
     /// Connects to `addr`, trying each address it resolves to in turn.
@@ -444,13 +452,16 @@ impl TcpStream {
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();
+                    if self.recv_armed.replace(true) {
+                        crate::stats::bump(|c| &c.recv_rearms);
+                    }
                     // SAFETY: a receive that selects its buffer from the registered ring carries
                     // no pointer; the ring's memory outlives the ring (see `bufring`).
                     let op = unsafe {
                         self.driver
                             .submit((), true, false, |_| Request::RecvMulti { fd, group: bufring::GROUP })
                     };
-                    recv.insert(op)
+                    recv.insert(op.spill_unread())
                 }
             };
             let next = match op.poll_next(cx) {
@@ -468,6 +479,11 @@ impl TcpStream {
                 continue;
             };
             let completion = completion?;
+            if completion.spilled() {
+                // Copied out of the ring while nobody was reading (see `Op::spill_unread`).
+                let bytes = op.take_spilled(completion.result.max(0) as usize);
+                return Poll::Ready(Ok(Some(ProvidedBuf::owned(bytes))));
+            }
             let buffer = completion.buffer();
             return match (completion.into_result(), buffer) {
                 (Ok(n), Some(bid)) if n > 0 => {
@@ -477,7 +493,9 @@ impl TcpStream {
                     bid.into_iter().for_each(|bid| ring.provide(bid));
                     Poll::Ready(Ok(None)) // end of stream
                 }
-                (Err(e), _) if e.raw_os_error() == Some(libc::ENOBUFS) => continue,
+                // The ring ran dry, or the driver stopped a receive nobody read (see
+                // `Op::spill_unread`): arm a new one.
+                (Err(e), _) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => continue,
                 (Err(e), _) => Poll::Ready(Err(e)),
             };
         }
@@ -486,7 +504,7 @@ impl TcpStream {
     /// Writes some of `buf` (starting at its first byte); gives back how many bytes were
     /// written, and the buffer.
     pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
-        let op = self.send(buf, 0);
+        let op = self.send(buf, 0, false);
         async move {
             let (result, buf) = op.await;
             (result.and_then(Completion::into_result).map(|n| n as usize), buf)
@@ -495,13 +513,18 @@ impl TcpStream {
 
     /// Writes all of `buf`, then gives it back.
     pub fn write_all<B: IoBuf>(&self, buf: B) -> WriteAll<'_, B> {
-        let state = if buf.bytes_init() == 0 { Err(Some(buf)) } else { Ok(self.send(buf, 0)) };
+        let state = if buf.bytes_init() == 0 {
+            Err(Some(buf))
+        } else {
+            let dontwait = buf.is_shared();
+            Ok(self.send(buf, 0, dontwait))
+        };
         WriteAll { stream: self, state, written: 0 }
     }
 
     /// One `send` of `buf[offset..]`, with `MSG_NOSIGNAL` (a reset peer is `EPIPE`, not a
-    /// `SIGPIPE` that kills the process).
-    fn send<B: IoBuf>(&self, buf: B, offset: usize) -> Op<B> {
+    /// `SIGPIPE` that kills the process), and `MSG_DONTWAIT` if `dontwait`.
+    fn send<B: IoBuf>(&self, buf: B, offset: usize, dontwait: bool) -> Op<B> {
         let fd = self.fd.as_raw_fd();
         // SAFETY: the pointer and length describe `buf[offset..]`, memory owned by the
         // operation until its completion that stays put (IoBuf's contract).
@@ -509,7 +532,7 @@ impl TcpStream {
             self.driver.submit(buf, false, false, |buf| {
                 let offset = offset.min(buf.bytes_init());
                 let len = (buf.bytes_init() - offset).min(u32::MAX as usize) as u32;
-                Request::Send { fd, buf: buf.stable_ptr().add(offset), len }
+                Request::Send { fd, buf: buf.stable_ptr().add(offset), len, dontwait }
             })
         }
     }
@@ -594,7 +617,7 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                     return Poll::Ready((Ok(()), buf.take().expect("WriteAll polled after completion")))
                 }
             };
-            let (result, buf) = ready!(Pin::new(op).poll(cx));
+            let (result, mut buf) = ready!(Pin::new(op).poll(cx));
             match result.and_then(Completion::into_result) {
                 Ok(0) => {
                     this.state = Err(None);
@@ -602,6 +625,8 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                 }
                 Ok(n) => this.written += n as usize,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Only a send without waiting ends like this: the peer's window is full.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     this.state = Err(None);
                     return Poll::Ready((Err(e), buf));
@@ -611,7 +636,17 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                 this.state = Err(None);
                 return Poll::Ready((Ok(()), buf));
             }
-            this.state = Ok(this.stream.send(buf, this.written));
+            if buf.is_shared() {
+                // The peer is not taking the bytes as fast as they come: wait for it with a
+                // copy of our own, and give the ring buffer back for the other connections.
+                crate::stats::bump(|c| &c.sends_detached);
+                crate::stats::trace_step!(
+                    "  the peer's window is full: copy the {} unsent bytes out of the ring buffer and give it back",
+                    buf.bytes_init() - this.written
+                );
+                buf.detach();
+            }
+            this.state = Ok(this.stream.send(buf, this.written, false));
         }
     }
 }

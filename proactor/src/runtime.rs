@@ -95,6 +95,7 @@ impl Builder {
                 inject_setup_errno: None,
                 multishot: true,
                 provided_buffers: Some((128, 4096)),
+                ring_memory_limit: 64 << 20,
                 batch_wait: None,
             },
             config: executor::Config::default(),
@@ -162,11 +163,19 @@ impl Builder {
     }
 
     /// The provided-buffer ring that [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)
-    /// receives into: `count` buffers (a power of two, at most 32768) of `size` bytes, 128 of
-    /// 4 KiB by default. `count == 0` means no ring (`read_provided` then reads into a new
-    /// buffer each time).
+    /// receives into: `count` buffers of `size` bytes at first (128 of 4 KiB by default), and
+    /// `count` more each time it runs low, up to [`ring_memory_limit`](Self::ring_memory_limit);
+    /// it shrinks back when load falls. `count == 0` means no ring (`read_provided` then reads
+    /// into a new buffer each time).
     pub fn provided_buffers(mut self, count: u16, size: u32) -> Builder {
         self.driver.provided_buffers = (count > 0 && size > 0).then_some((count, size));
+        self
+    }
+
+    /// The most memory the provided-buffer ring may grow to under load (64 MiB by default; at
+    /// most 32768 buffers). Past it, receives wait for a buffer to come back, in arrival order.
+    pub fn ring_memory_limit(mut self, bytes: usize) -> Builder {
+        self.driver.ring_memory_limit = bytes;
         self
     }
 

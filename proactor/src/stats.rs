@@ -23,6 +23,22 @@ executor::counters! {
     recvs,
     /// Sends completed (on aio, each `aio_write`).
     sends,
+    /// Bytes the receives brought (`recv_bytes / recvs` is the bytes per receive completion).
+    recv_bytes,
+    /// Multishot receives that ended because the provided-buffer ring was empty (`ENOBUFS`).
+    recv_enobufs,
+    /// Multishot receives armed again after one ended (`ENOBUFS`, a full queue, the kernel).
+    recv_rearms,
+    /// Received chunks copied out of a ring buffer because nobody was reading the stream when
+    /// they came (the ring buffer went straight back; the stream stops receiving past 64 KiB).
+    recv_spilled,
+    /// Sends of a ring buffer that found the peer's window full and continued from a copy,
+    /// giving the ring buffer back.
+    sends_detached,
+    /// Chunks of buffers the provided-buffer ring grew by under pressure.
+    ring_grown,
+    /// Chunks it freed again once the load fell.
+    ring_shrunk,
     /// io_uring: `io_uring_enter` syscalls (submitting, waiting, or both at once). With SQPOLL,
     /// submitting while the kernel's SQ thread is awake needs no syscall, but is counted.
     sys_io_uring_enter,
@@ -101,7 +117,17 @@ impl Stats {
             rate(self.sys_other),
             self.in_flight,
             match self.ring_buffers {
-                Some((free, total)) => format!(" · ring buffers free {free}/{total}"),
+                Some((free, total)) => format!(
+                    " · ring buffers free {free}/{total} (grew {} shrank {}) · B/recv {:.0} · ENOBUFS {} \
+                     re-arms {} spilled {} sends detached {}",
+                    self.ring_grown,
+                    self.ring_shrunk,
+                    if self.recvs == 0 { 0.0 } else { self.recv_bytes as f64 / self.recvs as f64 },
+                    rate(self.recv_enobufs),
+                    rate(self.recv_rearms),
+                    rate(self.recv_spilled),
+                    rate(self.sends_detached),
+                ),
                 None => String::new(),
             },
         )

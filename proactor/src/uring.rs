@@ -124,7 +124,11 @@ impl Uring {
         // receive), so zero-copy send, new in the same release, stands in for it.
         let buf_ring = match config.provided_buffers {
             Some((count, size)) if config.multishot && probed && probe.is_supported(opcode::SendZc::CODE) => {
-                BufRing::register(&ring, count, size).ok()
+                // The descriptor ring is registered at its largest: as many buffers as the
+                // memory limit allows (a power of two, at most 32768), at least `count`.
+                let by_limit = (config.ring_memory_limit / size as usize).clamp(1, 32768);
+                let max = (1usize << by_limit.ilog2()).max(usize::from(count).next_power_of_two()).min(32768);
+                BufRing::register(&ring, count, max as u16, size).ok()
             }
             _ => None,
         };
@@ -198,8 +202,9 @@ impl Uring {
             Request::Recv { fd, buf, len } => opcode::Recv::new(types::Fd(fd), buf, len).build(),
             Request::RecvMulti { fd, group } => opcode::RecvMulti::new(types::Fd(fd), group).build(),
             // MSG_NOSIGNAL: a reset peer is EPIPE, not a SIGPIPE that kills the process.
-            Request::Send { fd, buf, len } => {
-                opcode::Send::new(types::Fd(fd), buf, len).flags(libc::MSG_NOSIGNAL).build()
+            Request::Send { fd, buf, len, dontwait } => {
+                let flags = libc::MSG_NOSIGNAL | if dontwait { libc::MSG_DONTWAIT } else { 0 };
+                opcode::Send::new(types::Fd(fd), buf, len).flags(flags).build()
             }
         };
         #[cfg(feature = "trace")]
@@ -409,6 +414,12 @@ pub(crate) fn selected_buffer(completion: &Completion) -> Option<u16> {
     cqueue::buffer_select(completion.flags)
 }
 
+/// CQE flags with `IORING_CQE_F_BUFFER` cleared: the buffer is no longer the completion's.
+pub(crate) fn without_buffer(flags: u32) -> u32 {
+    const IORING_CQE_F_BUFFER: u32 = 1 << 0;
+    flags & !IORING_CQE_F_BUFFER
+}
+
 /// Whether more CQEs follow for a multishot operation.
 pub(crate) fn more(completion: &Completion) -> bool {
     cqueue::more(completion.flags)
@@ -454,6 +465,11 @@ pub(crate) fn describe(request: &Request) -> String {
         Request::RecvMulti { fd, .. } => {
             format!("RECV (multishot, buffers picked from the ring when data comes) on fd {fd}")
         }
-        Request::Send { fd, len, .. } => format!("SEND {len} bytes on fd {fd}"),
+        Request::Send { fd, len, dontwait: false, .. } => format!("SEND {len} bytes on fd {fd}"),
+        Request::Send { fd, len, dontwait: true, .. } => {
+            format!(
+                "SEND {len} bytes on fd {fd}, without waiting (a ring buffer: a full window must not pin it)"
+            )
+        }
     }
 }
