@@ -563,10 +563,8 @@ type Counted = Result<Syscalls, String>;
 /// The syscalls server `pid` has made so far, by its runtime's own counters: it prints them on
 /// SIGUSR1, and its stderr reader passes the count on through `counts`.
 pub(crate) fn counter_snapshot(pid: u32, counts: &mpsc::Receiver<u64>) -> Result<u64, String> {
-    // SAFETY: kill with a pid and a signal number; no memory is involved.
-    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGUSR1) } != 0 {
-        return Err(format!("cannot signal the server: {}", std::io::Error::last_os_error()));
-    }
+    sys::kill(pid, nix::sys::signal::Signal::SIGUSR1)
+        .map_err(|e| format!("cannot signal the server: {e}"))?;
     counts
         .recv_timeout(Duration::from_secs(2))
         .map_err(|_| "the server did not print its counters".to_string())
