@@ -494,8 +494,8 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
                 .iter()
                 .filter(|o| o.cell == cell)
                 .map(|o| {
-                    (
-                        o.server.name().to_string(),
+                    svg::Bar::new(
+                        o.server.name(),
                         o.result.as_ref().map_or(f64::NAN, |m| m.report.msgs_per_sec()),
                     )
                 })
