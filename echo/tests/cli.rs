@@ -473,6 +473,108 @@ fn trace_shows_readiness_steps_on_the_reactor_and_completion_steps_on_uring_and_
 }
 
 #[test]
+fn trace_svg_draws_each_design_from_the_steps_of_its_own_run() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("echo-lab-trace-test.svg");
+    let _ = std::fs::remove_file(&path);
+    let out = run(&["trace", "--svg", path.to_str().unwrap()], Duration::from_secs(60));
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let svg = std::fs::read_to_string(&path).expect("the SVG");
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let text = |n: roxmltree::Node<'_, '_>| -> String {
+        n.descendants()
+            .filter(|t| t.has_tag_name("text"))
+            .filter_map(|t| t.text())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    // Per design: its lanes, and calls that its run must have made, each on an arrow of the
+    // right kind between the right lanes (kind, from, to, words on the arrow).
+    type Call = (&'static str, &'static str, &'static str, &'static str);
+    let expected: [(&str, &[&str], &[Call]); 3] = [
+        (
+            "reactor",
+            &["client", "kernel", "runtime loop", "task"],
+            &[
+                ("syscall", "runtime loop", "kernel", "epoll_wait("),
+                ("return", "kernel", "runtime loop", "returns 1 event"),
+                ("event", "kernel", "runtime loop", "readable"),
+                ("wake", "runtime loop", "task", "wake"),
+                ("syscall", "task", "kernel", "accept4(fd"),
+                ("syscall", "task", "kernel", "epoll_ctl(ADD fd"),
+                ("syscall", "task", "kernel", "read(fd"),
+                ("syscall", "task", "kernel", "send(fd"),
+                ("data", "kernel", "client", "hello 1"),
+            ],
+        ),
+        (
+            "uring",
+            &["client", "kernel", "runtime loop", "task"],
+            &[
+                ("syscall", "runtime loop", "kernel", "io_uring_enter: submit 1 SQE"),
+                ("sqe", "task", "runtime loop", "SQE multishot RECV"),
+                ("sqe", "task", "runtime loop", "SQE SEND 7 bytes"),
+                ("cqe", "kernel", "runtime loop", "CQE multishot ACCEPT"),
+                ("cqe", "kernel", "runtime loop", "CQE multishot RECV: 7"),
+                ("cqe", "kernel", "runtime loop", "CQE SEND: 7"),
+                ("wake", "runtime loop", "task", "wake"),
+                ("data", "kernel", "client", "hello 1"),
+            ],
+        ),
+        (
+            "aio",
+            &["client", "kernel", "helper threads", "runtime loop", "task"],
+            &[
+                ("request", "task", "helper threads", "aio_read(fd"),
+                ("request", "task", "helper threads", "aio_write(fd"),
+                ("request", "task", "helper threads", "accept(fd"),
+                ("syscall", "helper threads", "kernel", "read(fd"),
+                ("syscall", "helper threads", "kernel", "write(fd"),
+                ("done", "helper threads", "runtime loop", "done: 7"),
+                ("syscall", "runtime loop", "kernel", "poll("),
+                ("wake", "runtime loop", "task", "wake"),
+                ("data", "kernel", "client", "hello 1"),
+            ],
+        ),
+    ];
+    for (design, lanes, calls) in expected {
+        let g = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("design") && n.attribute("id") == Some(design))
+            .unwrap_or_else(|| panic!("no {design} diagram"));
+        let drawn: Vec<&str> = g.descendants().filter_map(|n| n.attribute("data-lane")).collect();
+        for lane in lanes {
+            assert!(drawn.contains(lane), "{design}: no {lane} lane in {drawn:?}");
+        }
+        let arrows: Vec<_> = g
+            .descendants()
+            .filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("arrow ")))
+            .map(|n| {
+                (n.attribute("class").unwrap(), n.attribute("data-from"), n.attribute("data-to"), text(n))
+            })
+            .collect();
+        for (kind, from, to, words) in calls {
+            let found = arrows.iter().any(|(class, f, t, text)| {
+                *class == format!("arrow {kind}")
+                    && *f == Some(from)
+                    && *t == Some(to)
+                    && text.contains(words)
+            });
+            assert!(found, "{design}: no {kind} arrow {from} -> {to} with {words:?} among {arrows:#?}");
+        }
+        // Drawn from this run: the task reads from the very fd the accept returned.
+        if design == "reactor" {
+            let accepted = arrows.iter().find_map(|(_, _, _, t)| t.split("new connection, fd ").nth(1));
+            let fd: String =
+                accepted.expect("the accept's result").chars().take_while(char::is_ascii_digit).collect();
+            assert!(arrows.iter().any(|(_, _, _, t)| t.contains(&format!("read(fd {fd},"))), "{arrows:#?}");
+        }
+        // Each step keeps the runtime's own words, as the arrow's or the note's tooltip.
+        assert!(g.descendants().filter(|n| n.has_tag_name("title")).count() >= 10, "{design}");
+    }
+}
+
+#[test]
 fn lab_runs_a_small_matrix_and_writes_table_markdown_json_and_svg() {
     let dir = std::env::temp_dir().join(format!("echo-lab-lab-test-{}", std::process::id()));
     let out = run(
