@@ -296,20 +296,34 @@ struct Extras {
     syscall_secs: f64,
     /// Idle connections to open (0: none).
     idle_conns: usize,
-    /// Set once perf has failed: why. Later runtimes do not try again.
+    /// Set once perf has failed before it ever worked (not installed, not allowed): why.
+    /// Later windows do not try again.
     perf_broken: Option<String>,
+    /// Whether perf has counted a window: then a later failure is that window's alone.
+    perf_worked: bool,
+}
+
+/// The runtimes to compare, each once, in the order given.
+fn servers(a: &DemoArgs) -> Vec<Server> {
+    let mut servers: Vec<Server> = Vec::new();
+    for &s in &a.runtimes {
+        if !servers.contains(&s) {
+            servers.push(s);
+        }
+    }
+    servers
 }
 
 /// `echo-lab demo`.
 pub fn run(a: &DemoArgs) -> Result<(), String> {
     sys::raise_nofile();
     let pinned = sys::cpus() >= 2 && taskset_works();
-    let mut servers = a.runtimes.clone();
-    servers.dedup();
+    let servers = servers(a);
     let mut extras = Extras {
         syscall_secs: a.syscall_secs,
         idle_conns: a.idle_conns as usize,
         perf_broken: (a.syscall_secs == 0.0).then(|| "skipped (--syscall-secs 0)".to_string()),
+        perf_worked: false,
     };
     eprintln!(
         "echo-lab demo: {} × {} s per runtime and load, interleaved{}",
@@ -591,7 +605,7 @@ fn print_notes(loads: &[Load], a: &DemoArgs) {
     let rounds = || all.iter().flat_map(|rt| &rt.rounds);
     let errors: u64 = rounds().map(|r| r.report.errors).sum();
     let mismatches: u64 = rounds().map(|r| r.report.mismatches).sum();
-    let names: Vec<&str> = a.runtimes.iter().map(|s| s.name()).collect();
+    let names: Vec<&str> = servers(a).iter().map(|s| s.name()).collect();
     let mut reversed = names.clone();
     reversed.reverse();
     println!();
@@ -620,7 +634,7 @@ fn print_notes(loads: &[Load], a: &DemoArgs) {
         println!("(perf stat, same windows: {})", cross.join(", "));
     }
     let mut said = Vec::new();
-    for rt in &all {
+    for rt in all.iter().filter(|rt| rt.syscalls_per_echo().median.is_nan()) {
         if let Some(why) = rt.syscalls_error() {
             if !said.contains(&rt.server) {
                 said.push(rt.server);
@@ -861,11 +875,16 @@ fn measure(
         let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
         let use_perf = extras.perf_broken.is_none();
         let (own, perf) = count_syscalls(pid, window, pinned, own_counters, use_perf)?;
-        if let Err(why) = &perf {
-            if use_perf {
+        match &perf {
+            Ok(_) => extras.perf_worked = true,
+            Err(why) if use_perf && extras.perf_worked => {
+                eprintln!("echo-lab demo: {server}: perf missed this window: {why}");
+            }
+            Err(why) if use_perf => {
                 eprintln!("echo-lab demo: no perf cross-check: {why}");
                 extras.perf_broken = Some(why.clone());
             }
+            Err(_) => {}
         }
         (own, perf)
     };
