@@ -162,63 +162,113 @@ fn bench_without_a_server_fails_cleanly() {
     assert!(err.contains("cannot connect"), "stderr: {err}");
 }
 
+/// The cells of a line of the demo's table (separated by two spaces or more).
+fn cells(line: &str) -> Vec<&str> {
+    line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect()
+}
+
 #[test]
-fn demo_prints_the_table_and_writes_json_and_svg() {
+fn demo_runs_interleaved_rounds_and_reports_medians_with_their_spread() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("echo-lab-demo-test");
     let _ = std::fs::remove_dir_all(&dir);
     let out = run(
         &[
             "demo",
+            "--rounds",
+            "2",
             "--secs",
-            "1",
+            "0.5",
             "--warmup",
-            "0.2",
+            "0.1",
             "--conns",
             "4",
             "--idle-conns",
             "50",
             "--syscall-secs",
-            "0.5",
+            "0.3",
             "--out",
             dir.to_str().unwrap(),
         ],
-        Duration::from_secs(50),
+        Duration::from_secs(60),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    for column in ["msgs/s", "p99 µs", "server CPU µs/echo", "syscalls/echo", "idle B/conn"] {
+    for column in
+        ["msgs/s", "p99 µs", "CPU µs/echo", "user µs/echo", "vs tokio", "syscalls/echo", "idle B/conn"]
+    {
         assert!(stdout.contains(column), "no {column} column: {stdout}");
     }
+    let lines: Vec<&str> = stdout.lines().collect();
     for runtime in ["reactor", "uring", "aio", "tokio"] {
-        let row = stdout.lines().find(|l| l.starts_with(runtime));
-        let row = row.unwrap_or_else(|| panic!("no {runtime} row: {stdout}"));
-        // runtime, msgs/s, p99, CPU µs/echo, vs tokio, syscalls/echo, idle B/conn.
-        let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells.len(), 7, "{runtime} row: {row}");
+        let at = lines.iter().position(|l| l.starts_with(runtime));
+        let at = at.unwrap_or_else(|| panic!("no {runtime} row: {stdout}"));
+        // runtime, msgs/s, p99, CPU µs/echo, user µs/echo, vs tokio, syscalls/echo, idle B/conn;
+        // then the same figures' min–max on the line below.
+        let (row, spread) = (cells(lines[at]), cells(lines[at + 1]));
+        assert_eq!(row.len(), 8, "{runtime} row: {}", lines[at]);
+        assert!(spread.len() >= 6, "{runtime} min–max row: {}", lines[at + 1]);
+        assert!(spread[0].contains('–'), "{runtime} min–max row: {}", lines[at + 1]);
+        assert!(row[3].parse::<f64>().is_ok_and(|n| n > 0.0), "CPU µs/echo in {row:?}");
+        assert!(row[4].parse::<f64>().is_ok_and(|n| n >= 0.0), "user µs/echo in {row:?}");
+        // A ratio, or the plain mark that there is no telling the two apart.
+        match runtime {
+            "tokio" => assert_eq!(row[5], "baseline"),
+            _ => assert!(row[5] == "within noise" || row[5].ends_with('×'), "vs tokio in {row:?}"),
+        }
         // The runtimes count their own syscalls (no perf needed); aio's are not counted (its
         // I/O runs on glibc's threads); tokio's come from perf, if this machine has it.
         match runtime {
             "reactor" | "uring" => {
-                assert!(cells[5].parse::<f64>().is_ok_and(|n| n > 0.0), "syscalls/echo in {row}")
+                assert!(row[6].parse::<f64>().is_ok_and(|n| n > 0.0), "syscalls/echo in {row:?}")
             }
-            "aio" => assert_eq!(cells[5], "n/a", "syscalls/echo in {row}"),
+            "aio" => assert_eq!(row[6], "n/a", "syscalls/echo in {row:?}"),
             _ => {}
         }
         // Idle memory needs only /proc, so it is always measured.
-        assert!(cells[6].parse::<f64>().is_ok(), "idle B/conn in {row}");
+        assert!(row[7].parse::<f64>().is_ok(), "idle B/conn in {row:?}");
     }
     let json = std::fs::read_to_string(dir.join("demo.json")).expect("demo.json");
     let v: serde_json::Value = serde_json::from_str(&json).expect("demo.json parses");
+    assert_eq!(v["rounds"], 2, "{v}");
     assert_eq!(v["idle_conns"], 50, "{v}");
-    assert_eq!(v["syscall_secs"], 0.5, "{v}");
+    assert_eq!(v["syscall_secs"], 0.3, "{v}");
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), 4, "{v}");
     for r in results {
+        let runtime = r["runtime"].as_str().unwrap();
         assert_eq!(r["mismatches"], 0, "{r}");
-        assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
-        assert!(r["cpu_us_per_echo"].as_f64().is_some(), "{r}");
+        assert_eq!(r["conns"], 4, "{r}");
+        // Every round is kept, in interleaved order: first in round 1 is last in round 2.
+        let rounds = r["rounds"].as_array().expect("rounds");
+        assert_eq!(rounds.len(), 2, "{r}");
+        assert_eq!(rounds[0]["round"], 1, "{r}");
+        assert_eq!(rounds[1]["round"], 2, "{r}");
+        let position = |i: usize| rounds[i]["position"].as_u64().unwrap();
+        assert_eq!(position(0) + position(1), 5, "{runtime}: positions {} and {}", position(0), position(1));
+        for round in rounds {
+            assert_eq!(round["mismatches"], 0, "{round}");
+            assert!(round["msgs_per_sec"].as_f64().unwrap() > 0.0, "{round}");
+            assert!(round["cpu_us_per_echo"].as_f64().is_some_and(|x| x > 0.0), "{round}");
+            assert!(round["user_us_per_echo"].as_f64().is_some_and(|x| x >= 0.0), "{round}");
+        }
+        // The median lies within the min–max, for each figure.
+        for key in ["cpu_us_per_echo", "user_us_per_echo", "msgs_per_sec", "idle_bytes_per_conn"] {
+            let (lo, mid, hi) =
+                (r[format!("{key}_min")].as_f64(), r[key].as_f64(), r[format!("{key}_max")].as_f64());
+            let (lo, mid, hi) = (lo.expect(key), mid.expect(key), hi.expect(key));
+            assert!(lo <= mid && mid <= hi, "{runtime} {key}: {lo} {mid} {hi}");
+        }
+        // The CPU ratio to tokio has its spread, and says whether it is within noise.
+        match runtime {
+            "tokio" => assert_eq!(r["cpu_ratio_to_tokio"], 1.0, "{r}"),
+            _ => {
+                let (lo, hi) = (r["cpu_ratio_to_tokio_min"].as_f64(), r["cpu_ratio_to_tokio_max"].as_f64());
+                assert!(lo.unwrap() <= hi.unwrap(), "{r}");
+                assert!(r["within_noise"].is_boolean(), "{r}");
+            }
+        }
         // Where the count comes from: the runtimes' own counters, perf for tokio, none for aio.
-        match r["runtime"].as_str().unwrap() {
+        match runtime {
             "reactor" | "uring" => assert_eq!(r["syscalls_source"], "runtime counters", "{r}"),
             "aio" => assert!(r["syscalls_error"].as_str().is_some_and(|e| e.contains("glibc")), "{r}"),
             _ => {}
@@ -227,20 +277,76 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
         match r["syscalls_per_echo"].as_f64() {
             Some(n) => {
                 assert!(n > 0.0, "{r}");
-                assert!(r["syscall_window_echoes"].as_u64().unwrap() > 0, "{r}");
+                assert!(rounds[0]["syscall_window_echoes"].as_u64().unwrap() > 0, "{r}");
             }
             None => assert!(r["syscalls_error"].is_string(), "{r}"),
         }
         assert_eq!(r["idle_conns"], 50, "{r}");
-        assert!(r["idle_rss_before_kb"].as_u64().unwrap() > 0, "{r}");
-        assert!(r["idle_rss_after_kb"].as_u64().is_some(), "{r}");
-        assert!(r["idle_bytes_per_conn"].as_f64().is_some(), "{r}");
+        assert!(rounds[0]["idle_rss_before_kb"].as_u64().unwrap() > 0, "{r}");
+        assert!(rounds[0]["idle_rss_after_kb"].as_u64().is_some(), "{r}");
     }
     let svg = std::fs::read_to_string(dir.join("demo.svg")).expect("demo.svg");
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    let doc = roxmltree::Document::parse(&svg).expect("demo.svg is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
     for panel in ["CPU per echo", "syscalls per echo", "per idle connection"] {
         assert!(svg.contains(panel), "no {panel} panel in the SVG");
     }
+    // The spread: a whisker (a path) for every runtime's CPU bar.
+    assert!(doc.descendants().filter(|n| n.has_tag_name("path")).count() >= 4, "{svg}");
+}
+
+#[test]
+fn demo_takes_lists_of_runtimes_and_loads() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("echo-lab-demo-lists-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = run(
+        &[
+            "demo",
+            "--runtimes",
+            "reactor,tokio",
+            "--conns",
+            "1,3",
+            "--size",
+            "100",
+            "--rounds",
+            "1",
+            "--secs",
+            "0.3",
+            "--warmup",
+            "0",
+            "--idle-conns",
+            "0",
+            "--syscall-secs",
+            "0",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(40),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    for load in ["1 conns, 100 B messages", "3 conns, 100 B messages"] {
+        assert!(stdout.contains(load), "no table for {load}: {stdout}");
+    }
+    assert!(!stdout.lines().any(|l| l.starts_with("uring")), "{stdout}");
+    let json = std::fs::read_to_string(dir.join("demo.json")).expect("demo.json");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("demo.json parses");
+    let got: Vec<(String, u64, u64)> = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| {
+            (
+                r["runtime"].as_str().unwrap().to_string(),
+                r["conns"].as_u64().unwrap(),
+                r["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64, u64)> = [("reactor", 1), ("tokio", 1), ("reactor", 3), ("tokio", 3)]
+        .map(|(r, c)| (r.to_string(), c, 100))
+        .into();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -363,6 +469,108 @@ fn trace_shows_readiness_steps_on_the_reactor_and_completion_steps_on_uring_and_
         // The other design's steps do not appear.
         let foreign = if runtime == "reactor" { "io_uring_enter" } else { "epoll_wait" };
         assert!(!stdout.contains(foreign), "{runtime}: {stdout}");
+    }
+}
+
+#[test]
+fn trace_svg_draws_each_design_from_the_steps_of_its_own_run() {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("echo-lab-trace-test.svg");
+    let _ = std::fs::remove_file(&path);
+    let out = run(&["trace", "--svg", path.to_str().unwrap()], Duration::from_secs(60));
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let svg = std::fs::read_to_string(&path).expect("the SVG");
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let text = |n: roxmltree::Node<'_, '_>| -> String {
+        n.descendants()
+            .filter(|t| t.has_tag_name("text"))
+            .filter_map(|t| t.text())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    // Per design: its lanes, and calls that its run must have made, each on an arrow of the
+    // right kind between the right lanes (kind, from, to, words on the arrow).
+    type Call = (&'static str, &'static str, &'static str, &'static str);
+    let expected: [(&str, &[&str], &[Call]); 3] = [
+        (
+            "reactor",
+            &["client", "kernel", "runtime loop", "task"],
+            &[
+                ("syscall", "runtime loop", "kernel", "epoll_wait("),
+                ("return", "kernel", "runtime loop", "returns 1 event"),
+                ("event", "kernel", "runtime loop", "readable"),
+                ("wake", "runtime loop", "task", "wake"),
+                ("syscall", "task", "kernel", "accept4(fd"),
+                ("syscall", "task", "kernel", "epoll_ctl(ADD fd"),
+                ("syscall", "task", "kernel", "read(fd"),
+                ("syscall", "task", "kernel", "send(fd"),
+                ("data", "kernel", "client", "hello 1"),
+            ],
+        ),
+        (
+            "uring",
+            &["client", "kernel", "runtime loop", "task"],
+            &[
+                ("syscall", "runtime loop", "kernel", "io_uring_enter: submit 1 SQE"),
+                ("sqe", "task", "runtime loop", "SQE multishot RECV"),
+                ("sqe", "task", "runtime loop", "SQE SEND 7 bytes"),
+                ("cqe", "kernel", "runtime loop", "CQE multishot ACCEPT"),
+                ("cqe", "kernel", "runtime loop", "CQE multishot RECV: 7"),
+                ("cqe", "kernel", "runtime loop", "CQE SEND: 7"),
+                ("wake", "runtime loop", "task", "wake"),
+                ("data", "kernel", "client", "hello 1"),
+            ],
+        ),
+        (
+            "aio",
+            &["client", "kernel", "helper threads", "runtime loop", "task"],
+            &[
+                ("request", "task", "helper threads", "aio_read(fd"),
+                ("request", "task", "helper threads", "aio_write(fd"),
+                ("request", "task", "helper threads", "accept(fd"),
+                ("syscall", "helper threads", "kernel", "read(fd"),
+                ("syscall", "helper threads", "kernel", "write(fd"),
+                ("done", "helper threads", "runtime loop", "done: 7"),
+                ("syscall", "runtime loop", "kernel", "poll("),
+                ("wake", "runtime loop", "task", "wake"),
+                ("data", "kernel", "client", "hello 1"),
+            ],
+        ),
+    ];
+    for (design, lanes, calls) in expected {
+        let g = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("design") && n.attribute("id") == Some(design))
+            .unwrap_or_else(|| panic!("no {design} diagram"));
+        let drawn: Vec<&str> = g.descendants().filter_map(|n| n.attribute("data-lane")).collect();
+        for lane in lanes {
+            assert!(drawn.contains(lane), "{design}: no {lane} lane in {drawn:?}");
+        }
+        let arrows: Vec<_> = g
+            .descendants()
+            .filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("arrow ")))
+            .map(|n| {
+                (n.attribute("class").unwrap(), n.attribute("data-from"), n.attribute("data-to"), text(n))
+            })
+            .collect();
+        for (kind, from, to, words) in calls {
+            let found = arrows.iter().any(|(class, f, t, text)| {
+                *class == format!("arrow {kind}")
+                    && *f == Some(from)
+                    && *t == Some(to)
+                    && text.contains(words)
+            });
+            assert!(found, "{design}: no {kind} arrow {from} -> {to} with {words:?} among {arrows:#?}");
+        }
+        // Drawn from this run: the task reads from the very fd the accept returned.
+        if design == "reactor" {
+            let accepted = arrows.iter().find_map(|(_, _, _, t)| t.split("new connection, fd ").nth(1));
+            let fd: String =
+                accepted.expect("the accept's result").chars().take_while(char::is_ascii_digit).collect();
+            assert!(arrows.iter().any(|(_, _, _, t)| t.contains(&format!("read(fd {fd},"))), "{arrows:#?}");
+        }
+        // Each step keeps the runtime's own words, as the arrow's or the note's tooltip.
+        assert!(g.descendants().filter(|n| n.has_tag_name("title")).count() >= 10, "{design}");
     }
 }
 

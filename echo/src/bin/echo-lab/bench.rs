@@ -2,9 +2,9 @@
 //! bulk in [`crate::bulk`]).
 //!
 //! Ping-pong: N connections, each with exactly one `size`-byte message in flight; every echo is checked
-//! byte for byte before the next message is sent. One thread, one level-triggered epoll set,
-//! so the load can be pinned to one core and costs about one `send` + one `recv` + a share of
-//! `epoll_wait` per message. Timeline:
+//! byte for byte before the next message is sent. One thread, one mio poller (edge-triggered
+//! epoll), so the load can be pinned to one core and costs about one `send` + one `recv` + a
+//! share of `epoll_wait` per message. Timeline:
 //! connect all -> warm-up (not counted) -> measured window -> drain (finish in-flight, close).
 //! Only round trips that *complete* inside the window are counted; the window's edges are
 //! reported to a callback as they pass (so the caller can sample the server's CPU time there).
@@ -12,11 +12,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mio::{Interest, Token};
 use serde_json::{json, Value};
 
 use crate::sys;
@@ -109,38 +110,49 @@ pub struct Options {
     pub warmup: f64,
     /// How long connecting may take, seconds.
     pub connect_timeout: f64,
-    /// Print a live progress line on stderr (overwritten in place with `\r`) about once a second.
+    /// Show a live progress bar on stderr (meant for a terminal), updated about once a second.
     pub progress: bool,
 }
 
-/// The live progress line of `echo-lab bench` (when stderr is a terminal): msgs/s so far,
-/// errors and mismatches, rewritten in place about once a second and cleared at the end.
+/// The live progress line of `echo-lab bench` (when stderr is a terminal): a bar over the
+/// warm-up and the window, with msgs/s so far, errors and mismatches, updated about once a
+/// second and cleared at the end.
 pub struct Progress {
-    on: bool,
+    bar: Option<ProgressBar>,
+    /// When the bar started (the load's start).
+    t0: Instant,
     next: Instant,
-    shown: bool,
 }
 
 impl Progress {
-    /// A progress line, printed only if `on`.
-    pub fn new(on: bool) -> Progress {
-        Progress { on, next: Instant::now() + Duration::from_secs(1), shown: false }
+    /// A progress bar over `total` (warm-up and window), shown only if `on`.
+    pub fn new(on: bool, total: Duration) -> Progress {
+        let bar = on.then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total.as_millis() as u64), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("  [{bar:30}] {msg}").expect("a valid template");
+            bar.set_style(style.progress_chars("=> "));
+            bar.set_message("warming up");
+            bar
+        });
+        let now = Instant::now();
+        Progress { bar, t0: now, next: now + Duration::from_secs(1) }
     }
 
-    /// How long the load loop may sleep before the next update is due, milliseconds.
-    pub fn cap_ms(&self, ms: i32) -> i32 {
-        if self.on {
-            let due = self.next.saturating_duration_since(Instant::now()).as_millis() as i32;
-            ms.min(due.max(1))
+    /// How long the load loop may sleep before the next update is due.
+    pub fn cap(&self, wait: Duration) -> Duration {
+        if self.bar.is_some() {
+            wait.min(self.next.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
         } else {
-            ms
+            wait
         }
     }
 
-    /// Rewrites the line if an update is due: `w_start` is when the measured window opened
+    /// Updates the line if an update is due: `w_start` is when the measured window opened
     /// (None during the warm-up), `msgs` the round trips counted since.
     pub fn tick(&mut self, now: Instant, w_start: Option<Instant>, msgs: u64, errors: u64, mismatches: u64) {
-        if !self.on || now < self.next {
+        let Some(bar) = &self.bar else { return };
+        if now < self.next {
             return;
         }
         self.next = now + Duration::from_secs(1);
@@ -148,20 +160,19 @@ impl Progress {
             // The first fraction of a second of the window gives no meaningful rate yet.
             Some(t) if now.saturating_duration_since(t) >= Duration::from_millis(250) => {
                 let rate = msgs as f64 / now.saturating_duration_since(t).as_secs_f64();
-                format!("{rate:>12.0} msgs/s so far")
+                format!("{rate:.0} msgs/s so far")
             }
             Some(_) => "measuring".to_string(),
             None => "warming up".to_string(),
         };
-        eprint!("\r  {what}   errors {errors}   mismatches {mismatches}\x1b[K");
-        self.shown = true;
+        bar.set_position(now.saturating_duration_since(self.t0).as_millis() as u64);
+        bar.set_message(format!("{what}   errors {errors}   mismatches {mismatches}"));
     }
 
-    /// Erases the line (if one was printed).
+    /// Erases the line (if one was drawn).
     pub fn clear(&mut self) {
-        if self.shown {
-            eprint!("\r\x1b[K");
-            self.shown = false;
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }
@@ -367,14 +378,14 @@ enum Phase {
 }
 
 struct Conn {
-    sock: Option<TcpStream>, // None once closed (error, mismatch, or drained)
+    sock: Option<mio::net::TcpStream>, // None once closed (error, mismatch, or drained)
     out: Vec<u8>,
     inb: Vec<u8>,
     wrote: usize,
     got: usize,
     seq: u64,
     sent_at: Instant,
-    want_out: bool, // EPOLLOUT registered because a send was partial
+    want_out: bool, // registered for writability because a send was partial
     msgs: u64,      // completed inside the window
 }
 
@@ -390,63 +401,50 @@ pub fn fill(buf: &mut [u8], seq: u64) {
     }
 }
 
-/// An epoll descriptor, closed on drop.
-pub struct Epoll(i32);
+/// The load generator's event loop: mio's `Poll` (epoll, edge-triggered), apart from the
+/// runtimes under test, so that a bug in them cannot hide in the tool that measures them.
+/// Edge-triggered means: after an event, read (or write) until `WouldBlock`, or until there is
+/// surely nothing more to read (a whole echo has come back and nothing else was sent).
+pub struct Poller {
+    poll: mio::Poll,
+    events: mio::Events,
+}
 
-impl Epoll {
-    /// A new epoll set.
-    pub fn new() -> Result<Epoll, String> {
-        // SAFETY: plain syscall, no pointers.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep < 0 {
-            return Err(format!("epoll_create1: {}", io::Error::last_os_error()));
-        }
-        Ok(Epoll(ep))
+impl Poller {
+    /// A new poller.
+    pub fn new() -> Result<Poller, String> {
+        let poll = mio::Poll::new().map_err(|e| format!("cannot create a poller: {e}"))?;
+        Ok(Poller { poll, events: mio::Events::with_capacity(1024) })
     }
 
-    /// `epoll_ctl(op)` for `sock`, level-triggered, reporting `token`.
-    pub fn ctl(
+    /// Watches `sock` (new if `add`) for input, and for output too if `writable`, as `token`.
+    pub fn watch(
         &self,
-        op: i32,
-        sock: &TcpStream,
-        readable: bool,
+        sock: &mut mio::net::TcpStream,
+        add: bool,
         writable: bool,
         token: usize,
     ) -> io::Result<()> {
-        let events = if readable { libc::EPOLLIN as u32 } else { 0 }
-            | if writable { libc::EPOLLOUT as u32 } else { 0 };
-        let mut ev = libc::epoll_event { events, u64: token as u64 };
-        // SAFETY: `self.0` and the socket are open descriptors; `ev` is a valid event.
-        if unsafe { libc::epoll_ctl(self.0, op, sock.as_raw_fd(), &mut ev) } != 0 {
-            return Err(io::Error::last_os_error());
+        let interest = if writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        if add {
+            self.poll.registry().register(sock, Token(token), interest)
+        } else {
+            self.poll.registry().reregister(sock, Token(token), interest)
         }
-        Ok(())
     }
 
-    /// Waits up to `ms` for events; returns how many were written to `events` (0 on EINTR).
-    pub fn wait(&self, events: &mut [libc::epoll_event], ms: i32) -> Result<usize, String> {
-        // SAFETY: `events` is a writable buffer of `events.len()` epoll_event structs.
-        let n = unsafe { libc::epoll_wait(self.0, events.as_mut_ptr(), events.len() as i32, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                return Ok(0);
-            }
-            return Err(format!("epoll_wait: {e}"));
+    /// Waits up to `timeout` for events; returns the `(token, writable)` of each (none on EINTR).
+    pub fn wait(&mut self, timeout: Duration) -> Result<Vec<(usize, bool)>, String> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => Ok(self.events.iter().map(|ev| (ev.token().0, ev.is_writable())).collect()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Vec::new()),
+            Err(e) => Err(format!("waiting for events: {e}")),
         }
-        Ok(n as usize)
-    }
-}
-
-impl Drop for Epoll {
-    fn drop(&mut self) {
-        // SAFETY: we own the descriptor.
-        unsafe { libc::close(self.0) };
     }
 }
 
 struct Load {
-    ep: Epoll,
+    poller: Poller,
     addr: SocketAddr,
     /// Reconnect after every echo (`Mode::Shortconn`).
     shortconn: bool,
@@ -460,9 +458,9 @@ struct Load {
 }
 
 impl Load {
-    fn ctl(&mut self, op: i32, i: usize, out: bool) {
-        let Some(sock) = self.conns[i].sock.as_ref() else { return };
-        if let Err(e) = self.ep.ctl(op, sock, true, out, i) {
+    fn watch(&mut self, i: usize, add: bool, out: bool) {
+        let Some(sock) = self.conns[i].sock.as_mut() else { return };
+        if let Err(e) = self.poller.watch(sock, add, out, i) {
             self.close(i, Some(e));
         }
     }
@@ -475,7 +473,7 @@ impl Load {
             self.errors += 1;
         }
         if self.conns[i].sock.take().is_some() {
-            self.open -= 1; // dropping the fd also removes it from the epoll set
+            self.open -= 1; // closing the fd also removes it from the epoll set
         }
     }
 
@@ -504,7 +502,7 @@ impl Load {
         let want = c.wrote < c.out.len();
         if want != c.want_out {
             c.want_out = want;
-            self.ctl(libc::EPOLL_CTL_MOD, i, want);
+            self.watch(i, false, want);
         }
     }
 
@@ -555,9 +553,9 @@ impl Load {
         let deadline = Instant::now() + Duration::from_secs(1);
         match connect_retry(self.addr, deadline).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
             Ok(sock) => {
-                self.conns[i].sock = Some(sock);
+                self.conns[i].sock = Some(mio::net::TcpStream::from_std(sock));
                 self.conns[i].want_out = false;
-                self.ctl(libc::EPOLL_CTL_ADD, i, false);
+                self.watch(i, true, false);
                 self.conns[i].sock.is_some()
             }
             Err(e) => {
@@ -579,7 +577,7 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
     let mut conns = Vec::with_capacity(opts.conns);
     for (i, sock) in socks.into_iter().enumerate() {
         conns.push(Conn {
-            sock: Some(sock),
+            sock: Some(mio::net::TcpStream::from_std(sock)),
             out: vec![0; opts.size],
             inb: vec![0; opts.size],
             wrote: 0,
@@ -591,7 +589,7 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
         });
     }
     let mut l = Load {
-        ep: Epoll::new()?,
+        poller: Poller::new()?,
         addr: opts.addr,
         shortconn: opts.mode == Mode::Shortconn,
         open: conns.len(),
@@ -604,7 +602,7 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
     };
     let now = Instant::now();
     for i in 0..l.conns.len() {
-        l.ctl(libc::EPOLL_CTL_ADD, i, false);
+        l.watch(i, true, false);
         l.send_next(i, now);
     }
 
@@ -612,8 +610,7 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
     let t_end = t_start + Duration::from_secs_f64(opts.secs);
     let t_drain = t_end + Duration::from_secs(1);
     let (mut w_start, mut w_end) = (t_start, t_end);
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let mut progress = Progress::new(opts.progress);
+    let mut progress = Progress::new(opts.progress, t_end - now);
     loop {
         let now = Instant::now();
         if l.phase != Phase::Drain {
@@ -638,14 +635,11 @@ pub fn pingpong(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report,
             Phase::Measure => t_end,
             Phase::Drain => t_drain,
         };
-        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000) as i32;
-        let n = l.ep.wait(&mut events, progress.cap_ms(ms))?;
-        for ev in &events[..n] {
-            let (i, bits) = (ev.u64 as usize, ev.events);
-            if bits & libc::EPOLLOUT as u32 != 0 {
+        for (i, writable) in l.poller.wait(progress.cap(next.saturating_duration_since(now)))? {
+            if writable {
                 l.flush(i);
             }
-            // EPOLLERR/EPOLLHUP surface as an error or end of stream from recv.
+            // Errors and hang-ups surface as an error or end of stream from recv.
             l.readable(i);
         }
     }

@@ -4,16 +4,18 @@
 //! names the connection and `k`, with at most [`MAX_IN_FLIGHT`] bytes sent and not yet echoed;
 //! every echoed byte is compared with what was sent. A block counts when its last byte comes
 //! back inside the window; its latency runs from starting to send it to that moment. The same
-//! single-threaded, level-triggered epoll loop as the ping-pong load; at the end of the window
+//! single-threaded mio loop (edge-triggered epoll) as the ping-pong load: reads go on until
+//! `WouldBlock`, writes until `WouldBlock` or the in-flight limit (then the next echo read
+//! sends more); at the end of the window
 //! every connection is closed (bytes still in flight are not counted).
 
+use mio::net::TcpStream;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::bench::{connect_all, fill, Edge, Epoll, Options, Progress, Report};
+use crate::bench::{connect_all, fill, Edge, Options, Poller, Progress, Report};
 
 /// The most bytes a connection has sent and not yet received back.
 pub const MAX_IN_FLIGHT: usize = 256 * 1024;
@@ -37,7 +39,7 @@ struct Stream {
 }
 
 struct Bulk {
-    ep: Epoll,
+    poller: Poller,
     streams: Vec<Stream>,
     open: usize,
     measuring: bool,
@@ -93,8 +95,8 @@ impl Bulk {
         }
         if blocked != s.want_out {
             s.want_out = blocked;
-            let sock = s.sock.as_ref().expect("open");
-            if let Err(e) = self.ep.ctl(libc::EPOLL_CTL_MOD, sock, true, blocked, i) {
+            let sock = s.sock.as_mut().expect("open");
+            if let Err(e) = self.poller.watch(sock, false, blocked, i) {
                 self.close(i, Some(e));
             }
         }
@@ -153,10 +155,11 @@ impl Bulk {
 /// Runs the bulk load; `on_edge` is called as each edge of the measured window passes.
 pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, String> {
     let socks = connect_all(opts)?;
-    let ep = Epoll::new()?;
+    let poller = Poller::new()?;
     let mut streams = Vec::with_capacity(socks.len());
     for (i, sock) in socks.into_iter().enumerate() {
-        ep.ctl(libc::EPOLL_CTL_ADD, &sock, true, false, i).map_err(|e| format!("epoll_ctl: {e}"))?;
+        let mut sock = TcpStream::from_std(sock);
+        poller.watch(&mut sock, true, false, i).map_err(|e| format!("cannot watch connection {i}: {e}"))?;
         streams.push(Stream {
             sock: Some(sock),
             id: i as u64,
@@ -173,7 +176,7 @@ pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, Stri
         });
     }
     let mut b = Bulk {
-        ep,
+        poller,
         open: streams.len(),
         streams,
         measuring: false,
@@ -191,8 +194,7 @@ pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, Stri
     let t_start = Instant::now() + Duration::from_secs_f64(opts.warmup);
     let t_end = t_start + Duration::from_secs_f64(opts.secs);
     let mut w_start = None;
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
-    let mut progress = Progress::new(opts.progress);
+    let mut progress = Progress::new(opts.progress, t_end - t_start + Duration::from_secs_f64(opts.warmup));
     let window = loop {
         let now = Instant::now();
         progress.tick(now, w_start, b.msgs, b.errors, b.mismatches);
@@ -212,11 +214,8 @@ pub fn run(opts: &Options, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, Stri
             };
         }
         let next = if b.measuring { t_end } else { t_start };
-        let ms = next.saturating_duration_since(now).as_micros().div_ceil(1000) as i32;
-        let n = b.ep.wait(&mut events, progress.cap_ms(ms))?;
-        for ev in &events[..n] {
-            let (i, bits) = (ev.u64 as usize, ev.events);
-            if bits & libc::EPOLLOUT as u32 != 0 {
+        for (i, writable) in b.poller.wait(progress.cap(next.saturating_duration_since(now)))? {
+            if writable {
                 b.write(i);
             }
             b.read(i);

@@ -179,13 +179,7 @@ fn tree(pid: u32) -> Vec<u32> {
 
 /// CPU seconds of the server, its live children, and the children it has reaped.
 fn tree_cpu_s(pid: u32) -> f64 {
-    let reaped = fs::read_to_string(format!("/proc/{pid}/stat")).ok().map_or(0.0, |s| {
-        let f: Vec<&str> = s[s.rfind(')').unwrap_or(0) + 1..].split_whitespace().collect();
-        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        // SAFETY: plain syscall.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (field(16) + field(17)) as f64 / hz
-    });
+    let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_s);
     reaped + tree(pid).into_iter().map(|p| sys::process_cpu_s(p).unwrap_or(0.0)).sum::<f64>()
 }
 
@@ -207,8 +201,7 @@ fn tree_pss_kb(pid: u32) -> u64 {
 fn end_children(pid: u32) {
     let children: Vec<u32> = tree(pid).into_iter().skip(1).collect();
     for &child in &children {
-        // SAFETY: kill with a pid and a signal number.
-        unsafe { libc::kill(child as libc::pid_t, libc::SIGKILL) };
+        let _ = sys::kill(child, nix::sys::signal::Signal::SIGKILL);
     }
     let exited = |child: u32| {
         fs::read_to_string(format!("/proc/{child}/stat"))
@@ -501,8 +494,8 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
                 .iter()
                 .filter(|o| o.cell == cell)
                 .map(|o| {
-                    (
-                        o.server.name().to_string(),
+                    svg::Bar::new(
+                        o.server.name(),
                         o.result.as_ref().map_or(f64::NAN, |m| m.report.msgs_per_sec()),
                     )
                 })

@@ -3,10 +3,11 @@
 //! - `echo-lab serve --runtime reactor|uring|aio|tokio [--addr A]`: an echo server;
 //! - `echo-lab bench --addr A`: a ping-pong load that verifies every byte and reports
 //!   throughput and latency;
-//! - `echo-lab demo`: both of the above, for every runtime and the tokio baseline, as one
-//!   comparison table (plus `target/echo-lab/demo.json` and `demo.svg`);
+//! - `echo-lab demo`: both of the above, for every runtime and the tokio baseline, in
+//!   interleaved rounds, as one comparison table of medians and ranges (plus
+//!   `target/echo-lab/demo.json` and `demo.svg`);
 //! - `echo-lab trace --runtime reactor|uring|aio`: what the runtime does for each message, step
-//!   by step;
+//!   by step; `--svg FILE` draws it for every design as sequence diagrams side by side;
 //! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
 
 mod bench;
@@ -14,6 +15,7 @@ mod bulk;
 mod demo;
 mod lab;
 mod perf;
+mod seqdiag;
 mod serve;
 mod svg;
 mod sys;

@@ -7,10 +7,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// A running, initially disabled `perf stat` attached to one process.
 pub struct Perf {
@@ -22,12 +24,7 @@ pub struct Perf {
 
 fn mkfifo(p: &Path) -> io::Result<()> {
     let _ = fs::remove_file(p);
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::other("a NUL in the path"))?;
-    // SAFETY: `c` is a NUL-terminated path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
     Ok(())
 }
 
@@ -92,13 +89,11 @@ impl Perf {
         if writeln!(self.ctl, "{cmd}").is_err() {
             return Err(self.why());
         }
-        let mut p = libc::pollfd { fd: self.ack.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             // Poll in short steps so that a perf that died is noticed quickly.
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut p, 1, 50) };
-            if n == 1 {
+            let mut fds = [PollFd::new(self.ack.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(50u16)) == Ok(1) {
                 let mut buf = [0u8; 16];
                 return match self.ack.read(&mut buf) {
                     Ok(n) if buf[..n].starts_with(b"ack") => Ok(()),
@@ -125,8 +120,8 @@ impl Perf {
     /// Stops perf; returns the number of syscalls counted while enabled.
     pub fn finish(mut self) -> Result<u64, String> {
         let Some(mut child) = self.child.take() else { return Err("perf is not running".into()) };
-        // SAFETY: plain syscall on the pid of a child we have not reaped yet.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        // The pid of a child not reaped yet: it cannot be another process's.
+        let _ = crate::sys::kill(child.id(), nix::sys::signal::Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match child.try_wait() {

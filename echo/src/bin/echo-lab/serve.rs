@@ -4,7 +4,6 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::str::FromStr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -318,62 +317,14 @@ fn listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<TcpListener>> {
 
 /// A listening socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
 fn reuseport_listener(addr: SocketAddr) -> io::Result<TcpListener> {
-    fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
-    }
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    // SAFETY: plain syscall; the fd it returns is owned by `fd` from here on.
-    let fd = unsafe {
-        OwnedFd::from_raw_fd(check(libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0))?)
-    };
-    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-        let one: libc::c_int = 1;
-        // SAFETY: `one` is a valid c_int for the duration of the call, and its size is passed.
-        check(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
-    }
-    // SAFETY: an all-zero sockaddr_storage is valid; it is filled in below as the right family.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            let sin =
-                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = v4.port().to_be();
-            sin.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            // SAFETY: as above.
-            let sin6 =
-                unsafe { &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = v6.port().to_be();
-            sin6.sin6_flowinfo = v6.flowinfo();
-            sin6.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
-            sin6.sin6_scope_id = v6.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    // SAFETY: `storage` holds a sockaddr of `len` bytes of the socket's family.
-    check(unsafe {
-        libc::bind(fd.as_raw_fd(), (&storage as *const libc::sockaddr_storage).cast(), len as libc::socklen_t)
-    })?;
-    // SAFETY: plain syscall on a socket we own.
-    check(unsafe { libc::listen(fd.as_raw_fd(), echo::models::sys::BACKLOG) })?;
-    Ok(TcpListener::from(fd))
+    use socket2::{Domain, Socket, Type};
+    // socket2 makes it close-on-exec.
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(echo::models::sys::BACKLOG)?;
+    Ok(sock.into())
 }
 
 /// One sentence for a bind failure, with what to do about it.

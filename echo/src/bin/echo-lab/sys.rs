@@ -1,17 +1,20 @@
-//! The few OS calls `echo-lab` needs: file limits, CPU pinning, process CPU time and memory,
-//! signals, terminals.
+//! The few OS facilities `echo-lab` needs, through nix and signal-hook: file limits, CPU
+//! pinning, a process's CPU time and memory, signals to other processes and to this one.
 
 use std::fs;
 use std::io;
 
+use nix::sys::signal::{self, SigSet, Signal};
+use nix::unistd::Pid;
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit (many connections need many fds).
 pub fn raise_nofile() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 && lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid rlimit with cur <= max. Failure only leaves the old limit.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // Failure only leaves the old limit.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 
@@ -22,98 +25,91 @@ pub fn cpus() -> usize {
 
 /// Pins the calling thread to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
-    // SAFETY: `set` is a plain bit set, zeroed and then filled by the libc macros.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(Pid::from_raw(0), &set)?;
+    Ok(())
+}
+
+/// Sends `sig` to process `pid`.
+pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| io::Error::other(format!("no such process {pid}")))?;
+    signal::kill(Pid::from_raw(pid), sig)?;
     Ok(())
 }
 
 /// User + system CPU time of process `pid` (all its threads), in seconds.
 ///
 /// Read at nanosecond resolution from the process CPU-time clock when allowed, else from
-/// fields 14 and 15 of `/proc/PID/stat` (clock ticks).
+/// `/proc/PID/stat` (clock ticks).
 pub fn process_cpu_s(pid: u32) -> io::Result<f64> {
-    let mut clk: libc::clockid_t = 0;
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: both out-pointers are valid for writes.
-    let ok = unsafe {
-        libc::clock_getcpuclockid(pid as i32, &mut clk) == 0 && libc::clock_gettime(clk, &mut ts) == 0
-    };
-    if ok {
-        return Ok(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9);
+    let clock = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| nix::time::clock_getcpuclockid(Pid::from_raw(pid)).ok())
+        .and_then(|clock| clock.now().ok());
+    match clock {
+        Some(ts) => Ok(ts.tv_sec() as f64 + ts.tv_nsec() as f64 * 1e-9),
+        None => stat_times(pid).map(|t| t.user_s + t.system_s),
     }
+}
+
+/// The CPU times of a process from `/proc/PID/stat`, seconds (clock-tick resolution:
+/// 10 ms with the usual `CLK_TCK` of 100).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatTimes {
+    /// Time its threads ran in user mode (field 14, `utime`).
+    pub user_s: f64,
+    /// Time the kernel ran on its behalf (field 15, `stime`).
+    pub system_s: f64,
+    /// User + system time of the children it has waited for (fields 16 and 17).
+    pub reaped_children_s: f64,
+}
+
+/// Reads [`StatTimes`] of process `pid`.
+pub fn stat_times(pid: u32) -> io::Result<StatTimes> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The fields after the parenthesised command name start at field 3.
+    // The command name is in parentheses and may hold spaces: the fields after it start at 3.
     let f: Vec<&str> = s[s.rfind(')').unwrap_or(0) + 1..].split_whitespace().collect();
-    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // SAFETY: plain syscall.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((field(14) + field(15)) as f64 / hz)
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) as f64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    Ok(StatTimes {
+        user_s: field(14) / hz,
+        system_s: field(15) / hz,
+        reaped_children_s: (field(16) + field(17)) / hz,
+    })
 }
 
-/// The thread id of the thread that waits for SIGINT/SIGTERM (0 until it runs).
-static SIGNAL_THREAD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// Handler for SIGINT/SIGTERM delivered to a thread that has them unblocked: passes the signal
-/// on to the waiting thread.
-extern "C" fn forward_signal(sig: libc::c_int) {
-    let tid = SIGNAL_THREAD.load(std::sync::atomic::Ordering::Acquire);
-    if tid != 0 {
-        // SAFETY: errno is this thread's; it is restored so that the interrupted code does not
-        // see the syscall's errno. tgkill is a plain, async-signal-safe syscall.
-        unsafe {
-            let errno = *libc::__errno_location();
-            libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig);
-            *libc::__errno_location() = errno;
-        }
-    }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGUSR1 in this thread (and the threads it starts later), then
-/// waits for them on a new thread: calls `on_usr1` for each SIGUSR1, and `on_signal` for the
-/// first SIGINT or SIGTERM, there. A second SIGINT or SIGTERM exits at once (status 1): the way
-/// out of a grace period one does not want to wait for.
+/// Handles SIGINT, SIGTERM and SIGUSR1 on a thread of their own: calls `on_usr1` for each
+/// SIGUSR1, and `on_signal` for the first SIGINT or SIGTERM, there. A second SIGINT or SIGTERM
+/// exits at once (status 1): the way out of a grace period one does not want to wait for.
 ///
-/// Call it before starting any other thread. Blocking alone is not enough: threads this program
-/// does not create may unblock every signal (glibc's POSIX aio starts each `SIGEV_THREAD`
-/// notification on a thread with an empty signal mask), and a SIGTERM delivered there would take
-/// its default action, ending the process without `on_signal`. So a handler is installed too,
-/// which hands such a signal to the waiting thread.
+/// Call it before starting any other thread: it blocks the three signals in the calling thread,
+/// so that the threads started after it (the runtimes') inherit the mask and never see a
+/// signal (an `epoll_wait` or `io_uring_enter` cut short by EINTR, or a syscall of its own in
+/// their counters). Only the signal thread unblocks them, so the kernel delivers them there,
+/// where signal-hook's handler hands them to the loop below. Threads this program does not
+/// create may unblock every signal (glibc's POSIX aio starts each `SIGEV_THREAD` notification
+/// on a thread with an empty signal mask); a signal delivered there runs the same handler,
+/// which only writes to signal-hook's pipe, so it still reaches the loop instead of taking its
+/// default action.
 pub fn on_termination(
     on_signal: impl FnOnce(i32) + Send + 'static,
     on_usr1: impl Fn() + Send + 'static,
 ) -> io::Result<()> {
-    // SAFETY: `set` is initialised by sigemptyset before use; the mask change is per thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGUSR1);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        set
-    };
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut set = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGUSR1] {
+        set.add(sig);
+    }
+    set.thread_block()?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])?;
     let mut on_signal = Some(on_signal);
     std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let tid = echo::models::sys::gettid();
-        SIGNAL_THREAD.store(tid, std::sync::atomic::Ordering::Release);
-        let _ = ready_tx.send(());
-        loop {
-            let mut sig = 0;
-            // SAFETY: `set` is a valid signal set and `sig` a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                continue;
-            }
-            if sig == libc::SIGUSR1 {
+        if let Err(e) = set.thread_unblock() {
+            eprintln!("cannot unblock signals on the signal thread: {e}");
+        }
+        for sig in signals.forever() {
+            if sig == SIGUSR1 {
                 on_usr1();
                 continue;
             }
@@ -126,28 +122,13 @@ pub fn on_termination(
             }
         }
     })?;
-    ready_rx.recv().map_err(|_| io::Error::other("the signal thread did not start"))?;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGUSR1] {
-        // SAFETY: a zeroed sigaction with a plain handler and an empty mask is valid; the
-        // handler only makes an async-signal-safe syscall.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = forward_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
     Ok(())
 }
 
 /// Whether standard error is a terminal.
 pub fn stderr_is_tty() -> bool {
-    // SAFETY: plain syscall, no pointers.
-    unsafe { libc::isatty(libc::STDERR_FILENO) == 1 }
+    use std::io::IsTerminal;
+    io::stderr().is_terminal()
 }
 
 /// The resident set size of process `pid` (`VmRSS` in `/proc/PID/status`), in KiB.

@@ -5,13 +5,21 @@
 //! blocking socket on another thread, so that only the server's steps are recorded. After each
 //! message comes back, the client waits a moment, so that the server finishes its turn and
 //! goes back to waiting, and the steps recorded meanwhile are printed.
+//!
+//! `--svg FILE` traces every design, each in a child process of its own (`trace --json`), and
+//! draws the steps of that run as sequence diagrams side by side ([`crate::seqdiag`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use clap::Args;
 use echo::server::RuntimeKind;
+use serde_json::{json, Value};
+
+use crate::seqdiag;
 
 /// Options of `echo-lab trace`.
 #[derive(Args, Debug)]
@@ -23,10 +31,17 @@ pub struct TraceArgs {
     /// How many messages to echo.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub messages: u32,
+    /// Print the steps as one JSON object (phases, each with its steps) instead of text.
+    #[arg(long, conflicts_with = "svg")]
+    pub json: bool,
+    /// Trace every design (reactor, uring, aio; --runtime is ignored), each in a child process,
+    /// and draw the connection and its first echo as sequence diagrams side by side in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
 }
 
 /// What each runtime's design is, in one line, for the header.
-fn design(kind: RuntimeKind) -> &'static str {
+pub fn design(kind: RuntimeKind) -> &'static str {
     match kind {
         RuntimeKind::Reactor => {
             "readiness: epoll says which socket is ready, then the runtime makes the read and write syscalls itself"
@@ -51,6 +66,97 @@ fn take() -> Vec<String> {
     steps
 }
 
+/// What the client did in a phase of the trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// It connected.
+    Connects,
+    /// It sent this message and read it back.
+    Echoes(String),
+    /// It shut down its side and read to end of stream.
+    Closes,
+}
+
+/// One client action and the server's steps it caused.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    /// What the client did.
+    pub client: Client,
+    /// The heading printed above the steps.
+    pub title: String,
+    /// The server's steps, in order, as the runtime worded them.
+    pub steps: Vec<String>,
+}
+
+impl Phase {
+    fn to_json(&self) -> Value {
+        let (client, message) = match &self.client {
+            Client::Connects => ("connects", None),
+            Client::Echoes(msg) => ("echoes", Some(msg.as_str())),
+            Client::Closes => ("closes", None),
+        };
+        json!({ "client": client, "message": message, "title": self.title, "steps": self.steps })
+    }
+
+    fn from_json(v: &Value) -> Option<Phase> {
+        let client = match v["client"].as_str()? {
+            "connects" => Client::Connects,
+            "echoes" => Client::Echoes(v["message"].as_str()?.to_string()),
+            "closes" => Client::Closes,
+            _ => return None,
+        };
+        let steps =
+            v["steps"].as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<_>>()?;
+        Some(Phase { client, title: v["title"].as_str()?.to_string(), steps })
+    }
+}
+
+/// Lets the server finish what the last client action started and go back to waiting.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(60));
+}
+
+/// Starts a server on `kind`, connects, echoes `messages` messages and closes; returns how
+/// many steps the start-up took, and the steps of each client action.
+fn record(kind: RuntimeKind, messages: u32) -> Result<(usize, Vec<Phase>), String> {
+    start();
+    let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
+        .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
+    settle();
+    let startup = take().len();
+    let mut phases = Vec::new();
+
+    let mut conn = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    conn.set_nodelay(true).map_err(|e| e.to_string())?;
+    settle();
+    phases.push(Phase { client: Client::Connects, title: "the client connects".into(), steps: take() });
+
+    for i in 1..=messages {
+        let msg = format!("hello {i}");
+        conn.write_all(msg.as_bytes()).map_err(|e| format!("send: {e}"))?;
+        let mut back = vec![0; msg.len()];
+        conn.read_exact(&mut back).map_err(|e| format!("reading the echo: {e}"))?;
+        if back != msg.as_bytes() {
+            return Err(format!("the echo of {msg:?} came back as {:?}", String::from_utf8_lossy(&back)));
+        }
+        settle();
+        let title = format!("message {i}: the client sends {msg:?} ({} bytes) and gets it back", msg.len());
+        phases.push(Phase { client: Client::Echoes(msg), title, steps: take() });
+    }
+
+    conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    settle();
+    phases.push(Phase {
+        client: Client::Closes,
+        title: "the client closes its side; the server sees end of stream and closes too".into(),
+        steps: take(),
+    });
+    Ok((startup, phases))
+}
+
 fn print_steps(steps: &[String]) {
     if steps.is_empty() {
         println!("   (nothing)");
@@ -60,52 +166,72 @@ fn print_steps(steps: &[String]) {
     }
 }
 
-/// Lets the server finish what the last client action started and go back to waiting.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(60));
-}
-
 pub fn run(a: &TraceArgs) -> Result<(), String> {
+    if let Some(path) = &a.svg {
+        return draw(path);
+    }
     let kind = a.runtime;
+    let (startup, phases) = record(kind, a.messages)?;
+    if a.json {
+        let phases: Vec<Value> = phases.iter().map(Phase::to_json).collect();
+        let doc = json!({ "runtime": kind.name(), "startup_steps": startup, "phases": phases });
+        println!("{doc}");
+        return Ok(());
+    }
     println!("echo-lab trace: {kind} ({})", design(kind));
     println!(
         "server: echo::handle on {kind}, in this process; client: a blocking socket on another thread\n"
     );
-    start();
-    let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
-        .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
-    settle();
-    let startup = take();
     println!(
-        "── the server starts: {} steps (runtime set-up and the first wait for a connection), not shown",
-        startup.len()
+        "── the server starts: {startup} steps (runtime set-up and the first wait for a connection), not shown",
     );
-
-    let mut conn = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    conn.set_nodelay(true).map_err(|e| e.to_string())?;
-    settle();
-    println!("\n── the client connects ──");
-    print_steps(&take());
-
-    for i in 1..=a.messages {
-        let msg = format!("hello {i}");
-        conn.write_all(msg.as_bytes()).map_err(|e| format!("send: {e}"))?;
-        let mut back = vec![0; msg.len()];
-        conn.read_exact(&mut back).map_err(|e| format!("reading the echo: {e}"))?;
-        if back != msg.as_bytes() {
-            return Err(format!("the echo of {msg:?} came back as {:?}", String::from_utf8_lossy(&back)));
-        }
-        settle();
-        println!("\n── message {i}: the client sends {msg:?} ({} bytes) and gets it back ──", msg.len());
-        print_steps(&take());
+    for phase in &phases {
+        println!("\n── {} ──", phase.title);
+        print_steps(&phase.steps);
     }
+    Ok(())
+}
 
-    conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
-    let mut rest = Vec::new();
-    let _ = conn.read_to_end(&mut rest);
-    settle();
-    println!("\n── the client closes its side; the server sees end of stream and closes too ──");
-    print_steps(&take());
+/// Traces one design in a child process (`trace --json`): its phases, or why not.
+fn trace_child(kind: RuntimeKind) -> Result<Vec<Phase>, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let out = Command::new(exe)
+        .args(["trace", "--runtime", kind.name(), "--messages", "1", "--json"])
+        .output()
+        .map_err(|e| format!("cannot run the {kind} trace: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.trim().trim_start_matches("echo-lab: ").to_string());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("the {kind} trace: {e}"))?;
+    v["phases"]
+        .as_array()
+        .and_then(|phases| phases.iter().map(Phase::from_json).collect())
+        .ok_or_else(|| format!("the {kind} trace has no phases"))
+}
+
+/// `echo-lab trace --svg FILE`.
+fn draw(path: &PathBuf) -> Result<(), String> {
+    let mut diagrams = Vec::new();
+    for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio] {
+        let traced = trace_child(kind);
+        match &traced {
+            Ok(phases) => {
+                eprintln!("  {kind}: {} steps", phases.iter().map(|p| p.steps.len()).sum::<usize>())
+            }
+            Err(why) => eprintln!("  {kind}: could not trace: {why}"),
+        }
+        // The connection, and its first echo.
+        let shown = traced.map(|phases| {
+            phases.into_iter().filter(|p| matches!(&p.client, Client::Connects | Client::Echoes(_))).collect()
+        });
+        diagrams.push(seqdiag::Diagram::new(kind, shown));
+    }
+    if diagrams.iter().all(|d| d.failed().is_some()) {
+        return Err("no design could be traced".into());
+    }
+    std::fs::write(path, seqdiag::svg(&diagrams))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }
