@@ -192,6 +192,13 @@ impl BufRing {
         self.available.get()
     }
 
+    /// Whether the pool is at its limit with few buffers left: readers that do not read must
+    /// then give theirs back (see `Driver::complete`).
+    pub(crate) fn scarce(&self) -> bool {
+        let at_limit = (self.chunks.borrow().len() + 1) * usize::from(self.chunk) > usize::from(self.max);
+        at_limit && self.available() * 8 < self.capacity()
+    }
+
     /// Buffer `bid` comes back from the program (or from a completion nobody reads): hands it
     /// to the kernel again, or retires it if the pool is shrinking; wakes the task that has
     /// waited longest for a buffer.

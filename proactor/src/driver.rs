@@ -289,6 +289,8 @@ impl std::fmt::Debug for Driver {
 /// arbitrary code).
 #[derive(Default)]
 struct AfterTurn {
+    /// The ring ran dry: take the ring buffers back from receives nobody reads.
+    sweep: bool,
     to_cancel: Vec<usize>,
     discarded: Vec<(Completion, bool)>,
     #[allow(clippy::type_complexity)]
@@ -509,6 +511,9 @@ impl Driver {
         if notified {
             self.notified.set(true);
         }
+        if after.sweep {
+            self.sweep_unread(&mut after);
+        }
         // Resources of orphaned operations, and fds they produced, are dropped outside the
         // borrows: dropping may run arbitrary code.
         for index in after.to_cancel {
@@ -521,6 +526,28 @@ impl Driver {
             finish(completion);
         }
         Ok(notified)
+    }
+
+    /// The ring ran dry: every receive whose completions wait for a task that is not reading
+    /// (blocked elsewhere, say in a send to a peer that does not read) has their bytes copied
+    /// out and their ring buffers given back, so that such streams cannot starve the others.
+    fn sweep_unread(&self, after: &mut AfterTurn) {
+        let Some(ring) = &self.buf_ring else { return };
+        let mut ops = self.ops.borrow_mut();
+        let mut spills = self.spills.borrow_mut();
+        for (index, slot) in ops.iter_mut() {
+            let Lifecycle::Multishot { queue, waker: None, spill: true, .. } = slot else { continue };
+            for completion in queue.iter_mut() {
+                let (Some(bid), true) = (completion.buffer(), completion.result > 0) else { continue };
+                // SAFETY: the CQE handed buffer `bid` to the runtime with `result` bytes; it
+                // goes back to the ring only after this copy (through `after.discarded`).
+                let bytes = unsafe { ring.bytes(bid, completion.result as usize) };
+                spills.entry(index).or_default().extend_from_slice(bytes);
+                stats::bump(|c| &c.recv_spilled);
+                after.discarded.push((*completion, false));
+                completion.flags = uring::without_buffer(completion.flags) | SPILLED;
+            }
+        }
     }
 
     /// Stores one completion in the slot `index`.
@@ -561,10 +588,19 @@ impl Driver {
             }
             Lifecycle::Multishot { queue, waker, ended, stopping, max_queued, spill } => {
                 let mut completion = completion;
+                if completion.result == -libc::ENOBUFS && *spill {
+                    after.sweep = true;
+                }
                 if let (true, None, Some(bid), Some(ring)) =
                     (*spill, &waker, completion.buffer(), &self.buf_ring)
                 {
-                    if completion.result > 0 {
+                    // Only when the ring is at its limit and nearly empty: copying costs, and
+                    // until then the queue bound (`limit_queue`) keeps what a stream holds small.
+                    // Bytes leave through `spills` in the order they were copied in, so a
+                    // completion is copied only if none before it still holds a ring buffer
+                    // (the sweep copies those, in queue order, when the ring runs dry).
+                    let behind_ring = queue.iter().any(|queued| queued.buffer().is_some());
+                    if completion.result > 0 && ring.scarce() && !behind_ring {
                         // Nobody is reading this stream (its task is busy, or blocked in a
                         // send to a peer that does not read): do not let it pin a ring buffer.
                         let mut spills = self.spills.borrow_mut();

@@ -33,6 +33,11 @@ use crate::driver::{Completion, Driver, Op, Request};
 use crate::sys;
 use crate::time::{sleep_until, Sleep};
 
+/// The most receive completions a stream may have waiting for its task: past it the
+/// multishot receive is stopped (the peer then waits, by TCP's flow control) until the task
+/// reads again. Bounds the ring buffers one stream holds while its task is busy.
+const RECV_QUEUE_MAX: u16 = 4;
+
 /// Back-pressure for multishot accept: the kernel accepts into the operation's queue whether or
 /// not the program calls `accept`. Once this many accepted connections wait there, the driver
 /// stops the operation; later connections wait in the kernel's backlog (holding none of our
@@ -461,7 +466,7 @@ impl TcpStream {
                         self.driver
                             .submit((), true, false, |_| Request::RecvMulti { fd, group: bufring::GROUP })
                     };
-                    recv.insert(op.spill_unread())
+                    recv.insert(op.spill_unread().limit_queue(RECV_QUEUE_MAX))
                 }
             };
             let next = match op.poll_next(cx) {

@@ -176,3 +176,37 @@ fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_t
         })
     });
 }
+
+#[test]
+fn a_stream_nobody_reads_does_not_keep_the_ring_from_the_others() {
+    // A stream whose task stopped reading (blocked elsewhere, say in a send to a peer that
+    // does not read) while its peer keeps sending: its receives must not hold the shared ring.
+    within(Duration::from_secs(10), || {
+        let runtime =
+            proactor::Builder::new().provided_buffers(4, 4096).ring_memory_limit(4 * 4096).build().unwrap();
+        runtime.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let (s1, mut p1) = pair(&listener).await;
+            let (s2, mut p2) = pair(&listener).await;
+            p1.write_all(b"first").unwrap();
+            assert_eq!(&*s1.read_provided().await.unwrap().unwrap(), b"first"); // s1's receive is armed
+                                                                                // s1 is not read now; its peer sends far more than the whole ring.
+            let sent: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+            p1.write_all(&sent).unwrap();
+            sleep(Duration::from_millis(50)).await;
+            p2.write_all(b"second").unwrap();
+            let got = timeout(Duration::from_secs(2), s2.read_provided())
+                .await
+                .expect("a stream nobody reads kept every ring buffer: the other stream starved");
+            assert_eq!(&*got.unwrap().unwrap(), b"second");
+            // Nothing of s1's was lost or reordered on the way.
+            let mut received = Vec::new();
+            while received.len() < sent.len() {
+                received.extend_from_slice(&s1.read_provided().await.unwrap().unwrap());
+            }
+            assert_eq!(received, sent);
+            let stats = proactor::stats();
+            assert!(stats.recv_spilled > 0, "the unread receives were not copied out: {stats:?}");
+        })
+    });
+}
