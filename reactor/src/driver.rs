@@ -291,8 +291,7 @@ impl Driver {
             .filter(|&i| i != u32::MAX)
             .ok_or_else(|| io::Error::other("too many registrations"))?;
         let key = Key { index, generation };
-        let events =
-            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
+        let events = executor::sys::EPOLL_SOCKET_EVENTS;
         #[cfg(feature = "trace")]
         if executor::trace::on() {
             executor::trace::note_fd(index, fd.as_raw_fd());
@@ -385,13 +384,7 @@ impl Driver {
                 ios.remove(index as usize);
             }
         }
-        let timeout_ms = match timeout {
-            None => -1,
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                ms.min(i32::MAX as u128) as i32
-            }
-        };
+        let timeout_ms = executor::sys::epoll_timeout(timeout);
         let mut events = self.events.borrow_mut();
         let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
             Ok(n) => n,
