@@ -197,6 +197,8 @@ pub(crate) struct Epoll {
     ready: RefCell<Vec<(usize, Completion)>>,
     /// Buffers `RecvPick` filled, by the id their completion names, until `net` takes them.
     picked: RefCell<Slab<Vec<u8>>>,
+    /// The last turn returned without `epoll_wait` (see `turn`).
+    skipped_wait: Cell<bool>,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -228,6 +230,7 @@ impl Epoll {
             dirty: RefCell::new(Vec::new()),
             ready: RefCell::new(Vec::new()),
             picked: RefCell::new(Slab::new()),
+            skipped_wait: Cell::new(false),
         })
     }
 
@@ -388,7 +391,9 @@ impl Epoll {
 
     /// One turn: post what is known already, perform the operations started on ready sockets,
     /// wait (unless `timeout` is zero or something was posted) for readiness, then perform the
-    /// operations each event allows and post their completions to `complete`.
+    /// operations each event allows and post their completions to `complete`. A turn that
+    /// posted completions before waiting returns without the wait, unless the previous turn
+    /// did so too.
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
     pub(crate) fn turn(
@@ -408,6 +413,15 @@ impl Epoll {
         for fd in dirty {
             posted += self.perform(fd, &mut complete);
         }
+        // Completions posted already (a send on a writable socket, usually): the woken tasks
+        // should run now, and an `epoll_wait(0)` would mostly find nothing. Skip it, but
+        // never twice in a row, so that sockets always ready cannot keep events waiting.
+        if posted > 0 && !self.skipped_wait.replace(true) {
+            stats::trace_step!("  completions posted: back to the tasks without an epoll_wait");
+            stats::batch(posted);
+            return Ok(false);
+        }
+        self.skipped_wait.set(false);
         let timeout = if posted > 0 { Some(Duration::ZERO) } else { timeout };
         let timeout_ms = executor::sys::epoll_timeout(timeout);
         stats::trace_step!(
