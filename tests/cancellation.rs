@@ -164,17 +164,9 @@ fn run(kind: RuntimeKind) {
                 reactor_read
             )
         }
-        RuntimeKind::Uring => {
-            scenario!(
-                proactor,
-                proactor::Runtime::new().unwrap(),
-                proactor::Runtime::ops_in_flight,
-                proactor_read
-            )
-        }
-        RuntimeKind::Aio => scenario!(
+        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => scenario!(
             proactor,
-            echo::server::aio_runtime().unwrap(),
+            echo::server::proactor_runtime(kind).unwrap(),
             proactor::Runtime::ops_in_flight,
             proactor_read
         ),

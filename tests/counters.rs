@@ -79,7 +79,8 @@ fn the_reactor_counts_a_read_and_a_write_per_echo_and_a_share_of_one_wait() {
 
 #[test]
 fn io_uring_counts_a_recv_and_a_send_completion_per_echo_and_no_sqe_per_recv() {
-    let s = one_connection!(proactor, proactor::Runtime::new().unwrap());
+    let s =
+        one_connection!(proactor, echo::server::proactor_runtime(echo::server::RuntimeKind::Uring).unwrap());
     assert!(s.recvs > N, "{s:?}"); // N messages and the end of stream
     assert!(s.sends >= N, "{s:?}");
     assert_eq!(s.accepts, 1, "{s:?}");
@@ -102,4 +103,23 @@ fn aio_counts_a_glibc_request_and_a_notification_per_read_and_per_write() {
     assert_eq!(s.aio_helper_jobs, 1, "{s:?}");
     assert_eq!(s.sys_io_uring_enter + s.sqes, 0, "{s:?}");
     assert!(s.sys_poll >= 1, "{s:?}");
+}
+
+#[test]
+fn proactor_epoll_performs_a_recv_and_a_send_per_echo_for_the_task_and_registers_once() {
+    let kind = echo::server::RuntimeKind::ProactorEpoll;
+    let s = one_connection!(proactor, echo::server::proactor_runtime(kind).unwrap());
+    assert!(s.recvs > N && s.sends >= N, "{s:?}"); // N messages and the end of stream
+    assert_eq!(s.accepts, 1, "{s:?}");
+    assert!(s.completions >= 2 * N, "{s:?}");
+    // The driver made each receive and send itself, and a short receive clears readiness: no
+    // EAGAIN round trip per message.
+    assert!(s.sys_epoll_io >= 2 * N, "{s:?}");
+    assert!(s.would_block < N / 2, "{s:?}");
+    // The listener and the connection are each added once and removed once.
+    assert_eq!(s.sys_epoll_ctl, 4, "{s:?}");
+    assert!(s.sys_epoll_wait >= N, "{s:?}");
+    assert_eq!(s.sys_io_uring_enter + s.sqes + s.aio_requests, 0, "{s:?}");
+    let per_echo = s.syscalls() as f64 / N as f64;
+    assert!((2.0..4.0).contains(&per_echo), "{per_echo} syscalls per echo: {s:?}");
 }

@@ -1,4 +1,4 @@
-//! Hostile conditions, on every runtime (reactor, uring, aio): what a real network does to a
+//! Hostile conditions, on every runtime (reactor, uring, aio, proactor-epoll): what a real network does to a
 //! server. Each test names the behaviour it checks; after each fault the server must still echo
 //! correctly.
 //!
@@ -334,8 +334,9 @@ fn panicking_server(kind: RuntimeKind) -> SocketAddr {
     }
     std::thread::spawn(move || match kind {
         RuntimeKind::Reactor => serve!(reactor, reactor::Runtime::new().unwrap()),
-        RuntimeKind::Uring => serve!(proactor, proactor::Runtime::new().unwrap()),
-        RuntimeKind::Aio => serve!(proactor, echo::server::aio_runtime().unwrap()),
+        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => {
+            serve!(proactor, echo::server::proactor_runtime(kind).unwrap())
+        }
     });
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
 }

@@ -290,5 +290,5 @@ fn tokio_rejects_the_options_it_does_not_have() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("need --runtime reactor, uring or aio"), "{err}");
+    assert!(err.contains("need --runtime reactor, uring, aio or proactor-epoll"), "{err}");
 }

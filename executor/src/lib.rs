@@ -79,7 +79,10 @@
 //!
 //! # How it fits together
 //!
-//! - [`sys`]: the syscalls both drivers share (eventfd, socket set-up and options, addresses).
+//! - [`sys`]: the syscalls both drivers share (eventfd, socket set-up and options, addresses,
+//!   epoll).
+//! - [`readiness`]: edge-triggered epoll's readiness bits and the protocol that keeps them
+//!   right, for the reactor and the proactor's epoll backend.
 //! - `task`: what a spawned future becomes; [`JoinHandle`], [`JoinError`].
 //! - `executor`: [`Park`] and [`Unpark`], the loop ([`Runtime::block_on`]), the budget
 //!   ([`poll_budget`]), [`spawn`].
@@ -95,6 +98,7 @@
 mod executor;
 pub mod net;
 mod notify;
+pub mod readiness;
 pub mod stats;
 pub mod sys;
 mod task;

@@ -1,10 +1,12 @@
 //! The syscalls both drivers share: the eventfd that wakes a loop from another thread, socket
-//! set-up and options, socket addresses, and the fd limit.
+//! set-up and options, socket addresses, the fd limit, and epoll (the reactor's driver and the
+//! proactor's epoll backend wait on the same calls).
 //!
 //! Each function is a thin, safe wrapper over one libc call. File descriptors come back as
 //! [`OwnedFd`], so closing is never forgotten and never done twice. A return value of `-1`
 //! becomes `io::Error::last_os_error()`; nothing here retries or interprets errors, that is the
-//! caller's business. Every call is counted (`LoopStats::sys_setup`).
+//! caller's business. Every call is counted (`LoopStats::sys_setup`), except the epoll calls:
+//! those are each driver's hot path, and each counts (and traces) them in its own counters.
 //!
 //! Sockets are created close-on-exec, so a descriptor is never inherited by a child process,
 //! not even for the instant between two syscalls. The reactor makes them non-blocking (it
@@ -22,11 +24,7 @@ use crate::stats;
 /// the syscall.
 fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
     stats::bump(|c| &c.sys_setup);
-    if ret == T::from(-1) {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    check(ret)
 }
 
 /// Takes ownership of a descriptor a syscall (or a completion) just created.
@@ -64,6 +62,79 @@ pub fn eventfd_drain(fd: BorrowedFd<'_>) -> io::Result<u64> {
     // SAFETY: reads 8 bytes into a live u64, the size an eventfd requires.
     cvt(unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) })?;
     Ok(value)
+}
+
+// ----------------------------------------------------------------------------------------------
+// epoll (uncounted: the callers count them as their own)
+
+/// The events a socket is registered for, once for its whole life: input, output, the peer's
+/// half-close, urgent data, edge-triggered (errors and hang-ups are always reported). An edge
+/// is reported once per transition to ready (or per new arrival), so no syscall re-arms it;
+/// in exchange the caller must treat readiness as set by events and cleared only by an
+/// `EAGAIN` (or a transfer shorter than asked), never otherwise.
+pub const EPOLL_SOCKET_EVENTS: u32 =
+    (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
+
+/// Turns `-1` into the thread's `errno`, without counting (see [`cvt`]).
+fn check<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
+    if ret == T::from(-1) {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `epoll_create1(EPOLL_CLOEXEC)`.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers are passed; the flag is a valid constant.
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: the syscall just created `fd`.
+    Ok(unsafe { owned_fd(fd) })
+}
+
+/// `epoll_ctl(ADD | MOD)` with an event mask and the 64-bit token the kernel hands back.
+pub fn epoll_ctl(
+    epoll: BorrowedFd<'_>,
+    op: libc::c_int,
+    fd: RawFd,
+    events: u32,
+    token: u64,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: token };
+    // SAFETY: `event` is a valid, initialised epoll_event that outlives the call; the kernel
+    // copies it and keeps no pointer to it.
+    check(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) })?;
+    Ok(())
+}
+
+/// `epoll_ctl(EPOLL_CTL_DEL)`.
+pub fn epoll_del(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
+    // SAFETY: kernels since 2.6.9 ignore the event pointer for DEL, so null is allowed.
+    check(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) })?;
+    Ok(())
+}
+
+/// `epoll_wait` into `events`; returns how many entries at the front were filled.
+/// `timeout_ms` is -1 to wait forever, 0 to return at once.
+pub fn epoll_wait(
+    epoll: BorrowedFd<'_>,
+    events: &mut [libc::epoll_event],
+    timeout_ms: i32,
+) -> io::Result<usize> {
+    let max = events.len().min(i32::MAX as usize) as i32;
+    // SAFETY: `events` is a valid, writable buffer of `max` epoll_event entries for the whole
+    // call; the kernel writes at most `max` of them.
+    let n = check(unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) })?;
+    Ok(n as usize)
+}
+
+/// A timeout as `epoll_wait` takes it: -1 for none, else whole milliseconds rounded *up*, so a
+/// timer is never fired early (waking before it is due would only make the loop turn again).
+pub fn epoll_timeout(timeout: Option<std::time::Duration>) -> i32 {
+    match timeout {
+        None => -1,
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+    }
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -1,23 +1,33 @@
-//! The shortest complete echo server on the proactor (io_uring, or POSIX aio with `--aio`).
+//! The shortest complete echo server on the proactor: on the default backend (io_uring, or
+//! epoll where io_uring cannot be set up, with a line on stderr saying why), or on the one
+//! named by `--uring`, `--aio` or `--epoll`.
 //!
 //! ```text
 //! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000
 //! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000 --aio
+//! cargo run --release -p proactor --example uring-echo -- 127.0.0.1:7000 --epoll
 //! ```
 //!
 //! On io_uring a waiting connection holds no buffer: one multishot receive stays armed in the
 //! kernel, which picks a buffer from the runtime's provided-buffer ring when data arrives; that
 //! buffer then goes back to the kernel to be written out, and returns to the ring. On aio the
-//! same code reads into a fresh 4 KiB buffer, and a waiting connection holds a glibc thread.
+//! same code reads into a fresh 4 KiB buffer, and a waiting connection holds a glibc thread. On
+//! epoll the driver takes a buffer when the socket is readable, so again a waiting connection
+//! holds none.
 
 use proactor::net::{TcpListener, TcpStream};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let backend = if args.iter().any(|a| a == "--aio") {
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let backend = if flag("--aio") {
         proactor::Backend::PosixAio
-    } else {
+    } else if flag("--epoll") {
+        proactor::Backend::Epoll
+    } else if flag("--uring") {
         proactor::Backend::IoUring
+    } else {
+        proactor::Backend::Auto
     };
     let addr =
         args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "127.0.0.1:7000".to_string());
@@ -30,7 +40,7 @@ fn main() {
     };
     let result: std::io::Result<()> = runtime.block_on(async {
         let listener = TcpListener::bind(&addr)?;
-        println!("listening on {} ({:?})", listener.local_addr()?, backend);
+        println!("listening on {} ({:?})", listener.local_addr()?, proactor::Runtime::backend(&runtime));
         loop {
             match listener.accept().await {
                 Ok((stream, _peer)) => {

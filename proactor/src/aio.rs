@@ -357,6 +357,8 @@ impl Aio {
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } => {
                 return self.refuse(key, libc::EOPNOTSUPP)
             }
+            // The epoll backend's (`Driver::picks_buffers`).
+            Request::RecvPick { .. } => return self.refuse(key, libc::EOPNOTSUPP),
         };
         // The thread limit: past it glibc would queue the request behind others that may wait
         // forever (reads on idle connections). Refuse, and say why.

@@ -1,13 +1,16 @@
 //! The driver: every operation in flight, whichever backend performs it.
 //!
-//! Two backends sit behind it, chosen with [`Builder::backend`](crate::Builder::backend):
+//! Three backends sit behind it, chosen with [`Builder::backend`](crate::Builder::backend): the
+//! three ways to build a proactor.
 //!
 //! - `uring`: Linux io_uring. The kernel performs the operation itself.
 //! - `aio`: POSIX aio (glibc's `aio_read`/`aio_write`), where glibc's helper threads perform
 //!   it with plain blocking syscalls; accept and connect, which POSIX aio lacks, run on this
 //!   crate's own helper threads.
+//! - `epoll`: completion emulated on readiness: the backend queues the operation, waits with
+//!   epoll until its socket is ready, and performs it itself (as Boost.Asio does).
 //!
-//! Both see the same [`Request`]s (what to do, with pointers into memory the operation owns)
+//! All see the same [`Request`]s (what to do, with pointers into memory the operation owns)
 //! and report the same [`Completion`]s (a syscall-style result); everything else here (the
 //! slots, the futures, what happens when a future is dropped early) is shared.
 //!
@@ -53,6 +56,7 @@ use slab::Slab;
 
 use crate::aio::Aio;
 use crate::bufring::BufRing;
+use crate::epoll::Epoll;
 use crate::stats;
 use crate::sys;
 use crate::uring::{self, Uring};
@@ -116,7 +120,7 @@ fn kind_of(request: &Request) -> u8 {
     match request {
         Request::Accept { .. } | Request::AcceptMulti { .. } => KIND_ACCEPT,
         Request::Connect { .. } => KIND_CONNECT,
-        Request::Recv { .. } | Request::RecvMulti { .. } => KIND_RECV,
+        Request::Recv { .. } | Request::RecvMulti { .. } | Request::RecvPick { .. } => KIND_RECV,
         Request::Send { .. } => KIND_SEND,
     }
 }
@@ -151,6 +155,11 @@ pub(crate) enum Request {
         fd: RawFd,
         group: u16,
     },
+    /// Receive into a buffer the backend picks when data is there, and names in the completion
+    /// like a provided buffer (epoll only: [`Driver::picks_buffers`]).
+    RecvPick {
+        fd: RawFd,
+    },
     /// Send `len` bytes from `buf` (never raising `SIGPIPE`); with `dontwait`, only what
     /// fits now (`EAGAIN` if nothing does) instead of waiting for the peer's window.
     Send {
@@ -170,6 +179,7 @@ impl Request {
             | Request::Connect { fd, .. }
             | Request::Recv { fd, .. }
             | Request::RecvMulti { fd, .. }
+            | Request::RecvPick { fd }
             | Request::Send { fd, .. } => fd,
         }
     }
@@ -211,13 +221,24 @@ enum Lifecycle {
 /// Which backend performs the I/O (see [`Builder::backend`](crate::Builder::backend)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
-    /// Linux io_uring: the kernel performs each operation; one syscall submits and reaps many.
+    /// io_uring if it can be set up here, otherwise [`Epoll`](Backend::Epoll), with a one-line
+    /// notice on stderr that names the reason (the `kernel.io_uring_disabled` sysctl, a seccomp
+    /// policy, a kernel without io_uring). The default. A runtime reports the backend it got
+    /// ([`Runtime::backend`](crate::Runtime::backend)), never `Auto`.
     #[default]
+    Auto,
+    /// Linux io_uring: the kernel performs each operation; one syscall submits and reaps many.
+    /// Building fails, with the reason in one sentence, where io_uring is unavailable.
     IoUring,
     /// POSIX aio as glibc implements it: a pool of helper threads performs each operation with
     /// a blocking syscall, and a new thread reports each completion. Portable, and a lesson in
     /// why io_uring exists; see the `aio` module.
     PosixAio,
+    /// Completion emulated on readiness (what Boost.Asio does on Linux): the driver waits with
+    /// epoll until a socket is ready, performs the operation itself, and posts its completion.
+    /// Works wherever epoll does (containers that block io_uring included); costs about two
+    /// syscalls per echo where io_uring batches. See the `epoll` module.
+    Epoll,
 }
 
 /// Settings the driver needs from the runtime's builder.
@@ -252,6 +273,7 @@ pub(crate) struct Features {
 enum Io {
     Uring(Uring),
     Aio(Aio),
+    Epoll(Epoll),
 }
 
 /// The backend, and every operation in flight on it. Lives on the runtime's thread.
@@ -300,13 +322,27 @@ struct AfterTurn {
 impl Driver {
     pub(crate) fn new(config: &DriverConfig) -> io::Result<Driver> {
         let notifier = Notifier::new()?;
+        let uring = |uring: Uring, buf_ring: Option<BufRing>| {
+            let features = Features { multishot_accept: uring.features.multishot_accept };
+            (Io::Uring(uring), buf_ring.map(Rc::new), features)
+        };
+        let single_shot = Features { multishot_accept: false };
         let (io, buf_ring, features) = match config.backend {
             Backend::IoUring => {
-                let (uring, buf_ring) = Uring::new(config)?;
-                let features = Features { multishot_accept: uring.features.multishot_accept };
-                (Io::Uring(uring), buf_ring.map(Rc::new), features)
+                let (ring, buf_ring) = Uring::new(config)?;
+                uring(ring, buf_ring)
             }
-            Backend::PosixAio => (Io::Aio(Aio::new(config)?), None, Features { multishot_accept: false }),
+            Backend::Auto => match Uring::new(config) {
+                Ok((ring, buf_ring)) => uring(ring, buf_ring),
+                Err(e) => {
+                    // The error is one sentence that names the reason (see
+                    // `uring::explain_setup_error`).
+                    eprintln!("proactor: running on epoll (completion emulated on readiness) because {e}");
+                    (Io::Epoll(Epoll::new(&notifier)?), None, single_shot)
+                }
+            },
+            Backend::PosixAio => (Io::Aio(Aio::new(config)?), None, single_shot),
+            Backend::Epoll => (Io::Epoll(Epoll::new(&notifier)?), None, single_shot),
         };
         Ok(Driver {
             io,
@@ -331,6 +367,7 @@ impl Driver {
         match self.io {
             Io::Uring(_) => Backend::IoUring,
             Io::Aio(_) => Backend::PosixAio,
+            Io::Epoll(_) => Backend::Epoll,
         }
     }
 
@@ -338,7 +375,22 @@ impl Driver {
     pub(crate) fn aio(&self) -> Option<&Aio> {
         match &self.io {
             Io::Aio(aio) => Some(aio),
-            Io::Uring(_) => None,
+            Io::Uring(_) | Io::Epoll(_) => None,
+        }
+    }
+
+    /// Whether the backend picks receive buffers itself, at readiness ([`Request::RecvPick`]):
+    /// the epoll backend's `read_provided`.
+    pub(crate) fn picks_buffers(&self) -> bool {
+        matches!(self.io, Io::Epoll(_))
+    }
+
+    /// The buffer a [`Request::RecvPick`] completion names (`Completion::buffer`), handed over
+    /// to the caller; `None` if it was taken already.
+    pub(crate) fn take_picked(&self, id: u16) -> Option<Vec<u8>> {
+        match &self.io {
+            Io::Epoll(epoll) => epoll.take_picked(id),
+            Io::Uring(_) | Io::Aio(_) => None,
         }
     }
 
@@ -357,13 +409,16 @@ impl Driver {
         if let (Some(bid), Some(ring)) = (completion.buffer(), &self.buf_ring) {
             ring.provide(bid);
         }
+        if let (Some(id), true) = (completion.buffer(), self.picks_buffers()) {
+            drop(self.take_picked(id));
+        }
     }
 
     /// How many turns found completions held back in the kernel because the CQ was full.
     pub(crate) fn cq_overflows(&self) -> u64 {
         match &self.io {
             Io::Uring(uring) => uring.cq_overflows(),
-            Io::Aio(_) => 0,
+            Io::Aio(_) | Io::Epoll(_) => 0,
         }
     }
 
@@ -416,6 +471,8 @@ impl Driver {
             Io::Uring(uring) => unsafe { uring.start(index, &request) },
             // SAFETY: see above.
             Io::Aio(aio) => unsafe { aio.start(index, request) },
+            // SAFETY: see above.
+            Io::Epoll(epoll) => unsafe { epoll.start(index, request) },
         };
         match started {
             Ok(()) => Op {
@@ -447,6 +504,7 @@ impl Driver {
             // for a while, and the fd (a bound port, say) should not stay open that long.
             Io::Uring(uring) => uring.close_fd(fd, !executor::runs_driver::<Driver>(self)),
             Io::Aio(aio) => aio.close_fd(fd),
+            Io::Epoll(epoll) => epoll.close_fd(fd),
         }
     }
 
@@ -462,6 +520,10 @@ impl Driver {
                 false
             }
             Io::Aio(aio) => aio.cancel(index, force),
+            Io::Epoll(epoll) => {
+                epoll.cancel(index);
+                false
+            }
         }
     }
 
@@ -506,6 +568,7 @@ impl Driver {
             match &self.io {
                 Io::Uring(uring) => uring.turn(timeout, &self.notifier, complete)?,
                 Io::Aio(aio) => aio.turn(timeout, &self.notifier, complete)?,
+                Io::Epoll(epoll) => epoll.turn(timeout, &self.notifier, complete)?,
             }
         };
         if notified {
@@ -650,7 +713,8 @@ impl Driver {
 }
 
 /// The seam to the shared loop: parking the proactor is one turn of its backend (io_uring: one
-/// `io_uring_enter` that submits and waits; aio: a `poll` of the completion eventfd).
+/// `io_uring_enter` that submits and waits; aio: a `poll` of the completion eventfd; epoll: one
+/// `epoll_wait`, and the operations it made ready performed).
 impl Park for Driver {
     fn park(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
         // A turn run meanwhile by `cancel_and_reap` may have seen the notifier fire: then the

@@ -1,6 +1,8 @@
-//! A completion-based async runtime built from scratch on Linux `io_uring` (and, as a second
-//! backend, on POSIX aio): a driver, owned buffers, a single-threaded executor, TCP and timers,
-//! in a few files meant to be read.
+//! A completion-based async runtime built from scratch on Linux `io_uring` (and on the two
+//! other ways to build a proactor: POSIX aio's threads, and completion emulated on an epoll
+//! readiness loop): a driver, owned buffers, a single-threaded executor, TCP and timers, in a
+//! few files meant to be read. By default ([`Backend::Auto`]) it runs on io_uring, or on epoll
+//! where io_uring cannot be set up.
 //!
 //! ```no_run
 //! use proactor::net::TcpListener;
@@ -45,6 +47,10 @@
 //! - `aio` (private): the POSIX aio backend ([`Backend::PosixAio`]): glibc's helper threads
 //!   perform each request with a blocking syscall, a new thread reports each completion. Read
 //!   its docs for why POSIX aio on sockets is thread-per-connection in disguise.
+//! - `epoll` (private): the epoll backend ([`Backend::Epoll`], and [`Backend::Auto`]'s
+//!   fallback): operations wait in per-socket queues until epoll says the socket is ready, then
+//!   the driver performs them and posts their completions. Its docs say what the emulation
+//!   costs against the reactor and against io_uring, and why cancelling is trivial there.
 //! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (the very one
 //!   the `reactor` crate runs), parked in this crate's driver instead of in `epoll_wait`.
 //! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
@@ -70,6 +76,7 @@ mod aio;
 pub mod buf;
 mod bufring;
 mod driver;
+mod epoll;
 pub mod net;
 mod runtime;
 mod stats;

@@ -430,6 +430,7 @@ impl TcpStream {
                 let mut ticket = BufferTicket { ring, ticket: None };
                 poll_fn(|cx| self.poll_read_provided(ring, &mut ticket.ticket, cx)).await
             }
+            None if self.driver.picks_buffers() => self.read_picked().await,
             None => {
                 let (read, buf) = Box::pin(self.read(buf::spare_vec())).await;
                 // Wrapped first, so that on error or end of stream the buffer goes back to the
@@ -540,6 +541,38 @@ impl TcpStream {
                 Request::Send { fd, buf: buf.stable_ptr().add(offset), len, dontwait }
             })
         }
+    }
+}
+
+/// The epoll backend's `read_provided`.
+impl TcpStream {
+    /// Receives into a buffer the backend takes only when the socket is readable
+    /// ([`Request::RecvPick`]): a waiting connection holds no buffer, as with io_uring's ring.
+    ///
+    /// A pick that completed after its future was dropped keeps its bytes in the stash, which
+    /// the next call returns first (cancelling one that has not run is exact on epoll).
+    async fn read_picked(&self) -> io::Result<Option<ProvidedBuf>> {
+        let stash = self.stash.get_or_init(Rc::default).clone();
+        let early = mem::take(&mut stash.borrow_mut().bytes);
+        if !early.is_empty() {
+            return Ok(Some(ProvidedBuf::owned(early)));
+        }
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: the request carries no pointer (the backend owns the buffer it picks).
+        let op = unsafe { self.driver.submit((), false, false, |_| Request::RecvPick { fd }) };
+        let driver = Rc::downgrade(&self.driver);
+        let op = op.on_orphan_cqe(move |(), completion| {
+            let picked = completion.buffer().zip(driver.upgrade()).and_then(|(id, d)| d.take_picked(id));
+            if let Some(bytes) = picked {
+                stash.borrow_mut().bytes.extend_from_slice(&bytes);
+                drop(ProvidedBuf::owned(bytes)); // back to the spare pool
+            }
+        });
+        let (completion, ()) = op.await;
+        let completion = completion?;
+        let picked = completion.buffer().and_then(|id| self.driver.take_picked(id));
+        completion.into_result()?;
+        Ok(picked.map(ProvidedBuf::owned))
     }
 }
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 use crate::driver::{Backend, Driver, DriverConfig};
 
 executor::runtime_type! {
-    /// A single-threaded completion runtime: an io_uring (or POSIX aio) driver, timers, and the
-    /// shared executor.
+    /// A single-threaded completion runtime: an io_uring (or POSIX aio, or epoll-emulated)
+    /// driver, timers, and the shared executor.
     ///
     /// Tasks run only while [`block_on`](executor::Runtime::block_on) runs. The runtime is `!Send`: to use
     /// several cores, run one runtime per thread (each with its own listener, e.g. with
@@ -83,12 +83,21 @@ impl Default for Builder {
 }
 
 impl Builder {
-    /// The defaults: a ring of 1024 SQEs (the CQ is twice that), no SQPOLL thread, a budget of
-    /// 128 operations per task poll, and the ring entered after every 61 task polls.
+    /// The defaults: [`Backend::Auto`] (io_uring, or epoll where io_uring cannot be set up), a
+    /// ring of 1024 SQEs (the CQ is twice that), no SQPOLL thread, a budget of 128 operations
+    /// per task poll, and the backend turned after every 61 task polls.
+    ///
+    /// Why `Auto` by default: a program written for this crate should run wherever Linux runs,
+    /// and io_uring is often not there (Docker's default seccomp profile blocks it, hardened
+    /// kernels set `kernel.io_uring_disabled`). The same program then runs on the epoll
+    /// emulation, with the same API and semantics, slower by the syscalls io_uring would have
+    /// batched, and says so in one line on stderr; [`Runtime::backend`] tells the program which
+    /// one it got. Ask for [`Backend::IoUring`] to fail instead, as a benchmark of io_uring
+    /// should (`echo-lab serve --runtime uring` does).
     pub fn new() -> Builder {
         Builder {
             driver: DriverConfig {
-                backend: Backend::IoUring,
+                backend: Backend::Auto,
                 aio_threads: 1024,
                 entries: 1024,
                 sqpoll_idle: None,
@@ -115,9 +124,10 @@ impl Builder {
         self
     }
 
-    /// Which backend performs the I/O: [`Backend::IoUring`] (the default) or
-    /// [`Backend::PosixAio`]. The API is the same; the io_uring-only settings below are
-    /// ignored by aio, and on aio a stream runs one operation at a time (see `Backend`).
+    /// Which backend performs the I/O: [`Backend::Auto`] (the default: io_uring, else epoll),
+    /// [`Backend::IoUring`], [`Backend::PosixAio`] or [`Backend::Epoll`]. The API is the same;
+    /// the io_uring-only settings below are ignored by the others, and on aio a stream runs one
+    /// operation at a time (see `Backend`).
     ///
     /// ```
     /// use proactor::{Backend, Builder};
@@ -188,8 +198,9 @@ impl Builder {
         self
     }
 
-    /// A testing hook: make `build` fail as if `io_uring_setup` had failed with `errno`
-    /// (`ENOSYS` without io_uring, `EPERM` when it is disabled or blocked by seccomp).
+    /// A testing hook: make io_uring's set-up fail as if `io_uring_setup` had failed with
+    /// `errno` (`ENOSYS` without io_uring, `EPERM` when it is disabled or blocked by seccomp):
+    /// `build` then fails on [`Backend::IoUring`], and falls back to epoll on [`Backend::Auto`].
     #[doc(hidden)]
     pub fn inject_setup_error(mut self, errno: i32) -> Builder {
         self.driver.inject_setup_errno = Some(errno);
@@ -197,7 +208,8 @@ impl Builder {
     }
 
     /// Sets up the backend. When io_uring is unavailable (missing, disabled, blocked by seccomp,
-    /// out of locked memory) the error says so in one sentence, and what to do.
+    /// out of locked memory), [`Backend::Auto`] falls back to epoll and prints that sentence on
+    /// stderr; [`Backend::IoUring`] fails with it.
     pub fn build(self) -> io::Result<Runtime> {
         let driver = Driver::new(&self.driver)?;
         Ok(Runtime { inner: executor::Runtime::new(driver, self.config, executor::slab_capacity()) })

@@ -2,7 +2,7 @@
 //! trace of it in plain words.
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
-//! where the work happens: the backends (`uring`, `aio`) count their syscalls and requests,
+//! where the work happens: the backends (`uring`, `aio`, `epoll`) count their syscalls and requests,
 //! `driver` the completions; the loop's own (turns, polls, timers, set-up syscalls) are the
 //! shared executor's ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`] takes a snapshot; [`Stats::since`] turns two
 //! snapshots into the work done in between. Syscalls made by glibc's aio threads are not this
@@ -56,6 +56,17 @@ executor::counters! {
     aio_refused,
     /// aio: `poll` syscalls of the loop (its wait for completions, the notifier and timers).
     sys_poll,
+    /// epoll: `epoll_wait` syscalls of the loop (its wait for readiness, the notifier and timers).
+    sys_epoll_wait,
+    /// epoll: `epoll_ctl` syscalls (a socket is added once, when the backend first sees it, and
+    /// removed once, when it is closed; never per operation).
+    sys_epoll_ctl,
+    /// epoll: the `recv` and `send` syscalls the backend performs for operations, including
+    /// those that found nothing to do (its `accept4` and `connect` count as other).
+    sys_epoll_io,
+    /// epoll: operation syscalls that found nothing to do (`EAGAIN`); the operation waits in
+    /// its queue for the next readiness event.
+    would_block,
     /// Other syscalls on this thread: socket set-up, `shutdown`, eventfds, `aio_cancel`'s check
     /// of the fd, and on aio the `close` of sockets (io_uring closes them with an SQE).
     sys_other,
@@ -76,7 +87,12 @@ executor::counters! {
 impl Stats {
     /// All syscalls counted on the runtime's thread.
     pub fn syscalls(&self) -> u64 {
-        self.sys_io_uring_enter + self.sys_poll + self.sys_other
+        self.sys_io_uring_enter
+            + self.sys_poll
+            + self.sys_epoll_wait
+            + self.sys_epoll_ctl
+            + self.sys_epoll_io
+            + self.sys_other
     }
 
     /// One compact line of rates, for the work in `self` (a [`since`](Self::since)
@@ -84,7 +100,15 @@ impl Stats {
     pub fn rates_line(&self, secs: f64) -> String {
         let rate = |n: u64| executor::stats::per_sec(n, secs);
         let per_wait = if self.turns == 0 { 0.0 } else { self.completions as f64 / self.turns as f64 };
-        let backend = if self.aio_requests + self.aio_helper_jobs > 0 {
+        let backend = if self.sys_epoll_wait > 0 {
+            format!(
+                "epoll_wait {} · recv+send {} (EAGAIN {}) · epoll_ctl {}",
+                rate(self.sys_epoll_wait),
+                rate(self.sys_epoll_io),
+                rate(self.would_block),
+                rate(self.sys_epoll_ctl)
+            )
+        } else if self.aio_requests + self.aio_helper_jobs > 0 {
             format!(
                 "aio requests {} (notifications {}, helper jobs {}, refused {}) poll {}",
                 rate(self.aio_requests),

@@ -1,5 +1,6 @@
 //! The syscall layer: the plain syscalls of the crate (the blocking calls and glibc aio entry
-//! points of the POSIX aio backend). Socket set-up, options, addresses and the eventfd are the
+//! points of the POSIX aio backend, the non-blocking `recv`/`send` of the epoll backend; the
+//! epoll calls themselves are the shared executor's). Socket set-up, options, addresses and the eventfd are the
 //! shared executor's (`executor::sys`), re-exported here.
 //!
 //! The I/O itself does not happen here: it is described in SQEs (or `aiocb`s) and performed by
@@ -106,6 +107,39 @@ pub(crate) unsafe fn connect(fd: RawFd, addr: *const libc::sockaddr, len: libc::
     // SAFETY: the caller guarantees `addr` is readable for `len` bytes.
     cvt(unsafe { libc::connect(fd, addr, len) })?;
     Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------
+// the epoll backend's operations (counted by the caller, as `sys_epoll_io`)
+
+/// `recv(MSG_DONTWAIT)` of up to `len` bytes into `buf`: never blocks, whatever the socket's
+/// flags (the proactor's sockets are blocking, for aio's sake).
+///
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes for the whole call.
+pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `buf` is writable for `len` bytes.
+    let n = unsafe { libc::recv(fd, buf.cast(), len, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `send(MSG_DONTWAIT | MSG_NOSIGNAL)` of `len` bytes from `buf`: never blocks, and a reset
+/// peer is `EPIPE`, not a `SIGPIPE` that kills the process.
+///
+/// # Safety
+/// `buf` must be valid for reads of `len` bytes for the whole call.
+pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `buf` is readable for `len` bytes.
+    let n = unsafe { libc::send(fd, buf.cast(), len, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// A second fd for the same open socket (close-on-exec).

@@ -201,6 +201,8 @@ impl Uring {
             Request::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
             Request::Recv { fd, buf, len } => opcode::Recv::new(types::Fd(fd), buf, len).build(),
             Request::RecvMulti { fd, group } => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+            // The epoll backend's; `Driver::picks_buffers` keeps `net` from asking here.
+            Request::RecvPick { .. } => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
             // MSG_NOSIGNAL: a reset peer is EPIPE, not a SIGPIPE that kills the process.
             Request::Send { fd, buf, len, dontwait } => {
                 let flags = libc::MSG_NOSIGNAL | if dontwait { libc::MSG_DONTWAIT } else { 0 };
@@ -448,6 +450,7 @@ fn opcode_name(request: &Request) -> &'static str {
         Request::Connect { .. } => "CONNECT",
         Request::Recv { .. } => "RECV",
         Request::RecvMulti { .. } => "multishot RECV",
+        Request::RecvPick { .. } => "RECV (buffer picked at readiness)",
         Request::Send { .. } => "SEND",
     }
 }
@@ -465,6 +468,7 @@ pub(crate) fn describe(request: &Request) -> String {
         Request::RecvMulti { fd, .. } => {
             format!("RECV (multishot, buffers picked from the ring when data comes) on fd {fd}")
         }
+        Request::RecvPick { fd } => format!("RECV fd {fd}, buffer picked at readiness"),
         Request::Send { fd, len, dontwait: false, .. } => format!("SEND {len} bytes on fd {fd}"),
         Request::Send { fd, len, dontwait: true, .. } => {
             format!(

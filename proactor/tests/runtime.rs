@@ -1,4 +1,4 @@
-//! The executor and the start-up path of the io_uring runtime.
+//! The executor and the start-up path of the io_uring runtime (and its fallback to epoll).
 
 mod common;
 
@@ -15,12 +15,38 @@ fn io_uring_unavailable_is_one_clear_sentence_not_a_panic() {
         (libc_eperm(), "--runtime reactor"),
         (libc_enomem(), "ulimit -l"),
     ] {
-        let err = proactor::Builder::new().inject_setup_error(errno).build().unwrap_err();
+        let err = proactor::Builder::new()
+            .backend(proactor::Backend::IoUring)
+            .inject_setup_error(errno)
+            .build()
+            .unwrap_err();
         let message = err.to_string();
         assert!(message.contains(expect), "errno {errno}: {message}");
         assert!(message.contains("io_uring"), "{message}");
         assert!(!message.contains('\n'), "one sentence: {message}");
     }
+}
+
+#[test]
+fn auto_falls_back_to_epoll_when_io_uring_cannot_be_set_up_and_still_serves() {
+    for errno in [libc_enosys(), libc_eperm()] {
+        let runtime = proactor::Builder::new().inject_setup_error(errno).build().unwrap();
+        assert_eq!(runtime.backend(), proactor::Backend::Epoll, "errno {errno}");
+        let echoed = runtime.block_on(async {
+            let listener = proactor::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            proactor::spawn(common::serve(listener));
+            common::echo_client(addr, 7, 5, 3000).await.unwrap()
+        });
+        assert!(echoed, "errno {errno}");
+    }
+}
+
+#[test]
+fn auto_is_the_default_and_reports_the_backend_it_got() {
+    assert_eq!(proactor::Backend::default(), proactor::Backend::Auto);
+    let backend = proactor::Runtime::new().unwrap().backend();
+    assert!(matches!(backend, proactor::Backend::IoUring | proactor::Backend::Epoll), "{backend:?}");
 }
 
 fn libc_enosys() -> i32 {

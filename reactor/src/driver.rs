@@ -20,20 +20,10 @@
 //! `EPOLLONESHOT` (one report, then an `epoll_ctl(MOD)` syscall to re-arm: one extra syscall per
 //! wait, per socket). Edge-triggered needs no syscall to re-arm, which is what keeps an echo
 //! near two syscalls per message (`read` + `write`, with `epoll_wait` shared by all the sockets
-//! that became ready together). The price is a protocol the runtime must follow exactly:
-//!
-//! 1. an event *sets* readiness bits in the slot (it never clears them);
-//! 2. an operation that finds its direction ready just does the syscall;
-//! 3. only when the syscall says `EAGAIN` is the direction's readiness cleared, and the task
-//!    then waits for the next edge. A transfer shorter than asked proves the same without the
-//!    extra syscall (the receive queue is empty, or the send buffer full), and also clears it:
-//!    that shortcut is what saves the `read` that would return `EAGAIN` after every message.
-//!    One exception: a TCP read stops short at an urgent-data mark (`MSG_OOB`) with more data
-//!    behind it, so once the socket reports urgent data (`EPOLLPRI`) short reads no longer
-//!    clear anything until a read gets `EAGAIN`.
-//!
-//! Forgetting step 3 busy-loops; clearing at the wrong time hangs forever, because no further
-//! edge will come for data that is already waiting.
+//! that became ready together). The price is a protocol the runtime must follow exactly: events
+//! set readiness bits, only an `EAGAIN` (or a transfer shorter than asked) clears them. It is
+//! written down once, in `executor::readiness`, with the bits and their epoll mapping, and the
+//! proactor's epoll backend follows it too.
 //!
 //! # Why no tick is needed here
 //!
@@ -60,72 +50,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+pub(crate) use executor::readiness::Direction;
+use executor::readiness::{self, readiness_of, Exhausted, READABLE};
 use executor::{Notifier, Park, Unpark};
 use slab::Slab;
 
 use crate::stats;
 use crate::sys;
 
-/// Readiness bits of a [`ScheduledIo`].
-const READABLE: u8 = 1 << 0;
-const WRITABLE: u8 = 1 << 1;
-/// The peer shut down its write side (`EPOLLRDHUP`) or the connection hung up (`EPOLLHUP`):
-/// reads return 0 from now on. Never cleared.
-const READ_CLOSED: u8 = 1 << 2;
-/// The connection hung up: writes fail from now on. Never cleared.
-const WRITE_CLOSED: u8 = 1 << 3;
-/// `EPOLLERR`: the next syscall returns the socket's error. Cleared by `EAGAIN` like the
-/// direction bits: `EPOLLERR` also means "the error queue is not empty" (timestamps,
-/// zero-copy notifications), which reads and writes do not consume.
-const ERROR: u8 = 1 << 4;
-/// `EPOLLPRI`: urgent (out-of-band) data arrived. Not a reason to read, but it disables the
-/// short-read shortcut until a read gets `EAGAIN` (see the module docs).
-const URGENT: u8 = 1 << 5;
-
 /// The token of the notifier's eventfd; registration tokens never reach it because slab
 /// indices are below `u32::MAX`.
 const NOTIFY_TOKEN: u64 = u64::MAX;
 
-/// Which half of a socket an operation needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Direction {
-    Read,
-    Write,
-}
-
-impl Direction {
-    /// The bits that make an operation in this direction worth trying.
-    fn mask(self) -> u8 {
-        match self {
-            Direction::Read => READABLE | READ_CLOSED | ERROR,
-            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
-        }
+/// A direction as an interest bit of a waiting waker.
+fn bit(direction: Direction) -> u8 {
+    match direction {
+        Direction::Read => 1,
+        Direction::Write => 2,
     }
-
-    /// This direction as an interest bit of a waiting waker.
-    fn bit(self) -> u8 {
-        match self {
-            Direction::Read => 1,
-            Direction::Write => 2,
-        }
-    }
-
-    /// The bits an `EAGAIN` in this direction clears (the closed bits are final).
-    fn cleared_by_eagain(self) -> u8 {
-        match self {
-            Direction::Read => READABLE | ERROR | URGENT,
-            Direction::Write => WRITABLE | ERROR,
-        }
-    }
-}
-
-/// Why an operation gave up the readiness it saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Exhausted {
-    /// The syscall said `EAGAIN`.
-    WouldBlock,
-    /// The syscall transferred less than asked.
-    Short,
 }
 
 /// Identifies one registration: slab index plus generation.
@@ -175,14 +117,14 @@ impl ScheduledIo {
         match &self.waker {
             None => {
                 self.waker = Some(waker.clone());
-                self.interest = direction.bit();
+                self.interest = bit(direction);
             }
-            Some(w) if w.will_wake(waker) => self.interest |= direction.bit(),
+            Some(w) if w.will_wake(waker) => self.interest |= bit(direction),
             Some(_) => {
                 let others = self.others.get_or_insert_with(Box::default);
                 match others.iter_mut().find(|(w, _)| w.will_wake(waker)) {
-                    Some((_, interest)) => *interest |= direction.bit(),
-                    None => others.push((waker.clone(), direction.bit())),
+                    Some((_, interest)) => *interest |= bit(direction),
+                    None => others.push((waker.clone(), bit(direction))),
                 }
             }
         }
@@ -213,35 +155,11 @@ impl ScheduledIo {
 fn interest_mask(interest: u8) -> u8 {
     let mut mask = 0;
     for direction in [Direction::Read, Direction::Write] {
-        if interest & direction.bit() != 0 {
+        if interest & bit(direction) != 0 {
             mask |= direction.mask();
         }
     }
     mask
-}
-
-/// Translates epoll's event bits into readiness bits.
-fn readiness_of(events: u32) -> u8 {
-    let mut ready = 0;
-    if events & libc::EPOLLIN as u32 != 0 {
-        ready |= READABLE;
-    }
-    if events & libc::EPOLLPRI as u32 != 0 {
-        ready |= URGENT;
-    }
-    if events & libc::EPOLLOUT as u32 != 0 {
-        ready |= WRITABLE;
-    }
-    if events & libc::EPOLLRDHUP as u32 != 0 {
-        ready |= READ_CLOSED;
-    }
-    if events & libc::EPOLLHUP as u32 != 0 {
-        ready |= READ_CLOSED | WRITE_CLOSED;
-    }
-    if events & libc::EPOLLERR as u32 != 0 {
-        ready |= ERROR;
-    }
-    ready
 }
 
 /// The epoll instance and every registration on it. Lives on the runtime's thread.
@@ -291,8 +209,7 @@ impl Driver {
             .filter(|&i| i != u32::MAX)
             .ok_or_else(|| io::Error::other("too many registrations"))?;
         let key = Key { index, generation };
-        let events =
-            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
+        let events = executor::sys::EPOLL_SOCKET_EVENTS;
         #[cfg(feature = "trace")]
         if executor::trace::on() {
             executor::trace::note_fd(index, fd.as_raw_fd());
@@ -357,19 +274,14 @@ impl Driver {
         let Some(io) = ios.get_mut(key.index as usize).filter(|io| io.generation == key.generation) else {
             return;
         };
-        io.readiness &= !match (why, direction) {
-            (Exhausted::WouldBlock, _) => direction.cleared_by_eagain(),
-            // A short read proves nothing while urgent data is pending.
-            (Exhausted::Short, Direction::Read) if io.readiness & URGENT != 0 => 0,
-            (Exhausted::Short, Direction::Read) => {
-                stats::trace_step!(
-                    "  short read: {} is drained; forget its readiness without an EAGAIN round trip",
-                    stats::trace_fd(key.index)
-                );
-                READABLE
-            }
-            (Exhausted::Short, Direction::Write) => WRITABLE,
-        };
+        let cleared = readiness::exhaust(io.readiness, direction, why);
+        if why == Exhausted::Short && cleared == READABLE {
+            stats::trace_step!(
+                "  short read: {} is drained; forget its readiness without an EAGAIN round trip",
+                stats::trace_fd(key.index)
+            );
+        }
+        io.readiness &= !cleared;
     }
 
     /// One `epoll_wait` (bounded by `timeout`, rounded up to whole milliseconds so a timer is
@@ -385,13 +297,7 @@ impl Driver {
                 ios.remove(index as usize);
             }
         }
-        let timeout_ms = match timeout {
-            None => -1,
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                ms.min(i32::MAX as u128) as i32
-            }
-        };
+        let timeout_ms = executor::sys::epoll_timeout(timeout);
         let mut events = self.events.borrow_mut();
         let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
             Ok(n) => n,
@@ -422,7 +328,7 @@ impl Driver {
             stats::trace_step!(
                 "  {}: {} → {}",
                 stats::trace_fd(key.index),
-                readiness_words(ready),
+                readiness::words(ready),
                 match wakers.len() - before {
                     0 => "no task waits for it yet; remembered".to_string(),
                     1 => "wake the task waiting for it".to_string(),
@@ -453,24 +359,6 @@ impl Park for Driver {
             io.take_waiters(u8::MAX, wakers);
         }
     }
-}
-
-/// The readiness bits in words, for the trace.
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-fn readiness_words(ready: u8) -> String {
-    let words: Vec<&str> = [
-        (READABLE, "readable"),
-        (WRITABLE, "writable"),
-        (READ_CLOSED, "peer closed its side"),
-        (WRITE_CLOSED, "write side closed"),
-        (ERROR, "error"),
-        (URGENT, "urgent data"),
-    ]
-    .into_iter()
-    .filter(|(bit, _)| ready & bit != 0)
-    .map(|(_, word)| word)
-    .collect();
-    words.join(", ")
 }
 
 /// An fd registered with a [`Driver`]: the building block of every socket type.
@@ -596,14 +484,5 @@ mod tests {
         notifier.notify();
         assert_eq!(executor::sys::eventfd_drain(notifier.fd()).unwrap(), 1);
         assert!(!driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap());
-    }
-
-    #[test]
-    fn epoll_bits_map_to_readiness() {
-        assert_eq!(readiness_of(libc::EPOLLIN as u32), READABLE);
-        assert_eq!(readiness_of(libc::EPOLLOUT as u32), WRITABLE);
-        assert_eq!(readiness_of((libc::EPOLLIN | libc::EPOLLRDHUP) as u32), READABLE | READ_CLOSED);
-        assert_eq!(readiness_of(libc::EPOLLHUP as u32), READ_CLOSED | WRITE_CLOSED);
-        assert_eq!(readiness_of(libc::EPOLLERR as u32) & Direction::Write.mask(), ERROR);
     }
 }

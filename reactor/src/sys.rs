@@ -1,10 +1,11 @@
-//! The syscall layer: every `unsafe` call of the crate lives here, and nothing else does: the
-//! epoll calls, `accept4`, `read` and `send`. Socket set-up, options, addresses and the
-//! eventfd are the shared executor's (`executor::sys`), re-exported here.
+//! The syscall layer: every `unsafe` call of the crate lives here, and nothing else does:
+//! `accept4`, `read` and `send`. The epoll calls, socket set-up, options, addresses and the
+//! eventfd are the shared executor's (`executor::sys`, which the proactor's epoll backend uses
+//! too); the epoll ones are wrapped here to count and trace them as this runtime's.
 //!
 //! Each function is a thin, safe wrapper over one libc call. File descriptors come back as
 //! [`OwnedFd`], so closing is never forgotten and never done twice. A return value of `-1`
-//! becomes `io::Error::last_os_error()` through [`cvt`]; nothing here retries or interprets
+//! becomes `io::Error::last_os_error()` through [`cvt_as`]; nothing here retries or interprets
 //! errors, that is the caller's business.
 //!
 //! Sockets are created with `SOCK_NONBLOCK | SOCK_CLOEXEC` (and accepted with `accept4` and the
@@ -22,14 +23,8 @@ pub(crate) use executor::sys::{
 
 use crate::stats;
 
-/// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`.
-///
-/// Also counts the syscall, as "other" (see `stats`); the hot ones use [`cvt_as`].
-fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
-    cvt_as(|c| &c.sys_other, ret)
-}
-
-/// [`cvt`], counting the syscall in the counter `kind` picks.
+/// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`, counting
+/// the syscall in the counter `kind` picks (see `stats`).
 fn cvt_as<T: PartialEq + From<i8>>(
     kind: fn(&stats::Counters) -> &std::cell::Cell<u64>,
     ret: T,
@@ -45,12 +40,10 @@ fn cvt_as<T: PartialEq + From<i8>>(
 // ----------------------------------------------------------------------------------------------
 // epoll
 
-/// `epoll_create1(EPOLL_CLOEXEC)`.
+/// `epoll_create1(EPOLL_CLOEXEC)` (the shared wrapper, counted here).
 pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
-    // SAFETY: no pointers are passed; the flag is a valid constant.
-    let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-    // SAFETY: the syscall just created `fd`.
-    Ok(unsafe { owned_fd(fd) })
+    stats::bump(|c| &c.sys_other);
+    executor::sys::epoll_create()
 }
 
 /// `epoll_ctl(ADD | MOD)` with an event mask and the 64-bit token the kernel hands back.
@@ -61,10 +54,8 @@ pub(crate) fn epoll_ctl(
     events: u32,
     token: u64,
 ) -> io::Result<()> {
-    let mut event = libc::epoll_event { events, u64: token };
-    // SAFETY: `event` is a valid, initialised epoll_event that outlives the call; the kernel
-    // copies it and keeps no pointer to it.
-    cvt_as(|c| &c.sys_epoll_ctl, unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut event) })?;
+    stats::bump(|c| &c.sys_epoll_ctl);
+    executor::sys::epoll_ctl(epoll, op, fd, events, token)?;
     executor::trace_step!(
         "epoll_ctl(ADD fd {fd}): watch it for input and output, edge-triggered, once for its lifetime"
     );
@@ -73,9 +64,8 @@ pub(crate) fn epoll_ctl(
 
 /// `epoll_ctl(EPOLL_CTL_DEL)`.
 pub(crate) fn epoll_del(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
-    // SAFETY: kernels since 2.6.9 ignore the event pointer for DEL, so null is allowed.
-    let ret = unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
-    cvt_as(|c| &c.sys_epoll_ctl, ret)?;
+    stats::bump(|c| &c.sys_epoll_ctl);
+    executor::sys::epoll_del(epoll, fd)?;
     executor::trace_step!("epoll_ctl(DEL fd {fd}): stop watching it (it is being closed)");
     Ok(())
 }
@@ -87,7 +77,6 @@ pub(crate) fn epoll_wait(
     events: &mut [libc::epoll_event],
     timeout_ms: i32,
 ) -> io::Result<usize> {
-    let max = events.len().min(i32::MAX as usize) as i32;
     executor::trace_step!(
         "epoll_wait({}): {}",
         match timeout_ms {
@@ -101,12 +90,10 @@ pub(crate) fn epoll_wait(
             "nothing to run: sleep until an fd is ready"
         }
     );
-    // SAFETY: `events` is a valid, writable buffer of `max` epoll_event entries for the whole
-    // call; the kernel writes at most `max` of them.
-    let ret = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
-    let n = cvt_as(|c| &c.sys_epoll_wait, ret)?;
+    stats::bump(|c| &c.sys_epoll_wait);
+    let n = executor::sys::epoll_wait(epoll, events, timeout_ms)?;
     executor::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
-    Ok(n as usize)
+    Ok(n)
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ use crate::sys;
 /// Options of `echo-lab lab`.
 #[derive(Args, Debug)]
 pub struct LabArgs {
-    /// Models to run, comma-separated (default: all): reactor, uring, aio, tokio, threads,
-    /// fork, nonblocking, poll, sigio.
+    /// Models to run, comma-separated (default: all): reactor, uring, aio, proactor-epoll, tokio,
+    /// threads, fork, nonblocking, poll, sigio.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Server>,
     /// Cells to run, comma-separated (default: all): pingpong-1, pingpong-100,
@@ -243,7 +243,11 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     let pid = process.0.id();
     let own_counters = matches!(
         server,
-        Server::Runtime(echo::server::RuntimeKind::Reactor | echo::server::RuntimeKind::Uring)
+        Server::Runtime(
+            echo::server::RuntimeKind::Reactor
+                | echo::server::RuntimeKind::Uring
+                | echo::server::RuntimeKind::ProactorEpoll
+        )
     );
     std::thread::sleep(Duration::from_millis(100));
     let pss_before = tree_pss_kb(pid);

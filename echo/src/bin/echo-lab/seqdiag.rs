@@ -45,7 +45,7 @@ impl Lane {
     fn subtitle(self, kind: RuntimeKind) -> &'static str {
         match (self, kind) {
             (Lane::Client, _) => "a blocking socket",
-            (Lane::Kernel, RuntimeKind::Reactor) => "TCP, epoll",
+            (Lane::Kernel, RuntimeKind::Reactor | RuntimeKind::ProactorEpoll) => "TCP, epoll",
             (Lane::Kernel, RuntimeKind::Uring) => "TCP, io_uring",
             (Lane::Kernel, RuntimeKind::Aio) => "TCP",
             (Lane::Helpers, _) => "glibc's aio, accept",
@@ -165,6 +165,7 @@ impl Diagram {
             RuntimeKind::Reactor => "reactor: readiness (epoll)",
             RuntimeKind::Uring => "uring: completion (io_uring)",
             RuntimeKind::Aio => "aio: completion (POSIX aio, glibc's threads)",
+            RuntimeKind::ProactorEpoll => "proactor-epoll: completion emulated on readiness",
         }
     }
 }
@@ -288,7 +289,9 @@ fn read_step(
     }
 
     match kind {
-        RuntimeKind::Reactor => read_reactor_step(s, step, sent_bytes(s)),
+        // The emulation's steps are the reactor's epoll steps plus its completions; those it
+        // does not name become notes.
+        RuntimeKind::Reactor | RuntimeKind::ProactorEpoll => read_reactor_step(s, step, sent_bytes(s)),
         RuntimeKind::Uring => read_uring_step(s, step),
         RuntimeKind::Aio => read_aio_step(s, step, pending),
     }

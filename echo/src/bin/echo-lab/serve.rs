@@ -27,10 +27,11 @@ pub enum Server {
 
 impl Server {
     /// Every server, in the order they are presented.
-    pub const ALL: [Server; 4] = [
+    pub const ALL: [Server; 5] = [
         Server::Runtime(RuntimeKind::Reactor),
         Server::Runtime(RuntimeKind::Uring),
         Server::Runtime(RuntimeKind::Aio),
+        Server::Runtime(RuntimeKind::ProactorEpoll),
         Server::Tokio,
     ];
 
@@ -63,8 +64,8 @@ impl FromStr for Server {
     fn from_str(s: &str) -> Result<Server, String> {
         Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
             format!(
-                "unknown runtime {s:?} (expected one of: reactor, uring, aio, tokio, threads, fork, \
-                 nonblocking, poll, sigio)"
+                "unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll, tokio, threads, \
+                 fork, nonblocking, poll, sigio)"
             )
         })
     }
@@ -74,7 +75,8 @@ impl FromStr for Server {
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The runtime to serve on: reactor (epoll), uring (io_uring), aio (POSIX aio, glibc's
-    /// helper threads), tokio (the baseline), or one of the seed's classic models: threads
+    /// helper threads), proactor-epoll (the proactor with completion emulated on epoll),
+    /// tokio (the baseline), or one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
     /// polling every socket), poll (a poll(2) loop), sigio (signal-driven I/O).
     #[arg(long, default_value = "reactor")]
@@ -132,7 +134,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some() || a.stats)
     {
         return Err(
-            "--threads, --max-conns, --idle-timeout and --stats need --runtime reactor, uring or aio".into(),
+            "--threads, --max-conns, --idle-timeout and --stats need --runtime reactor, uring, aio or proactor-epoll".into(),
         );
     }
     let shutdown = Shutdown::new();
@@ -172,7 +174,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     // descriptors, gets the reason instead of a listen line.
     match kind {
         RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
-        RuntimeKind::Uring => drop(proactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
+        RuntimeKind::Uring | RuntimeKind::ProactorEpoll => {
+            drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
+        }
         // The first aio runtime of the process sizes glibc's thread pool for all of them.
         RuntimeKind::Aio => drop(
             proactor::Builder::new()

@@ -24,8 +24,8 @@ use crate::seqdiag;
 /// Options of `echo-lab trace`.
 #[derive(Args, Debug)]
 pub struct TraceArgs {
-    /// The runtime to trace: reactor (epoll, readiness), uring (io_uring, completion) or aio
-    /// (POSIX aio, completion made of threads).
+    /// The runtime to trace: reactor (epoll, readiness), uring (io_uring, completion), aio
+    /// (POSIX aio, completion made of threads) or proactor-epoll (completion emulated on epoll).
     #[arg(long, default_value = "reactor")]
     pub runtime: RuntimeKind,
     /// How many messages to echo.
@@ -51,6 +51,9 @@ pub fn design(kind: RuntimeKind) -> &'static str {
         }
         RuntimeKind::Aio => {
             "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall"
+        }
+        RuntimeKind::ProactorEpoll => {
+            "completion emulated on readiness: the driver queues each operation, waits with epoll, performs the syscall itself and posts the completion"
         }
     }
 }

@@ -1,0 +1,720 @@
+//! The epoll backend: completion emulated on readiness.
+//!
+//! This is the third way to build a proactor, and the one most programs that say "proactor"
+//! run on Linux: Boost.Asio's sockets work like this. The caller hands over a whole operation
+//! (fd, buffer) exactly as on io_uring; the backend keeps it in a queue, waits with epoll until
+//! the socket is ready, performs the `recv`/`send`/`accept4` itself, and posts the completion.
+//! The `net` API, owned buffers, `read_provided`, timers and the executor are the same as on the
+//! other backends; only who performs the operation changes. It is also what runs when io_uring
+//! is not there ([`Backend::Auto`](crate::Backend::Auto)): missing from the kernel, disabled by
+//! `kernel.io_uring_disabled`, or blocked by a container's seccomp policy.
+//!
+//! # How it works
+//!
+//! - **One registration per socket.** The first operation on an fd adds it to the epoll set,
+//!   edge-triggered, for input and output at once
+//!   ([`EPOLL_SOCKET_EVENTS`](executor::sys::EPOLL_SOCKET_EVENTS)); it is removed when the fd
+//!   is closed, never per operation. The token packs the fd with a generation, so an event left
+//!   over from a closed fd whose number was reused wakes nothing.
+//! - **Readiness is the reactor's.** Events set readiness bits, and only `EAGAIN` or a transfer
+//!   shorter than asked clears them: the protocol and bits of `executor::readiness`, the very
+//!   code the `reactor` crate runs. As in the reactor, no tick is needed: events are applied and
+//!   operations performed on the same thread, in the same turn.
+//! - **Two queues per socket**, reads (and accepts) and writes (and connects), each performed in
+//!   order when its direction is ready. An operation started on a socket already known to be
+//!   ready is performed in the next turn without waiting for an event.
+//! - **Sockets stay blocking** (glibc's aio threads need them so, and the socket layer is
+//!   shared): `recv` and `send` pass `MSG_DONTWAIT`. Listeners and connecting sockets, where
+//!   no such flag exists, are switched to `O_NONBLOCK` once.
+//! - **`read_provided` takes a buffer at readiness.** A `RecvPick` request carries no buffer:
+//!   when the socket is readable, the backend takes one from the thread's pool of spare 4 KiB
+//!   buffers, receives into it, and names it in the completion (the same flag and buffer id
+//!   field io_uring uses for its provided buffers); `net` takes it from here by that id. So an
+//!   idle connection holds no buffer, as on io_uring; there is no shared ring to run dry, and
+//!   because each receive is asked for by the task, a peer whose echoes are not read back cannot
+//!   make buffers pile up.
+//!
+//! # Cancelling
+//!
+//! Trivial here, and exact. An operation that has not run is in a queue of this backend and
+//! nowhere else: nothing was handed to the kernel, so dropping its future removes it from the
+//! queue and its completion (`ECANCELED`) is posted at the next turn. An operation that has run
+//! has already posted its completion in the same turn (a syscall here is never "in flight"), so
+//! there is no race with data: the driver's orphan handling (bytes kept for the next read, an
+//! accepted fd closed) covers the only case, a completion its future never looked at.
+//!
+//! # What the emulation costs
+//!
+//! Against the reactor: the same syscalls (`epoll_wait` shared by every socket ready at once,
+//! then one `recv` or `send` each), plus the completion step: the operation is queued, the
+//! backend performs it, stores the result in the operation's slot and wakes the task, which
+//! then takes the result and buffer back. The reactor's task makes the syscall itself, on the
+//! poll that found the socket ready. An operation on a ready socket also waits for the next
+//! turn of the loop instead of running at once. That is a few hundred nanoseconds of user
+//! time per operation, no extra syscall.
+//!
+//! Against io_uring: every operation is its own syscall, made by this thread (io_uring hands a
+//! whole turn's operations to the kernel in one `io_uring_enter`, and the kernel performs them,
+//! often before the data would have made an epoll event), and each wait is an `epoll_wait`
+//! (`io_uring_enter` submits and waits at once). What the kernel cannot do for us here is batch:
+//! about two syscalls per echo plus the shared waits, where io_uring needs well under one.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use executor::readiness::{self, readiness_of, Direction, Exhausted};
+use executor::Notifier;
+use slab::Slab;
+
+use crate::buf::{self, ProvidedBuf};
+use crate::driver::{Completion, Request};
+use crate::stats;
+use crate::sys;
+
+/// The token of the notifier's eventfd; fd tokens never reach it (their generation is below
+/// `u32::MAX`).
+const NOTIFY_TOKEN: u64 = u64::MAX;
+/// How many events one `epoll_wait` returns at most.
+const EVENTS_PER_WAIT: usize = 1024;
+/// The completion flag that says a buffer was picked for it, and where its id sits: io_uring's
+/// `IORING_CQE_F_BUFFER` and `IORING_CQE_BUFFER_SHIFT`, so that `Completion::buffer` reads
+/// both kinds of completion alike.
+const F_BUFFER: u32 = 1 << 0;
+const BUFFER_SHIFT: u32 = 16;
+/// Buffer ids are 16 bits (as io_uring's): at most this many picked buffers wait for `net`.
+const MAX_PICKED: usize = u16::MAX as usize;
+
+/// An operation waiting for its socket.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    index: usize,
+    /// A queued `Connect` is one whose `connect` said `EINPROGRESS` (see `start`): it is done
+    /// when the socket is writable.
+    request: Request,
+}
+
+/// The operations waiting in one direction of a socket, oldest first. Almost always one at
+/// most, which is stored inline; more (several tasks accepting on one listener) go to `more`.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Invariant: `None` only if `more` is too.
+    first: Option<Waiting>,
+    // A box around the deque keeps an idle socket's state small.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<VecDeque<Waiting>>>,
+}
+
+impl Queue {
+    fn push(&mut self, waiting: Waiting) {
+        if self.first.is_none() {
+            self.first = Some(waiting);
+        } else {
+            self.more.get_or_insert_with(Box::default).push_back(waiting);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Waiting> {
+        let first = self.first.take();
+        self.first = self.more.as_mut().and_then(|more| more.pop_front());
+        if self.more.as_ref().is_some_and(|more| more.is_empty()) {
+            self.more = None;
+        }
+        first
+    }
+
+    /// Removes operation `index`; whether it was here.
+    fn remove(&mut self, index: usize) -> bool {
+        if self.first.is_some_and(|w| w.index == index) {
+            self.pop();
+            return true;
+        }
+        let Some(more) = &mut self.more else { return false };
+        let Some(at) = more.iter().position(|w| w.index == index) else { return false };
+        more.remove(at);
+        if more.is_empty() {
+            self.more = None;
+        }
+        true
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Waiting> {
+        let first = self.first.take();
+        let more = self.more.take().map(|more| *more).unwrap_or_default();
+        first.into_iter().chain(more)
+    }
+}
+
+/// What the backend knows of one fd.
+#[derive(Debug)]
+struct FdState {
+    /// Part of the epoll token; never 0 or `u32::MAX`.
+    generation: u32,
+    /// `executor::readiness` bits.
+    readiness: u8,
+    /// Switched to `O_NONBLOCK` by this backend (listeners and connecting sockets).
+    nonblocking: bool,
+    reads: Queue,
+    writes: Queue,
+}
+
+impl FdState {
+    fn queue(&mut self, direction: Direction) -> &mut Queue {
+        match direction {
+            Direction::Read => &mut self.reads,
+            Direction::Write => &mut self.writes,
+        }
+    }
+}
+
+/// What one try of an operation came to.
+enum Outcome {
+    /// It is over: post this completion. `short`: it transferred less than asked.
+    Done(Completion, bool),
+    /// `EAGAIN`: the direction is not ready after all; wait for the next edge.
+    WouldBlock,
+    /// Interrupted by a signal: try again now.
+    Again,
+    /// Not now, for a reason of this backend's (every buffer id taken): try again next turn.
+    Later,
+}
+
+/// The epoll backend. Lives on the runtime's thread.
+pub(crate) struct Epoll {
+    epoll: OwnedFd,
+    /// Scratch space `epoll_wait` writes into.
+    events: RefCell<Vec<libc::epoll_event>>,
+    /// By fd number; `None` for fds this backend has not seen (or has seen closed).
+    fds: RefCell<Vec<Option<FdState>>>,
+    next_generation: Cell<u32>,
+    /// By operation index: the fd whose queue holds the operation, or -1.
+    owner: RefCell<Vec<RawFd>>,
+    /// Fds that got an operation while ready, to be performed at the next turn.
+    dirty: RefCell<Vec<RawFd>>,
+    /// Completions known outside a turn (cancelled, connected at once), for the next turn.
+    ready: RefCell<Vec<(usize, Completion)>>,
+    /// Buffers `RecvPick` filled, by the id their completion names, until `net` takes them.
+    picked: RefCell<Slab<Vec<u8>>>,
+    /// The last turn returned without `epoll_wait` (see `turn`).
+    skipped_wait: Cell<bool>,
+}
+
+impl std::fmt::Debug for Epoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoll").field("epoll", &self.epoll).finish_non_exhaustive()
+    }
+}
+
+impl Epoll {
+    /// The epoll set, with `notifier`'s eventfd in it.
+    pub(crate) fn new(notifier: &Notifier) -> io::Result<Epoll> {
+        stats::bump(|c| &c.sys_other);
+        let epoll = executor::sys::epoll_create()?;
+        stats::bump(|c| &c.sys_epoll_ctl);
+        let events = (libc::EPOLLIN | libc::EPOLLET) as u32;
+        executor::sys::epoll_ctl(
+            epoll.as_fd(),
+            libc::EPOLL_CTL_ADD,
+            notifier.fd().as_raw_fd(),
+            events,
+            NOTIFY_TOKEN,
+        )?;
+        Ok(Epoll {
+            epoll,
+            events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT]),
+            fds: RefCell::new(Vec::new()),
+            next_generation: Cell::new(1),
+            owner: RefCell::new(Vec::new()),
+            dirty: RefCell::new(Vec::new()),
+            ready: RefCell::new(Vec::new()),
+            picked: RefCell::new(Slab::new()),
+            skipped_wait: Cell::new(false),
+        })
+    }
+
+    /// Queues operation `index` on its socket (registering the socket the first time).
+    ///
+    /// # Safety
+    /// Every pointer in `request` must stay valid until the operation's completion is reported.
+    pub(crate) unsafe fn start(&self, index: usize, request: Request) -> io::Result<()> {
+        let (fd, direction) = match request {
+            Request::Accept { fd, .. } | Request::Recv { fd, .. } | Request::RecvPick { fd } => {
+                (fd, Direction::Read)
+            }
+            Request::Send { fd, .. } | Request::Connect { fd, .. } => (fd, Direction::Write),
+            // Multishot operations are io_uring's; `Features` and `buf_ring` keep `net` from
+            // asking for them here.
+            Request::AcceptMulti { .. } | Request::RecvMulti { .. } => {
+                return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+            }
+        };
+        let waiting = Waiting { index, request };
+        if let Request::Connect { addr, len, .. } = request {
+            // Connect before the socket is watched: an unconnected socket reports a hang-up,
+            // which would mark it closed for good.
+            // SAFETY: the fd is the operation's socket, alive until its completion.
+            sys::set_nonblocking(unsafe { BorrowedFd::borrow_raw(fd) }, true)?;
+            // SAFETY: `addr` points to `len` bytes of socket address the operation owns.
+            let connected = unsafe { sys::connect(fd, addr, len) };
+            stats::trace_step!(
+                "  connect(fd {fd}) for op {index} → {}",
+                result_words(connected.as_ref().map(|()| 0))
+            );
+            match connected {
+                Ok(()) => {
+                    self.ready.borrow_mut().push((index, Completion { result: 0, flags: 0 }));
+                    return Ok(());
+                }
+                // In progress (EINTR too: the connect goes on in the background).
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {}
+                Err(e) => {
+                    self.ready.borrow_mut().push((index, Completion::error(errno(&e))));
+                    return Ok(());
+                }
+            }
+        }
+        let mut fds = self.fds.borrow_mut();
+        let state = self.state_for(&mut fds, fd)?;
+        if matches!(request, Request::Accept { .. }) && !state.nonblocking {
+            // accept4 has no MSG_DONTWAIT: a listener shared with another acceptor could
+            // otherwise block this thread after a readiness event someone else consumed.
+            // SAFETY: the fd is the operation's listener, alive until its completion.
+            sys::set_nonblocking(unsafe { BorrowedFd::borrow_raw(fd) }, true)?;
+            state.nonblocking = true;
+        }
+        state.queue(direction).push(waiting);
+        let ready = state.readiness & direction.mask() != 0;
+        drop(fds);
+        {
+            let mut owner = self.owner.borrow_mut();
+            if owner.len() <= index {
+                owner.resize(index + 1, -1);
+            }
+            owner[index] = fd;
+        }
+        if ready {
+            self.dirty.borrow_mut().push(fd);
+        }
+        stats::trace_step!(
+            "  queued {} (op {index}) in the driver's {} queue of fd {fd}: {}",
+            describe(&request),
+            if direction == Direction::Read { "read" } else { "write" },
+            if ready {
+                "fd is ready: performed at the next turn"
+            } else {
+                "performed when epoll says fd is ready; no syscall yet"
+            }
+        );
+        Ok(())
+    }
+
+    /// The state of `fd`, made (and the fd added to the epoll set) if this is its first use.
+    fn state_for<'a>(&self, fds: &'a mut Vec<Option<FdState>>, fd: RawFd) -> io::Result<&'a mut FdState> {
+        let slot = usize::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        if fds.len() <= slot {
+            fds.resize_with(slot + 1, || None);
+        }
+        if fds[slot].is_none() {
+            let generation = self.next_generation.get();
+            self.next_generation.set(if generation >= u32::MAX - 1 { 1 } else { generation + 1 });
+            let token = (u64::from(generation) << 32) | u64::from(fd as u32);
+            let events = executor::sys::EPOLL_SOCKET_EVENTS;
+            stats::bump(|c| &c.sys_epoll_ctl);
+            let added =
+                match executor::sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd, events, token) {
+                    // Still in the set under an old token (closed behind this backend's back, the
+                    // number reused while a dup kept the registration): take it over.
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        stats::bump(|c| &c.sys_epoll_ctl);
+                        executor::sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_MOD, fd, events, token)
+                    }
+                    other => other,
+                };
+            added?;
+            stats::trace_step!(
+                "epoll_ctl(ADD fd {fd}): watch it for input and output, edge-triggered, once for its lifetime"
+            );
+            fds[slot] = Some(FdState {
+                generation,
+                readiness: 0,
+                nonblocking: false,
+                reads: Queue::default(),
+                writes: Queue::default(),
+            });
+        }
+        Ok(fds[slot].as_mut().expect("just made"))
+    }
+
+    /// Cancels operation `index` if it has not run: it leaves its queue, and its completion
+    /// (`ECANCELED`) comes at the next turn. One that has run already posted its completion.
+    pub(crate) fn cancel(&self, index: usize) {
+        let Some(&fd) = self.owner.borrow().get(index) else { return };
+        let removed = match self.fds.borrow_mut().get_mut(fd.max(0) as usize).and_then(Option::as_mut) {
+            Some(state) => state.reads.remove(index) || state.writes.remove(index),
+            None => false,
+        };
+        if removed {
+            self.owner.borrow_mut()[index] = -1;
+            self.ready.borrow_mut().push((index, Completion::error(libc::ECANCELED)));
+            stats::trace_step!(
+                "  cancel op {index}: it was still in the driver's queue, never handed to the kernel; just removed"
+            );
+        }
+    }
+
+    /// Closes `fd`: the operations still queued on it are cancelled (none may run on a reused
+    /// fd number), it leaves the epoll set, and is closed.
+    pub(crate) fn close_fd(&self, fd: OwnedFd) {
+        let raw = fd.as_raw_fd();
+        let state = self.fds.borrow_mut().get_mut(raw.max(0) as usize).and_then(Option::take);
+        if let Some(mut state) = state {
+            let queued: Vec<Waiting> = state.reads.drain().chain(state.writes.drain()).collect();
+            for waiting in queued {
+                self.owner.borrow_mut()[waiting.index] = -1;
+                self.ready.borrow_mut().push((waiting.index, Completion::error(libc::ECANCELED)));
+            }
+            // Removing it before the close matters: epoll watches the open file, not the
+            // number, so a dup elsewhere would keep the registration (and its events) alive.
+            stats::bump(|c| &c.sys_epoll_ctl);
+            let _ = executor::sys::epoll_del(self.epoll.as_fd(), raw);
+            stats::trace_step!("epoll_ctl(DEL fd {raw}): stop watching it (it is being closed)");
+        }
+        sys::close(fd);
+    }
+
+    /// The buffer a `RecvPick` completion named, handed over to its new owner.
+    pub(crate) fn take_picked(&self, id: u16) -> Option<Vec<u8>> {
+        self.picked.borrow_mut().try_remove(usize::from(id))
+    }
+
+    /// One turn: post what is known already, perform the operations started on ready sockets,
+    /// wait (unless `timeout` is zero or something was posted) for readiness, then perform the
+    /// operations each event allows and post their completions to `complete`. A turn that
+    /// posted completions before waiting returns without the wait, unless the previous turn
+    /// did so too.
+    ///
+    /// Returns whether the notifier fired, i.e. whether another thread posted work.
+    pub(crate) fn turn(
+        &self,
+        timeout: Option<Duration>,
+        notifier: &Notifier,
+        mut complete: impl FnMut(usize, Completion),
+    ) -> io::Result<bool> {
+        let mut posted = 0;
+        let known = std::mem::take(&mut *self.ready.borrow_mut());
+        for (index, completion) in known {
+            stats::trace_step!("  post completion of op {index}: result {}", completion.result);
+            complete(index, completion);
+            posted += 1;
+        }
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        for fd in dirty {
+            posted += self.perform(fd, &mut complete);
+        }
+        // Completions posted already (a send on a writable socket, usually): the woken tasks
+        // should run now, and an `epoll_wait(0)` would mostly find nothing. Skip it, but
+        // never twice in a row, so that sockets always ready cannot keep events waiting.
+        if posted > 0 && !self.skipped_wait.replace(true) {
+            stats::trace_step!("  completions posted: back to the tasks without an epoll_wait");
+            stats::batch(posted);
+            return Ok(false);
+        }
+        self.skipped_wait.set(false);
+        let timeout = if posted > 0 { Some(Duration::ZERO) } else { timeout };
+        let timeout_ms = executor::sys::epoll_timeout(timeout);
+        stats::trace_step!(
+            "epoll_wait({}): {}",
+            match timeout_ms {
+                -1 => "no timeout".to_string(),
+                0 => "timeout 0".to_string(),
+                ms => format!("timeout {ms} ms"),
+            },
+            if timeout_ms == 0 {
+                "collect events without sleeping"
+            } else {
+                "nothing to run: sleep until an fd is ready"
+            }
+        );
+        stats::bump(|c| &c.sys_epoll_wait);
+        let mut events = self.events.borrow_mut();
+        let n = match executor::sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        stats::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
+        let mut notified = false;
+        for event in &events[..n] {
+            let (token, bits) = (event.u64, event.events);
+            if token == NOTIFY_TOKEN {
+                stats::trace_step!("  the notifier's eventfd: another thread woke a task");
+                notifier.drain();
+                notified = true;
+                continue;
+            }
+            let fd = token as u32 as RawFd;
+            let ready = readiness_of(bits);
+            {
+                let mut fds = self.fds.borrow_mut();
+                let Some(state) = fds.get_mut(fd.max(0) as usize).and_then(Option::as_mut) else { continue };
+                if u64::from(state.generation) != token >> 32 {
+                    continue; // stale: the fd was closed and its number reused
+                }
+                state.readiness |= ready;
+                stats::trace_step!("  fd {fd}: {} (readiness event)", readiness::words(ready));
+            }
+            posted += self.perform(fd, &mut complete);
+        }
+        drop(events);
+        stats::batch(posted);
+        Ok(notified)
+    }
+
+    /// Performs the operations queued on `fd` while their direction is ready, posting each
+    /// completion; returns how many it posted.
+    fn perform(&self, fd: RawFd, complete: &mut impl FnMut(usize, Completion)) -> usize {
+        let slot = fd.max(0) as usize;
+        let mut posted = 0;
+        for direction in [Direction::Read, Direction::Write] {
+            loop {
+                let waiting = {
+                    let mut fds = self.fds.borrow_mut();
+                    let Some(state) = fds.get_mut(slot).and_then(Option::as_mut) else { return posted };
+                    if state.readiness & direction.mask() == 0 {
+                        break;
+                    }
+                    match state.queue(direction).first {
+                        Some(waiting) => waiting,
+                        None => break,
+                    }
+                };
+                // SAFETY: the operation is still queued, so its completion has not been
+                // reported, and `start`'s caller guaranteed its pointers until then.
+                let outcome = unsafe { self.attempt(&waiting) };
+                let mut fds = self.fds.borrow_mut();
+                let Some(state) = fds[slot].as_mut() else { return posted };
+                match outcome {
+                    Outcome::Done(completion, short) => {
+                        state.queue(direction).pop();
+                        if short {
+                            let cleared = readiness::exhaust(state.readiness, direction, Exhausted::Short);
+                            state.readiness &= !cleared;
+                        }
+                        drop(fds);
+                        self.owner.borrow_mut()[waiting.index] = -1;
+                        if matches!(waiting.request, Request::Accept { .. }) && completion.result >= 0 {
+                            self.forget(completion.result);
+                        }
+                        stats::trace_step!(
+                            "  post completion of op {}: result {}{}",
+                            waiting.index,
+                            completion.result,
+                            if completion.flags & F_BUFFER != 0 {
+                                format!(", in picked buffer {}", completion.flags >> BUFFER_SHIFT)
+                            } else {
+                                String::new()
+                            }
+                        );
+                        complete(waiting.index, completion);
+                        posted += 1;
+                    }
+                    Outcome::WouldBlock => {
+                        state.readiness &=
+                            !readiness::exhaust(state.readiness, direction, Exhausted::WouldBlock);
+                        break;
+                    }
+                    Outcome::Again => {}
+                    Outcome::Later => {
+                        drop(fds);
+                        self.dirty.borrow_mut().push(fd);
+                        break;
+                    }
+                }
+            }
+        }
+        posted
+    }
+
+    /// A new fd (accepted) starts with no state: whatever an earlier fd of the same number
+    /// left (closed behind this backend's back) must not apply to it.
+    fn forget(&self, fd: RawFd) {
+        if let Some(state) = self.fds.borrow_mut().get_mut(fd.max(0) as usize) {
+            *state = None;
+        }
+    }
+
+    /// One try of a queued operation's syscall.
+    ///
+    /// # Safety
+    /// The request's pointers must be valid (the operation's completion not yet reported).
+    unsafe fn attempt(&self, waiting: &Waiting) -> Outcome {
+        let index = waiting.index;
+        match waiting.request {
+            Request::Recv { fd, buf, len } => {
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: the caller's guarantee: `buf` is the operation's, `len` bytes long.
+                let received = unsafe { sys::recv(fd, buf, len as usize) };
+                trace_io("recv", fd, index, len as usize, &received);
+                transferred(received, len as usize)
+            }
+            Request::RecvPick { fd } => {
+                if self.picked.borrow().len() >= MAX_PICKED {
+                    return Outcome::Later;
+                }
+                let mut picked = buf::spare_vec();
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: `picked` is a live Vec, writable for its capacity.
+                let received = unsafe { sys::recv(fd, picked.as_mut_ptr(), picked.capacity()) };
+                trace_io("recv", fd, index, picked.capacity(), &received);
+                match received {
+                    Ok(n) if n > 0 => {
+                        let short = n < picked.capacity();
+                        // SAFETY: the kernel wrote `n <= capacity` bytes at the start.
+                        unsafe { picked.set_len(n) };
+                        let id = self.picked.borrow_mut().insert(picked) as u32;
+                        stats::trace_step!(
+                            "  the driver took a 4 KiB buffer for it only now, at readiness (id {id})"
+                        );
+                        let flags = F_BUFFER | (id << BUFFER_SHIFT);
+                        Outcome::Done(Completion { result: n as i32, flags }, short)
+                    }
+                    other => {
+                        // Back to the spare pool: end of stream, an error, or nothing after all.
+                        drop(ProvidedBuf::owned(picked));
+                        transferred(other, 1)
+                    }
+                }
+            }
+            Request::Send { fd, buf, len, .. } => {
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: the caller's guarantee: `buf` is the operation's, `len` bytes long.
+                let sent = unsafe { sys::send(fd, buf, len as usize) };
+                trace_io("send", fd, index, len as usize, &sent);
+                transferred(sent, len as usize)
+            }
+            Request::Accept { fd, addr, len } => {
+                // SAFETY: the caller's guarantee: `addr` and `len` are the operation's.
+                let accepted = unsafe { sys::accept(fd, addr, len) }.map(|new| new.into_raw_fd());
+                stats::trace_step!(
+                    "  accept4(fd {fd}) for op {index} → {}",
+                    result_words(accepted.as_ref().map(|&new| new as usize))
+                );
+                match accepted {
+                    Ok(new) => Outcome::Done(Completion { result: new, flags: 0 }, false),
+                    Err(e) => failed(e),
+                }
+            }
+            Request::Connect { fd, .. } => {
+                // Writable after EINPROGRESS: the connection is up, or has failed.
+                // SAFETY: the fd is the operation's socket, alive until its completion.
+                let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+                let result = match sys::take_error(socket) {
+                    Ok(Some(e)) | Err(e) => Err(e),
+                    Ok(None) => sys::peer_addr(socket).map(|_| ()),
+                };
+                stats::trace_step!(
+                    "  getsockopt(SO_ERROR) on fd {fd} for op {index} → {}",
+                    result_words(result.as_ref().map(|()| 0))
+                );
+                match result {
+                    Ok(()) => Outcome::Done(Completion { result: 0, flags: 0 }, false),
+                    // Not connected yet (a spurious edge): wait for the next one.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Outcome::WouldBlock,
+                    Err(e) => failed(e),
+                }
+            }
+            Request::AcceptMulti { .. } | Request::RecvMulti { .. } => {
+                Outcome::Done(Completion::error(libc::EOPNOTSUPP), false)
+            }
+        }
+    }
+}
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The outcome of a failed syscall.
+fn failed(e: io::Error) -> Outcome {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => {
+            stats::bump(|c| &c.would_block);
+            Outcome::WouldBlock
+        }
+        io::ErrorKind::Interrupted => Outcome::Again,
+        _ => Outcome::Done(Completion::error(errno(&e)), false),
+    }
+}
+
+/// The outcome of a `recv` or `send` of up to `asked` bytes.
+fn transferred(result: io::Result<usize>, asked: usize) -> Outcome {
+    match result {
+        Ok(n) => Outcome::Done(
+            Completion { result: n.min(i32::MAX as usize) as i32, flags: 0 },
+            n > 0 && n < asked,
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+#[cfg_attr(not(feature = "trace"), allow(unused_variables))]
+fn trace_io(call: &str, fd: RawFd, index: usize, len: usize, result: &io::Result<usize>) {
+    stats::trace_step!(
+        "  {call}(fd {fd}, {len} bytes) for op {index}, by the driver → {}",
+        result_words(result.as_ref().copied())
+    );
+}
+
+#[cfg_attr(not(feature = "trace"), allow(dead_code))]
+fn result_words(result: Result<usize, &io::Error>) -> String {
+    match result {
+        Ok(n) => format!("{n}"),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            "EAGAIN: not ready after all; the op stays queued until the next readiness event".to_string()
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            "EINPROGRESS: done when writable".to_string()
+        }
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// A request in words, for the trace.
+#[cfg_attr(not(feature = "trace"), allow(dead_code))]
+fn describe(request: &Request) -> String {
+    match *request {
+        Request::Accept { fd, .. } => format!("ACCEPT on fd {fd}"),
+        Request::Connect { fd, .. } => format!("CONNECT fd {fd}"),
+        Request::Recv { fd, len, .. } => format!("RECV fd {fd} into a {len}-byte buffer"),
+        Request::RecvPick { fd } => format!("RECV fd {fd} (no buffer yet: one is taken when data is there)"),
+        Request::Send { fd, len, .. } => format!("SEND {len} bytes on fd {fd}"),
+        Request::AcceptMulti { fd } | Request::RecvMulti { fd, .. } => format!("multishot op on fd {fd}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_picked_buffer_reads_like_an_io_uring_provided_one() {
+        let completion = Completion { result: 5, flags: F_BUFFER | (1234 << BUFFER_SHIFT) };
+        assert_eq!(completion.buffer(), Some(1234));
+        assert_eq!(Completion { result: 5, flags: 0 }.buffer(), None);
+    }
+
+    #[test]
+    fn a_queue_keeps_order_and_removes_from_anywhere() {
+        let op = |index| Waiting { index, request: Request::RecvPick { fd: 3 } };
+        let mut queue = Queue::default();
+        (0..4).for_each(|i| queue.push(op(i)));
+        assert!(queue.remove(2));
+        assert!(!queue.remove(2));
+        assert!(queue.remove(0));
+        assert_eq!(queue.pop().map(|w| w.index), Some(1));
+        assert_eq!(queue.pop().map(|w| w.index), Some(3));
+        assert!(queue.pop().is_none() && queue.more.is_none());
+    }
+}
