@@ -569,7 +569,7 @@ impl Aio {
                 (false, _) => "a helper thread".to_string(),
             }
         );
-        self.retire(pending, Completion { result, flags: 0 }, complete);
+        self.retire(pending, Completion { result, flags: 0, offset: 0 }, complete);
     }
 
     /// A request is over: report it, and start the next one on its fd (or close the fd).
@@ -631,7 +631,7 @@ impl Aio {
             .collect();
         for pending in lost {
             if let Some(result) = pending.take_result() {
-                self.retire(&pending, Completion { result, flags: 0 }, complete);
+                self.retire(&pending, Completion { result, flags: 0, offset: 0 }, complete);
             }
         }
     }

@@ -181,8 +181,9 @@ pub struct ProvidedBuf {
 }
 
 enum Provided {
-    /// Buffer `bid` of the ring, `len` bytes long.
-    Ring { ring: Rc<BufRing>, bid: u16, len: usize },
+    /// `len` bytes at `offset` in buffer `bid` of the ring (the whole buffer holds one piece,
+    /// or, with incremental consumption, several).
+    Ring { ring: Rc<BufRing>, bid: u16, offset: u32, len: usize },
     /// Without a ring (older kernels): an ordinary buffer.
     Owned(Vec<u8>),
 }
@@ -216,13 +217,13 @@ impl ProvidedBuf {
             if let Provided::Ring { ring, bid, .. } =
                 std::mem::replace(&mut self.inner, Provided::Owned(copy))
             {
-                ring.provide(bid);
+                ring.release(bid);
             }
         }
     }
 
-    pub(crate) fn from_ring(ring: Rc<BufRing>, bid: u16, len: usize) -> ProvidedBuf {
-        ProvidedBuf { inner: Provided::Ring { ring, bid, len } }
+    pub(crate) fn from_ring(ring: Rc<BufRing>, bid: u16, offset: u32, len: usize) -> ProvidedBuf {
+        ProvidedBuf { inner: Provided::Ring { ring, bid, offset, len } }
     }
 
     pub(crate) fn owned(bytes: Vec<u8>) -> ProvidedBuf {
@@ -237,7 +238,7 @@ impl Deref for ProvidedBuf {
         match &self.inner {
             // SAFETY: a CQE handed buffer `bid` to the runtime with `len` bytes, and it is not
             // provided again until this value is dropped.
-            Provided::Ring { ring, bid, len } => unsafe { ring.bytes(*bid, *len) },
+            Provided::Ring { ring, bid, offset, len } => unsafe { ring.bytes(*bid, *offset, *len) },
             Provided::Owned(bytes) => bytes,
         }
     }
@@ -252,7 +253,7 @@ impl AsRef<[u8]> for ProvidedBuf {
 impl Drop for ProvidedBuf {
     fn drop(&mut self) {
         match &mut self.inner {
-            Provided::Ring { ring, bid, .. } => ring.provide(*bid),
+            Provided::Ring { ring, bid, .. } => ring.release(*bid),
             Provided::Owned(bytes) if bytes.capacity() == OWNED_SIZE => {
                 let mut bytes = std::mem::take(bytes);
                 bytes.clear();

@@ -49,6 +49,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::Waker;
 
 use io_uring::types::BufRingEntry;
+
+/// `IOU_PBUF_RING_INC`: the kernel consumes each buffer piece by piece (Linux 6.12).
+const IOU_PBUF_RING_INC: u16 = 2;
 use io_uring::IoUring;
 
 /// The buffer group id of the runtime's one ring.
@@ -70,8 +73,15 @@ pub(crate) struct BufRing {
     size: u32,
     /// The next tail value to publish (wrapping).
     tail: Cell<u16>,
-    /// Buffers currently in the ring (given to the kernel and not yet consumed).
+    /// Buffers currently in the ring (given to the kernel and not yet consumed; with
+    /// incremental consumption, a partly filled buffer still counts until the kernel is done
+    /// with it).
     available: Cell<u32>,
+    /// Registered with `IOU_PBUF_RING_INC`: the kernel fills each buffer piece by piece.
+    incremental: bool,
+    /// Per buffer: where the kernel's next piece starts, how many pieces the program holds,
+    /// and whether the kernel may still write into it. See `taken` and `release`.
+    pieces: RefCell<Vec<Pieces>>,
     /// Buffers of the newest chunk that came back while the pool was shrinking, and so were
     /// not provided again; the chunk is freed when all of them are.
     retired: RefCell<Vec<u16>>,
@@ -96,6 +106,19 @@ impl std::fmt::Debug for BufRing {
 
 const PAGE: usize = 4096;
 
+/// What [`BufRing`] knows of one buffer while it is out of the ring or partly filled.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pieces {
+    /// Bytes the kernel has written so far (incremental consumption: the next piece starts
+    /// here).
+    filled: u32,
+    /// Pieces handed to the program and not released yet.
+    out: u32,
+    /// The kernel is done with the buffer (a CQE came without `IORING_CQE_F_BUF_MORE`): once
+    /// `out` is 0 it goes back to the ring.
+    done: bool,
+}
+
 impl BufRing {
     fn descriptors_layout(max: u16) -> Layout {
         Layout::from_size_align(usize::from(max) * std::mem::size_of::<BufRingEntry>(), PAGE)
@@ -107,8 +130,16 @@ impl BufRing {
     }
 
     /// Registers a ring of up to `max` buffers of `size` bytes with `ring` (`max` a power of
-    /// two, at most 32768), and allocates and provides the first `initial` of them.
-    pub(crate) fn register(ring: &IoUring, initial: u16, max: u16, size: u32) -> io::Result<BufRing> {
+    /// two, at most 32768), and allocates and provides the first `initial` of them. With
+    /// `incremental`, asks for incremental consumption (Linux 6.12), and falls back to whole
+    /// buffers if the kernel does not know it.
+    pub(crate) fn register(
+        ring: &IoUring,
+        initial: u16,
+        max: u16,
+        size: u32,
+        incremental: bool,
+    ) -> io::Result<BufRing> {
         if !max.is_power_of_two() || max > 32768 || size == 0 || initial == 0 || initial > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -121,6 +152,20 @@ impl BufRing {
         let Some(descriptors) = NonNull::new(descriptors.cast::<BufRingEntry>()) else {
             return Err(io::ErrorKind::OutOfMemory.into());
         };
+        // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `max` long, and
+        // stay allocated until `Drop`, which only runs once the ring (and with it the
+        // registration) is gone: the driver drops its ring before its `Rc<BufRing>`.
+        let register = |flags: u16| unsafe {
+            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, GROUP, flags)
+        };
+        let incremental = incremental && register(IOU_PBUF_RING_INC).is_ok();
+        if !incremental {
+            if let Err(e) = register(0) {
+                // SAFETY: allocated above with this layout; the kernel did not take it.
+                unsafe { alloc::dealloc(descriptors.as_ptr().cast(), descriptors_layout) };
+                return Err(e);
+            }
+        }
         let buf_ring = BufRing {
             descriptors,
             chunks: RefCell::new(Vec::new()),
@@ -129,16 +174,12 @@ impl BufRing {
             size,
             tail: Cell::new(0),
             available: Cell::new(0),
+            incremental,
+            pieces: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
             waiters: RefCell::new(VecDeque::new()),
             next_ticket: Cell::new(0),
         };
-        // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `max` long, and
-        // stay allocated until `Drop`, which only runs once the ring (and with it the
-        // registration) is gone: the driver drops its ring before its `Rc<BufRing>`.
-        unsafe {
-            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, GROUP, 0)?;
-        }
         if !buf_ring.grow() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
@@ -166,6 +207,7 @@ impl BufRing {
             return false;
         };
         self.chunks.borrow_mut().push(memory);
+        self.pieces.borrow_mut().resize(first + usize::from(self.chunk), Pieces::default());
         if have > 0 {
             crate::stats::bump(|c| &c.ring_grown);
             crate::stats::trace_step!(
@@ -199,10 +241,59 @@ impl BufRing {
         at_limit && self.available() * 8 < self.capacity()
     }
 
-    /// Buffer `bid` comes back from the program (or from a completion nobody reads): hands it
-    /// to the kernel again, or retires it if the pool is shrinking; wakes the task that has
-    /// waited longest for a buffer.
-    pub(crate) fn provide(&self, bid: u16) {
+    /// Whether the kernel fills buffers piece by piece (`IOU_PBUF_RING_INC`).
+    pub(crate) fn is_incremental(&self) -> bool {
+        self.incremental
+    }
+
+    /// A CQE handed the program `n` bytes of buffer `bid`; `more` is its
+    /// `IORING_CQE_F_BUF_MORE` (the kernel keeps filling the buffer). Returns where in the
+    /// buffer those bytes start. Grows the pool when few buffers are left.
+    ///
+    /// Every piece handed out this way must be given back with [`release`](Self::release).
+    pub(crate) fn taken(&self, bid: u16, n: u32, more: bool) -> u32 {
+        let mut pieces = self.pieces.borrow_mut();
+        let Some(piece) = pieces.get_mut(usize::from(bid)) else { return 0 };
+        let offset = piece.filled;
+        piece.filled += n;
+        piece.out += 1;
+        piece.done = !more;
+        drop(pieces);
+        if more {
+            crate::stats::trace_step!(
+                "  ring buffer {bid} partly consumed: {n} bytes at offset {offset}; the kernel goes on filling it"
+            );
+        } else {
+            self.available.set(self.available.get().saturating_sub(1));
+            if self.available() * 8 < self.capacity() {
+                self.grow();
+            }
+        }
+        offset
+    }
+
+    /// The program is done with a piece of buffer `bid` (see [`taken`](Self::taken)): once the
+    /// kernel is done with the buffer and no piece is out, it goes back to the ring.
+    pub(crate) fn release(&self, bid: u16) {
+        let recycle = {
+            let mut pieces = self.pieces.borrow_mut();
+            let Some(piece) = pieces.get_mut(usize::from(bid)) else { return };
+            piece.out = piece.out.saturating_sub(1);
+            let recycle = piece.out == 0 && piece.done;
+            if recycle {
+                *piece = Pieces::default();
+            }
+            recycle
+        };
+        if recycle {
+            self.recycle(bid);
+        }
+    }
+
+    /// Buffer `bid` is free (the kernel and the program are done with it): hands it to the
+    /// kernel again, or retires it if the pool is shrinking; wakes the task that has waited
+    /// longest for a buffer.
+    fn recycle(&self, bid: u16) {
         let chunks = self.chunks.borrow().len();
         let newest = usize::from(bid) / usize::from(self.chunk) == chunks - 1;
         if chunks > 1 && newest && self.available() * 4 > self.capacity() * 3 {
@@ -232,6 +323,8 @@ impl BufRing {
     fn shrink(&self) {
         let memory = self.chunks.borrow_mut().pop().expect("a chunk to free");
         self.retired.borrow_mut().clear();
+        let buffers = self.chunks.borrow().len() * usize::from(self.chunk);
+        self.pieces.borrow_mut().truncate(buffers);
         crate::stats::bump(|c| &c.ring_shrunk);
         crate::stats::trace_step!("  the buffer ring shrinks back to {} buffers", self.capacity());
         // SAFETY: allocated in `grow` with this layout; every buffer of the chunk is retired,
@@ -274,24 +367,16 @@ impl BufRing {
         unsafe { base.as_ptr().add(index * self.size as usize) }
     }
 
-    /// A CQE took a buffer out of the ring. Grows the pool when few are left.
-    pub(crate) fn taken(&self) {
-        self.available.set(self.available.get().saturating_sub(1));
-        if self.available() * 8 < self.capacity() {
-            self.grow();
-        }
-    }
-
-    /// The first `len` bytes of buffer `bid`.
+    /// The `len` bytes at `offset` in buffer `bid`.
     ///
     /// # Safety
-    /// The buffer must be out of the ring (handed to the runtime by a CQE and not provided
-    /// again since), and `len` at most the buffer size.
-    pub(crate) unsafe fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        debug_assert!(bid < self.max && len <= self.size as usize);
-        // SAFETY: the caller guarantees the kernel no longer writes this buffer and that
-        // `len` is within it; the buffer's chunk stays allocated while it is out of the ring.
-        unsafe { std::slice::from_raw_parts(self.address(bid), len) }
+    /// They must be a piece a CQE handed to the program ([`taken`](Self::taken)) and not
+    /// [`release`](Self::release)d since: the kernel does not write there again until then.
+    pub(crate) unsafe fn bytes(&self, bid: u16, offset: u32, len: usize) -> &[u8] {
+        debug_assert!(bid < self.max && offset as usize + len <= self.size as usize);
+        // SAFETY: the caller guarantees the kernel no longer writes these bytes and that they
+        // are within the buffer; its chunk stays allocated while a piece of it is out.
+        unsafe { std::slice::from_raw_parts(self.address(bid).add(offset as usize), len) }
     }
 
     /// Registers `waker` to be woken when a buffer is returned. `ticket` is the caller's place

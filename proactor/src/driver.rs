@@ -68,12 +68,15 @@ pub(crate) struct Completion {
     pub(crate) result: i32,
     /// The CQE's flags (io_uring; 0 for aio).
     pub(crate) flags: u32,
+    /// Where the bytes start in the provided buffer the completion names (incremental
+    /// consumption fills a buffer piece by piece; 0 otherwise). Set by the driver.
+    pub(crate) offset: u32,
 }
 
 impl Completion {
     /// A completion with result `-errno`.
     pub(crate) fn error(errno: i32) -> Completion {
-        Completion { result: -errno, flags: 0 }
+        Completion { result: -errno, flags: 0, offset: 0 }
     }
 
     /// The result as `io::Result`.
@@ -99,6 +102,20 @@ impl Completion {
     /// `Op::take_spilled`).
     pub(crate) fn spilled(&self) -> bool {
         self.flags & SPILLED != 0
+    }
+}
+
+/// Copies the bytes of every queued completion that holds a ring buffer into `spilled` (in
+/// queue order, so they leave in order) and gives the buffers back (through `after`).
+fn spill_queue(ring: &BufRing, queue: &mut [Completion], spilled: &mut Vec<u8>, after: &mut AfterTurn) {
+    for completion in queue.iter_mut() {
+        let (Some(bid), true) = (completion.buffer(), completion.result > 0) else { continue };
+        // SAFETY: the CQE handed this piece of buffer `bid` to the runtime; it goes back to
+        // the ring only after this copy (through `after.discarded`).
+        spilled.extend_from_slice(unsafe { ring.bytes(bid, completion.offset, completion.result as usize) });
+        stats::bump(|c| &c.recv_spilled);
+        after.discarded.push((*completion, false));
+        completion.flags = uring::without_buffer(completion.flags) | SPILLED;
     }
 }
 
@@ -256,6 +273,11 @@ pub(crate) struct DriverConfig {
     pub(crate) provided_buffers: Option<(u16, u32)>,
     /// The most memory the provided-buffer ring may grow to, in bytes.
     pub(crate) ring_memory_limit: usize,
+    /// Ask for incremental buffer consumption (`IOU_PBUF_RING_INC`, Linux 6.12).
+    pub(crate) incremental_buffers: bool,
+    /// `provided_buffers` is the default, not the user's choice: with incremental consumption
+    /// the ring then uses fewer, larger buffers (`INCREMENTAL_DEFAULT`).
+    pub(crate) buffers_default: bool,
     /// See `Uring::batch_wait`.
     pub(crate) batch_wait: Option<Duration>,
     /// The most requests the aio backend hands to glibc at once (the size of its thread pool).
@@ -407,7 +429,7 @@ impl Driver {
             drop(unsafe { sys::owned_fd(completion.result) });
         }
         if let (Some(bid), Some(ring)) = (completion.buffer(), &self.buf_ring) {
-            ring.provide(bid);
+            ring.release(bid);
         }
         if let (Some(id), true) = (completion.buffer(), self.picks_buffers()) {
             drop(self.take_picked(id));
@@ -600,16 +622,7 @@ impl Driver {
         let mut spills = self.spills.borrow_mut();
         for (index, slot) in ops.iter_mut() {
             let Lifecycle::Multishot { queue, waker: None, spill: true, .. } = slot else { continue };
-            for completion in queue.iter_mut() {
-                let (Some(bid), true) = (completion.buffer(), completion.result > 0) else { continue };
-                // SAFETY: the CQE handed buffer `bid` to the runtime with `result` bytes; it
-                // goes back to the ring only after this copy (through `after.discarded`).
-                let bytes = unsafe { ring.bytes(bid, completion.result as usize) };
-                spills.entry(index).or_default().extend_from_slice(bytes);
-                stats::bump(|c| &c.recv_spilled);
-                after.discarded.push((*completion, false));
-                completion.flags = uring::without_buffer(completion.flags) | SPILLED;
-            }
+            spill_queue(ring, queue, spills.entry(index).or_default(), after);
         }
     }
 
@@ -622,8 +635,10 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        if let (Some(_), Some(ring)) = (completion.buffer(), &self.buf_ring) {
-            ring.taken();
+        let mut completion = completion;
+        if let (Some(bid), Some(ring)) = (completion.buffer(), &self.buf_ring) {
+            completion.offset =
+                ring.taken(bid, completion.result.max(0) as u32, uring::buffer_more(&completion));
         }
         let Some(slot) = ops.get_mut(index) else { return };
         if completion.result != -libc::ECANCELED {
@@ -670,7 +685,9 @@ impl Driver {
                         let spilled = spills.entry(index).or_default();
                         // SAFETY: the CQE handed buffer `bid` to the runtime with `result`
                         // bytes, and it goes back to the ring only below, after the copy.
-                        spilled.extend_from_slice(unsafe { ring.bytes(bid, completion.result as usize) });
+                        spilled.extend_from_slice(unsafe {
+                            ring.bytes(bid, completion.offset, completion.result as usize)
+                        });
                         let full = spilled.len() >= SPILL_MAX;
                         drop(spills);
                         stats::bump(|c| &c.recv_spilled);
@@ -689,13 +706,22 @@ impl Driver {
                 }
                 queue.push(completion);
                 *ended = !completion.more();
-                if waker.is_some() {
+                let nobody_waits = waker.is_none();
+                if !nobody_waits {
                     stats::trace_step!("    → wake the task waiting for it");
                 }
                 wakers.extend(waker.take());
                 if !*ended && !*stopping && *max_queued > 0 && queue.len() >= usize::from(*max_queued) {
                     *stopping = true;
                     after.to_cancel.push(index);
+                }
+                if let (true, true, Some(ring)) = (*spill, nobody_waits, &self.buf_ring) {
+                    if queue.len() > usize::from(*max_queued) {
+                        // Past the bound, before the cancel is in: the kernel receives in bursts
+                        // (dozens of buffers for a socket with data), and a task that is not
+                        // reading must not hold them. Copy the queue out, in order.
+                        spill_queue(ring, queue, self.spills.borrow_mut().entry(index).or_default(), after);
+                    }
                 }
             }
             Lifecycle::Orphaned { finish, handled, result_is_fd } => {

@@ -264,7 +264,7 @@ impl Epoll {
             );
             match connected {
                 Ok(()) => {
-                    self.ready.borrow_mut().push((index, Completion { result: 0, flags: 0 }));
+                    self.ready.borrow_mut().push((index, Completion { result: 0, flags: 0, offset: 0 }));
                     return Ok(());
                 }
                 // In progress (EINTR too: the connect goes on in the background).
@@ -578,7 +578,7 @@ impl Epoll {
                             "  the driver took a 4 KiB buffer for it only now, at readiness (id {id})"
                         );
                         let flags = F_BUFFER | (id << BUFFER_SHIFT);
-                        Outcome::Done(Completion { result: n as i32, flags }, short)
+                        Outcome::Done(Completion { result: n as i32, flags, offset: 0 }, short)
                     }
                     other => {
                         // Back to the spare pool: end of stream, an error, or nothing after all.
@@ -602,7 +602,7 @@ impl Epoll {
                     result_words(accepted.as_ref().map(|&new| new as usize))
                 );
                 match accepted {
-                    Ok(new) => Outcome::Done(Completion { result: new, flags: 0 }, false),
+                    Ok(new) => Outcome::Done(Completion { result: new, flags: 0, offset: 0 }, false),
                     Err(e) => failed(e),
                 }
             }
@@ -619,7 +619,7 @@ impl Epoll {
                     result_words(result.as_ref().map(|()| 0))
                 );
                 match result {
-                    Ok(()) => Outcome::Done(Completion { result: 0, flags: 0 }, false),
+                    Ok(()) => Outcome::Done(Completion { result: 0, flags: 0, offset: 0 }, false),
                     // Not connected yet (a spurious edge): wait for the next one.
                     Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Outcome::WouldBlock,
                     Err(e) => failed(e),
@@ -652,7 +652,7 @@ fn failed(e: io::Error) -> Outcome {
 fn transferred(result: io::Result<usize>, asked: usize) -> Outcome {
     match result {
         Ok(n) => Outcome::Done(
-            Completion { result: n.min(i32::MAX as usize) as i32, flags: 0 },
+            Completion { result: n.min(i32::MAX as usize) as i32, flags: 0, offset: 0 },
             n > 0 && n < asked,
         ),
         Err(e) => failed(e),
@@ -700,9 +700,9 @@ mod tests {
 
     #[test]
     fn a_picked_buffer_reads_like_an_io_uring_provided_one() {
-        let completion = Completion { result: 5, flags: F_BUFFER | (1234 << BUFFER_SHIFT) };
+        let completion = Completion { result: 5, flags: F_BUFFER | (1234 << BUFFER_SHIFT), offset: 0 };
         assert_eq!(completion.buffer(), Some(1234));
-        assert_eq!(Completion { result: 5, flags: 0 }.buffer(), None);
+        assert_eq!(Completion { result: 5, flags: 0, offset: 0 }.buffer(), None);
     }
 
     #[test]

@@ -492,11 +492,14 @@ impl TcpStream {
             }
             let buffer = completion.buffer();
             return match (completion.into_result(), buffer) {
-                (Ok(n), Some(bid)) if n > 0 => {
-                    Poll::Ready(Ok(Some(ProvidedBuf::from_ring(ring.clone(), bid, n as usize))))
-                }
+                (Ok(n), Some(bid)) if n > 0 => Poll::Ready(Ok(Some(ProvidedBuf::from_ring(
+                    ring.clone(),
+                    bid,
+                    completion.offset,
+                    n as usize,
+                )))),
                 (Ok(_), bid) => {
-                    bid.into_iter().for_each(|bid| ring.provide(bid));
+                    bid.into_iter().for_each(|bid| ring.release(bid));
                     Poll::Ready(Ok(None)) // end of stream
                 }
                 // The ring ran dry, or the driver stopped a receive nobody read (see

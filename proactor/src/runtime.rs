@@ -105,6 +105,8 @@ impl Builder {
                 multishot: true,
                 provided_buffers: Some((128, 4096)),
                 ring_memory_limit: 64 << 20,
+                incremental_buffers: true,
+                buffers_default: true,
                 batch_wait: None,
             },
             config: executor::Config::default(),
@@ -173,12 +175,24 @@ impl Builder {
     }
 
     /// The provided-buffer ring that [`TcpStream::read_provided`](crate::net::TcpStream::read_provided)
-    /// receives into: `count` buffers of `size` bytes at first (128 of 4 KiB by default), and
+    /// receives into: `count` buffers of `size` bytes at first (by default 128 of 16 KiB with
+    /// [incremental consumption](Self::incremental_buffers), else 128 of 4 KiB), and
     /// `count` more each time it runs low, up to [`ring_memory_limit`](Self::ring_memory_limit);
     /// it shrinks back when load falls. `count == 0` means no ring (`read_provided` then reads
     /// into a new buffer each time).
     pub fn provided_buffers(mut self, count: u16, size: u32) -> Builder {
         self.driver.provided_buffers = (count > 0 && size > 0).then_some((count, size));
+        self.driver.buffers_default = false;
+        self
+    }
+
+    /// Whether the kernel may fill each ring buffer piece by piece (`IOU_PBUF_RING_INC`,
+    /// Linux 6.12; on by default, and ignored by older kernels). Then one buffer holds many
+    /// small messages, or a large one arrives in a few large pieces instead of many small
+    /// buffers: the default ring becomes 128 buffers of 16 KiB (growing by as much), instead
+    /// of 128 of 4 KiB. Off, each receive takes a whole buffer.
+    pub fn incremental_buffers(mut self, enabled: bool) -> Builder {
+        self.driver.incremental_buffers = enabled;
         self
     }
 

@@ -32,6 +32,15 @@ use crate::sys;
 /// How many completions a batching wait gathers at most (see `Uring::batch_wait`).
 const BATCH: usize = 64;
 
+/// The provided-buffer ring by default when the kernel consumes buffers incrementally: 128
+/// buffers of 16 KiB at first (2 MiB, growing by as much under load). A large message then
+/// arrives in 16 KiB pieces (tokio's read size), small ones share a buffer, and one burst of
+/// a multishot receive (the kernel loops up to 32 times on a socket with data before it
+/// yields) takes at most a quarter of the ring. Larger buffers made those bursts drain the
+/// ring and grow it for a single fast sender. Without incremental consumption, the
+/// `Builder`'s default of 128 buffers of 4 KiB.
+const INCREMENTAL_DEFAULT: (u16, u32) = (128, 16 * 1024);
+
 /// `user_data` of the notifier's poll; operation slots are slab indices, far below these.
 const NOTIFY_TOKEN: u64 = u64::MAX;
 /// `user_data` of cancel requests and wait timeouts, whose own CQEs carry nothing we need.
@@ -126,9 +135,21 @@ impl Uring {
             Some((count, size)) if config.multishot && probed && probe.is_supported(opcode::SendZc::CODE) => {
                 // The descriptor ring is registered at its largest: as many buffers as the
                 // memory limit allows (a power of two, at most 32768), at least `count`.
-                let by_limit = (config.ring_memory_limit / size as usize).clamp(1, 32768);
-                let max = (1usize << by_limit.ilog2()).max(usize::from(count).next_power_of_two()).min(32768);
-                BufRing::register(&ring, count, max as u16, size).ok()
+                let register = |count: u16, size: u32, incremental: bool| {
+                    let by_limit = (config.ring_memory_limit / size as usize).clamp(1, 32768);
+                    let max =
+                        (1usize << by_limit.ilog2()).max(usize::from(count).next_power_of_two()).min(32768);
+                    BufRing::register(&ring, count, max as u16, size, incremental).ok()
+                };
+                // With incremental consumption, large buffers cost nothing for small messages
+                // (many share one buffer) and save completions and sends for large ones.
+                let (inc_count, inc_size) = INCREMENTAL_DEFAULT;
+                match (config.incremental_buffers, config.buffers_default) {
+                    (true, true) => register(inc_count, inc_size, true)
+                        .filter(|ring| ring.is_incremental())
+                        .or_else(|| register(count, size, false)),
+                    (incremental, _) => register(count, size, incremental),
+                }
             }
             _ => None,
         };
@@ -300,7 +321,7 @@ impl Uring {
             stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
         }
         for cqe in ring.completion() {
-            let completion = Completion { result: cqe.result(), flags: cqe.flags() };
+            let completion = Completion { result: cqe.result(), flags: cqe.flags(), offset: 0 };
             reaped += 1;
             match cqe.user_data() {
                 NOTIFY_TOKEN => {
@@ -420,6 +441,12 @@ pub(crate) fn selected_buffer(completion: &Completion) -> Option<u16> {
 pub(crate) fn without_buffer(flags: u32) -> u32 {
     const IORING_CQE_F_BUFFER: u32 = 1 << 0;
     flags & !IORING_CQE_F_BUFFER
+}
+
+/// Whether the kernel goes on filling the completion's provided buffer (incremental
+/// consumption: `IORING_CQE_F_BUF_MORE`).
+pub(crate) fn buffer_more(completion: &Completion) -> bool {
+    cqueue::buffer_more(completion.flags)
 }
 
 /// Whether more CQEs follow for a multishot operation.

@@ -151,9 +151,14 @@ fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
 #[test]
 fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_turn() {
     within(Duration::from_secs(10), || {
-        // One buffer, and a memory limit that keeps the ring from growing past it.
-        let runtime =
-            proactor::Builder::new().provided_buffers(1, 4096).ring_memory_limit(4096).build().unwrap();
+        // One whole buffer (no incremental consumption, which would let the others share it),
+        // and a memory limit that keeps the ring from growing past it.
+        let runtime = proactor::Builder::new()
+            .provided_buffers(1, 4096)
+            .incremental_buffers(false)
+            .ring_memory_limit(4096)
+            .build()
+            .unwrap();
         runtime.block_on(async {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let (s1, mut p1) = pair(&listener).await;
