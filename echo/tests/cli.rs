@@ -189,7 +189,7 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
     for column in ["msgs/s", "p99 µs", "server CPU µs/echo", "syscalls/echo", "idle B/conn"] {
         assert!(stdout.contains(column), "no {column} column: {stdout}");
     }
-    for runtime in ["reactor", "uring", "aio", "tokio"] {
+    for runtime in ["reactor", "uring", "aio", "proactor-epoll", "tokio"] {
         let row = stdout.lines().find(|l| l.starts_with(runtime));
         let row = row.unwrap_or_else(|| panic!("no {runtime} row: {stdout}"));
         // runtime, msgs/s, p99, CPU µs/echo, vs tokio, syscalls/echo, idle B/conn.
@@ -198,7 +198,7 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
         // The runtimes count their own syscalls (no perf needed); aio's are not counted (its
         // I/O runs on glibc's threads); tokio's come from perf, if this machine has it.
         match runtime {
-            "reactor" | "uring" => {
+            "reactor" | "uring" | "proactor-epoll" => {
                 assert!(cells[5].parse::<f64>().is_ok_and(|n| n > 0.0), "syscalls/echo in {row}")
             }
             "aio" => assert_eq!(cells[5], "n/a", "syscalls/echo in {row}"),
@@ -212,14 +212,16 @@ fn demo_prints_the_table_and_writes_json_and_svg() {
     assert_eq!(v["idle_conns"], 50, "{v}");
     assert_eq!(v["syscall_secs"], 0.5, "{v}");
     let results = v["results"].as_array().expect("results");
-    assert_eq!(results.len(), 4, "{v}");
+    assert_eq!(results.len(), 5, "{v}");
     for r in results {
         assert_eq!(r["mismatches"], 0, "{r}");
         assert!(r["msgs_per_sec"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["cpu_us_per_echo"].as_f64().is_some(), "{r}");
         // Where the count comes from: the runtimes' own counters, perf for tokio, none for aio.
         match r["runtime"].as_str().unwrap() {
-            "reactor" | "uring" => assert_eq!(r["syscalls_source"], "runtime counters", "{r}"),
+            "reactor" | "uring" | "proactor-epoll" => {
+                assert_eq!(r["syscalls_source"], "runtime counters", "{r}")
+            }
             "aio" => assert!(r["syscalls_error"].as_str().is_some_and(|e| e.contains("glibc")), "{r}"),
             _ => {}
         }

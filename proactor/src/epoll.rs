@@ -295,8 +295,11 @@ impl Epoll {
                     self.ready.borrow_mut().push((index, Completion { result: 0, flags: 0 }));
                     return Ok(());
                 }
-                // In progress (EINTR too: the connect goes on in the background).
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {}
+                // In progress (EINTR too: the connect goes on in the background). A new socket:
+                // nothing an earlier fd of its number left applies to it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
+                    self.forget(fd)
+                }
                 Err(e) => {
                     self.ready.borrow_mut().push((index, Completion::error(errno(&e))));
                     return Ok(());
@@ -559,8 +562,8 @@ impl Epoll {
         posted
     }
 
-    /// A new fd (accepted) starts with no state: whatever an earlier fd of the same number
-    /// left (closed behind this backend's back) must not apply to it.
+    /// A new fd (accepted, or a socket being connected) starts with no state: whatever an
+    /// earlier fd of the same number left (closed behind this backend's back) must not apply.
     fn forget(&self, fd: RawFd) {
         if let Some(state) = self.fds.borrow_mut().get_mut(fd.max(0) as usize) {
             *state = None;
