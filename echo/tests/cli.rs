@@ -199,7 +199,7 @@ fn demo_runs_interleaved_rounds_and_reports_medians_with_their_spread() {
         assert!(stdout.contains(column), "no {column} column: {stdout}");
     }
     let lines: Vec<&str> = stdout.lines().collect();
-    for runtime in ["reactor", "uring", "aio", "tokio"] {
+    for runtime in ["reactor", "uring", "aio", "proactor-epoll", "tokio"] {
         let at = lines.iter().position(|l| l.starts_with(runtime));
         let at = at.unwrap_or_else(|| panic!("no {runtime} row: {stdout}"));
         // runtime, msgs/s, p99, CPU µs/echo, user µs/echo, vs tokio, syscalls/echo, idle B/conn;
@@ -218,7 +218,7 @@ fn demo_runs_interleaved_rounds_and_reports_medians_with_their_spread() {
         // The runtimes count their own syscalls (no perf needed); aio's are not counted (its
         // I/O runs on glibc's threads); tokio's come from perf, if this machine has it.
         match runtime {
-            "reactor" | "uring" => {
+            "reactor" | "uring" | "proactor-epoll" => {
                 assert!(row[6].parse::<f64>().is_ok_and(|n| n > 0.0), "syscalls/echo in {row:?}")
             }
             "aio" => assert_eq!(row[6], "n/a", "syscalls/echo in {row:?}"),
@@ -233,7 +233,7 @@ fn demo_runs_interleaved_rounds_and_reports_medians_with_their_spread() {
     assert_eq!(v["idle_conns"], 50, "{v}");
     assert_eq!(v["syscall_secs"], 0.3, "{v}");
     let results = v["results"].as_array().expect("results");
-    assert_eq!(results.len(), 4, "{v}");
+    assert_eq!(results.len(), 5, "{v}");
     for r in results {
         let runtime = r["runtime"].as_str().unwrap();
         assert_eq!(r["mismatches"], 0, "{r}");
@@ -269,7 +269,9 @@ fn demo_runs_interleaved_rounds_and_reports_medians_with_their_spread() {
         }
         // Where the count comes from: the runtimes' own counters, perf for tokio, none for aio.
         match runtime {
-            "reactor" | "uring" => assert_eq!(r["syscalls_source"], "runtime counters", "{r}"),
+            "reactor" | "uring" | "proactor-epoll" => {
+                assert_eq!(r["syscalls_source"], "runtime counters", "{r}")
+            }
             "aio" => assert!(r["syscalls_error"].as_str().is_some_and(|e| e.contains("glibc")), "{r}"),
             _ => {}
         }

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_echo-lab");
-const RUNTIMES: [&str; 3] = ["reactor", "uring", "aio"];
+const RUNTIMES: [&str; 4] = ["reactor", "uring", "aio", "proactor-epoll"];
 /// How long any single read from the server may take.
 const IO_LIMIT: Duration = Duration::from_secs(5);
 

@@ -60,7 +60,6 @@
 //! about two syscalls per echo plus the shared waits, where io_uring needs well under one.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -87,63 +86,93 @@ const BUFFER_SHIFT: u32 = 16;
 /// Buffer ids are 16 bits (as io_uring's): at most this many picked buffers wait for `net`.
 const MAX_PICKED: usize = u16::MAX as usize;
 
-/// An operation waiting for its socket.
+/// An operation waiting for its socket, in the slot of its operation index (see `Waiting`).
+/// A queued `Connect` is one whose `connect` said `EINPROGRESS` (see `Epoll::start`): it is
+/// done when the socket is writable.
 #[derive(Clone, Copy, Debug)]
-struct Waiting {
-    index: usize,
-    /// A queued `Connect` is one whose `connect` said `EINPROGRESS` (see `start`): it is done
-    /// when the socket is writable.
+struct Queued {
     request: Request,
+    /// The next operation in the same queue (its index + 1), 0 for none.
+    next: u32,
 }
 
-/// The operations waiting in one direction of a socket, oldest first. Almost always one at
-/// most, which is stored inline; more (several tasks accepting on one listener) go to `more`.
-#[derive(Debug, Default)]
+/// The operations waiting in one direction of a socket, oldest first: a list linked through
+/// [`Waiting`], by operation index + 1 (0: empty). Eight bytes per direction, whatever the
+/// length: an idle socket's state stays small.
+#[derive(Clone, Copy, Debug, Default)]
 struct Queue {
-    /// Invariant: `None` only if `more` is too.
-    first: Option<Waiting>,
-    // A box around the deque keeps an idle socket's state small.
-    #[allow(clippy::box_collection)]
-    more: Option<Box<VecDeque<Waiting>>>,
+    head: u32,
+    tail: u32,
 }
 
-impl Queue {
-    fn push(&mut self, waiting: Waiting) {
-        if self.first.is_none() {
-            self.first = Some(waiting);
-        } else {
-            self.more.get_or_insert_with(Box::default).push_back(waiting);
-        }
+/// Every queued operation, by operation index (the driver's slot): the storage of the queues.
+#[derive(Debug, Default)]
+struct Waiting(Vec<Option<Queued>>);
+
+impl Waiting {
+    fn get(&self, index: usize) -> Option<Queued> {
+        self.0.get(index).copied().flatten()
     }
 
-    fn pop(&mut self) -> Option<Waiting> {
-        let first = self.first.take();
-        self.first = self.more.as_mut().and_then(|more| more.pop_front());
-        if self.more.as_ref().is_some_and(|more| more.is_empty()) {
-            self.more = None;
+    fn push(&mut self, queue: &mut Queue, index: usize, request: Request) {
+        if self.0.len() <= index {
+            self.0.resize(index + 1, None);
         }
-        first
+        self.0[index] = Some(Queued { request, next: 0 });
+        let link = index as u32 + 1;
+        match queue.tail {
+            0 => queue.head = link,
+            tail => self.0[tail as usize - 1].as_mut().expect("the tail is queued").next = link,
+        }
+        queue.tail = link;
     }
 
-    /// Removes operation `index`; whether it was here.
-    fn remove(&mut self, index: usize) -> bool {
-        if self.first.is_some_and(|w| w.index == index) {
-            self.pop();
-            return true;
+    /// The oldest operation of `queue`.
+    fn front(&self, queue: &Queue) -> Option<(usize, Request)> {
+        let index = (queue.head as usize).checked_sub(1)?;
+        self.get(index).map(|queued| (index, queued.request))
+    }
+
+    fn pop(&mut self, queue: &mut Queue) -> Option<usize> {
+        let index = (queue.head as usize).checked_sub(1)?;
+        let queued = self.0[index].take()?;
+        queue.head = queued.next;
+        if queue.head == 0 {
+            queue.tail = 0;
         }
-        let Some(more) = &mut self.more else { return false };
-        let Some(at) = more.iter().position(|w| w.index == index) else { return false };
-        more.remove(at);
-        if more.is_empty() {
-            self.more = None;
+        Some(index)
+    }
+
+    /// Removes operation `index` from `queue`; whether it was there.
+    fn remove(&mut self, queue: &mut Queue, index: usize) -> bool {
+        let link = index as u32 + 1;
+        let mut prev = 0;
+        let mut at = queue.head;
+        while at != 0 && at != link {
+            prev = at;
+            at = self.0[at as usize - 1].map_or(0, |q| q.next);
+        }
+        if at == 0 {
+            return false;
+        }
+        let next = self.0[index].take().map_or(0, |q| q.next);
+        match prev {
+            0 => queue.head = next,
+            prev => self.0[prev as usize - 1].as_mut().expect("queued").next = next,
+        }
+        if queue.tail == link {
+            queue.tail = prev;
         }
         true
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = Waiting> {
-        let first = self.first.take();
-        let more = self.more.take().map(|more| *more).unwrap_or_default();
-        first.into_iter().chain(more)
+    /// Empties `queue`; returns its operations' indices.
+    fn drain(&mut self, queue: &mut Queue) -> Vec<usize> {
+        let mut drained = Vec::new();
+        while let Some(index) = self.pop(queue) {
+            drained.push(index);
+        }
+        drained
     }
 }
 
@@ -189,8 +218,8 @@ pub(crate) struct Epoll {
     /// By fd number; `None` for fds this backend has not seen (or has seen closed).
     fds: RefCell<Vec<Option<FdState>>>,
     next_generation: Cell<u32>,
-    /// By operation index: the fd whose queue holds the operation, or -1.
-    owner: RefCell<Vec<RawFd>>,
+    /// Every operation waiting in a queue, by operation index.
+    waiting: RefCell<Waiting>,
     /// Fds that got an operation while ready, to be performed at the next turn.
     dirty: RefCell<Vec<RawFd>>,
     /// Completions known outside a turn (cancelled, connected at once), for the next turn.
@@ -226,7 +255,7 @@ impl Epoll {
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT]),
             fds: RefCell::new(Vec::new()),
             next_generation: Cell::new(1),
-            owner: RefCell::new(Vec::new()),
+            waiting: RefCell::default(),
             dirty: RefCell::new(Vec::new()),
             ready: RefCell::new(Vec::new()),
             picked: RefCell::new(Slab::new()),
@@ -250,7 +279,6 @@ impl Epoll {
                 return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
             }
         };
-        let waiting = Waiting { index, request };
         if let Request::Connect { addr, len, .. } = request {
             // Connect before the socket is watched: an unconnected socket reports a hang-up,
             // which would mark it closed for good.
@@ -267,8 +295,11 @@ impl Epoll {
                     self.ready.borrow_mut().push((index, Completion { result: 0, flags: 0, offset: 0 }));
                     return Ok(());
                 }
-                // In progress (EINTR too: the connect goes on in the background).
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {}
+                // In progress (EINTR too: the connect goes on in the background). A new socket:
+                // nothing an earlier fd of its number left applies to it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINPROGRESS | libc::EINTR)) => {
+                    self.forget(fd)
+                }
                 Err(e) => {
                     self.ready.borrow_mut().push((index, Completion::error(errno(&e))));
                     return Ok(());
@@ -284,16 +315,9 @@ impl Epoll {
             sys::set_nonblocking(unsafe { BorrowedFd::borrow_raw(fd) }, true)?;
             state.nonblocking = true;
         }
-        state.queue(direction).push(waiting);
+        self.waiting.borrow_mut().push(state.queue(direction), index, request);
         let ready = state.readiness & direction.mask() != 0;
         drop(fds);
-        {
-            let mut owner = self.owner.borrow_mut();
-            if owner.len() <= index {
-                owner.resize(index + 1, -1);
-            }
-            owner[index] = fd;
-        }
         if ready {
             self.dirty.borrow_mut().push(fd);
         }
@@ -350,13 +374,12 @@ impl Epoll {
     /// Cancels operation `index` if it has not run: it leaves its queue, and its completion
     /// (`ECANCELED`) comes at the next turn. One that has run already posted its completion.
     pub(crate) fn cancel(&self, index: usize) {
-        let Some(&fd) = self.owner.borrow().get(index) else { return };
-        let removed = match self.fds.borrow_mut().get_mut(fd.max(0) as usize).and_then(Option::as_mut) {
-            Some(state) => state.reads.remove(index) || state.writes.remove(index),
-            None => false,
-        };
-        if removed {
-            self.owner.borrow_mut()[index] = -1;
+        let mut waiting = self.waiting.borrow_mut();
+        let Some(queued) = waiting.get(index) else { return };
+        let fd = queued.request.fd();
+        let mut fds = self.fds.borrow_mut();
+        let Some(state) = fds.get_mut(fd.max(0) as usize).and_then(Option::as_mut) else { return };
+        if waiting.remove(&mut state.reads, index) || waiting.remove(&mut state.writes, index) {
             self.ready.borrow_mut().push((index, Completion::error(libc::ECANCELED)));
             stats::trace_step!(
                 "  cancel op {index}: it was still in the driver's queue, never handed to the kernel; just removed"
@@ -370,10 +393,12 @@ impl Epoll {
         let raw = fd.as_raw_fd();
         let state = self.fds.borrow_mut().get_mut(raw.max(0) as usize).and_then(Option::take);
         if let Some(mut state) = state {
-            let queued: Vec<Waiting> = state.reads.drain().chain(state.writes.drain()).collect();
-            for waiting in queued {
-                self.owner.borrow_mut()[waiting.index] = -1;
-                self.ready.borrow_mut().push((waiting.index, Completion::error(libc::ECANCELED)));
+            let mut waiting = self.waiting.borrow_mut();
+            let mut queued = waiting.drain(&mut state.reads);
+            queued.extend(waiting.drain(&mut state.writes));
+            drop(waiting);
+            for index in queued {
+                self.ready.borrow_mut().push((index, Completion::error(libc::ECANCELED)));
             }
             // Removing it before the close matters: epoll watches the open file, not the
             // number, so a dup elsewhere would keep the registration (and its events) alive.
@@ -485,31 +510,31 @@ impl Epoll {
                     if state.readiness & direction.mask() == 0 {
                         break;
                     }
-                    match state.queue(direction).first {
-                        Some(waiting) => waiting,
+                    match self.waiting.borrow().front(state.queue(direction)) {
+                        Some(front) => front,
                         None => break,
                     }
                 };
+                let (index, request) = waiting;
                 // SAFETY: the operation is still queued, so its completion has not been
                 // reported, and `start`'s caller guaranteed its pointers until then.
-                let outcome = unsafe { self.attempt(&waiting) };
+                let outcome = unsafe { self.attempt(index, request) };
                 let mut fds = self.fds.borrow_mut();
                 let Some(state) = fds[slot].as_mut() else { return posted };
                 match outcome {
                     Outcome::Done(completion, short) => {
-                        state.queue(direction).pop();
+                        self.waiting.borrow_mut().pop(state.queue(direction));
                         if short {
                             let cleared = readiness::exhaust(state.readiness, direction, Exhausted::Short);
                             state.readiness &= !cleared;
                         }
                         drop(fds);
-                        self.owner.borrow_mut()[waiting.index] = -1;
-                        if matches!(waiting.request, Request::Accept { .. }) && completion.result >= 0 {
+                        if matches!(request, Request::Accept { .. }) && completion.result >= 0 {
                             self.forget(completion.result);
                         }
                         stats::trace_step!(
                             "  post completion of op {}: result {}{}",
-                            waiting.index,
+                            index,
                             completion.result,
                             if completion.flags & F_BUFFER != 0 {
                                 format!(", in picked buffer {}", completion.flags >> BUFFER_SHIFT)
@@ -517,7 +542,7 @@ impl Epoll {
                                 String::new()
                             }
                         );
-                        complete(waiting.index, completion);
+                        complete(index, completion);
                         posted += 1;
                     }
                     Outcome::WouldBlock => {
@@ -537,8 +562,8 @@ impl Epoll {
         posted
     }
 
-    /// A new fd (accepted) starts with no state: whatever an earlier fd of the same number
-    /// left (closed behind this backend's back) must not apply to it.
+    /// A new fd (accepted, or a socket being connected) starts with no state: whatever an
+    /// earlier fd of the same number left (closed behind this backend's back) must not apply.
     fn forget(&self, fd: RawFd) {
         if let Some(state) = self.fds.borrow_mut().get_mut(fd.max(0) as usize) {
             *state = None;
@@ -549,9 +574,8 @@ impl Epoll {
     ///
     /// # Safety
     /// The request's pointers must be valid (the operation's completion not yet reported).
-    unsafe fn attempt(&self, waiting: &Waiting) -> Outcome {
-        let index = waiting.index;
-        match waiting.request {
+    unsafe fn attempt(&self, index: usize, request: Request) -> Outcome {
+        match request {
             Request::Recv { fd, buf, len } => {
                 stats::bump(|c| &c.sys_epoll_io);
                 // SAFETY: the caller's guarantee: `buf` is the operation's, `len` bytes long.
@@ -707,14 +731,22 @@ mod tests {
 
     #[test]
     fn a_queue_keeps_order_and_removes_from_anywhere() {
-        let op = |index| Waiting { index, request: Request::RecvPick { fd: 3 } };
-        let mut queue = Queue::default();
-        (0..4).for_each(|i| queue.push(op(i)));
-        assert!(queue.remove(2));
-        assert!(!queue.remove(2));
-        assert!(queue.remove(0));
-        assert_eq!(queue.pop().map(|w| w.index), Some(1));
-        assert_eq!(queue.pop().map(|w| w.index), Some(3));
-        assert!(queue.pop().is_none() && queue.more.is_none());
+        let (mut waiting, mut queue) = (Waiting::default(), Queue::default());
+        (0..4).for_each(|i| waiting.push(&mut queue, i, Request::RecvPick { fd: 3 }));
+        assert!(waiting.remove(&mut queue, 2));
+        assert!(!waiting.remove(&mut queue, 2));
+        assert!(waiting.remove(&mut queue, 0));
+        assert!(waiting.remove(&mut queue, 3));
+        waiting.push(&mut queue, 5, Request::RecvPick { fd: 3 });
+        assert_eq!(waiting.front(&queue).map(|(i, _)| i), Some(1));
+        assert_eq!(waiting.drain(&mut queue), [1, 5]);
+        assert!(waiting.pop(&mut queue).is_none());
+        assert_eq!((queue.head, queue.tail), (0, 0));
+    }
+
+    #[test]
+    fn an_idle_socket_costs_a_few_dozen_bytes_here() {
+        assert!(std::mem::size_of::<Option<FdState>>() <= 32);
+        assert!(std::mem::size_of::<Option<Queued>>() <= 32);
     }
 }

@@ -293,7 +293,7 @@ pub struct TcpStream {
     /// the next reads return them first. Shared with those reads' orphan handlers; made by
     /// the first `read`.
     stash: OnceCell<Rc<RefCell<Stash>>>,
-    /// The multishot receive of `read_provided`, once started.
+    /// The multishot receive of `read_provided`, once started (on epoll: its pending pick).
     recv: RefCell<Option<Op<()>>>,
     /// Whether `read_provided` armed a receive before (the next one is a re-arm).
     recv_armed: Cell<bool>,
@@ -422,7 +422,9 @@ impl TcpStream {
     /// kernel (no SQE per read), and a buffer is taken from the shared ring only when data
     /// comes. Drop the [`ProvidedBuf`] (or write it out) to give the buffer back. When all the
     /// ring's buffers are out, receiving pauses until one is returned. Without kernel support
-    /// (Linux < 6.0) each call reads into a new buffer instead. Do not mix with [`read`](Self::read)
+    /// (Linux < 6.0) each call reads into a new buffer instead. On the epoll backend the driver
+    /// takes a buffer from a per-thread pool when the socket is readable: no buffer while idle
+    /// there either. Do not mix with [`read`](Self::read)
     /// on the same stream.
     pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
         match self.driver.buf_ring() {
@@ -430,7 +432,7 @@ impl TcpStream {
                 let mut ticket = BufferTicket { ring, ticket: None };
                 poll_fn(|cx| self.poll_read_provided(ring, &mut ticket.ticket, cx)).await
             }
-            None if self.driver.picks_buffers() => self.read_picked().await,
+            None if self.driver.picks_buffers() => poll_fn(|cx| self.poll_read_picked(cx)).await,
             None => {
                 let (read, buf) = Box::pin(self.read(buf::spare_vec())).await;
                 // Wrapped first, so that on error or end of stream the buffer goes back to the
@@ -552,30 +554,33 @@ impl TcpStream {
     /// Receives into a buffer the backend takes only when the socket is readable
     /// ([`Request::RecvPick`]): a waiting connection holds no buffer, as with io_uring's ring.
     ///
-    /// A pick that completed after its future was dropped keeps its bytes in the stash, which
-    /// the next call returns first (cancelling one that has not run is exact on epoll).
-    async fn read_picked(&self) -> io::Result<Option<ProvidedBuf>> {
-        let stash = self.stash.get_or_init(Rc::default).clone();
-        let early = mem::take(&mut stash.borrow_mut().bytes);
-        if !early.is_empty() {
-            return Ok(Some(ProvidedBuf::owned(early)));
-        }
-        let fd = self.fd.as_raw_fd();
-        // SAFETY: the request carries no pointer (the backend owns the buffer it picks).
-        let op = unsafe { self.driver.submit((), false, false, |_| Request::RecvPick { fd }) };
-        let driver = Rc::downgrade(&self.driver);
-        let op = op.on_orphan_cqe(move |(), completion| {
-            let picked = completion.buffer().zip(driver.upgrade()).and_then(|(id, d)| d.take_picked(id));
-            if let Some(bytes) = picked {
-                stash.borrow_mut().bytes.extend_from_slice(&bytes);
-                drop(ProvidedBuf::owned(bytes)); // back to the spare pool
+    /// The operation lives in the stream (in `recv`, where io_uring keeps its multishot
+    /// receive), not in the caller's future: a `read_provided` dropped early (a `timeout`) leaves
+    /// it queued for the next call, so nothing is lost, and every connection's task stays as
+    /// small as on io_uring. Bytes a cancelled `read` left behind come first.
+    fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+        let mut recv = self.recv.borrow_mut();
+        let op = match &mut *recv {
+            Some(op) => op,
+            None => {
+                if let Some(stash) = self.stash.get() {
+                    let early = mem::take(&mut stash.borrow_mut().bytes);
+                    if !early.is_empty() {
+                        return Poll::Ready(Ok(Some(ProvidedBuf::owned(early))));
+                    }
+                }
+                let fd = self.fd.as_raw_fd();
+                // SAFETY: the request carries no pointer (the backend owns the buffer it picks).
+                let op = unsafe { self.driver.submit((), false, false, |_| Request::RecvPick { fd }) };
+                recv.insert(op)
             }
-        });
-        let (completion, ()) = op.await;
+        };
+        let (completion, ()) = ready!(Pin::new(op).poll(cx));
+        *recv = None;
         let completion = completion?;
         let picked = completion.buffer().and_then(|id| self.driver.take_picked(id));
         completion.into_result()?;
-        Ok(picked.map(ProvidedBuf::owned))
+        Poll::Ready(Ok(picked.map(ProvidedBuf::owned)))
     }
 }
 
