@@ -42,6 +42,15 @@ struct Open {
     args: Map<String, Value>,
 }
 
+/// An operation from its start (an SQE, an aio request, a queued operation) to its end.
+struct Op {
+    start: u64,
+    end: u64,
+    name: String,
+    fd: Option<i64>,
+    result: Option<i64>,
+}
+
 /// Counts, for the summary.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -74,7 +83,8 @@ struct Track {
     reaping: Option<usize>,
     /// Operations in flight: key (`uring 5`, `aio 1`, `op 3`) → (start, name, fd).
     in_flight: HashMap<String, (u64, String, Option<i64>)>,
-    next_async_id: u64,
+    /// Operations whose start and end were both recorded.
+    ops: Vec<Op>,
     counts: Counts,
 }
 
@@ -93,7 +103,7 @@ impl Track {
             wait_ends_at_next: false,
             reaping: None,
             in_flight: HashMap::new(),
-            next_async_id: 0,
+            ops: Vec::new(),
             counts: Counts::default(),
         }
     }
@@ -144,23 +154,43 @@ impl Track {
         self.wait_ends_at_next = false;
     }
 
-    /// An async span from the operation's start to now, on the process's tracks.
+    /// An operation ends now: kept for an async span from its start ([`Track::op_spans`]).
     fn finish_op(&mut self, key: &str, at: u64, result: Option<i64>) {
         let Some((start, name, fd)) = self.in_flight.remove(key) else { return };
-        self.next_async_id += 1;
-        let id = format!("{}.{}", self.tid, self.next_async_id);
-        let mut args = Map::new();
-        if let Some(fd) = fd {
-            args.insert("fd".into(), fd.into());
+        self.ops.push(Op { start, end: at, name, fd, result });
+    }
+
+    /// The operations that ended, as async spans (`b` then `e`) on the process's tracks; each
+    /// id is a lane, reused once its operation ended, so that the spans take as many tracks
+    /// as there were operations in flight at once, not one each.
+    fn op_spans(&mut self) {
+        let mut ops = std::mem::take(&mut self.ops);
+        ops.sort_by_key(|op| op.start);
+        let mut lanes: HashMap<String, Vec<u64>> = HashMap::new(); // per name, each lane's end
+        for op in ops {
+            let ends = lanes.entry(op.name.clone()).or_default();
+            let lane = match ends.iter().position(|end| *end <= op.start) {
+                Some(lane) => lane,
+                None => {
+                    ends.push(0);
+                    ends.len() - 1
+                }
+            };
+            ends[lane] = op.end;
+            let id = format!("{} {}.{}", op.name, self.tid, lane + 1);
+            let mut args = Map::new();
+            if let Some(fd) = op.fd {
+                args.insert("fd".into(), fd.into());
+            }
+            self.push("b", "in flight", &op.name, op.start, None, args);
+            self.events.last_mut().expect("just pushed").body.insert("id".into(), id.clone().into());
+            let mut args = Map::new();
+            if let Some(r) = op.result {
+                args.insert("result".into(), r.into());
+            }
+            self.push("e", "in flight", &op.name, op.end, None, args);
+            self.events.last_mut().expect("just pushed").body.insert("id".into(), id.into());
         }
-        self.push("b", "in flight", &name, start, None, args);
-        self.events.last_mut().expect("just pushed").body.insert("id".into(), id.clone().into());
-        let mut args = Map::new();
-        if let Some(r) = result {
-            args.insert("result".into(), r.into());
-        }
-        self.push("e", "in flight", &name, at, None, args);
-        self.events.last_mut().expect("just pushed").body.insert("id".into(), id.into());
     }
 
     fn step(&mut self, at: u64, text: &str) {
@@ -493,7 +523,8 @@ pub fn chrome_trace(steps: &[Step], process: &str, other: Value) -> (Value, Coun
         "args": { "name": process },
     })];
     let mut events = Vec::new();
-    for (name, track) in tracks {
+    for (name, mut track) in tracks {
+        track.op_spans();
         meta.push(json!({
             "ph": "M", "name": "thread_name", "ts": 0, "pid": pid, "tid": track.tid,
             "args": { "name": name },
