@@ -43,7 +43,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve and load every runtime in turn and print one comparison table.
     Demo(demo::DemoArgs),
-    /// Echo a few messages on one connection and show what the runtime did, step by step.
+    /// Echo a few messages on one connection and show what the runtime did, step by step (or,
+    /// with --chrome-trace, record a loaded run as a timeline for Perfetto).
     Trace(trace::TraceArgs),
     /// Run every I/O model (the seed's five, the runtimes, tokio) under the same loads.
     Lab(lab::LabArgs),
