@@ -576,6 +576,119 @@ fn trace_svg_draws_each_design_from_the_steps_of_its_own_run() {
     }
 }
 
+/// Checks that `doc` is a Chrome trace that Perfetto and chrome://tracing load: a
+/// `traceEvents` array of events, each with `ph`, `ts` (µs), `name`, `pid` and `tid` of the
+/// right types; complete events with a `dur`, instants with a scope, async events with an id
+/// (each span begun, then ended); per thread, timestamps in order
+/// and complete events nested (one inside another, or one after another). Returns the names
+/// of the events other than metadata.
+fn check_chrome_trace(doc: &serde_json::Value, runtime: &str) -> std::collections::HashSet<String> {
+    use std::collections::{HashMap, HashSet};
+    let events = doc["traceEvents"].as_array().unwrap_or_else(|| panic!("{runtime}: no traceEvents array"));
+    assert!(events.len() > 10, "{runtime}: only {} events", events.len());
+    let mut names = HashSet::new();
+    let mut last_ts: HashMap<u64, f64> = HashMap::new();
+    let mut open: HashMap<u64, Vec<f64>> = HashMap::new(); // per thread, the ends of enclosing spans
+    let mut asyncs: HashMap<String, bool> = HashMap::new(); // id → its span is open
+    let eps = 1e-6;
+    for e in events {
+        let ph = e["ph"].as_str().unwrap_or_else(|| panic!("{runtime}: no ph in {e}"));
+        let ts = e["ts"].as_f64().unwrap_or_else(|| panic!("{runtime}: no ts in {e}"));
+        let name = e["name"].as_str().unwrap_or_else(|| panic!("{runtime}: no name in {e}"));
+        let tid = e["tid"].as_u64().unwrap_or_else(|| panic!("{runtime}: no tid in {e}"));
+        assert!(e["pid"].as_u64().is_some(), "{runtime}: no pid in {e}");
+        assert!(ts >= 0.0 && ts.is_finite(), "{runtime}: {e}");
+        assert!(e.get("args").is_none_or(serde_json::Value::is_object), "{runtime}: {e}");
+        if ph == "M" {
+            assert!(["process_name", "thread_name"].contains(&name), "{runtime}: {e}");
+            assert!(e["args"]["name"].is_string(), "{runtime}: {e}");
+            continue;
+        }
+        names.insert(name.to_string());
+        let last = last_ts.entry(tid).or_insert(0.0);
+        assert!(ts >= *last, "{runtime}: thread {tid} goes back in time at {e}");
+        *last = ts;
+        let stack = open.entry(tid).or_default();
+        while stack.last().is_some_and(|end| *end <= ts + eps) {
+            stack.pop();
+        }
+        match ph {
+            "X" => {
+                let dur = e["dur"].as_f64().unwrap_or_else(|| panic!("{runtime}: no dur in {e}"));
+                assert!(dur >= 0.0, "{runtime}: {e}");
+                if let Some(end) = stack.last() {
+                    assert!(ts + dur <= end + eps, "{runtime}: {e} overlaps the span around it");
+                }
+                stack.push(ts + dur);
+            }
+            "i" => assert!(["t", "p", "g"].contains(&e["s"].as_str().unwrap_or("")), "{runtime}: {e}"),
+            "b" | "e" => {
+                assert!(e["cat"].is_string(), "{runtime}: {e}");
+                let id = e["id"].as_str().unwrap_or_else(|| panic!("{runtime}: no id in {e}")).to_string();
+                // An id may be used again, once its span has ended.
+                let was_open = asyncs.insert(id, ph == "b");
+                if ph == "b" {
+                    assert_ne!(was_open, Some(true), "{runtime}: {e} begins before its id's span ended");
+                } else {
+                    assert_eq!(was_open, Some(true), "{runtime}: {e} ends a span that did not begin");
+                }
+            }
+            _ => panic!("{runtime}: unexpected phase in {e}"),
+        }
+    }
+    assert!(!asyncs.values().any(|open| *open), "{runtime}: an async span never ends");
+    names
+}
+
+#[test]
+fn trace_chrome_trace_records_a_loaded_run_as_a_timeline_for_each_design() {
+    // Per design: the loop's turn, its wait, a task's poll, a receive and a send.
+    let expected: [(&str, &[&str]); 4] = [
+        ("reactor", &["loop turn", "epoll_wait", "task poll", "readiness event", "read", "send"]),
+        ("uring", &["loop turn", "io_uring_enter", "task poll", "CQE RECV", "SQE SEND", "CQE SEND"]),
+        (
+            "aio",
+            &["loop turn", "poll", "task poll", "aio_read", "aio_read done", "aio_write", "aio_write done"],
+        ),
+        ("proactor-epoll", &["loop turn", "epoll_wait", "task poll", "recv", "send", "post completion"]),
+    ];
+    for (runtime, wanted) in expected {
+        let path =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("echo-lab-timeline-{runtime}.json"));
+        let _ = std::fs::remove_file(&path);
+        let args = ["trace", "--runtime", runtime, "--chrome-trace", path.to_str().unwrap()];
+        let out = run(
+            &[&args[..], &["--conns", "2", "--secs", "0.2", "--max-steps", "3000"]].concat(),
+            Duration::from_secs(60),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{runtime}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("recorded ") && stdout.contains("ui.perfetto.dev"), "{runtime}: {stdout}");
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("the timeline")).expect("JSON");
+        let names = check_chrome_trace(&doc, runtime);
+        for name in wanted {
+            assert!(names.contains(*name), "{runtime}: no {name:?} event among {names:?}");
+        }
+        let steps = doc["otherData"]["steps"].as_u64().expect("the number of steps");
+        assert!(steps > 0 && steps <= 3000, "{runtime}: {steps} steps recorded");
+        let events = doc["traceEvents"].as_array().unwrap();
+        // A wait says what ended it; a task poll names its task.
+        let waits: &[&str] = &["epoll_wait", "io_uring_enter", "poll"];
+        assert!(
+            events.iter().any(|e| waits.contains(&e["name"].as_str().unwrap())
+                && ["events", "cqes", "completions"]
+                    .iter()
+                    .any(|k| e["args"][k].as_u64().is_some_and(|n| n > 0))),
+            "{runtime}: no wait ended by an event or a completion"
+        );
+        assert!(
+            events.iter().any(|e| e["name"] == "task poll" && e["args"]["task"].is_u64()),
+            "{runtime}: no task poll with its task's id"
+        );
+    }
+}
+
 #[test]
 fn lab_runs_a_small_matrix_and_writes_table_markdown_json_and_svg() {
     let dir = std::env::temp_dir().join(format!("echo-lab-lab-test-{}", std::process::id()));

@@ -260,12 +260,14 @@ pub(crate) use crate::trace_step;
 #[cfg(feature = "trace")]
 pub mod trace {
     use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;
     use std::time::Instant;
 
     static ON: AtomicBool = AtomicBool::new(false);
     static STEPS: Mutex<Vec<Step>> = Mutex::new(Vec::new());
+    /// Recording stops by itself once this many steps are held ([`start_at_most`]).
+    static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
     /// The fd of each registration, while tracing (the reactor's driver keeps no fd).
     static FDS: Mutex<Option<HashMap<u32, i32>>> = Mutex::new(None);
 
@@ -282,6 +284,14 @@ pub mod trace {
 
     /// Starts recording, in every runtime of the process.
     pub fn start() {
+        start_at_most(usize::MAX);
+    }
+
+    /// Starts recording, and stops by itself once `max` steps are held (a loaded runtime
+    /// takes hundreds of thousands of steps a second). [`take_timed`] makes room again, but
+    /// recording stays stopped until the next start.
+    pub fn start_at_most(max: usize) {
+        LIMIT.store(max, Ordering::Relaxed);
         ON.store(true, Ordering::Release);
     }
 
@@ -313,7 +323,14 @@ pub mod trace {
             Some(name) => name.to_string(),
             None => format!("{:?}", current.id()),
         };
-        STEPS.lock().unwrap_or_else(|p| p.into_inner()).push(Step { at, thread, text });
+        let mut steps = STEPS.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = LIMIT.load(Ordering::Relaxed);
+        if steps.len() < limit {
+            steps.push(Step { at, thread, text });
+        }
+        if steps.len() >= limit {
+            ON.store(false, Ordering::Release);
+        }
     }
 
     #[doc(hidden)]

@@ -8,6 +8,7 @@
 //!   `target/echo-lab/demo.json` and `demo.svg`);
 //! - `echo-lab trace --runtime reactor|uring|aio`: what the runtime does for each message, step
 //!   by step; `--svg FILE` draws it for every design as sequence diagrams side by side;
+//!   `--chrome-trace FILE` records a short loaded run as a timeline for Perfetto;
 //! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
 
 mod bench;
@@ -19,6 +20,7 @@ mod seqdiag;
 mod serve;
 mod svg;
 mod sys;
+mod timeline;
 mod trace;
 
 use std::process::ExitCode;
@@ -41,7 +43,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Serve and load every runtime in turn and print one comparison table.
     Demo(demo::DemoArgs),
-    /// Echo a few messages on one connection and show what the runtime did, step by step.
+    /// Echo a few messages on one connection and show what the runtime did, step by step (or,
+    /// with --chrome-trace, record a loaded run as a timeline for Perfetto).
     Trace(trace::TraceArgs),
     /// Run every I/O model (the seed's five, the runtimes, tokio) under the same loads.
     Lab(lab::LabArgs),

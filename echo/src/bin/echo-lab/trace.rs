@@ -8,10 +8,15 @@
 //!
 //! `--svg FILE` traces every design, each in a child process of its own (`trace --json`), and
 //! draws the steps of that run as sequence diagrams side by side ([`crate::seqdiag`]).
+//!
+//! `--chrome-trace FILE` records a short loaded run instead (`--conns` connections
+//! ping-ponging for `--secs` seconds, with the load generator of `echo-lab bench`), at most
+//! `--max-steps` steps of it, as a timeline that Perfetto and chrome://tracing open
+//! ([`crate::timeline`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,7 +24,8 @@ use clap::Args;
 use echo::server::RuntimeKind;
 use serde_json::{json, Value};
 
-use crate::seqdiag;
+use crate::bench::{self, Edge, Mode};
+use crate::{seqdiag, timeline};
 
 /// Options of `echo-lab trace`.
 #[derive(Args, Debug)]
@@ -32,12 +38,30 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub messages: u32,
     /// Print the steps as one JSON object (phases, each with its steps) instead of text.
-    #[arg(long, conflicts_with = "svg")]
+    #[arg(long, conflicts_with_all = ["svg", "chrome_trace"])]
     pub json: bool,
     /// Trace every design (reactor, uring, aio; --runtime is ignored), each in a child process,
     /// and draw the connection and its first echo as sequence diagrams side by side in FILE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "chrome_trace")]
     pub svg: Option<PathBuf>,
+    /// Record a short loaded run on --runtime (--conns connections ping-ponging for --secs
+    /// seconds) and write it to FILE as a timeline in Chrome's trace-event JSON, which
+    /// Perfetto (ui.perfetto.dev) and chrome://tracing open.
+    #[arg(long, value_name = "FILE")]
+    pub chrome_trace: Option<PathBuf>,
+    /// With --chrome-trace: connections, each with one 64-byte message in flight.
+    #[arg(long, default_value_t = 4, requires = "chrome_trace",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub conns: u32,
+    /// With --chrome-trace: how long the load runs, seconds (after 0.1 s of warm-up); the
+    /// recording covers its start, until --max-steps steps are held.
+    #[arg(long, default_value_t = 1.0, requires = "chrome_trace", value_parser = bench::positive)]
+    pub secs: f64,
+    /// With --chrome-trace: stop recording after this many steps (a loaded runtime takes
+    /// hundreds of thousands a second, and every one becomes an event in FILE).
+    #[arg(long, default_value_t = 20_000, requires = "chrome_trace",
+          value_parser = clap::value_parser!(u64).range(100..=2_000_000))]
+    pub max_steps: u64,
 }
 
 /// What each runtime's design is, in one line, for the header.
@@ -173,6 +197,9 @@ pub fn run(a: &TraceArgs) -> Result<(), String> {
     if let Some(path) = &a.svg {
         return draw(path);
     }
+    if let Some(path) = &a.chrome_trace {
+        return chrome_trace(a, path);
+    }
     let kind = a.runtime;
     let (startup, phases) = record(kind, a.messages)?;
     if a.json {
@@ -236,5 +263,90 @@ fn draw(path: &PathBuf) -> Result<(), String> {
     std::fs::write(path, seqdiag::svg(&diagrams))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `echo-lab trace --chrome-trace FILE`.
+fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
+    let kind = a.runtime;
+    let max = a.max_steps as usize;
+    let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
+        .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
+    let opts = bench::Options {
+        mode: Mode::Pingpong,
+        addr,
+        conns: a.conns as usize,
+        size: 64,
+        secs: a.secs,
+        warmup: 0.1,
+        connect_timeout: 10.0,
+        progress: false,
+    };
+    // Record from the start of the measured window (connections up, traffic flowing) until
+    // its end or `max` steps, whichever comes first.
+    let report = bench::pingpong(&opts, &mut |edge| match edge {
+        Edge::Start => {
+            reactor::trace::take_timed(); // nothing, unless something recorded before
+            reactor::trace::start_at_most(max);
+        }
+        Edge::End => reactor::trace::stop(),
+    })?;
+    let steps = reactor::trace::take_timed();
+    if report.mismatches > 0 {
+        return Err(format!("{} echoes differed from what was sent", report.mismatches));
+    }
+    if steps.is_empty() {
+        return Err(format!("the {kind} server recorded no step under load"));
+    }
+    let first = steps.iter().map(|s| s.at).min().expect("steps");
+    let last = steps.iter().map(|s| s.at).max().expect("steps");
+    let span_ms = last.duration_since(first).as_secs_f64() * 1e3;
+    let capped = steps.len() >= max;
+    let process = format!("echo-lab: echo server on {kind}, {} connections ping-ponging", a.conns);
+    let other = json!({
+        "runtime": kind.name(),
+        "design": design(kind),
+        "conns": a.conns,
+        "message_bytes": 64,
+        "secs": a.secs,
+        "steps": steps.len(),
+        "max_steps": max,
+        "capped": capped,
+        "recorded_ms": bench::round(span_ms, 3),
+        "echoes_per_sec": bench::round(report.msgs_per_sec(), 1),
+    });
+    let (doc, counts) = timeline::chrome_trace(&steps, &process, other);
+    let text = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+
+    println!("echo-lab trace: {kind} under load ({})", design(kind));
+    println!(
+        "load: {} connections ping-ponging 64-byte messages for {} s, {:.0} echoes/s \
+         (slower while recording: every step is a formatted string)",
+        a.conns,
+        a.secs,
+        report.msgs_per_sec()
+    );
+    if capped {
+        println!(
+            "recorded {} steps, the first {span_ms:.1} ms of the run: the limit (--max-steps {max}) was \
+             reached, and the rest of the run was not recorded",
+            steps.len(),
+        );
+    } else {
+        println!(
+            "recorded {} steps over {span_ms:.1} ms: the whole run (below --max-steps {max})",
+            steps.len()
+        );
+    }
+    println!(
+        "wrote {}: {} events ({} loop turns, {} waits, {} task polls)",
+        path.display(),
+        counts.events,
+        counts.turns,
+        counts.waits,
+        counts.polls
+    );
+    println!("open it in Perfetto (ui.perfetto.dev → Open trace file) or chrome://tracing (Load)");
     Ok(())
 }
