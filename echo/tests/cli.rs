@@ -244,7 +244,7 @@ fn demo_runs_interleaved_rounds_and_reports_medians_with_their_spread() {
         assert_eq!(rounds[0]["round"], 1, "{r}");
         assert_eq!(rounds[1]["round"], 2, "{r}");
         let position = |i: usize| rounds[i]["position"].as_u64().unwrap();
-        assert_eq!(position(0) + position(1), 5, "{runtime}: positions {} and {}", position(0), position(1));
+        assert_eq!(position(0) + position(1), 6, "{runtime}: positions {} and {}", position(0), position(1));
         for round in rounds {
             assert_eq!(round["mismatches"], 0, "{round}");
             assert!(round["msgs_per_sec"].as_f64().unwrap() > 0.0, "{round}");

@@ -45,8 +45,9 @@ use crate::{svg, sys};
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Runtimes to compare, comma-separated, in the order of the first round: reactor, uring,
-    /// aio, tokio (the baseline the CPU ratio is taken to), or one of the classic models.
-    #[arg(long, value_delimiter = ',', default_value = "reactor,uring,aio,tokio")]
+    /// aio, proactor-epoll, tokio (the baseline the CPU ratio is taken to), or one of the
+    /// classic models.
+    #[arg(long, value_delimiter = ',', default_value = "reactor,uring,aio,proactor-epoll,tokio")]
     pub runtimes: Vec<Server>,
     /// Rounds: every runtime is measured once per round, the order reversed on alternate
     /// rounds; the table shows the median and the min–max over the rounds.
