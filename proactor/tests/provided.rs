@@ -229,3 +229,15 @@ fn a_thousand_connections_keep_their_receives_armed() {
         });
     });
 }
+
+#[test]
+fn without_a_ring_read_provided_reads_into_buffers_of_its_own_byte_exact() {
+    // The path of kernels without buffer rings (before 6.0), forced.
+    within(Duration::from_secs(60), || {
+        let runtime = proactor::Builder::new().provided_buffers(0, 0).build().unwrap();
+        assert_eq!(runtime.ring_buffers_available(), None);
+        let used = echo_on(runtime, 1 << 20, 9);
+        assert_eq!(used.recv_bytes, 1 << 20);
+        assert_eq!(used.recv_spilled + used.recv_enobufs, 0, "{used:?}");
+    });
+}
