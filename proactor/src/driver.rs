@@ -640,7 +640,12 @@ impl Driver {
             completion.offset =
                 ring.taken(bid, completion.result.max(0) as u32, uring::buffer_more(&completion));
         }
-        let Some(slot) = ops.get_mut(index) else { return };
+        let Some(slot) = ops.get_mut(index) else {
+            // No operation owns it (cannot happen: a slot lives until its last CQE); still,
+            // give back what it took.
+            after.discarded.push((completion, false));
+            return;
+        };
         if completion.result != -libc::ECANCELED {
             match self.kinds.borrow().get(index).copied().unwrap_or(0) {
                 KIND_ACCEPT => stats::bump(|c| &c.accepts),
