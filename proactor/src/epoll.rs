@@ -449,19 +449,7 @@ impl Epoll {
         self.skipped_wait.set(false);
         let timeout = if posted > 0 { Some(Duration::ZERO) } else { timeout };
         let timeout_ms = executor::sys::epoll_timeout(timeout);
-        stats::trace_step!(
-            "epoll_wait({}): {}",
-            match timeout_ms {
-                -1 => "no timeout".to_string(),
-                0 => "timeout 0".to_string(),
-                ms => format!("timeout {ms} ms"),
-            },
-            if timeout_ms == 0 {
-                "collect events without sleeping"
-            } else {
-                "nothing to run: sleep until an fd is ready"
-            }
-        );
+        stats::trace_step!("{}", executor::sys::describe_epoll_wait(timeout_ms));
         stats::bump(|c| &c.sys_epoll_wait);
         let mut events = self.events.borrow_mut();
         let n = match executor::sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {

@@ -77,19 +77,7 @@ pub(crate) fn epoll_wait(
     events: &mut [libc::epoll_event],
     timeout_ms: i32,
 ) -> io::Result<usize> {
-    executor::trace_step!(
-        "epoll_wait({}): {}",
-        match timeout_ms {
-            -1 => "no timeout".to_string(),
-            0 => "timeout 0".to_string(),
-            ms => format!("timeout {ms} ms"),
-        },
-        if timeout_ms == 0 {
-            "collect events without sleeping"
-        } else {
-            "nothing to run: sleep until an fd is ready"
-        }
-    );
+    executor::trace_step!("{}", executor::sys::describe_epoll_wait(timeout_ms));
     stats::bump(|c| &c.sys_epoll_wait);
     let n = executor::sys::epoll_wait(epoll, events, timeout_ms)?;
     executor::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
