@@ -109,6 +109,18 @@ impl BufRing {
     /// Registers a ring of up to `max` buffers of `size` bytes with `ring` (`max` a power of
     /// two, at most 32768), and allocates and provides the first `initial` of them.
     pub(crate) fn register(ring: &IoUring, initial: u16, max: u16, size: u32) -> io::Result<BufRing> {
+        BufRing::register_group(ring, GROUP, initial, max, size)
+    }
+
+    /// Like [`register`](Self::register), as buffer group `group`: a second pool, with buffers
+    /// of another size (UDP's, each large enough for any datagram; see `udp`).
+    pub(crate) fn register_group(
+        ring: &IoUring,
+        group: u16,
+        initial: u16,
+        max: u16,
+        size: u32,
+    ) -> io::Result<BufRing> {
         if !max.is_power_of_two() || max > 32768 || size == 0 || initial == 0 || initial > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -137,7 +149,7 @@ impl BufRing {
         // stay allocated until `Drop`, which only runs once the ring (and with it the
         // registration) is gone: the driver drops its ring before its `Rc<BufRing>`.
         unsafe {
-            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, GROUP, 0)?;
+            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, group, 0)?;
         }
         if !buf_ring.grow() {
             return Err(io::ErrorKind::OutOfMemory.into());
