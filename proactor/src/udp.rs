@@ -231,7 +231,11 @@ impl UdpSocket {
         &self,
         buf: B,
     ) -> impl Future<Output = BufResult<(usize, SocketAddr), B>> + '_ {
-        self.recv_msg(buf, true)
+        let received = self.recv_msg(buf, true);
+        async move {
+            let (result, buf) = received.await;
+            (result.map(|(n, from)| (n, from.unwrap_or_else(|| unspecified(&self.local_addr())))), buf)
+        }
     }
 
     /// Receives one datagram from the connected peer into `buf` (see
@@ -334,7 +338,7 @@ impl UdpSocket {
         &self,
         buf: B,
         want_source: bool,
-    ) -> impl Future<Output = BufResult<(usize, SocketAddr), B>> + '_ {
+    ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
         let stashed = self.stash.borrow_mut().pop_front();
         let aio = self.driver.backend() == Backend::PosixAio;
         let fd = self.fd.as_raw_fd();
@@ -383,14 +387,12 @@ impl UdpSocket {
                 stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), msg.source()));
             })
         });
-        let local = self.local_addr();
         async move {
             let op = match op {
                 Ok(op) => op,
                 Err((mut buf, Some((bytes, from)))) => {
-                    let from = from.unwrap_or_else(|| unspecified(&local));
                     if bytes.len() > buf.bytes_total() {
-                        return (Err(truncated(bytes.len(), buf.bytes_total(), Some(from))), buf);
+                        return (Err(truncated(bytes.len(), buf.bytes_total(), from)), buf);
                     }
                     buf::fill_from(&mut buf, &bytes);
                     return (Ok((bytes.len(), from)), buf);
@@ -409,9 +411,9 @@ impl UdpSocket {
             // SAFETY: the kernel wrote `min(n, capacity)` bytes at the start of the buffer (`n`
             // is the datagram's real length, which MSG_TRUNC reports even when it did not fit).
             unsafe { buf.set_init(n.min(capacity)) };
-            let from = msg.source().unwrap_or_else(|| unspecified(&local));
+            let from = msg.source();
             // (aio's `read` cannot report a cut datagram: `n` is then at most the capacity.)
-            match check_datagram(n, capacity, Some(from)) {
+            match check_datagram(n, capacity, from) {
                 Ok(n) => (Ok((n, from)), buf),
                 Err(e) => (Err(e), buf),
             }

@@ -196,7 +196,11 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let udp_on = !a.no_udp && kind != RuntimeKind::Aio;
     let mut udp: Vec<Option<UdpSocket>> = if udp_on {
-        udp_sockets(local, a.threads.into()).map_err(|e| bind_error(local, &e))?.into_iter().map(Some).collect()
+        udp_sockets(local, a.threads.into())
+            .map_err(|e| bind_error(local, &e))?
+            .into_iter()
+            .map(Some)
+            .collect()
     } else {
         (0..a.threads).map(|_| None).collect()
     };
@@ -405,7 +409,11 @@ fn too_many_files(e: &io::Error) -> Option<String> {
 /// The baseline: the idiomatic tokio echo loop (read into a 4 KiB buffer, `write_all`) on a
 /// `current_thread` runtime (`rt`), on this thread; and for UDP, `recv_from` into a 64 KiB
 /// buffer and `send_to` back.
-fn serve_tokio(rt: &tokio::runtime::Runtime, listener: TcpListener, udp: Option<UdpSocket>) -> io::Result<()> {
+fn serve_tokio(
+    rt: &tokio::runtime::Runtime,
+    listener: TcpListener,
+    udp: Option<UdpSocket>,
+) -> io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     listener.set_nonblocking(true)?;
