@@ -20,6 +20,7 @@ mod serve;
 mod svg;
 mod sys;
 mod trace;
+mod udp;
 
 use std::process::ExitCode;
 
