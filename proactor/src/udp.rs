@@ -79,7 +79,7 @@ const OUT_HEADER: usize = 16;
 /// Room for the source address: a `sockaddr_in6`, which also holds a `sockaddr_in`.
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
 /// One buffer: header, address and the largest payload, rounded up to 64 bytes.
-const RING_BUFFER_SIZE: u32 = ((OUT_HEADER + NAME_LEN + MAX_DATAGRAM + 63) / 64 * 64) as u32;
+const RING_BUFFER_SIZE: u32 = ((OUT_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
 /// The most datagrams the multishot receive queues for a task that is not reading.
 pub const QUEUE_MAX: u16 = 32;
 
