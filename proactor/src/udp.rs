@@ -132,9 +132,7 @@ impl Msg {
     /// The template of the multishot receive: only its name and control lengths count.
     fn multishot() -> Box<Msg> {
         let mut msg = Msg::new(std::ptr::null_mut(), 0, Name::None);
-        msg.hdr.msg_iov = std::ptr::null_mut();
-        msg.hdr.msg_iovlen = 0;
-        msg.hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        msg.hdr = multishot_layout();
         msg
     }
 
@@ -142,6 +140,15 @@ impl Msg {
     fn source(&self) -> Option<SocketAddr> {
         sys::sockaddr_to(&self.addr, self.hdr.msg_namelen).ok()
     }
+}
+
+/// The layout of a multishot receive's buffers, as its `msghdr` gives it: room for a
+/// [`NAME_LEN`]-byte address, no control data, no iovec (the buffer is the ring's).
+fn multishot_layout() -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
+    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+    hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    hdr
 }
 
 #[derive(Clone, Copy)]
@@ -482,11 +489,11 @@ fn unspecified(local: &io::Result<SocketAddr>) -> SocketAddr {
 /// address, payload. The buffer goes back to the ring unless it is returned as a [`Datagram`].
 fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, SocketAddr)> {
     let given_back = || ring.provide(bid);
-    let template = Msg::multishot();
+    let template = multishot_layout();
     // SAFETY: the CQE handed buffer `bid` to the runtime with `n` bytes (at most the buffer
     // size); it goes back to the ring only when the Datagram (or `given_back`) says so.
     let bytes = unsafe { ring.bytes(bid, n.min(RING_BUFFER_SIZE as usize)) };
-    let Ok(out) = io_uring::types::RecvMsgOut::parse(bytes, &template.hdr) else {
+    let Ok(out) = io_uring::types::RecvMsgOut::parse(bytes, &template) else {
         given_back();
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
