@@ -16,6 +16,9 @@
 //! }
 //! ```
 //!
+//! UDP has its handler too, [`udp::handle_udp`], written once the same way against
+//! [`udp::Datagrams`].
+//!
 //! # The contract, and why it takes buffers by value
 //!
 //! A completion runtime hands the buffer to the kernel for the whole operation, so the only
@@ -38,6 +41,7 @@ use std::net::Shutdown;
 pub mod models;
 pub mod pool;
 pub mod server;
+pub mod udp;
 
 /// A byte stream the echo handler (or any handler written in this style) runs on.
 ///

@@ -1,4 +1,5 @@
-//! [`handle`](crate::handle) as a TCP server on each runtime.
+//! [`handle`](crate::handle) as a TCP server on each runtime, with
+//! [`handle_udp`](crate::udp::handle_udp) beside it on the same address if asked.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -275,19 +276,28 @@ impl Drop for Admitted {
 /// Runs `handle` for every connection `listener` accepts, on `kind`, on this thread, until
 /// the runtime cannot start. Connection errors end only their connection.
 pub fn serve(kind: RuntimeKind, listener: std::net::TcpListener) -> io::Result<()> {
-    serve_until(kind, listener, &ServeOptions::default(), &Shutdown::new(), &Arc::default(), || {})
+    serve_until(kind, listener, None, &ServeOptions::default(), &Shutdown::new(), &Arc::default(), || {})
 }
 
 /// The accept loop, the echo loop and the graceful stop of [`serve_until`], for the runtime
 /// whose crate is `$rt` (the two runtimes have the same API but no common trait).
 macro_rules! serve_on {
-    ($rt:ident, $runtime:expr, $kind:expr, $listener:expr, $opts:expr, $shutdown:expr, $stats:expr, $started:expr) => {{
+    ($rt:ident, $runtime:expr, $kind:expr, $listener:expr, $udp:expr, $opts:expr, $shutdown:expr, $stats:expr, $started:expr) => {{
         let (kind, opts, shutdown, stats): (RuntimeKind, &ServeOptions, &Shutdown, &Arc<Stats>) =
             ($kind, $opts, $shutdown, $stats);
-        let listener = $listener;
+        let (listener, udp): (_, Option<std::net::UdpSocket>) = ($listener, $udp);
         let started = $started;
         $runtime.block_on(async move {
             let listener = $rt::net::TcpListener::from_std(listener)?;
+            // UDP echo on the same address: one task, one socket, every peer.
+            if let Some(udp) = udp {
+                let socket = $rt::net::UdpSocket::from_std(udp)?;
+                $rt::spawn(async move {
+                    if let Err(e) = crate::udp::handle_udp(socket).await {
+                        eprintln!("echo ({kind}): udp: {e}");
+                    }
+                });
+            }
             started();
             let local = Rc::new(Local::default());
             {
@@ -412,13 +422,15 @@ impl<C: Connection, S: Future<Output = ()>> Connection for IdleTimeout<C, S> {
     }
 }
 
-/// Serves `listener` on a new runtime of `kind` on this thread until `shutdown` is triggered:
-/// then closes the listener, waits up to `opts.grace` for open connections to end, and
-/// returns (dropping the connections still open). Calls `started` once the runtime and the
-/// listener are ready; returns the error otherwise.
+/// Serves `listener` (and `udp`, if given, with [`handle_udp`](crate::udp::handle_udp)) on a
+/// new runtime of `kind` on this thread until `shutdown` is triggered: then closes the
+/// listener, waits up to `opts.grace` for open connections to end, and returns (dropping the
+/// connections still open, and the UDP socket). Calls `started` once the runtime and the
+/// sockets are ready; returns the error otherwise.
 pub fn serve_until(
     kind: RuntimeKind,
     listener: std::net::TcpListener,
+    udp: Option<std::net::UdpSocket>,
     opts: &ServeOptions,
     shutdown: &Shutdown,
     stats: &Arc<Stats>,
@@ -427,11 +439,11 @@ pub fn serve_until(
     match kind {
         RuntimeKind::Reactor => {
             let runtime = reactor::Runtime::new()?;
-            serve_on!(reactor, runtime, kind, listener, opts, shutdown, stats, started)
+            serve_on!(reactor, runtime, kind, listener, udp, opts, shutdown, stats, started)
         }
         RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => {
             let runtime = proactor_runtime(kind)?;
-            serve_on!(proactor, runtime, kind, listener, opts, shutdown, stats, started)
+            serve_on!(proactor, runtime, kind, listener, udp, opts, shutdown, stats, started)
         }
     }
 }
@@ -496,4 +508,44 @@ fn serve_checked(
     }
     let _ = started.send(Ok(()));
     serve(kind, listener)
+}
+
+/// Why the aio backend serves no UDP (see `proactor::net::UdpSocket`).
+pub const UDP_ON_AIO: &str =
+    "POSIX aio has no recvfrom or sendto (aio_read and aio_write carry no address), so the aio backend serves no UDP";
+
+/// Binds UDP `addr` and serves it with [`handle_udp`](crate::udp::handle_udp) on `kind` on a
+/// new thread, for as long as the process lives; returns the bound address once the runtime
+/// is up (or the error that kept it from starting).
+pub fn spawn_udp(kind: RuntimeKind, addr: SocketAddr) -> io::Result<SocketAddr> {
+    if kind == RuntimeKind::Aio {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, UDP_ON_AIO));
+    }
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let local = socket.local_addr()?;
+    let (started, start) = mpsc::channel();
+    std::thread::Builder::new().name(format!("echo-udp-{kind}")).spawn(move || {
+        let served = match kind {
+            RuntimeKind::Reactor => reactor::Runtime::new().and_then(|rt| {
+                rt.block_on(async {
+                    let socket = reactor::net::UdpSocket::from_std(socket)?;
+                    let _ = started.send(Ok(()));
+                    crate::udp::handle_udp(socket).await
+                })
+            }),
+            _ => proactor_runtime(kind).and_then(|rt| {
+                rt.block_on(async {
+                    let socket = proactor::net::UdpSocket::from_std(socket)?;
+                    let _ = started.send(Ok(()));
+                    crate::udp::handle_udp(socket).await
+                })
+            }),
+        };
+        if let Err(e) = served {
+            eprintln!("echo ({kind}): udp: {e}");
+            let _ = started.send(Err(e));
+        }
+    })?;
+    start.recv().unwrap_or_else(|_| Err(io::Error::other("the server thread died")))?;
+    Ok(local)
 }

@@ -63,7 +63,9 @@ fn serve(runtime: &str) -> (Guard, SocketAddr) {
     let line = line.trim_end();
     let addr = line
         .strip_prefix("listening on ")
-        .and_then(|rest| rest.strip_suffix(&format!(" (runtime {runtime})")))
+        .and_then(|rest| rest.strip_suffix(&format!(", runtime {runtime})")))
+        // (aio serves no UDP; the others answer it on the same address)
+        .and_then(|rest| rest.strip_suffix(" (tcp and udp").or_else(|| rest.strip_suffix(" (tcp")))
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (child, addr.parse().expect("an address"))
 }
@@ -115,6 +117,46 @@ fn serve_echoes_and_exits_0_on_sigterm() {
         sigterm(&server.0);
         let status = server.wait_for(Duration::from_secs(5)).expect("the server exits on SIGTERM");
         assert!(status.success(), "{runtime}: exit status {status}");
+    }
+}
+
+/// `serve` answers UDP on the TCP address (not on aio, which says why), and `bench --udp`
+/// verifies the echoes of the largest datagram.
+#[test]
+fn serve_answers_udp_on_the_same_address_and_bench_udp_verifies_it() {
+    for runtime in ["reactor", "uring", "proactor-epoll", "tokio"] {
+        let (_server, addr) = serve(runtime);
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for datagram in [&b""[..], b"hello, udp"] {
+            client.send_to(datagram, addr).unwrap();
+            let mut back = [0u8; 64];
+            let (n, from) = client.recv_from(&mut back).expect("the UDP echo");
+            assert_eq!((&back[..n], from), (datagram, addr), "{runtime}");
+        }
+        let out = run(
+            &[
+                "bench",
+                "--udp",
+                "--addr",
+                &addr.to_string(),
+                "--conns",
+                "2",
+                "--size",
+                "65507",
+                "--secs",
+                "0.3",
+                "--warmup",
+                "0.1",
+                "--json",
+            ],
+            Duration::from_secs(20),
+        );
+        assert!(out.status.success(), "{runtime}: {}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(report["mode"], "udp");
+        assert_eq!(report["mismatches"], 0, "{runtime}");
+        assert!(report["msgs"].as_u64().unwrap() > 0, "{runtime}");
     }
 }
 

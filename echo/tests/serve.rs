@@ -59,7 +59,8 @@ impl Server {
         let line = line.trim_end();
         let addr = line
             .strip_prefix("listening on ")
-            .and_then(|rest| rest.strip_suffix(&format!(" (runtime {runtime})")))
+            .and_then(|rest| rest.strip_suffix(&format!(", runtime {runtime})")))
+            .and_then(|rest| rest.strip_suffix(" (tcp and udp").or_else(|| rest.strip_suffix(" (tcp")))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
         server.addr = addr.parse().expect("an address");
         server

@@ -1,6 +1,9 @@
-//! What both runtimes' TCP types share: address resolution, listening sockets, how accept
-//! errors are classified and backed off, and the socket-option methods of a stream.
+//! What both runtimes' socket types share: address resolution, listening sockets, how accept
+//! errors are classified and backed off, the socket-option methods of a stream, and for UDP
+//! the bound socket, the truncated-datagram error and which datagram errors concern only one
+//! peer.
 
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, OwnedFd};
@@ -184,4 +187,99 @@ macro_rules! socket_options {
             }
         }
     };
+}
+
+// ----------------------------------------------------------------------------------------------
+// UDP
+
+/// The largest UDP payload: an IPv6 datagram's (65,535 bytes less the 8-byte UDP header);
+/// IPv4's is 65,507. A receive buffer this large never truncates (jumbograms aside).
+pub const MAX_DATAGRAM: usize = 65_527;
+
+/// A UDP socket bound to `addr`.
+pub fn udp_bind(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
+    let fd = sys::udp_socket(addr, nonblocking)?;
+    sys::bind(fd.as_fd(), addr)?;
+    Ok(fd)
+}
+
+/// The error of a receive whose datagram was larger than the buffer: the kernel kept only
+/// what fitted and dropped the rest, so the bytes received are not the datagram that was sent.
+/// Both runtimes return it (as an `io::Error` of kind `InvalidData`, see [`truncated`])
+/// instead of the cut bytes, so that nobody echoes or parses half a datagram by accident. The
+/// datagram is gone; the next receive returns the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatagramTruncated {
+    /// The datagram's real length.
+    pub len: usize,
+    /// The size of the buffer it did not fit.
+    pub capacity: usize,
+    /// Who sent it, where known.
+    pub from: Option<SocketAddr>,
+}
+
+impl fmt::Display for DatagramTruncated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a datagram of {} bytes", self.len)?;
+        if let Some(from) = self.from {
+            write!(f, " from {from}")?;
+        }
+        write!(f, " did not fit the {}-byte buffer (truncated by the kernel, discarded)", self.capacity)
+    }
+}
+
+impl std::error::Error for DatagramTruncated {}
+
+/// The `io::Error` for a datagram of `len` bytes that did not fit `capacity`.
+pub fn truncated(len: usize, capacity: usize, from: Option<SocketAddr>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, DatagramTruncated { len, capacity, from })
+}
+
+/// The details if `e` is a truncated datagram (see [`DatagramTruncated`]).
+pub fn as_truncated(e: &io::Error) -> Option<&DatagramTruncated> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<DatagramTruncated>())
+}
+
+/// Errors of a datagram receive or send that concern one datagram or one peer, not the socket:
+/// a server answering many peers goes on after them.
+///
+/// - `ECONNREFUSED` (and the other ICMP-reported errors: host or network unreachable, ...): an
+///   earlier datagram reached a port where nobody listens (a client that went away); the kernel
+///   reports it on the next call, once.
+/// - `EMSGSIZE`, `ENOBUFS`, `ENOMEM`, `EPERM`/`EACCES` (a firewall), `EINTR`, `EAGAIN`: about
+///   this one send.
+/// - A datagram that did not fit the buffer ([`DatagramTruncated`]).
+pub fn is_datagram_error(e: &io::Error) -> bool {
+    as_truncated(e).is_some()
+        || matches!(
+            e.raw_os_error(),
+            Some(
+                libc::ECONNREFUSED
+                    | libc::ECONNRESET
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::EHOSTDOWN
+                    | libc::ENETDOWN
+                    | libc::ENONET
+                    | libc::EPROTO
+                    | libc::ETIMEDOUT
+                    | libc::EMSGSIZE
+                    | libc::ENOBUFS
+                    | libc::ENOMEM
+                    | libc::EPERM
+                    | libc::EACCES
+                    | libc::EINTR
+                    | libc::EAGAIN
+            )
+        )
+}
+
+/// A receive's result as the caller sees it: the datagram's real length `len` (the receive
+/// passed `MSG_TRUNC`) becomes [`truncated`] when it exceeds `capacity`.
+pub fn check_datagram(len: usize, capacity: usize, from: Option<SocketAddr>) -> io::Result<usize> {
+    if len > capacity {
+        Err(truncated(len, capacity, from))
+    } else {
+        Ok(len)
+    }
 }

@@ -157,13 +157,22 @@ pub fn epoll_timeout(timeout: Option<std::time::Duration>) -> i32 {
 
 /// A close-on-exec TCP socket of the family of `addr`, non-blocking if asked.
 pub fn tcp_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
+    socket(addr, libc::SOCK_STREAM, libc::IPPROTO_TCP, nonblocking)
+}
+
+/// A close-on-exec UDP socket of the family of `addr`, non-blocking if asked.
+pub fn udp_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
+    socket(addr, libc::SOCK_DGRAM, libc::IPPROTO_UDP, nonblocking)
+}
+
+fn socket(addr: &SocketAddr, ty: i32, protocol: i32, nonblocking: bool) -> io::Result<OwnedFd> {
     let domain = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
-    let ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+    let ty = ty | libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: no pointers are passed; the arguments are valid constants.
-    let fd = cvt(unsafe { libc::socket(domain, ty, libc::IPPROTO_TCP) })?;
+    let fd = cvt(unsafe { libc::socket(domain, ty, protocol) })?;
     // SAFETY: the syscall just created `fd`.
     Ok(unsafe { owned_fd(fd) })
 }
@@ -264,6 +273,76 @@ pub fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
     // SAFETY: no pointers are passed.
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
     Ok(())
+}
+
+// ----------------------------------------------------------------------------------------------
+// datagrams (uncounted: each runtime counts them as its own reads and writes)
+//
+// Every receive passes `MSG_TRUNC`: on a UDP socket the result is then the datagram's *real*
+// length, even when it was longer than the buffer (the kernel copied only what fits and dropped
+// the rest). A result larger than the buffer is how a truncated datagram is told from one that
+// fitted exactly; see `net::DatagramTruncated`.
+
+/// `recvfrom(MSG_TRUNC | flags)` of one datagram into `buf`: its real length (larger than
+/// `buf.len()` if it was cut) and its source address.
+pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8], flags: i32) -> io::Result<(usize, SocketAddr)> {
+    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and `storage` for `len` bytes of
+    // address (large enough for any family), for the whole call; the kernel updates `len`.
+    let n = check(unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_TRUNC,
+            storage.as_mut_ptr().cast(),
+            &mut len,
+        )
+    })?;
+    // SAFETY: zero-initialised sockaddr_storage is a valid value, partly overwritten above.
+    let storage = unsafe { storage.assume_init() };
+    Ok((n as usize, sockaddr_to(&storage, len)?))
+}
+
+/// `sendto(MSG_NOSIGNAL | flags)` of `buf` as one datagram, to `to` (or, with `None`, to the
+/// address the socket is connected to).
+pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: Option<&SocketAddr>, flags: i32) -> io::Result<usize> {
+    let (storage, len) = match to {
+        Some(to) => sockaddr_from(to),
+        // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
+        None => (unsafe { mem::zeroed() }, 0),
+    };
+    let name =
+        if to.is_some() { (&storage as *const libc::sockaddr_storage).cast() } else { std::ptr::null() };
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes, and `name` is null or points to a
+    // sockaddr of `len` bytes, for the whole call.
+    let n = check(unsafe {
+        libc::sendto(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags | libc::MSG_NOSIGNAL, name, len)
+    })?;
+    Ok(n as usize)
+}
+
+/// `recvmsg(MSG_TRUNC | flags)`: one datagram into what `msg` describes; its real length.
+///
+/// # Safety
+/// `msg` must point to a valid `msghdr` whose buffers (iovecs, name) are valid for writes of
+/// their stated lengths for the whole call.
+pub unsafe fn recvmsg(fd: RawFd, msg: *mut libc::msghdr, flags: i32) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `msg` and its buffers are valid.
+    let n = check(unsafe { libc::recvmsg(fd, msg, flags | libc::MSG_TRUNC) })?;
+    Ok(n as usize)
+}
+
+/// `sendmsg(MSG_NOSIGNAL | flags)`: one datagram from what `msg` describes.
+///
+/// # Safety
+/// `msg` must point to a valid `msghdr` whose buffers (iovecs, name) are valid for reads of
+/// their stated lengths for the whole call.
+pub unsafe fn sendmsg(fd: RawFd, msg: *const libc::msghdr, flags: i32) -> io::Result<usize> {
+    // SAFETY: the caller guarantees `msg` and its buffers are valid.
+    let n = check(unsafe { libc::sendmsg(fd, msg, flags | libc::MSG_NOSIGNAL) })?;
+    Ok(n as usize)
 }
 
 // ----------------------------------------------------------------------------------------------

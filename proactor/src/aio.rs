@@ -359,6 +359,11 @@ impl Aio {
             }
             // The epoll backend's (`Driver::picks_buffers`).
             Request::RecvPick { .. } => return self.refuse(key, libc::EOPNOTSUPP),
+            // POSIX aio has no recvmsg/sendmsg (`aio_read`/`aio_write` carry no address); `udp`
+            // refuses them with a sentence before they get here.
+            Request::RecvMsg { .. } | Request::SendMsg { .. } | Request::RecvMsgMulti { .. } => {
+                return self.refuse(key, libc::EOPNOTSUPP)
+            }
         };
         // The thread limit: past it glibc would queue the request behind others that may wait
         // forever (reads on idle connections). Refuse, and say why.

@@ -140,6 +140,19 @@ impl BufRing {
         size: u32,
         incremental: bool,
     ) -> io::Result<BufRing> {
+        BufRing::register_group(ring, GROUP, initial, max, size, incremental)
+    }
+
+    /// Like [`register`](Self::register), as buffer group `group`: a second pool, with buffers
+    /// of another size (UDP's, each large enough for any datagram; see `udp`).
+    pub(crate) fn register_group(
+        ring: &IoUring,
+        group: u16,
+        initial: u16,
+        max: u16,
+        size: u32,
+        incremental: bool,
+    ) -> io::Result<BufRing> {
         if !max.is_power_of_two() || max > 32768 || size == 0 || initial == 0 || initial > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -156,7 +169,7 @@ impl BufRing {
         // stay allocated until `Drop`, which only runs once the ring (and with it the
         // registration) is gone: the driver drops its ring before its `Rc<BufRing>`.
         let register = |flags: u16| unsafe {
-            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, GROUP, flags)
+            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, group, flags)
         };
         let incremental = incremental && register(IOU_PBUF_RING_INC).is_ok();
         if !incremental {

@@ -98,6 +98,12 @@ impl Completion {
         uring::more(self)
     }
 
+    /// The buffer of the datagram ring (see `udp`) the kernel picked for this completion, if
+    /// any. `buffer` does not name it: that one is of the shared ring.
+    pub(crate) fn datagram_buffer(&self) -> Option<u16> {
+        (self.flags & DGRAM_BUFFER != 0).then_some((self.flags >> 16) as u16)
+    }
+
     /// Whether the bytes of this receive were copied out of their ring buffer (see
     /// `Op::take_spilled`).
     pub(crate) fn spilled(&self) -> bool {
@@ -123,6 +129,12 @@ fn spill_queue(ring: &BufRing, queue: &mut [Completion], spilled: &mut Vec<u8>, 
 /// bytes were copied into the driver's spill (its ring buffer was given back).
 const SPILLED: u32 = 1 << 15;
 
+/// A flag of ours in [`Completion::flags`]: the buffer id in the upper 16 bits is of the
+/// datagram ring (buffer group `udp::GROUP`), not of the shared ring. The driver moves
+/// `IORING_CQE_F_BUFFER` here as the CQE comes in (`Driver::datagram_completion`), so that
+/// nothing meant for the shared ring ever gives it a datagram buffer.
+const DGRAM_BUFFER: u32 = 1 << 14;
+
 /// The most bytes a receive nobody reads may spill before it is stopped: then the peer waits
 /// (TCP's flow control) until the stream reads again.
 const SPILL_MAX: usize = 64 * 1024;
@@ -131,6 +143,8 @@ const KIND_ACCEPT: u8 = 1;
 const KIND_CONNECT: u8 = 2;
 const KIND_RECV: u8 = 3;
 const KIND_SEND: u8 = 4;
+/// A multishot receive into the datagram ring.
+const KIND_RECV_DGRAM: u8 = 5;
 
 /// The counter kind of a request.
 fn kind_of(request: &Request) -> u8 {
@@ -139,6 +153,9 @@ fn kind_of(request: &Request) -> u8 {
         Request::Connect { .. } => KIND_CONNECT,
         Request::Recv { .. } | Request::RecvMulti { .. } | Request::RecvPick { .. } => KIND_RECV,
         Request::Send { .. } => KIND_SEND,
+        Request::RecvMsg { .. } => KIND_RECV,
+        Request::SendMsg { .. } => KIND_SEND,
+        Request::RecvMsgMulti { .. } => KIND_RECV_DGRAM,
     }
 }
 
@@ -185,6 +202,25 @@ pub(crate) enum Request {
         len: u32,
         dontwait: bool,
     },
+    /// Receive one datagram (`recvmsg` with `MSG_TRUNC`: the result is its real length) into
+    /// what `msg` describes: the buffer, and where its source address goes.
+    RecvMsg {
+        fd: RawFd,
+        msg: *mut libc::msghdr,
+    },
+    /// Send one datagram (`sendmsg`) from what `msg` describes (to its address, if any).
+    SendMsg {
+        fd: RawFd,
+        msg: *const libc::msghdr,
+    },
+    /// Receive datagrams into buffers of group `group` until cancelled, each laid out as
+    /// `io_uring_recvmsg_out`, source address, payload (io_uring only:
+    /// [`Driver::datagram_ring`]). `msg` gives the layout (its name and control lengths).
+    RecvMsgMulti {
+        fd: RawFd,
+        msg: *const libc::msghdr,
+        group: u16,
+    },
 }
 
 impl Request {
@@ -197,7 +233,10 @@ impl Request {
             | Request::Recv { fd, .. }
             | Request::RecvMulti { fd, .. }
             | Request::RecvPick { fd }
-            | Request::Send { fd, .. } => fd,
+            | Request::Send { fd, .. }
+            | Request::RecvMsg { fd, .. }
+            | Request::SendMsg { fd, .. }
+            | Request::RecvMsgMulti { fd, .. } => fd,
         }
     }
 }
@@ -305,6 +344,10 @@ pub struct Driver {
     io: Io,
     /// The provided-buffer ring, where the kernel supports it (see `bufring`).
     buf_ring: Option<Rc<BufRing>>,
+    /// The datagram ring (see `udp`), made by the first UDP socket that receives with it; `None`
+    /// inside where it cannot be (not io_uring, or no provided-buffer rings). Declared after
+    /// `io` for the same reason as `buf_ring`.
+    dgram_ring: std::cell::OnceCell<Option<Rc<BufRing>>>,
     ops: RefCell<Slab<Lifecycle>>,
     /// What kind of operation each slot holds (a `Kind` as u8), for the counters.
     kinds: RefCell<Vec<u8>>,
@@ -369,6 +412,7 @@ impl Driver {
         Ok(Driver {
             io,
             buf_ring,
+            dgram_ring: std::cell::OnceCell::new(),
             ops: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
             kinds: RefCell::new(Vec::new()),
             spills: RefCell::new(std::collections::HashMap::new()),
@@ -421,8 +465,52 @@ impl Driver {
         self.buf_ring.as_ref()
     }
 
+    /// The datagram ring: a second provided-buffer ring, buffer group `group`, of buffers of
+    /// `size` bytes (`initial` at first, growing to `max`), made on first use; `None` where
+    /// the kernel has no provided-buffer rings (and on the other backends).
+    pub(crate) fn datagram_ring(
+        &self,
+        group: u16,
+        initial: u16,
+        max: u16,
+        size: u32,
+    ) -> Option<&Rc<BufRing>> {
+        self.dgram_ring
+            .get_or_init(|| match (&self.io, &self.buf_ring) {
+                (Io::Uring(uring), Some(_)) => {
+                    uring.register_buf_ring(group, initial, max, size).ok().map(Rc::new)
+                }
+                _ => None,
+            })
+            .as_ref()
+    }
+
+    /// A CQE of a multishot datagram receive names its buffer with the same flag as one of the
+    /// shared ring: move it to [`DGRAM_BUFFER`] (see there), and count it taken from its ring.
+    fn datagram_completion(&self, index: usize, completion: Completion) -> Completion {
+        let is_dgram = self.kinds.borrow().get(index) == Some(&KIND_RECV_DGRAM);
+        if !is_dgram || completion.buffer().is_none() {
+            return completion;
+        }
+        if let (Some(ring), Some(bid)) = (self.dgram_ring.get().and_then(Option::as_ref), completion.buffer())
+        {
+            // Whole buffers: a datagram is never split, so the ring is not incremental.
+            ring.taken(bid, completion.result.max(0) as u32, false);
+        }
+        Completion {
+            result: completion.result,
+            flags: uring::without_buffer(completion.flags) | DGRAM_BUFFER,
+            offset: 0,
+        }
+    }
+
     /// A completion nobody will read: close the fd it produced, give back the buffer it took.
     fn discard(&self, completion: Completion, result_is_fd: bool) {
+        if let (Some(bid), Some(ring)) =
+            (completion.datagram_buffer(), self.dgram_ring.get().and_then(Option::as_ref))
+        {
+            ring.release(bid);
+        }
         if result_is_fd && completion.result >= 0 {
             // SAFETY: the completion of an fd-producing operation carries a new fd, and its
             // future is gone (or is dropping it), so nobody else will take it.
@@ -635,7 +723,7 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let mut completion = completion;
+        let mut completion = self.datagram_completion(index, completion);
         if let (Some(bid), Some(ring)) = (completion.buffer(), &self.buf_ring) {
             completion.offset =
                 ring.taken(bid, completion.result.max(0) as u32, uring::buffer_more(&completion));
@@ -658,6 +746,7 @@ impl Driver {
                     }
                 }
                 KIND_SEND => stats::bump(|c| &c.sends),
+                KIND_RECV_DGRAM => stats::bump(|c| &c.recvs),
                 _ => {}
             }
         }
@@ -800,6 +889,7 @@ impl Drop for Driver {
             std::mem::forget(leftover);
             // Their receives may still fill ring buffers: keep that memory too.
             std::mem::forget(self.buf_ring.clone());
+            std::mem::forget(self.dgram_ring.get().cloned());
         }
     }
 }

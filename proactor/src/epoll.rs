@@ -273,9 +273,11 @@ impl Epoll {
                 (fd, Direction::Read)
             }
             Request::Send { fd, .. } | Request::Connect { fd, .. } => (fd, Direction::Write),
+            Request::RecvMsg { fd, .. } => (fd, Direction::Read),
+            Request::SendMsg { fd, .. } => (fd, Direction::Write),
             // Multishot operations are io_uring's; `Features` and `buf_ring` keep `net` from
-            // asking for them here.
-            Request::AcceptMulti { .. } | Request::RecvMulti { .. } => {
+            // asking for them here (and `Driver::datagram_ring` keeps `udp` from it).
+            Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
             }
         };
@@ -637,7 +639,24 @@ impl Epoll {
                     Err(e) => failed(e),
                 }
             }
-            Request::AcceptMulti { .. } | Request::RecvMulti { .. } => {
+            // A datagram receive or send is never "short" (`asked` 0): a datagram shorter than
+            // the buffer says nothing about the ones queued behind it; only EAGAIN clears.
+            Request::RecvMsg { fd, msg } => {
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: the caller's guarantee: `msg` and the buffer and address it points to
+                // are the operation's.
+                let received = unsafe { executor::sys::recvmsg(fd, msg, libc::MSG_DONTWAIT) };
+                trace_io("recvmsg", fd, index, 1, &received);
+                transferred(received, 0)
+            }
+            Request::SendMsg { fd, msg } => {
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: as above.
+                let sent = unsafe { executor::sys::sendmsg(fd, msg, libc::MSG_DONTWAIT) };
+                trace_io("sendmsg", fd, index, 1, &sent);
+                transferred(sent, 0)
+            }
+            Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 Outcome::Done(Completion::error(libc::EOPNOTSUPP), false)
             }
         }
@@ -702,7 +721,11 @@ fn describe(request: &Request) -> String {
         Request::Recv { fd, len, .. } => format!("RECV fd {fd} into a {len}-byte buffer"),
         Request::RecvPick { fd } => format!("RECV fd {fd} (no buffer yet: one is taken when data is there)"),
         Request::Send { fd, len, .. } => format!("SEND {len} bytes on fd {fd}"),
-        Request::AcceptMulti { fd } | Request::RecvMulti { fd, .. } => format!("multishot op on fd {fd}"),
+        Request::RecvMsg { fd, .. } => format!("RECVMSG fd {fd} (one datagram and its source)"),
+        Request::SendMsg { fd, .. } => format!("SENDMSG fd {fd} (one datagram)"),
+        Request::AcceptMulti { fd } | Request::RecvMulti { fd, .. } | Request::RecvMsgMulti { fd, .. } => {
+            format!("multishot op on fd {fd}")
+        }
     }
 }
 

@@ -54,7 +54,9 @@
 //! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (the very one
 //!   the `reactor` crate runs), parked in this crate's driver instead of in `epoll_wait`.
 //! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
-//! - [`net`] and [`time`]: what programs use.
+//! - [`net`] and [`time`]: what programs use. UDP's [`net::UdpSocket`] lives in `udp`
+//!   (private, re-exported in `net`): a multishot `RECVMSG` for every peer, and the second
+//!   provided-buffer ring it receives into.
 //!
 //! # Watching it work
 //!
@@ -81,6 +83,7 @@ pub mod net;
 mod runtime;
 mod stats;
 mod sys;
+mod udp;
 mod uring;
 
 pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};

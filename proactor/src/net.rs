@@ -1,4 +1,5 @@
-//! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6, with owned buffers.
+//! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6, with owned buffers; UDP:
+//! [`UdpSocket`] (in its own module, `udp`, re-exported here).
 //!
 //! Every I/O method describes one operation to the kernel (an SQE) and awaits its completion.
 //! Buffers are passed by value and handed back with the result (see [`crate::buf`]), because the
@@ -44,7 +45,9 @@ const RECV_QUEUE_MAX: u16 = 4;
 /// fds) until `accept` drains the queue and arms a new one.
 const ACCEPT_QUEUE_MAX: u16 = 64;
 
-fn current_driver() -> io::Result<Rc<Driver>> {
+pub use crate::udp::{Datagram, UdpSocket};
+
+pub(crate) fn current_driver() -> io::Result<Rc<Driver>> {
     executor::with_driver(Rc::clone).ok_or_else(|| {
         io::Error::other(
             "no proactor runtime is running on this thread (call this inside proactor::block_on)",
@@ -620,9 +623,9 @@ impl Stash {
 
 /// A `read_provided`'s place in the queue of readers waiting for a ring buffer, left when the
 /// future is dropped.
-struct BufferTicket<'a> {
-    ring: &'a BufRing,
-    ticket: Option<u64>,
+pub(crate) struct BufferTicket<'a> {
+    pub(crate) ring: &'a BufRing,
+    pub(crate) ticket: Option<u64>,
 }
 
 impl Drop for BufferTicket<'_> {

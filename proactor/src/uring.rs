@@ -229,6 +229,16 @@ impl Uring {
                 let flags = libc::MSG_NOSIGNAL | if dontwait { libc::MSG_DONTWAIT } else { 0 };
                 opcode::Send::new(types::Fd(fd), buf, len).flags(flags).build()
             }
+            // MSG_TRUNC: the result is the datagram's real length, even if it did not fit.
+            Request::RecvMsg { fd, msg } => {
+                opcode::RecvMsg::new(types::Fd(fd), msg).flags(libc::MSG_TRUNC as u32).build()
+            }
+            Request::SendMsg { fd, msg } => {
+                opcode::SendMsg::new(types::Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build()
+            }
+            Request::RecvMsgMulti { fd, msg, group } => {
+                opcode::RecvMsgMulti::new(types::Fd(fd), msg, group).build()
+            }
         };
         #[cfg(feature = "trace")]
         if executor::trace::on() {
@@ -432,6 +442,20 @@ impl Uring {
     }
 }
 
+impl Uring {
+    /// Registers another provided-buffer ring, as buffer group `group` (see
+    /// `Driver::datagram_ring`).
+    pub(crate) fn register_buf_ring(
+        &self,
+        group: u16,
+        initial: u16,
+        max: u16,
+        size: u32,
+    ) -> io::Result<BufRing> {
+        BufRing::register_group(&self.ring.borrow(), group, initial, max, size, false)
+    }
+}
+
 /// The buffer a CQE says the kernel picked from the provided-buffer ring, if any.
 pub(crate) fn selected_buffer(completion: &Completion) -> Option<u16> {
     cqueue::buffer_select(completion.flags)
@@ -479,6 +503,9 @@ fn opcode_name(request: &Request) -> &'static str {
         Request::RecvMulti { .. } => "multishot RECV",
         Request::RecvPick { .. } => "RECV (buffer picked at readiness)",
         Request::Send { .. } => "SEND",
+        Request::RecvMsg { .. } => "RECVMSG",
+        Request::SendMsg { .. } => "SENDMSG",
+        Request::RecvMsgMulti { .. } => "multishot RECVMSG",
     }
 }
 
@@ -502,5 +529,10 @@ pub(crate) fn describe(request: &Request) -> String {
                 "SEND {len} bytes on fd {fd}, without waiting (a ring buffer: a full window must not pin it)"
             )
         }
+        Request::RecvMsg { fd, .. } => format!("RECVMSG on fd {fd}: one datagram and its source address"),
+        Request::SendMsg { fd, .. } => format!("SENDMSG on fd {fd}: one datagram"),
+        Request::RecvMsgMulti { fd, group, .. } => format!(
+            "RECVMSG (multishot: one SQE for every peer, a CQE per datagram with its source, buffers from group {group}) on fd {fd}"
+        ),
     }
 }

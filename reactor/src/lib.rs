@@ -40,7 +40,8 @@
 //!   `epoll_wait`: poll woken tasks, then `epoll_wait` (with the nearest timer as its
 //!   timeout), then wake the tasks whose sockets or timers fired. The driver is the only part
 //!   that is the reactor's own; the `proactor` crate runs the same loop on io_uring.
-//! - [`net`] and [`time`] (the executor's timers, re-exported): what programs use.
+//! - [`net`] and [`time`] (the executor's timers, re-exported): what programs use. UDP's
+//!   [`net::UdpSocket`] lives in `udp` (private), re-exported in `net`.
 //!
 //! # Readiness versus completion
 //!
@@ -68,6 +69,7 @@ pub mod net;
 mod runtime;
 mod stats;
 mod sys;
+mod udp;
 
 pub use executor::time;
 #[cfg(feature = "trace")]

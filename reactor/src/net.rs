@@ -1,4 +1,5 @@
-//! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6.
+//! TCP: [`TcpListener`] and [`TcpStream`], IPv4 and IPv6; UDP: [`UdpSocket`] (in its own
+//! module, `udp`, re-exported here).
 //!
 //! Each socket is an `IoSource`: a non-blocking fd registered with the runtime's epoll
 //! driver. An operation first asks the driver whether its direction is ready; if so it makes
@@ -29,7 +30,9 @@ use crate::driver::{Direction, Driver, IoSource};
 use crate::sys;
 use crate::time::sleep_until;
 
-fn current_driver() -> io::Result<Rc<Driver>> {
+pub use crate::udp::UdpSocket;
+
+pub(crate) fn current_driver() -> io::Result<Rc<Driver>> {
     executor::with_driver(Rc::clone).ok_or_else(|| {
         io::Error::other("no reactor runtime is running on this thread (call this inside reactor::block_on)")
     })

@@ -1,5 +1,5 @@
 //! The syscall layer: every `unsafe` call of the crate lives here, and nothing else does:
-//! `accept4`, `read` and `send`. The epoll calls, socket set-up, options, addresses and the
+//! `accept4`, `read` and `send` (and, counted here, the shared `recvfrom`/`sendto` of UDP). The epoll calls, socket set-up, options, addresses and the
 //! eventfd are the shared executor's (`executor::sys`, which the proactor's epoll backend uses
 //! too); the epoll ones are wrapped here to count and trace them as this runtime's.
 //!
@@ -127,6 +127,27 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     let result = cvt_as(|c| &c.sys_write, ret).map(|n| n as usize);
     traced_io("send", fd, buf.len(), &result);
     result
+}
+
+/// `recvfrom` of one datagram into `buf`: its real length (more than `buf.len()` if it was
+/// cut; see `executor::sys::recv_from`) and its source.
+pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    stats::bump(|c| &c.sys_read);
+    let result = executor::sys::recv_from(fd, buf, 0);
+    traced_io("recvfrom", fd, buf.len(), &result.as_ref().map(|&(n, _)| n).map_err(clone_error));
+    result
+}
+
+/// `sendto` of `buf` as one datagram, to `to` (`None`: the connected peer).
+pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: Option<&SocketAddr>) -> io::Result<usize> {
+    stats::bump(|c| &c.sys_write);
+    let result = executor::sys::send_to(fd, buf, to, 0);
+    traced_io("sendto", fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
+    result
+}
+
+fn clone_error(e: &io::Error) -> io::Error {
+    e.raw_os_error().map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error)
 }
 
 /// Counts a read or send that found nothing to do, and traces either.

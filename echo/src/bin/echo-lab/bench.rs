@@ -73,6 +73,15 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the human-readable report.
     #[arg(long)]
     pub json: bool,
+    /// Ping-pong UDP datagrams instead (RFC 862's UDP echo, on the same address): --conns
+    /// sockets, each with one --size-byte datagram in flight (at most 65,507 bytes), every
+    /// echo verified, a datagram not echoed within --loss-timeout counted lost.
+    #[arg(long)]
+    pub udp: bool,
+    /// With --udp: how long to wait for an echo before counting the datagram lost, in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub loss_timeout: u64,
 }
 
 fn seconds(s: &str, min_ok: impl Fn(f64) -> bool) -> Result<f64, String> {
@@ -300,6 +309,24 @@ pub fn run_cli(a: &BenchArgs) -> Result<(), String> {
         connect_timeout: a.connect_timeout,
         progress: sys::stderr_is_tty(),
     };
+    if a.udp {
+        let report = crate::udp::pingpong(&opts, Duration::from_millis(a.loss_timeout), &mut |_| {})?;
+        if a.json {
+            println!("{}", report.to_json());
+        } else {
+            println!("{}", report.human());
+        }
+        if report.report.mismatches > 0 {
+            return Err(format!("{} echoes differed from what was sent", report.report.mismatches));
+        }
+        if report.report.msgs == 0 {
+            return Err(format!(
+                "no echo came back from {} (UDP) in the window: is it a UDP echo server?",
+                opts.addr
+            ));
+        }
+        return Ok(());
+    }
     let report = match a.mode {
         Mode::Pingpong | Mode::Shortconn => pingpong(&opts, &mut |_| {})?,
         Mode::Bulk => crate::bulk::run(&opts, &mut |_| {})?,

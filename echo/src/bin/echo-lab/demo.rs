@@ -76,6 +76,11 @@ pub struct DemoArgs {
     /// counters, and `perf stat` where it works), seconds; 0 skips the measurement.
     #[arg(long, default_value_t = 0.5, value_parser = bench::non_negative)]
     pub syscall_secs: f64,
+    /// Ping-pong UDP datagrams instead of TCP messages (the servers answer UDP on the same
+    /// address; see `bench --udp`): --conns is then the number of client sockets. Runtimes
+    /// that serve no UDP (aio, the classic models) are skipped; idle memory is not measured.
+    #[arg(long)]
+    pub udp: bool,
     /// Where to write demo.json and demo.svg [default: TARGET/echo-lab, where TARGET is
     /// $CARGO_TARGET_DIR, or the `target` directory this program was built in, or ./target].
     #[arg(long)]
@@ -302,6 +307,24 @@ struct Extras {
     perf_broken: Option<String>,
     /// Whether perf has counted a window: then a later failure is that window's alone.
     perf_worked: bool,
+    /// `--udp`: the load is datagrams.
+    udp: bool,
+}
+
+/// How long `--udp` waits for an echo before counting the datagram lost.
+const UDP_LOSS_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// One ping-pong window: TCP messages, or UDP datagrams if `udp` (losses are reported on
+/// stderr; the report counts only echoes that came back).
+fn pingpong(opts: &Options, udp: bool, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, String> {
+    if !udp {
+        return bench::pingpong(opts, on_edge);
+    }
+    let udp = crate::udp::pingpong(opts, UDP_LOSS_TIMEOUT, on_edge)?;
+    if udp.lost > 0 {
+        eprintln!("echo-lab demo: {} datagrams lost (no echo within {UDP_LOSS_TIMEOUT:?})", udp.lost);
+    }
+    Ok(udp.report)
 }
 
 /// The runtimes to compare, each once, in the order given.
@@ -319,10 +342,27 @@ fn servers(a: &DemoArgs) -> Vec<Server> {
 pub fn run(a: &DemoArgs) -> Result<(), String> {
     sys::raise_nofile();
     let pinned = sys::cpus() >= 2 && taskset_works();
-    let servers = servers(a);
+    let mut skipped: Vec<(Server, String)> = Vec::new();
+    let mut servers = servers(a);
+    if a.udp {
+        // Skipped with the reason rather than measured at zero.
+        for &server in &servers {
+            if matches!(server, Server::Runtime(echo::server::RuntimeKind::Aio) | Server::Model(_)) {
+                let why = if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
+                    echo::server::UDP_ON_AIO.to_string()
+                } else {
+                    format!("the {server} model serves no UDP")
+                };
+                eprintln!("echo-lab demo: skipping {server}: {why}");
+                skipped.push((server, why));
+            }
+        }
+        servers.retain(|s| !skipped.iter().any(|(t, _)| t == s));
+    }
     let mut extras = Extras {
+        udp: a.udp,
         syscall_secs: a.syscall_secs,
-        idle_conns: a.idle_conns as usize,
+        idle_conns: if a.udp { 0 } else { a.idle_conns as usize },
         perf_broken: (a.syscall_secs == 0.0).then(|| "skipped (--syscall-secs 0)".to_string()),
         perf_worked: false,
     };
@@ -334,10 +374,12 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     );
 
     let mut loads = Vec::new();
-    let mut skipped: Vec<(Server, String)> = Vec::new();
     for &conns in &a.conns {
         for &size in &a.size {
-            eprintln!("{conns} conns, {size} B messages:");
+            if a.udp && size as usize > crate::udp::MAX_SIZE {
+                return Err(format!("--udp: a datagram holds at most {} bytes", crate::udp::MAX_SIZE));
+            }
+            eprintln!("{conns} {}, {size} B messages:", if a.udp { "UDP sockets" } else { "conns" });
             let mut load = Load {
                 conns,
                 size,
@@ -407,6 +449,7 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
                   a fresh server each time",
         "runtimes": servers.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "conns": a.conns,
+        "udp": a.udp,
         "size": a.size,
         "secs": a.secs,
         "warmup": a.warmup,
@@ -545,8 +588,9 @@ const COLUMNS: [&str; 7] =
 fn print_table(load: &Load, a: &DemoArgs) {
     println!();
     println!(
-        "{} conns, {} B messages: median of {} round{} (min–max below)",
+        "{} {}, {} B messages: median of {} round{} (min–max below)",
         load.conns,
+        if a.udp { "UDP sockets" } else { "conns" },
         load.size,
         a.rounds,
         if a.rounds == 1 { "" } else { "s" }
@@ -834,11 +878,12 @@ fn measure(
     let pid = guard.0.id();
     let addr = opts.addr;
     let load_opts = opts.clone();
+    let udp = extras.udp;
     let (report, (cpu_s, user_s, system_s)) = on_load_cpu(pinned, move || {
         // The process CPU clock (nanoseconds) and /proc's user and system ticks, at each edge.
         let sample = || (sys::process_cpu_s(pid).ok(), sys::stat_times(pid).ok());
         let (mut start, mut end) = ((None, None), (None, None));
-        let report = bench::pingpong(&load_opts, &mut |edge| match edge {
+        let report = pingpong(&load_opts, udp, &mut |edge| match edge {
             Edge::Start => start = sample(),
             Edge::End => end = sample(),
         })?;
@@ -875,7 +920,7 @@ fn measure(
     } else {
         let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
         let use_perf = extras.perf_broken.is_none();
-        let (own, perf) = count_syscalls(pid, window, pinned, own_counters, use_perf)?;
+        let (own, perf) = count_syscalls(pid, window, pinned, own_counters, use_perf, udp)?;
         match &perf {
             Ok(_) => extras.perf_worked = true,
             Err(why) if use_perf && extras.perf_worked => {
@@ -931,6 +976,7 @@ fn count_syscalls(
     pinned: bool,
     counts: Result<mpsc::Receiver<u64>, String>,
     use_perf: bool,
+    udp: bool,
 ) -> Result<(Counted, Counted), String> {
     // Started before the load, so that perf attaches during the connect and the warm-up.
     let perf = if use_perf { Perf::start(pid) } else { Err("perf is not available".to_string()) };
@@ -943,7 +989,7 @@ fn count_syscalls(
         let snapshot = |counts: &Result<mpsc::Receiver<u64>, String>| {
             counter_snapshot(pid, counts.as_ref().map_err(Clone::clone)?)
         };
-        let report = bench::pingpong(&opts, &mut |edge| {
+        let report = pingpong(&opts, udp, &mut |edge| {
             let at = snapshot(&counts);
             own = match (std::mem::replace(&mut own, Err(String::new())), at, edge) {
                 (Ok((None, None)), Ok(start), Edge::Start) => Ok((Some(start), None)),

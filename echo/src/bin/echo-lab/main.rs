@@ -22,6 +22,7 @@ mod svg;
 mod sys;
 mod timeline;
 mod trace;
+mod udp;
 
 use std::process::ExitCode;
 

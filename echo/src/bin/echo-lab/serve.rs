@@ -1,9 +1,10 @@
 //! `echo-lab serve`: the echo server on one runtime (on one or more threads), until SIGINT or
-//! SIGTERM, which stop it gracefully.
+//! SIGTERM, which stop it gracefully. It answers TCP and, on the same address, UDP (RFC 862),
+//! unless `--no-udp`.
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::str::FromStr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -106,6 +107,11 @@ pub struct ServeArgs {
     /// connection is closed) with a warning, rather than queued behind idle connections.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub aio_threads: u32,
+    /// Do not answer UDP. By default the server also echoes datagrams on the same address and
+    /// port (RFC 862's UDP echo), with reactor, uring, proactor-epoll and tokio (not aio: POSIX
+    /// aio has no recvfrom/sendto; nor the classic models).
+    #[arg(long)]
+    pub no_udp: bool,
     /// Print the runtime's own counters once a second on stderr, as rates: loop turns, waits,
     /// events or completions per wait, task polls, syscalls by kind (one line per runtime
     /// thread; see the runtime's `Stats` docs for each counter). Not with tokio.
@@ -188,6 +194,16 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     }
     let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    let udp_on = !a.no_udp && kind != RuntimeKind::Aio;
+    let mut udp: Vec<Option<UdpSocket>> = if udp_on {
+        udp_sockets(local, a.threads.into())
+            .map_err(|e| bind_error(local, &e))?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        (0..a.threads).map(|_| None).collect()
+    };
 
     let opts = ServeOptions {
         max_conns: a.max_conns.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
@@ -199,9 +215,10 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let (opts, stop, stats, started) = (opts.clone(), shutdown.clone(), stats.clone(), started.clone());
+        let udp = udp[i].take();
         let thread = std::thread::Builder::new().name(format!("echo-{kind}-{i}")).spawn(move || {
             let ready = started.clone();
-            let result = echo::server::serve_until(kind, listener, &opts, &stop, &stats, move || {
+            let result = echo::server::serve_until(kind, listener, udp, &opts, &stop, &stats, move || {
                 let _ = ready.send(Ok(()));
             });
             if let Err(e) = &result {
@@ -240,10 +257,13 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     }
 
     let mut out = io::stdout().lock();
-    writeln!(out, "listening on {local} (runtime {})", a.runtime)
+    writeln!(out, "listening on {local} ({}, runtime {})", protocols(udp_on), a.runtime)
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
+    if !a.no_udp && kind == RuntimeKind::Aio {
+        eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
+    }
 
     let mut result = Ok(());
     for thread in threads {
@@ -289,16 +309,43 @@ fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let udp = if a.no_udp { None } else { Some(UdpSocket::bind(local).map_err(|e| bind_error(local, &e))?) };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| runtime_error(a.runtime, &e))?;
     let mut out = io::stdout().lock();
-    writeln!(out, "listening on {local} (runtime {})", a.runtime)
+    writeln!(out, "listening on {local} ({}, runtime {})", protocols(udp.is_some()), a.runtime)
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
-    serve_tokio(&rt, listener).map_err(|e| runtime_error(a.runtime, &e))
+    serve_tokio(&rt, listener, udp).map_err(|e| runtime_error(a.runtime, &e))
+}
+
+/// What the listening line says is served.
+fn protocols(udp: bool) -> &'static str {
+    if udp {
+        "tcp and udp"
+    } else {
+        "tcp"
+    }
+}
+
+/// `n` UDP sockets on `addr` (the TCP listeners' address, port included): one plain one for one
+/// thread, otherwise `n` sharing it with `SO_REUSEPORT` (the kernel spreads peers over them).
+fn udp_sockets(addr: SocketAddr, n: usize) -> io::Result<Vec<UdpSocket>> {
+    if n == 1 {
+        return Ok(vec![UdpSocket::bind(addr)?]);
+    }
+    use socket2::{Domain, Socket, Type};
+    (0..n)
+        .map(|_| {
+            let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+            sock.set_reuse_port(true)?;
+            sock.bind(&addr.into())?;
+            Ok(sock.into())
+        })
+        .collect()
 }
 
 /// `n` listeners on `addr`: one plain one (as `TcpListener::bind` makes it) for one thread;
@@ -360,13 +407,31 @@ fn too_many_files(e: &io::Error) -> Option<String> {
 }
 
 /// The baseline: the idiomatic tokio echo loop (read into a 4 KiB buffer, `write_all`) on a
-/// `current_thread` runtime (`rt`), on this thread.
-fn serve_tokio(rt: &tokio::runtime::Runtime, listener: TcpListener) -> io::Result<()> {
+/// `current_thread` runtime (`rt`), on this thread; and for UDP, `recv_from` into a 64 KiB
+/// buffer and `send_to` back.
+fn serve_tokio(
+    rt: &tokio::runtime::Runtime,
+    listener: TcpListener,
+    udp: Option<UdpSocket>,
+) -> io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     listener.set_nonblocking(true)?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        if let Some(udp) = udp {
+            udp.set_nonblocking(true)?;
+            let socket = tokio::net::UdpSocket::from_std(udp)?;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    // Errors about one peer (ECONNREFUSED from an ICMP error, ...) are skipped.
+                    if let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                        let _ = socket.send_to(&buf[..n], from).await;
+                    }
+                }
+            });
+        }
         loop {
             let mut sock = match listener.accept().await {
                 Ok((sock, _)) => sock,

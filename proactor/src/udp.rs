@@ -1,0 +1,691 @@
+//! UDP: [`UdpSocket`], IPv4 and IPv6, with owned buffers, and on io_uring one multishot
+//! receive for every peer.
+//!
+//! # Two ways to receive
+//!
+//! - [`UdpSocket::recv_from`] takes a buffer by value, as every read of this crate does: one
+//!   `RECVMSG` operation (io_uring) or one `recvmsg` at readiness (the epoll backend) per
+//!   datagram, its source address written into storage the operation owns.
+//! - [`UdpSocket::recv_from_provided`] holds no buffer while it waits. On io_uring one
+//!   multishot `RECVMSG` (Linux 6.0) stays armed for the socket, that is for every peer at
+//!   once, and each datagram arrives in its own CQE, in a buffer the kernel takes from the
+//!   *datagram ring* at that moment, laid out as `io_uring_recvmsg_out` (16 bytes: the lengths
+//!   and flags), the source address, then the payload. Elsewhere it is `recv_from` into a
+//!   buffer of the runtime's.
+//!
+//! # The datagram ring
+//!
+//! A second provided-buffer ring (buffer group [`GROUP`], beside the streams' group 0) rather
+//! than the streams' ring: those buffers are 4 KiB, sized for a stream, which the kernel fills
+//! a piece at a time. A datagram cannot be split across buffers: a multishot receive puts the
+//! whole header, address and payload in one, and what does not fit is lost. So these buffers
+//! hold the largest datagram there is (65,527 bytes of IPv6 payload) plus the 16-byte header
+//! and the 28-byte address: 64 KiB and a little. The ring starts with 16 of them (1 MiB) and
+//! grows by 16 while it runs low, up to 128 (8 MiB), like the streams' ring (see `bufring`);
+//! it is made by the first socket that uses it, so a program without UDP holds none.
+//! Truncation is still checked (`MSG_TRUNC` in the header's flags), and reported as for every
+//! receive: as [`executor::net::DatagramTruncated`], never as the first bytes of a datagram.
+//!
+//! While the task is busy, completions queue up to [`QUEUE_MAX`]; then the driver stops the
+//! receive (datagrams wait in the socket's buffer, and past it the kernel drops them, which
+//! is what UDP does under overload) until the task reads again and re-arms it. When the ring
+//! is empty the receive ends with `ENOBUFS` and waits for a buffer to come back.
+//!
+//! # Cancelling
+//!
+//! Dropping a `recv_from` future cancels its operation; one that completed with a datagram in
+//! the race keeps it (bytes and source) for the socket's next receive, so none is lost. The
+//! multishot receive belongs to the socket, not to a `recv_from_provided` future: dropping
+//! that future loses nothing either.
+//!
+//! # What it costs
+//!
+//! At a ping-pong load one datagram is one `io_uring_enter` (the receive stays armed; the
+//! send is queued and goes in with the next enter), half the reactor's `recvfrom` + `sendto`.
+//! But each `SENDMSG` makes the kernel copy in a `msghdr`, its iovec and the address, where
+//! `sendto` takes them as arguments, and each datagram costs a little user time (the owned
+//! `msghdr`, the `recvmsg_out` layout), so CPU per datagram measured above the reactor's (see
+//! the README). `IORING_OP_SEND` with a destination address (Linux 6.0) would avoid the
+//! `msghdr` for sends; not done yet.
+//!
+//! # POSIX aio
+//!
+//! POSIX aio has no `recvfrom` or `sendto`: `aio_read` and `aio_write` carry no address. On
+//! that backend [`recv_from`](UdpSocket::recv_from), [`send_to`](UdpSocket::send_to) and
+//! `recv_from_provided` fail with `Unsupported` and a sentence that says so. A *connected*
+//! socket works: [`recv`](UdpSocket::recv) and [`send`](UdpSocket::send) are `aio_read` and
+//! `aio_write` (a `read` or `write` of one datagram on a glibc helper thread), except that
+//! `read` cannot see `MSG_TRUNC`: there a datagram larger than the buffer is cut silently, so
+//! pass buffers of [`MAX_DATAGRAM`](executor::net::MAX_DATAGRAM) bytes.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Deref;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
+
+use crate::buf::{self, BufResult, IoBuf, IoBufMut};
+use crate::bufring::BufRing;
+use crate::driver::{Backend, Completion, Driver, Op, Request};
+use crate::net::BufferTicket;
+use crate::sys;
+
+/// The buffer group of the datagram ring (the streams' ring is group 0).
+pub(crate) const GROUP: u16 = 1;
+/// Buffers the datagram ring starts with, and adds each time it runs low.
+const RING_BUFFERS: u16 = 16;
+/// The most buffers it grows to.
+const RING_BUFFERS_MAX: u16 = 128;
+/// `io_uring_recvmsg_out`: the header the kernel writes at the start of each buffer.
+const OUT_HEADER: usize = 16;
+/// Room for the source address: a `sockaddr_in6`, which also holds a `sockaddr_in`.
+const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
+/// One buffer: header, address and the largest payload, rounded up to 64 bytes.
+const RING_BUFFER_SIZE: u32 = ((OUT_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
+/// The most datagrams the multishot receive queues for a task that is not reading.
+pub const QUEUE_MAX: u16 = 32;
+
+fn unsupported_on_aio(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "UDP {what} is not possible on the POSIX aio backend: aio_read and aio_write carry no \
+             socket address (there is no aio recvfrom or sendto); connect the socket and use recv \
+             and send, or use another backend"
+        ),
+    )
+}
+
+/// A `msghdr` with its one `iovec` and its socket address, at a stable heap address (boxed):
+/// what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`) read, and where the
+/// kernel writes the source of a datagram. `hdr` points into `iov` and `addr`; `iov` into the
+/// operation's buffer.
+struct Msg {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    addr: libc::sockaddr_storage,
+}
+
+impl Msg {
+    /// For `len` bytes at `buf`, with room for a source address (`name`), or with `to` as the
+    /// destination, or with no address (a connected socket).
+    fn new(buf: *mut u8, len: usize, name: Name<'_>) -> Box<Msg> {
+        let (addr, addr_len) = match name {
+            Name::To(to) => sys::sockaddr_from(to),
+            Name::From | Name::None => sys::sockaddr_from(&SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
+        let hdr: libc::msghdr = unsafe { mem::zeroed() };
+        let mut msg = Box::new(Msg { hdr, iov: libc::iovec { iov_base: buf.cast(), iov_len: len }, addr });
+        msg.hdr.msg_iov = &mut msg.iov;
+        msg.hdr.msg_iovlen = 1;
+        let (name_ptr, name_len) = match name {
+            Name::To(_) => (&mut msg.addr as *mut libc::sockaddr_storage, addr_len),
+            Name::From => {
+                (&mut msg.addr as *mut libc::sockaddr_storage, mem::size_of::<libc::sockaddr_storage>() as _)
+            }
+            Name::None => (std::ptr::null_mut(), 0),
+        };
+        msg.hdr.msg_name = name_ptr.cast();
+        msg.hdr.msg_namelen = name_len;
+        msg
+    }
+
+    /// The template of the multishot receive: only its name and control lengths count.
+    fn multishot() -> Box<Msg> {
+        let mut msg = Msg::new(std::ptr::null_mut(), 0, Name::None);
+        msg.hdr = multishot_layout();
+        msg
+    }
+
+    /// The source address the kernel wrote.
+    fn source(&self) -> Option<SocketAddr> {
+        sys::sockaddr_to(&self.addr, self.hdr.msg_namelen).ok()
+    }
+}
+
+/// The layout of a multishot receive's buffers, as its `msghdr` gives it: room for a
+/// [`NAME_LEN`]-byte address, no control data, no iovec (the buffer is the ring's).
+fn multishot_layout() -> libc::msghdr {
+    // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
+    let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
+    hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    hdr
+}
+
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    From,
+    To(&'a SocketAddr),
+    None,
+}
+
+/// Datagrams that receives cancelled in the race with their completion had already taken:
+/// the next receives return them first.
+type Stash = Rc<RefCell<VecDeque<(Vec<u8>, Option<SocketAddr>)>>>;
+
+/// A UDP socket: datagrams to and from any peer, or, once [`connect`](Self::connect)ed, to and
+/// from one. Every method takes `&self` and owned buffers (see [`crate::buf`]).
+pub struct UdpSocket {
+    /// Closed through the driver in `Drop`, after every operation already started on it.
+    fd: mem::ManuallyDrop<OwnedFd>,
+    driver: Rc<Driver>,
+    stash: Stash,
+    /// The multishot receive of `recv_from_provided`, once started.
+    recv: RefCell<Option<Op<Box<Msg>>>>,
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("local", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+impl UdpSocket {
+    /// Binds to `addr` (the first address it resolves to that works). Port 0 picks a free
+    /// port; see [`local_addr`](Self::local_addr). Must be called inside the runtime that will
+    /// drive it.
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
+        let driver = crate::net::current_driver()?;
+        let fd = each_addr(addr, |addr| executor::net::udp_bind(&addr, false))?;
+        Ok(UdpSocket::new(fd, driver))
+    }
+
+    /// Takes over a socket made elsewhere (it must be in blocking mode, as sockets of this
+    /// crate are). Must be called inside the runtime that will drive it.
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        Ok(UdpSocket::new(socket.into(), crate::net::current_driver()?))
+    }
+
+    fn new(fd: OwnedFd, driver: Rc<Driver>) -> UdpSocket {
+        UdpSocket {
+            fd: mem::ManuallyDrop::new(fd),
+            driver,
+            stash: Stash::default(),
+            recv: RefCell::new(None),
+        }
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sys::local_addr(self.fd.as_fd())
+    }
+
+    /// The address it is connected to (`ENOTCONN` if it is not).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sys::peer_addr(self.fd.as_fd())
+    }
+
+    /// Connects to `addr` (the first address it resolves to that works): [`send`](Self::send)
+    /// goes there, [`recv`](Self::recv) only takes datagrams from there, and an ICMP error about
+    /// it (nobody listens there: `ECONNREFUSED`) is reported by the next call. Nothing is sent;
+    /// it does not wait (a UDP connect is one syscall that returns at once).
+    pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        each_addr(addr, |addr| executor::sys::connect(self.fd.as_fd(), &addr))
+    }
+
+    /// Reads and clears the socket's pending error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        sys::take_error(self.fd.as_fd())
+    }
+
+    /// Receives one datagram into `buf` (from its start, up to [`IoBufMut::bytes_total`]
+    /// bytes): its length and its source, and the buffer back. A datagram larger than the
+    /// buffer is an error ([`executor::net::DatagramTruncated`], kind `InvalidData`) and is gone.
+    /// Not on the POSIX aio backend (see the module docs).
+    pub fn recv_from<B: IoBufMut>(
+        &self,
+        buf: B,
+    ) -> impl Future<Output = BufResult<(usize, SocketAddr), B>> + '_ {
+        let received = self.recv_msg(buf, true);
+        async move {
+            let (result, buf) = received.await;
+            (result.map(|(n, from)| (n, from.unwrap_or_else(|| unspecified(&self.local_addr())))), buf)
+        }
+    }
+
+    /// Receives one datagram from the connected peer into `buf` (see
+    /// [`recv_from`](Self::recv_from)).
+    pub fn recv<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
+        let received = self.recv_msg(buf, false);
+        async move {
+            let (result, buf) = received.await;
+            (result.map(|(n, _)| n), buf)
+        }
+    }
+
+    /// Sends `buf` as one datagram to `target`; gives back its length and the buffer. Not on
+    /// the POSIX aio backend (see the module docs).
+    pub fn send_to<B: IoBuf>(
+        &self,
+        buf: B,
+        target: SocketAddr,
+    ) -> impl Future<Output = BufResult<usize, B>> + '_ {
+        self.send_msg(buf, Some(target))
+    }
+
+    /// Sends `buf` as one datagram to the connected peer.
+    pub fn send<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
+        self.send_msg(buf, None)
+    }
+
+    /// Receives the next datagram into a buffer the runtime picks when it arrives; see the
+    /// module docs. On io_uring one multishot receive serves every call (and every peer); do
+    /// not mix with [`recv_from`](Self::recv_from) on the same socket.
+    pub async fn recv_from_provided(&self) -> io::Result<(Datagram, SocketAddr)> {
+        if let Some((bytes, from)) = self.stash.borrow_mut().pop_front() {
+            return Ok((Datagram::owned(bytes), from.unwrap_or_else(|| unspecified(&self.local_addr()))));
+        }
+        match self.driver.datagram_ring(GROUP, RING_BUFFERS, RING_BUFFERS_MAX, RING_BUFFER_SIZE) {
+            Some(ring) => {
+                let mut ticket = BufferTicket { ring, ticket: None };
+                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket.ticket, cx)).await
+            }
+            None => {
+                let (received, buf) = self.recv_from(spare_vec()).await;
+                let buf = Datagram::owned(buf); // back to the spare pool if this failed
+                received.map(|(_, from)| (buf, from))
+            }
+        }
+    }
+
+    fn poll_recv_provided(
+        &self,
+        ring: &Rc<BufRing>,
+        ticket: &mut Option<u64>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
+        // A peer that floods this socket must not keep its task running forever.
+        ready!(executor::poll_budget(cx));
+        let mut recv = self.recv.borrow_mut();
+        loop {
+            let op = match &mut *recv {
+                Some(op) => op,
+                None => {
+                    if ring.available() == 0 {
+                        // The last receive ended with ENOBUFS: wait for a buffer to come back.
+                        ring.wait_for_buffer(ticket, cx.waker());
+                        return Poll::Pending;
+                    }
+                    let fd = self.fd.as_raw_fd();
+                    // SAFETY: the msghdr is boxed in the operation's resources, which it owns
+                    // until its last completion; the kernel reads only its lengths. The buffers
+                    // are the registered ring's, whose memory outlives the ring.
+                    let op = unsafe {
+                        self.driver.submit(Msg::multishot(), true, false, |msg| Request::RecvMsgMulti {
+                            fd,
+                            msg: &msg.hdr,
+                            group: GROUP,
+                        })
+                    };
+                    recv.insert(op.limit_queue(QUEUE_MAX))
+                }
+            };
+            let Some(completion) = ready!(op.poll_next(cx)) else {
+                *recv = None; // the multishot receive ended: arm a new one
+                continue;
+            };
+            let completion = completion?;
+            let bid = completion.datagram_buffer();
+            return match (completion.into_result(), bid) {
+                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize)),
+                // A completion without a buffer carries no datagram: none to return.
+                (Ok(_), None) => continue,
+                // The ring ran dry, or the driver stopped a receive nobody read: arm a new one.
+                (Err(e), _) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => continue,
+                (Err(e), _) => Poll::Ready(Err(e)),
+            };
+        }
+    }
+
+    /// One `RECVMSG` (io_uring), one `recvmsg` at readiness (epoll), or an `aio_read` (aio, a
+    /// connected socket only).
+    fn recv_msg<B: IoBufMut>(
+        &self,
+        buf: B,
+        want_source: bool,
+    ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
+        let stashed = self.stash.borrow_mut().pop_front();
+        let aio = self.driver.backend() == Backend::PosixAio;
+        let fd = self.fd.as_raw_fd();
+        let op = match (stashed, aio, want_source) {
+            (Some(stashed), _, _) => Err((buf, Some(stashed))),
+            (None, true, true) => Err((buf, None)),
+            // SAFETY: the pointer and length describe the buffer's memory, owned by the
+            // operation until its completion, that stays put (IoBufMut's contract).
+            (None, true, false) => Ok(unsafe {
+                self.driver.submit(
+                    (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
+                    false,
+                    false,
+                    |(buf, _)| Request::Recv {
+                        fd,
+                        buf: buf.stable_mut_ptr(),
+                        len: buf.bytes_total().min(u32::MAX as usize) as u32,
+                    },
+                )
+            }),
+            (None, false, _) => {
+                let name = if want_source { Name::From } else { Name::None };
+                let mut buf = buf;
+                let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), name);
+                // SAFETY: the msghdr, the address storage it names and the buffer its iovec
+                // points into are the operation's resources (a boxed Msg and a buffer whose
+                // memory stays put), owned by it until its completion.
+                Ok(unsafe {
+                    self.driver.submit((buf, msg), false, false, |(_, msg)| Request::RecvMsg {
+                        fd,
+                        msg: &mut msg.hdr,
+                    })
+                })
+            }
+        };
+        // A receive that won the race with its cancel keeps its datagram for the next one.
+        let stash = self.stash.clone();
+        let op = op.map(|op| {
+            op.on_orphan_cqe(move |(mut buf, msg), completion| {
+                let n = match completion.into_result() {
+                    Ok(n) if n as usize <= buf.bytes_total() => n as usize,
+                    _ => return, // an error, or a datagram that did not fit: nothing to keep
+                };
+                // SAFETY: the kernel wrote `n <= bytes_total` bytes at the start of the buffer.
+                unsafe { buf.set_init(n) };
+                stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), msg.source()));
+            })
+        });
+        async move {
+            let op = match op {
+                Ok(op) => op,
+                Err((mut buf, Some((bytes, from)))) => {
+                    if bytes.len() > buf.bytes_total() {
+                        return (Err(truncated(bytes.len(), buf.bytes_total(), from)), buf);
+                    }
+                    buf::fill_from(&mut buf, &bytes);
+                    return (Ok((bytes.len(), from)), buf);
+                }
+                Err((buf, None)) => return (Err(unsupported_on_aio("recv_from")), buf),
+            };
+            let ((mut buf, msg), result) = {
+                let (result, resources) = op.await;
+                (resources, result)
+            };
+            let n = match result.and_then(Completion::into_result) {
+                Ok(n) => n as usize,
+                Err(e) => return (Err(e), buf),
+            };
+            let capacity = buf.bytes_total();
+            // SAFETY: the kernel wrote `min(n, capacity)` bytes at the start of the buffer (`n`
+            // is the datagram's real length, which MSG_TRUNC reports even when it did not fit).
+            unsafe { buf.set_init(n.min(capacity)) };
+            let from = msg.source();
+            // (aio's `read` cannot report a cut datagram: `n` is then at most the capacity.)
+            match check_datagram(n, capacity, from) {
+                Ok(n) => (Ok((n, from)), buf),
+                Err(e) => (Err(e), buf),
+            }
+        }
+    }
+
+    /// One `SENDMSG` (io_uring), one `sendmsg` at readiness (epoll), or an `aio_write` (aio, a
+    /// connected socket only).
+    fn send_msg<B: IoBuf>(
+        &self,
+        buf: B,
+        to: Option<SocketAddr>,
+    ) -> impl Future<Output = BufResult<usize, B>> + '_ {
+        let fd = self.fd.as_raw_fd();
+        let op = match (self.driver.backend() == Backend::PosixAio, to) {
+            (true, Some(_)) => Err(buf),
+            (true, None) => {
+                // SAFETY: the pointer and length describe the buffer's bytes, owned by the
+                // operation until its completion, that stay put (IoBuf's contract).
+                Ok(unsafe {
+                    self.driver.submit(
+                        (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
+                        false,
+                        false,
+                        |(buf, _)| {
+                            let len = buf.bytes_init().min(u32::MAX as usize) as u32;
+                            Request::Send { fd, buf: buf.stable_ptr(), len, dontwait: false }
+                        },
+                    )
+                })
+            }
+            (false, to) => {
+                let name = to.as_ref().map_or(Name::None, Name::To);
+                let msg = Msg::new(buf.stable_ptr().cast_mut(), buf.bytes_init(), name);
+                // SAFETY: the msghdr, the address it names and the buffer its iovec points into
+                // (read only: a send) are the operation's resources, owned by it until its
+                // completion, at addresses that do not change.
+                Ok(unsafe {
+                    self.driver
+                        .submit((buf, msg), false, false, |(_, msg)| Request::SendMsg { fd, msg: &msg.hdr })
+                })
+            }
+        };
+        async move {
+            match op {
+                Ok(op) => {
+                    let (result, (buf, _)) = op.await;
+                    (result.and_then(Completion::into_result).map(|n| n as usize), buf)
+                }
+                Err(buf) => (Err(unsupported_on_aio("send_to")), buf),
+            }
+        }
+    }
+}
+
+/// The unspecified address of `local`'s family: the source of a datagram whose address the
+/// kernel did not report (a connected socket's receive, where the caller knows the peer).
+fn unspecified(local: &io::Result<SocketAddr>) -> SocketAddr {
+    match local {
+        Ok(SocketAddr::V6(_)) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+        _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+    }
+}
+
+/// The datagram in ring buffer `bid`, `n` bytes of which the kernel filled: header, source
+/// address, payload. The buffer goes back to the ring unless it is returned as a [`Datagram`].
+fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, SocketAddr)> {
+    let given_back = || ring.release(bid);
+    let template = multishot_layout();
+    // SAFETY: the CQE handed buffer `bid` to the runtime with `n` bytes (at most the buffer
+    // size); it goes back to the ring only when the Datagram (or `given_back`) says so.
+    let bytes = unsafe { ring.bytes(bid, 0, n.min(RING_BUFFER_SIZE as usize)) };
+    let Ok(out) = io_uring::types::RecvMsgOut::parse(bytes, &template) else {
+        given_back();
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a multishot RECVMSG buffer too short for its header",
+        ));
+    };
+    let from = {
+        let name = out.name_data();
+        // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let len = name.len().min(mem::size_of::<libc::sockaddr_storage>());
+        // SAFETY: `len` bytes fit both the name data and the storage, which do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                name.as_ptr(),
+                (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                len,
+            )
+        };
+        sys::sockaddr_to(&storage, len as libc::socklen_t)
+    };
+    let len = out.incoming_payload_len() as usize;
+    let (offset, payload_len) =
+        (out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize, out.payload_data().len());
+    let truncated_payload = out.is_payload_truncated();
+    let from = match from {
+        Ok(from) => from,
+        Err(e) => {
+            given_back();
+            return Err(e);
+        }
+    };
+    if truncated_payload || payload_len != len {
+        given_back();
+        return Err(truncated(len, RING_BUFFER_SIZE as usize - OUT_HEADER - NAME_LEN, Some(from)));
+    }
+    Ok((
+        Datagram { inner: Inner::Ring { ring: ring.clone(), bid, offset: offset as u32, len: len as u32 } },
+        from,
+    ))
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        // Cancel the multishot receive before the fd closes (see TcpStream's Drop).
+        drop(self.recv.get_mut().take());
+        // SAFETY: the fd is not used after this.
+        let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
+        self.driver.close_fd(fd);
+    }
+}
+
+impl AsFd for UdpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for UdpSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// The bytes of a received datagram ([`UdpSocket::recv_from_provided`]): in a buffer of the
+/// datagram ring, which goes back to the ring when this is dropped, or in a buffer of its own.
+///
+/// Dereferences to the payload. It is an [`IoBuf`], so it can be sent back as it is
+/// (`send_to(datagram, from)`), and goes back to the ring once that send is done with it.
+pub struct Datagram {
+    inner: Inner,
+}
+
+enum Inner {
+    /// `len` bytes at `offset` in buffer `bid` of the datagram ring.
+    Ring {
+        ring: Rc<BufRing>,
+        bid: u16,
+        offset: u32,
+        len: u32,
+    },
+    Owned(Vec<u8>),
+}
+
+/// Buffers of `recv_from_provided` without the ring, kept for reuse: at most this many per
+/// thread.
+const SPARE_MAX: usize = 4;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer of [`MAX_DATAGRAM`] bytes' capacity, reused if one is spare.
+fn spare_vec() -> Vec<u8> {
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(MAX_DATAGRAM))
+}
+
+impl Datagram {
+    fn owned(bytes: Vec<u8>) -> Datagram {
+        Datagram { inner: Inner::Owned(bytes) }
+    }
+}
+
+impl Deref for Datagram {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            Inner::Ring { ring, bid, offset, len } => {
+                let (offset, len) = (*offset as usize, *len as usize);
+                // SAFETY: a CQE handed buffer `bid` to the runtime with the payload at
+                // `offset..offset + len` (checked by `parse`), and it is not provided again
+                // until this value is dropped.
+                let bytes = unsafe { ring.bytes(*bid, 0, offset + len) };
+                &bytes[offset..]
+            }
+            Inner::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Datagram {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for Datagram {
+    fn drop(&mut self) {
+        match &mut self.inner {
+            Inner::Ring { ring, bid, .. } => ring.release(*bid),
+            Inner::Owned(bytes) if bytes.capacity() == MAX_DATAGRAM => {
+                let mut bytes = mem::take(bytes);
+                bytes.clear();
+                // (try_with: during thread exit the pool may be gone; the buffer is then freed.)
+                let _ = SPARE.try_with(|spare| {
+                    let mut spare = spare.borrow_mut();
+                    if spare.len() < SPARE_MAX {
+                        spare.push(bytes);
+                    }
+                });
+            }
+            Inner::Owned(_) => {}
+        }
+    }
+}
+
+impl fmt::Debug for Datagram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bid = match &self.inner {
+            Inner::Ring { bid, .. } => Some(*bid),
+            Inner::Owned(_) => None,
+        };
+        f.debug_struct("Datagram").field("ring_buffer", &bid).field("len", &self.len()).finish()
+    }
+}
+
+// SAFETY: the bytes live in the ring's heap memory (or the Vec's), which does not move when the
+// value does and stays allocated (and out of the kernel's hands) until the value is dropped.
+unsafe impl IoBuf for Datagram {
+    fn stable_ptr(&self) -> *const u8 {
+        self.deref().as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.deref().len()
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self.inner, Inner::Ring { .. })
+    }
+
+    fn detach(&mut self) {
+        if self.is_shared() {
+            let copy = self.to_vec();
+            if let Inner::Ring { ring, bid, .. } = mem::replace(&mut self.inner, Inner::Owned(copy)) {
+                ring.release(bid);
+            }
+        }
+    }
+}
