@@ -116,8 +116,13 @@ impl Connection for proactor::net::TcpStream {
         self.read_provided().await
     }
 
-    async fn send_all(&mut self, buf: proactor::ProvidedBuf) -> io::Result<()> {
-        self.write_all(buf).await.0
+    // Not an `async fn`: that would keep `buf` in its state next to the write that owns it,
+    // and this state is part of every connection's task, idle ones included.
+    fn send_all(&mut self, buf: proactor::ProvidedBuf) -> impl std::future::Future<Output = io::Result<()>> {
+        let mut write = self.write_all(buf);
+        std::future::poll_fn(move |cx| {
+            std::future::Future::poll(std::pin::Pin::new(&mut write), cx).map(|(result, _)| result)
+        })
     }
 
     async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {

@@ -113,7 +113,7 @@ impl Completion {
 
 /// Copies the bytes of every queued completion that holds a ring buffer into `spilled` (in
 /// queue order, so they leave in order) and gives the buffers back (through `after`).
-fn spill_queue(ring: &BufRing, queue: &mut [Completion], spilled: &mut Vec<u8>, after: &mut AfterTurn) {
+fn spill_queue(ring: &BufRing, queue: &mut Queue, spilled: &mut Vec<u8>, after: &mut AfterTurn) {
     for completion in queue.iter_mut() {
         let (Some(bid), true) = (completion.buffer(), completion.result > 0) else { continue };
         // SAFETY: the CQE handed this piece of buffer `bid` to the runtime; it goes back to
@@ -241,6 +241,54 @@ impl Request {
     }
 }
 
+/// The completions a multishot operation has queued for its future, oldest first.
+///
+/// The first one is kept inline: a stream whose task keeps up (the common case, and an idle
+/// one) never has more than one waiting, so it needs no allocation at all, and no buffer is
+/// left allocated in every idle connection's slot after its first message.
+#[derive(Default)]
+struct Queue {
+    first: Option<Completion>,
+    /// Those after `first` (none while `first` is `None`); boxed, so that the usual queue of
+    /// at most one costs 8 bytes here, in every slot, instead of a `Vec`'s 24.
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<Completion>>>,
+}
+
+impl Queue {
+    fn push(&mut self, completion: Completion) {
+        if self.first.is_none() {
+            self.first = Some(completion);
+        } else {
+            self.rest.get_or_insert_with(Box::default).push(completion);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Completion> {
+        let first = self.first.take()?;
+        if let Some(rest) = self.rest.as_mut().filter(|rest| !rest.is_empty()) {
+            self.first = Some(rest.remove(0));
+        }
+        Some(first)
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Completion> {
+        self.first.iter().chain(self.rest.iter().flat_map(|rest| rest.iter()))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Completion> {
+        self.first.iter_mut().chain(self.rest.iter_mut().flat_map(|rest| rest.iter_mut()))
+    }
+
+    fn into_vec(self) -> Vec<Completion> {
+        self.first.into_iter().chain(self.rest.into_iter().flat_map(|rest| *rest)).collect()
+    }
+}
+
 /// The state of one operation slot.
 enum Lifecycle {
     /// With the backend; the future waits (its waker, once it has been polled).
@@ -257,15 +305,14 @@ enum Lifecycle {
     Orphaned { finish: Option<Box<dyn FnOnce(Completion)>>, handled: bool, result_is_fd: bool },
     /// A multishot operation: every CQE is queued for the future, until one comes without
     /// `IORING_CQE_F_MORE`.
-    /// (A `Vec`, not a `VecDeque`: it is almost always empty or holds one, and is 8 bytes
-    /// smaller in each slot.)
+    /// (A [`Queue`]: it is almost always empty or holds one, which it keeps inline.)
     /// `max_queued` (0: no bound) makes the driver cancel the operation once that many
     /// completions wait (`stopping` then records that it did).
     /// `spill` (receives into the ring): a completion that arrives while nobody waits for it has
     /// its bytes copied into the driver's `spills` and its ring buffer given back at once; past
     /// `SPILL_MAX` bytes the operation is cancelled (see `Op::spill_unread`).
     Multishot {
-        queue: Vec<Completion>,
+        queue: Queue,
         waker: Option<Waker>,
         ended: bool,
         stopping: bool,
@@ -556,7 +603,7 @@ impl Driver {
         let request = build(&mut resources);
         let lifecycle = if multishot {
             Lifecycle::Multishot {
-                queue: Vec::new(),
+                queue: Queue::default(),
                 waker: None,
                 ended: false,
                 stopping: false,
@@ -1000,8 +1047,7 @@ impl<T: 'static> Op<T> {
         let Some(Lifecycle::Multishot { queue, waker, ended, .. }) = ops.get_mut(index) else {
             unreachable!("poll_next on a single-shot operation")
         };
-        if !queue.is_empty() {
-            let completion = queue.remove(0);
+        if let Some(completion) = queue.pop_front() {
             return Poll::Ready(Some(Ok(completion)));
         }
         if *ended {
@@ -1092,7 +1138,7 @@ impl<T: 'static> Drop for Op<T> {
                 }
             }
             Lifecycle::Multishot { queue, ended, .. } => {
-                let queued = std::mem::take(queue);
+                let queued = std::mem::take(queue).into_vec();
                 let ended = *ended;
                 self.driver.spills.borrow_mut().remove(&index);
                 if ended {
