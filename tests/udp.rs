@@ -342,3 +342,37 @@ fn two_sockets_on_one_runtime(kind: RuntimeKind) -> (SocketAddr, SocketAddr) {
     });
     rx.recv().unwrap()
 }
+
+#[test]
+fn a_receive_cancelled_after_its_datagram_came_does_not_let_the_next_one_overtake_it() {
+    // The first receive is in the kernel when datagrams A and B arrive; its future is dropped
+    // before the loop has seen its completion (A). The next receive must return A (kept for
+    // it), not B, which a receive submitted at once would take from the kernel first.
+    for kind in [RuntimeKind::Uring, RuntimeKind::ProactorEpoll] {
+        within(Duration::from_secs(10), move || {
+            echo::server::proactor_runtime(kind).unwrap().block_on(async move {
+                let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let to = socket.local_addr().unwrap();
+                let mut first = Box::pin(socket.recv_from(Vec::with_capacity(8)));
+                // Polled once (submitted), then the loop turns (the kernel has it).
+                std::future::poll_fn(|cx| {
+                    assert!(std::future::Future::poll(first.as_mut(), cx).is_pending());
+                    std::task::Poll::Ready(())
+                })
+                .await;
+                proactor::yield_now().await;
+                peer.send_to(b"A", to).unwrap();
+                peer.send_to(b"B", to).unwrap();
+                std::thread::sleep(Duration::from_millis(20)); // both are in the kernel
+                drop(first);
+                let (received, buf) = socket.recv_from(Vec::with_capacity(8)).await;
+                received.unwrap();
+                assert_eq!(buf, b"A", "{kind}");
+                let (received, buf) = socket.recv_from(Vec::with_capacity(8)).await;
+                received.unwrap();
+                assert_eq!(buf, b"B", "{kind}");
+            })
+        });
+    }
+}

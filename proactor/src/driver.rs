@@ -857,10 +857,11 @@ impl Driver {
                     after.to_cancel.push(index);
                 }
                 if let (true, true, Some(ring)) = (*spill, nobody_waits, &self.buf_ring) {
-                    if queue.len() > usize::from(*max_queued) {
-                        // Past the bound, before the cancel is in: the kernel receives in bursts
-                        // (dozens of buffers for a socket with data), and a task that is not
-                        // reading must not hold them. Copy the queue out, in order.
+                    if queue.len() > usize::from(*max_queued) && ring.scarce() {
+                        // Past the bound, before the cancel is in (the kernel receives in bursts,
+                        // up to 32 buffers for a socket with data), with the ring at its limit
+                        // and nearly dry: a task that is not reading must not hold them. Copy
+                        // the queue out, in order.
                         spill_queue(ring, queue, self.spills.borrow_mut().entry(index).or_default(), after);
                     }
                 }
@@ -986,6 +987,11 @@ impl<T: 'static> Op<T> {
             result_is_fd: false,
             on_orphan_cqe: None,
         }
+    }
+
+    /// Whether the operation was submitted and its result not yet returned.
+    pub(crate) fn in_flight(&self) -> bool {
+        matches!(self.state, OpState::InFlight(_))
     }
 
     /// Sets what to do with the resources and the completion if it only arrives after

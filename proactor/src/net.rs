@@ -36,8 +36,10 @@ use crate::time::{sleep_until, Sleep};
 
 /// The most receive completions a stream may have waiting for its task: past it the
 /// multishot receive is stopped (the peer then waits, by TCP's flow control) until the task
-/// reads again. Bounds the ring buffers one stream holds while its task is busy.
-const RECV_QUEUE_MAX: u16 = 4;
+/// reads again. Bounds the ring buffers one stream holds while its task is busy. Half of the
+/// kernel's burst (a multishot receive loops up to 32 times on a socket with data): a bulk
+/// stream whose task is a little behind is not stopped and re-armed over and over.
+const RECV_QUEUE_MAX: u16 = 16;
 
 /// Back-pressure for multishot accept: the kernel accepts into the operation's queue whether or
 /// not the program calls `accept`. Once this many accepted connections wait there, the driver

@@ -58,7 +58,7 @@
 //! `read` cannot see `MSG_TRUNC`: there a datagram larger than the buffer is cut silently, so
 //! pass buffers of [`MAX_DATAGRAM`](executor::net::MAX_DATAGRAM) bytes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -68,7 +68,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
 
@@ -172,6 +172,67 @@ enum Name<'a> {
 /// the next receives return them first.
 type Stash = Rc<RefCell<VecDeque<(Vec<u8>, Option<SocketAddr>)>>>;
 
+/// Receives whose future was dropped while their operation was in flight: until each one's
+/// completion is in (its datagram stashed, or its cancellation confirmed), a new receive must
+/// wait, or it could take a later datagram from the kernel before the stash gets an earlier one.
+#[derive(Default)]
+struct Orphans {
+    count: Cell<usize>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Orphans {
+    fn poll_none(&self, cx: &mut Context<'_>, driver: &Driver) -> Poll<()> {
+        if self.count.get() == 0 || !driver.is_alive() {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn over(&self) {
+        self.count.set(self.count.get().saturating_sub(1));
+        if self.count.get() == 0 {
+            let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+/// A receive's operation, counted as an orphan if dropped while in flight (the receive's
+/// future went away before its completion).
+struct Receive<T: 'static> {
+    op: Option<Op<T>>,
+    orphans: Rc<Orphans>,
+}
+
+impl<T: 'static + Unpin> Future for Receive<T> {
+    type Output = BufResult<Completion, T>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let op = self.op.as_mut().expect("Receive polled after completion");
+        let output = ready!(std::pin::Pin::new(op).poll(cx));
+        self.op = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: 'static> Drop for Receive<T> {
+    fn drop(&mut self) {
+        if let Some(op) = self.op.take() {
+            // Before the operation is dropped: a completed one runs its orphan handler (which
+            // counts it over) as it goes.
+            if op.in_flight() {
+                self.orphans.count.set(self.orphans.count.get() + 1);
+            }
+            drop(op);
+        }
+    }
+}
+
 /// A UDP socket: datagrams to and from any peer, or, once [`connect`](Self::connect)ed, to and
 /// from one. Every method takes `&self` and owned buffers (see [`crate::buf`]).
 pub struct UdpSocket {
@@ -179,6 +240,7 @@ pub struct UdpSocket {
     fd: mem::ManuallyDrop<OwnedFd>,
     driver: Rc<Driver>,
     stash: Stash,
+    orphans: Rc<Orphans>,
     /// The multishot receive of `recv_from_provided`, once started.
     recv: RefCell<Option<Op<Box<Msg>>>>,
 }
@@ -213,6 +275,7 @@ impl UdpSocket {
             fd: mem::ManuallyDrop::new(fd),
             driver,
             stash: Stash::default(),
+            orphans: Rc::default(),
             recv: RefCell::new(None),
         }
     }
@@ -356,45 +419,57 @@ impl UdpSocket {
         buf: B,
         want_source: bool,
     ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
-        let stashed = self.stash.borrow_mut().pop_front();
-        let aio = self.driver.backend() == Backend::PosixAio;
+        let (driver, stash, orphans) = (self.driver.clone(), self.stash.clone(), self.orphans.clone());
+        let aio = driver.backend() == Backend::PosixAio;
         let fd = self.fd.as_raw_fd();
-        let op = match (stashed, aio, want_source) {
-            (Some(stashed), _, _) => Err((buf, Some(stashed))),
-            (None, true, true) => Err((buf, None)),
-            // SAFETY: the pointer and length describe the buffer's memory, owned by the
-            // operation until its completion, that stays put (IoBufMut's contract).
-            (None, true, false) => Ok(unsafe {
-                self.driver.submit(
-                    (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
-                    false,
-                    false,
-                    |(buf, _)| Request::Recv {
-                        fd,
-                        buf: buf.stable_mut_ptr(),
-                        len: buf.bytes_total().min(u32::MAX as usize) as u32,
-                    },
-                )
-            }),
-            (None, false, _) => {
-                let name = if want_source { Name::From } else { Name::None };
-                let mut buf = buf;
-                let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), name);
-                // SAFETY: the msghdr, the address storage it names and the buffer its iovec
-                // points into are the operation's resources (a boxed Msg and a buffer whose
-                // memory stays put), owned by it until its completion.
-                Ok(unsafe {
-                    self.driver.submit((buf, msg), false, false, |(_, msg)| Request::RecvMsg {
-                        fd,
-                        msg: &mut msg.hdr,
-                    })
-                })
-            }
-        };
-        // A receive that won the race with its cancel keeps its datagram for the next one.
-        let stash = self.stash.clone();
-        let op = op.map(|op| {
-            op.on_orphan_cqe(move |(mut buf, msg), completion| {
+        async move {
+            // Receives cancelled earlier may still bring a datagram (to the stash): wait for them,
+            // so that datagrams keep their order.
+            poll_fn(|cx| orphans.poll_none(cx, &driver)).await;
+            let stashed = stash.borrow_mut().pop_front();
+            let op = match (stashed, aio, want_source) {
+                (Some((bytes, from)), _, _) => {
+                    let mut buf = buf;
+                    if bytes.len() > buf.bytes_total() {
+                        return (Err(truncated(bytes.len(), buf.bytes_total(), from)), buf);
+                    }
+                    buf::fill_from(&mut buf, &bytes);
+                    return (Ok((bytes.len(), from)), buf);
+                }
+                (None, true, true) => return (Err(unsupported_on_aio("recv_from")), buf),
+                // SAFETY: the pointer and length describe the buffer's memory, owned by the
+                // operation until its completion, that stays put (IoBufMut's contract).
+                (None, true, false) => unsafe {
+                    driver.submit(
+                        (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
+                        false,
+                        false,
+                        |(buf, _)| Request::Recv {
+                            fd,
+                            buf: buf.stable_mut_ptr(),
+                            len: buf.bytes_total().min(u32::MAX as usize) as u32,
+                        },
+                    )
+                },
+                (None, false, _) => {
+                    let name = if want_source { Name::From } else { Name::None };
+                    let mut buf = buf;
+                    let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), name);
+                    // SAFETY: the msghdr, the address storage it names and the buffer its iovec
+                    // points into are the operation's resources (a boxed Msg and a buffer whose
+                    // memory stays put), owned by it until its completion.
+                    unsafe {
+                        driver.submit((buf, msg), false, false, |(_, msg)| Request::RecvMsg {
+                            fd,
+                            msg: &mut msg.hdr,
+                        })
+                    }
+                }
+            };
+            // A receive that won the race with its cancel keeps its datagram for the next one.
+            let (stash, over) = (stash.clone(), orphans.clone());
+            let op = op.on_orphan_cqe(move |(mut buf, msg), completion| {
+                over.over();
                 let n = match completion.into_result() {
                     Ok(n) if n as usize <= buf.bytes_total() => n as usize,
                     _ => return, // an error, or a datagram that did not fit: nothing to keep
@@ -402,22 +477,10 @@ impl UdpSocket {
                 // SAFETY: the kernel wrote `n <= bytes_total` bytes at the start of the buffer.
                 unsafe { buf.set_init(n) };
                 stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), msg.source()));
-            })
-        });
-        async move {
-            let op = match op {
-                Ok(op) => op,
-                Err((mut buf, Some((bytes, from)))) => {
-                    if bytes.len() > buf.bytes_total() {
-                        return (Err(truncated(bytes.len(), buf.bytes_total(), from)), buf);
-                    }
-                    buf::fill_from(&mut buf, &bytes);
-                    return (Ok((bytes.len(), from)), buf);
-                }
-                Err((buf, None)) => return (Err(unsupported_on_aio("recv_from")), buf),
-            };
+            });
+            let receive = Receive { op: Some(op), orphans };
             let ((mut buf, msg), result) = {
-                let (result, resources) = op.await;
+                let (result, resources) = receive.await;
                 (resources, result)
             };
             let n = match result.and_then(Completion::into_result) {
