@@ -710,7 +710,9 @@ fn lab_runs_a_small_matrix_and_writes_table_markdown_json_and_svg() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    for column in ["msgs/s", "p99 µs", "CPU µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"] {
+    for column in
+        ["msgs/s", "p99 µs", "CPU µs/msg", "user µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"]
+    {
         assert!(stdout.contains(column), "no {column} column: {stdout}");
     }
     for cell in ["pingpong-100", "shortconn"] {
