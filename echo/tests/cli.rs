@@ -109,7 +109,7 @@ fn sigterm(child: &Child) {
 
 #[test]
 fn serve_echoes_and_exits_0_on_sigterm() {
-    for runtime in ["reactor", "uring", "aio", "tokio"] {
+    for runtime in ["reactor", "uring", "aio", "tokio", "mio"] {
         let (mut server, addr) = serve(runtime);
         echo_once(addr);
         sigterm(&server.0);
