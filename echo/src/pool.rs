@@ -24,29 +24,34 @@ pub struct PooledBuf {
 
 impl PooledBuf {
     /// Takes a buffer from this thread's pool (or allocates one).
+    #[inline]
     pub fn take() -> PooledBuf {
         let bytes = FREE.with_borrow_mut(Vec::pop).unwrap_or_else(|| vec![0; BUF_SIZE]);
         PooledBuf { bytes, len: 0 }
     }
 
     /// The whole buffer, to read into.
+    #[inline]
     pub fn spare(&mut self) -> &mut [u8] {
         &mut self.bytes
     }
 
     /// Records that the first `len` bytes hold data.
+    #[inline]
     pub fn set_len(&mut self, len: usize) {
         self.len = len.min(self.bytes.len());
     }
 }
 
 impl AsRef<[u8]> for PooledBuf {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
 }
 
 impl Drop for PooledBuf {
+    #[inline]
     fn drop(&mut self) {
         let bytes = std::mem::take(&mut self.bytes);
         FREE.with_borrow_mut(|free| {

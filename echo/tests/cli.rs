@@ -111,7 +111,7 @@ fn sigterm(child: &Child) {
 
 #[test]
 fn serve_echoes_and_exits_0_on_sigterm() {
-    for runtime in ["reactor", "uring", "aio", "tokio"] {
+    for runtime in ["reactor", "uring", "aio", "tokio", "mio"] {
         let (mut server, addr) = serve(runtime);
         echo_once(addr);
         sigterm(&server.0);
@@ -752,7 +752,9 @@ fn lab_runs_a_small_matrix_and_writes_table_markdown_json_and_svg() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    for column in ["msgs/s", "p99 µs", "CPU µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"] {
+    for column in
+        ["msgs/s", "p99 µs", "CPU µs/msg", "user µs/msg", "KB/conn", "syscalls/msg", "threads", "procs"]
+    {
         assert!(stdout.contains(column), "no {column} column: {stdout}");
     }
     for cell in ["pingpong-100", "shortconn"] {

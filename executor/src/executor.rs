@@ -99,6 +99,10 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
     /// I/O operations the task being polled may still complete in this poll.
     static BUDGET: Cell<u32> = const { Cell::new(u32::MAX) };
+    /// The address of the driver of the runtime whose `block_on` is running on this thread
+    /// (null when none is): what [`runs_driver`] compares with, on every wait of every
+    /// operation, without borrowing `CURRENT` and downcasting its driver.
+    static RUNNING_DRIVER: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
 }
 
 /// The loop's settings (the driver has its own).
@@ -193,6 +197,7 @@ pub(crate) fn schedule(header: Arc<Header>) {
 ///
 /// Every driver future that completes an operation calls it first, so that one task cannot
 /// keep the loop to itself (see the module docs).
+#[inline]
 pub fn poll_budget(cx: &mut Context<'_>) -> Poll<()> {
     BUDGET.with(|budget| match budget.get() {
         0 => {
@@ -221,8 +226,12 @@ pub fn with_driver<D: Park, R>(f: impl FnOnce(&Rc<D>) -> R) -> Option<R> {
 ///
 /// A driver's future that is about to wait asks this: only its own runtime can wake it, so
 /// waiting anywhere else would be waiting forever.
+///
+/// One thread-local read: a driver lives at one address while its runtime runs (the runtime
+/// holds it in an `Rc`), and two live drivers never share one.
+#[inline]
 pub fn runs_driver<D: Park>(driver: &D) -> bool {
-    with_driver::<D, _>(|current| std::ptr::eq(&**current, driver)).unwrap_or(false)
+    RUNNING_DRIVER.get() == (driver as *const D).cast()
 }
 
 /// Runs `f` with the timers of the runtime running on this thread.
@@ -433,7 +442,7 @@ impl<D: Park> Runtime<D> {
     /// When called from within a runtime on the same thread (that would block the runtime
     /// that is already running), or when `future` panics.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        let _enter = Enter::new(&self.core);
+        let _enter = Enter::new(&self.core, Rc::as_ptr(&self.driver).cast());
         let core = &*self.core;
         let mut future = pin!(future);
         let main = Arc::new(Header::new(MAIN_TASK, core.shared.clone()));
@@ -507,7 +516,8 @@ impl<D: Park> Drop for Runtime<D> {
 struct Enter;
 
 impl Enter {
-    fn new(core: &Rc<Core>) -> Enter {
+    /// `driver`: the address of the runtime's driver, for [`runs_driver`].
+    fn new(core: &Rc<Core>, driver: *const ()) -> Enter {
         CURRENT.with(|current| {
             let mut current = current.borrow_mut();
             assert!(
@@ -517,6 +527,7 @@ impl Enter {
             );
             *current = Some(core.clone());
         });
+        RUNNING_DRIVER.set(driver);
         Enter
     }
 }
@@ -525,6 +536,7 @@ impl Drop for Enter {
     fn drop(&mut self) {
         let core = CURRENT.with(|current| current.borrow_mut().take());
         BUDGET.set(u32::MAX);
+        RUNNING_DRIVER.set(std::ptr::null());
         drop(core);
     }
 }

@@ -48,6 +48,7 @@ pub enum Direction {
 
 impl Direction {
     /// The bits that make an operation in this direction worth trying.
+    #[inline]
     pub fn mask(self) -> u8 {
         match self {
             Direction::Read => READABLE | READ_CLOSED | ERROR,
@@ -56,6 +57,7 @@ impl Direction {
     }
 
     /// The bits an `EAGAIN` in this direction clears (the closed bits are final).
+    #[inline]
     pub fn cleared_by_eagain(self) -> u8 {
         match self {
             Direction::Read => READABLE | ERROR | URGENT,
@@ -75,6 +77,7 @@ pub enum Exhausted {
 
 /// The bits an operation in `direction` that exhausted readiness (`why`) clears from
 /// `readiness` (0 when it proves nothing: a short read while urgent data is pending).
+#[inline]
 pub fn exhaust(readiness: u8, direction: Direction, why: Exhausted) -> u8 {
     match (why, direction) {
         (Exhausted::WouldBlock, _) => direction.cleared_by_eagain(),
@@ -85,6 +88,7 @@ pub fn exhaust(readiness: u8, direction: Direction, why: Exhausted) -> u8 {
 }
 
 /// Translates epoll's event bits into readiness bits.
+#[inline]
 pub fn readiness_of(events: u32) -> u8 {
     let mut ready = 0;
     if events & libc::EPOLLIN as u32 != 0 {

@@ -310,7 +310,10 @@ pub mod trace {
         std::mem::take(&mut *STEPS.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Whether tracing is on: every hook's one predictable branch (inlined into the caller's
+    /// crate, so a hook costs a relaxed load and a test while tracing is off).
     #[doc(hidden)]
+    #[inline]
     pub fn on() -> bool {
         ON.load(Ordering::Relaxed)
     }

@@ -111,9 +111,15 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
 }
 
 /// `read` into `buf`; 0 means end of stream.
+///
+/// Entered through `syscall(2)` rather than glibc's `read`, and `send` below likewise: glibc's
+/// wrappers are thread-cancellation points, which in a multi-threaded process switch
+/// asynchronous cancellation on and off around every call (`__pthread_enable_asynccancel`),
+/// a cost per message this runtime, which never cancels threads, has no use for.
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-    let ret = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call; read(2) takes
+    // exactly these three arguments.
+    let ret = unsafe { libc::syscall(libc::SYS_read, long(fd), buf.as_mut_ptr(), buf.len()) };
     let result = cvt_as(|c| &c.sys_read, ret).map(|n| n as usize);
     traced_io("read", fd, buf.len(), &result);
     result
@@ -121,9 +127,22 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(MSG_NOSIGNAL)`: like `write`, but a reset peer gives `EPIPE` instead of killing the
 /// process with `SIGPIPE`.
+/// (`sendto` with no address is `send`; through `syscall(2)`, see [`read`].)
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
-    let ret = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    let (flags, addr, addr_len) = (libc::MSG_NOSIGNAL as libc::c_long, std::ptr::null::<libc::sockaddr>(), 0);
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; sendto(2)
+    // takes these six arguments, and a null address with length 0 means none.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_sendto,
+            long(fd),
+            buf.as_ptr(),
+            buf.len(),
+            flags,
+            addr,
+            addr_len as libc::c_long,
+        )
+    };
     let result = cvt_as(|c| &c.sys_write, ret).map(|n| n as usize);
     traced_io("send", fd, buf.len(), &result);
     result
@@ -148,6 +167,11 @@ pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: Option<&SocketAddr>) -
 
 fn clone_error(e: &io::Error) -> io::Error {
     e.raw_os_error().map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error)
+}
+
+/// An fd as a full register's worth for `syscall(2)`, whose arguments are `long`s.
+fn long(fd: BorrowedFd<'_>) -> libc::c_long {
+    libc::c_long::from(fd.as_raw_fd())
 }
 
 /// Counts a read or send that found nothing to do, and traces either.

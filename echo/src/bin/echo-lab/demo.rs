@@ -183,11 +183,11 @@ impl Round {
         self.report.latency_us(0.99)
     }
 
-    /// The runtime's own count; for tokio, which has none, perf's.
+    /// The runtime's own count; for the baselines (tokio, mio), which have none, perf's.
     fn syscalls_shown(&self, server: Server) -> Result<&Syscalls, &String> {
         match (&self.syscalls, &self.perf) {
             (Ok(own), _) => Ok(own),
-            (Err(_), Ok(perf)) if server == Server::Tokio => Ok(perf),
+            (Err(_), Ok(perf)) if counted_by_perf(server) => Ok(perf),
             (Err(why), _) => Err(why),
         }
     }
@@ -669,7 +669,10 @@ fn print_notes(loads: &[Load], a: &DemoArgs) {
         "(vs tokio: CPU µs/echo over tokio's in the same round; \"within noise\" where the two \
          runtimes' min–max ranges of CPU µs/echo overlap)"
     );
-    println!("(syscalls/echo: each runtime's own counters, on the thread that runs it; tokio, which has none: perf)");
+    println!(
+        "(syscalls/echo: each runtime's own counters, on the thread that runs it; tokio and mio, which have \
+         none: perf)"
+    );
     let cross: Vec<String> = all
         .iter()
         .filter(|rt| rt.rounds.iter().any(|r| r.syscalls.is_ok()))
@@ -904,7 +907,7 @@ fn measure(
     alive(&mut guard)?;
 
     let own_counters = match server {
-        Server::Tokio | Server::Model(_) => Err(format!("{server} has no counters here")),
+        Server::Tokio | Server::Mio | Server::Model(_) => Err(format!("{server} has no counters here")),
         Server::Runtime(echo::server::RuntimeKind::Aio) => {
             Err("not counted for aio: its I/O syscalls are made by \
              glibc's threads, which neither its counters nor perf follow reliably (see the README)"
@@ -915,7 +918,7 @@ fn measure(
     let (syscalls, perf) = if extras.syscall_secs == 0.0 {
         let why = "skipped (--syscall-secs 0)".to_string();
         (Err(why.clone()), Err(why))
-    } else if let (Err(why), true) = (&own_counters, server != Server::Tokio) {
+    } else if let (Err(why), true) = (&own_counters, !counted_by_perf(server)) {
         (Err(why.clone()), Err("not counted".to_string()))
     } else {
         let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
@@ -949,6 +952,12 @@ fn measure(
     alive(&mut guard)?;
     drop(guard);
     Ok(Round { round: 0, position: 0, report, cpu_s, user_s, system_s, syscalls, perf, idle })
+}
+
+/// Whether the demo counts `server`'s syscalls with perf alone: the baselines, which have no
+/// counters of their own.
+fn counted_by_perf(server: Server) -> bool {
+    matches!(server, Server::Tokio | Server::Mio)
 }
 
 /// A count of syscalls over a window, or why there is none.

@@ -120,6 +120,9 @@ struct Outcome {
 struct Measured {
     report: Report,
     cpu_s: f64,
+    /// The user-mode part of `cpu_s` (`/proc/PID/stat`, clock ticks): the server's own work,
+    /// as opposed to the kernel's.
+    user_s: f64,
     /// Syscalls in the window, and who counted them.
     syscalls: Result<(u64, &'static str), String>,
     /// PSS of the server and its children before any connection and at the window's end, KiB.
@@ -139,6 +142,10 @@ impl Measured {
 
     fn cpu_us_per_msg(&self) -> f64 {
         self.per_msg(self.cpu_s * 1e6)
+    }
+
+    fn user_us_per_msg(&self) -> f64 {
+        self.per_msg(self.user_s * 1e6)
     }
 
     fn syscalls_per_msg(&self) -> f64 {
@@ -181,6 +188,12 @@ fn tree(pid: u32) -> Vec<u32> {
 fn tree_cpu_s(pid: u32) -> f64 {
     let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_s);
     reaped + tree(pid).into_iter().map(|p| sys::process_cpu_s(p).unwrap_or(0.0)).sum::<f64>()
+}
+
+/// User-mode CPU seconds of the server, its live children, and the children it has reaped.
+fn tree_user_s(pid: u32) -> f64 {
+    let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_user_s);
+    reaped + tree(pid).into_iter().map(|p| sys::stat_times(p).map_or(0.0, |t| t.user_s)).sum::<f64>()
 }
 
 /// Proportional set size of the server and its children, KiB (shared pages split between them).
@@ -271,14 +284,14 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     let counts = process.1.take().expect("the counts channel");
     let (report, edges, perf) = on_load_cpu(pinned, move || {
         let mut perf = perf;
-        let mut edges: Vec<(f64, Result<u64, String>)> = Vec::new();
+        let mut edges: Vec<((f64, f64), Result<u64, String>)> = Vec::new();
         let mut at_end = (0, 0, 0);
         let report = bench::pingpong(&opts, &mut |edge| {
             let own = if own_counters { counter_snapshot(pid, &counts) } else { Ok(0) };
             if let Ok(perf) = &mut perf {
                 let _ = if edge == Edge::Start { perf.enable() } else { perf.disable() };
             }
-            edges.push((tree_cpu_s(pid), own));
+            edges.push(((tree_cpu_s(pid), tree_user_s(pid)), own));
             if edge == Edge::End {
                 at_end = (tree_pss_kb(pid), threads_of(pid), tree(pid).len() as u64);
             }
@@ -291,7 +304,7 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
         return Err(format!("{} echoes differed from what was sent", report.mismatches));
     }
     drop(idle);
-    let [(cpu0, own0), (cpu1, own1)] =
+    let [((cpu0, user0), own0), ((cpu1, user1), own1)] =
         <[_; 2]>::try_from(edges).map_err(|_| "the window did not complete".to_string())?;
     let syscalls = if own_counters {
         match (own0, own1) {
@@ -314,7 +327,15 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
             counted
         }
     };
-    Ok(Measured { report, cpu_s: cpu1 - cpu0, syscalls, pss_kb: (pss_before, pss_after), threads, processes })
+    Ok(Measured {
+        report,
+        cpu_s: cpu1 - cpu0,
+        user_s: user1 - user0,
+        syscalls,
+        pss_kb: (pss_before, pss_after),
+        threads,
+        processes,
+    })
 }
 
 fn opt(x: f64, prec: usize) -> String {
@@ -325,13 +346,14 @@ fn opt(x: f64, prec: usize) -> String {
     }
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "cell",
     "model",
     "served",
     "msgs/s",
     "p99 µs",
     "CPU µs/msg",
+    "user µs/msg",
     "KB/conn",
     "syscalls/msg",
     "threads",
@@ -350,6 +372,7 @@ fn cells_of(o: &Outcome) -> Vec<String> {
             format!("{:.0}", m.report.msgs_per_sec()),
             format!("{:.0}", m.report.latency_us(0.99)),
             opt(m.cpu_us_per_msg(), 1),
+            opt(m.user_us_per_msg(), 2),
             opt(m.bytes_per_conn(o.cell) / 1024.0, 1),
             opt(m.syscalls_per_msg(), 2),
             m.threads.to_string(),
@@ -362,7 +385,7 @@ fn cells_of(o: &Outcome) -> Vec<String> {
 fn print_table(outcomes: &[Outcome]) {
     println!();
     println!(
-        "{:<20} {:<12} {:>9} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
+        "{:<20} {:<12} {:>9} {:>9} {:>9} {:>11} {:>12} {:>8} {:>13} {:>8} {:>6}",
         COLUMNS[0],
         COLUMNS[1],
         COLUMNS[2],
@@ -372,7 +395,8 @@ fn print_table(outcomes: &[Outcome]) {
         COLUMNS[6],
         COLUMNS[7],
         COLUMNS[8],
-        COLUMNS[9]
+        COLUMNS[9],
+        COLUMNS[10]
     );
     for o in outcomes {
         let c = cells_of(o);
@@ -380,14 +404,15 @@ fn print_table(outcomes: &[Outcome]) {
             println!("{:<20} {:<12} {}", c[0], c[1], c[2]);
         } else {
             println!(
-                "{:<20} {:<12} {:>9} {:>9} {:>9} {:>11} {:>8} {:>13} {:>8} {:>6}",
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+                "{:<20} {:<12} {:>9} {:>9} {:>9} {:>11} {:>12} {:>8} {:>13} {:>8} {:>6}",
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
             );
         }
     }
     println!(
         "(served: connections that got an echo in the window; msgs/s: echoes per second, or connections per \
-         second for shortconn; syscalls: the runtimes' own counters for reactor and uring, perf for the \
+         second for shortconn; CPU µs/msg: the server's user + system time per message, user µs/msg its \
+         user-mode part (the runtime's own work; the rest is the kernel's); syscalls: the runtimes' own counters for reactor and uring, perf for the \
          others; KB/conn: the server's PSS per connection served, children included)"
     );
     let mut said = Vec::new();
@@ -425,6 +450,7 @@ fn to_json(o: &Outcome) -> Value {
             v["served"] = json!(m.served());
             v["idle_conns"] = json!(o.cell.idle());
             v["cpu_us_per_msg"] = f(m.cpu_us_per_msg());
+            v["user_us_per_msg"] = f(m.user_us_per_msg());
             v["bytes_per_conn"] = f(m.bytes_per_conn(o.cell));
             v["pss_kb_before"] = json!(m.pss_kb.0);
             v["pss_kb_after"] = json!(m.pss_kb.1);

@@ -1,6 +1,6 @@
 //! `echo-lab`: serve the echo handler on each runtime, load it, and compare the runtimes.
 //!
-//! - `echo-lab serve --runtime reactor|uring|aio|tokio [--addr A]`: an echo server;
+//! - `echo-lab serve --runtime reactor|uring|aio|tokio|mio [--addr A]`: an echo server;
 //! - `echo-lab bench --addr A`: a ping-pong load that verifies every byte and reports
 //!   throughput and latency;
 //! - `echo-lab demo`: both of the above, for every runtime and the tokio baseline, in
@@ -15,6 +15,7 @@ mod bench;
 mod bulk;
 mod demo;
 mod lab;
+mod mio_echo;
 mod perf;
 mod seqdiag;
 mod serve;

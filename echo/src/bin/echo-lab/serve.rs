@@ -22,18 +22,21 @@ pub enum Server {
     Runtime(RuntimeKind),
     /// The idiomatic tokio echo loop on a `current_thread` runtime: the baseline.
     Tokio,
+    /// A hand-written edge-triggered mio loop: the readiness limit (see `mio_echo`).
+    Mio,
     /// One of the seed document's classic I/O-model servers (`echo::models`).
     Model(Model),
 }
 
 impl Server {
     /// Every server, in the order they are presented.
-    pub const ALL: [Server; 5] = [
+    pub const ALL: [Server; 6] = [
         Server::Runtime(RuntimeKind::Reactor),
         Server::Runtime(RuntimeKind::Uring),
         Server::Runtime(RuntimeKind::Aio),
         Server::Runtime(RuntimeKind::ProactorEpoll),
         Server::Tokio,
+        Server::Mio,
     ];
 
     /// Every server `serve` knows: the runtimes, tokio, and the classic models.
@@ -48,6 +51,7 @@ impl Server {
         match self {
             Server::Runtime(kind) => kind.name(),
             Server::Tokio => "tokio",
+            Server::Mio => "mio",
             Server::Model(model) => model.name(),
         }
     }
@@ -65,8 +69,8 @@ impl FromStr for Server {
     fn from_str(s: &str) -> Result<Server, String> {
         Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
             format!(
-                "unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll, tokio, threads, \
-                 fork, nonblocking, poll, sigio)"
+                "unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll, tokio, mio, \
+                 threads, fork, nonblocking, poll, sigio)"
             )
         })
     }
@@ -77,7 +81,8 @@ impl FromStr for Server {
 pub struct ServeArgs {
     /// The runtime to serve on: reactor (epoll), uring (io_uring), aio (POSIX aio, glibc's
     /// helper threads), proactor-epoll (the proactor with completion emulated on epoll),
-    /// tokio (the baseline), or one of the seed's classic models: threads
+    /// tokio (the baseline), mio (a hand-written edge-triggered loop: the readiness limit), or
+    /// one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
     /// polling every socket), poll (a poll(2) loop), sigio (signal-driven I/O).
     #[arg(long, default_value = "reactor")]
@@ -136,7 +141,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
 pub fn run(a: &ServeArgs) -> Result<(), String> {
-    if matches!(a.runtime, Server::Tokio | Server::Model(_))
+    if matches!(a.runtime, Server::Tokio | Server::Mio | Server::Model(_))
         && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some() || a.stats)
     {
         return Err(
@@ -149,7 +154,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let on_signal = {
         let (runtime, grace, shutdown, stats) = (a.runtime, a.grace, shutdown.clone(), stats.clone());
         move |_| {
-            if matches!(runtime, Server::Tokio | Server::Model(_)) {
+            if matches!(runtime, Server::Tokio | Server::Mio | Server::Model(_)) {
                 // No graceful stop for these: exit at once (a fork model's children die with
                 // the process, see `echo::models::fork`).
                 eprintln!("shutting down");
@@ -174,7 +179,8 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let kind = match a.runtime {
         Server::Runtime(kind) => kind,
         Server::Tokio => return run_tokio(a),
-        Server::Model(model) => return run_model(a, model),
+        Server::Mio => return run_model(a, crate::mio_echo::serve),
+        Server::Model(model) => return run_model(a, |listener| model.serve(listener)),
     };
     // Create a probe of the runtime now, so that a machine without io_uring, or out of file
     // descriptors, gets the reason instead of a listen line.
@@ -292,8 +298,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
 }
 
 /// The baseline, until SIGINT or SIGTERM (which exit the process).
-/// Serves with one of the classic models until the process is signalled.
-fn run_model(a: &ServeArgs, model: Model) -> Result<(), String> {
+/// Serves with one of the classic models (or the mio loop) until the process is signalled.
+fn run_model(a: &ServeArgs, serve: impl FnOnce(TcpListener) -> io::Result<()>) -> Result<(), String> {
+    let model = a.runtime;
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -302,7 +309,7 @@ fn run_model(a: &ServeArgs, model: Model) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
-    model.serve(listener).map_err(|e| format!("the {model} server stopped: {e}"))
+    serve(listener).map_err(|e| format!("the {model} server stopped: {e}"))
 }
 
 fn run_tokio(a: &ServeArgs) -> Result<(), String> {

@@ -63,6 +63,8 @@ pub struct StatTimes {
     pub system_s: f64,
     /// User + system time of the children it has waited for (fields 16 and 17).
     pub reaped_children_s: f64,
+    /// The user-mode part of `reaped_children_s` (field 16).
+    pub reaped_children_user_s: f64,
 }
 
 /// Reads [`StatTimes`] of process `pid`.
@@ -76,6 +78,7 @@ pub fn stat_times(pid: u32) -> io::Result<StatTimes> {
         user_s: field(14) / hz,
         system_s: field(15) / hz,
         reaped_children_s: (field(16) + field(17)) / hz,
+        reaped_children_user_s: field(16) / hz,
     })
 }
 
