@@ -806,7 +806,7 @@ pub(crate) fn start_server(
     let mut guard =
         ChildGuard(cmd.spawn().map_err(|e| format!("cannot start the server: {e}"))?, Some(counts_rx));
 
-    // Read the `listening on ADDR (runtime NAME)` line, or the error, in bounded time.
+    // Read the `listening on ADDR (PROTOCOLS, runtime NAME)` line, or the error, in bounded time.
     let stdout = guard.0.stdout.take().expect("stdout is piped");
     let stderr = guard.0.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();

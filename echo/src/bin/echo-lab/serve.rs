@@ -305,7 +305,7 @@ fn run_model(a: &ServeArgs, serve: impl FnOnce(TcpListener) -> io::Result<()>) -
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let mut out = io::stdout().lock();
-    writeln!(out, "listening on {local} (runtime {model})")
+    writeln!(out, "listening on {local} (tcp, runtime {model})")
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
