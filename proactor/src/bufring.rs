@@ -194,6 +194,8 @@ impl BufRing {
             next_ticket: Cell::new(0),
         };
         if !buf_ring.grow() {
+            // The kernel must let go of the descriptors before `Drop` frees them.
+            let _ = ring.submitter().unregister_buf_ring(group);
             return Err(io::ErrorKind::OutOfMemory.into());
         }
         Ok(buf_ring)
