@@ -191,7 +191,6 @@ macro_rules! counters {
         }
 
         /// Adds 1 to the counter `field` picks.
-        #[allow(dead_code)]
         pub(crate) fn bump(field: fn(&Counters) -> &::std::cell::Cell<u64>) {
             add(field, 1);
         }

@@ -534,9 +534,8 @@ impl Driver {
 
     /// A CQE of a multishot datagram receive names its buffer with the same flag as one of the
     /// shared ring: move it to [`DGRAM_BUFFER`] (see there), and count it taken from its ring.
-    fn datagram_completion(&self, index: usize, completion: Completion) -> Completion {
-        let is_dgram = self.kinds.borrow().get(index) == Some(&KIND_RECV_DGRAM);
-        if !is_dgram || completion.buffer().is_none() {
+    fn datagram_completion(&self, kind: u8, completion: Completion) -> Completion {
+        if kind != KIND_RECV_DGRAM || completion.buffer().is_none() {
             return completion;
         }
         if let (Some(ring), Some(bid)) = (self.dgram_ring.get().and_then(Option::as_ref), completion.buffer())
@@ -770,7 +769,9 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let mut completion = self.datagram_completion(index, completion);
+        // One look at the slot's kind, for the datagram flag and the counters.
+        let kind = self.kinds.borrow().get(index).copied().unwrap_or(0);
+        let mut completion = self.datagram_completion(kind, completion);
         if let (Some(bid), Some(ring)) = (completion.buffer(), &self.buf_ring) {
             completion.offset =
                 ring.taken(bid, completion.result.max(0) as u32, uring::buffer_more(&completion));
@@ -782,7 +783,7 @@ impl Driver {
             return;
         };
         if completion.result != -libc::ECANCELED {
-            match self.kinds.borrow().get(index).copied().unwrap_or(0) {
+            match kind {
                 KIND_ACCEPT => stats::bump(|c| &c.accepts),
                 KIND_CONNECT => stats::bump(|c| &c.connects),
                 KIND_RECV => {

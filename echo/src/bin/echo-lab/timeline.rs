@@ -25,6 +25,8 @@ use std::time::Instant;
 use reactor::trace::Step;
 use serde_json::{json, Map, Value};
 
+use crate::seqdiag::{before, number_after};
+
 /// One event, before it is placed in time order.
 struct Event {
     /// Nanoseconds since the first step.
@@ -468,19 +470,6 @@ fn call_name(s: &str) -> Option<&str> {
     let (name, _) = s.split_once('(')?;
     (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
         .then_some(name)
-}
-
-/// `text` up to the first of `stops`, trimmed.
-fn before<'a>(text: &'a str, stops: &[&str]) -> &'a str {
-    let end = stops.iter().filter_map(|s| text.find(s)).min().unwrap_or(text.len());
-    text[..end].trim()
-}
-
-/// The number after `word` in `text` ("result 7" → 7).
-fn number_after(text: &str, word: &str) -> Option<i64> {
-    let rest = &text[text.find(word)? + word.len()..];
-    let digits: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect();
-    digits.parse().ok()
 }
 
 /// Microseconds, with nanoseconds as decimals.
