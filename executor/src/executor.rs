@@ -103,6 +103,13 @@ thread_local! {
     /// (null when none is): what [`runs_driver`] compares with, on every wait of every
     /// operation, without borrowing `CURRENT` and downcasting its driver.
     static RUNNING_DRIVER: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+    /// The run queue of the runtime whose `block_on` is running on this thread: moved here
+    /// from its `Core` for the duration (and back after), so that a wake-up on this thread
+    /// (every I/O event's) reaches it in one thread-local access, without borrowing `CURRENT`.
+    static RUN_QUEUE: RefCell<VecDeque<Arc<Header>>> = const { RefCell::new(VecDeque::new()) };
+    /// The address of that runtime's [`Shared`] (null when none runs), which a waker's header
+    /// names: compared, never dereferenced.
+    static RUNNING_SHARED: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
 }
 
 /// The loop's settings (the driver has its own).
@@ -173,23 +180,35 @@ impl Shared {
     }
 }
 
-/// Queues a woken task: on the local run queue when called on the runtime's thread, on the
-/// remote queue (plus an unpark) otherwise. The caller has set the `SCHEDULED` bit.
+/// Queues a woken task: on the local run queue when called on the thread running its runtime,
+/// on the remote queue (plus an unpark) otherwise. The caller has set the `SCHEDULED` bit.
+#[inline]
 pub(crate) fn schedule(header: Arc<Header>) {
-    // One thread-local access on this hot path: the header is taken out of `pending` only when
-    // it goes onto the local run queue.
-    let mut pending = Some(header);
-    let _ = CURRENT.try_with(|current| {
-        if let Ok(Some(core)) = current.try_borrow().as_deref() {
-            if pending.as_ref().is_some_and(|header| Arc::ptr_eq(&core.shared, &header.shared)) {
-                core.run_queue.borrow_mut().extend(pending.take());
+    if RUNNING_SHARED.get() == Arc::as_ptr(&header.shared) {
+        // `try_`: never fails while a runtime runs here (the queue is only borrowed for a push
+        // or a pop, and lives until the thread exits), but be robust anyway.
+        let mut pending = Some(header);
+        let _ = RUN_QUEUE.try_with(|queue| {
+            if let (Ok(mut queue), Some(header)) = (queue.try_borrow_mut(), pending.take()) {
+                queue.push_back(header);
             }
+        });
+        if let Some(header) = pending {
+            remote(header);
         }
-    });
-    if let Some(header) = pending {
+        return;
+    }
+    remote(header);
+
+    fn remote(header: Arc<Header>) {
         let shared = header.shared.clone();
         shared.push_remote(header);
     }
+}
+
+/// Queues a task on the run queue of `shared`'s runtime, which runs on this thread.
+fn push_local(header: Arc<Header>) {
+    RUN_QUEUE.with_borrow_mut(|queue| queue.push_back(header));
 }
 
 /// Charges one I/O operation to the running task's budget; `Pending` (after waking the task)
@@ -277,8 +296,18 @@ impl Core {
         let future: BoxFuture = Box::pin(future);
         entry.insert(Task::new(header.clone(), future));
         drop(tasks);
-        self.run_queue.borrow_mut().push_back(header.clone());
+        self.push(header.clone());
         JoinHandle::new(Rc::downgrade(self), header)
+    }
+
+    /// Queues a task of this runtime: on the thread-local run queue while this runtime runs,
+    /// on its own otherwise (moved there when it starts running).
+    fn push(&self, header: Arc<Header>) {
+        if RUNNING_SHARED.get() == Arc::as_ptr(&self.shared) {
+            push_local(header);
+        } else {
+            self.run_queue.borrow_mut().push_back(header);
+        }
     }
 
     /// Polls one task (or drops it, if aborted) and records how it finished.
@@ -365,7 +394,7 @@ impl Core {
         if unparked {
             let remote = std::mem::take(&mut self.shared.remote().queue);
             stats::add(|c| &c.remote_wakeups, remote.len() as u64);
-            self.run_queue.borrow_mut().extend(remote);
+            RUN_QUEUE.with_borrow_mut(|queue| queue.extend(remote));
         }
         for waker in wakers.drain(..) {
             waker.wake();
@@ -447,11 +476,11 @@ impl<D: Park> Runtime<D> {
         let mut future = pin!(future);
         let main = Arc::new(Header::new(MAIN_TASK, core.shared.clone()));
         main.set(task::SCHEDULED);
-        core.run_queue.borrow_mut().push_back(main.clone());
+        push_local(main.clone());
         let main_waker = waker_ref(&main);
         loop {
             for _ in 0..core.config.event_interval {
-                let Some(header) = core.run_queue.borrow_mut().pop_front() else { break };
+                let Some(header) = RUN_QUEUE.with_borrow_mut(VecDeque::pop_front) else { break };
                 header.unschedule();
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);
@@ -465,7 +494,7 @@ impl<D: Park> Runtime<D> {
                     core.run_task(&header);
                 }
             }
-            let idle = core.run_queue.borrow().is_empty();
+            let idle = RUN_QUEUE.with_borrow(VecDeque::is_empty);
             core.park(&*self.driver, idle);
         }
     }
@@ -528,6 +557,9 @@ impl Enter {
             *current = Some(core.clone());
         });
         RUNNING_DRIVER.set(driver);
+        // The runtime's queue (tasks spawned before it ran) becomes the thread's.
+        RUN_QUEUE.with_borrow_mut(|queue| std::mem::swap(queue, &mut core.run_queue.borrow_mut()));
+        RUNNING_SHARED.set(Arc::as_ptr(&core.shared));
         Enter
     }
 }
@@ -537,6 +569,11 @@ impl Drop for Enter {
         let core = CURRENT.with(|current| current.borrow_mut().take());
         BUDGET.set(u32::MAX);
         RUNNING_DRIVER.set(std::ptr::null());
+        RUNNING_SHARED.set(std::ptr::null());
+        // Tasks still queued wait in their runtime for its next `block_on`.
+        if let Some(core) = &core {
+            RUN_QUEUE.with_borrow_mut(|queue| std::mem::swap(queue, &mut core.run_queue.borrow_mut()));
+        }
         drop(core);
     }
 }
