@@ -63,7 +63,6 @@ pub(crate) use executor::readiness::Exhausted;
 use executor::readiness::{self, readiness_of};
 use executor::readiness::{ERROR, READABLE, READ_CLOSED, URGENT, WRITABLE, WRITE_CLOSED};
 use executor::{Notifier, Park, Unpark};
-use slab::Slab;
 
 use crate::stats;
 use crate::sys;
@@ -113,7 +112,8 @@ fn runtime_dropped() -> io::Error {
     io::Error::other("the reactor runtime this socket belongs to was dropped")
 }
 
-/// The state of one registration: 24 bytes (40 with the `Rc`'s counts), one per socket.
+/// The state of one registration: 24 bytes (40 with the `Rc`'s counts, a 48-byte heap
+/// block), plus the registry's 8, one per socket.
 ///
 /// Shared by the socket that owns the fd ([`IoSource`]) and the driver (its registry, then its
 /// release list). Operations reach it through the socket's `Rc`, the dispatch of an event
@@ -127,6 +127,12 @@ fn runtime_dropped() -> io::Error {
 /// event wakes every waiter whose interest it concerns and removes it. Invariant: a waiter waits
 /// for a direction only while that direction's readiness bits (see [`Direction::mask`]) are
 /// clear.
+///
+/// The inline waker stays stored after its task was woken (a clone is woken; its interest bits
+/// are cleared): the same task almost always waits on the socket again, and then waiting is one
+/// `will_wake` comparison, with no clone and no check of which runtime is running (the task
+/// that was stored is one of this driver's runtime). A waker whose interest bits are clear is
+/// only that cache, and any other task's waker replaces it.
 pub(crate) struct ScheduledIo {
     waker: Cell<Option<Waker>>,
     /// The registration's key in the driver's registry and in `others`; fixed for its life.
@@ -175,36 +181,62 @@ impl ScheduledIo {
         }
     }
 
-    /// Records that the task of `waker` waits for `direction`.
+    /// Records that the task of `waker` waits for `direction`: `false` (and nothing recorded)
+    /// if that task may belong to another runtime than this driver's, which could never wake it.
     #[inline]
-    fn add_waiter(&self, waker: &Waker, direction: Direction, driver: &Driver) {
-        match self.waker.take() {
-            None => {
-                self.waker.set(Some(waker.clone()));
-                self.interest.set((self.interest.get() & HAS_OTHERS) | bit(direction));
-            }
-            Some(stored) => {
-                let same = stored.will_wake(waker);
+    fn add_waiter(&self, waker: &Waker, direction: Direction, driver: &Driver) -> bool {
+        let interest = self.interest.get();
+        let stored = match self.waker.take() {
+            Some(stored) if stored.will_wake(waker) => {
+                // The same task as last time, which was polled by this driver's runtime.
                 self.waker.set(Some(stored));
-                if same {
-                    self.interest.set(self.interest.get() | bit(direction));
-                } else {
-                    driver.add_other_waiter(self, waker, bit(direction));
-                }
+                self.interest.set(interest | bit(direction));
+                return true;
+            }
+            stored => stored,
+        };
+        if !executor::runs_driver::<Driver>(driver) {
+            self.waker.set(stored);
+            return false;
+        }
+        match stored {
+            Some(stored) if interest & (WAITS_READ | WAITS_WRITE) != 0 => {
+                // Another task waits here already.
+                self.waker.set(Some(stored));
+                driver.add_other_waiter(self, waker, bit(direction));
+            }
+            // Empty, or only the cache of a task that no longer waits: this task's now.
+            cache => {
+                self.waker.set(Some(waker.clone()));
+                self.interest.set((interest & HAS_OTHERS) | bit(direction));
+                drop(cache);
             }
         }
+        true
     }
 
-    /// Moves the wakers of the waiters that `ready` concerns into `wakers`.
+    /// Moves (clones of) the wakers of the waiters that `ready` concerns into `wakers`; the
+    /// inline one stays stored, as a cache (see the type's docs).
     #[inline]
     fn take_waiters(&self, ready: u8, driver: &Driver, wakers: &mut Vec<Waker>) {
         let interest = self.interest.get();
         if ready & interest_mask(interest) != 0 {
             self.interest.set(interest & HAS_OTHERS);
-            wakers.extend(self.waker.take());
+            let stored = self.waker.take();
+            wakers.extend(stored.as_ref().map(Waker::clone));
+            self.waker.set(stored);
         }
         if interest & HAS_OTHERS != 0 && driver.take_other_waiters(self.index, ready, wakers) {
             self.interest.set(self.interest.get() & !HAS_OTHERS);
+        }
+    }
+
+    /// Every stored waker, the cached inline one included, into `wakers`.
+    fn take_all_waiters(&self, driver: &Driver, wakers: &mut Vec<Waker>) {
+        self.interest.set(0);
+        wakers.extend(self.waker.take());
+        if let Some(others) = driver.others.borrow_mut().remove(&self.index) {
+            wakers.extend(others.into_iter().map(|(waker, _)| waker));
         }
     }
 }
@@ -235,6 +267,55 @@ mod token {
     }
 }
 
+/// Every registration whose fd may be in the epoll set, by index: 8 bytes per registration
+/// (an `Rc`, whose niche is the vacant slot), plus 4 per vacant slot.
+#[derive(Debug)]
+struct Registry {
+    slots: Vec<Option<Rc<ScheduledIo>>>,
+    /// The vacant slots, the most recently vacated last: reused first.
+    vacant: Vec<u32>,
+}
+
+impl Registry {
+    fn with_capacity(capacity: usize) -> Registry {
+        Registry { slots: Vec::with_capacity(capacity), vacant: Vec::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.vacant.len()
+    }
+
+    /// The index the next [`insert`](Self::insert) must use.
+    fn next_index(&self) -> io::Result<u32> {
+        match self.vacant.last() {
+            Some(&index) => Ok(index),
+            None => u32::try_from(self.slots.len()).map_err(|_| io::Error::other("too many registrations")),
+        }
+    }
+
+    /// Inserts `io` at its index, which [`next_index`](Self::next_index) gave.
+    fn insert(&mut self, io: Rc<ScheduledIo>) {
+        let index = io.index;
+        if self.vacant.last() == Some(&index) {
+            self.vacant.pop();
+            self.slots[index as usize] = Some(io);
+        } else {
+            debug_assert_eq!(index as usize, self.slots.len());
+            self.slots.push(Some(io));
+        }
+    }
+
+    fn remove(&mut self, index: u32) -> Option<Rc<ScheduledIo>> {
+        let io = self.slots.get_mut(index as usize)?.take()?;
+        self.vacant.push(index);
+        Some(io)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Rc<ScheduledIo>> {
+        self.slots.iter().flatten()
+    }
+}
+
 /// The epoll instance and every registration on it. Lives on the runtime's thread.
 #[derive(Debug)]
 pub struct Driver {
@@ -245,7 +326,7 @@ pub struct Driver {
     /// Every registration whose fd may be in the epoll set: what keeps its state alive while
     /// the kernel may report it, how `shut_down` reaches every waiter, and what
     /// `registrations` counts. Touched only when a socket is registered or deregistered.
-    registry: RefCell<Slab<Rc<ScheduledIo>>>,
+    registry: RefCell<Registry>,
     /// States deregistered since the last turn began. Their fds have left the epoll set, but
     /// the batch being dispatched may have been collected before that and name them; freeing
     /// them when the next turn begins, before its `epoll_wait`, means no batch ever names a
@@ -269,7 +350,7 @@ impl Driver {
             epoll,
             notifier: Arc::new(notifier),
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; events_per_wait.max(1)]),
-            registry: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
+            registry: RefCell::new(Registry::with_capacity(executor::slab_capacity())),
             released: RefCell::new(Vec::new()),
             others: RefCell::new(HashMap::new()),
             alive: Cell::new(true),
@@ -283,8 +364,7 @@ impl Driver {
 
     fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Rc<ScheduledIo>> {
         let mut registry = self.registry.borrow_mut();
-        let entry = registry.vacant_entry();
-        let index = u32::try_from(entry.key()).map_err(|_| io::Error::other("too many registrations"))?;
+        let index = registry.next_index()?;
         let readiness = if self.alive.get() { 0 } else { SHUT_DOWN };
         let io = Rc::new(ScheduledIo {
             waker: Cell::new(None),
@@ -298,7 +378,7 @@ impl Driver {
         }
         let events = executor::sys::EPOLL_SOCKET_EVENTS;
         sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, token::of(&io))?;
-        entry.insert(io.clone());
+        registry.insert(io.clone());
         Ok(io)
     }
 
@@ -314,9 +394,9 @@ impl Driver {
         io.interest.set(0);
         let waker = io.waker.take();
         if removed {
-            let state = self.registry.borrow_mut().remove(io.index as usize);
-            debug_assert!(std::ptr::eq(Rc::as_ptr(&state), io));
-            self.released.borrow_mut().push(state);
+            let state = self.registry.borrow_mut().remove(io.index);
+            debug_assert!(state.as_ref().is_some_and(|state| std::ptr::eq(Rc::as_ptr(state), io)));
+            self.released.borrow_mut().extend(state);
         }
         // Otherwise the fd was closed or replaced behind the socket's back (`DEL` fails only
         // then), and the kernel may go on reporting the open file under this token: the state
@@ -421,9 +501,9 @@ impl Park for Driver {
     /// forever.
     fn shut_down(&self, wakers: &mut Vec<Waker>) {
         self.alive.set(false);
-        for (_, io) in self.registry.borrow().iter() {
+        for io in self.registry.borrow().iter() {
             io.readiness.set(io.readiness.get() | SHUT_DOWN);
-            io.take_waiters(u8::MAX, self, wakers);
+            io.take_all_waiters(self, wakers);
         }
     }
 }
@@ -470,15 +550,13 @@ impl IoSource {
 
     /// Records the task as a waiter for `direction`.
     fn wait(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
-        // Only this driver's runtime can wake the task, so it must be the one running (a
-        // socket awaited from another runtime would otherwise wait forever).
-        if !executor::runs_driver::<Driver>(&self.driver) {
-            return Poll::Ready(Err(io::Error::other(
-                "socket used outside the reactor runtime it was created in",
-            )));
+        if self.io.add_waiter(cx.waker(), direction, &self.driver) {
+            Poll::Pending
+        } else {
+            // Only this driver's runtime can wake the task, so it must be the one running (a
+            // socket awaited from another runtime would otherwise wait forever).
+            Poll::Ready(Err(io::Error::other("socket used outside the reactor runtime it was created in")))
         }
-        self.io.add_waiter(cx.waker(), direction, &self.driver);
-        Poll::Pending
     }
 
     /// Runs the non-blocking syscall `op` once readiness allows, clearing readiness and waiting
@@ -561,6 +639,14 @@ mod tests {
 
     use super::*;
 
+    /// Runs `test` inside `block_on` of a runtime on a fresh driver (a task waits only on the
+    /// driver of the runtime that polls it), handing it the driver. `test` runs within one
+    /// poll: the driver turns only when `test` calls `turn`.
+    fn on_a_driver(test: impl FnOnce(&Rc<Driver>)) {
+        let runtime = executor::Runtime::new(Driver::new(16).unwrap(), executor::Config::default(), 64);
+        runtime.block_on(async { test(runtime.driver()) });
+    }
+
     /// A non-blocking Unix stream pair: the first end registered with `driver`, the second
     /// left to the test as the peer.
     fn registered_pair(driver: &Rc<Driver>) -> (IoSource, UnixStream) {
@@ -569,80 +655,116 @@ mod tests {
         (IoSource::new(driver.clone(), ours.into()).unwrap(), peer)
     }
 
+    /// A waker of its own (wakers of distinct `Task`s never `will_wake` each other).
+    fn task_waker() -> Waker {
+        struct Task;
+        impl futures_task::ArcWake for Task {
+            fn wake_by_ref(_: &Arc<Self>) {}
+        }
+        futures_task::waker(Arc::new(Task))
+    }
+
     #[test]
     fn a_registration_token_is_never_the_notifiers() {
-        let driver = Rc::new(Driver::new(16).unwrap());
-        let (source, _peer) = registered_pair(&driver);
-        assert_ne!(token::of(&source.io), NOTIFY_TOKEN);
-        // SAFETY: `source` holds the state alive for the whole borrow.
-        let io = unsafe { token::state(token::of(&source.io)) };
-        assert!(std::ptr::eq(io, &*source.io));
+        on_a_driver(|driver| {
+            let (source, _peer) = registered_pair(driver);
+            assert_ne!(token::of(&source.io), NOTIFY_TOKEN);
+            // SAFETY: `source` holds the state alive for the whole borrow.
+            let io = unsafe { token::state(token::of(&source.io)) };
+            assert!(std::ptr::eq(io, &*source.io));
+        });
     }
 
     #[test]
     fn a_deregistered_state_lives_until_the_next_turn_begins() {
-        let driver = Rc::new(Driver::new(16).unwrap());
-        let (source, _peer) = registered_pair(&driver);
-        let state = Rc::downgrade(&source.io);
-        assert_eq!(driver.registrations(), 1);
-        drop(source);
-        assert_eq!(driver.registrations(), 0);
-        assert!(state.upgrade().is_some(), "freed at once: the batch being dispatched could name it");
-        driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
-        assert!(state.upgrade().is_none(), "still alive after the next turn began");
+        on_a_driver(|driver| {
+            let (source, _peer) = registered_pair(driver);
+            let state = Rc::downgrade(&source.io);
+            assert_eq!(driver.registrations(), 1);
+            drop(source);
+            assert_eq!(driver.registrations(), 0);
+            assert!(state.upgrade().is_some(), "freed at once: the batch being dispatched could name it");
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            assert!(state.upgrade().is_none(), "still alive after the next turn began");
+        });
     }
 
     #[test]
     fn a_closed_sockets_pending_event_cannot_reach_the_socket_that_reuses_its_slot() {
-        let driver = Rc::new(Driver::new(16).unwrap());
-        let (a, mut peer_a) = registered_pair(&driver);
-        // A second descriptor of the same open file, so that the file (and, had the driver
-        // not removed it from the epoll set, its registration) outlives `a`'s close.
-        let dup = a.fd().try_clone_to_owned().unwrap();
-        let (a_index, a_state) = (a.io.index, Rc::downgrade(&a.io));
-        peer_a.write_all(b"a").unwrap(); // an event for `a` is now pending in the kernel
-        drop(a);
-        // In the same turn, a new socket takes `a`'s registry slot (and most likely its fd
-        // number), and gets an event of its own; `a`'s file gets another one.
-        let (b, mut peer_b) = registered_pair(&driver);
-        assert_eq!(b.io.index, a_index, "the slot is reused at once");
-        let woken = futures_task::noop_waker();
-        b.io.add_waiter(&woken, Direction::Read, &driver);
-        peer_b.write_all(b"b").unwrap();
-        peer_a.write_all(b"more").unwrap();
+        on_a_driver(|driver| {
+            let (a, mut peer_a) = registered_pair(driver);
+            // A second descriptor of the same open file, so that the file (and, had the
+            // driver not removed it from the epoll set, its registration) outlives `a`'s close.
+            let dup = a.fd().try_clone_to_owned().unwrap();
+            let (a_index, a_state) = (a.io.index, Rc::downgrade(&a.io));
+            peer_a.write_all(b"a").unwrap(); // an event for `a` is now pending in the kernel
+            drop(a);
+            // In the same turn, a new socket takes `a`'s registry slot (and most likely its fd
+            // number) and gets an event of its own; `a`'s file gets another one.
+            let (b, mut peer_b) = registered_pair(driver);
+            assert_eq!(b.io.index, a_index, "the slot is reused at once");
+            let waker = task_waker();
+            assert!(b.io.add_waiter(&waker, Direction::Read, driver));
+            peer_b.write_all(b"b").unwrap();
+            peer_a.write_all(b"more").unwrap();
 
-        let before = crate::stats();
-        let mut wakers = Vec::new();
-        driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
-        let s = crate::stats().since(&before);
-        assert_eq!(s.events, 1, "only `b`'s event: {s:?}");
-        assert_eq!(wakers.len(), 1);
-        assert!(wakers[0].will_wake(&woken));
-        assert!(b.io.is_ready(Direction::Read).unwrap());
-        assert!(a_state.upgrade().is_none(), "`a`'s state was freed when the turn began");
-        drop(dup);
+            let before = crate::stats();
+            let mut wakers = Vec::new();
+            driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
+            let s = crate::stats().since(&before);
+            assert_eq!(s.events, 1, "only `b`'s event: {s:?}");
+            assert_eq!(wakers.len(), 1);
+            assert!(wakers[0].will_wake(&waker));
+            assert!(b.io.is_ready(Direction::Read).unwrap());
+            assert!(a_state.upgrade().is_none(), "`a`'s state was freed when the turn began");
+            drop(dup);
+        });
+    }
+
+    #[test]
+    fn a_woken_tasks_cached_waker_is_replaced_by_the_next_task_not_woken_again() {
+        on_a_driver(|driver| {
+            let (source, mut peer) = registered_pair(driver);
+            let (first, second) = (task_waker(), task_waker());
+            assert!(source.io.add_waiter(&first, Direction::Read, driver));
+            peer.write_all(b"1").unwrap();
+            let mut wakers = Vec::new();
+            driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
+            assert!(wakers.len() == 1 && wakers[0].will_wake(&first));
+            // The first task stops waiting (its readiness is consumed), another one starts.
+            source.io.clear(Direction::Read, Exhausted::WouldBlock);
+            assert!(source.io.add_waiter(&second, Direction::Read, driver));
+            assert!(driver.others.borrow().is_empty(), "a task that no longer waits is no waiter");
+            peer.write_all(b"2").unwrap();
+            wakers.clear();
+            driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
+            assert!(wakers.len() == 1 && wakers[0].will_wake(&second), "woke the wrong task");
+        });
+    }
+
+    #[test]
+    fn waiting_outside_the_drivers_runtime_is_refused() {
+        let driver = Rc::new(Driver::new(16).unwrap());
+        let (source, _peer) = registered_pair(&driver);
+        assert!(!source.io.add_waiter(&task_waker(), Direction::Read, &driver));
+        assert!(driver.others.borrow().is_empty());
     }
 
     #[test]
     fn after_shut_down_operations_fail_and_waiters_are_handed_back() {
-        let driver = Rc::new(Driver::new(16).unwrap());
-        let (source, _peer) = registered_pair(&driver);
-        let (first, second) = (futures_task::noop_waker(), futures_task::waker(Arc::new(Other)));
-        source.io.add_waiter(&first, Direction::Read, &driver);
-        source.io.add_waiter(&second, Direction::Write, &driver);
-        assert_eq!(driver.others.borrow().len(), 1, "a second task's waker goes to `others`");
-        let mut wakers = Vec::new();
-        driver.shut_down(&mut wakers);
-        assert_eq!(wakers.len(), 2);
-        assert!(driver.others.borrow().is_empty());
-        assert!(source.io.is_ready(Direction::Read).is_err());
-        assert!(source.io.is_ready(Direction::Write).is_err());
-    }
-
-    struct Other;
-
-    impl futures_task::ArcWake for Other {
-        fn wake_by_ref(_: &Arc<Self>) {}
+        on_a_driver(|driver| {
+            let (source, _peer) = registered_pair(driver);
+            let (first, second) = (task_waker(), task_waker());
+            assert!(source.io.add_waiter(&first, Direction::Read, driver));
+            assert!(source.io.add_waiter(&second, Direction::Write, driver));
+            assert_eq!(driver.others.borrow().len(), 1, "a second task's waker goes to `others`");
+            let mut wakers = Vec::new();
+            driver.shut_down(&mut wakers);
+            assert_eq!(wakers.len(), 2);
+            assert!(driver.others.borrow().is_empty());
+            assert!(source.io.is_ready(Direction::Read).is_err());
+            assert!(source.io.is_ready(Direction::Write).is_err());
+        });
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl TcpStream {
     }
 
     /// Writes all of `buf`.
+    #[inline]
     pub fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
         write_all(self, buf)
     }
@@ -284,6 +285,7 @@ impl TcpStream {
         (ReadHalf { stream: self }, WriteHalf { stream: self })
     }
 
+    #[inline]
     fn poll_read_shared(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -291,6 +293,7 @@ impl TcpStream {
         self.io.poll_io(cx, Direction::Read, |fd| read_op(fd, buf))
     }
 
+    #[inline]
     fn poll_write_shared(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -368,6 +371,7 @@ fn connect_result(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Writes all of `buf`. A plain `poll_fn` rather than an `async fn`, so the future is just the
 /// two references: it is part of the state of every connection task that awaits it.
+#[inline]
 fn write_all<'a>(stream: &'a TcpStream, mut buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
     poll_fn(move |cx| {
         while !buf.is_empty() {
