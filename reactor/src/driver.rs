@@ -223,7 +223,7 @@ impl ScheduledIo {
         if ready & interest_mask(interest) != 0 {
             self.interest.set(interest & HAS_OTHERS);
             let stored = self.waker.take();
-            wakers.extend(stored.as_ref().map(Waker::clone));
+            wakers.extend(stored.clone());
             self.waker.set(stored);
         }
         if interest & HAS_OTHERS != 0 && driver.take_other_waiters(self.index, ready, wakers) {

@@ -314,9 +314,10 @@ pub struct ReadyRead<'a> {
 
 impl ReadyRead<'_> {
     /// One `read` syscall into `buf` (retried on `EINTR`): the bytes read, 0 at end of stream
-    /// (or if `buf` is empty). `WouldBlock` when there is nothing to read: if no read of this
-    /// call got anything, whatever the closure returns is dropped and it runs again at the next
-    /// readiness event (so a closure may read until `WouldBlock`, or stop earlier).
+    /// (or if `buf` is empty). `WouldBlock` when there is nothing to read; if no read of this
+    /// run of the closure got anything, whatever the closure returns is then dropped and it
+    /// runs again at the next readiness event. So a closure may read until `WouldBlock`, or
+    /// stop earlier.
     #[inline]
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {

@@ -1,9 +1,10 @@
 //! The syscall layer: every `unsafe` syscall of the crate lives here, and nothing else does:
 //! `accept4`, `read` and `send` (and, counted here, the shared `recvfrom`/`sendto` of UDP).
 //! (The crate's one other `unsafe`, turning an epoll token back into the registration it
-//! names, is fenced in the driver's `token` module.) The epoll calls, socket set-up, options, addresses and the
-//! eventfd are the shared executor's (`executor::sys`, which the proactor's epoll backend uses
-//! too); the epoll ones are wrapped here to count and trace them as this runtime's.
+//! names, is fenced in the driver's `token` module.) The epoll calls, socket set-up, options,
+//! addresses and the eventfd are the shared executor's (`executor::sys`, which the proactor's
+//! epoll backend uses too); the epoll ones are wrapped here to count and trace them as this
+//! runtime's.
 //!
 //! Each function is a thin, safe wrapper over one libc call. File descriptors come back as
 //! [`OwnedFd`], so closing is never forgotten and never done twice. A return value of `-1`
@@ -90,9 +91,9 @@ pub(crate) fn epoll_wait(
 pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    stats::bump(|c| &c.sys_accept);
     // SAFETY: the kernel writes at most `len` bytes of address into `storage`, which is live and
     // large enough for any address family, and updates `len`.
-    stats::bump(|c| &c.sys_accept);
     let conn = cvt(unsafe {
         libc::accept4(
             fd.as_raw_fd(),
