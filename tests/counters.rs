@@ -78,6 +78,17 @@ fn the_reactor_counts_a_read_and_a_write_per_echo_and_a_share_of_one_wait() {
 }
 
 #[test]
+fn the_reactor_echo_reads_once_per_message_and_never_gets_eagain() {
+    let s = one_connection!(reactor, reactor::Runtime::new().unwrap());
+    // Each message is read once, by a read shorter than the buffer, which clears readiness: the
+    // next `recv` waits for the next event instead of trying a read that would say EAGAIN. One
+    // more read gets the end of stream.
+    assert_eq!(s.would_block, 0, "{s:?}");
+    assert_eq!(s.sys_read, N + 1, "{s:?}");
+    assert_eq!(s.sys_write, N, "{s:?}");
+}
+
+#[test]
 fn io_uring_counts_a_recv_and_a_send_completion_per_echo_and_no_sqe_per_recv() {
     let s =
         one_connection!(proactor, echo::server::proactor_runtime(echo::server::RuntimeKind::Uring).unwrap());

@@ -79,21 +79,20 @@ pub async fn handle<C: Connection>(mut conn: C) -> io::Result<()> {
 impl Connection for reactor::net::TcpStream {
     type Buf = pool::PooledBuf;
 
-    async fn recv(&mut self) -> io::Result<Option<pool::PooledBuf>> {
-        loop {
-            // Wait without a buffer; take one only when there is something to read.
-            self.readable().await?;
+    // One readiness check and one `read` per message. The closure runs only once the socket is
+    // ready, so a waiting connection holds no buffer; on a stale readiness (`EAGAIN`) the
+    // buffer goes back to the pool and the closure runs again at the next event.
+    fn recv(&mut self) -> impl std::future::Future<Output = io::Result<Option<pool::PooledBuf>>> {
+        self.read_with(|ready| {
             let mut buf = pool::PooledBuf::take();
-            match self.try_read(buf.spare()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => {
+            match ready.read(buf.spare())? {
+                0 => Ok(None),
+                n => {
                     buf.set_len(n);
-                    return Ok(Some(buf));
+                    Ok(Some(buf))
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue, // spurious readiness
-                Err(e) => return Err(e),
             }
-        }
+        })
     }
 
     async fn send_all(&mut self, buf: pool::PooledBuf) -> io::Result<()> {

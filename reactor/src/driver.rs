@@ -4,13 +4,19 @@
 //!
 //! Every socket the runtime owns is registered once, when it is created, for
 //! `EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET`, and removed once, just before it is
-//! closed.
-//! Its state lives in a [`Slab`] of [`ScheduledIo`] slots. The 64-bit token the kernel hands
-//! back with each event packs the slot index with a *generation*: a counter bumped on every
-//! registration. An event whose generation does not match the slot's is stale (its fd was closed
-//! and the slot reused) and wakes nobody. Deregistered slots are also not freed at once but put
-//! on a release list that is emptied at the start of the next turn, so that a slot index can
-//! never be reused while an `epoll_wait` batch that might name it is being dispatched.
+//! closed. Its state, a [`ScheduledIo`] (readiness bits and the waiting task), is shared through
+//! an `Rc` by the socket and the driver, so an operation checks, clears and waits for readiness
+//! through its own pointer: a `Cell` load or store, no lookup, no borrow flag, no generation.
+//!
+//! The 64-bit token the kernel hands back with each event is the state's address, and the
+//! driver turns it back into a reference when it dispatches the event (in one fenced place, the
+//! `token` module). That is sound because of one invariant: **a state outlives every event that
+//! can name it.** The driver's registry holds each state from the `epoll_ctl(ADD)` until the fd
+//! has left the epoll set (`epoll_ctl(DEL)`, after which no `epoll_wait` reports it); a
+//! deregistered state then waits on a release list that is emptied only at the start of the
+//! next turn, so the batch being dispatched, which may have been collected before the `DEL`, can
+//! never name freed memory. A stale event (its socket closed, its fd number already reused by
+//! a new socket) lands in the closed socket's own state, which nobody waits on.
 //!
 //! # Why edge-triggered
 //!
@@ -43,123 +49,271 @@
 //! (an atomic flag), so a burst of remote wake-ups costs one `write` and one `read`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
 use std::io;
-use std::num::NonZeroU32;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 pub(crate) use executor::readiness::Direction;
-use executor::readiness::{self, readiness_of, Exhausted, READABLE};
+pub(crate) use executor::readiness::Exhausted;
+use executor::readiness::{self, readiness_of};
+use executor::readiness::{ERROR, READABLE, READ_CLOSED, URGENT, WRITABLE, WRITE_CLOSED};
 use executor::{Notifier, Park, Unpark};
-use slab::Slab;
 
 use crate::stats;
 use crate::sys;
 
-/// The token of the notifier's eventfd; registration tokens never reach it because slab
-/// indices are below `u32::MAX`.
+/// The token of the notifier's eventfd. A registration's token is the address of its state,
+/// which is aligned and so never `u64::MAX`.
 const NOTIFY_TOKEN: u64 = u64::MAX;
 
+/// A readiness bit of the driver's own, set in every registration when the runtime is dropped:
+/// operations then fail instead of waiting forever. It lives in the readiness byte so that an
+/// operation's readiness check covers it for free; no event sets it and nothing clears it.
+const SHUT_DOWN: u8 = 1 << 7;
+const _: () = assert!(
+    SHUT_DOWN & (READABLE | WRITABLE | READ_CLOSED | WRITE_CLOSED | ERROR | URGENT) == 0,
+    "SHUT_DOWN must be a bit that epoll readiness never uses"
+);
+
+/// In [`ScheduledIo::interest`]: the inline waker waits for reads, for writes; and some
+/// waiters of this registration are in the driver's `others` table.
+const WAITS_READ: u8 = 1;
+const WAITS_WRITE: u8 = 2;
+const HAS_OTHERS: u8 = 4;
+
 /// A direction as an interest bit of a waiting waker.
+#[inline]
 fn bit(direction: Direction) -> u8 {
     match direction {
-        Direction::Read => 1,
-        Direction::Write => 2,
-    }
-}
-
-/// Identifies one registration: slab index plus generation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Key {
-    index: u32,
-    generation: NonZeroU32,
-}
-
-impl Key {
-    fn token(self) -> u64 {
-        (u64::from(self.generation.get()) << 32) | u64::from(self.index)
-    }
-
-    /// `None` for a token no registration can have (generation 0).
-    fn from_token(token: u64) -> Option<Key> {
-        Some(Key { index: token as u32, generation: NonZeroU32::new((token >> 32) as u32)? })
-    }
-}
-
-/// The driver's state for one registered fd: 32 bytes (and so is its slab entry), one per
-/// connection.
-///
-/// Usually one task drives a socket (stream I/O takes `&mut self`), so the first waiter's
-/// waker is stored inline, with `interest` saying which directions it waits for. Other waiters
-/// (several tasks accepting on one listener, the halves of a split stream polled with separate
-/// wakers) go to `others`, allocated only then. An event wakes every waiter whose interest it
-/// concerns and removes it. Invariant: a waiter waits for a direction only while that
-/// direction's readiness bits (see [`Direction::mask`]) are clear.
-#[derive(Debug)]
-struct ScheduledIo {
-    /// Never zero, which lets the slab store a vacant entry in this field's spare value and
-    /// keep its entries at 32 bytes.
-    generation: NonZeroU32,
-    readiness: u8,
-    /// `Direction::bit`s `waker` waits for.
-    interest: u8,
-    waker: Option<Waker>,
-    // A box around the Vec keeps this field at one pointer when empty (the common case).
-    #[allow(clippy::box_collection)]
-    others: Option<Box<Vec<(Waker, u8)>>>,
-}
-
-impl ScheduledIo {
-    /// Records that the task of `waker` waits for `direction`.
-    fn add_waiter(&mut self, waker: &Waker, direction: Direction) {
-        match &self.waker {
-            None => {
-                self.waker = Some(waker.clone());
-                self.interest = bit(direction);
-            }
-            Some(w) if w.will_wake(waker) => self.interest |= bit(direction),
-            Some(_) => {
-                let others = self.others.get_or_insert_with(Box::default);
-                match others.iter_mut().find(|(w, _)| w.will_wake(waker)) {
-                    Some((_, interest)) => *interest |= bit(direction),
-                    None => others.push((waker.clone(), bit(direction))),
-                }
-            }
-        }
-    }
-
-    /// Moves the wakers of the waiters that `ready` concerns into `wakers`.
-    fn take_waiters(&mut self, ready: u8, wakers: &mut Vec<Waker>) {
-        if ready & interest_mask(self.interest) != 0 {
-            self.interest = 0;
-            wakers.extend(self.waker.take());
-        }
-        if let Some(others) = &mut self.others {
-            others.retain(|(waker, interest)| {
-                let concerned = ready & interest_mask(*interest) != 0;
-                if concerned {
-                    wakers.push(waker.clone());
-                }
-                !concerned
-            });
-            if others.is_empty() {
-                self.others = None;
-            }
-        }
+        Direction::Read => WAITS_READ,
+        Direction::Write => WAITS_WRITE,
     }
 }
 
 /// The readiness bits that concern a waker waiting for the directions in `interest`.
+#[inline]
 fn interest_mask(interest: u8) -> u8 {
     let mut mask = 0;
-    for direction in [Direction::Read, Direction::Write] {
-        if interest & bit(direction) != 0 {
-            mask |= direction.mask();
-        }
+    if interest & WAITS_READ != 0 {
+        mask |= Direction::Read.mask();
+    }
+    if interest & WAITS_WRITE != 0 {
+        mask |= Direction::Write.mask();
     }
     mask
+}
+
+fn runtime_dropped() -> io::Error {
+    io::Error::other("the reactor runtime this socket belongs to was dropped")
+}
+
+/// The state of one registration: 24 bytes (40 with the `Rc`'s counts, a 48-byte heap
+/// block), plus the registry's 8, one per socket.
+///
+/// Shared by the socket that owns the fd ([`IoSource`]) and the driver (its registry, then its
+/// release list). Operations reach it through the socket's `Rc`, the dispatch of an event
+/// through its token; both run on the runtime's thread, one at a time, so plain `Cell`s do.
+///
+/// Usually one task drives a socket (stream I/O takes `&mut self`), so the first waiter's
+/// waker is stored inline, with `interest` saying which directions it waits for. Other waiters
+/// (several tasks accepting on one listener, the halves of a split stream polled with separate
+/// wakers) go to the driver's `others` table, keyed by `index`, and `interest`'s `HAS_OTHERS`
+/// bit says that there are some: the rare case costs no space in every connection's state. An
+/// event wakes every waiter whose interest it concerns and removes it. Invariant: a waiter waits
+/// for a direction only while that direction's readiness bits (see [`Direction::mask`]) are
+/// clear.
+///
+/// The inline waker stays stored after its task was woken (a clone is woken; its interest bits
+/// are cleared): the same task almost always waits on the socket again, and then waiting is one
+/// `will_wake` comparison, with no clone and no check of which runtime is running (the task
+/// that was stored is one of this driver's runtime). A waker whose interest bits are clear is
+/// only that cache, and any other task's waker replaces it.
+pub(crate) struct ScheduledIo {
+    waker: Cell<Option<Waker>>,
+    /// The registration's key in the driver's registry and in `others`; fixed for its life.
+    index: u32,
+    /// `executor::readiness` bits, plus `SHUT_DOWN`.
+    readiness: Cell<u8>,
+    /// `WAITS_READ` and `WAITS_WRITE` for `waker`, plus `HAS_OTHERS`.
+    interest: Cell<u8>,
+}
+
+impl fmt::Debug for ScheduledIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScheduledIo")
+            .field("index", &self.index)
+            .field("readiness", &self.readiness.get())
+            .field("interest", &self.interest.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScheduledIo {
+    /// Whether `direction` is ready; an error once the runtime is gone.
+    #[inline]
+    fn is_ready(&self, direction: Direction) -> io::Result<bool> {
+        let readiness = self.readiness.get();
+        if readiness & (direction.mask() | SHUT_DOWN) == 0 {
+            return Ok(false);
+        }
+        if readiness & SHUT_DOWN != 0 {
+            return Err(runtime_dropped());
+        }
+        Ok(true)
+    }
+
+    /// An operation in `direction` exhausted the readiness it saw.
+    #[inline]
+    fn clear(&self, direction: Direction, why: Exhausted) {
+        let readiness = self.readiness.get();
+        let cleared = readiness::exhaust(readiness, direction, why);
+        self.readiness.set(readiness & !cleared);
+        if why == Exhausted::Short && cleared == READABLE {
+            stats::trace_step!(
+                "  short read: {} is drained; forget its readiness without an EAGAIN round trip",
+                stats::trace_fd(self.index)
+            );
+        }
+    }
+
+    /// Records that the task of `waker` waits for `direction`: `false` (and nothing recorded)
+    /// if that task may belong to another runtime than this driver's, which could never wake it.
+    #[inline]
+    fn add_waiter(&self, waker: &Waker, direction: Direction, driver: &Driver) -> bool {
+        let interest = self.interest.get();
+        let stored = match self.waker.take() {
+            Some(stored) if stored.will_wake(waker) => {
+                // The same task as last time, which was polled by this driver's runtime.
+                self.waker.set(Some(stored));
+                self.interest.set(interest | bit(direction));
+                return true;
+            }
+            stored => stored,
+        };
+        if !executor::runs_driver::<Driver>(driver) {
+            self.waker.set(stored);
+            return false;
+        }
+        match stored {
+            Some(stored) if interest & (WAITS_READ | WAITS_WRITE) != 0 => {
+                // Another task waits here already.
+                self.waker.set(Some(stored));
+                driver.add_other_waiter(self, waker, bit(direction));
+            }
+            // Empty, or only the cache of a task that no longer waits: this task's now.
+            cache => {
+                self.waker.set(Some(waker.clone()));
+                self.interest.set((interest & HAS_OTHERS) | bit(direction));
+                drop(cache);
+            }
+        }
+        true
+    }
+
+    /// Moves (clones of) the wakers of the waiters that `ready` concerns into `wakers`; the
+    /// inline one stays stored, as a cache (see the type's docs).
+    #[inline]
+    fn take_waiters(&self, ready: u8, driver: &Driver, wakers: &mut Vec<Waker>) {
+        let interest = self.interest.get();
+        if ready & interest_mask(interest) != 0 {
+            self.interest.set(interest & HAS_OTHERS);
+            let stored = self.waker.take();
+            wakers.extend(stored.clone());
+            self.waker.set(stored);
+        }
+        if interest & HAS_OTHERS != 0 && driver.take_other_waiters(self.index, ready, wakers) {
+            self.interest.set(self.interest.get() & !HAS_OTHERS);
+        }
+    }
+
+    /// Every stored waker, the cached inline one included, into `wakers`.
+    fn take_all_waiters(&self, driver: &Driver, wakers: &mut Vec<Waker>) {
+        self.interest.set(0);
+        wakers.extend(self.waker.take());
+        if let Some(others) = driver.others.borrow_mut().remove(&self.index) {
+            wakers.extend(others.into_iter().map(|(waker, _)| waker));
+        }
+    }
+}
+
+/// The one place where a registration's state and its epoll token are turned into each other.
+mod token {
+    use std::rc::Rc;
+
+    use super::ScheduledIo;
+
+    /// The token of `io`: its address.
+    pub(super) fn of(io: &Rc<ScheduledIo>) -> u64 {
+        Rc::as_ptr(io) as usize as u64
+    }
+
+    /// The state whose token is `token`.
+    ///
+    /// # Safety
+    ///
+    /// `token` must be the token ([`of`]) of a state that stays alive for `'a`. The driver
+    /// guarantees it for every token of an `epoll_wait` batch (other than the notifier's)
+    /// until the next turn begins: see the driver's `registry` and `released`.
+    pub(super) unsafe fn state<'a>(token: u64) -> &'a ScheduledIo {
+        // SAFETY: by the caller's guarantee, `token` is the address of the value of a live
+        // `Rc<ScheduledIo>`, which does not move while any `Rc` to it exists and lives for
+        // `'a`. Only shared references to it are ever made (its fields are `Cell`s).
+        unsafe { &*(token as usize as *const ScheduledIo) }
+    }
+}
+
+/// Every registration whose fd may be in the epoll set, by index: 8 bytes per registration
+/// (an `Rc`, whose niche is the vacant slot), plus 4 per vacant slot.
+#[derive(Debug)]
+struct Registry {
+    slots: Vec<Option<Rc<ScheduledIo>>>,
+    /// The vacant slots, the most recently vacated last: reused first.
+    vacant: Vec<u32>,
+}
+
+impl Registry {
+    fn with_capacity(capacity: usize) -> Registry {
+        Registry { slots: Vec::with_capacity(capacity), vacant: Vec::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.vacant.len()
+    }
+
+    /// The index the next [`insert`](Self::insert) must use.
+    fn next_index(&self) -> io::Result<u32> {
+        match self.vacant.last() {
+            Some(&index) => Ok(index),
+            None => u32::try_from(self.slots.len()).map_err(|_| io::Error::other("too many registrations")),
+        }
+    }
+
+    /// Inserts `io` at its index, which [`next_index`](Self::next_index) gave.
+    fn insert(&mut self, io: Rc<ScheduledIo>) {
+        let index = io.index;
+        if self.vacant.last() == Some(&index) {
+            self.vacant.pop();
+            self.slots[index as usize] = Some(io);
+        } else {
+            debug_assert_eq!(index as usize, self.slots.len());
+            self.slots.push(Some(io));
+        }
+    }
+
+    fn remove(&mut self, index: u32) -> Option<Rc<ScheduledIo>> {
+        let io = self.slots.get_mut(index as usize)?.take()?;
+        self.vacant.push(index);
+        Some(io)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Rc<ScheduledIo>> {
+        self.slots.iter().flatten()
+    }
 }
 
 /// The epoll instance and every registration on it. Lives on the runtime's thread.
@@ -169,11 +323,20 @@ pub struct Driver {
     notifier: Arc<Notifier>,
     /// Scratch space `epoll_wait` writes into; its length is the events-per-wait limit.
     events: RefCell<Vec<libc::epoll_event>>,
-    ios: RefCell<Slab<ScheduledIo>>,
-    /// Slots deregistered since the last turn; freed at the start of the next one.
-    released: RefCell<Vec<u32>>,
-    next_generation: Cell<NonZeroU32>,
-    /// False once the runtime is dropped: operations fail instead of waiting forever.
+    /// Every registration whose fd may be in the epoll set: what keeps its state alive while
+    /// the kernel may report it, how `shut_down` reaches every waiter, and what
+    /// `registrations` counts. Touched only when a socket is registered or deregistered.
+    registry: RefCell<Registry>,
+    /// States deregistered since the last turn began. Their fds have left the epoll set, but
+    /// the batch being dispatched may have been collected before that and name them; freeing
+    /// them when the next turn begins, before its `epoll_wait`, means no batch ever names a
+    /// freed state (see the module docs).
+    released: RefCell<Vec<Rc<ScheduledIo>>>,
+    /// The waiters that do not fit in their registration's inline waker, by registration index
+    /// (see [`ScheduledIo`]). Usually empty.
+    others: RefCell<HashMap<u32, Vec<(Waker, u8)>>>,
+    /// False once the runtime is dropped; a registration made after that (there is no way to
+    /// make one, but in case) starts shut down.
     alive: Cell<bool>,
 }
 
@@ -187,101 +350,89 @@ impl Driver {
             epoll,
             notifier: Arc::new(notifier),
             events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; events_per_wait.max(1)]),
-            ios: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
+            registry: RefCell::new(Registry::with_capacity(executor::slab_capacity())),
             released: RefCell::new(Vec::new()),
-            next_generation: Cell::new(NonZeroU32::MIN),
+            others: RefCell::new(HashMap::new()),
             alive: Cell::new(true),
         })
     }
 
-    /// The number of fds currently registered (released slots not yet freed included).
+    /// The number of fds currently registered.
     pub(crate) fn registrations(&self) -> usize {
-        self.ios.borrow().len()
+        self.registry.borrow().len()
     }
 
-    fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Key> {
-        let generation = self.next_generation.get();
-        self.next_generation.set(generation.checked_add(1).unwrap_or(NonZeroU32::MIN));
-        let mut ios = self.ios.borrow_mut();
-        let entry = ios.vacant_entry();
-        let index = u32::try_from(entry.key())
-            .ok()
-            .filter(|&i| i != u32::MAX)
-            .ok_or_else(|| io::Error::other("too many registrations"))?;
-        let key = Key { index, generation };
-        let events = executor::sys::EPOLL_SOCKET_EVENTS;
+    fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Rc<ScheduledIo>> {
+        let mut registry = self.registry.borrow_mut();
+        let index = registry.next_index()?;
+        let readiness = if self.alive.get() { 0 } else { SHUT_DOWN };
+        let io = Rc::new(ScheduledIo {
+            waker: Cell::new(None),
+            index,
+            readiness: Cell::new(readiness),
+            interest: Cell::new(0),
+        });
         #[cfg(feature = "trace")]
         if executor::trace::on() {
             executor::trace::note_fd(index, fd.as_raw_fd());
         }
-        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, key.token())?;
-        entry.insert(ScheduledIo { generation, readiness: 0, interest: 0, waker: None, others: None });
-        Ok(key)
+        let events = executor::sys::EPOLL_SOCKET_EVENTS;
+        sys::epoll_ctl(self.epoll.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, token::of(&io))?;
+        registry.insert(io.clone());
+        Ok(io)
     }
 
-    fn deregister(&self, key: Key, fd: BorrowedFd<'_>) {
+    fn deregister(&self, io: &ScheduledIo, fd: BorrowedFd<'_>) {
         // Removing from the epoll set before the fd is closed matters: epoll tracks the open
         // file, not the number, so a dup of this fd elsewhere would keep the registration alive.
-        let _ = sys::epoll_del(self.epoll.as_fd(), fd.as_raw_fd());
-        let wakers = {
-            let mut ios = self.ios.borrow_mut();
-            match ios.get_mut(key.index as usize) {
-                Some(io) if io.generation == key.generation => {
-                    io.readiness = 0;
-                    self.released.borrow_mut().push(key.index);
-                    io.interest = 0;
-                    (io.waker.take(), io.others.take())
-                }
-                _ => (None, None),
+        let removed = sys::epoll_del(self.epoll.as_fd(), fd.as_raw_fd()).is_ok();
+        let others = if io.interest.get() & HAS_OTHERS != 0 {
+            self.others.borrow_mut().remove(&io.index)
+        } else {
+            None
+        };
+        io.interest.set(0);
+        let waker = io.waker.take();
+        if removed {
+            let state = self.registry.borrow_mut().remove(io.index);
+            debug_assert!(state.as_ref().is_some_and(|state| std::ptr::eq(Rc::as_ptr(state), io)));
+            self.released.borrow_mut().extend(state);
+        }
+        // Otherwise the fd was closed or replaced behind the socket's back (`DEL` fails only
+        // then), and the kernel may go on reporting the open file under this token: the state
+        // stays in the registry for the driver's life, where such an event finds nobody waiting.
+        //
+        // Dropped outside every borrow: a waker's drop may run arbitrary code.
+        drop((waker, others));
+    }
+
+    fn add_other_waiter(&self, io: &ScheduledIo, waker: &Waker, interest: u8) {
+        let mut others = self.others.borrow_mut();
+        let list = others.entry(io.index).or_default();
+        match list.iter_mut().find(|(w, _)| w.will_wake(waker)) {
+            Some((_, bits)) => *bits |= interest,
+            None => list.push((waker.clone(), interest)),
+        }
+        io.interest.set(io.interest.get() | HAS_OTHERS);
+    }
+
+    /// Moves the wakers of registration `index`'s other waiters that `ready` concerns into
+    /// `wakers`; true if none is left.
+    fn take_other_waiters(&self, index: u32, ready: u8, wakers: &mut Vec<Waker>) -> bool {
+        let mut others = self.others.borrow_mut();
+        let Some(list) = others.get_mut(&index) else { return true };
+        list.retain(|(waker, interest)| {
+            let concerned = ready & interest_mask(*interest) != 0;
+            if concerned {
+                wakers.push(waker.clone());
             }
-        };
-        // Dropped outside the borrow: a waker's drop may run arbitrary code.
-        drop(wakers);
-    }
-
-    /// Whether `direction` of `key` is ready; an error once the runtime is gone.
-    fn is_ready(&self, key: Key, direction: Direction) -> io::Result<bool> {
-        if !self.alive.get() {
-            return Err(io::Error::other("the reactor runtime this socket belongs to was dropped"));
+            !concerned
+        });
+        let none_left = list.is_empty();
+        if none_left {
+            others.remove(&index);
         }
-        let ios = self.ios.borrow();
-        match ios.get(key.index as usize).filter(|io| io.generation == key.generation) {
-            Some(io) => Ok(io.readiness & direction.mask() != 0),
-            None => Err(io::Error::other("socket is no longer registered")),
-        }
-    }
-
-    /// `Ready` if `direction` of `key` is ready; otherwise records the task as a waiter and
-    /// returns `Pending`.
-    fn poll_ready(&self, key: Key, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
-        if self.is_ready(key, direction)? {
-            return Poll::Ready(Ok(()));
-        }
-        // About to wait: only this driver's runtime can wake the task, so it must be the one
-        // running (a socket awaited from another runtime would otherwise wait forever).
-        if !executor::runs_driver::<Driver>(self) {
-            return Poll::Ready(Err(io::Error::other(
-                "socket used outside the reactor runtime it was created in",
-            )));
-        }
-        self.ios.borrow_mut()[key.index as usize].add_waiter(cx.waker(), direction);
-        Poll::Pending
-    }
-
-    /// An operation in `direction` exhausted the readiness it saw.
-    fn clear_readiness(&self, key: Key, direction: Direction, why: Exhausted) {
-        let mut ios = self.ios.borrow_mut();
-        let Some(io) = ios.get_mut(key.index as usize).filter(|io| io.generation == key.generation) else {
-            return;
-        };
-        let cleared = readiness::exhaust(io.readiness, direction, why);
-        if why == Exhausted::Short && cleared == READABLE {
-            stats::trace_step!(
-                "  short read: {} is drained; forget its readiness without an EAGAIN round trip",
-                stats::trace_fd(key.index)
-            );
-        }
-        io.readiness &= !cleared;
+        none_left
     }
 
     /// One `epoll_wait` (bounded by `timeout`, rounded up to whole milliseconds so a timer is
@@ -291,12 +442,10 @@ impl Driver {
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
     fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
-        {
-            let mut ios = self.ios.borrow_mut();
-            for index in self.released.borrow_mut().drain(..) {
-                ios.remove(index as usize);
-            }
-        }
+        // States deregistered before this point have left the epoll set: the wait below cannot
+        // report them, and the previous batch is done with. (Dropping them runs no user code:
+        // `deregister` took their wakers.)
+        self.released.borrow_mut().clear();
         let timeout_ms = executor::sys::epoll_timeout(timeout);
         let mut events = self.events.borrow_mut();
         let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
@@ -307,7 +456,6 @@ impl Driver {
         stats::batch(n);
 
         let mut notified = false;
-        let mut ios = self.ios.borrow_mut();
         for event in &events[..n] {
             let (token, bits) = (event.u64, event.events);
             if token == NOTIFY_TOKEN {
@@ -316,18 +464,16 @@ impl Driver {
                 notified = true;
                 continue;
             }
-            let Some(key) = Key::from_token(token) else { continue };
-            let Some(io) = ios.get_mut(key.index as usize) else { continue };
-            if io.generation != key.generation {
-                continue; // stale: the fd was closed and its slot reused
-            }
+            // SAFETY: every other token of this batch is a registration's, whose state the
+            // registry or the release list holds until the next turn begins.
+            let io = unsafe { token::state(token) };
             let ready = readiness_of(bits);
-            io.readiness |= ready;
+            io.readiness.set(io.readiness.get() | ready);
             let before = wakers.len();
-            io.take_waiters(ready, wakers);
+            io.take_waiters(ready, self, wakers);
             stats::trace_step!(
                 "  {}: {} → {}",
-                stats::trace_fd(key.index),
+                stats::trace_fd(io.index),
                 readiness::words(ready),
                 match wakers.len() - before {
                     0 => "no task waits for it yet; remembered".to_string(),
@@ -350,13 +496,14 @@ impl Park for Driver {
         self.notifier.clone()
     }
 
-    /// Marks the driver dead and hands back every stored waker, so that tasks still holding
-    /// sockets of this runtime (outside it) see an error instead of waiting forever.
+    /// Marks every registration shut down and hands back every stored waker, so that tasks
+    /// still holding sockets of this runtime (outside it) see an error instead of waiting
+    /// forever.
     fn shut_down(&self, wakers: &mut Vec<Waker>) {
         self.alive.set(false);
-        let mut ios = self.ios.borrow_mut();
-        for (_, io) in ios.iter_mut() {
-            io.take_waiters(u8::MAX, wakers);
+        for io in self.registry.borrow().iter() {
+            io.readiness.set(io.readiness.get() | SHUT_DOWN);
+            io.take_all_waiters(self, wakers);
         }
     }
 }
@@ -368,43 +515,65 @@ impl Park for Driver {
 pub(crate) struct IoSource {
     // Field order matters only for readability: `Drop` deregisters explicitly before the fd
     // is closed by `OwnedFd`'s own drop.
-    driver: std::rc::Rc<Driver>,
-    key: Key,
+    driver: Rc<Driver>,
+    io: Rc<ScheduledIo>,
     fd: OwnedFd,
 }
 
 impl IoSource {
     /// Registers `fd` with `driver`. The fd must be non-blocking.
-    pub(crate) fn new(driver: std::rc::Rc<Driver>, fd: OwnedFd) -> io::Result<IoSource> {
-        let key = driver.register(fd.as_fd())?;
-        Ok(IoSource { driver, key, fd })
+    pub(crate) fn new(driver: Rc<Driver>, fd: OwnedFd) -> io::Result<IoSource> {
+        let io = driver.register(fd.as_fd())?;
+        Ok(IoSource { driver, io, fd })
     }
 
+    #[inline]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
-    pub(crate) fn driver(&self) -> &std::rc::Rc<Driver> {
+    pub(crate) fn driver(&self) -> &Rc<Driver> {
         &self.driver
     }
 
-    /// Ready when an operation in `direction` is worth trying. Charges the task's budget (see
-    /// `executor`), so a socket that is always ready cannot keep its task running forever.
+    /// Ready when an operation in `direction` is worth trying, and then charges the task's
+    /// budget for it (see `executor`), so a socket that is always ready cannot keep its task
+    /// running forever; otherwise the task waits for the direction's next event.
+    #[inline]
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
-        std::task::ready!(executor::poll_budget(cx));
-        self.driver.poll_ready(self.key, cx, direction)
+        match self.io.is_ready(direction) {
+            Ok(true) => executor::poll_budget(cx).map(Ok),
+            Ok(false) => self.wait(cx, direction),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Records the task as a waiter for `direction`.
+    fn wait(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
+        if self.io.add_waiter(cx.waker(), direction, &self.driver) {
+            Poll::Pending
+        } else {
+            // Only this driver's runtime can wake the task, so it must be the one running (a
+            // socket awaited from another runtime would otherwise wait forever).
+            Poll::Ready(Err(io::Error::other("socket used outside the reactor runtime it was created in")))
+        }
     }
 
     /// Runs the non-blocking syscall `op` once readiness allows, clearing readiness and waiting
-    /// again on `EAGAIN`.
+    /// again on `EAGAIN`. One readiness check and one budget charge per operation that makes a
+    /// syscall.
     ///
-    /// `op` returns the syscall's result and whether the transfer was short (fewer bytes than
-    /// asked, which on a stream socket also proves the kernel buffer is drained or full).
+    /// `op` returns the syscall's result and whether it proved the direction's readiness
+    /// exhausted ([`Exhausted::Short`]: a transfer shorter than asked, which on a stream socket
+    /// proves the kernel buffer drained or full; or [`Exhausted::WouldBlock`], from an `op`
+    /// that makes several syscalls and got something before the `EAGAIN`). An `op` that gets
+    /// nothing but `EAGAIN` returns it as a `WouldBlock` error.
+    #[inline]
     pub(crate) fn poll_io<R>(
         &self,
         cx: &mut Context<'_>,
         direction: Direction,
-        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, Option<Exhausted>)>,
     ) -> Poll<io::Result<R>> {
         loop {
             std::task::ready!(self.poll_ready(cx, direction))?;
@@ -419,10 +588,10 @@ impl IoSource {
     pub(crate) fn try_io<R>(
         &self,
         direction: Direction,
-        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
+        mut op: impl FnMut(BorrowedFd<'_>) -> io::Result<(R, Option<Exhausted>)>,
     ) -> io::Result<R> {
         let would_block = || io::Error::from(io::ErrorKind::WouldBlock);
-        if !self.driver.is_ready(self.key, direction)? {
+        if !self.io.is_ready(direction)? {
             return Err(would_block());
         }
         self.attempt(direction, &mut op).unwrap_or_else(|| Err(would_block()))
@@ -430,21 +599,22 @@ impl IoSource {
 
     /// One try of `op` on a ready `direction`: `None` if it would block (readiness is then
     /// cleared), otherwise its result. Retries on `EINTR`.
+    #[inline]
     fn attempt<R>(
         &self,
         direction: Direction,
-        op: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<(R, bool)>,
+        op: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<(R, Option<Exhausted>)>,
     ) -> Option<io::Result<R>> {
         loop {
             match op(self.fd()) {
-                Ok((value, short)) => {
-                    if short {
-                        self.driver.clear_readiness(self.key, direction, Exhausted::Short);
+                Ok((value, exhausted)) => {
+                    if let Some(why) = exhausted {
+                        self.io.clear(direction, why);
                     }
                     return Some(Ok(value));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.driver.clear_readiness(self.key, direction, Exhausted::WouldBlock);
+                    self.io.clear(direction, Exhausted::WouldBlock);
                     return None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -456,7 +626,7 @@ impl IoSource {
 
 impl Drop for IoSource {
     fn drop(&mut self) {
-        self.driver.deregister(self.key, self.fd.as_fd());
+        self.driver.deregister(&self.io, self.fd.as_fd());
         // The fd itself is closed by `OwnedFd`'s drop, right after: one more syscall.
         stats::bump(|c| &c.sys_other);
     }
@@ -464,13 +634,137 @@ impl Drop for IoSource {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
     use super::*;
 
+    /// Runs `test` inside `block_on` of a runtime on a fresh driver (a task waits only on the
+    /// driver of the runtime that polls it), handing it the driver. `test` runs within one
+    /// poll: the driver turns only when `test` calls `turn`.
+    fn on_a_driver(test: impl FnOnce(&Rc<Driver>)) {
+        let runtime = executor::Runtime::new(Driver::new(16).unwrap(), executor::Config::default(), 64);
+        runtime.block_on(async { test(runtime.driver()) });
+    }
+
+    /// A non-blocking Unix stream pair: the first end registered with `driver`, the second
+    /// left to the test as the peer.
+    fn registered_pair(driver: &Rc<Driver>) -> (IoSource, UnixStream) {
+        let (ours, peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (IoSource::new(driver.clone(), ours.into()).unwrap(), peer)
+    }
+
+    /// A waker of its own (wakers of distinct `Task`s never `will_wake` each other).
+    fn task_waker() -> Waker {
+        struct Task;
+        impl futures_task::ArcWake for Task {
+            fn wake_by_ref(_: &Arc<Self>) {}
+        }
+        futures_task::waker(Arc::new(Task))
+    }
+
     #[test]
-    fn tokens_round_trip_and_never_collide_with_the_notifier() {
-        let key = Key { index: u32::MAX - 1, generation: NonZeroU32::MAX };
-        assert_eq!(Key::from_token(key.token()), Some(key));
-        assert_ne!(key.token(), NOTIFY_TOKEN);
+    fn a_registration_token_is_never_the_notifiers() {
+        on_a_driver(|driver| {
+            let (source, _peer) = registered_pair(driver);
+            assert_ne!(token::of(&source.io), NOTIFY_TOKEN);
+            // SAFETY: `source` holds the state alive for the whole borrow.
+            let io = unsafe { token::state(token::of(&source.io)) };
+            assert!(std::ptr::eq(io, &*source.io));
+        });
+    }
+
+    #[test]
+    fn a_deregistered_state_lives_until_the_next_turn_begins() {
+        on_a_driver(|driver| {
+            let (source, _peer) = registered_pair(driver);
+            let state = Rc::downgrade(&source.io);
+            assert_eq!(driver.registrations(), 1);
+            drop(source);
+            assert_eq!(driver.registrations(), 0);
+            assert!(state.upgrade().is_some(), "freed at once: the batch being dispatched could name it");
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            assert!(state.upgrade().is_none(), "still alive after the next turn began");
+        });
+    }
+
+    #[test]
+    fn a_closed_sockets_pending_event_cannot_reach_the_socket_that_reuses_its_slot() {
+        on_a_driver(|driver| {
+            let (a, mut peer_a) = registered_pair(driver);
+            // A second descriptor of the same open file, so that the file (and, had the
+            // driver not removed it from the epoll set, its registration) outlives `a`'s close.
+            let dup = a.fd().try_clone_to_owned().unwrap();
+            let (a_index, a_state) = (a.io.index, Rc::downgrade(&a.io));
+            peer_a.write_all(b"a").unwrap(); // an event for `a` is now pending in the kernel
+            drop(a);
+            // In the same turn, a new socket takes `a`'s registry slot (and most likely its fd
+            // number) and gets an event of its own; `a`'s file gets another one.
+            let (b, mut peer_b) = registered_pair(driver);
+            assert_eq!(b.io.index, a_index, "the slot is reused at once");
+            let waker = task_waker();
+            assert!(b.io.add_waiter(&waker, Direction::Read, driver));
+            peer_b.write_all(b"b").unwrap();
+            peer_a.write_all(b"more").unwrap();
+
+            let before = crate::stats();
+            let mut wakers = Vec::new();
+            driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
+            let s = crate::stats().since(&before);
+            assert_eq!(s.events, 1, "only `b`'s event: {s:?}");
+            assert_eq!(wakers.len(), 1);
+            assert!(wakers[0].will_wake(&waker));
+            assert!(b.io.is_ready(Direction::Read).unwrap());
+            assert!(a_state.upgrade().is_none(), "`a`'s state was freed when the turn began");
+            drop(dup);
+        });
+    }
+
+    #[test]
+    fn a_woken_tasks_cached_waker_is_replaced_by_the_next_task_not_woken_again() {
+        on_a_driver(|driver| {
+            let (source, mut peer) = registered_pair(driver);
+            let (first, second) = (task_waker(), task_waker());
+            assert!(source.io.add_waiter(&first, Direction::Read, driver));
+            peer.write_all(b"1").unwrap();
+            let mut wakers = Vec::new();
+            driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
+            assert!(wakers.len() == 1 && wakers[0].will_wake(&first));
+            // The first task stops waiting (its readiness is consumed), another one starts.
+            source.io.clear(Direction::Read, Exhausted::WouldBlock);
+            assert!(source.io.add_waiter(&second, Direction::Read, driver));
+            assert!(driver.others.borrow().is_empty(), "a task that no longer waits is no waiter");
+            peer.write_all(b"2").unwrap();
+            wakers.clear();
+            driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
+            assert!(wakers.len() == 1 && wakers[0].will_wake(&second), "woke the wrong task");
+        });
+    }
+
+    #[test]
+    fn waiting_outside_the_drivers_runtime_is_refused() {
+        let driver = Rc::new(Driver::new(16).unwrap());
+        let (source, _peer) = registered_pair(&driver);
+        assert!(!source.io.add_waiter(&task_waker(), Direction::Read, &driver));
+        assert!(driver.others.borrow().is_empty());
+    }
+
+    #[test]
+    fn after_shut_down_operations_fail_and_waiters_are_handed_back() {
+        on_a_driver(|driver| {
+            let (source, _peer) = registered_pair(driver);
+            let (first, second) = (task_waker(), task_waker());
+            assert!(source.io.add_waiter(&first, Direction::Read, driver));
+            assert!(source.io.add_waiter(&second, Direction::Write, driver));
+            assert_eq!(driver.others.borrow().len(), 1, "a second task's waker goes to `others`");
+            let mut wakers = Vec::new();
+            driver.shut_down(&mut wakers);
+            assert_eq!(wakers.len(), 2);
+            assert!(driver.others.borrow().is_empty());
+            assert!(source.io.is_ready(Direction::Read).is_err());
+            assert!(source.io.is_ready(Direction::Write).is_err());
+        });
     }
 
     #[test]

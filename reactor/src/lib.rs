@@ -32,9 +32,10 @@
 //! - `sys` (private): every `unsafe` syscall (epoll, eventfd, sockets), each a
 //!   thin safe wrapper.
 //! - `driver` (private): the epoll instance. Sockets are registered once, edge-triggered; each
-//!   event sets readiness bits in the socket's slot and wakes the task waiting on it. The
-//!   module docs explain the edge-triggered protocol, the generation that makes stale events
-//!   harmless, and the tick that keeps a readiness edge from being lost.
+//!   event sets readiness bits in the socket's registration state (which the socket points to,
+//!   and whose address is the event's token) and wakes the task waiting on it. The module docs
+//!   explain the edge-triggered protocol, why a stale event can never reach freed or reused
+//!   state, and why no tick is needed to keep a readiness edge from being lost.
 //! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (tasks,
 //!   wakers, [`JoinHandle`], the budget, timers, remote wakes), parked in the driver's
 //!   `epoll_wait`: poll woken tasks, then `epoll_wait` (with the nearest timer as its

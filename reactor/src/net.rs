@@ -13,6 +13,8 @@
 //! [`TcpStream::readable`], then [`TcpStream::try_read`] into a buffer that is only borrowed
 //! for that moment (a per-thread scratch buffer, for instance). `reactor/examples/echo.rs` does
 //! exactly that, so 10,000 idle connections cost only their task and registration.
+//! [`TcpStream::read_with`] does the same in one step (one readiness check, one `read`): its
+//! closure runs only once the socket is ready, and picks the buffer then.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -26,7 +28,7 @@ use std::task::{ready, Context, Poll};
 
 use executor::net::{each_addr, AcceptBackoff};
 
-use crate::driver::{Direction, Driver, IoSource};
+use crate::driver::{Direction, Driver, Exhausted, IoSource};
 use crate::sys;
 use crate::time::sleep_until;
 
@@ -96,7 +98,7 @@ impl TcpListener {
                 sleep_until(until).await;
             }
             let accepted = poll_fn(|cx| {
-                self.io.poll_io(cx, Direction::Read, |fd| sys::accept(fd).map(|conn| (conn, false)))
+                self.io.poll_io(cx, Direction::Read, |fd| sys::accept(fd).map(|conn| (conn, None)))
             })
             .await;
             match accepted {
@@ -168,7 +170,7 @@ impl TcpStream {
         }
         let stream = TcpStream::from_fd(driver, fd)?;
         // The connection is established (or has failed) once the socket is writable.
-        poll_fn(|cx| stream.io.poll_io(cx, Direction::Write, |fd| connect_result(fd).map(|()| ((), false))))
+        poll_fn(|cx| stream.io.poll_io(cx, Direction::Write, |fd| connect_result(fd).map(|()| ((), None))))
             .await?;
         Ok(stream)
     }
@@ -196,8 +198,57 @@ impl TcpStream {
     }
 
     /// Writes all of `buf`.
+    #[inline]
     pub fn write_all<'a>(&'a mut self, buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
         write_all(self, buf)
+    }
+
+    /// Waits until the socket is readable, then calls `f`, which makes the read through
+    /// [`ReadyRead::read`] into a buffer of its choosing: a task waiting for data holds no
+    /// buffer, and takes one only when there is something to read. One readiness check and one
+    /// `read` syscall per call, where [`readable`](Self::readable) then
+    /// [`try_read`](Self::try_read) checks readiness twice.
+    ///
+    /// If that `read` would block after all (readiness is a hint), what `f` returned is dropped
+    /// (with the buffer in it) and `f` runs again at the next readiness event; anything else `f`
+    /// returns, errors included, is the result.
+    ///
+    /// ```no_run
+    /// # async fn demo(stream: &mut reactor::net::TcpStream) -> std::io::Result<()> {
+    /// let received = stream
+    ///     .read_with(|ready| {
+    ///         let mut buf = vec![0; 4096]; // or one from a pool
+    ///         let n = ready.read(&mut buf)?;
+    ///         buf.truncate(n);
+    ///         Ok(buf)
+    ///     })
+    ///     .await?;
+    /// # let _ = received; Ok(()) }
+    /// ```
+    pub fn read_with<'a, T: 'a>(
+        &'a mut self,
+        mut f: impl FnMut(&mut ReadyRead<'_>) -> io::Result<T> + 'a,
+    ) -> impl Future<Output = io::Result<T>> + 'a {
+        poll_fn(move |cx| self.poll_read_with(cx, &mut f))
+    }
+
+    /// The poll behind [`read_with`](Self::read_with), for hand-written futures.
+    #[inline]
+    pub fn poll_read_with<T>(
+        &self,
+        cx: &mut Context<'_>,
+        mut f: impl FnMut(&mut ReadyRead<'_>) -> io::Result<T>,
+    ) -> Poll<io::Result<T>> {
+        let polled = self.io.poll_io(cx, Direction::Read, |fd| {
+            let mut ready = ReadyRead { fd, got_some: false, exhausted: None };
+            let result = f(&mut ready);
+            match ready.exhausted {
+                // Nothing read, stale readiness: wait for the next event, and call `f` again then.
+                Some(Exhausted::WouldBlock) if !ready.got_some => Err(io::ErrorKind::WouldBlock.into()),
+                exhausted => Ok((result, exhausted)),
+            }
+        });
+        polled.map(|result| result.and_then(|result| result))
     }
 
     /// Waits until the socket is readable (data, end of stream, or an error is waiting).
@@ -234,6 +285,7 @@ impl TcpStream {
         (ReadHalf { stream: self }, WriteHalf { stream: self })
     }
 
+    #[inline]
     fn poll_read_shared(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -241,6 +293,7 @@ impl TcpStream {
         self.io.poll_io(cx, Direction::Read, |fd| read_op(fd, buf))
     }
 
+    #[inline]
     fn poll_write_shared(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -249,17 +302,59 @@ impl TcpStream {
     }
 }
 
+/// The read [`TcpStream::read_with`] lends its closure, on a socket that was ready.
+#[derive(Debug)]
+pub struct ReadyRead<'a> {
+    fd: BorrowedFd<'a>,
+    /// Whether a read returned something (bytes, or the end of stream).
+    got_some: bool,
+    /// What the last read proved about readiness.
+    exhausted: Option<Exhausted>,
+}
+
+impl ReadyRead<'_> {
+    /// One `read` syscall into `buf` (retried on `EINTR`): the bytes read, 0 at end of stream
+    /// (or if `buf` is empty). `WouldBlock` when there is nothing to read; if no read of this
+    /// run of the closure got anything, whatever the closure returns is then dropped and it
+    /// runs again at the next readiness event. So a closure may read until `WouldBlock`, or
+    /// stop earlier.
+    #[inline]
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match read_op(self.fd, buf) {
+                Ok((n, exhausted)) => {
+                    self.got_some = true;
+                    self.exhausted = exhausted;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        self.exhausted = Some(Exhausted::WouldBlock);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// `read`, reporting a short read: fewer bytes than asked (but not end of stream) means the
 /// socket's receive queue is empty, so readiness can be cleared without another syscall.
-fn read_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+#[inline]
+fn read_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<Exhausted>)> {
     let n = sys::read(fd, buf)?;
-    Ok((n, n > 0 && n < buf.len()))
+    Ok((n, (n > 0 && n < buf.len()).then_some(Exhausted::Short)))
 }
 
 /// `send`, reporting a short write: the send buffer is full.
-fn write_op(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<(usize, bool)> {
+#[inline]
+fn write_op(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<(usize, Option<Exhausted>)> {
     let n = sys::send(fd, buf)?;
-    Ok((n, n < buf.len()))
+    Ok((n, (n < buf.len()).then_some(Exhausted::Short)))
 }
 
 /// The outcome of a non-blocking connect, once the socket reported writable.
@@ -277,6 +372,7 @@ fn connect_result(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// Writes all of `buf`. A plain `poll_fn` rather than an `async fn`, so the future is just the
 /// two references: it is part of the state of every connection task that awaits it.
+#[inline]
 fn write_all<'a>(stream: &'a TcpStream, mut buf: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
     poll_fn(move |cx| {
         while !buf.is_empty() {

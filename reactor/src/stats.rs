@@ -82,6 +82,30 @@ pub fn stats() -> Stats {
     snapshot()
 }
 
+/// Counts one read or send syscall in the counter `calls` picks and, if it said `EAGAIN`, in
+/// `would_block`: one thread-local access for both, on the path of every message.
+#[inline]
+pub(crate) fn count_io(calls: fn(&Counters) -> &std::cell::Cell<u64>, would_block: bool) {
+    let _ = COUNTERS.try_with(|c| {
+        let calls = calls(c);
+        calls.set(calls.get().wrapping_add(1));
+        if would_block {
+            c.would_block.set(c.would_block.get().wrapping_add(1));
+        }
+    });
+}
+
+/// Whether the step-by-step trace is recording: one relaxed load and a predictable branch with
+/// the `trace` feature, a constant `false` without. Hooks whose formatting is large test it
+/// first and keep the formatting in a cold function.
+#[inline]
+pub(crate) fn tracing() -> bool {
+    #[cfg(feature = "trace")]
+    return executor::trace::on();
+    #[cfg(not(feature = "trace"))]
+    false
+}
+
 /// How the trace names registration `index` ("fd 7").
 #[cfg_attr(not(feature = "trace"), allow(dead_code))]
 pub(crate) fn trace_fd(index: u32) -> String {

@@ -1,12 +1,16 @@
-//! The syscall layer: every `unsafe` call of the crate lives here, and nothing else does:
-//! `accept4`, `read` and `send` (and, counted here, the shared `recvfrom`/`sendto` of UDP). The epoll calls, socket set-up, options, addresses and the
-//! eventfd are the shared executor's (`executor::sys`, which the proactor's epoll backend uses
-//! too); the epoll ones are wrapped here to count and trace them as this runtime's.
+//! The syscall layer: every `unsafe` syscall of the crate lives here, and nothing else does:
+//! `accept4`, `read` and `send` (and, counted here, the shared `recvfrom`/`sendto` of UDP).
+//! (The crate's one other `unsafe`, turning an epoll token back into the registration it
+//! names, is fenced in the driver's `token` module.) The epoll calls, socket set-up, options,
+//! addresses and the eventfd are the shared executor's (`executor::sys`, which the proactor's
+//! epoll backend uses too); the epoll ones are wrapped here to count and trace them as this
+//! runtime's.
 //!
 //! Each function is a thin, safe wrapper over one libc call. File descriptors come back as
 //! [`OwnedFd`], so closing is never forgotten and never done twice. A return value of `-1`
-//! becomes `io::Error::last_os_error()` through [`cvt_as`]; nothing here retries or interprets
-//! errors, that is the caller's business.
+//! becomes `io::Error::last_os_error()` through [`cvt`]; nothing here retries or interprets
+//! errors, that is the caller's business. Each syscall is counted (see `stats`), with one
+//! thread-local access; a `read` or `send` that says `EAGAIN` is counted in the same access.
 //!
 //! Sockets are created with `SOCK_NONBLOCK | SOCK_CLOEXEC` (and accepted with `accept4` and the
 //! same flags), so a descriptor is never blocking, and is never inherited by a child process,
@@ -23,13 +27,9 @@ pub(crate) use executor::sys::{
 
 use crate::stats;
 
-/// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`, counting
-/// the syscall in the counter `kind` picks (see `stats`).
-fn cvt_as<T: PartialEq + From<i8>>(
-    kind: fn(&stats::Counters) -> &std::cell::Cell<u64>,
-    ret: T,
-) -> io::Result<T> {
-    stats::bump(kind);
+/// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`.
+#[inline]
+fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
     if ret == T::from(-1) {
         Err(io::Error::last_os_error())
     } else {
@@ -91,9 +91,10 @@ pub(crate) fn epoll_wait(
 pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
     let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    stats::bump(|c| &c.sys_accept);
     // SAFETY: the kernel writes at most `len` bytes of address into `storage`, which is live and
     // large enough for any address family, and updates `len`.
-    let conn = cvt_as(|c| &c.sys_accept, unsafe {
+    let conn = cvt(unsafe {
         libc::accept4(
             fd.as_raw_fd(),
             storage.as_mut_ptr().cast(),
@@ -120,8 +121,8 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call; read(2) takes
     // exactly these three arguments.
     let ret = unsafe { libc::syscall(libc::SYS_read, long(fd), buf.as_mut_ptr(), buf.len()) };
-    let result = cvt_as(|c| &c.sys_read, ret).map(|n| n as usize);
-    traced_io("read", fd, buf.len(), &result);
+    let result = cvt(ret).map(|n| n as usize);
+    counted_io("read", |c| &c.sys_read, fd, buf.len(), &result);
     result
 }
 
@@ -143,25 +144,29 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
             addr_len as libc::c_long,
         )
     };
-    let result = cvt_as(|c| &c.sys_write, ret).map(|n| n as usize);
-    traced_io("send", fd, buf.len(), &result);
+    let result = cvt(ret).map(|n| n as usize);
+    counted_io("send", |c| &c.sys_write, fd, buf.len(), &result);
     result
 }
 
 /// `recvfrom` of one datagram into `buf`: its real length (more than `buf.len()` if it was
 /// cut; see `executor::sys::recv_from`) and its source.
 pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    stats::bump(|c| &c.sys_read);
     let result = executor::sys::recv_from(fd, buf, 0);
-    traced_io("recvfrom", fd, buf.len(), &result.as_ref().map(|&(n, _)| n).map_err(clone_error));
+    counted_io(
+        "recvfrom",
+        |c| &c.sys_read,
+        fd,
+        buf.len(),
+        &result.as_ref().map(|&(n, _)| n).map_err(clone_error),
+    );
     result
 }
 
 /// `sendto` of `buf` as one datagram, to `to` (`None`: the connected peer).
 pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: Option<&SocketAddr>) -> io::Result<usize> {
-    stats::bump(|c| &c.sys_write);
     let result = executor::sys::send_to(fd, buf, to, 0);
-    traced_io("sendto", fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
+    counted_io("sendto", |c| &c.sys_write, fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
     result
 }
 
@@ -174,12 +179,26 @@ fn long(fd: BorrowedFd<'_>) -> libc::c_long {
     libc::c_long::from(fd.as_raw_fd())
 }
 
-/// Counts a read or send that found nothing to do, and traces either.
-fn traced_io(call: &str, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usize>) {
-    let would_block = matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-    if would_block {
-        stats::bump(|c| &c.would_block);
+/// Counts a read or send syscall in the counter `calls` picks, and an `EAGAIN` (it found
+/// nothing to do) in the same thread-local access; traces either.
+#[inline]
+fn counted_io(
+    call: &str,
+    calls: fn(&stats::Counters) -> &std::cell::Cell<u64>,
+    fd: BorrowedFd<'_>,
+    len: usize,
+    result: &io::Result<usize>,
+) {
+    let would_block = matches!(result, Err(e) if e.raw_os_error() == Some(libc::EAGAIN));
+    stats::count_io(calls, would_block);
+    if stats::tracing() {
+        trace_io(call, fd, len, result, would_block);
     }
+}
+
+#[cold]
+#[cfg_attr(not(feature = "trace"), allow(unused_variables))]
+fn trace_io(call: &str, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usize>, would_block: bool) {
     executor::trace_step!(
         "{call}(fd {}, {len} bytes) → {}",
         fd.as_raw_fd(),

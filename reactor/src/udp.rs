@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use executor::net::{check_datagram, each_addr};
 
-use crate::driver::{Direction, IoSource};
+use crate::driver::{Direction, Exhausted, IoSource};
 use crate::sys;
 
 /// A UDP socket: datagrams to and from any peer, or, once [`connect`](Self::connect)ed, to and
@@ -99,14 +99,14 @@ impl UdpSocket {
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + 'a {
         poll_fn(move |cx| {
-            self.io.poll_io(cx, Direction::Write, |fd| Ok((sys::send_to(fd, buf, Some(&target))?, false)))
+            self.io.poll_io(cx, Direction::Write, |fd| Ok((sys::send_to(fd, buf, Some(&target))?, None)))
         })
     }
 
     /// Sends `buf` as one datagram to the connected peer.
     pub fn send<'a>(&'a self, buf: &'a [u8]) -> impl Future<Output = io::Result<usize>> + 'a {
         poll_fn(move |cx| {
-            self.io.poll_io(cx, Direction::Write, |fd| Ok((sys::send_to(fd, buf, None)?, false)))
+            self.io.poll_io(cx, Direction::Write, |fd| Ok((sys::send_to(fd, buf, None)?, None)))
         })
     }
 
@@ -130,9 +130,9 @@ impl UdpSocket {
 
 /// One `recvfrom`; never "short" (a datagram shorter than the buffer says nothing about the
 /// ones queued behind it), and a cut datagram is an error.
-fn recv_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<((usize, SocketAddr), bool)> {
+fn recv_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<((usize, SocketAddr), Option<Exhausted>)> {
     let (len, from) = sys::recv_from(fd, buf)?;
-    Ok(((check_datagram(len, buf.len(), Some(from))?, from), false))
+    Ok(((check_datagram(len, buf.len(), Some(from))?, from), None))
 }
 
 impl AsFd for UdpSocket {

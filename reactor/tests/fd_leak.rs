@@ -44,8 +44,8 @@ fn ten_thousand_short_connections_leak_no_fd_and_no_registration() {
             ok
         });
         // Let the server tasks see end of stream and finish (bounded): then only the accept
-        // loop is left as a task, and only the listener as a registration (released slots are
-        // freed at the start of each turn).
+        // loop is left as a task, and only the listener as a registration (a closed socket
+        // leaves the registry at once; its state is freed when the next turn begins).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while (runtime.task_count() > 1 || runtime.registered_fds() > 1)
             && std::time::Instant::now() < deadline

@@ -201,6 +201,35 @@ fn an_always_ready_socket_cannot_monopolise_the_loop() {
 }
 
 #[test]
+fn each_read_charges_the_budget_once() {
+    // A socket that is always ready (its peer keeps it full), read a byte at a time by a task
+    // with a budget of 4 operations per poll: exactly every 4 reads the budget makes it yield,
+    // so 400 reads take 100 polls. Charging twice per read would take 200.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flooder = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = std::io::Write::write_all(&mut stream, &[1u8; 65536]);
+        stream // kept open until the reader is done
+    });
+    let polls = within(Duration::from_secs(30), move || {
+        let runtime = reactor::Builder::new().task_budget(4).build().unwrap();
+        runtime.block_on(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            sleep(Duration::from_millis(50)).await; // let the socket fill up
+            let mut byte = [0u8; 1];
+            let before = reactor::stats();
+            for _ in 0..400 {
+                assert_eq!(stream.read(&mut byte).await.unwrap(), 1);
+            }
+            reactor::stats().since(&before).tasks_polled
+        })
+    });
+    drop(flooder.join().unwrap());
+    assert!((99..=102).contains(&polls), "400 one-byte reads took {polls} polls with a budget of 4");
+}
+
+#[test]
 fn sleep_never_returns_early() {
     reactor::block_on(async {
         let handles: Vec<_> = [0u64, 1, 2, 3, 5, 8, 13, 21, 34, 55]
