@@ -449,7 +449,14 @@ impl TcpStream {
             }
             None if self.driver.picks_buffers() => poll_fn(|cx| self.poll_read_picked(cx)).await,
             None => {
-                let (read, buf) = Box::pin(self.read(buf::spare_vec())).await;
+                // An error of a send behind ends the wait too (the read, cancelled, keeps its
+                // bytes for the next one): a read in a glibc thread may wait long.
+                let mut read = Box::pin(self.read(buf::spare_vec()));
+                let (read, buf) = poll_fn(|cx| match self.behind_error() {
+                    Err(e) => Poll::Ready((Err(e), Vec::new())),
+                    Ok(()) => read.as_mut().poll(cx),
+                })
+                .await;
                 // Wrapped first, so that on error or end of stream the buffer goes back to the
                 // spare pool when dropped.
                 let buf = ProvidedBuf::owned(buf);
@@ -840,7 +847,22 @@ impl Future for WriteBehind<'_> {
         std::task::ready!(executor::poll_budget(cx));
         let stream = self.stream;
         let fd = stream.fd.as_raw_fd();
-        ready!(stream.driver.poll_behind(&stream.behind, fd, cx))?;
+        if stream.driver.poll_behind(&stream.behind, fd, cx)?.is_pending() {
+            if let Some(buf) = self.buf.as_mut().filter(|buf| buf.is_shared()) {
+                if stream.driver.behind_stalled(&stream.behind, fd) {
+                    // The send ahead waits for the peer's window: waiting for it with a ring
+                    // buffer would pin it. Copy the bytes out and give the ring buffer back, as
+                    // `WriteAll` does.
+                    crate::stats::bump(|c| &c.sends_detached);
+                    crate::stats::trace_step!(
+                        "  the send ahead waits for the peer: copy the {} bytes out of the ring buffer and give it back",
+                        buf.len()
+                    );
+                    buf.detach();
+                }
+            }
+            return Poll::Pending;
+        }
         let buf = self.buf.take().expect("WriteBehind polled after completion");
         if buf.is_empty() {
             return Poll::Ready(Ok(()));

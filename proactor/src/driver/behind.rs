@@ -71,6 +71,9 @@ pub(crate) struct Behind {
     /// A call of the stream (a second send, `flush`) waits for this send to be over: wake the
     /// task at the end, whatever it is.
     waited: bool,
+    /// A try came back short or with `EAGAIN`: the peer's window is full, and the send may take
+    /// a while (see [`Driver::behind_stalled`]).
+    stalled: bool,
 }
 
 /// Who hears of a send behind.
@@ -150,7 +153,8 @@ impl Driver {
         };
         let mut ops = self.ops.borrow_mut();
         debug_assert!(key.slot(&mut ops, fd).is_none(), "a stream's previous send behind is over");
-        let behind = Behind { bytes, sent: 0, fd, owner: Owner::Stream(waker.clone()), waited: false };
+        let behind =
+            Behind { bytes, sent: 0, fd, owner: Owner::Stream(waker.clone()), waited: false, stalled: false };
         let request = self.send_request(&behind);
         let index = ops.insert(Lifecycle::Behind(behind));
         drop(ops);
@@ -243,6 +247,17 @@ impl Driver {
         }
     }
 
+    /// Whether the stream's send behind in flight may take a while: the peer's window was full
+    /// (or the ring is at its limit and nearly dry). A call that waits for it should not hold a
+    /// ring buffer meanwhile.
+    pub(crate) fn behind_stalled(&self, key: &BehindKey, fd: RawFd) -> bool {
+        let scarce = self.buf_ring.as_ref().is_some_and(|ring| ring.scarce());
+        match key.slot(&mut self.ops.borrow_mut(), fd) {
+            Some((_, Lifecycle::Behind(behind))) => behind.stalled || scarce,
+            _ => false,
+        }
+    }
+
     /// Whether the stream has no send behind in flight and no error of one to report: a send
     /// may start now without overtaking one.
     pub(crate) fn behind_idle(&self, key: &BehindKey, fd: RawFd) -> bool {
@@ -297,6 +312,7 @@ impl Driver {
         // Short, or a ring buffer's first try found the window full (EAGAIN), or a signal.
         let again = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
         if again && self.alive.get() {
+            behind.stalled = true;
             stats::trace_step!(
                 "    SEND took {} of {asked} bytes (the peer's window is full): the driver sends the rest itself; the task is not woken",
                 result.max(0)
