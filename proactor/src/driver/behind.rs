@@ -312,11 +312,17 @@ impl Driver {
         // Short, or a ring buffer's first try found the window full (EAGAIN), or a signal.
         let again = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
         if again && self.alive.get() {
-            behind.stalled = true;
+            let newly_stalled = !std::mem::replace(&mut behind.stalled, true);
             stats::trace_step!(
-                "    SEND took {} of {asked} bytes (the peer's window is full): the driver sends the rest itself; the task is not woken",
+                "    SEND took {} of {asked} bytes (the peer's window is full): the driver sends the rest itself",
                 result.max(0)
             );
+            if let (true, true, Owner::Stream(waker)) = (newly_stalled, behind.waited, &behind.owner) {
+                // A call waits behind this send, maybe with a ring buffer: it should not hold
+                // it for as long as the peer takes (see `behind_stalled`).
+                stats::trace_step!("    → wake the task waiting for it: the send ahead is stalled");
+                wakers.push(waker.clone());
+            }
             after.behind.push(index);
             return;
         }
