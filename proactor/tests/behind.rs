@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{blocking_round_trip, within, Rng};
+use common::{blocking_round_trip, reset_on_close, within, Rng};
 use proactor::net::{TcpListener, TcpStream};
 use proactor::time::sleep;
 use proactor::{Backend, Builder, Runtime};
@@ -553,21 +553,4 @@ fn a_runtime_dropped_with_sends_behind_in_flight_cancels_them_and_closes_the_soc
             }
         });
     }
-}
-
-/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
-fn reset_on_close(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }

@@ -124,6 +124,21 @@ impl BehindKey {
     }
 }
 
+/// The send behind in slot `index` failed with `result`: the slot keeps the error for the
+/// stream's next call (or is freed, if the stream was dropped); returns what the slot held.
+fn fail(ops: &mut Slab<Lifecycle>, index: usize, result: i32) -> Behind {
+    let Lifecycle::Behind(Behind { fd, .. }) = ops[index] else { unreachable!("a send behind's slot") };
+    let Lifecycle::Behind(behind) =
+        std::mem::replace(&mut ops[index], Lifecycle::BehindFailed { fd, result })
+    else {
+        unreachable!()
+    };
+    if matches!(behind.owner, Owner::Dropped) {
+        ops.remove(index);
+    }
+    behind
+}
+
 /// The error a failed send behind keeps: `-errno`, or 0 for a send that took nothing.
 fn error_of(result: i32) -> io::Error {
     match result {
@@ -329,15 +344,7 @@ impl Driver {
         // Failed (a send that takes nothing is an error too, and so is one cut by the runtime's
         // drop).
         let result = if again || result > 0 { -libc::ECANCELED } else { result };
-        let fd = behind.fd;
-        let Lifecycle::Behind(behind) =
-            std::mem::replace(&mut ops[index], Lifecycle::BehindFailed { fd, result })
-        else {
-            unreachable!()
-        };
-        if matches!(behind.owner, Owner::Dropped) {
-            ops.remove(index);
-        }
+        let behind = fail(ops, index, result);
         self.finish_behind(behind, Some(result), wakers, after);
     }
 
@@ -419,19 +426,8 @@ impl Driver {
         // SAFETY: as in `send_behind`: the request points into the slot's bytes, kept there
         // until this operation's completion.
         if let Err(e) = unsafe { self.start(index, &request) } {
-            let mut ops = self.ops.borrow_mut();
             let result = -e.raw_os_error().unwrap_or(libc::EIO);
-            let Some(Lifecycle::Behind(behind)) = ops.get_mut(index) else { return };
-            let fd = behind.fd;
-            let Lifecycle::Behind(behind) =
-                std::mem::replace(&mut ops[index], Lifecycle::BehindFailed { fd, result })
-            else {
-                unreachable!()
-            };
-            if matches!(behind.owner, Owner::Dropped) {
-                ops.remove(index);
-            }
-            drop(ops);
+            let behind = fail(&mut self.ops.borrow_mut(), index, result);
             self.finish_behind(behind, Some(result), wakers, after);
         }
     }
