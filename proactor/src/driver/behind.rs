@@ -21,8 +21,10 @@
 //!      window, see [`IoBuf::is_shared`](crate::IoBuf::is_shared)): after the turn, the driver
 //!      copies the unsent rest of a ring buffer out and gives the ring buffer back, then sends
 //!      the rest from the same slot ([`Driver::continue_behind`], `sends_continued`). The task
-//!      is not woken for this either: the driver can do it alone, and must be able to, for a
-//!      stream dropped meanwhile.
+//!      is not woken for this either (the driver can do it alone, and must be able to, for a
+//!      stream dropped meanwhile), except once if a call of the stream waits behind the send:
+//!      that call then gives back the ring buffer it holds, rather than keep it for as long as
+//!      the peer takes to read ([`Driver::behind_stalled`]).
 //!    - **failed**: the bytes go back, the slot keeps the error ([`Lifecycle::BehindFailed`])
 //!      and the task is woken; the stream's next call returns the error and frees the slot.
 //! 3. The stream knows its last send behind by slot index ([`BehindKey`]). The slot may have
