@@ -322,9 +322,10 @@ enum Lifecycle {
         max_queued: u16,
         spill: bool,
     },
-    /// A send the driver finishes by itself: it owns the bytes, and wakes nobody unless the
-    /// send fails or a call of its stream waits for it (see `behind`).
-    Behind(behind::Behind),
+    /// A send the driver finishes by itself, and wakes nobody for unless it fails or a call of
+    /// its stream waits for it (see `behind`): the index of its record (the bytes, the task's
+    /// waker) in `Driver::behinds`.
+    Behind(usize),
     /// A send behind that failed: the error (`-errno`, 0 for a send that took nothing) waits
     /// for the stream's next call. No operation is in flight.
     BehindFailed { fd: RawFd, result: i32 },
@@ -407,6 +408,9 @@ pub struct Driver {
     ops: RefCell<Slab<Lifecycle>>,
     /// What kind of operation each slot holds (a `Kind` as u8), for the counters.
     kinds: RefCell<Vec<u8>>,
+    /// The records of the sends behind in flight (see `behind`), apart from the slots: larger
+    /// than anything else an operation holds, they would make every slot larger.
+    behinds: RefCell<Slab<behind::Behind>>,
     /// Bytes of receives that arrived while nobody read them, per operation slot (see
     /// `Lifecycle::Multishot`). Only streams whose task is busy elsewhere have an entry.
     spills: RefCell<std::collections::HashMap<usize, Vec<u8>>>,
@@ -481,6 +485,7 @@ impl Driver {
             dgram_ring: std::cell::OnceCell::new(),
             ops: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
             kinds: RefCell::new(Vec::new()),
+            behinds: RefCell::new(Slab::new()),
             spills: RefCell::new(std::collections::HashMap::new()),
             after: RefCell::default(),
             notifier: Arc::new(notifier),
@@ -953,7 +958,9 @@ impl Park for Driver {
         for (_, slot) in self.ops.borrow_mut().iter_mut() {
             match slot {
                 Lifecycle::Waiting(waker) | Lifecycle::Multishot { waker, .. } => wakers.extend(waker.take()),
-                Lifecycle::Behind(behind) => wakers.extend(Driver::behind_waiter(behind)),
+                Lifecycle::Behind(record) => {
+                    wakers.extend(Driver::behind_waiter(&self.behinds.borrow()[*record]))
+                }
                 _ => {}
             }
         }
@@ -989,6 +996,7 @@ impl Drop for Driver {
         let leftover = std::mem::take(&mut *self.ops.borrow_mut());
         if !leftover.is_empty() {
             std::mem::forget(leftover);
+            std::mem::forget(std::mem::take(&mut *self.behinds.borrow_mut()));
             // Their receives may still fill ring buffers: keep that memory too.
             std::mem::forget(self.buf_ring.clone());
             std::mem::forget(self.dgram_ring.get().cloned());
@@ -1242,9 +1250,9 @@ mod tests {
     use super::*;
 
     /// Every connection has a slot (its multishot receive's), and every slot the room of the
-    /// largest kind: a send behind (its bytes, the task's waker, the fd) sets it.
+    /// largest kind (a multishot operation's; a send behind keeps its record apart).
     #[test]
     fn an_operation_slot_stays_small() {
-        assert!(std::mem::size_of::<Lifecycle>() <= 56, "{}", std::mem::size_of::<Lifecycle>());
+        assert!(std::mem::size_of::<Lifecycle>() <= 48, "{}", std::mem::size_of::<Lifecycle>());
     }
 }

@@ -11,11 +11,15 @@
 //!
 //! # A send's life
 //!
-//! 1. [`Driver::send_behind`] takes a slot, a [`Lifecycle::Behind`] that owns the bytes and a
-//!    clone of the task's waker, and submits the `SEND`. The caller goes on at once.
+//! 1. [`Driver::send_behind`] takes an operation slot, a [`Lifecycle::Behind`], and a record
+//!    ([`Behind`], in `Driver::behinds`) that owns the bytes and a clone of the task's waker,
+//!    and submits the `SEND`. The caller goes on at once. (The record is the largest thing an
+//!    operation holds; kept out of the slot, it does not make every connection's slot larger:
+//!    only sends in flight have one.)
 //! 2. Its completion comes to [`Driver::behind_completed`], during the turn:
 //!    - **complete** (every byte taken): the bytes go back now (a ring buffer to the ring, so
-//!      that a connection that then goes idle pins none) and the slot is freed. Nobody is woken
+//!      that a connection that then goes idle pins none), the slot and the record are freed.
+//!      Nobody is woken
 //!      (`sends_quiet`), unless a call of the stream waits for this send to be over.
 //!    - **short**, or **`EAGAIN`** (a ring buffer's first try does not wait for the peer's
 //!      window, see [`IoBuf::is_shared`](crate::IoBuf::is_shared)): after the turn, the driver
@@ -25,8 +29,9 @@
 //!      stream dropped meanwhile), except once if a call of the stream waits behind the send:
 //!      that call then gives back the ring buffer it holds, rather than keep it for as long as
 //!      the peer takes to read ([`Driver::behind_stalled`]).
-//!    - **failed**: the bytes go back, the slot keeps the error ([`Lifecycle::BehindFailed`])
-//!      and the task is woken; the stream's next call returns the error and frees the slot.
+//!    - **failed**: the bytes go back, the record is freed, the slot keeps the error
+//!      ([`Lifecycle::BehindFailed`]) and the task is woken; the stream's next call returns the
+//!      error and frees the slot.
 //! 3. The stream knows its last send behind by slot index ([`BehindKey`]). The slot may have
 //!    been freed and taken by another operation since: it is still this stream's only while it
 //!    is a `Behind` or `BehindFailed` *of the stream's fd*. That test is exact, because an fd
@@ -36,7 +41,7 @@
 //! # Dropping the stream
 //!
 //! The bytes must still go out, before the end of stream. So a stream dropped with a send behind
-//! in flight hands its fd to the slot ([`Owner::Dropped`]), and the driver closes it (through
+//! in flight hands its fd to the send's record ([`Owner::Dropped`]), and the driver closes it (through
 //! [`Driver::close_fd`], after every operation queued on it) once the send is over, short sends
 //! continued. Closing at once would not do on any backend: the epoll backend's `close_fd` cancels
 //! the operations still queued on the fd, aio's shuts the socket down to end the requests still
@@ -57,14 +62,25 @@ use crate::stats;
 use crate::sys;
 
 /// A stream's handle on its send behind: the slot of the last one it queued, which may since be
-/// over and the slot freed (see the module docs for how the driver tells).
-#[derive(Debug, Default)]
-pub(crate) struct BehindKey(std::cell::Cell<Option<usize>>);
+/// over and the slot freed (see the module docs for how the driver tells). `NONE` for none; a
+/// `u32` (not an `Option<usize>`), to keep every stream, and so every connection's task, 8 bytes
+/// smaller.
+#[derive(Debug)]
+pub(crate) struct BehindKey(std::cell::Cell<u32>);
 
-/// A send the driver finishes by itself: the slot of a [`Lifecycle::Behind`].
+impl Default for BehindKey {
+    fn default() -> Self {
+        BehindKey(std::cell::Cell::new(NONE))
+    }
+}
+
+const NONE: u32 = u32::MAX;
+
+/// A send the driver finishes by itself: the record a [`Lifecycle::Behind`] slot names.
 pub(crate) struct Behind {
     /// The bytes; the kernel reads `bytes[sent..]` while a `SEND` is in flight, so they stay
-    /// put (and a ring buffer stays out of the ring) until its completion.
+    /// put (and a ring buffer stays out of the ring) until its completion. (A `Vec`'s heap
+    /// memory does not move when the slab of records grows.)
     bytes: Bytes,
     /// How many bytes earlier `SEND`s of this one took (short sends the driver continued).
     sent: usize,
@@ -87,11 +103,10 @@ enum Owner {
     Dropped,
 }
 
-/// The bytes of a send behind, in the slot.
+/// The bytes of a send behind.
 ///
-/// Not a [`ProvidedBuf`], which carries its ring: every connection's slot has room for the
-/// largest operation, and this is 8 bytes smaller. The driver's own ring is the ring; the bytes
-/// go back through [`Driver::release_bytes`].
+/// Not a [`ProvidedBuf`], which carries its ring: this is 8 bytes smaller. The driver's own ring
+/// is the ring; the bytes go back through [`Driver::release_bytes`].
 pub(crate) enum Bytes {
     /// A piece of buffer `bid` of the driver's provided-buffer ring.
     Ring { bid: u16, offset: u32, len: u32 },
@@ -109,36 +124,36 @@ impl Bytes {
 }
 
 impl BehindKey {
-    /// The slot of this stream's send behind, if it still holds one (or its error): `fd` is
-    /// the stream's.
-    fn slot<'a>(&self, ops: &'a mut Slab<Lifecycle>, fd: RawFd) -> Option<(usize, &'a mut Lifecycle)> {
-        let index = self.0.get()?;
-        let mine = matches!(
-            ops.get(index),
-            Some(Lifecycle::Behind(Behind { fd: of, .. }) | Lifecycle::BehindFailed { fd: of, .. }) if *of == fd
-        );
-        if !mine {
-            // Over (and the slot freed, maybe taken since): forget it.
-            self.0.set(None);
-            return None;
-        }
-        Some((index, &mut ops[index]))
+    fn get(&self) -> Option<usize> {
+        let index = self.0.get();
+        (index != NONE).then_some(index as usize)
+    }
+
+    /// `index` as a key: `None` past `u32` (a slab of four thousand million operations is out of
+    /// reach long before).
+    fn of(index: usize) -> Option<u32> {
+        u32::try_from(index).ok().filter(|&index| index != NONE)
+    }
+
+    fn clear(&self) {
+        self.0.set(NONE);
     }
 }
 
-/// The send behind in slot `index` failed with `result`: the slot keeps the error for the
-/// stream's next call (or is freed, if the stream was dropped); returns what the slot held.
-fn fail(ops: &mut Slab<Lifecycle>, index: usize, result: i32) -> Behind {
-    let Lifecycle::Behind(Behind { fd, .. }) = ops[index] else { unreachable!("a send behind's slot") };
-    let Lifecycle::Behind(behind) =
-        std::mem::replace(&mut ops[index], Lifecycle::BehindFailed { fd, result })
-    else {
-        unreachable!()
-    };
-    if matches!(behind.owner, Owner::Dropped) {
-        ops.remove(index);
+/// What a stream's [`BehindKey`] finds: its send behind in flight (its record, `behind`), or the
+/// error it failed with (`-errno`, 0 for a send that took nothing) in operation slot `op`.
+enum Found {
+    InFlight { behind: usize },
+    Failed { op: usize, result: i32 },
+}
+
+/// The send behind in slot `op` failed with `result` (its record already taken out): the slot
+/// keeps the error for the stream's next call, or is freed if the stream was dropped.
+fn fail(ops: &mut Slab<Lifecycle>, op: usize, behind: &Behind, result: i32) {
+    match behind.owner {
+        Owner::Stream(_) => ops[op] = Lifecycle::BehindFailed { fd: behind.fd, result },
+        Owner::Dropped => drop(ops.remove(op)),
     }
-    behind
 }
 
 /// The error a failed send behind keeps: `-errno`, or 0 for a send that took nothing.
@@ -168,29 +183,59 @@ impl Driver {
             (Ok(_), None) => unreachable!("a ring piece comes from the driver's ring"),
             (Err(bytes), _) => Bytes::Owned(bytes),
         };
-        let mut ops = self.ops.borrow_mut();
-        debug_assert!(key.slot(&mut ops, fd).is_none(), "a stream's previous send behind is over");
+        debug_assert!(self.find_behind(key, fd).is_none(), "a stream's previous send behind is over");
         let behind =
             Behind { bytes, sent: 0, fd, owner: Owner::Stream(waker.clone()), waited: false, stalled: false };
         let request = self.send_request(&behind);
-        let index = ops.insert(Lifecycle::Behind(behind));
-        drop(ops);
-        // SAFETY: the request points into the slot's bytes (a ring piece the slot holds out of
-        // the ring, or a Vec's heap memory, which does not move with the slot), and the slot
-        // keeps them until the operation's completion (see `behind_completed`).
+        let record = self.behinds.borrow_mut().insert(behind);
+        let index = self.ops.borrow_mut().insert(Lifecycle::Behind(record));
+        let give_up = |error: io::Error| {
+            self.ops.borrow_mut().remove(index);
+            let behind = self.behinds.borrow_mut().remove(record);
+            self.release_bytes(behind.bytes);
+            Err(error)
+        };
+        let Some(as_key) = BehindKey::of(index) else {
+            return give_up(io::Error::other("too many operations in flight"));
+        };
+        // SAFETY: the request points into the record's bytes (a ring piece the record holds out
+        // of the ring, or a Vec's heap memory, which does not move with the record), and the
+        // record keeps them until the operation's completion (see `behind_completed`).
         match unsafe { self.start(index, &request) } {
             Ok(()) => {
-                key.0.set(Some(index));
+                key.0.set(as_key);
                 stats::bump(|c| &c.sends_behind);
                 Ok(())
             }
-            Err(e) => {
-                if let Lifecycle::Behind(behind) = self.ops.borrow_mut().remove(index) {
-                    self.release_bytes(behind.bytes);
-                }
-                Err(e)
-            }
+            Err(e) => give_up(e),
         }
+    }
+
+    /// This stream's send behind, if it still has one in flight (or its error): `fd` is the
+    /// stream's. Forgets the key of one that is over.
+    fn find_behind(&self, key: &BehindKey, fd: RawFd) -> Option<Found> {
+        let op = key.get()?;
+        let found = match self.ops.borrow().get(op) {
+            Some(&Lifecycle::Behind(behind)) if self.behinds.borrow()[behind].fd == fd => {
+                Some(Found::InFlight { behind })
+            }
+            Some(&Lifecycle::BehindFailed { fd: of, result }) if of == fd => {
+                Some(Found::Failed { op, result })
+            }
+            _ => None,
+        };
+        if found.is_none() {
+            // Over (and the slot freed, maybe taken since): forget it.
+            key.clear();
+        }
+        found
+    }
+
+    /// Returns the error a stream's send behind failed with (once: the slot is freed).
+    fn take_error(&self, key: &BehindKey, op: usize, result: i32) -> io::Error {
+        self.ops.borrow_mut().remove(op);
+        key.clear();
+        error_of(result)
     }
 
     /// The `SEND` of what is left of `behind`: a ring buffer's first try does not wait for the
@@ -218,16 +263,17 @@ impl Driver {
         fd: RawFd,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut ops = self.ops.borrow_mut();
-        let Some((index, slot)) = key.slot(&mut ops, fd) else { return Poll::Ready(Ok(())) };
-        match slot {
-            Lifecycle::Behind(behind) => {
+        match self.find_behind(key, fd) {
+            None => Poll::Ready(Ok(())),
+            Some(Found::Failed { op, result }) => Poll::Ready(Err(self.take_error(key, op, result))),
+            Some(Found::InFlight { behind }) => {
                 if !self.alive.get() {
                     return Poll::Ready(Err(runtime_gone()));
                 }
                 if !executor::runs_driver::<Driver>(self) {
                     return Poll::Ready(Err(wrong_runtime()));
                 }
+                let behind = &mut self.behinds.borrow_mut()[behind];
                 if let Owner::Stream(waker) = &mut behind.owner {
                     if !waker.will_wake(cx.waker()) {
                         *waker = cx.waker().clone();
@@ -236,30 +282,17 @@ impl Driver {
                 behind.waited = true;
                 Poll::Pending
             }
-            Lifecycle::BehindFailed { result, .. } => {
-                let error = error_of(*result);
-                ops.remove(index);
-                key.0.set(None);
-                Poll::Ready(Err(error))
-            }
-            _ => unreachable!("`BehindKey::slot` returns a Behind or BehindFailed slot"),
         }
     }
 
     /// The error the stream's last send behind failed with, if it did (returned once); `Ok`
     /// while it is in flight, or once it is over.
     pub(crate) fn behind_error(&self, key: &BehindKey, fd: RawFd) -> io::Result<()> {
-        if key.0.get().is_none() {
+        if key.get().is_none() {
             return Ok(());
         }
-        let mut ops = self.ops.borrow_mut();
-        match key.slot(&mut ops, fd) {
-            Some((index, Lifecycle::BehindFailed { result, .. })) => {
-                let error = error_of(*result);
-                ops.remove(index);
-                key.0.set(None);
-                Err(error)
-            }
+        match self.find_behind(key, fd) {
+            Some(Found::Failed { op, result }) => Err(self.take_error(key, op, result)),
             _ => Ok(()),
         }
     }
@@ -269,8 +302,8 @@ impl Driver {
     /// ring buffer meanwhile.
     pub(crate) fn behind_stalled(&self, key: &BehindKey, fd: RawFd) -> bool {
         let scarce = self.buf_ring.as_ref().is_some_and(|ring| ring.scarce());
-        match key.slot(&mut self.ops.borrow_mut(), fd) {
-            Some((_, Lifecycle::Behind(behind))) => behind.stalled || scarce,
+        match self.find_behind(key, fd) {
+            Some(Found::InFlight { behind }) => self.behinds.borrow()[behind].stalled || scarce,
             _ => false,
         }
     }
@@ -278,7 +311,7 @@ impl Driver {
     /// Whether the stream has no send behind in flight and no error of one to report: a send
     /// may start now without overtaking one.
     pub(crate) fn behind_idle(&self, key: &BehindKey, fd: RawFd) -> bool {
-        key.0.get().is_none() || key.slot(&mut self.ops.borrow_mut(), fd).is_none()
+        key.get().is_none() || self.find_behind(key, fd).is_none()
     }
 
     /// The stream is being dropped: if its send behind is in flight, the slot takes `fd` and the
@@ -286,19 +319,20 @@ impl Driver {
     /// to be closed now. An error nobody will read any more is dropped.
     pub(crate) fn drop_behind(&self, key: &BehindKey, fd: OwnedFd) -> Option<OwnedFd> {
         let raw = fd.as_raw_fd();
-        let mut ops = self.ops.borrow_mut();
-        match key.slot(&mut ops, raw) {
-            Some((_, Lifecycle::Behind(behind))) => {
+        match self.find_behind(key, raw) {
+            Some(Found::InFlight { behind }) => {
                 stats::trace_step!(
                     "  the stream is dropped with a SEND behind in flight: fd {raw} is closed once it is over"
                 );
-                behind.owner = Owner::Dropped;
-                // The slot owns the number now (closed in `finish_behind`).
+                // Dropped outside the borrow (a waker).
+                let owner = std::mem::replace(&mut self.behinds.borrow_mut()[behind].owner, Owner::Dropped);
+                drop(owner);
+                // The record owns the number now (closed in `finish_behind`).
                 let _ = fd.into_raw_fd();
                 None
             }
-            Some((index, _)) => {
-                ops.remove(index);
+            Some(Found::Failed { op, .. }) => {
+                self.ops.borrow_mut().remove(op);
                 Some(fd)
             }
             None => Some(fd),
@@ -314,15 +348,19 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let Some(Lifecycle::Behind(behind)) = ops.get_mut(index) else {
+        let Some(&Lifecycle::Behind(record)) = ops.get(index) else {
             unreachable!("a send behind's completion comes to its Behind slot")
         };
+        let mut behinds = self.behinds.borrow_mut();
+        let behind = &mut behinds[record];
         let (result, asked) = (completion.result, behind.bytes.len() - behind.sent);
         if result > 0 {
             behind.sent += (result as usize).min(asked);
         }
         if behind.sent == behind.bytes.len() {
-            let Lifecycle::Behind(behind) = ops.remove(index) else { unreachable!() };
+            ops.remove(index);
+            let behind = behinds.remove(record);
+            drop(behinds);
             self.finish_behind(behind, None, wakers, after);
             return;
         }
@@ -346,7 +384,9 @@ impl Driver {
         // Failed (a send that takes nothing is an error too, and so is one cut by the runtime's
         // drop).
         let result = if again || result > 0 { -libc::ECANCELED } else { result };
-        let behind = fail(ops, index, result);
+        let behind = behinds.remove(record);
+        drop(behinds);
+        fail(ops, index, &behind, result);
         self.finish_behind(behind, Some(result), wakers, after);
     }
 
@@ -405,8 +445,9 @@ impl Driver {
     /// the module docs). A ring buffer's unsent bytes are copied out first and the ring buffer
     /// given back: the peer's window is full, and a ring buffer must not wait on it.
     pub(super) fn continue_behind(&self, index: usize, wakers: &mut Vec<Waker>, after: &mut AfterTurn) {
-        let mut ops = self.ops.borrow_mut();
-        let Some(Lifecycle::Behind(behind)) = ops.get_mut(index) else { return };
+        let Some(&Lifecycle::Behind(record)) = self.ops.borrow().get(index) else { return };
+        let mut behinds = self.behinds.borrow_mut();
+        let behind = &mut behinds[record];
         if let Bytes::Ring { bid, offset, len } = behind.bytes {
             let ring = self.buf_ring.as_ref().expect("a ring piece comes from the driver's ring");
             let sent = behind.sent.min(len as usize);
@@ -423,13 +464,14 @@ impl Driver {
             after.released.push(Bytes::Ring { bid, offset, len });
         }
         let request = self.send_request(behind);
-        drop(ops);
+        drop(behinds);
         stats::bump(|c| &c.sends_continued);
-        // SAFETY: as in `send_behind`: the request points into the slot's bytes, kept there
+        // SAFETY: as in `send_behind`: the request points into the record's bytes, kept there
         // until this operation's completion.
         if let Err(e) = unsafe { self.start(index, &request) } {
             let result = -e.raw_os_error().unwrap_or(libc::EIO);
-            let behind = fail(&mut self.ops.borrow_mut(), index, result);
+            let behind = self.behinds.borrow_mut().remove(record);
+            fail(&mut self.ops.borrow_mut(), index, &behind, result);
             self.finish_behind(behind, Some(result), wakers, after);
         }
     }
@@ -449,8 +491,8 @@ impl Driver {
 
     /// Closes the fd of a dropped stream whose send behind is over.
     pub(super) fn close_behind(&self, fd: RawFd) {
-        // SAFETY: the stream handed its fd to the send's slot (`drop_behind`), which was its only
-        // owner, and the slot is gone.
+        // SAFETY: the stream handed its fd to the send's record (`drop_behind`), which was its
+        // only owner, and the record is gone.
         self.close_fd(unsafe { sys::owned_fd(fd) });
     }
 
