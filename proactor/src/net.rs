@@ -634,6 +634,24 @@ impl TcpStream {
         poll_fn(move |cx| self.driver.poll_behind(&self.behind, self.fd.as_raw_fd(), cx))
     }
 
+    /// Ready once no send behind of this stream is in flight (see [`flush`](Self::flush)), for a
+    /// write that holds `buf` meanwhile. If the send ahead is stalled on the peer's window (or
+    /// the ring is nearly dry), a ring buffer is copied out and given back first: waiting with
+    /// it would pin it for as long as the peer takes to read (as `WriteAll` does for its own).
+    fn poll_behind_with<B: IoBuf>(&self, buf: &mut B, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let fd = self.fd.as_raw_fd();
+        let ready = self.driver.poll_behind(&self.behind, fd, cx);
+        if ready.is_pending() && buf.is_shared() && self.driver.behind_stalled(&self.behind, fd) {
+            crate::stats::bump(|c| &c.sends_detached);
+            crate::stats::trace_step!(
+                "  the send ahead waits for the peer: copy the {} bytes out of the ring buffer and give it back",
+                buf.bytes_init()
+            );
+            buf.detach();
+        }
+        ready
+    }
+
     /// The error of this stream's send behind, if one failed (see `write_all_behind`).
     fn behind_error(&self) -> io::Result<()> {
         self.driver.behind_error(&self.behind, self.fd.as_raw_fd())
@@ -779,8 +797,9 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                     return Poll::Ready((Ok(()), buf.take().expect("WriteAll polled after completion")))
                 }
                 Writing::AfterBehind(buf) => {
-                    let (stream, fd) = (this.stream, this.stream.fd.as_raw_fd());
-                    let behind = ready!(stream.driver.poll_behind(&stream.behind, fd, cx));
+                    let behind = ready!(this
+                        .stream
+                        .poll_behind_with(buf.as_mut().expect("WriteAll polled after completion"), cx));
                     let buf = buf.take().expect("WriteAll polled after completion");
                     if let Err(e) = behind {
                         this.state = Writing::Over(None);
@@ -847,22 +866,7 @@ impl Future for WriteBehind<'_> {
         std::task::ready!(executor::poll_budget(cx));
         let stream = self.stream;
         let fd = stream.fd.as_raw_fd();
-        if stream.driver.poll_behind(&stream.behind, fd, cx)?.is_pending() {
-            if let Some(buf) = self.buf.as_mut().filter(|buf| buf.is_shared()) {
-                if stream.driver.behind_stalled(&stream.behind, fd) {
-                    // The send ahead waits for the peer's window: waiting for it with a ring
-                    // buffer would pin it. Copy the bytes out and give the ring buffer back, as
-                    // `WriteAll` does.
-                    crate::stats::bump(|c| &c.sends_detached);
-                    crate::stats::trace_step!(
-                        "  the send ahead waits for the peer: copy the {} bytes out of the ring buffer and give it back",
-                        buf.len()
-                    );
-                    buf.detach();
-                }
-            }
-            return Poll::Pending;
-        }
+        ready!(stream.poll_behind_with(self.buf.as_mut().expect("WriteBehind polled after completion"), cx))?;
         let buf = self.buf.take().expect("WriteBehind polled after completion");
         if buf.is_empty() {
             return Poll::Ready(Ok(()));
