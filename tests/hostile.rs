@@ -333,8 +333,8 @@ impl<C: echo::Connection> echo::Connection for PanicOn<C> {
         self.0.send_vec(buf).await
     }
 
-    fn shutdown_write(&mut self) -> std::io::Result<()> {
-        self.0.shutdown_write()
+    async fn shutdown_write(&mut self) -> std::io::Result<()> {
+        self.0.shutdown_write().await
     }
 }
 

@@ -22,7 +22,7 @@ async fn shout<C: Connection>(mut conn: C) -> io::Result<()> {
         sent?;
         out = back;
     }
-    conn.shutdown_write()
+    conn.shutdown_write().await
 }
 
 fn main() -> io::Result<()> {

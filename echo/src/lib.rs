@@ -54,14 +54,24 @@ pub trait Connection {
     /// Receives the next bytes, in a buffer the runtime chooses; `None` at end of stream.
     async fn recv(&mut self) -> io::Result<Option<Self::Buf>>;
 
-    /// Sends all of `buf`, taking it by value (a completion runtime gives it to the kernel).
+    /// Hands all of `buf` to the runtime to send, taking it by value (a completion runtime gives
+    /// it to the kernel).
+    ///
+    /// When this returns, the bytes are the runtime's, not necessarily the peer's yet: a
+    /// completion runtime may still be sending them behind the handler's back (the proactor
+    /// does, and wakes nobody when they are out). They leave in order, before anything sent
+    /// later and before `shutdown_write`'s end of stream. So an error of this send may come out
+    /// of the next call instead (`recv`, `send_all`, `send_vec` or `shutdown_write`).
     async fn send_all(&mut self, buf: Self::Buf) -> io::Result<()>;
 
-    /// Sends all of a buffer the handler made itself, and gives it back to be reused.
+    /// Sends all of a buffer the handler made itself, and gives it back to be reused (once the
+    /// kernel has taken every byte).
     async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
 
-    /// Shuts down the write side: the peer reads end of stream after everything sent before.
-    fn shutdown_write(&mut self) -> io::Result<()>;
+    /// Shuts down the write side once everything sent before is out: the peer reads it all,
+    /// then end of stream. Returns the error of an earlier send, if one failed and was not
+    /// reported yet.
+    async fn shutdown_write(&mut self) -> io::Result<()>;
 }
 
 /// The echo handler: everything received is sent back, in order, until end of stream; then
@@ -73,7 +83,7 @@ pub async fn handle<C: Connection>(mut conn: C) -> io::Result<()> {
         let Some(received) = conn.recv().await? else { break };
         conn.send_all(received).await?;
     }
-    conn.shutdown_write()
+    conn.shutdown_write().await
 }
 
 impl Connection for reactor::net::TcpStream {
@@ -103,7 +113,7 @@ impl Connection for reactor::net::TcpStream {
         (self.write_all(&buf).await, buf)
     }
 
-    fn shutdown_write(&mut self) -> io::Result<()> {
+    async fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
     }
 }
@@ -115,20 +125,21 @@ impl Connection for proactor::net::TcpStream {
         self.read_provided().await
     }
 
-    // Not an `async fn`: that would keep `buf` in its state next to the write that owns it,
-    // and this state is part of every connection's task, idle ones included.
+    // A send behind: ready once submitted; the driver gives the buffer back to the ring when
+    // the kernel has taken it, without waking the task (one wake per echo, the receive's). Not
+    // an `async fn`: that would keep `buf` in its state next to the future that owns it, and
+    // this state is part of every connection's task, idle ones included.
     fn send_all(&mut self, buf: proactor::ProvidedBuf) -> impl std::future::Future<Output = io::Result<()>> {
-        let mut write = self.write_all(buf);
-        std::future::poll_fn(move |cx| {
-            std::future::Future::poll(std::pin::Pin::new(&mut write), cx).map(|(result, _)| result)
-        })
+        self.write_all_behind(buf)
     }
 
     async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         self.write_all(buf).await
     }
 
-    fn shutdown_write(&mut self) -> io::Result<()> {
+    async fn shutdown_write(&mut self) -> io::Result<()> {
+        // The last send behind must be out before the end of stream (and its error reported).
+        self.flush().await?;
         self.shutdown(Shutdown::Write)
     }
 }

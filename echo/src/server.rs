@@ -417,8 +417,8 @@ impl<C: Connection, S: Future<Output = ()>> Connection for IdleTimeout<C, S> {
         self.conn.send_vec(buf).await
     }
 
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.conn.shutdown_write()
+    async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.conn.shutdown_write().await
     }
 }
 

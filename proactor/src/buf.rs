@@ -229,6 +229,34 @@ impl ProvidedBuf {
     pub(crate) fn owned(bytes: Vec<u8>) -> ProvidedBuf {
         ProvidedBuf { inner: Provided::Owned(bytes) }
     }
+
+    /// Takes the buffer apart for a send the driver finishes by itself: a piece of `ring`
+    /// (`bid`, `offset`, `len`), whose release is the caller's from now on, or bytes of their
+    /// own (a piece of another ring is copied out, and given back to it).
+    pub(crate) fn into_parts(mut self, ring: Option<&Rc<BufRing>>) -> Result<(u16, u32, u32), Vec<u8>> {
+        if let Provided::Ring { ring: of, bid, offset, len } = &self.inner {
+            if ring.is_some_and(|ring| Rc::ptr_eq(ring, of)) {
+                let piece = (*bid, *offset, *len as u32);
+                // The piece is the caller's now: this value must not release it when dropped.
+                self.inner = Provided::Owned(Vec::new());
+                return Ok(piece);
+            }
+            self.detach_from_ring();
+        }
+        match std::mem::replace(&mut self.inner, Provided::Owned(Vec::new())) {
+            Provided::Owned(bytes) => Err(bytes),
+            Provided::Ring { .. } => unreachable!("detached above"),
+        }
+    }
+}
+
+/// An ordinary buffer as a `ProvidedBuf`, for the calls that take one
+/// ([`TcpStream::write_all_behind`](crate::net::TcpStream::write_all_behind)). No copy, no
+/// allocation.
+impl From<Vec<u8>> for ProvidedBuf {
+    fn from(bytes: Vec<u8>) -> ProvidedBuf {
+        ProvidedBuf::owned(bytes)
+    }
 }
 
 impl Deref for ProvidedBuf {

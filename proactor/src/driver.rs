@@ -61,6 +61,9 @@ use crate::stats;
 use crate::sys;
 use crate::uring::{self, Uring};
 
+mod behind;
+pub(crate) use behind::BehindKey;
+
 /// The result of one operation (one CQE, for io_uring).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Completion {
@@ -319,6 +322,13 @@ enum Lifecycle {
         max_queued: u16,
         spill: bool,
     },
+    /// A send the driver finishes by itself, and wakes nobody for unless it fails or a call of
+    /// its stream waits for it (see `behind`): the index of its record (the bytes, the task's
+    /// waker) in `Driver::behinds`.
+    Behind(usize),
+    /// A send behind that failed: the error (`-errno`, 0 for a send that took nothing) waits
+    /// for the stream's next call. No operation is in flight.
+    BehindFailed { fd: RawFd, result: i32 },
 }
 
 /// Which backend performs the I/O (see [`Builder::backend`](crate::Builder::backend)).
@@ -398,9 +408,14 @@ pub struct Driver {
     ops: RefCell<Slab<Lifecycle>>,
     /// What kind of operation each slot holds (a `Kind` as u8), for the counters.
     kinds: RefCell<Vec<u8>>,
+    /// The records of the sends behind in flight (see `behind`), apart from the slots: larger
+    /// than anything else an operation holds, they would make every slot larger.
+    behinds: RefCell<Slab<behind::Behind>>,
     /// Bytes of receives that arrived while nobody read them, per operation slot (see
     /// `Lifecycle::Multishot`). Only streams whose task is busy elsewhere have an entry.
     spills: RefCell<std::collections::HashMap<usize, Vec<u8>>>,
+    /// The lists of `AfterTurn`, kept between turns (see there).
+    after: RefCell<AfterTurn>,
     notifier: Arc<Notifier>,
     /// The notifier fired since the executor last looked: set by any turn (also the ones
     /// `cancel_and_reap` runs), consumed by the executor's `park`.
@@ -420,7 +435,9 @@ impl std::fmt::Debug for Driver {
 }
 
 /// What a turn leaves to do once its borrows are released (dropping resources may run
-/// arbitrary code).
+/// arbitrary code, and giving a ring buffer back may wake a task). Kept in the driver from turn
+/// to turn, so that its lists keep their memory: a turn that finishes sends behind allocates
+/// nothing.
 #[derive(Default)]
 struct AfterTurn {
     /// The ring ran dry: take the ring buffers back from receives nobody reads.
@@ -429,6 +446,12 @@ struct AfterTurn {
     discarded: Vec<(Completion, bool)>,
     #[allow(clippy::type_complexity)]
     finished_orphans: Vec<(Box<dyn FnOnce(Completion)>, Completion)>,
+    /// Sends behind that were short: the driver sends the rest (`Driver::continue_behind`).
+    behind: Vec<usize>,
+    /// Bytes of sends behind that are over, to give back.
+    released: Vec<behind::Bytes>,
+    /// Fds of dropped streams whose send behind is over, to close.
+    close: Vec<RawFd>,
 }
 
 impl Driver {
@@ -462,7 +485,9 @@ impl Driver {
             dgram_ring: std::cell::OnceCell::new(),
             ops: RefCell::new(Slab::with_capacity(executor::slab_capacity())),
             kinds: RefCell::new(Vec::new()),
+            behinds: RefCell::new(Slab::new()),
             spills: RefCell::new(std::collections::HashMap::new()),
+            after: RefCell::default(),
             notifier: Arc::new(notifier),
             notified: Cell::new(false),
             features,
@@ -613,24 +638,9 @@ impl Driver {
             Lifecycle::Waiting(None)
         };
         let index = self.ops.borrow_mut().insert(lifecycle);
-        {
-            let mut kinds = self.kinds.borrow_mut();
-            if kinds.len() <= index {
-                kinds.resize(index + 1, 0);
-            }
-            kinds[index] = kind_of(&request);
-        }
-        // The caller guarantees the pointers are owned by `resources`, which the Op keeps (or
-        // hands to the slot when dropped) until this operation's completion arrives.
-        let started = match &self.io {
-            // SAFETY: see above.
-            Io::Uring(uring) => unsafe { uring.start(index, &request) },
-            // SAFETY: see above.
-            Io::Aio(aio) => unsafe { aio.start(index, request) },
-            // SAFETY: see above.
-            Io::Epoll(epoll) => unsafe { epoll.start(index, request) },
-        };
-        match started {
+        // SAFETY: the caller guarantees the pointers are owned by `resources`, which the Op
+        // keeps (or hands to the slot when dropped) until this operation's completion arrives.
+        match unsafe { self.start(index, &request) } {
             Ok(()) => Op {
                 driver: self.clone(),
                 state: OpState::InFlight(index),
@@ -642,6 +652,28 @@ impl Driver {
                 self.ops.borrow_mut().remove(index);
                 Op::failed(self.clone(), resources, e)
             }
+        }
+    }
+
+    /// Hands the backend `request`, the operation of slot `index` (which its completion names).
+    ///
+    /// # Safety
+    /// Every pointer in the request must stay valid until the operation's completion arrives.
+    unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {
+        {
+            let mut kinds = self.kinds.borrow_mut();
+            if kinds.len() <= index {
+                kinds.resize(index + 1, 0);
+            }
+            kinds[index] = kind_of(request);
+        }
+        match &self.io {
+            // SAFETY: the caller's guarantee, passed on.
+            Io::Uring(uring) => unsafe { uring.start(index, request) },
+            // SAFETY: the caller's guarantee, passed on.
+            Io::Aio(aio) => unsafe { aio.start(index, *request) },
+            // SAFETY: the caller's guarantee, passed on.
+            Io::Epoll(epoll) => unsafe { epoll.start(index, *request) },
         }
     }
 
@@ -717,34 +749,49 @@ impl Driver {
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
     fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
-        let mut after = AfterTurn::default();
-        let notified = {
+        // (Taken out for the turn: a turn run meanwhile, should one be, starts with empty lists.)
+        let mut after = std::mem::take(&mut *self.after.borrow_mut());
+        let turned = {
             let mut ops = self.ops.borrow_mut();
             let complete = |index, completion| self.complete(&mut ops, index, completion, wakers, &mut after);
             match &self.io {
-                Io::Uring(uring) => uring.turn(timeout, &self.notifier, complete)?,
-                Io::Aio(aio) => aio.turn(timeout, &self.notifier, complete)?,
-                Io::Epoll(epoll) => epoll.turn(timeout, &self.notifier, complete)?,
+                Io::Uring(uring) => uring.turn(timeout, &self.notifier, complete),
+                Io::Aio(aio) => aio.turn(timeout, &self.notifier, complete),
+                Io::Epoll(epoll) => epoll.turn(timeout, &self.notifier, complete),
             }
         };
+        let notified = turned.as_ref().is_ok_and(|notified| *notified);
         if notified {
             self.notified.set(true);
         }
         if after.sweep {
+            after.sweep = false;
             self.sweep_unread(&mut after);
         }
         // Resources of orphaned operations, and fds they produced, are dropped outside the
         // borrows: dropping may run arbitrary code.
-        for index in after.to_cancel {
+        for index in after.to_cancel.drain(..) {
             let _ = self.cancel(index, false);
         }
-        for (completion, result_is_fd) in after.discarded {
+        for (completion, result_is_fd) in after.discarded.drain(..) {
             self.discard(completion, result_is_fd);
         }
-        for (finish, completion) in after.finished_orphans {
+        for (finish, completion) in after.finished_orphans.drain(..) {
             finish(completion);
         }
-        Ok(notified)
+        let mut short = std::mem::take(&mut after.behind);
+        for index in short.drain(..) {
+            self.continue_behind(index, wakers, &mut after);
+        }
+        after.behind = short;
+        for bytes in after.released.drain(..) {
+            self.release_bytes(bytes);
+        }
+        for fd in after.close.drain(..) {
+            self.close_behind(fd);
+        }
+        *self.after.borrow_mut() = after;
+        turned
     }
 
     /// The ring ran dry: every receive whose completions wait for a task that is not reading
@@ -776,12 +823,12 @@ impl Driver {
             completion.offset =
                 ring.taken(bid, completion.result.max(0) as u32, uring::buffer_more(&completion));
         }
-        let Some(slot) = ops.get_mut(index) else {
+        if !ops.contains(index) {
             // No operation owns it (cannot happen: a slot lives until its last CQE); still,
             // give back what it took.
             after.discarded.push((completion, false));
             return;
-        };
+        }
         if completion.result != -libc::ECANCELED {
             match kind {
                 KIND_ACCEPT => stats::bump(|c| &c.accepts),
@@ -797,6 +844,10 @@ impl Driver {
                 KIND_RECV_DGRAM => stats::bump(|c| &c.recvs),
                 _ => {}
             }
+        }
+        let slot = &mut ops[index];
+        if let Lifecycle::Behind(_) = slot {
+            return self.behind_completed(ops, index, completion, wakers, after);
         }
         match slot {
             Lifecycle::Waiting(waker) => {
@@ -877,6 +928,9 @@ impl Driver {
                 }
             }
             Lifecycle::Completed(_) => unreachable!("a second completion for a single-shot operation"),
+            Lifecycle::Behind(_) | Lifecycle::BehindFailed { .. } => {
+                unreachable!("a send behind's completion goes to `behind_completed`; a failed one has none")
+            }
         }
     }
 }
@@ -904,6 +958,9 @@ impl Park for Driver {
         for (_, slot) in self.ops.borrow_mut().iter_mut() {
             match slot {
                 Lifecycle::Waiting(waker) | Lifecycle::Multishot { waker, .. } => wakers.extend(waker.take()),
+                Lifecycle::Behind(record) => {
+                    wakers.extend(Driver::behind_waiter(&self.behinds.borrow()[*record]))
+                }
                 _ => {}
             }
         }
@@ -928,14 +985,18 @@ impl Drop for Driver {
             if self.turn(Some(Duration::from_millis(10)), &mut wakers).is_err() {
                 break;
             }
-            // Completed-but-unclaimed slots no longer point into anything; drop them.
-            self.ops.borrow_mut().retain(|_, slot| !matches!(slot, Lifecycle::Completed(_)));
+            // Completed-but-unclaimed slots (and errors of sends behind nobody will read) no
+            // longer point into anything; drop them.
+            self.ops
+                .borrow_mut()
+                .retain(|_, slot| !matches!(slot, Lifecycle::Completed(_) | Lifecycle::BehindFailed { .. }));
         }
         // Whatever is left (the kernel did not answer in time) is leaked on purpose rather
         // than freed under the kernel's feet.
         let leftover = std::mem::take(&mut *self.ops.borrow_mut());
         if !leftover.is_empty() {
             std::mem::forget(leftover);
+            std::mem::forget(std::mem::take(&mut *self.behinds.borrow_mut()));
             // Their receives may still fill ring buffers: keep that memory too.
             std::mem::forget(self.buf_ring.clone());
             std::mem::forget(self.dgram_ring.get().cloned());
@@ -1178,6 +1239,20 @@ impl<T: 'static> Drop for Op<T> {
                 let _ = self.driver.cancel(index, false);
             }
             Lifecycle::Orphaned { .. } => unreachable!("a live Op's slot is never orphaned"),
+            Lifecycle::Behind(_) | Lifecycle::BehindFailed { .. } => {
+                unreachable!("a send behind has no Op")
+            }
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection has a slot (its multishot receive's), and every slot the room of the
+    /// largest kind (a multishot operation's; a send behind keeps its record apart).
+    #[test]
+    fn an_operation_slot_stays_small() {
+        assert!(std::mem::size_of::<Lifecycle>() <= 48, "{}", std::mem::size_of::<Lifecycle>());
     }
 }

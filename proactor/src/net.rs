@@ -30,7 +30,7 @@ use crate::buf::{self, BufResult, IoBuf, IoBufMut, ProvidedBuf};
 use crate::bufring::{self, BufRing};
 use executor::net::AcceptBackoff;
 
-use crate::driver::{Completion, Driver, Op, Request};
+use crate::driver::{BehindKey, Completion, Driver, Op, Request};
 use crate::sys;
 use crate::time::{sleep_until, Sleep};
 
@@ -285,7 +285,8 @@ impl AsRawFd for TcpListener {
     }
 }
 
-/// A TCP connection. Reads and writes take owned buffers and give them back.
+/// A TCP connection. Reads and writes take owned buffers and give them back, except
+/// [`write_all_behind`](Self::write_all_behind), which keeps the buffer and returns at once.
 ///
 /// Methods take `&self`: a read and a write can be in flight at the same time (from two futures
 /// joined in one task). Two reads in flight at once are allowed by the kernel but split the
@@ -302,6 +303,8 @@ pub struct TcpStream {
     recv: RefCell<Option<Op<()>>>,
     /// Whether `read_provided` armed a receive before (the next one is a re-arm).
     recv_armed: Cell<bool>,
+    /// The send behind in flight, or its error, if any (see `write_all_behind`).
+    behind: BehindKey,
 }
 
 impl fmt::Debug for TcpStream {
@@ -322,6 +325,7 @@ impl TcpStream {
             stash: OnceCell::new(),
             recv: RefCell::new(None),
             recv_armed: Cell::new(false),
+            behind: BehindKey::default(),
         }
     }
 
@@ -365,6 +369,9 @@ impl TcpStream {
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         async move {
+            if let Err(e) = self.behind_error() {
+                return (Err(e), buf);
+            }
             poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
             let start = if stash.borrow().bytes.is_empty() && buf.bytes_total() > 0 {
                 let fd = self.fd.as_raw_fd();
@@ -431,6 +438,9 @@ impl TcpStream {
     /// takes a buffer from a per-thread pool when the socket is readable: no buffer while idle
     /// there either. Do not mix with [`read`](Self::read)
     /// on the same stream.
+    ///
+    /// An error of a [send behind](Self::write_all_behind) on this stream comes out here too,
+    /// as soon as it is known (the task is woken for it).
     pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
         match self.driver.buf_ring() {
             Some(ring) => {
@@ -439,7 +449,14 @@ impl TcpStream {
             }
             None if self.driver.picks_buffers() => poll_fn(|cx| self.poll_read_picked(cx)).await,
             None => {
-                let (read, buf) = Box::pin(self.read(buf::spare_vec())).await;
+                // An error of a send behind ends the wait too (the read, cancelled, keeps its
+                // bytes for the next one): a read in a glibc thread may wait long.
+                let mut read = Box::pin(self.read(buf::spare_vec()));
+                let (read, buf) = poll_fn(|cx| match self.behind_error() {
+                    Err(e) => Poll::Ready((Err(e), Vec::new())),
+                    Ok(()) => read.as_mut().poll(cx),
+                })
+                .await;
                 // Wrapped first, so that on error or end of stream the buffer goes back to the
                 // spare pool when dropped.
                 let buf = ProvidedBuf::owned(buf);
@@ -454,6 +471,7 @@ impl TcpStream {
         ticket: &mut Option<u64>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<ProvidedBuf>>> {
+        self.behind_error()?;
         let mut recv = self.recv.borrow_mut();
         loop {
             let op = match &mut *recv {
@@ -519,23 +537,124 @@ impl TcpStream {
 
     /// Writes some of `buf` (starting at its first byte); gives back how many bytes were
     /// written, and the buffer.
+    ///
+    /// After a [send behind](Self::write_all_behind), the write starts once that send is over
+    /// (and returns its error, if it failed).
     pub fn write<B: IoBuf>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
-        let op = self.send(buf, 0, false);
+        // Submitted now if nothing is ahead of it, as every other operation.
+        let early = if self.driver.behind_idle(&self.behind, self.fd.as_raw_fd()) {
+            Ok(self.send(buf, 0, false))
+        } else {
+            Err(buf)
+        };
         async move {
+            let op = match early {
+                Ok(op) => op,
+                Err(buf) => match self.flush().await {
+                    Ok(()) => self.send(buf, 0, false),
+                    Err(e) => return (Err(e), buf),
+                },
+            };
             let (result, buf) = op.await;
             (result.and_then(Completion::into_result).map(|n| n as usize), buf)
         }
     }
 
     /// Writes all of `buf`, then gives it back.
+    ///
+    /// After a [send behind](Self::write_all_behind), the write starts once that send is over
+    /// (and returns its error, if it failed).
     pub fn write_all<B: IoBuf>(&self, buf: B) -> WriteAll<'_, B> {
         let state = if buf.bytes_init() == 0 {
-            Err(Some(buf))
-        } else {
+            Writing::Over(Some(buf))
+        } else if self.driver.behind_idle(&self.behind, self.fd.as_raw_fd()) {
             let dontwait = buf.is_shared();
-            Ok(self.send(buf, 0, dontwait))
+            Writing::Sending(self.send(buf, 0, dontwait))
+        } else {
+            Writing::AfterBehind(Some(buf))
         };
         WriteAll { stream: self, state, written: 0 }
+    }
+
+    /// Hands all of `buf` to the runtime to send, and is ready as soon as the send is submitted
+    /// (a "write-behind"): the task goes on without waiting for the kernel to take the bytes,
+    /// and is not woken when it has. For buffers the caller is done with: the bytes of
+    /// [`read_provided`](Self::read_provided) (an echo, a forwarded message), a response made
+    /// for the purpose.
+    ///
+    /// ```no_run
+    /// # async fn echo(stream: proactor::net::TcpStream) -> std::io::Result<()> {
+    /// while let Some(received) = stream.read_provided().await? {
+    ///     stream.write_all_behind(received).await?; // one wake per message: the receive's
+    /// }
+    /// stream.flush().await?; // the last send is over (or its error is here)
+    /// stream.shutdown(std::net::Shutdown::Write)
+    /// # }
+    /// ```
+    ///
+    /// # What the driver does
+    ///
+    /// The operation's slot owns the buffer until the send is over. When the completion says
+    /// every byte was taken, the driver gives the buffer back itself (a ring buffer goes back
+    /// to the ring right then, so a connection that goes idle pins none), frees the slot, and
+    /// wakes nobody: one wake and one poll of the task per message fewer than
+    /// [`write_all`](Self::write_all), whose completion must hand the buffer back to the task. A
+    /// short send (the peer's window is full) the driver continues by itself, first copying a
+    /// ring buffer's unsent bytes out and giving it back (as `write_all` does: a ring buffer is
+    /// sent without waiting first, see [`IoBuf::is_shared`]). The task is woken only if the
+    /// send fails, or if one of its calls waits for the send to be over.
+    ///
+    /// # Order, and errors
+    ///
+    /// A stream has at most one send behind in flight, so bytes leave in the order they were
+    /// handed over: the next `write_all_behind`, [`write`](Self::write) or `write_all` waits
+    /// until the one in flight is over, and [`flush`](Self::flush) waits for it. An error of
+    /// the send (`EPIPE`, `ECONNRESET`, ...) is kept and returned, once, by the stream's next
+    /// call among those, [`read`](Self::read) and `read_provided`; the task that queued the
+    /// send is woken for it, so that a task waiting in `read_provided` sees it at once. When
+    /// this returns `Ok`, the bytes were handed to the runtime, not yet to the peer.
+    ///
+    /// # Shutting down, dropping
+    ///
+    /// [`shutdown`](Self::shutdown) acts at once: `flush().await` first, or the bytes still in
+    /// flight may be cut off. Dropping the stream does not cut them off: the driver keeps the
+    /// socket open until the send is over, then closes it, so the peer reads every byte and
+    /// then the end of stream. (A peer that never reads keeps that socket, and the bytes, until
+    /// it resets or the runtime is dropped; dropping the runtime cancels every send in flight.)
+    /// Dropping this future before it is ready drops `buf` unsent.
+    ///
+    /// `buf` is a [`ProvidedBuf`] or a `Vec<u8>` (which becomes one without a copy).
+    pub fn write_all_behind(&self, buf: impl Into<ProvidedBuf>) -> WriteBehind<'_> {
+        WriteBehind { stream: self, buf: Some(buf.into()) }
+    }
+
+    /// Waits until no [send behind](Self::write_all_behind) of this stream is in flight; returns
+    /// the error of the last one, if it failed (once).
+    pub fn flush(&self) -> impl Future<Output = io::Result<()>> + '_ {
+        poll_fn(move |cx| self.driver.poll_behind(&self.behind, self.fd.as_raw_fd(), cx))
+    }
+
+    /// Ready once no send behind of this stream is in flight (see [`flush`](Self::flush)), for a
+    /// write that holds `buf` meanwhile. If the send ahead is stalled on the peer's window (or
+    /// the ring is nearly dry), a ring buffer is copied out and given back first: waiting with
+    /// it would pin it for as long as the peer takes to read (as `WriteAll` does for its own).
+    fn poll_behind_with<B: IoBuf>(&self, buf: &mut B, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let fd = self.fd.as_raw_fd();
+        let ready = self.driver.poll_behind(&self.behind, fd, cx);
+        if ready.is_pending() && buf.is_shared() && self.driver.behind_stalled(&self.behind, fd) {
+            crate::stats::bump(|c| &c.sends_detached);
+            crate::stats::trace_step!(
+                "  the send ahead waits for the peer: copy the {} bytes out of the ring buffer and give it back",
+                buf.bytes_init()
+            );
+            buf.detach();
+        }
+        ready
+    }
+
+    /// The error of this stream's send behind, if one failed (see `write_all_behind`).
+    fn behind_error(&self) -> io::Result<()> {
+        self.driver.behind_error(&self.behind, self.fd.as_raw_fd())
     }
 
     /// One `send` of `buf[offset..]`, with `MSG_NOSIGNAL` (a reset peer is `EPIPE`, not a
@@ -564,6 +683,7 @@ impl TcpStream {
     /// it queued for the next call, so nothing is lost, and every connection's task stays as
     /// small as on io_uring. Bytes a cancelled `read` left behind come first.
     fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+        self.behind_error()?;
         let mut recv = self.recv.borrow_mut();
         let op = match &mut *recv {
             Some(op) => op,
@@ -645,9 +765,18 @@ impl Drop for BufferTicket<'_> {
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct WriteAll<'a, B: IoBuf> {
     stream: &'a TcpStream,
-    /// The send in flight, or the buffer when there was nothing to send.
-    state: Result<Op<B>, Option<B>>,
+    state: Writing<B>,
     written: usize,
+}
+
+/// Where a [`WriteAll`] is.
+enum Writing<B: IoBuf> {
+    /// Waiting for the stream's send behind to be over before the first send.
+    AfterBehind(Option<B>),
+    /// A send in flight.
+    Sending(Op<B>),
+    /// Nothing (more) to send: the buffer goes back at the next poll (`None` once it has).
+    Over(Option<B>),
 }
 
 impl<B: IoBuf> fmt::Debug for WriteAll<'_, B> {
@@ -663,15 +792,28 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
         let this = &mut *self;
         loop {
             let op = match &mut this.state {
-                Ok(op) => op,
-                Err(buf) => {
+                Writing::Sending(op) => op,
+                Writing::Over(buf) => {
                     return Poll::Ready((Ok(()), buf.take().expect("WriteAll polled after completion")))
+                }
+                Writing::AfterBehind(buf) => {
+                    let behind = ready!(this
+                        .stream
+                        .poll_behind_with(buf.as_mut().expect("WriteAll polled after completion"), cx));
+                    let buf = buf.take().expect("WriteAll polled after completion");
+                    if let Err(e) = behind {
+                        this.state = Writing::Over(None);
+                        return Poll::Ready((Err(e), buf));
+                    }
+                    let dontwait = buf.is_shared();
+                    this.state = Writing::Sending(this.stream.send(buf, 0, dontwait));
+                    continue;
                 }
             };
             let (result, mut buf) = ready!(Pin::new(op).poll(cx));
             match result.and_then(Completion::into_result) {
                 Ok(0) => {
-                    this.state = Err(None);
+                    this.state = Writing::Over(None);
                     return Poll::Ready((Err(io::ErrorKind::WriteZero.into()), buf));
                 }
                 Ok(n) => this.written += n as usize,
@@ -679,12 +821,12 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                 // Only a send without waiting ends like this: the peer's window is full.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    this.state = Err(None);
+                    this.state = Writing::Over(None);
                     return Poll::Ready((Err(e), buf));
                 }
             }
             if this.written >= buf.bytes_init() {
-                this.state = Err(None);
+                this.state = Writing::Over(None);
                 return Poll::Ready((Ok(()), buf));
             }
             if buf.is_shared() {
@@ -697,8 +839,39 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                 );
                 buf.detach();
             }
-            this.state = Ok(this.stream.send(buf, this.written, false));
+            this.state = Writing::Sending(this.stream.send(buf, this.written, false));
         }
+    }
+}
+
+/// The future of [`TcpStream::write_all_behind`]: waits for the stream's send behind in flight
+/// to be over, if one is, then submits the send and is ready.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct WriteBehind<'a> {
+    stream: &'a TcpStream,
+    /// Until submitted.
+    buf: Option<ProvidedBuf>,
+}
+
+impl fmt::Debug for WriteBehind<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBehind").field("buf", &self.buf).finish()
+    }
+}
+
+impl Future for WriteBehind<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(executor::poll_budget(cx));
+        let stream = self.stream;
+        let fd = stream.fd.as_raw_fd();
+        ready!(stream.poll_behind_with(self.buf.as_mut().expect("WriteBehind polled after completion"), cx))?;
+        let buf = self.buf.take().expect("WriteBehind polled after completion");
+        if buf.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(stream.driver.send_behind(&stream.behind, fd, buf, cx.waker()))
     }
 }
 
@@ -712,7 +885,11 @@ impl Drop for TcpStream {
         drop(self.recv.get_mut().take());
         // SAFETY: the fd is not used after this.
         let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
-        self.driver.close_fd(fd);
+        // A send behind still in flight keeps the socket open until it is over: its bytes go
+        // out before the end of stream (see `write_all_behind`).
+        if let Some(fd) = self.driver.drop_behind(&self.behind, fd) {
+            self.driver.close_fd(fd);
+        }
     }
 }
 

@@ -35,6 +35,14 @@ executor::counters! {
     /// Sends of a ring buffer that found the peer's window full and continued from a copy,
     /// giving the ring buffer back.
     sends_detached,
+    /// Sends behind queued (`TcpStream::write_all_behind`): the driver finishes each itself.
+    sends_behind,
+    /// Sends behind the driver finished without waking anybody: complete, and no call of the
+    /// stream waiting for them (a dropped stream's count too). Ideally every send behind.
+    sends_quiet,
+    /// `SEND`s the driver submitted again for the rest of a short send behind (or one whose
+    /// first try, without waiting, found the peer's window full).
+    sends_continued,
     /// Chunks of buffers the provided-buffer ring grew by under pressure.
     ring_grown,
     /// Chunks it freed again once the load fell.
@@ -127,7 +135,7 @@ impl Stats {
         };
         format!(
             "turns {} (blocking {}) · completions/turn {per_wait:.1} (max {}) · polls {} · remote {} · \
-             timers {} · recv {} send {} accept {} · syscalls {}: {backend} other {} · in flight {}{}",
+             timers {} · recv {} send {} accept {}{} · syscalls {}: {backend} other {} · in flight {}{}",
             rate(self.turns),
             rate(self.waits_blocking),
             self.max_completions,
@@ -137,6 +145,16 @@ impl Stats {
             rate(self.recvs),
             rate(self.sends),
             rate(self.accepts),
+            if self.sends_behind == 0 {
+                String::new()
+            } else {
+                format!(
+                    " · sends behind {} (quiet {}, continued {})",
+                    rate(self.sends_behind),
+                    rate(self.sends_quiet),
+                    rate(self.sends_continued)
+                )
+            },
             rate(self.syscalls()),
             rate(self.sys_other),
             self.in_flight,

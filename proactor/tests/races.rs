@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::within;
+use common::{reset_on_close, within};
 use proactor::net::{TcpListener, TcpStream};
 use proactor::time::{sleep, timeout};
 
@@ -18,7 +18,6 @@ async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStre
     (stream, peer)
 }
 
-/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
 /// The tests of this file run one at a time: the SQPOLL test needs the fd number it closed to
 /// be reused by the next socket this process opens, which another test opening sockets on a
 /// parallel thread can take first.
@@ -26,21 +25,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn reset_on_close(stream: &std::net::TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }
 
 #[test]

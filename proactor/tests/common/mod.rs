@@ -80,3 +80,20 @@ pub async fn echo_client(addr: SocketAddr, seed: u64, rounds: usize, max_len: us
     }
     Ok(true)
 }
+
+/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
+pub fn reset_on_close(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+}

@@ -287,6 +287,11 @@ fn read_step(
     if s.starts_with("shutdown(") {
         return one(arrow(Lane::Task, Lane::Kernel, Kind::Syscall, before(s, &[":"]), step));
     }
+    // A send behind that the proactor's driver finishes by itself: no arrow to the task, which
+    // is the point ("SEND complete: the driver gives ring buffer 0 back; the task is not woken").
+    if s.starts_with("SEND complete") || s.starts_with("SEND failed") || s.starts_with("SEND took") {
+        return one(note(Lane::Loop, s.replace("; the task is not woken", ": no wake"), step));
+    }
 
     match kind {
         // The emulation's steps are the reactor's epoll steps plus its completions; those it
@@ -415,8 +420,9 @@ fn read_uring_step(s: &str, step: &str) -> (Vec<Row>, bool) {
     if s.starts_with("wait for the next CQE") {
         return one(note(Lane::Task, "the multishot RECV stays armed: no new SQE", step));
     }
+    // The driver's steps (a CQE took a piece of the buffer; a send behind gave it back).
     if s.starts_with("ring buffer") {
-        return one(note(Lane::Task, before(s, &["("]).to_string() + " (shared memory)", step));
+        return one(note(Lane::Loop, before(s, &["("]).to_string() + " (shared memory)", step));
     }
     if s.starts_with("read the CQ ring") {
         return one(note(Lane::Loop, "reads the CQ ring: no syscall", step));
