@@ -1,51 +1,101 @@
 #!/usr/bin/env bash
-# The runtimes' own cost per echo: user-space CPU against the readiness limit (a hand-written
-# mio loop) and tokio, then a profile of where each runtime's user time goes.
+# The runtimes' own cost per echo, measured finely enough to compare: user-space CPU per echo
+# of each runtime against the readiness limit (a hand-written mio loop) and tokio.
 #
-# 1. `echo-lab demo` over reactor, uring, mio and tokio at 256 and 1,000 connections (64 B
-#    ping-pong, interleaved rounds, medians and min–max, CPU split into user and system time).
-# 2. For each runtime: `perf record -e cpu-clock -g` on the server (CPU 0) under
-#    `echo-lab bench` (CPU 1), then the user-space symbols, each as a share of the server's
-#    samples, and their sum ("user share"). Skipped where perf is missing.
+# Why a profiler: /proc's user/system split comes from the scheduler tick (250 Hz here), and a
+# runtime's user time is about 6% of a loopback echo server's CPU, so a 4 s window holds some
+# 60 user ticks: ±13% from counting alone, too coarse for the question. `perf record -F 4999
+# -e cpu-clock` samples the server 5,000 times a second of CPU instead, so a window holds some
+# 1,500 user samples (±3%).
 #
-#   scripts/runtime-cost.sh                   # 3 rounds, 4 s windows, profile at 256 conns
-#   ROUNDS=5 SECS=6 PROFILE_CONNS=1000 scripts/runtime-cost.sh
+# Each round measures every runtime once (order reversed on alternate rounds), each with a
+# fresh server pinned to CPU 0 and `echo-lab bench` (64 B ping-pong, every echo verified)
+# pinned to CPU 1. Per runtime and round: user µs/echo = user samples / 4999 / echoes in the
+# window (echoes = bench's rate x window), total µs/echo likewise from all samples. The table
+# shows the median and min–max over rounds, and each runtime's ratio to mio and to tokio taken
+# per round (median and min–max). Then the user-space symbols of the last round's profile.
+#
+#   scripts/runtime-cost.sh                          # 256 and 1,000 connections, 5 rounds of 4 s
+#   ROUNDS=3 SECS=3 CONNS="1000" RUNTIMES="reactor mio" scripts/runtime-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-4}
-PROFILE_CONNS=${PROFILE_CONNS:-256}
-RUNTIMES=${RUNTIMES:-reactor,uring,mio,tokio}
+CONNS=${CONNS:-256 1000}
+RUNTIMES=${RUNTIMES:-reactor uring proactor-epoll mio tokio}
+FREQ=4999
+command -v perf >/dev/null || { echo "perf is needed (linux-perf)"; exit 1; }
 cargo build --release -p echo
 lab=target/release/echo-lab
 out=target/echo-lab/cost
 mkdir -p "$out"
-
-echo "== user and total CPU per echo: ${RUNTIMES}, 256 and 1,000 connections x 64 B"
-$lab demo --runtimes "$RUNTIMES" --conns 256,1000 --size 64 --rounds "$ROUNDS" --secs "$SECS" \
-    --idle-conns 0 --out "$out"
-
-if ! command -v perf >/dev/null; then
-    echo "(perf not found: no profiles)"
-    exit 0
-fi
-echo
-echo "== where the user time goes: perf record -e cpu-clock -g, ${PROFILE_CONNS} connections"
+read -r -a runtimes <<< "$RUNTIMES"
 port=7400
-for rt in ${RUNTIMES//,/ }; do
-    port=$((port + 1))
-    taskset -c 0 "$lab" serve --runtime "$rt" --addr "127.0.0.1:$port" --no-udp >/dev/null 2>&1 &
-    server=$!
-    sleep 0.5
-    taskset -c 1 "$lab" bench --addr "127.0.0.1:$port" --conns "$PROFILE_CONNS" --secs $((SECS + 2)) \
-        > "$out/bench-$rt.txt" 2>&1 &
-    load=$!
-    sleep 1.5
-    perf record -q -e cpu-clock -g -p "$server" -o "$out/perf-$rt.data" -- sleep "$SECS" >/dev/null 2>&1 || true
-    wait "$load" || true
-    kill "$server"; wait "$server" 2>/dev/null || true
-    echo "-- $rt ($(grep -o '[0-9]* msgs/s' "$out/bench-$rt.txt" || echo '? msgs/s'))"
-    perf report -i "$out/perf-$rt.data" --no-children --sort dso,sym -g none 2>/dev/null \
-        | awk '!/^#/ && NF && $2 != "[kernel.kallsyms]" { share += $1; if (shown++ < 15) print "  " $0 }
-               END { printf "  user share of the server'"'"'s samples: %.2f%%\n", share }'
+
+for conns in $CONNS; do
+    rows="$out/rows-$conns.txt"
+    : > "$rows"
+    echo "== $conns connections x 64 B: $ROUNDS rounds of ${SECS} s"
+    for round in $(seq 1 "$ROUNDS"); do
+        order=("${runtimes[@]}")
+        if (( round % 2 == 0 )); then
+            order=(); for (( i=${#runtimes[@]}-1; i>=0; i-- )); do order+=("${runtimes[i]}"); done
+        fi
+        for rt in "${order[@]}"; do
+            port=$((port + 1))
+            taskset -c 0 "$lab" serve --runtime "$rt" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+            server=$!
+            sleep 0.5
+            taskset -c 1 "$lab" bench --addr "127.0.0.1:$port" --conns "$conns" --secs $((SECS + 2)) \
+                --json > "$out/bench.json" 2>/dev/null &
+            load=$!
+            sleep 1.5
+            perf record -q -F "$FREQ" -e cpu-clock -p "$server" -o "$out/perf-$rt-$conns.data" \
+                -- sleep "$SECS" >/dev/null 2>&1
+            wait "$load"
+            kill -TERM "$server"; wait "$server" 2>/dev/null || true
+            rate=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["msgs_per_sec"])' "$out/bench.json")
+            # Samples in user space (any shared object but the kernel's) and in all.
+            read -r user all < <(perf report -i "$out/perf-$rt-$conns.data" --stdio --sort dso -F sample,dso \
+                -g none 2>/dev/null | awk '!/^#/ && NF == 2 { all += $1; if ($2 != "[kernel.kallsyms]") user += $1 }
+                                           END { print user + 0, all + 0 }')
+            echo "$round $rt $rate $user $all" >> "$rows"
+            awk -v r="$rate" -v u="$user" -v a="$all" -v f="$FREQ" -v s="$SECS" -v rt="$rt" -v round="$round" \
+                'BEGIN { n = r * s; printf "  round %d %-15s %7.0f msgs/s  user %.3f µs/echo  total %.2f µs/echo\n", round, rt, r, u / f / n * 1e6, a / f / n * 1e6 }'
+        done
+    done
+    python3 - "$rows" "$FREQ" "$SECS" <<'PY'
+import statistics, sys
+rows, freq, secs = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+per = {}
+order = []
+for line in open(rows):
+    rnd, rt, rate, user, total = line.split()
+    n = float(rate) * secs
+    per.setdefault(rt, {})[int(rnd)] = (float(user) / freq / n * 1e6, float(total) / freq / n * 1e6, float(rate))
+    if rt not in order:
+        order.append(rt)
+def spread(xs):
+    return "%.3f (%.3f–%.3f)" % (statistics.median(xs), min(xs), max(xs))
+def ratio(rt, base):
+    if base not in per or rt == base:
+        return ""
+    rs = [per[rt][r][0] / per[base][r][0] for r in per[rt] if r in per[base]]
+    return "%.2f× (%.2f–%.2f)" % (statistics.median(rs), min(rs), max(rs))
+print("\n%-15s %-22s %-22s %-10s %-20s %-20s" % ("runtime", "user µs/echo", "total µs/echo", "msgs/s", "user vs mio", "user vs tokio"))
+for rt in order:
+    rounds = per[rt].values()
+    print("%-15s %-22s %-22s %-10.0f %-20s %-20s" % (rt, spread([u for u, _, _ in rounds]),
+          spread([t for _, t, _ in rounds]), statistics.median([r for _, _, r in rounds]),
+          ratio(rt, "mio"), ratio(rt, "tokio")))
+print("(user: perf samples at %d Hz outside the kernel, per echo; total: all samples; median (min–max) over rounds; ratios per round)" % freq)
+PY
+    echo
+    echo "-- where the user time goes (last round, $conns connections): user-space symbols, % of the server's samples"
+    for rt in "${runtimes[@]}"; do
+        echo "  $rt:"
+        perf report -i "$out/perf-$rt-$conns.data" --no-children --sort dso,sym -g none 2>/dev/null \
+            | awk '!/^#/ && NF && $2 != "[kernel.kallsyms]" && shown++ < 12 { print "    " $0 }'
+    done
+    echo
 done
