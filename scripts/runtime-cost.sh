@@ -17,6 +17,7 @@
 #
 #   scripts/runtime-cost.sh                          # 256 and 1,000 connections, 5 rounds of 4 s
 #   ROUNDS=3 SECS=3 CONNS="1000" RUNTIMES="reactor mio" scripts/runtime-cost.sh
+#   LAB=/path/to/another/echo-lab OUT=target/echo-lab/cost-before scripts/runtime-cost.sh   # a build to compare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -25,9 +26,11 @@ CONNS=${CONNS:-256 1000}
 RUNTIMES=${RUNTIMES:-reactor uring proactor-epoll mio tokio}
 FREQ=4999
 command -v perf >/dev/null || { echo "perf is needed (linux-perf)"; exit 1; }
-cargo build --release -p echo
-lab=target/release/echo-lab
-out=target/echo-lab/cost
+if [[ -z "${LAB:-}" ]]; then
+    cargo build --release -p echo
+fi
+lab=${LAB:-target/release/echo-lab}
+out=${OUT:-target/echo-lab/cost}
 mkdir -p "$out"
 read -r -a runtimes <<< "$RUNTIMES"
 port=7400
