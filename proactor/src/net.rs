@@ -12,7 +12,7 @@
 //! single-shot accept otherwise. Sockets are closed through the ring, after every SQE already
 //! queued for them.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -299,10 +299,9 @@ pub struct TcpStream {
     /// the next reads return them first. Shared with those reads' orphan handlers; made by
     /// the first `read`.
     stash: OnceCell<Rc<RefCell<Stash>>>,
-    /// The multishot receive of `read_provided`, once started (on epoll: its pending pick).
-    recv: RefCell<Option<Op<()>>>,
-    /// Whether `read_provided` armed a receive before (the next one is a re-arm).
-    recv_armed: Cell<bool>,
+    /// The multishot receive of `read_provided`, once started (on epoll: its pending pick), and
+    /// whether one was armed before.
+    recv: RefCell<RecvSlot>,
     /// The send behind in flight, or its error, if any (see `write_all_behind`).
     behind: BehindKey,
 }
@@ -323,8 +322,7 @@ impl TcpStream {
             fd: mem::ManuallyDrop::new(fd),
             driver,
             stash: OnceCell::new(),
-            recv: RefCell::new(None),
-            recv_armed: Cell::new(false),
+            recv: RefCell::new(RecvSlot::Never),
             behind: BehindKey::default(),
         }
     }
@@ -475,15 +473,15 @@ impl TcpStream {
         let mut recv = self.recv.borrow_mut();
         loop {
             let op = match &mut *recv {
-                Some(op) => op,
-                None => {
+                RecvSlot::Armed(op) => op,
+                RecvSlot::Never | RecvSlot::Ended => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
                         ring.wait_for_buffer(ticket, cx.waker());
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();
-                    if self.recv_armed.replace(true) {
+                    if matches!(*recv, RecvSlot::Ended) {
                         crate::stats::bump(|c| &c.recv_rearms);
                     }
                     // SAFETY: a receive that selects its buffer from the registered ring carries
@@ -492,7 +490,7 @@ impl TcpStream {
                         self.driver
                             .submit((), true, false, |_| Request::RecvMulti { fd, group: bufring::GROUP })
                     };
-                    recv.insert(op.spill_unread().limit_queue(RECV_QUEUE_MAX))
+                    recv.arm(op.spill_unread().limit_queue(RECV_QUEUE_MAX))
                 }
             };
             let next = match op.poll_next(cx) {
@@ -506,7 +504,7 @@ impl TcpStream {
                 }
             };
             let Some(completion) = next else {
-                *recv = None; // the multishot receive ended: arm a new one
+                *recv = RecvSlot::Ended; // the multishot receive ended: arm a new one
                 continue;
             };
             let completion = completion?;
@@ -686,8 +684,8 @@ impl TcpStream {
         self.behind_error()?;
         let mut recv = self.recv.borrow_mut();
         let op = match &mut *recv {
-            Some(op) => op,
-            None => {
+            RecvSlot::Armed(op) => op,
+            RecvSlot::Never | RecvSlot::Ended => {
                 if let Some(stash) = self.stash.get() {
                     let early = mem::take(&mut stash.borrow_mut().bytes);
                     if !early.is_empty() {
@@ -697,11 +695,11 @@ impl TcpStream {
                 let fd = self.fd.as_raw_fd();
                 // SAFETY: the request carries no pointer (the backend owns the buffer it picks).
                 let op = unsafe { self.driver.submit((), false, false, |_| Request::RecvPick { fd }) };
-                recv.insert(op)
+                recv.arm(op)
             }
         };
         let (completion, ()) = ready!(Pin::new(op).poll(cx));
-        *recv = None;
+        *recv = RecvSlot::Ended;
         let completion = completion?;
         let picked = completion.buffer().and_then(|id| self.driver.take_picked(id));
         completion.into_result()?;
@@ -710,6 +708,27 @@ impl TcpStream {
 }
 
 executor::socket_options!(TcpStream, |stream| stream.fd.as_fd());
+
+/// A stream's receive operation (see `TcpStream::recv`), and whether one was armed before
+/// (the next one is then a re-arm, counted as `recv_rearms`). An enum rather than an `Option`
+/// and a flag: the two empty states take the operation's niche, so this is as small as
+/// `Option<Op<()>>`, and every stream (every connection's task) 8 bytes smaller.
+enum RecvSlot {
+    Never,
+    Ended,
+    Armed(Op<()>),
+}
+
+impl RecvSlot {
+    /// Stores `op` and returns it.
+    fn arm(&mut self, op: Op<()>) -> &mut Op<()> {
+        *self = RecvSlot::Armed(op);
+        match self {
+            RecvSlot::Armed(op) => op,
+            RecvSlot::Never | RecvSlot::Ended => unreachable!("just armed"),
+        }
+    }
+}
 
 /// What cancelled reads of a stream left behind (see `TcpStream::stash`).
 #[derive(Default)]
@@ -882,7 +901,7 @@ impl Drop for TcpStream {
         // the kernel would apply it to whatever socket gets the number next. Closing through
         // the ring orders the close after them (SQPOLL included); the multishot receive is
         // cancelled first, so its file reference does not keep the socket open.
-        drop(self.recv.get_mut().take());
+        drop(mem::replace(self.recv.get_mut(), RecvSlot::Ended));
         // SAFETY: the fd is not used after this.
         let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
         // A send behind still in flight keeps the socket open until it is over: its bytes go
@@ -902,5 +921,17 @@ impl AsFd for TcpStream {
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream is part of every connection's task, idle ones included.
+    #[test]
+    fn a_stream_stays_small() {
+        assert_eq!(mem::size_of::<RecvSlot>(), mem::size_of::<Option<Op<()>>>());
+        assert!(mem::size_of::<TcpStream>() <= 72, "TcpStream is {} bytes", mem::size_of::<TcpStream>());
     }
 }
