@@ -288,9 +288,6 @@ impl Driver {
     /// The error the stream's last send behind failed with, if it did (returned once); `Ok`
     /// while it is in flight, or once it is over.
     pub(crate) fn behind_error(&self, key: &BehindKey, fd: RawFd) -> io::Result<()> {
-        if key.get().is_none() {
-            return Ok(());
-        }
         match self.find_behind(key, fd) {
             Some(Found::Failed { op, result }) => Err(self.take_error(key, op, result)),
             _ => Ok(()),
