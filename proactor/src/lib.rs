@@ -35,22 +35,27 @@
 //!
 //! # How it fits together
 //!
-//! Read the modules in this order (`cargo doc -p proactor --document-private-items --open`):
+//! Read the modules in this order (`cargo doc -p proactor --document-private-items --open`),
+//! from the kernel up:
 //!
 //! - `sys` (private): plain syscalls for socket set-up, the eventfd, socket addresses, and
 //!   glibc's aio entry points.
+//! - `backend` (private): three ways to build a proactor behind one surface (`backend::io`:
+//!   the `Request`s the driver hands over, the `Completion`s it hears back, and the few verbs
+//!   of the `Io` trait). `backend::uring` is io_uring: the slot index is the SQE's
+//!   `user_data`, and SQEs pile up while tasks run and go to the kernel in one
+//!   `io_uring_enter` per loop turn. `backend::aio` is POSIX aio ([`Backend::PosixAio`]):
+//!   glibc's helper threads perform each request with a blocking syscall; read its docs for
+//!   why POSIX aio on sockets is thread-per-connection in disguise. `backend::epoll` is
+//!   completion emulated on readiness ([`Backend::Epoll`], and [`Backend::Auto`]'s fallback):
+//!   operations wait in per-socket queues until epoll says the socket is ready, then the
+//!   backend performs them and posts their completions.
+//! - `bufring` (private): the provided-buffer ring, a pool the kernel picks receive buffers
+//!   from when data arrives, growing and shrinking with the load.
 //! - `driver` (private): operations are futures that own what the kernel touches; each takes
 //!   a slab slot and hands its backend a `Request`. Dropping an operation early moves its
 //!   buffer into the driver and cancels it; the buffer is freed when the completion comes.
-//! - `uring` (private): the io_uring backend. The slot index is the SQE's `user_data`; SQEs
-//!   pile up while tasks run and go to the kernel in one `io_uring_enter` per loop turn.
-//! - `aio` (private): the POSIX aio backend ([`Backend::PosixAio`]): glibc's helper threads
-//!   perform each request with a blocking syscall, a new thread reports each completion. Read
-//!   its docs for why POSIX aio on sockets is thread-per-connection in disguise.
-//! - `epoll` (private): the epoll backend ([`Backend::Epoll`], and [`Backend::Auto`]'s
-//!   fallback): operations wait in per-socket queues until epoll says the socket is ready, then
-//!   the driver performs them and posts their completions. Its docs say what the emulation
-//!   costs against the reactor and against io_uring, and why cancelling is trivial there.
+//!   Receives nobody reads are spilled; sends behind are finished by the driver alone.
 //! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (the very one
 //!   the `reactor` crate runs), parked in this crate's driver instead of in `epoll_wait`.
 //! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
@@ -74,23 +79,21 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod aio;
+mod backend;
 pub mod buf;
 mod bufring;
 mod driver;
-mod epoll;
 pub mod net;
 mod runtime;
 mod stats;
 mod sys;
 mod udp;
-mod uring;
 
+pub use backend::Backend;
 pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};
-pub use driver::Backend;
 pub use executor::time;
 #[cfg(feature = "trace")]
 pub use executor::trace;
 pub use executor::{spawn, yield_now, JoinError, JoinHandle};
-pub use runtime::{block_on, Builder, Runtime};
-pub use stats::{stats, Stats};
+pub use runtime::{block_on, stats, Builder, Runtime};
+pub use stats::Stats;

@@ -17,7 +17,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use crate::driver::{Backend, Driver, DriverConfig};
+use crate::backend::{Backend, Config};
+use crate::driver::Driver;
 
 executor::runtime_type! {
     /// A single-threaded completion runtime: an io_uring (or POSIX aio, or epoll-emulated)
@@ -35,7 +36,7 @@ impl Runtime {
     /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
     /// overflows often is too small for its load.
     pub fn cq_overflows(&self) -> u64 {
-        self.inner.driver().cq_overflows()
+        self.inner.driver().gauges().queue_overflows
     }
 
     /// How many buffers of the provided-buffer ring the kernel can pick from right now
@@ -54,7 +55,7 @@ impl Runtime {
     /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
     /// uses no threads.
     pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
-        self.inner.driver().aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
+        self.inner.driver().gauges().threads
     }
 
     /// How many operations are in flight (submitted, CQE not yet reaped), including those
@@ -72,7 +73,7 @@ impl Runtime {
 /// ```
 #[derive(Debug)]
 pub struct Builder {
-    driver: DriverConfig,
+    driver: Config,
     config: executor::Config,
 }
 
@@ -96,7 +97,7 @@ impl Builder {
     /// should (`echo-lab serve --runtime uring` does).
     pub fn new() -> Builder {
         Builder {
-            driver: DriverConfig {
+            driver: Config {
                 backend: Backend::Auto,
                 aio_threads: 1024,
                 entries: 1024,
@@ -241,4 +242,16 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         Ok(runtime) => runtime.block_on(future),
         Err(e) => panic!("proactor: cannot create the runtime: {e}"),
     }
+}
+
+/// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
+/// thread; see [`Stats`](crate::Stats) for what each counter means). Inside a runtime, the
+/// gauges (`in_flight`, `ring_buffers`) are that runtime's.
+pub fn stats() -> crate::stats::Stats {
+    let mut stats = crate::stats::counters();
+    executor::with_driver(|driver: &std::rc::Rc<Driver>| {
+        stats.in_flight = driver.in_flight() as u64;
+        stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
+    });
+    stats
 }

@@ -4,7 +4,7 @@
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
 //! where the work happens: the backends (`uring`, `aio`, `epoll`) count their syscalls and requests,
 //! `driver` the completions; the loop's own (turns, polls, timers, set-up syscalls) are the
-//! shared executor's ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`] takes a snapshot; [`Stats::since`] turns two
+//! shared executor's ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`](crate::stats()) takes a snapshot; [`Stats::since`] turns two
 //! snapshots into the work done in between. Syscalls made by glibc's aio threads are not this
 //! thread's and are not counted (the aio counters count their requests instead).
 //!
@@ -176,16 +176,9 @@ impl Stats {
     }
 }
 
-/// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
-/// thread; see [`Stats`] for what each counter means). Inside a runtime, the gauges
-/// (`in_flight`, `ring_buffers`) are that runtime's.
-pub fn stats() -> Stats {
-    let mut stats = snapshot();
-    executor::with_driver(|driver: &std::rc::Rc<crate::driver::Driver>| {
-        stats.in_flight = driver.in_flight() as u64;
-        stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
-    });
-    stats
+/// This thread's counters, the gauges left at their defaults (`stats()` fills them in).
+pub(crate) fn counters() -> Stats {
+    snapshot()
 }
 
 pub(crate) use executor::trace_step;

@@ -1,7 +1,7 @@
 //! Sends behind: sends the driver finishes by itself, without the task
 //! ([`TcpStream::write_all_behind`](crate::net::TcpStream::write_all_behind)).
 //!
-//! An ordinary operation ([`Op`](super::Op)) ends with a wake: its completion is stored in the
+//! An ordinary operation ([`Op`](super::op::Op)) ends with a wake: its completion is stored in the
 //! slot, the task is woken and polled, and takes the result and the buffer back. For a send
 //! whose buffer the task has no further use for (an echo's, a response's), that second wake
 //! and poll per message do nothing but hand back a buffer to be dropped; on io_uring they were
@@ -12,7 +12,7 @@
 //! # A send's life
 //!
 //! 1. [`Driver::send_behind`] takes an operation slot, a [`Lifecycle::Behind`], and a record
-//!    ([`Behind`], in `Driver::behinds`) that owns the bytes and a clone of the task's waker,
+//!    (`Behind`, in `Driver::behinds`) that owns the bytes and a clone of the task's waker,
 //!    and submits the `SEND`. The caller goes on at once. (The record is the largest thing an
 //!    operation holds; kept out of the slot, it does not make every connection's slot larger:
 //!    only sends in flight have one.)
@@ -30,7 +30,7 @@
 //!      that call then gives back the ring buffer it holds, rather than keep it for as long as
 //!      the peer takes to read ([`Driver::behind_stalled`]).
 //!    - **failed**: the bytes go back, the record is freed, the slot keeps the error
-//!      ([`Lifecycle::BehindFailed`]) and the task is woken; the stream's next call returns the
+//!      (`Lifecycle::BehindFailed`) and the task is woken; the stream's next call returns the
 //!      error and frees the slot.
 //! 3. The stream knows its last send behind by slot index ([`BehindKey`]). The slot may have
 //!    been freed and taken by another operation since: it is still this stream's only while it
@@ -41,7 +41,7 @@
 //! # Dropping the stream
 //!
 //! The bytes must still go out, before the end of stream. So a stream dropped with a send behind
-//! in flight hands its fd to the send's record ([`Owner::Dropped`]), and the driver closes it (through
+//! in flight hands its fd to the send's record (`Owner::Dropped`), and the driver closes it (through
 //! [`Driver::close_fd`], after every operation queued on it) once the send is over, short sends
 //! continued. Closing at once would not do on any backend: the epoll backend's `close_fd` cancels
 //! the operations still queued on the fd, aio's shuts the socket down to end the requests still
@@ -56,7 +56,9 @@ use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
-use super::{runtime_gone, wrong_runtime, AfterTurn, Completion, Driver, Lifecycle, Request};
+use super::slot::{Behind, Bytes, Lifecycle, Owner};
+use super::{runtime_gone, wrong_runtime, AfterTurn, Driver};
+use crate::backend::{Completion, Request};
 use crate::buf::ProvidedBuf;
 use crate::stats;
 use crate::sys;
@@ -75,53 +77,6 @@ impl Default for BehindKey {
 }
 
 const NONE: u32 = u32::MAX;
-
-/// A send the driver finishes by itself: the record a [`Lifecycle::Behind`] slot names.
-pub(crate) struct Behind {
-    /// The bytes; the kernel reads `bytes[sent..]` while a `SEND` is in flight, so they stay
-    /// put (and a ring buffer stays out of the ring) until its completion. (A `Vec`'s heap
-    /// memory does not move when the slab of records grows.)
-    bytes: Bytes,
-    /// How many bytes earlier `SEND`s of this one took (short sends the driver continued).
-    sent: usize,
-    fd: RawFd,
-    owner: Owner,
-    /// A call of the stream (a second send, `flush`) waits for this send to be over: wake the
-    /// task at the end, whatever it is.
-    waited: bool,
-    /// A try came back short or with `EAGAIN`: the peer's window is full, and the send may take
-    /// a while (see [`Driver::behind_stalled`]).
-    stalled: bool,
-}
-
-/// Who hears of a send behind.
-enum Owner {
-    /// The stream is open: the task that queued the send is woken if it fails (so that a task
-    /// waiting in `read_provided` sees the error at once) or if `waited`.
-    Stream(Waker),
-    /// The stream was dropped: the driver owns the fd, and closes it once the send is over.
-    Dropped,
-}
-
-/// The bytes of a send behind.
-///
-/// Not a [`ProvidedBuf`], which carries its ring: this is 8 bytes smaller. The driver's own ring
-/// is the ring; the bytes go back through [`Driver::release_bytes`].
-pub(crate) enum Bytes {
-    /// A piece of buffer `bid` of the driver's provided-buffer ring.
-    Ring { bid: u16, offset: u32, len: u32 },
-    /// Bytes of their own (a buffer of the spare pool, or the caller's `Vec`).
-    Owned(Vec<u8>),
-}
-
-impl Bytes {
-    fn len(&self) -> usize {
-        match self {
-            Bytes::Ring { len, .. } => *len as usize,
-            Bytes::Owned(bytes) => bytes.len(),
-        }
-    }
-}
 
 impl BehindKey {
     fn get(&self) -> Option<usize> {

@@ -6,7 +6,7 @@
 //! the socket is ready, performs the `recv`/`send`/`accept4` itself, and posts the completion.
 //! The `net` API, owned buffers, `read_provided`, timers and the executor are the same as on the
 //! other backends; only who performs the operation changes. It is also what runs when io_uring
-//! is not there ([`Backend::Auto`](crate::Backend::Auto)): missing from the kernel, disabled by
+//! is not there ([`Backend::Auto`]): missing from the kernel, disabled by
 //! `kernel.io_uring_disabled`, or blocked by a container's seccomp policy.
 //!
 //! # How it works
@@ -28,8 +28,8 @@
 //!   no such flag exists, are switched to `O_NONBLOCK` once.
 //! - **`read_provided` takes a buffer at readiness.** A `RecvPick` request carries no buffer:
 //!   when the socket is readable, the backend takes one from the thread's pool of spare 4 KiB
-//!   buffers, receives into it, and names it in the completion (the same flag and buffer id
-//!   field io_uring uses for its provided buffers); `net` takes it from here by that id. So an
+//!   buffers, receives into it, and names it in the completion ([`BufId::Picked`]); `net` takes
+//!   it from here by that id. So an
 //!   idle connection holds no buffer, as on io_uring; there is no shared ring to run dry, and
 //!   because each receive is asked for by the task, a peer whose echoes are not read back cannot
 //!   make buffers pile up.
@@ -68,8 +68,8 @@ use executor::readiness::{self, readiness_of, Direction, Exhausted};
 use executor::Notifier;
 use slab::Slab;
 
+use crate::backend::io::{Backend, BufId, Completion, Facts, Io, Request};
 use crate::buf::{self, ProvidedBuf};
-use crate::driver::{Completion, Request};
 use crate::stats;
 use crate::sys;
 
@@ -78,11 +78,6 @@ use crate::sys;
 const NOTIFY_TOKEN: u64 = u64::MAX;
 /// How many events one `epoll_wait` returns at most.
 const EVENTS_PER_WAIT: usize = 1024;
-/// The completion flag that says a buffer was picked for it, and where its id sits: io_uring's
-/// `IORING_CQE_F_BUFFER` and `IORING_CQE_BUFFER_SHIFT`, so that `Completion::buffer` reads
-/// both kinds of completion alike.
-const F_BUFFER: u32 = 1 << 0;
-const BUFFER_SHIFT: u32 = 16;
 /// Buffer ids are 16 bits (as io_uring's): at most this many picked buffers wait for `net`.
 const MAX_PICKED: usize = u16::MAX as usize;
 
@@ -267,7 +262,7 @@ impl Epoll {
     ///
     /// # Safety
     /// Every pointer in `request` must stay valid until the operation's completion is reported.
-    pub(crate) unsafe fn start(&self, index: usize, request: Request) -> io::Result<()> {
+    unsafe fn queue(&self, index: usize, request: Request) -> io::Result<()> {
         let (fd, direction) = match request {
             Request::Accept { fd, .. } | Request::Recv { fd, .. } | Request::RecvPick { fd } => {
                 (fd, Direction::Read)
@@ -275,8 +270,7 @@ impl Epoll {
             Request::Send { fd, .. } | Request::Connect { fd, .. } => (fd, Direction::Write),
             Request::RecvMsg { fd, .. } => (fd, Direction::Read),
             Request::SendMsg { fd, .. } => (fd, Direction::Write),
-            // Multishot operations are io_uring's; `Features` and `buf_ring` keep `net` from
-            // asking for them here (and `Driver::datagram_ring` keeps `udp` from it).
+            // Not offered here (`Facts`, and no buffer ring).
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
             }
@@ -294,7 +288,7 @@ impl Epoll {
             );
             match connected {
                 Ok(()) => {
-                    self.ready.borrow_mut().push((index, Completion { result: 0, flags: 0, offset: 0 }));
+                    self.ready.borrow_mut().push((index, Completion::of(0)));
                     return Ok(());
                 }
                 // In progress (EINTR too: the connect goes on in the background). A new socket:
@@ -375,7 +369,7 @@ impl Epoll {
 
     /// Cancels operation `index` if it has not run: it leaves its queue, and its completion
     /// (`ECANCELED`) comes at the next turn. One that has run already posted its completion.
-    pub(crate) fn cancel(&self, index: usize) {
+    fn dequeue(&self, index: usize) {
         let mut waiting = self.waiting.borrow_mut();
         let Some(queued) = waiting.get(index) else { return };
         let fd = queued.request.fd();
@@ -391,7 +385,7 @@ impl Epoll {
 
     /// Closes `fd`: the operations still queued on it are cancelled (none may run on a reused
     /// fd number), it leaves the epoll set, and is closed.
-    pub(crate) fn close_fd(&self, fd: OwnedFd) {
+    fn close(&self, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
         let state = self.fds.borrow_mut().get_mut(raw.max(0) as usize).and_then(Option::take);
         if let Some(mut state) = state {
@@ -411,11 +405,6 @@ impl Epoll {
         sys::close(fd);
     }
 
-    /// The buffer a `RecvPick` completion named, handed over to its new owner.
-    pub(crate) fn take_picked(&self, id: u16) -> Option<Vec<u8>> {
-        self.picked.borrow_mut().try_remove(usize::from(id))
-    }
-
     /// One turn: post what is known already, perform the operations started on ready sockets,
     /// wait (unless `timeout` is zero or something was posted) for readiness, then perform the
     /// operations each event allows and post their completions to `complete`. A turn that
@@ -423,11 +412,11 @@ impl Epoll {
     /// did so too.
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
-    pub(crate) fn turn(
+    fn run(
         &self,
         timeout: Option<Duration>,
         notifier: &Notifier,
-        mut complete: impl FnMut(usize, Completion),
+        complete: &mut dyn FnMut(usize, Completion),
     ) -> io::Result<bool> {
         let mut posted = 0;
         let known = std::mem::take(&mut *self.ready.borrow_mut());
@@ -438,7 +427,7 @@ impl Epoll {
         }
         let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
         for fd in dirty {
-            posted += self.perform(fd, &mut complete);
+            posted += self.perform(fd, complete);
         }
         // Completions posted already (a send on a writable socket, usually): the woken tasks
         // should run now, and an `epoll_wait(0)` would mostly find nothing. Skip it, but
@@ -480,7 +469,7 @@ impl Epoll {
                 state.readiness |= ready;
                 stats::trace_step!("  fd {fd}: {} (readiness event)", readiness::words(ready));
             }
-            posted += self.perform(fd, &mut complete);
+            posted += self.perform(fd, complete);
         }
         drop(events);
         stats::batch(posted);
@@ -489,7 +478,7 @@ impl Epoll {
 
     /// Performs the operations queued on `fd` while their direction is ready, posting each
     /// completion; returns how many it posted.
-    fn perform(&self, fd: RawFd, complete: &mut impl FnMut(usize, Completion)) -> usize {
+    fn perform(&self, fd: RawFd, complete: &mut dyn FnMut(usize, Completion)) -> usize {
         let slot = fd.max(0) as usize;
         let mut posted = 0;
         for direction in [Direction::Read, Direction::Write] {
@@ -526,10 +515,9 @@ impl Epoll {
                             "  post completion of op {}: result {}{}",
                             index,
                             completion.result,
-                            if completion.flags & F_BUFFER != 0 {
-                                format!(", in picked buffer {}", completion.flags >> BUFFER_SHIFT)
-                            } else {
-                                String::new()
+                            match completion.buffer {
+                                Some(BufId::Picked(id)) => format!(", in picked buffer {id}"),
+                                _ => String::new(),
                             }
                         );
                         complete(index, completion);
@@ -587,12 +575,13 @@ impl Epoll {
                         let short = n < picked.capacity();
                         // SAFETY: the kernel wrote `n <= capacity` bytes at the start.
                         unsafe { picked.set_len(n) };
-                        let id = self.picked.borrow_mut().insert(picked) as u32;
+                        let id = self.picked.borrow_mut().insert(picked) as u16;
                         stats::trace_step!(
                             "  the driver took a 4 KiB buffer for it only now, at readiness (id {id})"
                         );
-                        let flags = F_BUFFER | (id << BUFFER_SHIFT);
-                        Outcome::Done(Completion { result: n as i32, flags, offset: 0 }, short)
+                        let completion =
+                            Completion { buffer: Some(BufId::Picked(id)), ..Completion::of(n as i32) };
+                        Outcome::Done(completion, short)
                     }
                     other => {
                         // Back to the spare pool: end of stream, an error, or nothing after all.
@@ -616,7 +605,7 @@ impl Epoll {
                     result_words(accepted.as_ref().map(|&new| new as usize))
                 );
                 match accepted {
-                    Ok(new) => Outcome::Done(Completion { result: new, flags: 0, offset: 0 }, false),
+                    Ok(new) => Outcome::Done(Completion::of(new), false),
                     Err(e) => failed(e),
                 }
             }
@@ -633,7 +622,7 @@ impl Epoll {
                     result_words(result.as_ref().map(|()| 0))
                 );
                 match result {
-                    Ok(()) => Outcome::Done(Completion { result: 0, flags: 0, offset: 0 }, false),
+                    Ok(()) => Outcome::Done(Completion::of(0), false),
                     // Not connected yet (a spurious edge): wait for the next one.
                     Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Outcome::WouldBlock,
                     Err(e) => failed(e),
@@ -663,6 +652,39 @@ impl Epoll {
     }
 }
 
+impl Io for Epoll {
+    fn facts(&self) -> Facts {
+        Facts { kind: Backend::Epoll, multishot_accept: false, picks_buffers: true, messages: true }
+    }
+
+    unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.queue(index, *request) }
+    }
+
+    fn cancel(&self, index: usize, _force: bool) -> bool {
+        self.dequeue(index);
+        false
+    }
+
+    fn close_fd(&self, fd: OwnedFd, _now: bool) {
+        self.close(fd);
+    }
+
+    fn turn(
+        &self,
+        timeout: Option<Duration>,
+        notifier: &Notifier,
+        complete: &mut dyn FnMut(usize, Completion),
+    ) -> io::Result<bool> {
+        self.run(timeout, notifier, complete)
+    }
+
+    fn take_picked(&self, id: u16) -> Option<Vec<u8>> {
+        self.picked.borrow_mut().try_remove(usize::from(id))
+    }
+}
+
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
@@ -682,10 +704,7 @@ fn failed(e: io::Error) -> Outcome {
 /// The outcome of a `recv` or `send` of up to `asked` bytes.
 fn transferred(result: io::Result<usize>, asked: usize) -> Outcome {
     match result {
-        Ok(n) => Outcome::Done(
-            Completion { result: n.min(i32::MAX as usize) as i32, flags: 0, offset: 0 },
-            n > 0 && n < asked,
-        ),
+        Ok(n) => Outcome::Done(Completion::of(n.min(i32::MAX as usize) as i32), n > 0 && n < asked),
         Err(e) => failed(e),
     }
 }
@@ -732,13 +751,6 @@ fn describe(request: &Request) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_picked_buffer_reads_like_an_io_uring_provided_one() {
-        let completion = Completion { result: 5, flags: F_BUFFER | (1234 << BUFFER_SHIFT), offset: 0 };
-        assert_eq!(completion.buffer(), Some(1234));
-        assert_eq!(Completion { result: 5, flags: 0, offset: 0 }.buffer(), None);
-    }
 
     #[test]
     fn a_queue_keeps_order_and_removes_from_anywhere() {

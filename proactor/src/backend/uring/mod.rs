@@ -22,12 +22,14 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 
-use crate::bufring::BufRing;
 use executor::Notifier;
 
-use crate::driver::{Completion, DriverConfig, Request};
+use crate::backend::io::{Backend, BufId, Completion, Config, Facts, Gauges, Io, Request};
+use crate::bufring::BufRing;
 use crate::stats;
 use crate::sys;
+
+mod ring;
 
 /// How many completions a batching wait gathers at most (see `Uring::batch_wait`).
 const BATCH: usize = 64;
@@ -67,6 +69,10 @@ pub(crate) struct Uring {
     batch_wait: Option<Duration>,
     /// Turns that found the CQ overflowed into the kernel's backlog (see the module docs).
     cq_overflows: Cell<u64>,
+    /// Per operation slot: its request receives into the datagram ring (a `RecvMsgMulti`), so
+    /// a buffer its CQE names is of that ring ([`BufId::Datagram`]); a CQE does not say which
+    /// group it took from.
+    datagram: RefCell<Vec<bool>>,
     /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
     /// it when the SQE is submitted, so it lives here, at a stable address, until then.
     wait_timeout: Box<RefCell<types::Timespec>>,
@@ -102,7 +108,7 @@ pub(crate) fn explain_setup_error(e: io::Error) -> io::Error {
 
 impl Uring {
     /// Sets up the ring (and the provided-buffer ring, if asked for and supported).
-    pub(crate) fn new(config: &DriverConfig) -> io::Result<(Uring, Option<BufRing>)> {
+    pub(crate) fn new(config: &Config) -> io::Result<(Uring, Option<BufRing>)> {
         if let Some(errno) = config.inject_setup_errno {
             return Err(explain_setup_error(io::Error::from_raw_os_error(errno)));
         }
@@ -139,16 +145,17 @@ impl Uring {
                     let by_limit = (config.ring_memory_limit / size as usize).clamp(1, 32768);
                     let max =
                         (1usize << by_limit.ilog2()).max(usize::from(count).next_power_of_two()).min(32768);
-                    BufRing::register(&ring, count, max as u16, size, incremental).ok()
+                    ring::register(&ring, crate::bufring::GROUP, count, max as u16, size, incremental).ok()
                 };
                 // With incremental consumption, large buffers cost nothing for small messages
                 // (many share one buffer) and save completions and sends for large ones.
                 let (inc_count, inc_size) = INCREMENTAL_DEFAULT;
                 match (config.incremental_buffers, config.buffers_default) {
-                    (true, true) => register(inc_count, inc_size, true)
-                        .filter(|ring| ring.is_incremental())
-                        .or_else(|| register(count, size, false)),
-                    (incremental, _) => register(count, size, incremental),
+                    (true, true) => {
+                        register(inc_count, inc_size, true).or_else(|| register(count, size, false))
+                    }
+                    (true, false) => register(count, size, true).or_else(|| register(count, size, false)),
+                    (false, _) => register(count, size, false),
                 }
             }
             _ => None,
@@ -166,16 +173,12 @@ impl Uring {
             notify_armed: Cell::new(false),
             batch_wait: config.batch_wait.filter(|_| features.min_timeout),
             cq_overflows: Cell::new(0),
+            datagram: RefCell::new(Vec::new()),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
             #[cfg(feature = "trace")]
             names: RefCell::new(Vec::new()),
         };
         Ok((uring, buf_ring))
-    }
-
-    /// How many turns found completions held back in the kernel because the CQ was full.
-    pub(crate) fn cq_overflows(&self) -> u64 {
-        self.cq_overflows.get()
     }
 
     /// Pushes `entry` onto the SQ, submitting to make room if the SQ is full.
@@ -211,7 +214,7 @@ impl Uring {
     ///
     /// # Safety
     /// Every pointer in `request` must stay valid until the operation's CQE arrives.
-    pub(crate) unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {
+    unsafe fn queue(&self, index: usize, request: &Request) -> io::Result<()> {
         let entry = match *request {
             Request::Accept { fd, addr, len } => {
                 opcode::Accept::new(types::Fd(fd), addr, len).flags(libc::SOCK_CLOEXEC).build()
@@ -222,7 +225,7 @@ impl Uring {
             Request::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
             Request::Recv { fd, buf, len } => opcode::Recv::new(types::Fd(fd), buf, len).build(),
             Request::RecvMulti { fd, group } => opcode::RecvMulti::new(types::Fd(fd), group).build(),
-            // The epoll backend's; `Driver::picks_buffers` keeps `net` from asking here.
+            // Not offered here (`Facts::picks_buffers` is false).
             Request::RecvPick { .. } => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
             // MSG_NOSIGNAL: a reset peer is EPIPE, not a SIGPIPE that kills the process.
             Request::Send { fd, buf, len, dontwait } => {
@@ -240,6 +243,13 @@ impl Uring {
                 opcode::RecvMsgMulti::new(types::Fd(fd), msg, group).build()
             }
         };
+        {
+            let mut datagram = self.datagram.borrow_mut();
+            if datagram.len() <= index {
+                datagram.resize(index + 1, false);
+            }
+            datagram[index] = matches!(request, Request::RecvMsgMulti { .. });
+        }
         #[cfg(feature = "trace")]
         if executor::trace::on() {
             stats::trace_step!("  queued SQE {} (user_data {index}); no syscall yet", describe(request));
@@ -254,7 +264,7 @@ impl Uring {
     }
 
     /// Submits the SQEs queued so far, if any (one `io_uring_enter`).
-    pub(crate) fn submit_pending(&self) {
+    fn submit(&self) {
         let mut ring = self.ring.borrow_mut();
         if !ring.submission().is_empty() {
             stats::bump(|c| &c.sys_io_uring_enter);
@@ -266,14 +276,14 @@ impl Uring {
     /// queued that names the fd, so none of them can resolve the number after it was reused
     /// (with SQPOLL, `submit` does not wait for the SQ thread to consume the SQ). `now` submits
     /// it at once (outside the runtime, nothing might turn the ring for a while).
-    pub(crate) fn close_fd(&self, fd: OwnedFd, now: bool) {
+    fn close(&self, fd: OwnedFd, now: bool) {
         let raw = fd.into_raw_fd();
         let entry = opcode::Close::new(types::Fd(raw)).build().user_data(IGNORED_TOKEN);
         stats::trace_step!("  queued SQE CLOSE fd {raw}, after every SQE already queued for it");
         // SAFETY: a close request carries no pointers.
         let pushed = unsafe { self.push(&entry) }.is_ok();
         if now {
-            self.submit_pending();
+            self.submit();
         }
         if !pushed {
             // SAFETY: the push failed, so `raw` is still ours.
@@ -283,7 +293,7 @@ impl Uring {
 
     /// Asks the kernel to cancel the operation in `index` (its CQE then comes with `-ECANCELED`,
     /// or with its result if it won the race).
-    pub(crate) fn cancel(&self, index: usize) {
+    fn cancel_op(&self, index: usize) {
         let entry = opcode::AsyncCancel::new(index as u64).build().user_data(IGNORED_TOKEN);
         stats::bump(|c| &c.cancels);
         stats::trace_step!("  queued SQE ASYNC_CANCEL for user_data {index} (its future was dropped)");
@@ -314,11 +324,11 @@ impl Uring {
     /// (at most `timeout`, forever if `None`), then hand every operation's CQE to `complete`.
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
-    pub(crate) fn turn(
+    fn reap(
         &self,
         timeout: Option<Duration>,
         notifier: &Notifier,
-        mut complete: impl FnMut(usize, Completion),
+        complete: &mut dyn FnMut(usize, Completion),
     ) -> io::Result<bool> {
         self.arm_notifier(notifier);
         self.enter(timeout)?;
@@ -330,32 +340,37 @@ impl Uring {
             let n = ring.completion().len();
             stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
         }
+        let datagram = self.datagram.borrow();
         for cqe in ring.completion() {
-            let completion = Completion { result: cqe.result(), flags: cqe.flags(), offset: 0 };
             reaped += 1;
             match cqe.user_data() {
                 NOTIFY_TOKEN => {
                     stats::trace_step!("  CQE of the notifier's poll: another thread woke a task");
                     notifier.drain();
                     notified = true;
-                    if !cqueue::more(completion.flags) {
+                    if !cqueue::more(cqe.flags()) {
                         self.notify_armed.set(false);
                     }
                 }
                 IGNORED_TOKEN => {}
                 index => {
+                    let index = index as usize;
+                    let completion = completion_of(&cqe, datagram.get(index).copied().unwrap_or(false));
                     stats::trace_step!(
                         "  CQE user_data {index} ({}): result {}{}{}",
-                        self.name_of(index as usize),
+                        self.name_of(index),
                         completion.result,
-                        selected_buffer(&completion)
-                            .map_or(String::new(), |b| format!(", in ring buffer {b}")),
-                        if more(&completion) { ", more to come from the same SQE" } else { "" }
+                        match completion.buffer {
+                            Some(BufId::Ring(b) | BufId::Datagram(b)) => format!(", in ring buffer {b}"),
+                            _ => String::new(),
+                        },
+                        if completion.more { ", more to come from the same SQE" } else { "" }
                     );
-                    complete(index as usize, completion)
+                    complete(index, completion)
                 }
             }
         }
+        drop(datagram);
         drop(ring);
         stats::batch(reaped);
         self.arm_notifier(notifier);
@@ -442,40 +457,73 @@ impl Uring {
     }
 }
 
-impl Uring {
-    /// Registers another provided-buffer ring, as buffer group `group` (see
-    /// `Driver::datagram_ring`).
-    pub(crate) fn register_buf_ring(
+/// The completion a CQE reports, in the driver's terms: its buffer, if the kernel picked one
+/// (of the datagram ring if `datagram`), and whether more follow.
+fn completion_of(cqe: &cqueue::Entry, datagram: bool) -> Completion {
+    let flags = cqe.flags();
+    let buffer =
+        cqueue::buffer_select(flags)
+            .map(|bid| if datagram { BufId::Datagram(bid) } else { BufId::Ring(bid) });
+    Completion {
+        buffer,
+        more: cqueue::more(flags),
+        filling: cqueue::buffer_more(flags),
+        ..Completion::of(cqe.result())
+    }
+}
+
+impl Io for Uring {
+    fn facts(&self) -> Facts {
+        Facts {
+            kind: Backend::IoUring,
+            multishot_accept: self.features.multishot_accept,
+            picks_buffers: false,
+            messages: true,
+        }
+    }
+
+    unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.queue(index, request) }
+    }
+
+    fn cancel(&self, index: usize, _force: bool) -> bool {
+        self.cancel_op(index);
+        false
+    }
+
+    fn close_fd(&self, fd: OwnedFd, now: bool) {
+        self.close(fd, now);
+    }
+
+    fn submit_pending(&self) {
+        self.submit();
+    }
+
+    fn turn(
+        &self,
+        timeout: Option<Duration>,
+        notifier: &Notifier,
+        complete: &mut dyn FnMut(usize, Completion),
+    ) -> io::Result<bool> {
+        self.reap(timeout, notifier, complete)
+    }
+
+    /// Another provided-buffer ring (the datagram ring: whole buffers, never incremental).
+    fn buffer_ring(
         &self,
         group: u16,
         initial: u16,
         max: u16,
         size: u32,
-    ) -> io::Result<BufRing> {
-        BufRing::register_group(&self.ring.borrow(), group, initial, max, size, false)
+        incremental: bool,
+    ) -> Option<BufRing> {
+        ring::register(&self.ring.borrow(), group, initial, max, size, incremental).ok()
     }
-}
 
-/// The buffer a CQE says the kernel picked from the provided-buffer ring, if any.
-pub(crate) fn selected_buffer(completion: &Completion) -> Option<u16> {
-    cqueue::buffer_select(completion.flags)
-}
-
-/// CQE flags with `IORING_CQE_F_BUFFER` cleared: the buffer is no longer the completion's.
-pub(crate) fn without_buffer(flags: u32) -> u32 {
-    const IORING_CQE_F_BUFFER: u32 = 1 << 0;
-    flags & !IORING_CQE_F_BUFFER
-}
-
-/// Whether the kernel goes on filling the completion's provided buffer (incremental
-/// consumption: `IORING_CQE_F_BUF_MORE`).
-pub(crate) fn buffer_more(completion: &Completion) -> bool {
-    cqueue::buffer_more(completion.flags)
-}
-
-/// Whether more CQEs follow for a multishot operation.
-pub(crate) fn more(completion: &Completion) -> bool {
-    cqueue::more(completion.flags)
+    fn gauges(&self) -> Gauges {
+        Gauges { queue_overflows: self.cq_overflows.get(), threads: None }
+    }
 }
 
 impl Uring {

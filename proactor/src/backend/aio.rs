@@ -74,7 +74,7 @@ use std::time::{Duration, Instant};
 
 use executor::Notifier;
 
-use crate::driver::{Completion, DriverConfig, Request};
+use crate::backend::io::{Backend, Completion, Config, Facts, Gauges, Io, Request};
 use crate::stats;
 use crate::sys;
 
@@ -264,7 +264,7 @@ pub(crate) struct Aio {
 }
 
 impl Aio {
-    pub(crate) fn new(config: &DriverConfig) -> io::Result<Aio> {
+    pub(crate) fn new(config: &Config) -> io::Result<Aio> {
         GLIBC_THREADS.get_or_init(|| {
             let threads = config.aio_threads.max(1);
             sys::aio_configure(threads, threads, GLIBC_IDLE_SECS);
@@ -283,17 +283,17 @@ impl Aio {
     }
 
     /// The size of glibc's aio thread pool in this process.
-    pub(crate) fn thread_limit() -> usize {
+    fn thread_limit() -> usize {
         GLIBC_THREADS.get().copied().unwrap_or(20)
     }
 
     /// Requests this driver has in glibc right now.
-    pub(crate) fn requests_in_glibc(&self) -> usize {
+    fn requests_in_glibc(&self) -> usize {
         self.in_glibc.get()
     }
 
     /// Helper threads (for accept and connect) alive now.
-    pub(crate) fn helper_threads(&self) -> usize {
+    fn helper_threads(&self) -> usize {
         lock(&self.helpers.state).threads.len()
     }
 
@@ -301,7 +301,7 @@ impl Aio {
     ///
     /// # Safety
     /// Every pointer in `request` must stay valid until the operation's completion is reported.
-    pub(crate) unsafe fn start(&self, key: usize, request: Request) -> io::Result<()> {
+    unsafe fn enqueue(&self, key: usize, request: Request) -> io::Result<()> {
         let (fd, write) = (request.fd(), is_write(&request));
         self.keys.borrow_mut().insert(key, (fd, write));
         let mut fds = self.fds.borrow_mut();
@@ -352,15 +352,14 @@ impl Aio {
                 self.helpers.run(job.clone());
                 return Some(job);
             }
-            // Multishot operations are io_uring's; `Features` and `buf_ring` keep `net` from
-            // asking for them here.
+            // Not offered here (`Facts`, and no buffer ring).
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } => {
                 return self.refuse(key, libc::EOPNOTSUPP)
             }
-            // The epoll backend's (`Driver::picks_buffers`).
             Request::RecvPick { .. } => return self.refuse(key, libc::EOPNOTSUPP),
-            // POSIX aio has no recvmsg/sendmsg (`aio_read`/`aio_write` carry no address); `udp`
-            // refuses them with a sentence before they get here.
+            // POSIX aio has no recvmsg/sendmsg (`aio_read`/`aio_write` carry no address:
+            // `Facts::messages` is false); `udp` refuses them with a sentence before they get
+            // here.
             Request::RecvMsg { .. } | Request::SendMsg { .. } | Request::RecvMsgMulti { .. } => {
                 return self.refuse(key, libc::EOPNOTSUPP)
             }
@@ -432,7 +431,7 @@ impl Aio {
     ///
     /// Returns whether it shut the socket down (a result of the operation other than bytes
     /// transferred is then the shutdown's doing, not the peer's).
-    pub(crate) fn cancel(&self, key: usize, force: bool) -> bool {
+    fn cancel_request(&self, key: usize, force: bool) -> bool {
         let Some(&(fd, write)) = self.keys.borrow().get(&key) else { return false };
         let mut fds = self.fds.borrow_mut();
         let Some(queue) = fds.get_mut(&fd) else { return false };
@@ -463,7 +462,7 @@ impl Aio {
 
     /// Closes `fd` now, or, if requests are still on it, once they are over (after shutting the
     /// socket down, which ends a read or write blocked in a helper thread).
-    pub(crate) fn close_fd(&self, fd: OwnedFd) {
+    fn close(&self, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
         let mut fds = self.fds.borrow_mut();
         match fds.get_mut(&raw) {
@@ -491,11 +490,11 @@ impl Aio {
     /// One turn: wait (unless `timeout` is zero) until a request finishes, the notifier fires
     /// or `timeout` passes, then report every finished request to `complete` and start the
     /// next request of each fd that became free.
-    pub(crate) fn turn(
+    fn wait(
         &self,
         timeout: Option<Duration>,
         notifier: &Notifier,
-        mut complete: impl FnMut(usize, Completion),
+        complete: &mut dyn FnMut(usize, Completion),
     ) -> io::Result<bool> {
         let ready = std::mem::take(&mut *self.ready.borrow_mut());
         let mut timeout = if ready.is_empty() { timeout } else { Some(Duration::ZERO) };
@@ -538,17 +537,17 @@ impl Aio {
             complete(key, completion);
         }
         for pending in finished {
-            self.finish(&pending, &mut complete);
+            self.finish(&pending, complete);
         }
         if self.last_scan.get().elapsed() >= SCAN_INTERVAL {
             self.last_scan.set(Instant::now());
-            self.rescan(&mut complete);
+            self.rescan(complete);
         }
         Ok(notified)
     }
 
     /// Reports a request glibc or a helper posted back (unless a rescan already did).
-    fn finish(&self, pending: &Arc<Pending>, complete: &mut impl FnMut(usize, Completion)) {
+    fn finish(&self, pending: &Arc<Pending>, complete: &mut dyn FnMut(usize, Completion)) {
         let current = self
             .fds
             .borrow_mut()
@@ -574,7 +573,7 @@ impl Aio {
                 (false, _) => "a helper thread".to_string(),
             }
         );
-        self.retire(pending, Completion { result, flags: 0, offset: 0 }, complete);
+        self.retire(pending, Completion::of(result), complete);
     }
 
     /// A request is over: report it, and start the next one on its fd (or close the fd).
@@ -582,7 +581,7 @@ impl Aio {
         &self,
         pending: &Arc<Pending>,
         completion: Completion,
-        complete: &mut impl FnMut(usize, Completion),
+        complete: &mut dyn FnMut(usize, Completion),
     ) {
         if pending.cb().is_some() {
             self.in_glibc.set(self.in_glibc.get() - 1);
@@ -617,7 +616,7 @@ impl Aio {
 
     /// Takes requests that glibc finished but whose notification never came (glibc drops it
     /// when it cannot create the notification thread): finished at two scans in a row.
-    fn rescan(&self, complete: &mut impl FnMut(usize, Completion)) {
+    fn rescan(&self, complete: &mut dyn FnMut(usize, Completion)) {
         let lost: Vec<Arc<Pending>> = self
             .fds
             .borrow()
@@ -636,9 +635,41 @@ impl Aio {
             .collect();
         for pending in lost {
             if let Some(result) = pending.take_result() {
-                self.retire(&pending, Completion { result, flags: 0, offset: 0 }, complete);
+                self.retire(&pending, Completion::of(result), complete);
             }
         }
+    }
+}
+
+impl Io for Aio {
+    fn facts(&self) -> Facts {
+        Facts { kind: Backend::PosixAio, multishot_accept: false, picks_buffers: false, messages: false }
+    }
+
+    unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.enqueue(index, *request) }
+    }
+
+    fn cancel(&self, index: usize, force: bool) -> bool {
+        self.cancel_request(index, force)
+    }
+
+    fn close_fd(&self, fd: OwnedFd, _now: bool) {
+        self.close(fd);
+    }
+
+    fn turn(
+        &self,
+        timeout: Option<Duration>,
+        notifier: &Notifier,
+        complete: &mut dyn FnMut(usize, Completion),
+    ) -> io::Result<bool> {
+        self.wait(timeout, notifier, complete)
+    }
+
+    fn gauges(&self) -> Gauges {
+        Gauges { queue_overflows: 0, threads: Some((self.requests_in_glibc(), self.helper_threads())) }
     }
 }
 
