@@ -41,10 +41,10 @@
 
 use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
-use std::task::Waker;
+
+use crate::waiters::WaitQueue;
 
 /// The buffer group id of the streams' ring (the datagram ring's is `udp::GROUP`).
 pub(crate) const GROUP: u16 = 0;
@@ -80,12 +80,9 @@ pub(crate) struct BufRing {
     /// Buffers of the newest chunk that came back while the pool was shrinking, and so were
     /// not provided again; the chunk is freed when all of them are.
     retired: RefCell<Vec<u16>>,
-    /// Tasks whose receive ended for lack of buffers, oldest first, woken one per buffer that
-    /// comes back (waking all of them for each buffer would make a ring under pressure
-    /// quadratic). Each entry has a ticket, increasing, which its future removes when dropped,
-    /// so a reader that gave up cannot swallow the wake-up meant for one still waiting.
-    waiters: RefCell<VecDeque<(u64, Waker)>>,
-    next_ticket: Cell<u64>,
+    /// Tasks whose receive ended for lack of buffers, woken one per buffer that comes back
+    /// (see `waiters`).
+    waiters: WaitQueue,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -139,8 +136,7 @@ impl BufRing {
             available: Cell::new(0),
             pieces: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
-            waiters: RefCell::new(VecDeque::new()),
-            next_ticket: Cell::new(0),
+            waiters: WaitQueue::default(),
         };
         if !ring.grow() {
             return Err(io::ErrorKind::OutOfMemory.into());
@@ -270,10 +266,7 @@ impl BufRing {
             "  ring buffer {bid} goes back to the ring (no syscall: the ring is shared memory)"
         );
         self.put_in_ring(bid);
-        let waiter = self.waiters.borrow_mut().pop_front();
-        if let Some((_, waiter)) = waiter {
-            waiter.wake();
-        }
+        self.waiters.wake_one();
     }
 
     /// Frees the newest chunk, all of whose buffers are retired (none is in the ring or out).
@@ -316,30 +309,9 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.address(bid).add(offset as usize), len) }
     }
 
-    /// Registers `waker` to be woken when a buffer is returned. `ticket` is the caller's place
-    /// in the queue: kept (with the waker updated) if still queued, else a new one is taken.
-    pub(crate) fn wait_for_buffer(&self, ticket: &mut Option<u64>, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        if let Some(queued) = ticket.and_then(|t| waiters.binary_search_by_key(&t, |(t, _)| *t).ok()) {
-            if !waiters[queued].1.will_wake(waker) {
-                waiters[queued].1 = waker.clone();
-            }
-            return;
-        }
-        let t = self.next_ticket.get();
-        self.next_ticket.set(t + 1);
-        waiters.push_back((t, waker.clone()));
-        *ticket = Some(t);
-    }
-
-    /// Leaves the queue (the waiting future was dropped or got what it wanted).
-    pub(crate) fn stop_waiting(&self, ticket: u64) {
-        let mut waiters = self.waiters.borrow_mut();
-        if let Ok(queued) = waiters.binary_search_by_key(&ticket, |(t, _)| *t) {
-            let removed = waiters.remove(queued);
-            drop(waiters);
-            drop(removed);
-        }
+    /// The tasks waiting for a buffer to come back.
+    pub(crate) fn waiters(&self) -> &WaitQueue {
+        &self.waiters
     }
 }
 
@@ -352,21 +324,6 @@ impl Drop for BufRing {
             for memory in self.chunks.borrow().iter() {
                 alloc::dealloc(memory.as_ptr(), self.chunk_layout());
             }
-        }
-    }
-}
-
-/// A reader's place in the queue of readers waiting for a ring buffer, left when the future is
-/// dropped (see [`BufRing::wait_for_buffer`]).
-pub(crate) struct BufferTicket<'a> {
-    pub(crate) ring: &'a BufRing,
-    pub(crate) ticket: Option<u64>,
-}
-
-impl Drop for BufferTicket<'_> {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket {
-            self.ring.stop_waiting(ticket);
         }
     }
 }

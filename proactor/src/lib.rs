@@ -88,6 +88,7 @@ mod runtime;
 mod stats;
 mod sys;
 mod udp;
+mod waiters;
 
 pub use backend::Backend;
 pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};

@@ -100,6 +100,8 @@ impl Builder {
             driver: Config {
                 backend: Backend::Auto,
                 aio_threads: 1024,
+                connection_budget: 64 << 10,
+                memory_budget: 16 << 20,
                 entries: 1024,
                 sqpoll_idle: None,
                 inject_setup_errno: None,
@@ -197,6 +199,27 @@ impl Builder {
         self
     }
 
+    /// The most bytes the runtime holds for one connection (64 KiB by default, about a socket
+    /// buffer): received and not yet taken by its task, and its send behind in flight. A
+    /// stream's receive ends once it brought that much (minus its send behind), and is armed
+    /// again when the task reads, so a peer whose task does not read is held back by TCP's flow
+    /// control, as with readiness. At least 4 KiB.
+    pub fn connection_budget(mut self, bytes: usize) -> Builder {
+        self.driver.connection_budget = (bytes as u64).max(4096);
+        self
+    }
+
+    /// The most bytes the runtime holds for all connections together (16 MiB by default).
+    /// Past it, a stream that holds something waits before it receives again, first come
+    /// first served, while a stream that holds nothing may still receive one buffer's worth
+    /// (16 KiB): quiet and new connections are served whatever the others hold, and each can
+    /// add at most that much past the budget. The provided-buffer ring is bounded on its own
+    /// ([`ring_memory_limit`](Self::ring_memory_limit)).
+    pub fn memory_budget(mut self, bytes: usize) -> Builder {
+        self.driver.memory_budget = bytes as u64;
+        self
+    }
+
     /// The most memory the provided-buffer ring may grow to under load (64 MiB by default; at
     /// most 32768 buffers). Past it, receives wait for a buffer to come back, in arrival order.
     pub fn ring_memory_limit(mut self, bytes: usize) -> Builder {
@@ -251,6 +274,8 @@ pub fn stats() -> crate::stats::Stats {
     let mut stats = crate::stats::counters();
     executor::with_driver(|driver: &std::rc::Rc<Driver>| {
         stats.in_flight = driver.in_flight() as u64;
+        let (held, peak, waiting) = driver.held();
+        (stats.held_bytes, stats.held_peak, stats.streams_waiting) = (held, peak, waiting as u64);
         stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
     });
     stats

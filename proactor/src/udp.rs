@@ -75,10 +75,11 @@ use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
 use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
 use crate::backend::{BufId, Completion, Request};
 use crate::buf::{self, BufResult, IoBuf, IoBufMut};
-use crate::bufring::{BufRing, BufferTicket};
+use crate::bufring::BufRing;
 use crate::driver::op::Op;
 use crate::driver::Driver;
 use crate::sys;
+use crate::waiters::Ticket;
 
 /// The buffer group of the datagram ring (the streams' ring is group 0).
 pub(crate) const GROUP: u16 = 1;
@@ -353,8 +354,8 @@ impl UdpSocket {
         }
         match self.driver.datagram_ring(GROUP, RING_BUFFERS, RING_BUFFERS_MAX, RING_BUFFER_SIZE) {
             Some(ring) => {
-                let mut ticket = BufferTicket { ring, ticket: None };
-                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket.ticket, cx)).await
+                let mut ticket = Ticket::default();
+                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket, cx)).await
             }
             None => {
                 let (received, buf) = self.recv_from(spare_vec()).await;
@@ -364,10 +365,10 @@ impl UdpSocket {
         }
     }
 
-    fn poll_recv_provided(
+    fn poll_recv_provided<'a>(
         &self,
-        ring: &Rc<BufRing>,
-        ticket: &mut Option<u64>,
+        ring: &'a Rc<BufRing>,
+        ticket: &mut Ticket<'a>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
         // A peer that floods this socket must not keep its task running forever.
@@ -379,7 +380,7 @@ impl UdpSocket {
                 None => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
-                        ring.wait_for_buffer(ticket, cx.waker());
+                        ticket.wait(ring.waiters(), cx.waker());
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();

@@ -40,7 +40,7 @@ pub enum Backend {
     Epoll,
 }
 
-/// Settings the backends take from the runtime's builder.
+/// Settings the driver and its backends take from the runtime's builder.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) backend: Backend,
@@ -64,6 +64,10 @@ pub(crate) struct Config {
     pub(crate) batch_wait: Option<Duration>,
     /// The most requests the aio backend hands to glibc at once (the size of its thread pool).
     pub(crate) aio_threads: u32,
+    /// The most bytes the runtime holds for one connection (see `driver::budget`).
+    pub(crate) connection_budget: u64,
+    /// The most bytes it holds for all connections together.
+    pub(crate) memory_budget: u64,
 }
 
 /// What an operation asks of the backend. Pointers point into memory the operation owns (its
@@ -93,10 +97,13 @@ pub(crate) enum Request {
     },
     /// Receive into buffers of the provided-buffer ring `group` until cancelled (only where the
     /// backend gave the driver a ring: [`Io::buffer_ring`]). Each completion names its buffer
-    /// ([`BufId::Ring`]).
+    /// ([`BufId::Ring`]). With a `limit` (0: none), it ends by itself once that many bytes came
+    /// (its last completion has no `more`), where the backend can; the driver stops it
+    /// otherwise.
     RecvMulti {
         fd: RawFd,
         group: u16,
+        limit: u32,
     },
     /// Receive into a buffer the backend picks when data is there, and names in the completion
     /// ([`BufId::Picked`]; only where [`Facts::picks_buffers`]).

@@ -139,8 +139,16 @@ impl Driver {
             (Err(bytes), _) => Bytes::Owned(bytes),
         };
         debug_assert!(self.find_behind(key, fd).is_none(), "a stream's previous send behind is over");
-        let behind =
-            Behind { bytes, sent: 0, fd, owner: Owner::Stream(waker.clone()), waited: false, stalled: false };
+        let held = bytes.len();
+        let behind = Behind {
+            bytes,
+            sent: 0,
+            fd,
+            owner: Owner::Stream(waker.clone()),
+            waited: false,
+            stalled: false,
+            held,
+        };
         let request = self.send_request(&behind);
         let record = self.behinds.borrow_mut().insert(behind);
         let index = self.ops.borrow_mut().insert(Lifecycle::Behind(record));
@@ -160,6 +168,8 @@ impl Driver {
             Ok(()) => {
                 key.0.set(as_key);
                 stats::bump(|c| &c.sends_behind);
+                // Held for the connection until the send is over (see `budget`).
+                self.budget.hold(held as u64);
                 Ok(())
             }
             Err(e) => give_up(e),
@@ -237,6 +247,14 @@ impl Driver {
                 behind.waited = true;
                 Poll::Pending
             }
+        }
+    }
+
+    /// The bytes the stream's send behind in flight holds for its connection (0 for none).
+    pub(crate) fn behind_held(&self, key: &BehindKey, fd: RawFd) -> u64 {
+        match self.find_behind(key, fd) {
+            Some(Found::InFlight { behind }) => self.behinds.borrow()[behind].held as u64,
+            _ => 0,
         }
     }
 
@@ -351,7 +369,8 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let Behind { bytes, fd, owner, waited, .. } = behind;
+        let Behind { bytes, fd, owner, waited, held, .. } = behind;
+        self.budget.release(held as u64);
         #[cfg(feature = "trace")]
         if executor::trace::on() {
             let what = match &bytes {

@@ -56,10 +56,12 @@ use crate::stats;
 use crate::sys;
 
 pub(crate) mod behind;
+pub(crate) mod budget;
 pub(crate) mod op;
 pub(crate) mod slot;
 mod spill;
 
+use budget::Budget;
 use slot::{Behind, Bytes, Finish, Lifecycle};
 
 const KIND_ACCEPT: u8 = 1;
@@ -103,6 +105,8 @@ pub struct Driver {
     spills: RefCell<HashMap<usize, Vec<u8>>>,
     /// The lists of `AfterTurn`, kept between turns (see there).
     after: RefCell<AfterTurn>,
+    /// What the runtime holds for connections, and how much more a stream may receive.
+    budget: Budget,
     notifier: Arc<Notifier>,
     /// The notifier fired since the executor last looked: set by any turn (also the ones
     /// `cancel_and_reap` runs), consumed by the executor's `park`.
@@ -162,6 +166,7 @@ impl Driver {
             behinds: RefCell::new(Slab::new()),
             spills: RefCell::new(HashMap::new()),
             after: RefCell::default(),
+            budget: Budget::new(config.connection_budget, config.memory_budget),
             notifier: Arc::new(notifier),
             notified: Cell::new(false),
             alive: Cell::new(true),
@@ -234,6 +239,12 @@ impl Driver {
                 None => None,
             })
             .as_ref()
+    }
+
+    /// Bytes held for all connections now and at most so far, and streams waiting for room.
+    pub(crate) fn held(&self) -> (u64, u64, usize) {
+        let (now, peak) = self.budget.held();
+        (now, peak, self.budget.waiting())
     }
 
     /// Operations whose completion has not arrived yet (including orphaned ones).

@@ -13,8 +13,9 @@ use std::task::{ready, Context, Poll};
 use super::stream::{RecvSlot, TcpStream};
 use crate::backend::{BufId, Completion, Request};
 use crate::buf::{self, BufResult, IoBufMut, ProvidedBuf};
-use crate::bufring::{self, BufRing, BufferTicket};
+use crate::bufring::{self, BufRing};
 use crate::driver::Receive;
+use crate::waiters::Ticket;
 
 /// The most receive completions a stream may have waiting for its task: past it the
 /// multishot receive is stopped (the peer then waits, by TCP's flow control) until the task
@@ -110,8 +111,8 @@ impl TcpStream {
     pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
         match self.driver.receive() {
             Receive::Ring(ring) => {
-                let mut ticket = BufferTicket { ring, ticket: None };
-                poll_fn(|cx| self.poll_read_provided(ring, &mut ticket.ticket, cx)).await
+                let mut ticket = Ticket::default();
+                poll_fn(|cx| self.poll_read_provided(ring, &mut ticket, cx)).await
             }
             Receive::Pick => poll_fn(|cx| self.poll_read_picked(cx)).await,
             Receive::Read => {
@@ -131,10 +132,10 @@ impl TcpStream {
         }
     }
 
-    fn poll_read_provided(
-        &self,
-        ring: &Rc<BufRing>,
-        ticket: &mut Option<u64>,
+    fn poll_read_provided<'a>(
+        &'a self,
+        ring: &'a Rc<BufRing>,
+        ticket: &mut Ticket<'a>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
@@ -145,19 +146,26 @@ impl TcpStream {
                 RecvSlot::Never | RecvSlot::Ended => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
-                        ring.wait_for_buffer(ticket, cx.waker());
+                        ticket.wait(ring.waiters(), cx.waker());
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();
+                    // How much it may receive before the receive ends (see `driver::budget`).
+                    let limit = ready!(self.driver.poll_allowance(&self.behind, fd, ticket, cx))?;
+                    ticket.leave();
                     if matches!(*recv, RecvSlot::Ended) {
                         crate::stats::bump(|c| &c.recv_rearms);
                     }
                     // SAFETY: a receive that selects its buffer from the registered ring carries
                     // no pointer; the ring's memory outlives the ring (see `bufring`).
                     let op = unsafe {
-                        self.driver.submit((), false, |_| Request::RecvMulti { fd, group: bufring::GROUP })
+                        self.driver.submit((), false, |_| Request::RecvMulti {
+                            fd,
+                            group: bufring::GROUP,
+                            limit,
+                        })
                     };
-                    recv.arm(op.spill_unread().limit_queue(RECV_QUEUE_MAX))
+                    recv.arm(op.stream_receive(limit).limit_queue(RECV_QUEUE_MAX))
                 }
             };
             let next = match op.poll_next(cx) {

@@ -69,10 +69,12 @@ pub(crate) struct Uring {
     batch_wait: Option<Duration>,
     /// Turns that found the CQ overflowed into the kernel's backlog (see the module docs).
     cq_overflows: Cell<u64>,
-    /// Per operation slot: its request receives into the datagram ring (a `RecvMsgMulti`), so
-    /// a buffer its CQE names is of that ring ([`BufId::Datagram`]); a CQE does not say which
-    /// group it took from.
-    datagram: RefCell<Vec<bool>>,
+    /// Per operation slot, what its CQEs need to be read right ([`DATAGRAM`], [`LIMITED`]):
+    /// a CQE says neither which buffer group it took from nor how its SQE was built.
+    tags: RefCell<Vec<u8>>,
+    /// The kernel ends a multishot receive at a byte limit (the SQE's `optlen`, Linux 6.17):
+    /// true until one such SQE is refused with `EINVAL` (see `receive_limit`).
+    limits: Cell<bool>,
     /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
     /// it when the SQE is submitted, so it lives here, at a stable address, until then.
     wait_timeout: Box<RefCell<types::Timespec>>,
@@ -173,7 +175,8 @@ impl Uring {
             notify_armed: Cell::new(false),
             batch_wait: config.batch_wait.filter(|_| features.min_timeout),
             cq_overflows: Cell::new(0),
-            datagram: RefCell::new(Vec::new()),
+            tags: RefCell::new(Vec::new()),
+            limits: Cell::new(true),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
             #[cfg(feature = "trace")]
             names: RefCell::new(Vec::new()),
@@ -224,7 +227,14 @@ impl Uring {
             }
             Request::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
             Request::Recv { fd, buf, len } => opcode::Recv::new(types::Fd(fd), buf, len).build(),
-            Request::RecvMulti { fd, group } => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+            Request::RecvMulti { fd, group, limit } => {
+                let entry = opcode::RecvMulti::new(types::Fd(fd), group).build();
+                match limit {
+                    0 => entry,
+                    _ if !self.limits.get() => entry,
+                    limit => receive_limit(entry, limit),
+                }
+            }
             // Not offered here (`Facts::picks_buffers` is false).
             Request::RecvPick { .. } => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
             // MSG_NOSIGNAL: a reset peer is EPIPE, not a SIGPIPE that kills the process.
@@ -244,11 +254,15 @@ impl Uring {
             }
         };
         {
-            let mut datagram = self.datagram.borrow_mut();
-            if datagram.len() <= index {
-                datagram.resize(index + 1, false);
+            let mut tags = self.tags.borrow_mut();
+            if tags.len() <= index {
+                tags.resize(index + 1, 0);
             }
-            datagram[index] = matches!(request, Request::RecvMsgMulti { .. });
+            tags[index] = match request {
+                Request::RecvMsgMulti { .. } => DATAGRAM,
+                Request::RecvMulti { limit, .. } if *limit > 0 && self.limits.get() => LIMITED,
+                _ => 0,
+            };
         }
         #[cfg(feature = "trace")]
         if executor::trace::on() {
@@ -340,7 +354,7 @@ impl Uring {
             let n = ring.completion().len();
             stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
         }
-        let datagram = self.datagram.borrow();
+        let tags = self.tags.borrow();
         for cqe in ring.completion() {
             reaped += 1;
             match cqe.user_data() {
@@ -355,7 +369,15 @@ impl Uring {
                 IGNORED_TOKEN => {}
                 index => {
                     let index = index as usize;
-                    let completion = completion_of(&cqe, datagram.get(index).copied().unwrap_or(false));
+                    let tag = tags.get(index).copied().unwrap_or(0);
+                    let mut completion = completion_of(&cqe, tag & DATAGRAM != 0);
+                    if tag & LIMITED != 0 && completion.result == -libc::EINVAL && !completion.more {
+                        // A kernel before 6.17 reads `optlen` as a field it refuses: receive
+                        // without the limit from now on (the driver stops such receives
+                        // itself), and have this one re-armed.
+                        self.limits.set(false);
+                        completion.result = -libc::ECANCELED;
+                    }
                     stats::trace_step!(
                         "  CQE user_data {index} ({}): result {}{}{}",
                         self.name_of(index),
@@ -370,7 +392,7 @@ impl Uring {
                 }
             }
         }
-        drop(datagram);
+        drop(tags);
         drop(ring);
         stats::batch(reaped);
         self.arm_notifier(notifier);
@@ -455,6 +477,28 @@ impl Uring {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A slot's tag: its request receives into the datagram ring (a `RecvMsgMulti`), so a buffer
+/// its CQE names is of that ring ([`BufId::Datagram`]).
+const DATAGRAM: u8 = 1;
+/// A slot's tag: its request is a multishot receive the kernel was asked to end at a byte
+/// limit.
+const LIMITED: u8 = 2;
+
+/// `entry` (a multishot `RECV`) with the kernel asked to end it once `limit` bytes came: the
+/// SQE's `optlen` (Linux 6.17), which the `io-uring` crate does not set. Older kernels read
+/// that field as `file_index` and refuse the SQE with `EINVAL`.
+fn receive_limit(entry: squeue::Entry, limit: u32) -> squeue::Entry {
+    /// Where `optlen` sits in `struct io_uring_sqe` (after `buf_group` and `personality`).
+    const OPTLEN: usize = 44;
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`
+    // (checked above), a plain-old-data struct: any bytes are a valid value of it.
+    let mut sqe: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
+    // SAFETY: as above; only the `optlen` field changed.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
 }
 
 /// The completion a CQE reports, in the driver's terms: its buffer, if the kernel picked one
