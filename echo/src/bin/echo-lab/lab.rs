@@ -30,7 +30,7 @@ use crate::sys;
 #[derive(Args, Debug)]
 pub struct LabArgs {
     /// Models to run, comma-separated (default: all): reactor, uring, aio, proactor-epoll, tokio,
-    /// threads, fork, nonblocking, poll, sigio.
+    /// mio, threads, fork, nonblocking, select, poll, sigio, aio-poll.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Server>,
     /// Cells to run, comma-separated (default: all): pingpong-1, pingpong-100,

@@ -68,10 +68,8 @@ impl FromStr for Server {
 
     fn from_str(s: &str) -> Result<Server, String> {
         Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
-            format!(
-                "unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll, tokio, mio, \
-                 threads, fork, nonblocking, poll, sigio)"
-            )
+            let names: Vec<&str> = Server::everything().into_iter().map(Server::name).collect();
+            format!("unknown runtime {s:?} (expected one of: {})", names.join(", "))
         })
     }
 }
@@ -84,7 +82,8 @@ pub struct ServeArgs {
     /// tokio (the baseline), mio (a hand-written edge-triggered loop: the readiness limit), or
     /// one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
-    /// polling every socket), poll (a poll(2) loop), sigio (signal-driven I/O).
+    /// polling every socket), select (a select(2) loop), poll (a poll(2) loop), sigio
+    /// (signal-driven I/O), aio-poll (Linux AIO poll requests).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
     /// The address to listen on; port 0 picks a free port (the line printed at start names it).
