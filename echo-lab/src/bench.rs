@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mio::{Interest, Token};
 use serde_json::{json, Value};
 
+use crate::report::round;
 use crate::sys;
 
 /// The traffic pattern.
@@ -283,12 +284,6 @@ impl Report {
             self.stalled,
         )
     }
-}
-
-/// Rounds `x` to `digits` decimals (for JSON people read).
-pub fn round(x: f64, digits: i32) -> f64 {
-    let p = 10f64.powi(digits);
-    (x * p).round() / p
 }
 
 /// `echo-lab bench`.

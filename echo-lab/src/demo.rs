@@ -36,10 +36,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::bench::{self, round, Edge, Mode, Options, Report};
+use crate::bench::{self, Edge, Mode, Options, Report};
 use crate::perf::Perf;
+use crate::report::{default_out_dir, finite, num, round, svg};
 use crate::serve::Server;
-use crate::{svg, sys};
+use crate::sys;
 
 /// Options of `echo-lab demo`.
 #[derive(Args, Debug)]
@@ -478,15 +479,6 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `null` in JSON for a value that could not be computed.
-fn finite(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        Value::Null
-    }
-}
-
 /// One round of one runtime, as JSON.
 fn round_json(server: Server, r: &Round) -> Value {
     let shown = r.syscalls_shown(server);
@@ -560,15 +552,6 @@ fn runtime_json(load: &Load, rt: &Runtime) -> Value {
     v.insert("mismatches".into(), json!(sum(|r| r.mismatches)));
     v.insert("rounds".into(), rt.rounds.iter().map(|r| round_json(rt.server, r)).collect());
     Value::Object(v)
-}
-
-/// `x` with `prec` decimals, or "n/a".
-fn num(x: f64, prec: usize) -> String {
-    if x.is_finite() {
-        format!("{x:.prec$}")
-    } else {
-        "n/a".into()
-    }
 }
 
 /// `min–max`, or "n/a".
@@ -748,18 +731,6 @@ fn demo_svg(loads: &[Load], a: &DemoArgs) -> String {
         if a.rounds == 1 { "" } else { "s" }
     );
     svg::panels(&title, &panels)
-}
-
-/// `$CARGO_TARGET_DIR/echo-lab`, else the `target` directory the executable is in, else
-/// `./target/echo-lab`.
-pub(crate) fn default_out_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir).join("echo-lab");
-    }
-    let from_exe = std::env::current_exe().ok().and_then(|exe| {
-        exe.ancestors().find(|p| p.file_name().is_some_and(|n| n == "target")).map(PathBuf::from)
-    });
-    from_exe.unwrap_or_else(|| PathBuf::from("target")).join("echo-lab")
 }
 
 pub(crate) fn taskset_works() -> bool {

@@ -20,10 +20,10 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::bench::{self, Edge, Mode, Options, Report};
-use crate::demo::{counter_snapshot, default_out_dir, on_load_cpu, start_server, taskset_works};
+use crate::demo::{counter_snapshot, on_load_cpu, start_server, taskset_works};
 use crate::perf::Perf;
+use crate::report::{default_out_dir, finite, num, round, svg};
 use crate::serve::Server;
-use crate::svg;
 use crate::sys;
 
 /// Options of `echo-lab lab`.
@@ -338,14 +338,6 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     })
 }
 
-fn opt(x: f64, prec: usize) -> String {
-    if x.is_finite() {
-        format!("{x:.prec$}")
-    } else {
-        "n/a".into()
-    }
-}
-
 const COLUMNS: [&str; 11] = [
     "cell",
     "model",
@@ -371,10 +363,10 @@ fn cells_of(o: &Outcome) -> Vec<String> {
             },
             format!("{:.0}", m.report.msgs_per_sec()),
             format!("{:.0}", m.report.latency_us(0.99)),
-            opt(m.cpu_us_per_msg(), 1),
-            opt(m.user_us_per_msg(), 2),
-            opt(m.bytes_per_conn(o.cell) / 1024.0, 1),
-            opt(m.syscalls_per_msg(), 2),
+            num(m.cpu_us_per_msg(), 1),
+            num(m.user_us_per_msg(), 2),
+            num(m.bytes_per_conn(o.cell) / 1024.0, 1),
+            num(m.syscalls_per_msg(), 2),
             m.threads.to_string(),
             m.processes.to_string(),
         ],
@@ -442,7 +434,7 @@ fn to_json(o: &Outcome) -> Value {
         Err(why) => json!({ "cell": o.cell.name(), "model": o.server.name(), "error": why }),
         Ok(m) => {
             let mut v = base;
-            let f = |x: f64| if x.is_finite() { json!(bench::round(x, 3)) } else { Value::Null };
+            let f = |x: f64| finite(round(x, 3));
             v["msgs_per_sec"] = f(m.report.msgs_per_sec());
             v["p99_us"] = f(m.report.latency_us(0.99));
             v["msgs"] = json!(m.report.msgs);
@@ -505,7 +497,7 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
         "size": a.size,
         "cpus": sys::cpus(),
         "pinned": pinned,
-        "elapsed_s": bench::round(started.elapsed().as_secs_f64(), 1),
+        "elapsed_s": round(started.elapsed().as_secs_f64(), 1),
         "results": outcomes.iter().map(to_json).collect::<Vec<_>>(),
     });
     let write = |name: &str, text: String| {

@@ -25,6 +25,7 @@ use echo::server::RuntimeKind;
 use serde_json::{json, Value};
 
 use crate::bench::{self, Edge, Mode};
+use crate::report::round;
 use crate::{seqdiag, timeline};
 
 /// Options of `echo-lab trace`.
@@ -312,8 +313,8 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
         "steps": steps.len(),
         "max_steps": max,
         "capped": capped,
-        "recorded_ms": bench::round(span_ms, 3),
-        "echoes_per_sec": bench::round(report.msgs_per_sec(), 1),
+        "recorded_ms": round(span_ms, 3),
+        "echoes_per_sec": round(report.msgs_per_sec(), 1),
     });
     let (doc, counts) = timeline::chrome_trace(&steps, &process, other);
     let text = serde_json::to_string(&doc).map_err(|e| e.to_string())?;
