@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Edge, Mode, Options, Report};
+use crate::load::net::connect_retry;
+use crate::load::options::{non_negative, positive, Edge, Mode, Options};
+use crate::load::report::Report;
+use crate::load::{pingpong, udp};
 use crate::perf::Perf;
 use crate::report::{default_out_dir, finite, num, round, svg};
 use crate::serve::Server;
@@ -55,10 +58,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
     /// Length of each measured window, seconds.
-    #[arg(long, default_value_t = 2.0, value_parser = bench::positive)]
+    #[arg(long, default_value_t = 2.0, value_parser = positive)]
     pub secs: f64,
     /// Warm-up before each window, seconds.
-    #[arg(long, default_value_t = 0.5, value_parser = bench::non_negative)]
+    #[arg(long, default_value_t = 0.5, value_parser = non_negative)]
     pub warmup: f64,
     /// Connections, each with one message in flight; a comma-separated list measures each
     /// load in turn (one table each).
@@ -75,7 +78,7 @@ pub struct DemoArgs {
     pub idle_conns: u32,
     /// Length of the separate window in which the server's syscalls are counted (its own
     /// counters, and `perf stat` where it works), seconds; 0 skips the measurement.
-    #[arg(long, default_value_t = 0.5, value_parser = bench::non_negative)]
+    #[arg(long, default_value_t = 0.5, value_parser = non_negative)]
     pub syscall_secs: f64,
     /// Ping-pong UDP datagrams instead of TCP messages (the servers answer UDP on the same
     /// address; see `bench --udp`): --conns is then the number of client sockets. Runtimes
@@ -319,9 +322,9 @@ const UDP_LOSS_TIMEOUT: Duration = Duration::from_millis(200);
 /// stderr; the report counts only echoes that came back).
 fn pingpong(opts: &Options, udp: bool, on_edge: &mut dyn FnMut(Edge)) -> Result<Report, String> {
     if !udp {
-        return bench::pingpong(opts, on_edge);
+        return pingpong::run(opts, on_edge);
     }
-    let udp = crate::udp::pingpong(opts, UDP_LOSS_TIMEOUT, on_edge)?;
+    let udp = udp::run(opts, UDP_LOSS_TIMEOUT, on_edge)?;
     if udp.lost > 0 {
         eprintln!("echo-lab demo: {} datagrams lost (no echo within {UDP_LOSS_TIMEOUT:?})", udp.lost);
     }
@@ -377,8 +380,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let mut loads = Vec::new();
     for &conns in &a.conns {
         for &size in &a.size {
-            if a.udp && size as usize > crate::udp::MAX_SIZE {
-                return Err(format!("--udp: a datagram holds at most {} bytes", crate::udp::MAX_SIZE));
+            if a.udp && size as usize > udp::MAX_SIZE {
+                return Err(format!("--udp: a datagram holds at most {} bytes", udp::MAX_SIZE));
             }
             eprintln!("{conns} {}, {size} B messages:", if a.udp { "UDP sockets" } else { "conns" });
             let mut load = Load {
@@ -1021,7 +1024,7 @@ fn idle_memory(pid: u32, addr: SocketAddr, k: usize) -> Result<Idle, String> {
                 format!("idle connection {} of {k}: {e}", i + 1)
             }
         };
-        let mut s = bench::connect_retry(addr, deadline).map_err(ctx)?;
+        let mut s = connect_retry(addr, deadline).map_err(ctx)?;
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).map_err(ctx)?;
         let msg = (i as u64 | 0xEC40_0000_0000_0000).to_le_bytes();

@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Edge, Mode, Options, Report};
 use crate::demo::{counter_snapshot, on_load_cpu, start_server, taskset_works};
+use crate::load::net::connect_retry;
+use crate::load::options::{non_negative, positive, Edge, Mode, Options};
+use crate::load::pingpong;
+use crate::load::report::Report;
 use crate::perf::Perf;
 use crate::report::{default_out_dir, finite, num, round, svg};
 use crate::serve::Server;
@@ -38,10 +41,10 @@ pub struct LabArgs {
     #[arg(long, value_delimiter = ',')]
     pub cells: Vec<Cell>,
     /// Length of each measured window, seconds.
-    #[arg(long, default_value_t = 1.0, value_parser = bench::positive)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
     pub secs: f64,
     /// Warm-up before each window, seconds.
-    #[arg(long, default_value_t = 0.3, value_parser = bench::non_negative)]
+    #[arg(long, default_value_t = 0.3, value_parser = non_negative)]
     pub warmup: f64,
     /// Message size, bytes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
@@ -240,7 +243,7 @@ fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, Str
     (0..n)
         .map(|i| {
             let why = |e: std::io::Error| format!("idle connection {} of {n}: {e}", i + 1);
-            let mut s = bench::connect_retry(addr, deadline).map_err(why)?;
+            let mut s = connect_retry(addr, deadline).map_err(why)?;
             s.set_read_timeout(Some(Duration::from_secs(10))).map_err(why)?;
             let mut back = [0u8; 1];
             s.write_all(b"i").and_then(|()| s.read_exact(&mut back)).map_err(why)?;
@@ -286,7 +289,7 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
         let mut perf = perf;
         let mut edges: Vec<((f64, f64), Result<u64, String>)> = Vec::new();
         let mut at_end = (0, 0, 0);
-        let report = bench::pingpong(&opts, &mut |edge| {
+        let report = pingpong::run(&opts, &mut |edge| {
             let own = if own_counters { counter_snapshot(pid, &counts) } else { Ok(0) };
             if let Ok(perf) = &mut perf {
                 let _ = if edge == Edge::Start { perf.enable() } else { perf.disable() };

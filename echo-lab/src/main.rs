@@ -12,9 +12,9 @@
 //! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
 
 mod bench;
-mod bulk;
 mod demo;
 mod lab;
+mod load;
 mod mio_echo;
 mod perf;
 mod report;
@@ -23,7 +23,6 @@ mod serve;
 mod sys;
 mod timeline;
 mod trace;
-mod udp;
 
 use std::process::ExitCode;
 

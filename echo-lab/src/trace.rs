@@ -24,7 +24,8 @@ use clap::Args;
 use echo::server::RuntimeKind;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Edge, Mode};
+use crate::load::options::{positive, Edge, Mode, Options};
+use crate::load::pingpong;
 use crate::report::round;
 use crate::{seqdiag, timeline};
 
@@ -56,7 +57,7 @@ pub struct TraceArgs {
     pub conns: u32,
     /// With --chrome-trace: how long the load runs, seconds (after 0.1 s of warm-up); the
     /// recording covers its start, until --max-steps steps are held.
-    #[arg(long, default_value_t = 1.0, requires = "chrome_trace", value_parser = bench::positive)]
+    #[arg(long, default_value_t = 1.0, requires = "chrome_trace", value_parser = positive)]
     pub secs: f64,
     /// With --chrome-trace: stop recording after this many steps (a loaded runtime takes
     /// hundreds of thousands a second, and every one becomes an event in FILE).
@@ -273,7 +274,7 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     let max = a.max_steps as usize;
     let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
         .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
-    let opts = bench::Options {
+    let opts = Options {
         mode: Mode::Pingpong,
         addr,
         conns: a.conns as usize,
@@ -285,7 +286,7 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     };
     // Record from the start of the measured window (connections up, traffic flowing) until
     // its end or `max` steps, whichever comes first.
-    let report = bench::pingpong(&opts, &mut |edge| match edge {
+    let report = pingpong::run(&opts, &mut |edge| match edge {
         Edge::Start => {
             reactor::trace::take_timed(); // nothing, unless something recorded before
             reactor::trace::start_at_most(max);
