@@ -18,10 +18,8 @@ mod load;
 mod mio_echo;
 mod perf;
 mod report;
-mod seqdiag;
 mod serve;
 mod sys;
-mod timeline;
 mod trace;
 
 use std::process::ExitCode;
