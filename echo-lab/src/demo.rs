@@ -42,7 +42,7 @@ use crate::load::report::Report;
 use crate::load::{pingpong, udp};
 use crate::perf::Perf;
 use crate::report::{default_out_dir, finite, num, round, svg};
-use crate::serve::Server;
+use crate::server::Server;
 use crate::sys;
 
 /// Options of `echo-lab demo`.

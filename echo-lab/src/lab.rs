@@ -26,7 +26,7 @@ use crate::load::pingpong;
 use crate::load::report::Report;
 use crate::perf::Perf;
 use crate::report::{default_out_dir, finite, num, round, svg};
-use crate::serve::Server;
+use crate::server::Server;
 use crate::sys;
 
 /// Options of `echo-lab lab`.

@@ -11,14 +11,15 @@
 //!   `--chrome-trace FILE` records a short loaded run as a timeline for Perfetto;
 //! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
 
+mod baseline;
 mod bench;
 mod demo;
 mod lab;
 mod load;
-mod mio_echo;
 mod perf;
 mod report;
 mod serve;
+mod server;
 mod sys;
 mod trace;
 

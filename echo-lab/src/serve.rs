@@ -2,79 +2,17 @@
 //! SIGTERM, which stop it gracefully. It answers TCP and, on the same address, UDP (RFC 862),
 //! unless `--no-udp`.
 
-use std::fmt;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::str::FromStr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use clap::Args;
-use echo::models::Model;
 use echo::server::{RuntimeKind, ServeOptions, Shutdown, Stats};
 
+use crate::baseline;
+use crate::server::Server;
 use crate::sys;
-
-/// A server to run: one of the project's runtimes, or the tokio baseline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Server {
-    /// `echo::handle` on one of the project's runtimes.
-    Runtime(RuntimeKind),
-    /// The idiomatic tokio echo loop on a `current_thread` runtime: the baseline.
-    Tokio,
-    /// A hand-written edge-triggered mio loop: the readiness limit (see `mio_echo`).
-    Mio,
-    /// One of the seed document's classic I/O-model servers (`echo::models`).
-    Model(Model),
-}
-
-impl Server {
-    /// Every server, in the order they are presented.
-    pub const ALL: [Server; 6] = [
-        Server::Runtime(RuntimeKind::Reactor),
-        Server::Runtime(RuntimeKind::Uring),
-        Server::Runtime(RuntimeKind::Aio),
-        Server::Runtime(RuntimeKind::ProactorEpoll),
-        Server::Tokio,
-        Server::Mio,
-    ];
-
-    /// Every server `serve` knows: the runtimes, tokio, and the classic models.
-    pub fn everything() -> Vec<Server> {
-        let mut all = Server::ALL.to_vec();
-        all.extend(Model::ALL.map(Server::Model));
-        all
-    }
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Server::Runtime(kind) => kind.name(),
-            Server::Tokio => "tokio",
-            Server::Mio => "mio",
-            Server::Model(model) => model.name(),
-        }
-    }
-}
-
-impl fmt::Display for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Server {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Server, String> {
-        Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
-            format!(
-                "unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll, tokio, mio, \
-                 threads, fork, nonblocking, poll, sigio)"
-            )
-        })
-    }
-}
 
 /// Options of `echo-lab serve`.
 #[derive(Args, Debug)]
@@ -179,7 +117,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let kind = match a.runtime {
         Server::Runtime(kind) => kind,
         Server::Tokio => return run_tokio(a),
-        Server::Mio => return run_model(a, crate::mio_echo::serve),
+        Server::Mio => return run_model(a, baseline::mio::serve),
         Server::Model(model) => return run_model(a, |listener| model.serve(listener)),
     };
     // Create a probe of the runtime now, so that a machine without io_uring, or out of file
@@ -297,8 +235,8 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The baseline, until SIGINT or SIGTERM (which exit the process).
-/// Serves with one of the classic models (or the mio loop) until the process is signalled.
+/// Serves with one of the classic models (or the mio baseline) until SIGINT or SIGTERM (which
+/// exit the process).
 fn run_model(a: &ServeArgs, serve: impl FnOnce(TcpListener) -> io::Result<()>) -> Result<(), String> {
     let model = a.runtime;
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
@@ -312,6 +250,7 @@ fn run_model(a: &ServeArgs, serve: impl FnOnce(TcpListener) -> io::Result<()>) -
     serve(listener).map_err(|e| format!("the {model} server stopped: {e}"))
 }
 
+/// Serves with the tokio baseline until SIGINT or SIGTERM (which exit the process).
 fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
@@ -326,7 +265,7 @@ fn run_tokio(a: &ServeArgs) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
-    serve_tokio(&rt, listener, udp).map_err(|e| runtime_error(a.runtime, &e))
+    baseline::tokio::serve(&rt, listener, udp).map_err(|e| runtime_error(a.runtime, &e))
 }
 
 /// What the listening line says is served.
@@ -410,58 +349,5 @@ fn runtime_error(server: Server, e: &io::Error) -> String {
 fn too_many_files(e: &io::Error) -> Option<String> {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)).then(|| {
         "too many open files: raise the limit (for example `ulimit -n 65536`) and start again".to_string()
-    })
-}
-
-/// The baseline: the idiomatic tokio echo loop (read into a 4 KiB buffer, `write_all`) on a
-/// `current_thread` runtime (`rt`), on this thread; and for UDP, `recv_from` into a 64 KiB
-/// buffer and `send_to` back.
-fn serve_tokio(
-    rt: &tokio::runtime::Runtime,
-    listener: TcpListener,
-    udp: Option<UdpSocket>,
-) -> io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    listener.set_nonblocking(true)?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        if let Some(udp) = udp {
-            udp.set_nonblocking(true)?;
-            let socket = tokio::net::UdpSocket::from_std(udp)?;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                loop {
-                    // Errors about one peer (ECONNREFUSED from an ICMP error, ...) are skipped.
-                    if let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                        let _ = socket.send_to(&buf[..n], from).await;
-                    }
-                }
-            });
-        }
-        loop {
-            let mut sock = match listener.accept().await {
-                Ok((sock, _)) => sock,
-                // EMFILE, say: keep serving the connections we have instead of exiting.
-                Err(e) => {
-                    eprintln!("echo (tokio): accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if sock.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
     })
 }
