@@ -19,12 +19,16 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::demo::{counter_snapshot, on_load_cpu, start_server, taskset_works};
+use crate::harness::child::start_server;
+use crate::harness::perf::Perf;
+use crate::harness::pin::{on_load_cpu, taskset_works};
+use crate::harness::sample::{
+    counter_snapshot, end_children, threads_of, tree, tree_cpu_s, tree_pss_kb, tree_user_s,
+};
 use crate::load::net::connect_retry;
 use crate::load::options::{non_negative, positive, Edge, Mode, Options};
 use crate::load::pingpong;
 use crate::load::report::Report;
-use crate::perf::Perf;
 use crate::report::{default_out_dir, finite, num, round, svg};
 use crate::server::Server;
 use crate::sys;
@@ -172,68 +176,6 @@ impl Measured {
             _ => f64::NAN,
         }
     }
-}
-
-/// The server's processes: itself and its children (the `fork` model's), from /proc.
-fn tree(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
-    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
-                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
-            }
-        }
-    }
-    pids
-}
-
-/// CPU seconds of the server, its live children, and the children it has reaped.
-fn tree_cpu_s(pid: u32) -> f64 {
-    let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_s);
-    reaped + tree(pid).into_iter().map(|p| sys::process_cpu_s(p).unwrap_or(0.0)).sum::<f64>()
-}
-
-/// User-mode CPU seconds of the server, its live children, and the children it has reaped.
-fn tree_user_s(pid: u32) -> f64 {
-    let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_user_s);
-    reaped + tree(pid).into_iter().map(|p| sys::stat_times(p).map_or(0.0, |t| t.user_s)).sum::<f64>()
-}
-
-/// Proportional set size of the server and its children, KiB (shared pages split between them).
-fn tree_pss_kb(pid: u32) -> u64 {
-    tree(pid)
-        .into_iter()
-        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .sum()
-}
-
-/// Kills the server's child processes (the `fork` model's) and waits, up to 2 s, until each
-/// has exited.
-fn end_children(pid: u32) {
-    let children: Vec<u32> = tree(pid).into_iter().skip(1).collect();
-    for &child in &children {
-        let _ = sys::kill(child, nix::sys::signal::Signal::SIGKILL);
-    }
-    let exited = |child: u32| {
-        fs::read_to_string(format!("/proc/{child}/stat"))
-            .map_or(true, |s| s[s.rfind(')').unwrap_or(0)..].split_whitespace().nth(1) == Some("Z"))
-    };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !children.iter().all(|&c| exited(c)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn threads_of(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 /// Opens `n` connections to `addr` that each echo one byte, then stay open and silent.

@@ -14,9 +14,9 @@
 mod baseline;
 mod bench;
 mod demo;
+mod harness;
 mod lab;
 mod load;
-mod perf;
 mod report;
 mod serve;
 mod server;
