@@ -26,7 +26,7 @@
 //!   divided by their number.
 //!
 //! - [`args`]: the options;
-//! - [`measure`]: one server in one round;
+//! - [`measure`](mod@measure): one server in one round;
 //! - [`results`]: what was measured, and the figures drawn from it;
 //! - [`report`]: the table, `demo.json` and `demo.svg`.
 
