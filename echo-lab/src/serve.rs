@@ -5,6 +5,7 @@
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Args;
@@ -120,26 +121,11 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         Server::Mio => return run_model(a, baseline::mio::serve),
         Server::Model(model) => return run_model(a, |listener| model.serve(listener)),
     };
-    // Create a probe of the runtime now, so that a machine without io_uring, or out of file
-    // descriptors, gets the reason instead of a listen line.
-    match kind {
-        RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
-        RuntimeKind::Uring | RuntimeKind::ProactorEpoll => {
-            drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
-        }
-        // The first aio runtime of the process sizes glibc's thread pool for all of them.
-        RuntimeKind::Aio => drop(
-            proactor::Builder::new()
-                .backend(proactor::Backend::PosixAio)
-                .aio_threads(a.aio_threads)
-                .build()
-                .map_err(|e| runtime_error(a.runtime, &e))?,
-        ),
-    }
+    probe(a, kind)?;
     let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let udp_on = !a.no_udp && kind != RuntimeKind::Aio;
-    let mut udp: Vec<Option<UdpSocket>> = if udp_on {
+    let udp: Vec<Option<UdpSocket>> = if udp_on {
         udp_sockets(local, a.threads.into())
             .map_err(|e| bind_error(local, &e))?
             .into_iter()
@@ -155,6 +141,61 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         grace: a.grace,
         stats_every: a.stats.then_some(Duration::from_secs(1)),
     };
+    let threads = start_threads(a, kind, listeners, udp, &opts, &shutdown, &stats)?;
+
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {local} ({}, runtime {})", protocols(udp_on), a.runtime)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    drop(out);
+    if !a.no_udp && kind == RuntimeKind::Aio {
+        eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
+    }
+
+    let mut result = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(runtime_error(a.runtime, &e)),
+            Err(_) => result = Err(format!("the {} runtime failed: a server thread panicked", a.runtime)),
+        }
+    }
+    result?;
+    print_stopped(&stats);
+    Ok(())
+}
+
+/// Creates a runtime of `kind` and drops it, so that a machine without io_uring, or out of file
+/// descriptors, gets the reason instead of a listen line.
+fn probe(a: &ServeArgs, kind: RuntimeKind) -> Result<(), String> {
+    match kind {
+        RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
+        RuntimeKind::Uring | RuntimeKind::ProactorEpoll => {
+            drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
+        }
+        // The first aio runtime of the process sizes glibc's thread pool for all of them.
+        RuntimeKind::Aio => drop(
+            proactor::Builder::new()
+                .backend(proactor::Backend::PosixAio)
+                .aio_threads(a.aio_threads)
+                .build()
+                .map_err(|e| runtime_error(a.runtime, &e))?,
+        ),
+    }
+    Ok(())
+}
+
+/// Starts one server thread per listener (with its UDP socket, if any), and waits until each
+/// has started; if one cannot, stops them all and says why.
+fn start_threads(
+    a: &ServeArgs,
+    kind: RuntimeKind,
+    listeners: Vec<TcpListener>,
+    mut udp: Vec<Option<UdpSocket>>,
+    opts: &ServeOptions,
+    shutdown: &Shutdown,
+    stats: &Arc<Stats>,
+) -> Result<Vec<JoinHandle<io::Result<()>>>, String> {
     let (started, start) = mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -199,25 +240,11 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         threads.into_iter().for_each(|t| drop(t.join()));
         return Err(failure);
     }
+    Ok(threads)
+}
 
-    let mut out = io::stdout().lock();
-    writeln!(out, "listening on {local} ({}, runtime {})", protocols(udp_on), a.runtime)
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    drop(out);
-    if !a.no_udp && kind == RuntimeKind::Aio {
-        eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
-    }
-
-    let mut result = Ok(());
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(runtime_error(a.runtime, &e)),
-            Err(_) => result = Err(format!("the {} runtime failed: a server thread panicked", a.runtime)),
-        }
-    }
-    result?;
+/// The last line: `stopped`, with what became of the connections still open, if anything.
+fn print_stopped(stats: &Stats) {
     let mut notes = Vec::new();
     let mut note = |n: u64, what: &str| {
         if n > 0 {
@@ -232,7 +259,6 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     } else {
         eprintln!("stopped ({})", notes.join(", "));
     }
-    Ok(())
 }
 
 /// Serves with one of the classic models (or the mio baseline) until SIGINT or SIGTERM (which
