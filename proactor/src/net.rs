@@ -48,6 +48,7 @@ const RECV_QUEUE_MAX: u16 = 16;
 const ACCEPT_QUEUE_MAX: u16 = 64;
 
 pub use crate::udp::{Datagram, UdpSocket};
+pub use executor::net::{is_datagram_error, DatagramTruncated, MAX_DATAGRAM};
 
 pub(crate) fn current_driver() -> io::Result<Rc<Driver>> {
     executor::with_driver(Rc::clone).ok_or_else(|| {
