@@ -33,6 +33,43 @@
 //! }
 //! ```
 //!
+//! # With `futures`' combinators
+//!
+//! Its futures are ordinary futures, so the `futures` crate works as it does on tokio:
+//! `join!` runs futures side by side in one task, `select!` takes whichever finishes first and
+//! drops the other. Dropping a read in flight cancels it without losing data: bytes the kernel
+//! had already put in its buffer go to the next read (see
+//! [`TcpStream::read`](net::TcpStream::read)).
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use futures::FutureExt;
+//! use proactor::net::{TcpListener, TcpStream};
+//!
+//! proactor::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     // Connect and accept at once, in one task.
+//!     let (client, accepted) =
+//!         futures::join!(TcpStream::connect(listener.local_addr()?), listener.accept());
+//!     let (client, (server, _)) = (client?, accepted?);
+//!
+//!     // A read against a timer: nothing was sent, so the timer wins, and the read, handed to
+//!     // the kernel already, is cancelled.
+//!     futures::select! {
+//!         (read, _buf) = server.read(Vec::with_capacity(64)).fuse() => unreachable!("{read:?}"),
+//!         () = proactor::time::sleep(Duration::from_millis(10)).fuse() => {}
+//!     }
+//!
+//!     // What is sent afterwards comes to the next read.
+//!     client.write_all(b"hello".to_vec()).await.0?;
+//!     let (read, buf) = server.read(Vec::with_capacity(64)).await;
+//!     assert_eq!(&buf[..read?], b"hello");
+//!     Ok::<_, std::io::Error>(())
+//! })?;
+//! # Ok::<_, std::io::Error>(())
+//! ```
+//!
 //! # How it fits together
 //!
 //! Read the modules in this order (`cargo doc -p proactor --document-private-items --open`):
