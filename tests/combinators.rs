@@ -46,7 +46,8 @@ fn join_and_select_work_on_the_reactor() {
                 b.read_exact(&mut buf_b),
                 sleep(Duration::from_millis(1))
             );
-            (read_a.unwrap(), read_b.unwrap());
+            read_a.unwrap();
+            read_b.unwrap();
             assert_eq!((&buf_a, &buf_b), (b"to a", b"to b"));
 
             // select!: nothing sent, so the timer wins over the read...
