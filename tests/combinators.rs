@@ -116,7 +116,7 @@ fn join_and_select_work_on_the_proactor_and_a_losing_read_keeps_its_bytes() {
 
                 // join!: two reads on two streams and a timer, in one task.
                 peer_a.write_all(b"to a").unwrap();
-                peer_b.write_all(&b"to b"[..]).await.0.unwrap();
+                peer_b.write_all(b"to b").await.0.unwrap();
                 let (got_a, got_b, ()) =
                     futures::join!(read_n(&a, 4), read_n(&b, 4), sleep(Duration::from_millis(1)));
                 assert_eq!((&got_a[..], &got_b[..]), (&b"to a"[..], &b"to b"[..]), "{kind}");

@@ -90,7 +90,8 @@
 //!   costs against the reactor and against io_uring, and why cancelling is trivial there.
 //! - `runtime`: [`Runtime`] and [`Builder`]: the shared `executor` crate's loop (the very one
 //!   the `reactor` crate runs), parked in this crate's driver instead of in `epoll_wait`.
-//! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`]).
+//! - [`buf`]: the owned-buffer contract ([`IoBuf`], [`IoBufMut`], [`BufResult`] and
+//!   [`BufResultExt`]).
 //! - [`net`] and [`time`]: what programs use. UDP's [`net::UdpSocket`] lives in `udp`
 //!   (private, re-exported in `net`): a multishot `RECVMSG` for every peer, and the second
 //!   provided-buffer ring it receives into.
@@ -123,7 +124,7 @@ mod sys;
 mod udp;
 mod uring;
 
-pub use buf::{BufResult, IoBuf, IoBufMut, ProvidedBuf};
+pub use buf::{BufResult, BufResultExt, IoBuf, IoBufMut, ProvidedBuf};
 pub use driver::Backend;
 pub use executor::time;
 #[cfg(feature = "trace")]
