@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
-cargo build --release -p echo
+cargo build --release -p echo-lab
 lab=target/release/echo-lab
 out=target/echo-lab/scale
 mkdir -p "$out"

@@ -27,7 +27,7 @@ RUNTIMES=${RUNTIMES:-reactor uring proactor-epoll mio tokio}
 FREQ=4999
 command -v perf >/dev/null || { echo "perf is needed (linux-perf)"; exit 1; }
 if [[ -z "${LAB:-}" ]]; then
-    cargo build --release -p echo
+    cargo build --release -p echo-lab
 fi
 lab=${LAB:-target/release/echo-lab}
 out=${OUT:-target/echo-lab/cost}

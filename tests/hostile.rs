@@ -42,6 +42,14 @@ fn for_every_server(test: impl Fn(Name, SocketAddr)) {
         test(kind.name(), server(kind, false));
     }
     for model in models() {
+        if model == echo::models::Model::Select {
+            // select(2) cannot watch an fd of 1,024 or more (FD_SETSIZE), and this process's fd
+            // numbers go far past that (another test holds 10,000 client ends at once): in a
+            // process of its own, a fault's connections get fds below it.
+            let server = ChildServer::start(model, 4096);
+            test(model.name(), server.addr);
+            continue;
+        }
         let addr = echo::models::spawn(model, "127.0.0.1:0".parse().unwrap())
             .unwrap_or_else(|e| panic!("starting the {model} server: {e}"));
         test(model.name(), addr);

@@ -19,6 +19,10 @@
 //! UDP has its handler too, [`udp::handle_udp`], written once the same way against
 //! [`udp::Datagrams`].
 //!
+//! A handler written against [`Connection`] runs on every runtime, and so do its helpers:
+//! [`IdleTimeout`] ends a connection after a silence, and [`time`] (the timers both runtimes
+//! share) has `sleep` and `timeout` for everything else.
+//!
 //! # The contract, and why it takes buffers by value
 //!
 //! A completion runtime hands the buffer to the kernel for the whole operation, so the only
@@ -38,10 +42,19 @@
 use std::io;
 use std::net::Shutdown;
 
+mod idle;
 pub mod models;
 pub mod pool;
 pub mod server;
 pub mod udp;
+
+pub use idle::IdleTimeout;
+
+/// Timers for handlers written once for every runtime: `sleep`, `timeout`, `Sleep`.
+///
+/// They belong to the executor both runtimes share, so they work on either: `reactor::time`
+/// and `proactor::time` are this same module.
+pub use executor::time;
 
 /// A byte stream the echo handler (or any handler written in this style) runs on.
 ///

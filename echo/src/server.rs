@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::Connection;
+use crate::IdleTimeout;
 
 /// The runtimes an echo server can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -359,7 +359,7 @@ macro_rules! serve_on {
                     }
                     Some(limit) => {
                         let stats = admitted.stats.clone();
-                        let conn = IdleTimeout { conn: stream, limit, sleep: $rt::time::sleep, stats };
+                        let conn = IdleTimeout::new(stream, limit).on_idle(move || stats.note_idle(limit));
                         $rt::spawn(async move {
                             report(crate::handle(conn).await);
                             drop(admitted);
@@ -375,51 +375,6 @@ macro_rules! serve_on {
             // Dropping the runtime drops (and closes) the connections still open.
         })
     }};
-}
-
-/// A connection whose `recv` reports end of stream once nothing has arrived for `limit` (the
-/// handler then shuts its side down and ends), counting it in `stats`. `sleep` is the runtime's
-/// timer.
-struct IdleTimeout<C, S> {
-    conn: C,
-    limit: Duration,
-    sleep: fn(Duration) -> S,
-    stats: Arc<Stats>,
-}
-
-impl<C: Connection, S: Future<Output = ()>> Connection for IdleTimeout<C, S> {
-    type Buf = C::Buf;
-
-    async fn recv(&mut self) -> io::Result<Option<C::Buf>> {
-        let IdleTimeout { conn, limit, sleep, stats } = self;
-        let mut received = pin!(conn.recv());
-        let mut expired = pin!(sleep(*limit));
-        poll_fn(|cx| {
-            if let Poll::Ready(received) = received.as_mut().poll(cx) {
-                return Poll::Ready(received);
-            }
-            match expired.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    stats.note_idle(*limit);
-                    Poll::Ready(Ok(None))
-                }
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    }
-
-    async fn send_all(&mut self, buf: C::Buf) -> io::Result<()> {
-        self.conn.send_all(buf).await
-    }
-
-    async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.conn.send_vec(buf).await
-    }
-
-    async fn shutdown_write(&mut self) -> io::Result<()> {
-        self.conn.shutdown_write().await
-    }
 }
 
 /// Serves `listener` (and `udp`, if given, with [`handle_udp`](crate::udp::handle_udp)) on a

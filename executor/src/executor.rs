@@ -469,7 +469,9 @@ impl<D: Park> Runtime<D> {
     ///
     /// # Panics
     /// When called from within a runtime on the same thread (that would block the runtime
-    /// that is already running), or when `future` panics.
+    /// that is already running), or when `future` panics. The first panic names the caller's
+    /// line.
+    #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let _enter = Enter::new(&self.core, Rc::as_ptr(&self.driver).cast());
         let core = &*self.core;
@@ -546,16 +548,16 @@ struct Enter;
 
 impl Enter {
     /// `driver`: the address of the runtime's driver, for [`runs_driver`].
+    #[track_caller]
     fn new(core: &Rc<Core>, driver: *const ()) -> Enter {
-        CURRENT.with(|current| {
-            let mut current = current.borrow_mut();
-            assert!(
-                current.is_none(),
-                "cannot block_on inside a runtime; the running runtime would stall \
-                 (spawn the future, or await it, instead)"
-            );
-            *current = Some(core.clone());
-        });
+        // (Checked outside `CURRENT.with`: a panic inside its closure would name this line, not
+        // the caller's.)
+        assert!(
+            CURRENT.with_borrow(Option::is_none),
+            "cannot block_on inside a runtime; the running runtime would stall \
+             (spawn the future, or await it, instead)"
+        );
+        CURRENT.set(Some(core.clone()));
         RUNNING_DRIVER.set(driver);
         // The runtime's queue (tasks spawned before it ran) becomes the thread's.
         RUN_QUEUE.with_borrow_mut(|queue| std::mem::swap(queue, &mut core.run_queue.borrow_mut()));
@@ -622,7 +624,8 @@ macro_rules! runtime_type {
 /// The future need not be `Send`: it never leaves this thread.
 ///
 /// # Panics
-/// When no runtime is running on this thread.
+/// When no runtime is running on this thread; the message names the caller's line.
+#[track_caller]
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,

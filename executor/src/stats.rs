@@ -235,7 +235,7 @@ pub fn per_sec(n: u64, secs: f64) -> String {
 /// tracing is on). Arguments are `format!`'s.
 ///
 /// Each runtime's `trace` feature turns on this crate's, so `cfg(feature = "trace")`, which is
-/// evaluated in the crate that uses the macro, implies that [`trace`] exists.
+/// evaluated in the crate that uses the macro, implies that the `trace` module exists.
 #[macro_export]
 macro_rules! trace_step {
     ($($arg:tt)*) => {{

@@ -260,6 +260,7 @@ impl Builder {
 /// # Panics
 /// When the runtime cannot be created (io_uring unavailable: see [`Builder::build`] for a
 /// fallible way), when called inside a runtime, or when `future` panics.
+#[track_caller]
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match Runtime::new() {
         Ok(runtime) => runtime.block_on(future),

@@ -24,7 +24,8 @@
 //! grows by 16 while it runs low, up to 128 (8 MiB), like the streams' ring (see `bufring`);
 //! it is made by the first socket that uses it, so a program without UDP holds none.
 //! Truncation is still checked (`MSG_TRUNC` in the header's flags), and reported as for every
-//! receive: as [`executor::net::DatagramTruncated`], never as the first bytes of a datagram.
+//! receive: as [`DatagramTruncated`](crate::net::DatagramTruncated), never as the first bytes
+//! of a datagram.
 //!
 //! While the task is busy, completions queue up to [`QUEUE_MAX`]; then the driver stops the
 //! receive (datagrams wait in the socket's buffer, and past it the kernel drops them, which
@@ -307,7 +308,8 @@ impl UdpSocket {
 
     /// Receives one datagram into `buf` (from its start, up to [`IoBufMut::bytes_total`]
     /// bytes): its length and its source, and the buffer back. A datagram larger than the
-    /// buffer is an error ([`executor::net::DatagramTruncated`], kind `InvalidData`) and is gone.
+    /// buffer is an error ([`DatagramTruncated`](crate::net::DatagramTruncated), kind
+    /// `InvalidData`) and is gone.
     /// Not on the POSIX aio backend (see the module docs).
     pub fn recv_from<B: IoBufMut>(
         &self,

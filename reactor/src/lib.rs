@@ -24,6 +24,45 @@
 //! }
 //! ```
 //!
+//! # With `futures`' combinators
+//!
+//! Its futures are ordinary futures, and [`net::TcpStream`] implements `futures-io`'s
+//! `AsyncRead` and `AsyncWrite`, so the `futures` crate works as it does on tokio: `join!` runs
+//! futures side by side in one task, `select!` takes whichever finishes first (and drops the
+//! other, which for a read here loses nothing: readiness I/O has nothing in flight), and
+//! `futures::io::BufReader` reads lines.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use futures::{AsyncBufReadExt, FutureExt};
+//! use reactor::net::{TcpListener, TcpStream};
+//!
+//! reactor::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     // Connect and accept at once, in one task.
+//!     let (client, accepted) =
+//!         futures::join!(TcpStream::connect(listener.local_addr()?), listener.accept());
+//!     let (mut client, (mut server, _)) = (client?, accepted?);
+//!
+//!     // A read against a timer: nothing was sent, so the timer wins.
+//!     let mut buf = [0; 64];
+//!     futures::select! {
+//!         read = server.read(&mut buf).fuse() => unreachable!("read {read:?}"),
+//!         () = reactor::time::sleep(Duration::from_millis(10)).fuse() => {}
+//!     }
+//!
+//!     // Lines, through a buffered reader.
+//!     client.write_all(b"hello\nworld\n").await?;
+//!     let mut reader = futures::io::BufReader::new(server);
+//!     let mut line = String::new();
+//!     reader.read_line(&mut line).await?;
+//!     assert_eq!(line, "hello\n");
+//!     Ok::<_, std::io::Error>(())
+//! })?;
+//! # Ok::<_, std::io::Error>(())
+//! ```
+//!
 //! # How it fits together
 //!
 //! Read the modules in this order; each builds only on the ones before it. The private ones

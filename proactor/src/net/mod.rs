@@ -21,6 +21,7 @@ mod stream;
 mod write;
 
 pub use crate::udp::{Datagram, UdpSocket};
+pub use executor::net::{is_datagram_error, DatagramTruncated, MAX_DATAGRAM};
 pub use listener::TcpListener;
 pub use stream::TcpStream;
 pub use write::{WriteAll, WriteBehind};

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::bench::{connect_all, fill, Edge, Options, Poller, Progress, Report};
+use super::net::{connect_all, fill, Poller};
+use super::options::{Edge, Options};
+use super::progress::Progress;
+use super::report::Report;
 
 /// The most bytes a connection has sent and not yet received back.
 pub const MAX_IN_FLIGHT: usize = 256 * 1024;

@@ -19,18 +19,25 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Edge, Mode, Options, Report};
-use crate::demo::{counter_snapshot, default_out_dir, on_load_cpu, start_server, taskset_works};
-use crate::perf::Perf;
-use crate::serve::Server;
-use crate::svg;
+use crate::harness::child::start_server;
+use crate::harness::perf::Perf;
+use crate::harness::pin::{on_load_cpu, taskset_works};
+use crate::harness::sample::{
+    counter_snapshot, end_children, threads_of, tree, tree_cpu_s, tree_pss_kb, tree_user_s,
+};
+use crate::load::net::connect_retry;
+use crate::load::options::{non_negative, positive, Edge, Mode, Options};
+use crate::load::pingpong;
+use crate::load::report::Report;
+use crate::report::{default_out_dir, finite, num, round, svg};
+use crate::server::Server;
 use crate::sys;
 
 /// Options of `echo-lab lab`.
 #[derive(Args, Debug)]
 pub struct LabArgs {
     /// Models to run, comma-separated (default: all): reactor, uring, aio, proactor-epoll, tokio,
-    /// threads, fork, nonblocking, poll, sigio.
+    /// mio, threads, fork, nonblocking, select, poll, sigio, aio-poll.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Server>,
     /// Cells to run, comma-separated (default: all): pingpong-1, pingpong-100,
@@ -38,10 +45,10 @@ pub struct LabArgs {
     #[arg(long, value_delimiter = ',')]
     pub cells: Vec<Cell>,
     /// Length of each measured window, seconds.
-    #[arg(long, default_value_t = 1.0, value_parser = bench::positive)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
     pub secs: f64,
     /// Warm-up before each window, seconds.
-    #[arg(long, default_value_t = 0.3, value_parser = bench::non_negative)]
+    #[arg(long, default_value_t = 0.3, value_parser = non_negative)]
     pub warmup: f64,
     /// Message size, bytes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
@@ -171,68 +178,6 @@ impl Measured {
     }
 }
 
-/// The server's processes: itself and its children (the `fork` model's), from /proc.
-fn tree(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
-    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
-                pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
-            }
-        }
-    }
-    pids
-}
-
-/// CPU seconds of the server, its live children, and the children it has reaped.
-fn tree_cpu_s(pid: u32) -> f64 {
-    let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_s);
-    reaped + tree(pid).into_iter().map(|p| sys::process_cpu_s(p).unwrap_or(0.0)).sum::<f64>()
-}
-
-/// User-mode CPU seconds of the server, its live children, and the children it has reaped.
-fn tree_user_s(pid: u32) -> f64 {
-    let reaped = sys::stat_times(pid).map_or(0.0, |t| t.reaped_children_user_s);
-    reaped + tree(pid).into_iter().map(|p| sys::stat_times(p).map_or(0.0, |t| t.user_s)).sum::<f64>()
-}
-
-/// Proportional set size of the server and its children, KiB (shared pages split between them).
-fn tree_pss_kb(pid: u32) -> u64 {
-    tree(pid)
-        .into_iter()
-        .filter_map(|p| fs::read_to_string(format!("/proc/{p}/smaps_rollup")).ok())
-        .filter_map(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .sum()
-}
-
-/// Kills the server's child processes (the `fork` model's) and waits, up to 2 s, until each
-/// has exited.
-fn end_children(pid: u32) {
-    let children: Vec<u32> = tree(pid).into_iter().skip(1).collect();
-    for &child in &children {
-        let _ = sys::kill(child, nix::sys::signal::Signal::SIGKILL);
-    }
-    let exited = |child: u32| {
-        fs::read_to_string(format!("/proc/{child}/stat"))
-            .map_or(true, |s| s[s.rfind(')').unwrap_or(0)..].split_whitespace().nth(1) == Some("Z"))
-    };
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !children.iter().all(|&c| exited(c)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn threads_of(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Opens `n` connections to `addr` that each echo one byte, then stay open and silent.
 fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, String> {
     use std::io::{Read, Write};
@@ -240,7 +185,7 @@ fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, Str
     (0..n)
         .map(|i| {
             let why = |e: std::io::Error| format!("idle connection {} of {n}: {e}", i + 1);
-            let mut s = bench::connect_retry(addr, deadline).map_err(why)?;
+            let mut s = connect_retry(addr, deadline).map_err(why)?;
             s.set_read_timeout(Some(Duration::from_secs(10))).map_err(why)?;
             let mut back = [0u8; 1];
             s.write_all(b"i").and_then(|()| s.read_exact(&mut back)).map_err(why)?;
@@ -286,7 +231,7 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
         let mut perf = perf;
         let mut edges: Vec<((f64, f64), Result<u64, String>)> = Vec::new();
         let mut at_end = (0, 0, 0);
-        let report = bench::pingpong(&opts, &mut |edge| {
+        let report = pingpong::run(&opts, &mut |edge| {
             let own = if own_counters { counter_snapshot(pid, &counts) } else { Ok(0) };
             if let Ok(perf) = &mut perf {
                 let _ = if edge == Edge::Start { perf.enable() } else { perf.disable() };
@@ -338,14 +283,6 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     })
 }
 
-fn opt(x: f64, prec: usize) -> String {
-    if x.is_finite() {
-        format!("{x:.prec$}")
-    } else {
-        "n/a".into()
-    }
-}
-
 const COLUMNS: [&str; 11] = [
     "cell",
     "model",
@@ -371,10 +308,10 @@ fn cells_of(o: &Outcome) -> Vec<String> {
             },
             format!("{:.0}", m.report.msgs_per_sec()),
             format!("{:.0}", m.report.latency_us(0.99)),
-            opt(m.cpu_us_per_msg(), 1),
-            opt(m.user_us_per_msg(), 2),
-            opt(m.bytes_per_conn(o.cell) / 1024.0, 1),
-            opt(m.syscalls_per_msg(), 2),
+            num(m.cpu_us_per_msg(), 1),
+            num(m.user_us_per_msg(), 2),
+            num(m.bytes_per_conn(o.cell) / 1024.0, 1),
+            num(m.syscalls_per_msg(), 2),
             m.threads.to_string(),
             m.processes.to_string(),
         ],
@@ -442,7 +379,7 @@ fn to_json(o: &Outcome) -> Value {
         Err(why) => json!({ "cell": o.cell.name(), "model": o.server.name(), "error": why }),
         Ok(m) => {
             let mut v = base;
-            let f = |x: f64| if x.is_finite() { json!(bench::round(x, 3)) } else { Value::Null };
+            let f = |x: f64| finite(round(x, 3));
             v["msgs_per_sec"] = f(m.report.msgs_per_sec());
             v["p99_us"] = f(m.report.latency_us(0.99));
             v["msgs"] = json!(m.report.msgs);
@@ -505,7 +442,7 @@ pub fn run(a: &LabArgs) -> Result<(), String> {
         "size": a.size,
         "cpus": sys::cpus(),
         "pinned": pinned,
-        "elapsed_s": bench::round(started.elapsed().as_secs_f64(), 1),
+        "elapsed_s": round(started.elapsed().as_secs_f64(), 1),
         "results": outcomes.iter().map(to_json).collect::<Vec<_>>(),
     });
     let write = |name: &str, text: String| {

@@ -10,20 +10,31 @@
 //!   by step; `--svg FILE` draws it for every design as sequence diagrams side by side;
 //!   `--chrome-trace FILE` records a short loaded run as a timeline for Perfetto;
 //! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
+//!
+//! # How it fits together
+//!
+//! Each layer uses only the ones below it:
+//!
+//! - the commands: [`serve`], [`bench`](mod@bench), [`demo`], [`lab`], [`trace`] (its drawings too:
+//!   `trace::seqdiag`, `trace::timeline`);
+//! - [`load`]: the load generator (ping-pong, shortconn, bulk, UDP), every byte verified;
+//!   [`harness`]: the server under test in a child process, pinned, sampled at the edges of the
+//!   load's window, in interleaved rounds;
+//! - [`server`]: which servers there are; [`baseline`]: the tokio and mio baselines;
+//!   [`report`]: what the reports share (numbers, SVG bar charts); [`sys`]: the OS facilities,
+//!   through nix and signal-hook.
 
+mod baseline;
 mod bench;
-mod bulk;
 mod demo;
+mod harness;
 mod lab;
-mod mio_echo;
-mod perf;
-mod seqdiag;
+mod load;
+mod report;
 mod serve;
-mod svg;
+mod server;
 mod sys;
-mod timeline;
 mod trace;
-mod udp;
 
 use std::process::ExitCode;
 

@@ -17,7 +17,10 @@ use hdrhistogram::Histogram;
 use mio::{Interest, Token};
 use serde_json::Value;
 
-use crate::bench::{fill, Edge, Options, Progress, Report};
+use super::net::fill;
+use super::options::{Edge, Options};
+use super::progress::Progress;
+use super::report::Report;
 
 /// The largest datagram a UDP echo can carry over IPv4 (65,535 less the IP and UDP headers).
 pub const MAX_SIZE: usize = 65_507;
@@ -65,11 +68,7 @@ struct Client {
 }
 
 /// Runs the ping-pong of `opts` (its `conns` are sockets) with `timeout` as the loss timeout.
-pub fn pingpong(
-    opts: &Options,
-    timeout: Duration,
-    on_edge: &mut dyn FnMut(Edge),
-) -> Result<UdpReport, String> {
+pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> Result<UdpReport, String> {
     if opts.size > MAX_SIZE {
         return Err(format!("a UDP datagram holds at most {MAX_SIZE} bytes (asked: {})", opts.size));
     }

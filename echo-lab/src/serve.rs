@@ -2,79 +2,18 @@
 //! SIGTERM, which stop it gracefully. It answers TCP and, on the same address, UDP (RFC 862),
 //! unless `--no-udp`.
 
-use std::fmt;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::str::FromStr;
 use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Args;
-use echo::models::Model;
 use echo::server::{RuntimeKind, ServeOptions, Shutdown, Stats};
 
+use crate::baseline;
+use crate::server::Server;
 use crate::sys;
-
-/// A server to run: one of the project's runtimes, or the tokio baseline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Server {
-    /// `echo::handle` on one of the project's runtimes.
-    Runtime(RuntimeKind),
-    /// The idiomatic tokio echo loop on a `current_thread` runtime: the baseline.
-    Tokio,
-    /// A hand-written edge-triggered mio loop: the readiness limit (see `mio_echo`).
-    Mio,
-    /// One of the seed document's classic I/O-model servers (`echo::models`).
-    Model(Model),
-}
-
-impl Server {
-    /// Every server, in the order they are presented.
-    pub const ALL: [Server; 6] = [
-        Server::Runtime(RuntimeKind::Reactor),
-        Server::Runtime(RuntimeKind::Uring),
-        Server::Runtime(RuntimeKind::Aio),
-        Server::Runtime(RuntimeKind::ProactorEpoll),
-        Server::Tokio,
-        Server::Mio,
-    ];
-
-    /// Every server `serve` knows: the runtimes, tokio, and the classic models.
-    pub fn everything() -> Vec<Server> {
-        let mut all = Server::ALL.to_vec();
-        all.extend(Model::ALL.map(Server::Model));
-        all
-    }
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Server::Runtime(kind) => kind.name(),
-            Server::Tokio => "tokio",
-            Server::Mio => "mio",
-            Server::Model(model) => model.name(),
-        }
-    }
-}
-
-impl fmt::Display for Server {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Server {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Server, String> {
-        Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
-            format!(
-                "unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll, tokio, mio, \
-                 threads, fork, nonblocking, poll, sigio)"
-            )
-        })
-    }
-}
 
 /// Options of `echo-lab serve`.
 #[derive(Args, Debug)]
@@ -84,7 +23,8 @@ pub struct ServeArgs {
     /// tokio (the baseline), mio (a hand-written edge-triggered loop: the readiness limit), or
     /// one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
-    /// polling every socket), poll (a poll(2) loop), sigio (signal-driven I/O).
+    /// polling every socket), select (a select(2) loop), poll (a poll(2) loop), sigio
+    /// (signal-driven I/O), aio-poll (Linux AIO poll requests).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
     /// The address to listen on; port 0 picks a free port (the line printed at start names it).
@@ -179,29 +119,14 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let kind = match a.runtime {
         Server::Runtime(kind) => kind,
         Server::Tokio => return run_tokio(a),
-        Server::Mio => return run_model(a, crate::mio_echo::serve),
+        Server::Mio => return run_model(a, baseline::mio::serve),
         Server::Model(model) => return run_model(a, |listener| model.serve(listener)),
     };
-    // Create a probe of the runtime now, so that a machine without io_uring, or out of file
-    // descriptors, gets the reason instead of a listen line.
-    match kind {
-        RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
-        RuntimeKind::Uring | RuntimeKind::ProactorEpoll => {
-            drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
-        }
-        // The first aio runtime of the process sizes glibc's thread pool for all of them.
-        RuntimeKind::Aio => drop(
-            proactor::Builder::new()
-                .backend(proactor::Backend::PosixAio)
-                .aio_threads(a.aio_threads)
-                .build()
-                .map_err(|e| runtime_error(a.runtime, &e))?,
-        ),
-    }
+    probe(a, kind)?;
     let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let udp_on = !a.no_udp && kind != RuntimeKind::Aio;
-    let mut udp: Vec<Option<UdpSocket>> = if udp_on {
+    let udp: Vec<Option<UdpSocket>> = if udp_on {
         udp_sockets(local, a.threads.into())
             .map_err(|e| bind_error(local, &e))?
             .into_iter()
@@ -217,6 +142,61 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         grace: a.grace,
         stats_every: a.stats.then_some(Duration::from_secs(1)),
     };
+    let threads = start_threads(a, kind, listeners, udp, &opts, &shutdown, &stats)?;
+
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {local} ({}, runtime {})", protocols(udp_on), a.runtime)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))?;
+    drop(out);
+    if !a.no_udp && kind == RuntimeKind::Aio {
+        eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
+    }
+
+    let mut result = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(runtime_error(a.runtime, &e)),
+            Err(_) => result = Err(format!("the {} runtime failed: a server thread panicked", a.runtime)),
+        }
+    }
+    result?;
+    print_stopped(&stats);
+    Ok(())
+}
+
+/// Creates a runtime of `kind` and drops it, so that a machine without io_uring, or out of file
+/// descriptors, gets the reason instead of a listen line.
+fn probe(a: &ServeArgs, kind: RuntimeKind) -> Result<(), String> {
+    match kind {
+        RuntimeKind::Reactor => drop(reactor::Runtime::new().map_err(|e| runtime_error(a.runtime, &e))?),
+        RuntimeKind::Uring | RuntimeKind::ProactorEpoll => {
+            drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
+        }
+        // The first aio runtime of the process sizes glibc's thread pool for all of them.
+        RuntimeKind::Aio => drop(
+            proactor::Builder::new()
+                .backend(proactor::Backend::PosixAio)
+                .aio_threads(a.aio_threads)
+                .build()
+                .map_err(|e| runtime_error(a.runtime, &e))?,
+        ),
+    }
+    Ok(())
+}
+
+/// Starts one server thread per listener (with its UDP socket, if any), and waits until each
+/// has started; if one cannot, stops them all and says why.
+fn start_threads(
+    a: &ServeArgs,
+    kind: RuntimeKind,
+    listeners: Vec<TcpListener>,
+    mut udp: Vec<Option<UdpSocket>>,
+    opts: &ServeOptions,
+    shutdown: &Shutdown,
+    stats: &Arc<Stats>,
+) -> Result<Vec<JoinHandle<io::Result<()>>>, String> {
     let (started, start) = mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
@@ -261,25 +241,11 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         threads.into_iter().for_each(|t| drop(t.join()));
         return Err(failure);
     }
+    Ok(threads)
+}
 
-    let mut out = io::stdout().lock();
-    writeln!(out, "listening on {local} ({}, runtime {})", protocols(udp_on), a.runtime)
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write to stdout: {e}"))?;
-    drop(out);
-    if !a.no_udp && kind == RuntimeKind::Aio {
-        eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
-    }
-
-    let mut result = Ok(());
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(runtime_error(a.runtime, &e)),
-            Err(_) => result = Err(format!("the {} runtime failed: a server thread panicked", a.runtime)),
-        }
-    }
-    result?;
+/// The last line: `stopped`, with what became of the connections still open, if anything.
+fn print_stopped(stats: &Stats) {
     let mut notes = Vec::new();
     let mut note = |n: u64, what: &str| {
         if n > 0 {
@@ -294,11 +260,10 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     } else {
         eprintln!("stopped ({})", notes.join(", "));
     }
-    Ok(())
 }
 
-/// The baseline, until SIGINT or SIGTERM (which exit the process).
-/// Serves with one of the classic models (or the mio loop) until the process is signalled.
+/// Serves with one of the classic models (or the mio baseline) until SIGINT or SIGTERM (which
+/// exit the process).
 fn run_model(a: &ServeArgs, serve: impl FnOnce(TcpListener) -> io::Result<()>) -> Result<(), String> {
     let model = a.runtime;
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
@@ -312,6 +277,7 @@ fn run_model(a: &ServeArgs, serve: impl FnOnce(TcpListener) -> io::Result<()>) -
     serve(listener).map_err(|e| format!("the {model} server stopped: {e}"))
 }
 
+/// Serves with the tokio baseline until SIGINT or SIGTERM (which exit the process).
 fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(a.addr).map_err(|e| bind_error(a.addr, &e))?;
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
@@ -326,7 +292,7 @@ fn run_tokio(a: &ServeArgs) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
-    serve_tokio(&rt, listener, udp).map_err(|e| runtime_error(a.runtime, &e))
+    baseline::tokio::serve(&rt, listener, udp).map_err(|e| runtime_error(a.runtime, &e))
 }
 
 /// What the listening line says is served.
@@ -410,58 +376,5 @@ fn runtime_error(server: Server, e: &io::Error) -> String {
 fn too_many_files(e: &io::Error) -> Option<String> {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)).then(|| {
         "too many open files: raise the limit (for example `ulimit -n 65536`) and start again".to_string()
-    })
-}
-
-/// The baseline: the idiomatic tokio echo loop (read into a 4 KiB buffer, `write_all`) on a
-/// `current_thread` runtime (`rt`), on this thread; and for UDP, `recv_from` into a 64 KiB
-/// buffer and `send_to` back.
-fn serve_tokio(
-    rt: &tokio::runtime::Runtime,
-    listener: TcpListener,
-    udp: Option<UdpSocket>,
-) -> io::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    listener.set_nonblocking(true)?;
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        if let Some(udp) = udp {
-            udp.set_nonblocking(true)?;
-            let socket = tokio::net::UdpSocket::from_std(udp)?;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65_536];
-                loop {
-                    // Errors about one peer (ECONNREFUSED from an ICMP error, ...) are skipped.
-                    if let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                        let _ = socket.send_to(&buf[..n], from).await;
-                    }
-                }
-            });
-        }
-        loop {
-            let mut sock = match listener.accept().await {
-                Ok((sock, _)) => sock,
-                // EMFILE, say: keep serving the connections we have instead of exiting.
-                Err(e) => {
-                    eprintln!("echo (tokio): accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = sock.set_nodelay(true);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if sock.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
     })
 }

@@ -7,25 +7,35 @@
 //! goes back to waiting, and the steps recorded meanwhile are printed.
 //!
 //! `--svg FILE` traces every design, each in a child process of its own (`trace --json`), and
-//! draws the steps of that run as sequence diagrams side by side ([`crate::seqdiag`]).
+//! draws the steps of that run as sequence diagrams side by side ([`seqdiag`]).
 //!
 //! `--chrome-trace FILE` records a short loaded run instead (`--conns` connections
 //! ping-ponging for `--secs` seconds, with the load generator of `echo-lab bench`), at most
 //! `--max-steps` steps of it, as a timeline that Perfetto and chrome://tracing open
-//! ([`crate::timeline`]).
+//! ([`timeline`]).
+//!
+//! - [`record`](mod@record): one traced run, as phases (what the client did, and the server's steps);
+//! - [`seqdiag`]: those phases drawn as sequence diagrams;
+//! - [`timeline`]: the steps of a loaded run as a Chrome trace;
+//! - [`words`]: what the two drawings share to read the steps' sentences.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use clap::Args;
 use echo::server::RuntimeKind;
 use serde_json::{json, Value};
 
-use crate::bench::{self, Edge, Mode};
-use crate::{seqdiag, timeline};
+use self::record::{record, Client, Phase};
+use crate::load::options::{positive, Edge, Mode, Options};
+use crate::load::pingpong;
+use crate::report::round;
+
+pub mod record;
+pub mod seqdiag;
+pub mod timeline;
+pub mod words;
 
 /// Options of `echo-lab trace`.
 #[derive(Args, Debug)]
@@ -55,7 +65,7 @@ pub struct TraceArgs {
     pub conns: u32,
     /// With --chrome-trace: how long the load runs, seconds (after 0.1 s of warm-up); the
     /// recording covers its start, until --max-steps steps are held.
-    #[arg(long, default_value_t = 1.0, requires = "chrome_trace", value_parser = bench::positive)]
+    #[arg(long, default_value_t = 1.0, requires = "chrome_trace", value_parser = positive)]
     pub secs: f64,
     /// With --chrome-trace: stop recording after this many steps (a loaded runtime takes
     /// hundreds of thousands a second, and every one becomes an event in FILE).
@@ -80,108 +90,6 @@ pub fn design(kind: RuntimeKind) -> &'static str {
             "completion emulated on readiness: the driver queues each operation, waits with epoll, performs the syscall itself and posts the completion"
         }
     }
-}
-
-fn start() {
-    reactor::trace::start();
-    proactor::trace::start();
-}
-
-fn take() -> Vec<String> {
-    let mut steps = reactor::trace::take();
-    steps.extend(proactor::trace::take());
-    steps
-}
-
-/// What the client did in a phase of the trace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Client {
-    /// It connected.
-    Connects,
-    /// It sent this message and read it back.
-    Echoes(String),
-    /// It shut down its side and read to end of stream.
-    Closes,
-}
-
-/// One client action and the server's steps it caused.
-#[derive(Clone, Debug)]
-pub struct Phase {
-    /// What the client did.
-    pub client: Client,
-    /// The heading printed above the steps.
-    pub title: String,
-    /// The server's steps, in order, as the runtime worded them.
-    pub steps: Vec<String>,
-}
-
-impl Phase {
-    fn to_json(&self) -> Value {
-        let (client, message) = match &self.client {
-            Client::Connects => ("connects", None),
-            Client::Echoes(msg) => ("echoes", Some(msg.as_str())),
-            Client::Closes => ("closes", None),
-        };
-        json!({ "client": client, "message": message, "title": self.title, "steps": self.steps })
-    }
-
-    fn from_json(v: &Value) -> Option<Phase> {
-        let client = match v["client"].as_str()? {
-            "connects" => Client::Connects,
-            "echoes" => Client::Echoes(v["message"].as_str()?.to_string()),
-            "closes" => Client::Closes,
-            _ => return None,
-        };
-        let steps =
-            v["steps"].as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<_>>()?;
-        Some(Phase { client, title: v["title"].as_str()?.to_string(), steps })
-    }
-}
-
-/// Lets the server finish what the last client action started and go back to waiting.
-fn settle() {
-    std::thread::sleep(Duration::from_millis(60));
-}
-
-/// Starts a server on `kind`, connects, echoes `messages` messages and closes; returns how
-/// many steps the start-up took, and the steps of each client action.
-fn record(kind: RuntimeKind, messages: u32) -> Result<(usize, Vec<Phase>), String> {
-    start();
-    let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
-        .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
-    settle();
-    let startup = take().len();
-    let mut phases = Vec::new();
-
-    let mut conn = TcpStream::connect(addr).map_err(|e| format!("cannot connect: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    conn.set_nodelay(true).map_err(|e| e.to_string())?;
-    settle();
-    phases.push(Phase { client: Client::Connects, title: "the client connects".into(), steps: take() });
-
-    for i in 1..=messages {
-        let msg = format!("hello {i}");
-        conn.write_all(msg.as_bytes()).map_err(|e| format!("send: {e}"))?;
-        let mut back = vec![0; msg.len()];
-        conn.read_exact(&mut back).map_err(|e| format!("reading the echo: {e}"))?;
-        if back != msg.as_bytes() {
-            return Err(format!("the echo of {msg:?} came back as {:?}", String::from_utf8_lossy(&back)));
-        }
-        settle();
-        let title = format!("message {i}: the client sends {msg:?} ({} bytes) and gets it back", msg.len());
-        phases.push(Phase { client: Client::Echoes(msg), title, steps: take() });
-    }
-
-    conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())?;
-    let mut rest = Vec::new();
-    let _ = conn.read_to_end(&mut rest);
-    settle();
-    phases.push(Phase {
-        client: Client::Closes,
-        title: "the client closes its side; the server sees end of stream and closes too".into(),
-        steps: take(),
-    });
-    Ok((startup, phases))
 }
 
 fn print_steps(steps: &[String]) {
@@ -255,12 +163,12 @@ fn draw(path: &PathBuf) -> Result<(), String> {
         let shown = traced.map(|phases| {
             phases.into_iter().filter(|p| matches!(&p.client, Client::Connects | Client::Echoes(_))).collect()
         });
-        diagrams.push(seqdiag::Diagram::new(kind, shown));
+        diagrams.push(seqdiag::draw::Diagram::new(kind, shown));
     }
     if diagrams.iter().all(|d| d.failed().is_some()) {
         return Err("no design could be traced".into());
     }
-    std::fs::write(path, seqdiag::svg(&diagrams))
+    std::fs::write(path, seqdiag::draw::svg(&diagrams))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
@@ -272,7 +180,7 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     let max = a.max_steps as usize;
     let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
         .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
-    let opts = bench::Options {
+    let opts = Options {
         mode: Mode::Pingpong,
         addr,
         conns: a.conns as usize,
@@ -284,7 +192,7 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     };
     // Record from the start of the measured window (connections up, traffic flowing) until
     // its end or `max` steps, whichever comes first.
-    let report = bench::pingpong(&opts, &mut |edge| match edge {
+    let report = pingpong::run(&opts, &mut |edge| match edge {
         Edge::Start => {
             reactor::trace::take_timed(); // nothing, unless something recorded before
             reactor::trace::start_at_most(max);
@@ -312,8 +220,8 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
         "steps": steps.len(),
         "max_steps": max,
         "capped": capped,
-        "recorded_ms": bench::round(span_ms, 3),
-        "echoes_per_sec": bench::round(report.msgs_per_sec(), 1),
+        "recorded_ms": round(span_ms, 3),
+        "echoes_per_sec": round(report.msgs_per_sec(), 1),
     });
     let (doc, counts) = timeline::chrome_trace(&steps, &process, other);
     let text = serde_json::to_string(&doc).map_err(|e| e.to_string())?;

@@ -2,7 +2,7 @@
 //! (ui.perfetto.dev) and chrome://tracing open (`echo-lab trace --chrome-trace FILE`).
 //!
 //! The events are derived from the steps' texts (the runtimes' own words, as in
-//! [`crate::seqdiag`]) and their timestamps; one track per thread that recorded steps:
+//! [`super::seqdiag`]) and their timestamps; one track per thread that recorded steps:
 //!
 //! - `loop turn` (a complete event, `X`): from the step that starts a turn of the loop (the wait,
 //!   or the driver's first step after the tasks ran) to the start of the next turn: the wait,
@@ -25,7 +25,7 @@ use std::time::Instant;
 use reactor::trace::Step;
 use serde_json::{json, Map, Value};
 
-use crate::seqdiag::{before, number_after};
+use super::words::{before, number_after};
 
 /// One event, before it is placed in time order.
 struct Event {
