@@ -107,7 +107,7 @@ impl Builder {
                 inject_setup_errno: None,
                 multishot: true,
                 provided_buffers: Some((128, 4096)),
-                ring_memory_limit: 64 << 20,
+                ring_memory_limit: 16 << 20,
                 incremental_buffers: true,
                 buffers_default: true,
                 batch_wait: None,
@@ -212,15 +212,16 @@ impl Builder {
     /// The most bytes the runtime holds for all connections together (16 MiB by default).
     /// Past it, a stream that holds something waits before it receives again, first come
     /// first served, while a stream that holds nothing may still receive one buffer's worth
-    /// (16 KiB): quiet and new connections are served whatever the others hold, and each can
-    /// add at most that much past the budget. The provided-buffer ring is bounded on its own
-    /// ([`ring_memory_limit`](Self::ring_memory_limit)).
+    /// (4 KiB): quiet and new connections are served whatever the others hold, and each can
+    /// add at most about twice that past the budget. The provided-buffer ring, where received
+    /// bytes land first, is bounded on its own ([`ring_memory_limit`](Self::ring_memory_limit)):
+    /// what a server holds is at most the two together, plus that little per connection.
     pub fn memory_budget(mut self, bytes: usize) -> Builder {
         self.driver.memory_budget = bytes as u64;
         self
     }
 
-    /// The most memory the provided-buffer ring may grow to under load (64 MiB by default; at
+    /// The most memory the provided-buffer ring may grow to under load (16 MiB by default; at
     /// most 32768 buffers). Past it, receives wait for a buffer to come back, in arrival order.
     pub fn ring_memory_limit(mut self, bytes: usize) -> Builder {
         self.driver.ring_memory_limit = bytes;

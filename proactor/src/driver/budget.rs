@@ -21,7 +21,10 @@
 //! # The rule
 //!
 //! A stream's multishot receive is armed with an *allowance*: the most bytes it may bring
-//! before it ends. On Linux 6.17 and later the kernel itself stops it there (the SQE's
+//! before it ends. The allowance is reserved in the memory budget when the receive is armed
+//! (so that a thousand streams armed at once cannot each be promised the same room), turns
+//! into held bytes as they arrive, and what is left of it is given back when the receive
+//! ends. On Linux 6.17 and later the kernel itself stops it there (the SQE's
 //! `optlen`); elsewhere the driver cancels it once the allowance is used up, and the pieces
 //! already under way still arrive. The allowance is the smaller of what is left of the
 //! connection's budget (its send behind counts) and what is left of the memory budget (all
@@ -51,8 +54,9 @@ use super::Driver;
 use crate::stats;
 use crate::waiters::{Ticket, WaitQueue};
 
-/// The least a stream that holds nothing may always receive: one default ring buffer.
-pub(crate) const MIN_ALLOWANCE: u64 = 16 * 1024;
+/// The least a stream that holds nothing may always receive: enough for a request or a line,
+/// small enough that many connections served under pressure add little.
+pub(crate) const MIN_ALLOWANCE: u64 = 4 * 1024;
 
 /// The memory budget of one driver (see the module docs).
 #[derive(Debug)]
@@ -63,6 +67,8 @@ pub(crate) struct Budget {
     /// their [`MIN_ALLOWANCE`]).
     total: u64,
     held: Cell<u64>,
+    /// Allowances of the receives armed now that their bytes have not used yet.
+    reserved: Cell<u64>,
     peak: Cell<u64>,
     /// Streams waiting for room in `total`.
     waiters: WaitQueue,
@@ -82,8 +88,28 @@ impl Budget {
             per_connection,
             total,
             held: Cell::new(0),
+            reserved: Cell::new(0),
             peak: Cell::new(0),
             waiters: WaitQueue::default(),
+        }
+    }
+
+    /// A receive was armed with `allowance`.
+    pub(crate) fn reserve(&self, allowance: u64) {
+        self.reserved.set(self.reserved.get() + allowance);
+    }
+
+    /// A receive brought `n` bytes, `within` of them inside its allowance (reserved already).
+    pub(crate) fn receive(&self, n: u64, within: u64) {
+        self.reserved.set(self.reserved.get().saturating_sub(within));
+        self.hold(n);
+    }
+
+    /// A receive ended with `unused` of its allowance left.
+    pub(crate) fn unreserve(&self, unused: u64) {
+        if unused > 0 {
+            self.reserved.set(self.reserved.get().saturating_sub(unused));
+            self.wake();
         }
     }
 
@@ -99,9 +125,18 @@ impl Budget {
     /// `n` bytes held for a stream are not any more; wakes as many waiting streams as the
     /// room now left could serve.
     pub(crate) fn release(&self, n: u64) {
-        let held = self.held.get().saturating_sub(n);
-        self.held.set(held);
-        let mut room = self.total.saturating_sub(held) / MIN_ALLOWANCE;
+        self.held.set(self.held.get().saturating_sub(n));
+        self.wake();
+    }
+
+    /// What is neither held nor promised.
+    fn room(&self) -> u64 {
+        self.total.saturating_sub(self.held.get() + self.reserved.get())
+    }
+
+    /// Wakes as many waiting streams as the room now left could serve.
+    fn wake(&self) {
+        let mut room = self.room() / MIN_ALLOWANCE;
         while room > 0 && self.waiters.wake_one() {
             room -= 1;
         }
@@ -121,7 +156,7 @@ impl Budget {
     fn allowance(&self, own: u64) -> Result<u32, Wait> {
         let least = MIN_ALLOWANCE.min(self.per_connection);
         let mine = self.per_connection.saturating_sub(own);
-        let allowance = mine.min(self.total.saturating_sub(self.held.get()));
+        let allowance = mine.min(self.room());
         match allowance {
             allowance if allowance >= least => Ok(allowance.min(u64::from(u32::MAX)) as u32),
             _ if own == 0 => Ok(least as u32),
@@ -147,6 +182,7 @@ impl Driver {
             match self.budget.allowance(self.behind_held(key, fd)) {
                 Ok(allowance) => {
                     ticket.leave();
+                    self.budget.reserve(u64::from(allowance));
                     return Poll::Ready(Ok(allowance));
                 }
                 Err(Wait::Own) => match self.poll_behind(key, fd, cx) {
@@ -187,11 +223,19 @@ mod tests {
         let budget = Budget::new(64 << 10, 256 << 10);
         assert!(matches!(budget.allowance(0), Ok(a) if a == 64 << 10));
         assert!(matches!(budget.allowance(16 << 10), Ok(a) if a == 48 << 10));
-        assert!(matches!(budget.allowance(60 << 10), Err(Wait::Own)));
-        budget.hold(250 << 10);
+        assert!(matches!(budget.allowance(62 << 10), Err(Wait::Own)));
+        budget.hold(254 << 10);
         assert!(matches!(budget.allowance(0), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
         assert!(matches!(budget.allowance(1), Err(Wait::Room)));
-        budget.release(250 << 10);
-        assert_eq!(budget.held(), (0, 250 << 10));
+        budget.release(254 << 10);
+        assert_eq!(budget.held(), (0, 254 << 10));
+        // Allowances promised count until their bytes come or the receive ends.
+        budget.reserve(200 << 10);
+        assert!(matches!(budget.allowance(0), Ok(a) if a == 56 << 10));
+        budget.receive(10 << 10, 10 << 10);
+        assert_eq!(budget.held().0, 10 << 10);
+        assert!(matches!(budget.allowance(0), Ok(a) if a == 56 << 10));
+        budget.unreserve(190 << 10);
+        assert!(matches!(budget.allowance(0), Ok(a) if a == 64 << 10));
     }
 }

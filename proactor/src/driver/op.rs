@@ -253,12 +253,15 @@ impl<T: 'static> Drop for Op<T> {
                     _ => self.driver.discard(completion, self.result_is_fd),
                 }
             }
-            Lifecycle::Multishot { queue, ended, stream, .. } => {
+            Lifecycle::Multishot { queue, ended, stream, remaining, .. } => {
                 let queued = std::mem::take(queue).into_vec();
                 let ended = *ended;
                 if *stream {
+                    // Its bytes and what is left of its allowance go back to the budget (what
+                    // comes after this is discarded as it arrives).
                     let held: u64 = queued.iter().map(|c| c.result.max(0) as u64).sum();
                     self.driver.budget.release(held);
+                    self.driver.budget.unreserve(u64::from(std::mem::take(remaining)));
                 }
                 self.driver.spills.borrow_mut().remove(&index);
                 if ended {

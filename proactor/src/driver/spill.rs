@@ -54,9 +54,9 @@ impl Driver {
         if *stream && completion.result > 0 {
             // Held for the connection until the task takes it (`Op::poll_next`).
             let n = completion.result as u32;
-            self.budget.hold(u64::from(n));
             let before = *remaining;
             *remaining = before.saturating_sub(n);
+            self.budget.receive(u64::from(n), u64::from(before - *remaining));
             if before > 0 && *remaining == 0 {
                 stats::bump(|c| &c.recv_limited);
                 if completion.more && !*stopping {
@@ -99,6 +99,10 @@ impl Driver {
         }
         queue.push(completion);
         *ended = !completion.more;
+        if *ended && *stream {
+            // What is left of its allowance goes back to the budget.
+            self.budget.unreserve(u64::from(std::mem::take(remaining)));
+        }
         let nobody_waits = waker.is_none();
         if !nobody_waits {
             stats::trace_step!("    → wake the task waiting for it");

@@ -227,14 +227,13 @@ impl Uring {
             }
             Request::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
             Request::Recv { fd, buf, len } => opcode::Recv::new(types::Fd(fd), buf, len).build(),
-            Request::RecvMulti { fd, group, limit } => {
-                let entry = opcode::RecvMulti::new(types::Fd(fd), group).build();
-                match limit {
-                    0 => entry,
-                    _ if !self.limits.get() => entry,
-                    limit => receive_limit(entry, limit),
-                }
-            }
+            Request::RecvMulti { fd, group, limit } => match limit {
+                0 => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+                _ if !self.limits.get() => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+                // `len` caps each completion too (a receive is otherwise as large as the piece of
+                // buffer it lands in), so that the last one overshoots the limit by less than it.
+                limit => receive_limit(opcode::RecvMulti::new(types::Fd(fd), group).len(limit).build(), limit),
+            },
             // Not offered here (`Facts::picks_buffers` is false).
             Request::RecvPick { .. } => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
             // MSG_NOSIGNAL: a reset peer is EPIPE, not a SIGPIPE that kills the process.
@@ -372,9 +371,9 @@ impl Uring {
                     let tag = tags.get(index).copied().unwrap_or(0);
                     let mut completion = completion_of(&cqe, tag & DATAGRAM != 0);
                     if tag & LIMITED != 0 && completion.result == -libc::EINVAL && !completion.more {
-                        // A kernel before 6.17 reads `optlen` as a field it refuses: receive
-                        // without the limit from now on (the driver stops such receives
-                        // itself), and have this one re-armed.
+                        // A kernel before 6.17 reads `optlen` as a field it refuses (and one
+                        // before 6.11 a multishot `len`): receive without the limit from now on
+                        // (the driver stops such receives itself), and have this one re-armed.
                         self.limits.set(false);
                         completion.result = -libc::ECANCELED;
                     }
