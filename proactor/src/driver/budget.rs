@@ -33,9 +33,14 @@
 //! - a stream that holds nothing always gets at least [`MIN_ALLOWANCE`]: quiet and new
 //!   connections are served whatever the others hold (each stream served this way can add at
 //!   most that much past the memory budget);
-//! - a stream that holds something when less than [`MIN_ALLOWANCE`] is left waits: for its own
-//!   send behind to be over (its connection's budget), or, first come first served, for room
-//!   in the memory budget. So the streams holding the most wait first.
+//! - a stream that holds something when less than [`MIN_ALLOWANCE`] is left waits, until its
+//!   own send behind is over (it then holds nothing) or, first come first served, until there
+//!   is room in the memory budget. So the streams holding the most wait first, and a stream
+//!   whose peer reads again goes on as soon as its send is out.
+//!
+//! An armed receive keeps its allowance until it ends: a connection that goes quiet after a
+//! burst keeps its promise of room until its next bytes use it up. Under pressure new
+//! receives get the least, so what quiet connections keep is bounded by the budget too.
 //!
 //! A task re-arms its receive only when it reads. A stream whose task is stuck (in a send to a
 //! peer that does not read) therefore receives nothing past its allowance: the peer's bytes
@@ -200,6 +205,14 @@ impl Driver {
                     }
                 },
                 Err(Wait::Room) => {
+                    // It holds something: its send behind. Once that is over it holds nothing
+                    // and may receive its least at once, whatever the room: be woken for that
+                    // too, not only for room (which streams that hold more may keep taken).
+                    match self.poll_behind(key, fd, cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
                     stats::trace_step!(
                         "  the memory budget is taken: fd {fd} waits for room before it receives again"
                     );

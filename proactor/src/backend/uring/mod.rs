@@ -232,7 +232,9 @@ impl Uring {
                 _ if !self.limits.get() => opcode::RecvMulti::new(types::Fd(fd), group).build(),
                 // `len` caps each completion too (a receive is otherwise as large as the piece of
                 // buffer it lands in), so that the last one overshoots the limit by less than it.
-                limit => receive_limit(opcode::RecvMulti::new(types::Fd(fd), group).len(limit).build(), limit),
+                limit => {
+                    receive_limit(opcode::RecvMulti::new(types::Fd(fd), group).len(limit).build(), limit)
+                }
             },
             // Not offered here (`Facts::picks_buffers` is false).
             Request::RecvPick { .. } => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
