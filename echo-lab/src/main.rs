@@ -9,13 +9,15 @@
 //! - `echo-lab trace --runtime reactor|uring|aio`: what the runtime does for each message, step
 //!   by step; `--svg FILE` draws it for every design as sequence diagrams side by side;
 //!   `--chrome-trace FILE` records a short loaded run as a timeline for Perfetto;
-//! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads.
+//! - `echo-lab lab`: the seed's I/O models, the runtimes and tokio under the same loads;
+//! - `echo-lab stall`: clients that send and never read: each server's memory, and how long
+//!   a newcomer waits meanwhile.
 //!
 //! # How it fits together
 //!
 //! Each layer uses only the ones below it:
 //!
-//! - the commands: [`serve`], [`bench`](mod@bench), [`demo`], [`lab`], [`trace`] (its drawings too:
+//! - the commands: [`serve`], [`bench`](mod@bench), [`demo`], [`lab`], [`stall`], [`trace`] (its drawings too:
 //!   `trace::seqdiag`, `trace::timeline`);
 //! - [`load`]: the load generator (ping-pong, shortconn, bulk, UDP), every byte verified;
 //!   [`harness`]: the server under test in a child process, pinned, sampled at the edges of the
@@ -33,6 +35,7 @@ mod load;
 mod report;
 mod serve;
 mod server;
+mod stall;
 mod sys;
 mod trace;
 
@@ -61,6 +64,9 @@ enum Command {
     Trace(trace::TraceArgs),
     /// Run every I/O model (the seed's five, the runtimes, tokio) under the same loads.
     Lab(lab::LabArgs),
+    /// Clients that send and never read: how much each server's memory grows, and how long a
+    /// newcomer waits for its echo meanwhile.
+    Stall(stall::StallArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&a),
         Command::Trace(a) => trace::run(&a),
         Command::Lab(a) => lab::run(&a),
+        Command::Stall(a) => stall::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
