@@ -194,12 +194,12 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     // its end or `max` steps, whichever comes first.
     let report = pingpong::run(&opts, &mut |edge| match edge {
         Edge::Start => {
-            reactor::trace::take_timed(); // nothing, unless something recorded before
+            reactor::trace::take(); // nothing, unless something recorded before
             reactor::trace::start_at_most(max);
         }
         Edge::End => reactor::trace::stop(),
     })?;
-    let steps = reactor::trace::take_timed();
+    let steps = reactor::trace::take();
     if report.mismatches > 0 {
         return Err(format!("{} echoes differed from what was sent", report.mismatches));
     }

@@ -17,8 +17,8 @@ fn start() {
 
 /// The steps recorded since the last call, the reactor's then the proactor's.
 fn take() -> Vec<String> {
-    let mut steps = reactor::trace::take();
-    steps.extend(proactor::trace::take());
+    let mut steps: Vec<String> = reactor::trace::take().iter().map(ToString::to_string).collect();
+    steps.extend(proactor::trace::take().iter().map(ToString::to_string));
     steps
 }
 

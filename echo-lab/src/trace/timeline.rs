@@ -494,9 +494,10 @@ pub fn chrome_trace(steps: &[Step], process: &str, other: Value) -> (Value, Coun
         };
         let track = &mut tracks[index].1;
         // aio: a completion is named after its request, known only to this track.
-        let renamed = track.name_done(step.text.trim_start());
+        let text = step.to_string();
+        let renamed = track.name_done(text.trim_start());
         let before_len = track.events.len();
-        track.step(at, &step.text);
+        track.step(at, &text);
         if let Some(name) = renamed {
             for event in &mut track.events[before_len..] {
                 if event.body["name"] == "request done" {
