@@ -100,8 +100,20 @@ impl Op {
         matches!(self, Op::Send { .. } | Op::SendMsg { .. })
     }
 
-    /// Its io_uring opcode, as the trace names it ("RECV", "multishot RECV").
+    /// Its io_uring opcode ("RECV" for a multishot receive too).
     pub fn opcode(self) -> &'static str {
+        match self {
+            Op::Accept { .. } | Op::AcceptMulti { .. } => "ACCEPT",
+            Op::Connect { .. } => "CONNECT",
+            Op::Recv { .. } | Op::RecvMulti { .. } | Op::RecvPick { .. } => "RECV",
+            Op::Send { .. } => "SEND",
+            Op::RecvMsg { .. } | Op::RecvMsgMulti { .. } => "RECVMSG",
+            Op::SendMsg { .. } => "SENDMSG",
+        }
+    }
+
+    /// Its name in the trace's sentences ("RECV", "multishot RECV").
+    pub fn name(self) -> &'static str {
         match self {
             Op::Accept { .. } => "ACCEPT",
             Op::AcceptMulti { .. } => "multishot ACCEPT",
@@ -571,7 +583,7 @@ impl fmt::Display for Event {
             Event::Cqes { count } => write!(f, "  {count} CQE{} in the completion ring", plural(count)),
             Event::NotifierCqe => f.write_str("  CQE of the notifier's poll: another thread woke a task"),
             Event::Cqe { user_data, op, result, ring_buffer, more } => {
-                let name = op.map_or("?", Op::opcode);
+                let name = op.map_or("?", Op::name);
                 write!(f, "  CQE user_data {user_data} ({name}): result {result}")?;
                 if let Some(bid) = ring_buffer {
                     write!(f, ", in ring buffer {bid}")?;
