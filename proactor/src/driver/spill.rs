@@ -74,10 +74,7 @@ impl Driver {
                 let full = spilled.len() >= SPILL_MAX;
                 drop(spills);
                 stats::bump(|c| &c.recv_spilled);
-                stats::trace_step!(
-                    "    nobody reads the stream now: copy the {} bytes out and give ring buffer {bid} back",
-                    completion.result
-                );
+                stats::trace_step!(crate::trace::Event::Spilled { bytes: completion.result, bid });
                 after.discarded.push((completion, false));
                 completion.buffer = None;
                 completion.spilled = true;
@@ -92,7 +89,7 @@ impl Driver {
         *ended = !completion.more;
         let nobody_waits = waker.is_none();
         if !nobody_waits {
-            stats::trace_step!("    → wake the task waiting for it");
+            stats::trace_step!(crate::trace::Event::Wake);
         }
         wakers.extend(waker.take());
         if !*ended && !*stopping && *max_queued > 0 && queue.len() >= usize::from(*max_queued) {
