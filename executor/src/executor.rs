@@ -58,9 +58,10 @@ use std::time::{Duration, Instant};
 use futures_task::waker_ref;
 use slab::Slab;
 
-use crate::stats::{self, trace_step};
+use crate::stats;
 use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
 use crate::time::Timers;
+use crate::trace::{trace_step, LoopEvent};
 
 /// The seam between the loop and a driver: how the loop waits for I/O.
 ///
@@ -327,17 +328,17 @@ impl Core {
             let waker = waker_ref(header);
             let mut cx = Context::from_waker(&waker);
             stats::bump(|c| &c.tasks_polled);
-            trace_step!("task {} polled", header.id);
+            trace_step!(LoopEvent::TaskPolled { task: header.id });
             match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
-                    trace_step!("task {} waits", header.id);
+                    trace_step!(LoopEvent::TaskWaits { task: header.id });
                     if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
                         task.future = Some(future);
                     }
                     return;
                 }
                 Ok(Poll::Ready(output)) => {
-                    trace_step!("task {} finished", header.id);
+                    trace_step!(LoopEvent::TaskFinished { task: header.id });
                     Ok(output)
                 }
                 Err(payload) => Err(JoinError::panic(payload)),
@@ -401,12 +402,7 @@ impl Core {
         }
         if self.timers.fire(&mut wakers) {
             stats::add(|c| &c.timers_fired, wakers.len() as u64);
-            trace_step!(
-                "{} timer{} expired: wake {}",
-                wakers.len(),
-                if wakers.len() == 1 { "" } else { "s" },
-                if wakers.len() == 1 { "its task" } else { "their tasks" }
-            );
+            trace_step!(LoopEvent::TimersExpired { count: wakers.len() });
             for waker in wakers.drain(..) {
                 waker.wake();
             }
@@ -487,11 +483,11 @@ impl<D: Park> Runtime<D> {
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);
                     stats::bump(|c| &c.tasks_polled);
-                    trace_step!("the block_on future (here: the accept loop) polled");
+                    trace_step!(LoopEvent::MainPolled);
                     if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker)) {
                         return output;
                     }
-                    trace_step!("the block_on future waits");
+                    trace_step!(LoopEvent::MainWaits);
                 } else {
                     core.run_task(&header);
                 }

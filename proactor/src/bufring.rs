@@ -168,12 +168,11 @@ impl BufRing {
         self.pieces.borrow_mut().resize(first + usize::from(self.chunk), Pieces::default());
         if have > 0 {
             crate::stats::bump(|c| &c.ring_grown);
-            crate::stats::trace_step!(
-                "  the buffer ring runs low: {} more buffers of {} bytes (now {})",
-                self.chunk,
-                self.size,
-                self.capacity()
-            );
+            crate::stats::trace_step!(crate::trace::Event::RingGrew {
+                added: self.chunk,
+                size: self.size,
+                now: self.capacity()
+            });
         }
         for bid in first..first + usize::from(self.chunk) {
             self.put_in_ring(bid as u16);
@@ -213,9 +212,7 @@ impl BufRing {
         piece.done = !more;
         drop(pieces);
         if more {
-            crate::stats::trace_step!(
-                "  ring buffer {bid} partly consumed: {n} bytes at offset {offset}; the kernel goes on filling it"
-            );
+            crate::stats::trace_step!(crate::trace::Event::RingPiece { bid, bytes: n, offset });
         } else {
             self.available.set(self.available.get().saturating_sub(1));
             if self.available() * 8 < self.capacity() {
@@ -262,9 +259,7 @@ impl BufRing {
             }
             return;
         }
-        crate::stats::trace_step!(
-            "  ring buffer {bid} goes back to the ring (no syscall: the ring is shared memory)"
-        );
+        crate::stats::trace_step!(crate::trace::Event::RingBufferBack { bid });
         self.put_in_ring(bid);
         self.waiters.wake_one();
     }
@@ -276,7 +271,7 @@ impl BufRing {
         let buffers = self.chunks.borrow().len() * usize::from(self.chunk);
         self.pieces.borrow_mut().truncate(buffers);
         crate::stats::bump(|c| &c.ring_shrunk);
-        crate::stats::trace_step!("  the buffer ring shrinks back to {} buffers", self.capacity());
+        crate::stats::trace_step!(crate::trace::Event::RingShrank { now: self.capacity() });
         // SAFETY: allocated in `grow` with this layout; every buffer of the chunk is retired,
         // so the kernel has none of them and no `ProvidedBuf` points into it.
         unsafe { alloc::dealloc(memory.as_ptr(), self.chunk_layout()) };

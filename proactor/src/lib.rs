@@ -105,7 +105,8 @@
 //!
 //! [`stats()`] returns this thread's counters of the runtime's own work (see [`Stats`] for each
 //! one). With the cargo feature `trace`, `trace::start()` records every step the runtime takes,
-//! in plain words (`echo-lab trace` prints them).
+//! each a value whose `Display` is the step in plain words ([`trace`]; `echo-lab trace` prints
+//! and draws them).
 //!
 //! # Readiness versus completion
 //!
@@ -155,14 +156,13 @@ pub mod net;
 mod runtime;
 mod stats;
 mod sys;
+pub mod trace;
 mod udp;
 mod waiters;
 
 pub use backend::Backend;
 pub use buf::{BufResult, BufResultExt, IoBuf, IoBufMut, ProvidedBuf};
 pub use executor::time;
-#[cfg(feature = "trace")]
-pub use executor::trace;
 pub use executor::{spawn, yield_now, JoinError, JoinHandle};
 pub use runtime::{block_on, stats, Builder, Runtime};
 pub use stats::Stats;

@@ -1,5 +1,5 @@
-//! Counters of the runtime's own work, and (with the `trace` cargo feature) a step-by-step
-//! trace of it in plain words.
+//! Counters of the runtime's own work (the step-by-step trace's vocabulary is
+//! [`crate::trace`]'s).
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
 //! where the work happens: the backends (`uring`, `aio`, `epoll`) count their syscalls and requests,
@@ -8,8 +8,8 @@
 //! snapshots into the work done in between. Syscalls made by glibc's aio threads are not this
 //! thread's and are not counted (the aio counters count their requests instead).
 //!
-//! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
-//! of a flag until `trace::start()` turns tracing on.
+//! The trace hooks (`trace_step!`) compile to nothing without the `trace` feature; with it,
+//! each is one check of a flag until `trace::start()` turns tracing on.
 
 executor::counters! {
     counters {

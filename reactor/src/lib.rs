@@ -99,7 +99,8 @@
 //!
 //! [`stats()`] returns this thread's counters of the runtime's own work (see [`Stats`] for each
 //! one). With the cargo feature `trace`, `trace::start()` records every step the runtime takes,
-//! in plain words (`echo-lab trace` prints them).
+//! each a value whose `Display` is the step in plain words ([`trace`]; `echo-lab trace` prints
+//! and draws them).
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -109,11 +110,10 @@ pub mod net;
 mod runtime;
 mod stats;
 mod sys;
+pub mod trace;
 mod udp;
 
 pub use executor::time;
-#[cfg(feature = "trace")]
-pub use executor::trace;
 pub use executor::{spawn, yield_now, JoinError, JoinHandle};
 pub use runtime::{block_on, Builder, Runtime};
 pub use stats::{stats, Stats};

@@ -291,9 +291,7 @@ impl Driver {
         let raw = fd.as_raw_fd();
         match self.find_behind(key, raw) {
             Some(Found::InFlight { behind }) => {
-                stats::trace_step!(
-                    "  the stream is dropped with a SEND behind in flight: fd {raw} is closed once it is over"
-                );
+                stats::trace_step!(crate::trace::Event::DroppedBehind { fd: raw });
                 // Dropped outside the borrow (a waker).
                 let owner = std::mem::replace(&mut self.behinds.borrow_mut()[behind].owner, Owner::Dropped);
                 drop(owner);
@@ -338,14 +336,11 @@ impl Driver {
         let again = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
         if again && self.alive.get() {
             let newly_stalled = !std::mem::replace(&mut behind.stalled, true);
-            stats::trace_step!(
-                "    SEND took {} of {asked} bytes (the peer's window is full): the driver sends the rest itself",
-                result.max(0)
-            );
+            stats::trace_step!(crate::trace::Event::BehindShort { sent: result.max(0), asked });
             if let (true, true, Owner::Stream(waker)) = (newly_stalled, behind.waited, &behind.owner) {
                 // A call waits behind this send, maybe with a ring buffer: it should not hold
                 // it for as long as the peer takes (see `behind_stalled`).
-                stats::trace_step!("    → wake the task waiting for it: the send ahead is stalled");
+                stats::trace_step!(crate::trace::Event::WakeStalled);
                 wakers.push(waker.clone());
             }
             after.behind.push(index);
@@ -371,35 +366,23 @@ impl Driver {
     ) {
         let Behind { bytes, fd, owner, waited, held, .. } = behind;
         self.budget.release(held as u64);
-        #[cfg(feature = "trace")]
-        if executor::trace::on() {
-            let what = match &bytes {
-                Bytes::Ring { bid, .. } => format!("gives ring buffer {bid} back"),
-                Bytes::Owned(_) => "drops the buffer".to_string(),
-            };
-            match failed {
-                None => stats::trace_step!(
-                    "    SEND complete: the driver {what}; {}",
-                    match (&owner, waited) {
-                        (Owner::Stream(_), false) => "the task is not woken".to_string(),
-                        (Owner::Stream(_), true) => "a call on the stream waits for it".to_string(),
-                        (Owner::Dropped, _) => format!("the stream was dropped: fd {fd} is closed now"),
-                    }
-                ),
-                Some(result) => stats::trace_step!(
-                    "    SEND failed ({}): the driver {what}; {}",
-                    error_of(result),
-                    match owner {
-                        Owner::Stream(_) => "the stream's next call returns the error".to_string(),
-                        Owner::Dropped => format!("the stream was dropped: fd {fd} is closed now"),
-                    }
-                ),
-            }
-        }
+        stats::trace_step!(crate::trace::Event::BehindOver {
+            error: failed.map(|result| -result),
+            ring_buffer: match bytes {
+                Bytes::Ring { bid, .. } => Some(bid),
+                Bytes::Owned(_) => None,
+            },
+            owner: match owner {
+                Owner::Stream(_) if waited => crate::trace::Behind::Waited,
+                Owner::Stream(_) => crate::trace::Behind::Quiet,
+                Owner::Dropped => crate::trace::Behind::Dropped,
+            },
+            fd,
+        });
         after.released.push(bytes);
         match owner {
             Owner::Stream(waker) if waited || failed.is_some() => {
-                stats::trace_step!("    → wake the task waiting for it");
+                stats::trace_step!(crate::trace::Event::Wake);
                 wakers.push(waker);
             }
             Owner::Stream(_) => stats::bump(|c| &c.sends_quiet),
@@ -426,10 +409,7 @@ impl Driver {
             // below, after the copy.
             let rest = unsafe { ring.bytes(bid, offset, len as usize) }[sent..].to_vec();
             stats::bump(|c| &c.sends_detached);
-            stats::trace_step!(
-                "  the peer's window is full: the driver copies the {} unsent bytes out of ring buffer {bid} and gives it back",
-                rest.len()
-            );
+            stats::trace_step!(crate::trace::Event::BehindDetached { bytes: rest.len(), bid });
             behind.bytes = Bytes::Owned(rest);
             behind.sent = 0;
             after.released.push(Bytes::Ring { bid, offset, len });

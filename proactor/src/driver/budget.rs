@@ -195,9 +195,7 @@ impl Driver {
                     Poll::Ready(Ok(())) => continue,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
-                        stats::trace_step!(
-                            "  fd {fd} holds its whole budget in a send behind: no receive until it is out"
-                        );
+                        stats::trace_step!(crate::trace::Event::BudgetOwnSend { fd });
                         if !waited {
                             stats::bump(|c| &c.recv_paused);
                         }
@@ -213,9 +211,7 @@ impl Driver {
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {}
                     }
-                    stats::trace_step!(
-                        "  the memory budget is taken: fd {fd} waits for room before it receives again"
-                    );
+                    stats::trace_step!(crate::trace::Event::BudgetRoom { fd });
                     if !waited {
                         stats::bump(|c| &c.recv_paused);
                     }

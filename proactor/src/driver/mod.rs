@@ -409,7 +409,7 @@ impl Driver {
             Lifecycle::Behind(_) => self.behind_completed(ops, index, completion, wakers, after),
             Lifecycle::Waiting(waker) => {
                 if waker.is_some() {
-                    stats::trace_step!("    → wake the task waiting for it");
+                    stats::trace_step!(crate::trace::Event::Wake);
                 }
                 wakers.extend(waker.take());
                 *slot = Lifecycle::Completed(completion);

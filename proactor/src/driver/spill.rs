@@ -88,10 +88,7 @@ impl Driver {
                 });
                 drop(spills);
                 stats::bump(|c| &c.recv_spilled);
-                stats::trace_step!(
-                    "    nobody reads the stream now: copy the {} bytes out and give ring buffer {bid} back",
-                    completion.result
-                );
+                stats::trace_step!(crate::trace::Event::Spilled { bytes: completion.result, bid });
                 after.discarded.push((completion, false));
                 completion.buffer = None;
                 completion.spilled = true;
@@ -105,7 +102,7 @@ impl Driver {
         }
         let nobody_waits = waker.is_none();
         if !nobody_waits {
-            stats::trace_step!("    → wake the task waiting for it");
+            stats::trace_step!(crate::trace::Event::Wake);
         }
         wakers.extend(waker.take());
         if !*ended && !*stopping && *max_queued > 0 && queue.len() >= usize::from(*max_queued) {

@@ -171,10 +171,9 @@ impl TcpStream {
             let next = match op.poll_next(cx) {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
-                    crate::stats::trace_step!(
-                        "  wait for the next CQE of the multishot RECV on fd {}: it stays armed in the kernel, no new SQE",
-                        self.fd.as_raw_fd()
-                    );
+                    crate::stats::trace_step!(crate::trace::Event::MultishotWaits {
+                        fd: self.fd.as_raw_fd()
+                    });
                     return Poll::Pending;
                 }
             };

@@ -28,6 +28,7 @@ use crate::backend::io::{Backend, BufId, Completion, Config, Facts, Gauges, Io, 
 use crate::bufring::BufRing;
 use crate::stats;
 use crate::sys;
+use crate::trace;
 
 mod ring;
 
@@ -78,9 +79,9 @@ pub(crate) struct Uring {
     /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
     /// it when the SQE is submitted, so it lives here, at a stable address, until then.
     wait_timeout: Box<RefCell<types::Timespec>>,
-    /// The opcode of each slot's SQE, for the trace (filled only while tracing).
+    /// The operation of each slot's SQE, for the trace (filled only while tracing).
     #[cfg(feature = "trace")]
-    names: RefCell<Vec<&'static str>>,
+    names: RefCell<Vec<Option<trace::Op>>>,
 }
 
 /// Turns an `io_uring_setup` failure into one sentence that says what happened and what to do.
@@ -198,7 +199,7 @@ impl Uring {
             }
             // The SQ is full: hand it to the kernel and try again.
             stats::bump(|c| &c.sys_io_uring_enter);
-            stats::trace_step!("  the SQ is full: io_uring_enter to submit it");
+            stats::trace_step!(trace::Event::SqFull);
             match ring.submit() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.kind() == io::ErrorKind::Interrupted => {
@@ -267,12 +268,13 @@ impl Uring {
         }
         #[cfg(feature = "trace")]
         if executor::trace::on() {
-            stats::trace_step!("  queued SQE {} (user_data {index}); no syscall yet", describe(request));
+            let op = trace::Op::of(request);
+            stats::trace_step!(trace::Event::SqeQueued { user_data: index, op });
             let mut names = self.names.borrow_mut();
             if names.len() <= index {
-                names.resize(index + 1, "");
+                names.resize(index + 1, None);
             }
-            names[index] = opcode_name(request);
+            names[index] = Some(op);
         }
         // SAFETY: the caller guarantees the request's pointers outlive the operation.
         unsafe { self.push(&entry.user_data(index as u64)) }
@@ -294,7 +296,7 @@ impl Uring {
     fn close(&self, fd: OwnedFd, now: bool) {
         let raw = fd.into_raw_fd();
         let entry = opcode::Close::new(types::Fd(raw)).build().user_data(IGNORED_TOKEN);
-        stats::trace_step!("  queued SQE CLOSE fd {raw}, after every SQE already queued for it");
+        stats::trace_step!(trace::Event::CloseQueued { fd: raw });
         // SAFETY: a close request carries no pointers.
         let pushed = unsafe { self.push(&entry) }.is_ok();
         if now {
@@ -311,7 +313,7 @@ impl Uring {
     fn cancel_op(&self, index: usize) {
         let entry = opcode::AsyncCancel::new(index as u64).build().user_data(IGNORED_TOKEN);
         stats::bump(|c| &c.cancels);
-        stats::trace_step!("  queued SQE ASYNC_CANCEL for user_data {index} (its future was dropped)");
+        stats::trace_step!(trace::Event::CancelQueued { user_data: index });
         // SAFETY: a cancel request carries no pointers.
         if unsafe { self.push(&entry) }.is_err() {
             // Cannot even submit: the operation completes on its own eventually (or never, for
@@ -350,17 +352,13 @@ impl Uring {
         let mut notified = false;
         let mut ring = self.ring.borrow_mut();
         let mut reaped = 0;
-        #[cfg(feature = "trace")]
-        if executor::trace::on() {
-            let n = ring.completion().len();
-            stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
-        }
+        stats::trace_step!(trace::Event::Cqes { count: ring.completion().len() });
         let tags = self.tags.borrow();
         for cqe in ring.completion() {
             reaped += 1;
             match cqe.user_data() {
                 NOTIFY_TOKEN => {
-                    stats::trace_step!("  CQE of the notifier's poll: another thread woke a task");
+                    stats::trace_step!(trace::Event::NotifierCqe);
                     notifier.drain();
                     notified = true;
                     if !cqueue::more(cqe.flags()) {
@@ -379,16 +377,16 @@ impl Uring {
                         self.limits.set(false);
                         completion.result = -libc::ECANCELED;
                     }
-                    stats::trace_step!(
-                        "  CQE user_data {index} ({}): result {}{}{}",
-                        self.name_of(index),
-                        completion.result,
-                        match completion.buffer {
-                            Some(BufId::Ring(b) | BufId::Datagram(b)) => format!(", in ring buffer {b}"),
-                            _ => String::new(),
+                    stats::trace_step!(trace::Event::Cqe {
+                        user_data: index,
+                        op: self.op_of(index),
+                        result: completion.result,
+                        ring_buffer: match completion.buffer {
+                            Some(BufId::Ring(b) | BufId::Datagram(b)) => Some(b),
+                            _ => None,
                         },
-                        if completion.more { ", more to come from the same SQE" } else { "" }
-                    );
+                        more: completion.more,
+                    });
                     complete(index, completion)
                 }
             }
@@ -414,17 +412,16 @@ impl Uring {
             || ring.submission().taskrun();
         if entering {
             stats::bump(|c| &c.sys_io_uring_enter);
-            stats::trace_step!(
-                "io_uring_enter: submit {queued} SQE{}, {}",
-                if queued == 1 { "" } else { "s" },
-                match timeout {
-                    Some(Duration::ZERO) => "do not wait".to_string(),
-                    None => "nothing to run: sleep until a completion arrives".to_string(),
-                    Some(t) => format!("sleep until a completion arrives or {t:?} pass (the next timer)"),
-                }
-            );
+            stats::trace_step!(trace::Event::Enter {
+                submit: queued,
+                wait: match timeout {
+                    Some(Duration::ZERO) => trace::UringWait::No,
+                    None => trace::UringWait::Forever,
+                    Some(t) => trace::UringWait::AtMost(t),
+                },
+            });
         } else {
-            stats::trace_step!("read the CQ ring in shared memory: no syscall");
+            stats::trace_step!(trace::Event::CqRead);
         }
         let result = match timeout {
             // Nothing to submit and no wait: the CQ ring is read without entering the kernel
@@ -572,60 +569,15 @@ impl Io for Uring {
 }
 
 impl Uring {
-    /// The opcode of the SQE of slot `index`, for the trace.
+    /// The operation of the SQE of slot `index`, for the trace.
     #[cfg_attr(not(feature = "trace"), allow(dead_code))]
-    fn name_of(&self, index: usize) -> &'static str {
+    fn op_of(&self, index: usize) -> Option<trace::Op> {
         #[cfg(feature = "trace")]
-        return self.names.borrow().get(index).copied().unwrap_or("?");
+        return self.names.borrow().get(index).copied().flatten();
         #[cfg(not(feature = "trace"))]
         {
             let _ = index;
-            "?"
+            None
         }
-    }
-}
-
-/// The opcode of a request, for the trace.
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-fn opcode_name(request: &Request) -> &'static str {
-    match request {
-        Request::Accept { .. } => "ACCEPT",
-        Request::AcceptMulti { .. } => "multishot ACCEPT",
-        Request::Connect { .. } => "CONNECT",
-        Request::Recv { .. } => "RECV",
-        Request::RecvMulti { .. } => "multishot RECV",
-        Request::RecvPick { .. } => "RECV (buffer picked at readiness)",
-        Request::Send { .. } => "SEND",
-        Request::RecvMsg { .. } => "RECVMSG",
-        Request::SendMsg { .. } => "SENDMSG",
-        Request::RecvMsgMulti { .. } => "multishot RECVMSG",
-    }
-}
-
-/// A request in words, for the trace.
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-pub(crate) fn describe(request: &Request) -> String {
-    match *request {
-        Request::Accept { fd, .. } => format!("ACCEPT on fd {fd}"),
-        Request::AcceptMulti { fd } => {
-            format!("ACCEPT (multishot: one SQE, a CQE per connection) on fd {fd}")
-        }
-        Request::Connect { fd, .. } => format!("CONNECT fd {fd}"),
-        Request::Recv { fd, len, .. } => format!("RECV fd {fd} into a {len}-byte buffer"),
-        Request::RecvMulti { fd, .. } => {
-            format!("RECV (multishot, buffers picked from the ring when data comes) on fd {fd}")
-        }
-        Request::RecvPick { fd } => format!("RECV fd {fd}, buffer picked at readiness"),
-        Request::Send { fd, len, dontwait: false, .. } => format!("SEND {len} bytes on fd {fd}"),
-        Request::Send { fd, len, dontwait: true, .. } => {
-            format!(
-                "SEND {len} bytes on fd {fd}, without waiting (a ring buffer: a full window must not pin it)"
-            )
-        }
-        Request::RecvMsg { fd, .. } => format!("RECVMSG on fd {fd}: one datagram and its source address"),
-        Request::SendMsg { fd, .. } => format!("SENDMSG on fd {fd}: one datagram"),
-        Request::RecvMsgMulti { fd, group, .. } => format!(
-            "RECVMSG (multishot: one SQE for every peer, a CQE per datagram with its source, buffers from group {group}) on fd {fd}"
-        ),
     }
 }
