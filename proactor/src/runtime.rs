@@ -101,7 +101,8 @@ impl Builder {
                 backend: Backend::Auto,
                 aio_threads: 1024,
                 connection_budget: 64 << 10,
-                memory_budget: 16 << 20,
+                memory_budget: 8 << 20,
+                receive_limits: true,
                 entries: 1024,
                 sqpoll_idle: None,
                 inject_setup_errno: None,
@@ -209,7 +210,7 @@ impl Builder {
         self
     }
 
-    /// The most bytes the runtime holds for all connections together (16 MiB by default).
+    /// The most bytes the runtime holds for all connections together (8 MiB by default).
     /// Past it, a stream that holds something waits before it receives again, first come
     /// first served, while a stream that holds nothing may still receive one buffer's worth
     /// (4 KiB): quiet and new connections are served whatever the others hold, and each can
@@ -234,6 +235,15 @@ impl Builder {
     /// of latency to a lone request. Needs Linux 6.12 (ignored before). Off by default.
     pub fn batch_wait(mut self, min_wait: Duration) -> Builder {
         self.driver.batch_wait = Some(min_wait);
+        self
+    }
+
+    /// A testing hook: have io_uring receive as on a kernel that cannot end a receive at a byte
+    /// limit (before Linux 6.17), where the driver stops a receive that used up its allowance
+    /// itself (see [`connection_budget`](Self::connection_budget)).
+    #[doc(hidden)]
+    pub fn kernel_receive_limits(mut self, enabled: bool) -> Builder {
+        self.driver.receive_limits = enabled;
         self
     }
 

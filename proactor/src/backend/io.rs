@@ -68,6 +68,9 @@ pub(crate) struct Config {
     pub(crate) connection_budget: u64,
     /// The most bytes it holds for all connections together.
     pub(crate) memory_budget: u64,
+    /// A testing hook: false makes the io_uring backend act as a kernel that cannot end a
+    /// receive at a byte limit (before Linux 6.17), so that the driver's own stop is tested.
+    pub(crate) receive_limits: bool,
 }
 
 /// What an operation asks of the backend. Pointers point into memory the operation owns (its

@@ -21,18 +21,21 @@
 //! # The rule
 //!
 //! A stream's multishot receive is armed with an *allowance*: the most bytes it may bring
-//! before it ends. The allowance is reserved in the memory budget when the receive is armed
-//! (so that a thousand streams armed at once cannot each be promised the same room), turns
-//! into held bytes as they arrive, and what is left of it is given back when the receive
-//! ends. On Linux 6.17 and later the kernel itself stops it there (the SQE's
-//! `optlen`); elsewhere the driver cancels it once the allowance is used up, and the pieces
-//! already under way still arrive. The allowance is the smaller of what is left of the
-//! connection's budget (its send behind counts) and what is left of the memory budget (all
-//! streams' bytes count), and:
+//! before it ends. On Linux 6.17 and later the kernel itself stops it there (the SQE's
+//! `optlen`, with each completion capped by its `len` too, so that the last one passes the
+//! limit by less than the allowance). Elsewhere the driver cancels it once the allowance is
+//! used up, and what the kernel already took into the ring in that turn still arrives: up to
+//! the socket's receive queue per stream.
+//!
+//! The allowance is reserved in the memory budget when the receive is armed (so that a
+//! thousand streams armed at once cannot each be promised the same room), turns into held
+//! bytes as they arrive, and what is left of it is given back when the receive ends. It is
+//! the smaller of what is left of the connection's budget (its send behind counts) and what
+//! is left of the memory budget (all streams' bytes and promises count), and:
 //!
 //! - a stream that holds nothing always gets at least [`MIN_ALLOWANCE`]: quiet and new
-//!   connections are served whatever the others hold (each stream served this way can add at
-//!   most that much past the memory budget);
+//!   connections are served whatever the others hold (each stream served this way can add
+//!   about twice that past the memory budget);
 //! - a stream that holds something when less than [`MIN_ALLOWANCE`] is left waits, until its
 //!   own send behind is over (it then holds nothing) or, first come first served, until there
 //!   is room in the memory budget. So the streams holding the most wait first, and a stream

@@ -177,7 +177,7 @@ impl Uring {
             batch_wait: config.batch_wait.filter(|_| features.min_timeout),
             cq_overflows: Cell::new(0),
             tags: RefCell::new(Vec::new()),
-            limits: Cell::new(true),
+            limits: Cell::new(config.receive_limits),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
             #[cfg(feature = "trace")]
             names: RefCell::new(Vec::new()),
