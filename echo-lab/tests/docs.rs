@@ -16,8 +16,8 @@
 //! - ```` ```console,run ```` blocks run, and what they show after each `$` line must be what
 //!   the command prints, once numbers are redacted.
 //!
-//! Measurement records (`docs/measurements/*.md` but its README) are history: only their links
-//! are checked.
+//! History is not held to today's names: in measurement records (`docs/measurements/*.md` but
+//! its README) and in CHANGELOG.md's rounds before *Unreleased*, only links are checked.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -49,8 +49,10 @@ struct Doc {
     /// Relative to the root, with `/`.
     name: String,
     path: PathBuf,
-    /// A measurement record: history, whose commands and items are not checked.
-    record: bool,
+    /// The line from which the file is history, whose commands, paths and items are not
+    /// checked: 1 for a measurement record; in CHANGELOG.md, its second round's heading (the
+    /// first, *Unreleased*, is being written).
+    history_from: usize,
     links: Vec<(usize, String)>,
     code_spans: Vec<(usize, String)>,
     blocks: Vec<Block>,
@@ -64,6 +66,13 @@ struct Block {
     /// The info string's words: `console,run` is `["console", "run"]`.
     info: Vec<String>,
     text: String,
+}
+
+impl Doc {
+    /// Whether line `line` is history (see `history_from`).
+    fn is_history(&self, line: usize) -> bool {
+        line >= self.history_from
+    }
 }
 
 impl Block {
@@ -102,11 +111,12 @@ fn parse(path: &Path) -> Doc {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let name = path.strip_prefix(root()).unwrap_or(path).to_string_lossy().replace('\\', "/");
     let record = name.starts_with("docs/measurements/") && !name.ends_with("/README.md");
+    let mut rounds = 0;
     let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
     let mut doc = Doc {
         name,
         path: path.to_path_buf(),
-        record,
+        history_from: if record { 1 } else { usize::MAX },
         links: Vec::new(),
         code_spans: Vec::new(),
         blocks: Vec::new(),
@@ -121,7 +131,15 @@ fn parse(path: &Path) -> Doc {
             Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => {
                 doc.links.push((line_of(range.start), dest_url.to_string()));
             }
-            Event::Start(Tag::Heading { .. }) => heading = Some(String::new()),
+            Event::Start(Tag::Heading { level, .. }) => {
+                heading = Some(String::new());
+                if doc.name == "CHANGELOG.md" && level == pulldown_cmark::HeadingLevel::H2 {
+                    rounds += 1;
+                    if rounds == 2 {
+                        doc.history_from = line_of(range.start);
+                    }
+                }
+            }
             Event::End(TagEnd::Heading(_)) => {
                 let anchor = github_anchor(&heading.take().unwrap_or_default());
                 let n = seen.entry(anchor.clone()).or_insert(0);
@@ -626,8 +644,8 @@ fn cited_rust_items_exist() {
     let types: HashSet<&String> = ws.values().flat_map(|k| &k.types).collect();
     let mut findings = Vec::new();
     let mut checked = 0;
-    for doc in docs().iter().filter(|d| !d.record) {
-        for (line, code) in &doc.code_spans {
+    for doc in docs() {
+        for (line, code) in doc.code_spans.iter().filter(|(line, _)| !doc.is_history(*line)) {
             for path in paths_in(code) {
                 let subject = path.join("::");
                 checked += 1;
@@ -668,8 +686,8 @@ fn repo_path(code: &str) -> Option<&str> {
 #[test]
 fn cited_repository_paths_exist() {
     let mut findings = Vec::new();
-    for doc in docs().iter().filter(|d| !d.record) {
-        for (line, code) in &doc.code_spans {
+    for doc in docs() {
+        for (line, code) in doc.code_spans.iter().filter(|(line, _)| !doc.is_history(*line)) {
             let Some(path) = repo_path(code) else { continue };
             if !root().join(path).exists() {
                 findings.push(Finding {
@@ -796,8 +814,9 @@ fn echo_lab_args(words: &[String]) -> Option<&[String]> {
 
 /// Why echo-lab's parser refuses `args`, if it does.
 fn check_echo_lab(args: &[String]) -> Result<(), String> {
+    let check = if args.iter().any(|a| a == "--check-args") { None } else { Some("--check-args") };
     let out = Command::new(EXE)
-        .arg("--check-args")
+        .args(check)
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -915,8 +934,8 @@ fn check_cargo(words: &[String]) -> Result<(), String> {
 #[test]
 fn documented_commands_parse() {
     let mut findings = Vec::new();
-    for doc in docs().iter().filter(|d| !d.record) {
-        for block in &doc.blocks {
+    for doc in docs() {
+        for block in doc.blocks.iter().filter(|b| !doc.is_history(b.line)) {
             if !["console", "sh", "bash", "shell"].iter().any(|lang| block.is(lang)) {
                 continue;
             }
@@ -951,8 +970,8 @@ fn documented_commands_parse() {
     // Commands in running text: `echo-lab serve --stats`. One shown in part (`echo-lab`, or
     // `echo-lab serve --aio-threads` without its value) is not completed; one with placeholders (`--svg FILE`,
     // `[--messages N]`, `reactor|uring`) is not checked.
-    for doc in docs().iter().filter(|d| !d.record) {
-        for (line, code) in &doc.code_spans {
+    for doc in docs() {
+        for (line, code) in doc.code_spans.iter().filter(|(line, _)| !doc.is_history(*line)) {
             let Some(Words { words, .. }) = split(code) else { continue };
             let placeholder = |w: &String| {
                 w.contains(['|', '[', ']', '<', '>'])
@@ -1186,8 +1205,8 @@ fn run_block(block: &Block, dir: &Path) -> Vec<(usize, String)> {
 fn console_run_blocks_print_what_they_show() {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("docs-run");
     let mut findings = Vec::new();
-    for doc in docs().iter().filter(|d| !d.record) {
-        for block in doc.blocks.iter().filter(|b| b.is("console") && b.is("run")) {
+    for doc in docs() {
+        for block in doc.blocks.iter().filter(|b| b.is("console") && b.is("run") && !doc.is_history(b.line)) {
             let dir = tmp.join(format!("{}-{}", doc.name.replace('/', "-"), block.line));
             for (line, what) in run_block(block, &dir) {
                 findings.push(Finding { doc: doc.name.clone(), line, subject: String::new(), what });
