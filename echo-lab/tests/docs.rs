@@ -1187,10 +1187,12 @@ fn run_block(block: &Block, dir: &Path) -> Vec<(usize, String)> {
         let shown: Vec<String> = step.shown.iter().map(|l| redact(l)).collect();
         let actual: Vec<String> = printed.iter().map(|l| redact(l)).collect();
         if !matches_shown(&shown, &actual) {
+            let missing = shown.iter().find(|l| *l != "..." && !actual.contains(l));
+            let first = missing.map_or(String::new(), |l| format!("first line shown but not printed: {l}\n"));
             problems.push((
                 step.line,
                 format!(
-                    "`{}` prints something else than shown (numbers redacted as N):\n--- shown\n{}\n--- printed\n{}",
+                    "`{}` prints something else than shown (numbers redacted as N):\n{first}--- shown\n{}\n--- printed\n{}",
                     step.command,
                     shown.join("\n"),
                     actual.join("\n")
