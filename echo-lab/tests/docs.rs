@@ -17,7 +17,8 @@
 //!   the command prints, once numbers are redacted.
 //!
 //! History is not held to today's names: in measurement records (`docs/measurements/*.md` but
-//! its README) and in CHANGELOG.md's rounds before *Unreleased*, only links are checked.
+//! its README) and in CHANGELOG.md's earlier rounds (below *Unreleased*), only links are
+//! checked.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -31,8 +32,9 @@ use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
 
 const EXE: &str = env!("CARGO_BIN_EXE_echo-lab");
 
-/// Findings the docs are known to have today, each as (check, file, what it is about: the link,
-/// the path or the command): prose the guide's rewrite replaces (issue 28). An entry that no
+/// Findings the docs are known to have today, each as (check: `link`, `path`, `item`,
+/// `command` or `run`; file; what it is about: the link, the path, the item or the command):
+/// prose the guide's rewrite replaces (issue 28). An entry that no
 /// longer matches a finding fails the test, so that this list only shrinks.
 const KNOWN: &[(&str, &str, &str)] = &[];
 
