@@ -270,3 +270,40 @@ fn poll_close_sends_the_end_of_stream_and_the_stream_still_reads() {
         assert_eq!(line, "still heard\n", "{backend:?}");
     });
 }
+
+#[test]
+fn bytes_a_small_poll_read_leaves_do_not_pin_ring_buffers_when_they_run_short() {
+    within(LIMIT, || {
+        // Eight ring buffers at most, one message each.
+        let runtime = Builder::new()
+            .backend(Backend::IoUring)
+            .incremental_buffers(false)
+            .provided_buffers(8, 4096)
+            .ring_memory_limit(8 * 4096)
+            .build()
+            .unwrap();
+        if runtime.ring_buffers_available().is_none() {
+            eprintln!("skipped: no provided-buffer ring on this kernel");
+            return;
+        }
+        runtime.block_on(async {
+            let mut conns = Vec::new();
+            for i in 0..32u8 {
+                let (stream, mut peer) = pair().await;
+                peer.write_all(&[i; 100]).unwrap();
+                conns.push((stream, peer));
+            }
+            // One byte of each: the other 99 stay in the stream, 32 streams for 8 buffers.
+            for (i, (stream, _)) in conns.iter_mut().enumerate() {
+                let mut one = [0u8; 1];
+                stream.read_exact(&mut one).await.unwrap();
+                assert_eq!(one[0], i as u8);
+            }
+            for (i, (stream, _)) in conns.iter_mut().enumerate() {
+                let mut rest = [0u8; 99];
+                stream.read_exact(&mut rest).await.unwrap();
+                assert_eq!(rest, [i as u8; 99]);
+            }
+        });
+    });
+}
