@@ -24,6 +24,10 @@ use crate::sys;
 /// Methods take `&self`: a read and a write can be in flight at the same time (from two futures
 /// joined in one task). Two reads in flight at once are allowed by the kernel but split the
 /// incoming bytes between them in an unspecified way.
+///
+/// It also implements `futures_io::AsyncRead`, `AsyncBufRead` and `AsyncWrite` (as do
+/// `&TcpStream` and the halves of [`split`](Self::split)), through buffers the stream owns: see
+/// the `compat` module.
 pub struct TcpStream {
     /// Closed through the backend in `Drop`.
     pub(super) fd: mem::ManuallyDrop<OwnedFd>,
