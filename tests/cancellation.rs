@@ -164,7 +164,7 @@ fn run(kind: RuntimeKind) {
                 reactor_read
             )
         }
-        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => scenario!(
+        RuntimeKind::Uring | RuntimeKind::Aio(_) | RuntimeKind::ProactorEpoll => scenario!(
             proactor,
             echo::server::proactor_runtime(kind).unwrap(),
             proactor::Runtime::ops_in_flight,

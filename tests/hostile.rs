@@ -365,7 +365,7 @@ fn panicking_server(kind: RuntimeKind) -> SocketAddr {
     }
     std::thread::spawn(move || match kind {
         RuntimeKind::Reactor => serve!(reactor, reactor::Runtime::new().unwrap()),
-        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => {
+        RuntimeKind::Uring | RuntimeKind::Aio(_) | RuntimeKind::ProactorEpoll => {
             serve!(proactor, echo::server::proactor_runtime(kind).unwrap())
         }
     });
@@ -484,7 +484,7 @@ fn ten_thousand_connections_held_open_all_echo() {
     for_each_runtime(|kind| {
         // aio needs a thread per waiting connection, and stops being useful well before
         // 10,000 on two cores (see the README); it holds 1,000 here.
-        let conns = if kind == RuntimeKind::Aio { 1_000 } else { 10_000 };
+        let conns = if kind.is_aio() { 1_000 } else { 10_000 };
         let mut server = ChildServer::start(kind, 20_000);
         let addr = server.addr;
         within(Duration::from_secs(120), move || {

@@ -27,15 +27,21 @@ impl Server {
     pub const ALL: [Server; 6] = [
         Server::Runtime(RuntimeKind::Reactor),
         Server::Runtime(RuntimeKind::Uring),
-        Server::Runtime(RuntimeKind::Aio),
+        Server::Runtime(RuntimeKind::AIO),
         Server::Runtime(RuntimeKind::ProactorEpoll),
         Server::Tokio,
         Server::Mio,
     ];
 
-    /// Every server `serve` knows: the runtimes, the baselines, and the classic models.
+    /// Every server `serve` knows: the runtimes (aio with each of its notifications), the
+    /// baselines, and the classic models.
     pub fn everything() -> Vec<Server> {
         let mut all = Server::ALL.to_vec();
+        for kind in RuntimeKind::ALL {
+            if !all.contains(&Server::Runtime(kind)) {
+                all.push(Server::Runtime(kind));
+            }
+        }
         all.extend(Model::ALL.map(Server::Model));
         all
     }
@@ -61,6 +67,9 @@ impl FromStr for Server {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Server, String> {
+        if s == "aio" {
+            return Ok(Server::Runtime(RuntimeKind::AIO));
+        }
         Server::everything().into_iter().find(|server| server.name() == s).ok_or_else(|| {
             let names: Vec<&str> = Server::everything().into_iter().map(Server::name).collect();
             format!("unknown runtime {s:?} (expected one of: {})", names.join(", "))

@@ -90,11 +90,9 @@ pub fn measure(
 
     let own_counters = match server {
         Server::Tokio | Server::Mio | Server::Model(_) => Err(format!("{server} has no counters here")),
-        Server::Runtime(echo::server::RuntimeKind::Aio) => {
-            Err("not counted for aio: its I/O syscalls are made by \
-             glibc's threads, which neither its counters nor perf follow reliably (see the README)"
-                .to_string())
-        }
+        Server::Runtime(echo::server::RuntimeKind::Aio(_)) => Err("the aio runtime's own counters see \
+             only its loop's thread, not glibc's, which make its I/O syscalls"
+            .to_string()),
         Server::Runtime(_) => Ok(guard.1.take().expect("the counts channel")),
     };
     let (syscalls, perf) = if extras.syscall_secs == 0.0 {

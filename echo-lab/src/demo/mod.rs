@@ -61,8 +61,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     if a.udp {
         // Skipped with the reason rather than measured at zero.
         for &server in &servers {
-            if matches!(server, Server::Runtime(echo::server::RuntimeKind::Aio) | Server::Model(_)) {
-                let why = if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
+            if matches!(server, Server::Runtime(echo::server::RuntimeKind::Aio(_)) | Server::Model(_)) {
+                let why = if matches!(server, Server::Runtime(echo::server::RuntimeKind::Aio(_))) {
                     echo::server::UDP_ON_AIO.to_string()
                 } else {
                     format!("the {server} model serves no UDP")

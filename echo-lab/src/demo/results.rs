@@ -170,7 +170,9 @@ impl Load {
 }
 
 /// Whether the demo counts `server`'s syscalls with perf alone: the baselines, which have no
-/// counters of their own.
+/// counters of their own, and aio, whose I/O syscalls glibc's threads make (perf counts every
+/// thread of the process, those it starts during the window included: its counters are
+/// inherited by new threads, and an exited thread's count is added to its creator's).
 pub fn counted_by_perf(server: Server) -> bool {
-    matches!(server, Server::Tokio | Server::Mio)
+    matches!(server, Server::Tokio | Server::Mio | Server::Runtime(echo::server::RuntimeKind::Aio(_)))
 }

@@ -39,10 +39,16 @@ pub fn start_server(
     } else {
         Command::new(exe)
     };
-    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"]);
-    if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
-        cmd.args(["--aio-threads", &aio_threads.to_string()]);
+    match server {
+        Server::Runtime(echo::server::RuntimeKind::Aio(notify)) => {
+            cmd.args(["serve", "--runtime", "aio", "--aio-notify", notify.name()]);
+            cmd.args(["--aio-threads", &aio_threads.to_string()]);
+        }
+        _ => {
+            cmd.args(["serve", "--runtime", server.name()]);
+        }
     }
+    cmd.args(["--addr", "127.0.0.1:0"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // If this process dies without dropping the guard (a signal, say), the kernel kills the
     // server: no server outlives the demo.

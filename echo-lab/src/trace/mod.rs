@@ -60,10 +60,13 @@ pub struct TraceArgs {
     /// the sequence diagram of the connection and its first echo, read from the steps.
     #[arg(long, hide = true, conflicts_with_all = ["json", "svg", "chrome_trace"])]
     pub diagram_rows: bool,
-    /// Trace every design (reactor, uring, aio; --runtime is ignored), each in a child process,
-    /// and draw the connection and its first echo as sequence diagrams side by side in FILE.
+    /// Trace every design of --designs (--runtime is ignored), each in a child process, and
+    /// draw the connection and its first echo as sequence diagrams side by side in FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "chrome_trace")]
     pub svg: Option<PathBuf>,
+    /// With --svg: the designs to draw, comma-separated, one column each (any --runtime).
+    #[arg(long, value_delimiter = ',', default_value = "reactor,uring,aio", requires = "svg")]
+    pub designs: Vec<RuntimeKind>,
     /// Record a short loaded run on --runtime (--conns connections ping-ponging for --secs
     /// seconds) and write it to FILE as a timeline in Chrome's trace-event JSON, which
     /// Perfetto (ui.perfetto.dev) and chrome://tracing open.
@@ -93,8 +96,17 @@ pub fn design(kind: RuntimeKind) -> &'static str {
         RuntimeKind::Uring => {
             "completion: the runtime queues whole operations (SQEs), the kernel performs them and posts results (CQEs)"
         }
-        RuntimeKind::Aio => {
-            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall"
+        RuntimeKind::Aio(proactor::AioNotify::Thread) => {
+            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall, \
+             and a new glibc thread reports each completion"
+        }
+        RuntimeKind::Aio(proactor::AioNotify::Signal) => {
+            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall, \
+             and a realtime signal, read from a signalfd, reports each completion"
+        }
+        RuntimeKind::Aio(proactor::AioNotify::Suspend) => {
+            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall, \
+             and the loop sleeps in aio_suspend on all its requests"
         }
         RuntimeKind::ProactorEpoll => {
             "completion emulated on readiness: the driver queues each operation, waits with epoll, performs the syscall itself and posts the completion"
@@ -112,8 +124,12 @@ fn print_steps(steps: &[Step]) {
 }
 
 pub fn run(a: &TraceArgs) -> Result<(), String> {
+    if a.runtime == RuntimeKind::Aio(proactor::AioNotify::Signal) {
+        // The server runs in this process: block its signal before any thread starts.
+        proactor::AioNotify::block_signal().map_err(|e| format!("cannot block the aio signal: {e}"))?;
+    }
     if let Some(path) = &a.svg {
-        return draw(path);
+        return draw(path, &a.designs);
     }
     if let Some(path) = &a.chrome_trace {
         return chrome_trace(a, path);
@@ -170,9 +186,9 @@ fn trace_child(kind: RuntimeKind) -> Result<(usize, Vec<Row>), String> {
 }
 
 /// `echo-lab trace --svg FILE`.
-fn draw(path: &PathBuf) -> Result<(), String> {
+fn draw(path: &PathBuf, designs: &[RuntimeKind]) -> Result<(), String> {
     let mut diagrams = Vec::new();
-    for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio] {
+    for &kind in designs {
         let traced = trace_child(kind);
         match &traced {
             Ok((steps, _)) => eprintln!("  {kind}: {steps} steps"),

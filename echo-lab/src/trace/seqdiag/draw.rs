@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use echo::server::RuntimeKind;
+use proactor::AioNotify;
 
 use super::row::{Kind, Lane, Row};
 
@@ -27,7 +28,7 @@ impl Diagram {
 
     fn lanes(&self) -> &'static [Lane] {
         match self.kind {
-            RuntimeKind::Aio => &[Lane::Client, Lane::Kernel, Lane::Helpers, Lane::Loop, Lane::Task],
+            RuntimeKind::Aio(_) => &[Lane::Client, Lane::Kernel, Lane::Helpers, Lane::Loop, Lane::Task],
             _ => &[Lane::Client, Lane::Kernel, Lane::Loop, Lane::Task],
         }
     }
@@ -36,7 +37,9 @@ impl Diagram {
         match self.kind {
             RuntimeKind::Reactor => "reactor: readiness (epoll)",
             RuntimeKind::Uring => "uring: completion (io_uring)",
-            RuntimeKind::Aio => "aio: completion (POSIX aio, glibc's threads)",
+            RuntimeKind::Aio(AioNotify::Thread) => "aio-thread: completion (POSIX aio, glibc's threads)",
+            RuntimeKind::Aio(AioNotify::Signal) => "aio-signal: POSIX aio, a signal per completion",
+            RuntimeKind::Aio(AioNotify::Suspend) => "aio-suspend: POSIX aio, the loop in aio_suspend",
             RuntimeKind::ProactorEpoll => "proactor-epoll: completion emulated on readiness",
         }
     }

@@ -143,7 +143,7 @@ fn read_step(
         // does not name become notes.
         RuntimeKind::Reactor | RuntimeKind::ProactorEpoll => read_reactor_step(event, step),
         RuntimeKind::Uring => read_uring_step(event, step),
-        RuntimeKind::Aio => read_aio_step(event, step, pending),
+        RuntimeKind::Aio(_) => read_aio_step(event, step, pending),
     }
 }
 
@@ -306,15 +306,30 @@ fn sqe_label(op: Op) -> String {
 fn read_aio_step(event: Event<'_>, step: &str, pending: &mut HashMap<usize, Pending>) -> (Vec<Row>, bool) {
     let Event::Proactor(event) = event else { return unknown(step) };
     match *event {
-        P::AioPoll { wait } => {
+        P::AioPoll { wait, signals } => {
             let sub = match wait {
                 AioWait::Forever => "sleeps".to_string(),
                 AioWait::No => "no wait, no syscall".to_string(),
                 AioWait::Rescan => "timeout 1 s".to_string(),
                 AioWait::AtMost(t) => format!("timeout {t:?}"),
             };
-            let call = "poll(notifier, completion eventfd)";
+            let call = if signals {
+                "poll(notifier, completion eventfd, signalfd)"
+            } else {
+                "poll(notifier, completion eventfd)"
+            };
             one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, call, step), sub))
+        }
+        // aio_suspend is glibc's: it sleeps on a futex until a helper thread finishes a request.
+        P::AioSuspend { requests, wait } => {
+            let sub = match wait {
+                AioWait::No => return one(note(Lane::Loop, "no wait: aio_error on each request", step)),
+                AioWait::Forever => "sleeps".to_string(),
+                AioWait::Rescan => "timeout 1 s".to_string(),
+                AioWait::AtMost(t) => format!("timeout {t:?}"),
+            };
+            let call = format!("aio_suspend({requests} requests)");
+            one(with_sub(arrow(Lane::Loop, Lane::Helpers, Kind::Syscall, call, step), sub))
         }
         P::AioDone { request, result, by } => {
             let mut out = Vec::new();
@@ -332,6 +347,8 @@ fn read_aio_step(event: Event<'_>, step: &str, pending: &mut HashMap<usize, Pend
             let by = match by {
                 Reporter::Glibc { .. } => "by glibc's notification thread, new for this completion",
                 Reporter::Helper => "by a helper thread",
+                Reporter::Signal => "by glibc's realtime signal, read from the signalfd",
+                Reporter::Suspend => "aio_suspend returns; aio_error says it is over",
             };
             let label = format!("request {request} done: {result}");
             out.push(with_sub(arrow(Lane::Helpers, Lane::Loop, Kind::Done, label, step), by));
@@ -394,7 +411,7 @@ mod tests {
     /// reader does not draw).
     #[test]
     fn reworded_steps_draw_the_same_rows() {
-        for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio, RuntimeKind::ProactorEpoll] {
+        for kind in RuntimeKind::ALL {
             let phases = echo_phases(kind);
             let steps: Vec<&Step> = phases.iter().flat_map(|phase| &phase.steps).collect();
             let unworded = Unworded::new(&steps);

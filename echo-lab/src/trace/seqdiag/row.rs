@@ -42,7 +42,7 @@ impl Lane {
             (Lane::Client, _) => "a blocking socket",
             (Lane::Kernel, RuntimeKind::Reactor | RuntimeKind::ProactorEpoll) => "TCP, epoll",
             (Lane::Kernel, RuntimeKind::Uring) => "TCP, io_uring",
-            (Lane::Kernel, RuntimeKind::Aio) => "TCP",
+            (Lane::Kernel, RuntimeKind::Aio(_)) => "TCP",
             (Lane::Helpers, _) => "glibc's aio, accept",
             (Lane::Loop, _) => "waits, wakes tasks",
             (Lane::Task, _) => "echo::handle",
