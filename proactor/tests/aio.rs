@@ -299,3 +299,90 @@ fn connect_refused_and_ipv6_work_through_the_helper_threads() {
         });
     });
 }
+
+#[test]
+fn a_wake_from_another_thread_ends_a_wait_that_nothing_else_would_end() {
+    let _serial = serial();
+    for_each_notify(|notify| {
+        within(Duration::from_secs(20), move || {
+            aio(notify).block_on(async {
+                // No request in glibc and no timer: only the other thread's wake can end the
+                // loop's wait (with `Suspend`, through the wake read of the notifier).
+                for round in 0..20u32 {
+                    let (tx, rx) = futures::channel::oneshot::channel();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(5));
+                        tx.send(round).unwrap();
+                    });
+                    assert_eq!(rx.await.unwrap(), round);
+                }
+            })
+        });
+    });
+}
+
+#[test]
+fn an_idle_loop_sleeps_in_a_few_waits_instead_of_spinning() {
+    let _serial = serial();
+    for_each_notify(|notify| {
+        within(Duration::from_secs(20), move || {
+            let runtime = aio(notify);
+            // A read blocked in glibc, so that each way has a request to wait on.
+            let waits = runtime.block_on(async {
+                let (stream, _peer) = pair().await;
+                let reader = proactor::spawn(async move {
+                    let _ = stream.read(vec![0; 16]).await;
+                });
+                sleep(Duration::from_millis(20)).await;
+                let before = proactor::stats();
+                sleep(Duration::from_millis(300)).await;
+                let waits = proactor::stats().since(&before).sys_poll;
+                reader.abort();
+                waits
+            });
+            // One wait for the timer (two if it wakes just early); a loop that spins (a wake
+            // read that completes at once, say) waits thousands of times.
+            assert!(waits <= 10, "{notify}: {waits} waits in 300 ms of idleness");
+        });
+    });
+}
+
+#[test]
+fn signal_mode_blocks_its_signal_in_the_runtime_thread() {
+    let _serial = serial();
+    let blocked = within(Duration::from_secs(20), || {
+        let runtime = aio(AioNotify::Signal);
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        drop(runtime);
+        let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
+        u64::from_str_radix(&mask, 16).unwrap()
+    });
+    assert_ne!(blocked & (1 << (AioNotify::signal() - 1)), 0, "SigBlk {blocked:x}");
+}
+
+#[test]
+fn signal_mode_refuses_a_signal_that_another_handler_owns() {
+    let _serial = serial();
+    extern "C" fn theirs(_: libc::c_int) {}
+    let signo = AioNotify::signal();
+    // SAFETY: sigaction reads and writes live structs; the handler is a plain extern "C" fn.
+    let old = unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = theirs as libc::sighandler_t;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signo, &new, &mut old), 0);
+        old
+    };
+    let built = Builder::new()
+        .backend(Backend::PosixAio)
+        .aio_threads(AIO_THREADS)
+        .aio_notify(AioNotify::Signal)
+        .build()
+        .map(drop);
+    // SAFETY: as above: the disposition found is put back.
+    unsafe { assert_eq!(libc::sigaction(signo, &old, std::ptr::null_mut()), 0) };
+    let e = built.expect_err("built on a signal another handler owns");
+    assert!(e.to_string().contains("another handler"), "{e}");
+    // With the signal free again, it builds.
+    drop(aio(AioNotify::Signal));
+}

@@ -20,21 +20,8 @@
 //!   the request is over and `aio_return` has been called, exactly once, by the driver. (The
 //!   seed's `server_aio.c` keeps its `aiocb` in a loop iteration's stack frame, which dies while
 //!   glibc still writes into it: the classic proactor bug.)
-//! - **Notification: `SIGEV_THREAD`.** glibc calls [`on_aio_complete`] on a *new thread*
-//!   for every completed request; it queues the request for the driver and writes an eventfd
-//!   the driver `poll`s, together with the runtime's notifier, with the nearest timer as the
-//!   timeout. The alternatives were worse for a library: `SIGEV_SIGNAL` (realtime signal plus
-//!   `signalfd`) needs the signal blocked in *every* thread of the process, which a library
-//!   cannot ensure, or it kills the process or interrupts foreign threads, and realtime signals
-//!   can overflow their queue; `aio_suspend` cannot also wait for the notifier or an fd, and
-//!   scans every request on each call. The price of `SIGEV_THREAD` is a thread creation per
-//!   completion (glibc's, with the small stack this module asks for), on top of the helper
-//!   thread that did the work. If glibc cannot create that thread it drops the notification
-//!   silently; the driver therefore rescans requests still in glibc once a second and takes one
-//!   found finished twice in a row. One more trap: glibc starts each notification thread with
-//!   an *empty* signal mask. A program that blocks SIGTERM in all its threads and `sigwait`s for
-//!   it must also install a handler, or a SIGTERM delivered to such a thread terminates the
-//!   process (`echo-lab serve` forwards it to its signal thread).
+//! - **Notification.** How the loop hears that glibc finished a request is the runtime's
+//!   choice ([`Builder::aio_notify`](crate::Builder::aio_notify)); see the next section.
 //! - **One read and one write per socket at a time.** glibc serialises requests per fd number:
 //!   a write would wait behind a read blocked on the same socket (after a `timeout` around a
 //!   read, say, a "ping" would wait until the peer speaks). The driver keeps two lanes per
@@ -62,6 +49,51 @@
 //!   driver never hands glibc more requests than that at once: beyond it, a request fails at
 //!   once with `EAGAIN` and a warning on stderr (at most one a second) saying why, instead of
 //!   waiting behind idle connections forever.
+//!
+//! # Three ways to hear that a request is over
+//!
+//! glibc's helper thread does the I/O in every case; what differs is how the news reaches the
+//! loop, and what that costs per completion.
+//!
+//! - **`AioNotify::Thread` (`SIGEV_THREAD`).** glibc calls [`on_aio_complete`] on a *new
+//!   thread* for every finished request (glibc's `pthread_create`, with the small stack this
+//!   module asks for); it queues the request for the driver and writes an eventfd the driver
+//!   `poll`s, together with the runtime's notifier, with the nearest timer as the timeout. It
+//!   works in any program, at the price of a thread created and destroyed per completion, on
+//!   top of the helper thread that did the work. If glibc cannot create that thread it drops
+//!   the notification silently (its `pthread_create` failure check is `< 0`, which never
+//!   holds); the driver therefore rescans requests still in glibc once a second and takes one
+//!   found finished twice in a row. One more trap: glibc starts each notification thread with
+//!   an *empty* signal mask. A program that blocks SIGTERM in all its threads and `sigwait`s
+//!   for it must also install a handler, or a SIGTERM delivered to such a thread terminates the
+//!   process (`echo-lab serve` forwards it to its signal thread).
+//! - **`AioNotify::Signal` (`SIGEV_SIGNAL`).** glibc's helper thread queues a realtime signal
+//!   (`rt_sigqueueinfo`, one syscall) carrying the request; the loop `poll`s a `signalfd` beside
+//!   the notifier and the eventfd, and reads up to 32 signals per `read`. A signal is sent to
+//!   the *process*: the kernel delivers it to any thread that does not block it, whose default
+//!   action for a realtime signal is to terminate the process. A library cannot block it in
+//!   threads it did not start, so: the runtime's thread blocks it when the runtime is built;
+//!   the program is told to block it in every thread ([`AioNotify::block_signal`] on the main
+//!   thread before it starts others; `echo-lab serve` does); and a handler of this crate
+//!   catches it on any thread that does not, forwards it to a runtime's thread
+//!   (`rt_tgsigqueueinfo`) and says so once on stderr: correct, at the price of a second
+//!   delivery. Building fails, with a sentence, if another handler owns the signal (a
+//!   stranger's pointer must never be taken for a request) or if `RLIMIT_SIGPENDING` is below
+//!   the number of requests that may be in flight: past it glibc's `sigqueue` fails, and glibc
+//!   then reports the request, already performed (a read's bytes gone), as failed with
+//!   `EAGAIN`. A lost signal is found by the same rescan as a lost thread.
+//! - **`AioNotify::Suspend` (`SIGEV_NONE`).** No notification at all: the loop blocks in
+//!   `aio_suspend` on the list of its requests in glibc, and on return asks `aio_error` of each
+//!   (glibc takes its global lock for each). `aio_suspend` waits only for requests, so to be
+//!   woken by another thread (or by an accept helper) the list also holds a dummy `aio_read`
+//!   of 8 bytes from the notifier's eventfd, made blocking: a wake-up's `write` completes it,
+//!   and the loop clears the notifier and submits it again ([`WakeRead`]). It holds one glibc
+//!   thread for the runtime's life (so a runtime serves one waiting read fewer than
+//!   `aio_threads`). The cost is glibc's: `aio_suspend` finds each listed request by walking
+//!   its list of requests (one entry per fd, sorted by fd), so one call costs time quadratic in
+//!   the connections, whether it sleeps or not; and the loop's scan is linear.
+//!
+//! (The numbers, and which is the default, are in [`AioNotify`]'s docs.)
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::{BTreeSet, HashMap, VecDeque};
