@@ -368,7 +368,7 @@ fn signal_mode_refuses_a_signal_that_another_handler_owns() {
     // SAFETY: sigaction reads and writes live structs; the handler is a plain extern "C" fn.
     let old = unsafe {
         let mut new: libc::sigaction = std::mem::zeroed();
-        new.sa_sigaction = theirs as libc::sighandler_t;
+        new.sa_sigaction = theirs as *const () as libc::sighandler_t;
         let mut old: libc::sigaction = std::mem::zeroed();
         assert_eq!(libc::sigaction(signo, &new, &mut old), 0);
         old
