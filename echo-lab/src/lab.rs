@@ -260,8 +260,9 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
         // The children first (the `fork` model's), so that they are not orphaned mid-write.
         end_children(pid);
         drop(process);
+        let whole = perf.as_ref().is_ok_and(Perf::whole);
         let counted = perf.and_then(Perf::finish).map(|n| (n, "perf"));
-        if server == Server::Model(echo::models::Model::Fork) {
+        if server == Server::Model(echo::models::Model::Fork) && !whole {
             // perf attached to a running process counted between none and a third of the
             // syscalls of the children forked after it attached (it adds a child's count when
             // the child exits, and here that raced with perf's own end): not shown.

@@ -169,10 +169,13 @@ impl Load {
     }
 }
 
-/// Whether the demo counts `server`'s syscalls with perf alone: the baselines, which have no
-/// counters of their own, and aio, whose I/O syscalls glibc's threads make (perf counts every
-/// thread of the process, those it starts during the window included: its counters are
-/// inherited by new threads, and an exited thread's count is added to its creator's).
+/// Whether the demo counts `server`'s syscalls with perf alone: the baselines and the classic
+/// models, which have no counters of their own, and aio, whose I/O syscalls glibc's threads
+/// make (counted whole only where perf can count a cgroup of the server's own: see
+/// `harness::perf`).
 pub fn counted_by_perf(server: Server) -> bool {
-    matches!(server, Server::Tokio | Server::Mio | Server::Runtime(echo::server::RuntimeKind::Aio(_)))
+    matches!(
+        server,
+        Server::Tokio | Server::Mio | Server::Model(_) | Server::Runtime(echo::server::RuntimeKind::Aio(_))
+    )
 }
