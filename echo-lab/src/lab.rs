@@ -196,7 +196,9 @@ fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, Str
 
 /// Runs one cell against a fresh server.
 fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Measured, String> {
-    let aio_threads = (cell.conns() + cell.idle() + 64) as u32;
+    // A busy aio connection may hold two glibc threads (its next read, and its last echo's
+    // write still in flight); an idle one, one.
+    let aio_threads = (2 * cell.conns() + cell.idle() + 64) as u32;
     let (mut process, addr) = start_server(server, pinned, aio_threads)?;
     let pid = process.0.id();
     let own_counters = matches!(

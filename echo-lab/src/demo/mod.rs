@@ -105,7 +105,9 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
                     if skipped.iter().any(|(s, _)| *s == server) {
                         continue;
                     }
-                    let aio_threads = conns.saturating_add(a.idle_conns).saturating_add(64);
+                    // A busy aio connection may hold two glibc threads (its next read, and its
+                    // last echo's write still in flight); an idle one, one.
+                    let aio_threads = conns.saturating_mul(2).saturating_add(a.idle_conns).saturating_add(64);
                     let (guard, addr) = match start_server(server, pinned, aio_threads) {
                         Ok(started) => started,
                         Err(e) => {

@@ -88,7 +88,7 @@ impl Round {
         self.report.latency_us(0.99)
     }
 
-    /// The runtime's own count; for the baselines (tokio, mio), which have none, perf's.
+    /// The runtime's own count; perf's for the servers [`counted_by_perf`].
     pub fn syscalls_shown(&self, server: Server) -> Result<&Syscalls, &String> {
         match (&self.syscalls, &self.perf) {
             (Ok(own), _) => Ok(own),

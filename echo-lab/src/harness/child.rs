@@ -24,8 +24,8 @@ impl Drop for ChildGuard {
 
 /// Starts `echo-lab serve` for `server` on an ephemeral loopback port; returns it with the
 /// address it listens on.
-/// `aio_threads` sizes the aio server's thread pool: every connection the demo holds open at
-/// once (load plus idle) keeps a read pending, which holds one thread.
+/// `aio_threads` sizes the aio server's thread pool: every connection held open keeps a read
+/// pending, which holds one thread, and a busy one may hold a second for a write in flight.
 pub fn start_server(
     server: Server,
     pinned: bool,
