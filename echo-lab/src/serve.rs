@@ -54,7 +54,7 @@ pub struct ServeArgs {
     pub aio_threads: u32,
     /// With --runtime aio: how glibc's notifications reach the loop: thread (a new glibc thread
     /// per completion), signal (a realtime signal per completion, read from a signalfd) or
-    /// suspend (the loop waits in aio_suspend on all its requests). Default: thread.
+    /// suspend (the loop waits in aio_suspend on all its requests). Default: suspend.
     #[arg(long, value_name = "HOW")]
     pub aio_notify: Option<proactor::AioNotify>,
     /// Do not answer UDP. By default the server also echoes datagrams on the same address and

@@ -44,7 +44,7 @@ impl RuntimeKind {
     ];
 
     /// POSIX aio with its default notification (`aio` on the command line).
-    pub const AIO: RuntimeKind = RuntimeKind::Aio(proactor::AioNotify::Thread);
+    pub const AIO: RuntimeKind = RuntimeKind::Aio(proactor::AioNotify::Suspend);
 
     /// The name used on the command line (`aio-thread`, `aio-signal`, `aio-suspend` for aio;
     /// plain `aio` is read as [`RuntimeKind::AIO`]).
@@ -530,4 +530,18 @@ pub fn spawn_udp(kind: RuntimeKind, addr: SocketAddr) -> io::Result<SocketAddr> 
     })?;
     start.recv().unwrap_or_else(|_| Err(io::Error::other("the server thread died")))?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_aio_is_the_proactors_default_notification_and_every_name_reads_back() {
+        assert_eq!("aio".parse::<RuntimeKind>(), Ok(RuntimeKind::Aio(proactor::AioNotify::default())));
+        assert_eq!(RuntimeKind::AIO, RuntimeKind::Aio(proactor::AioNotify::default()));
+        for kind in RuntimeKind::ALL {
+            assert_eq!(kind.name().parse::<RuntimeKind>(), Ok(kind));
+        }
+    }
 }

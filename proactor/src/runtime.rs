@@ -157,15 +157,15 @@ impl Builder {
     }
 
     /// How the aio backend hears that glibc finished a request (aio backend only):
-    /// [`AioNotify::Thread`] (the default: a new glibc thread per completion),
+    /// [`AioNotify::Suspend`] (the default: the loop waits in `aio_suspend` on all its
+    /// requests), [`AioNotify::Thread`] (a new glibc thread per completion) or
     /// [`AioNotify::Signal`] (a realtime signal per completion, read through a `signalfd`; the
-    /// program must block the signal in every thread, see there) or [`AioNotify::Suspend`]
-    /// (the loop waits in `aio_suspend` on all its requests). glibc's threads do the I/O in
-    /// each case; see the `aio` module for what each costs.
+    /// program must block the signal in every thread, see there). glibc's threads do the I/O
+    /// in each case; [`AioNotify`] has what each costs, measured.
     ///
     /// ```
     /// use proactor::{AioNotify, Backend, Builder};
-    /// let rt = Builder::new().backend(Backend::PosixAio).aio_notify(AioNotify::Suspend).build().unwrap();
+    /// let rt = Builder::new().backend(Backend::PosixAio).aio_notify(AioNotify::Signal).build().unwrap();
     /// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
     /// ```
     pub fn aio_notify(mut self, notify: AioNotify) -> Builder {

@@ -291,6 +291,6 @@ fn on_posix_aio_notified_by_signals() {
 }
 
 #[test]
-fn on_posix_aio_in_aio_suspend() {
-    stalled_clients_on(Backend::PosixAio, AioNotify::Suspend, true);
+fn on_posix_aio_notified_by_threads() {
+    stalled_clients_on(Backend::PosixAio, AioNotify::Thread, true);
 }

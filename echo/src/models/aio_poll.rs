@@ -61,6 +61,7 @@ use std::time::{Duration, Instant};
 use super::nonblocking::{AcceptGate, Conn, Step};
 use super::sys::{AioContext, PollEvent, PollRequest};
 use super::threads::RateLimitedLog;
+use super::trace::Event;
 
 /// The slots of the first context: requests that can be in flight at once before it is
 /// replaced by a larger one.
@@ -107,7 +108,9 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
             // Nothing to wait for but the end of the pause (an empty ring would wait forever).
             std::thread::sleep(paused.unwrap_or(Duration::ZERO));
         } else {
-            server.ctx.wait(&mut events, BATCH, paused)?;
+            executor::trace_step!(Event::GetEvents { in_flight: server.in_flight });
+            let taken = server.ctx.wait(&mut events, BATCH, paused)?;
+            executor::trace_step!(Event::GetEventsReturned { events: taken });
         }
         for event in events.drain(..) {
             server.completed(event)?;
@@ -154,6 +157,10 @@ impl Server {
     /// for the next `submit`, or is closed.
     fn completed(&mut self, event: PollEvent) -> io::Result<()> {
         self.in_flight -= 1;
+        executor::trace_step!(Event::PollReady {
+            fd: (event.data != LISTENER).then_some(event.data as RawFd),
+            revents: event.result.as_ref().map_or(0, |&revents| revents),
+        });
         if event.data == LISTENER {
             self.listening = Listening::Paused;
             return match event.result {
@@ -213,6 +220,12 @@ impl Server {
             let events = if self.conns[&fd].has_pending() { libc::POLLOUT } else { libc::POLLIN };
             self.requests.push(PollRequest { fd, events, data: fd as u64 });
         }
+        for request in &self.requests {
+            executor::trace_step!(Event::PollArmed {
+                fd: (request.data != LISTENER).then_some(request.fd),
+                writable: request.events == libc::POLLOUT,
+            });
+        }
         // Past the capacity (only when no larger context could be made), the last requests,
         // the new connections', are refused: a re-arm reuses the slot its event freed.
         let room = self.ctx.capacity() - self.in_flight;
@@ -231,6 +244,7 @@ impl Server {
         while done < self.requests.len() {
             match self.ctx.submit_polls(&self.requests[done..]) {
                 Ok(n) => {
+                    executor::trace_step!(Event::Submitted { requests: n });
                     if self.requests[done..done + n].iter().any(|r| r.data == LISTENER) {
                         self.listening = Listening::InFlight;
                     }

@@ -82,7 +82,7 @@
 //!   the number of requests that may be in flight: past it glibc's `sigqueue` fails, and glibc
 //!   then reports the request, already performed (a read's bytes gone), as failed with
 //!   `EAGAIN`. A lost signal is found by the same rescan as a lost thread.
-//! - **`AioNotify::Suspend` (`SIGEV_NONE`).** No notification at all: the loop blocks in
+//! - **`AioNotify::Suspend` (`SIGEV_NONE`), the default.** No notification at all: the loop blocks in
 //!   `aio_suspend` on the list of its requests in glibc, and on return asks `aio_error` of each
 //!   (glibc takes its global lock for each). `aio_suspend` waits only for requests, so to be
 //!   woken by another thread (or by an accept helper) the list also holds a dummy `aio_read`
@@ -93,7 +93,7 @@
 //!   its list of requests (one entry per fd, sorted by fd), so one call costs time quadratic in
 //!   the connections, whether it sleeps or not; and the loop's scan is linear.
 //!
-//! (The numbers, and which is the default, are in [`AioNotify`]'s docs.)
+//! The numbers, and why `Suspend` is the default, are in [`AioNotify`]'s docs.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::{BTreeSet, HashMap, VecDeque};
