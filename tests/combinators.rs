@@ -16,6 +16,13 @@ use echo::server::RuntimeKind;
 use futures::{future, select, select_biased, FutureExt};
 use testkit::within;
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 const LIMIT: Duration = Duration::from_secs(60);
 /// A timer that must never win (its branch panics): long enough for any stalled machine.
 const NEVER: Duration = Duration::from_secs(30);

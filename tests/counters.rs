@@ -9,6 +9,13 @@ use std::time::Duration;
 
 use testkit::within;
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 const N: u64 = 50;
 
 /// Runs `run` (a server of one connection) on a thread of its own with a fresh listener;

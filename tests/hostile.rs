@@ -16,6 +16,13 @@ use conformance::server;
 use echo::server::RuntimeKind;
 use testkit::{blocking_round_trip, cpu_ticks, within, Rng};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 const IO_LIMIT: Duration = Duration::from_secs(20);
 
 /// Tests that measure this process (memory) run alone; the others share.

@@ -18,6 +18,13 @@ use echo::server::RuntimeKind;
 use echo::IdleTimeout;
 use testkit::{remote_wake, within, RemoteWake};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 const LIMIT: Duration = Duration::from_millis(100);
 
 /// The clients, on a thread: a silent one (`ping`, its echo, then silence until the server ends

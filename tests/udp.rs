@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use echo::server::RuntimeKind;
 use testkit::{within, Rng};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 /// The details if `e` is a truncated datagram, named through a runtime's `net` as a program
 /// would (both runtimes' `net::DatagramTruncated` are the one type).
 fn as_truncated(e: &std::io::Error) -> Option<&proactor::net::DatagramTruncated> {

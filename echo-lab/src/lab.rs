@@ -6,7 +6,8 @@
 //! connection shows); and short connections (connect, echo, close, 16 clients). For each model and cell a fresh server process is
 //! started, pinned to CPU 0, and loaded from CPU 1; at the edges of the measured window the lab
 //! samples the server's CPU time (its children's too, for `fork`), its syscalls (the runtimes'
-//! own counters for reactor and uring, `perf stat` attached to the process for the others), and
+//! own counters for reactor and uring, `perf stat` for the others: over a cgroup of the server's
+//! own where this process may make one, which counts every thread and child it starts), and
 //! at the end of the window its memory (PSS of the process and its children, against the same
 //! server before any connection) and its threads and processes. A cell that a model cannot do
 //! ends with the reason, within a bounded time.

@@ -1,5 +1,5 @@
-//! The syscall layer: the plain syscalls of the crate (the blocking calls and glibc aio entry
-//! points of the POSIX aio backend, the non-blocking `recv`/`send` of the epoll backend; the
+//! The syscall layer: the plain syscalls of the crate (the blocking calls, glibc aio entry
+//! points and realtime-signal plumbing of the POSIX aio backend, the non-blocking `recv`/`send` of the epoll backend; the
 //! epoll calls themselves are the shared executor's). Socket set-up, options, addresses and the eventfd are the
 //! shared executor's (`executor::sys`), re-exported here.
 //!

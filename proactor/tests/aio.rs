@@ -18,6 +18,13 @@ use proactor::net::{TcpListener, TcpStream};
 use proactor::time::{sleep, timeout};
 use proactor::{AioNotify, Backend, Builder, Runtime};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 /// glibc sizes its pool once per process: every test uses the same size, room for the
 /// 1,000-connection test's server side.
 const AIO_THREADS: u32 = 1100;
@@ -350,14 +357,30 @@ fn an_idle_loop_sleeps_in_a_few_waits_instead_of_spinning() {
 #[test]
 fn signal_mode_blocks_its_signal_in_the_runtime_thread() {
     let _serial = serial();
-    let blocked = within(Duration::from_secs(20), || {
-        let runtime = aio(AioNotify::Signal);
+    let bit = 1u64 << (AioNotify::signal() - 1);
+    let blocked = move || {
         let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let hex = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap() & bit != 0
+    };
+    let (before, after) = within(Duration::from_secs(20), move || {
+        // This binary blocks it everywhere (see `before_main!`): unblock it in this thread
+        // first, as in a thread the program did not prepare.
+        // SAFETY: sigset functions on a live sigset_t; pthread_sigmask reads it.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, AioNotify::signal());
+            assert_eq!(libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()), 0);
+        }
+        let before = blocked();
+        let runtime = aio(AioNotify::Signal);
+        let after = blocked();
         drop(runtime);
-        let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
-        u64::from_str_radix(&mask, 16).unwrap()
+        (before, after)
     });
-    assert_ne!(blocked & (1 << (AioNotify::signal() - 1)), 0, "SigBlk {blocked:x}");
+    assert!(!before, "the signal was still blocked");
+    assert!(after, "building a Signal runtime did not block its signal in its thread");
 }
 
 #[test]
@@ -385,4 +408,19 @@ fn signal_mode_refuses_a_signal_that_another_handler_owns() {
     assert!(e.to_string().contains("another handler"), "{e}");
     // With the signal free again, it builds.
     drop(aio(AioNotify::Signal));
+}
+
+#[test]
+fn this_binary_blocks_the_aio_signal_from_its_first_thread_on() {
+    // What a program using `AioNotify::Signal` must do (see `before_main!` above): the first
+    // thread (its tid is the pid) blocks the signal, and so does every thread libtest started.
+    let mask = |status: String| -> u64 {
+        let hex = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).unwrap().trim().to_string();
+        u64::from_str_radix(&hex, 16).unwrap()
+    };
+    let bit = 1u64 << (AioNotify::signal() - 1);
+    let main = std::fs::read_to_string(format!("/proc/self/task/{}/status", std::process::id())).unwrap();
+    assert_ne!(mask(main) & bit, 0, "the first thread does not block the aio signal");
+    let this = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert_ne!(mask(this) & bit, 0, "this test's thread does not block the aio signal");
 }

@@ -14,6 +14,13 @@ use proactor::net::{TcpListener, TcpStream};
 use proactor::time::{sleep, timeout};
 use proactor::{AioNotify, Backend, Builder};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 #[test]
 fn past_the_thread_limit_reads_are_refused_at_once_and_serving_resumes_when_threads_free_up() {
     for notify in AioNotify::ALL {

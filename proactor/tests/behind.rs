@@ -17,6 +17,13 @@ use proactor::time::sleep;
 use proactor::{AioNotify, Backend, Builder, Runtime};
 use testkit::remote_wake;
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 /// The echo of `echo::handle` on the proactor: what comes in goes back out as a send behind;
 /// at end of stream, the last send is waited for, then the write side shut down.
 async fn echo_behind(stream: TcpStream) -> io::Result<()> {

@@ -17,6 +17,13 @@ use std::time::Duration;
 use proactor::net::{TcpListener, TcpStream};
 use proactor::{AioNotify, Backend, Builder, Stats};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 const CLIENTS: usize = 200;
 const CONNECTION_BUDGET: usize = 64 << 10;
 const MEMORY_BUDGET: usize = 1 << 20;

@@ -76,8 +76,12 @@
 //!   the program is told to block it in every thread ([`AioNotify::block_signal`] on the main
 //!   thread before it starts others; `echo-lab serve` does); and a handler of this crate
 //!   catches it on any thread that does not, forwards it to a runtime's thread
-//!   (`rt_tgsigqueueinfo`) and says so once on stderr: correct, at the price of a second
-//!   delivery. Building fails, with a sentence, if another handler owns the signal (a
+//!   (`rt_tgsigqueueinfo`) and says so once on stderr: no notification is lost, at the price of
+//!   a second delivery, but the thread it landed on was interrupted, and a call there that the
+//!   kernel does not restart after a handler (a socket read with a timeout, `poll`, ...) fails
+//!   with `EINTR` (the hostile suite's blocking client saw exactly that until its test binaries
+//!   blocked the signal before `main`). glibc's `SIGEV_THREAD` notification threads start with
+//!   every signal unblocked: a `Thread` runtime beside a `Signal` one brings strays. Building fails, with a sentence, if another handler owns the signal (a
 //!   stranger's pointer must never be taken for a request) or if `RLIMIT_SIGPENDING` is below
 //!   the number of requests that may be in flight: past it glibc's `sigqueue` fails, and glibc
 //!   then reports the request, already performed (a read's bytes gone), as failed with

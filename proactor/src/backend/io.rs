@@ -77,10 +77,14 @@ pub enum AioNotify {
     /// `SIGEV_SIGNAL`: glibc queues a realtime signal ([`AioNotify::signal`]) carrying the
     /// request, and the loop reads the signals from a `signalfd` it `poll`s. The signal must be
     /// blocked in every thread of the process ([`AioNotify::block_signal`] on the main thread
-    /// before it starts any other); a notification that lands on a thread that does not block
-    /// it is forwarded to a runtime's thread by this crate's handler, at the price of a signal
-    /// delivery, and a warning is printed once. Building fails if another handler owns the
-    /// signal, or if `RLIMIT_SIGPENDING` is below the number of requests that may be in flight.
+    /// before it starts any other). A notification that lands on a thread that does not block
+    /// it is caught by this crate's handler and forwarded to a runtime's thread (nothing is
+    /// lost, and a warning is printed once), but that thread was interrupted: a call of its
+    /// that is not restarted after a handler (a socket read with a timeout, `poll`,
+    /// `epoll_wait`, ...) fails with `EINTR`. glibc's own `SIGEV_THREAD` notification threads
+    /// (a `Thread` runtime in the same process) unblock every signal. Building fails if
+    /// another handler owns the signal, or if `RLIMIT_SIGPENDING` is below the number of
+    /// requests that may be in flight.
     Signal,
     /// No notification (`SIGEV_NONE`): the loop blocks in `aio_suspend` on the list of its
     /// requests in glibc, plus a dummy `aio_read` of the runtime's notifier eventfd, which
