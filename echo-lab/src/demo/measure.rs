@@ -90,10 +90,11 @@ pub fn measure(
 
     let own_counters = match server {
         Server::Tokio | Server::Mio | Server::Model(_) => Err(format!("{server} has no counters here")),
-        Server::Runtime(echo::server::RuntimeKind::Aio(_)) => Err("the aio runtime's own counters see \
+        Server::Runtime(echo::server::RuntimeKind::Aio(_))
+        | Server::FuturesIo(echo::server::RuntimeKind::Aio(_)) => Err("the aio runtime's own counters see \
              only its loop's thread, not glibc's, which make its I/O syscalls"
             .to_string()),
-        Server::Runtime(_) => Ok(guard.1.take().expect("the counts channel")),
+        Server::Runtime(_) | Server::FuturesIo(_) => Ok(guard.1.take().expect("the counts channel")),
     };
     let (syscalls, perf) = if extras.syscall_secs == 0.0 {
         let why = "skipped (--syscall-secs 0)".to_string();

@@ -39,14 +39,10 @@ pub fn start_server(
     } else {
         Command::new(exe)
     };
-    match server {
-        Server::Runtime(echo::server::RuntimeKind::Aio(notify)) => {
-            cmd.args(["serve", "--runtime", "aio", "--aio-notify", notify.name()]);
-            cmd.args(["--aio-threads", &aio_threads.to_string()]);
-        }
-        _ => {
-            cmd.args(["serve", "--runtime", server.name()]);
-        }
+    // The server's name says all: aio's names carry their notification (aio-thread, ...).
+    cmd.args(["serve", "--runtime", server.name()]);
+    if matches!(server.kind(), Some(echo::server::RuntimeKind::Aio(_))) {
+        cmd.args(["--aio-threads", &aio_threads.to_string()]);
     }
     cmd.args(["--addr", "127.0.0.1:0"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
