@@ -37,7 +37,8 @@ use crate::sys;
 /// Options of `echo-lab lab`.
 #[derive(Args, Debug)]
 pub struct LabArgs {
-    /// Models to run, comma-separated (default: all): reactor, uring, aio, proactor-epoll, tokio,
+    /// Models to run, comma-separated (default: all): reactor, uring, aio (or aio-thread,
+    /// aio-signal, aio-suspend: its notification; all three by default), proactor-epoll, tokio,
     /// mio, threads, fork, nonblocking, select, poll, sigio, aio-poll.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Server>,

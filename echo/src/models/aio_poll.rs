@@ -57,7 +57,12 @@
 //! the five makes 2.0 syscalls per echo (a turn's `io_submit` and `io_getevents`, like
 //! `epoll_wait`, serve as many events as are ready) and their CPU per echo (4.4 to 5.7 µs, 93 %
 //! of it the kernel's TCP) is the same within the noise. So epoll beats aio-poll by a syscall
-//! per turn, which shows when turns are small, and not when they are full.
+//! per turn, which shows when turns are small, and not when they are full. A second run (the
+//! same command with `--rounds 5 --secs 3`, 2026-12-06, load average 8 to 13; the record is
+//! `docs/measurements/2026-12-06-demo-100-1000conns-64b-select-poll-aio-poll-reactor-mio-5rounds-3secs-0idle-conns.md`)
+//! agreed at 100 connections, but at 1,000 found aio-poll at 1.42× (1.01–1.76) the mio loop's
+//! CPU per echo round by round, with the same syscalls and user time: kernel time, the cost of
+//! a one-shot request per event. `docs/09-seed-models.md` weighs the two runs.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
