@@ -13,6 +13,13 @@ use std::time::Duration;
 use echo::server::RuntimeKind;
 use testkit::{blocking_round_trip, open_fds, within, Rng};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 /// Connections, and timed-out reads per connection.
 const CONNS: u64 = 40;
 const READS: u32 = 40;
@@ -164,7 +171,7 @@ fn run(kind: RuntimeKind) {
                 reactor_read
             )
         }
-        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => scenario!(
+        RuntimeKind::Uring | RuntimeKind::Aio(_) | RuntimeKind::ProactorEpoll => scenario!(
             proactor,
             echo::server::proactor_runtime(kind).unwrap(),
             proactor::Runtime::ops_in_flight,

@@ -16,17 +16,17 @@ use crate::server::Server;
 use crate::sys;
 
 /// Options of `echo-lab serve`.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     /// The runtime to serve on: reactor (epoll), uring (io_uring), aio (POSIX aio, glibc's
-    /// helper threads), proactor-epoll (the proactor with completion emulated on epoll),
+    /// helper threads; or aio-thread, aio-signal, aio-suspend: see --aio-notify), proactor-epoll (the proactor with completion emulated on epoll),
     /// tokio (the baseline), mio (a hand-written edge-triggered loop: the readiness limit), or
     /// one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
     /// polling every socket), select (a select(2) loop), poll (a poll(2) loop), sigio
     /// (signal-driven I/O), aio-poll (Linux AIO poll requests). A runtime's name followed by
-    /// -futures-io (reactor-futures-io, uring-futures-io, aio-futures-io,
-    /// proactor-epoll-futures-io) serves the same echo written against futures-io's AsyncRead
+    /// -futures-io (reactor-futures-io, uring-futures-io, aio-futures-io or
+    /// aio-{thread,signal,suspend}-futures-io, proactor-epoll-futures-io) serves the same echo written against futures-io's AsyncRead
     /// and AsyncWrite instead of the owned-buffer contract (not with --idle-timeout).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// connection is closed) with a warning, rather than queued behind idle connections.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub aio_threads: u32,
+    /// With --runtime aio: how glibc's notifications reach the loop: thread (a new glibc thread
+    /// per completion), signal (a realtime signal per completion, read from a signalfd) or
+    /// suspend (the loop waits in aio_suspend on all its requests). Default: suspend.
+    #[arg(long, value_name = "HOW")]
+    pub aio_notify: Option<proactor::AioNotify>,
     /// Do not answer UDP. By default the server also echoes datagrams on the same address and
     /// port (RFC 862's UDP echo), with reactor, uring, proactor-epoll and tokio (not aio: POSIX
     /// aio has no recvfrom/sendto; nor the classic models).
@@ -84,6 +89,17 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
 pub fn run(a: &ServeArgs) -> Result<(), String> {
+    let runtime = match (a.runtime, a.aio_notify) {
+        (runtime, None) => runtime,
+        (Server::Runtime(RuntimeKind::Aio(_)), Some(notify)) => Server::Runtime(RuntimeKind::Aio(notify)),
+        (Server::FuturesIo(RuntimeKind::Aio(_)), Some(notify)) => Server::FuturesIo(RuntimeKind::Aio(notify)),
+        (other, Some(_)) => return Err(format!("--aio-notify needs --runtime aio, not {other}")),
+    };
+    let a = &ServeArgs { runtime, ..a.clone() };
+    if a.runtime.kind() == Some(RuntimeKind::Aio(proactor::AioNotify::Signal)) {
+        // Before any thread starts, so that every thread inherits it (see `AioNotify::Signal`).
+        proactor::AioNotify::block_signal().map_err(|e| format!("cannot block the aio signal: {e}"))?;
+    }
     if matches!(a.runtime, Server::Tokio | Server::Mio | Server::Model(_))
         && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some() || a.stats)
     {
@@ -132,7 +148,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     probe(a, kind)?;
     let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
-    let udp_on = !a.no_udp && kind != RuntimeKind::Aio;
+    let udp_on = !a.no_udp && !kind.is_aio();
     let udp: Vec<Option<UdpSocket>> = if udp_on {
         udp_sockets(local, a.threads.into())
             .map_err(|e| bind_error(local, &e))?
@@ -157,7 +173,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
-    if !a.no_udp && kind == RuntimeKind::Aio {
+    if !a.no_udp && kind.is_aio() {
         eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
     }
 
@@ -183,10 +199,11 @@ fn probe(a: &ServeArgs, kind: RuntimeKind) -> Result<(), String> {
             drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
         }
         // The first aio runtime of the process sizes glibc's thread pool for all of them.
-        RuntimeKind::Aio => drop(
+        RuntimeKind::Aio(notify) => drop(
             proactor::Builder::new()
                 .backend(proactor::Backend::PosixAio)
                 .aio_threads(a.aio_threads)
+                .aio_notify(notify)
                 .build()
                 .map_err(|e| runtime_error(a.runtime, &e))?,
         ),

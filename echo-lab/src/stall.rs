@@ -108,7 +108,8 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn measure(server: Server, clients: u32, a: &StallArgs) -> Result<Run, String> {
-    let aio_threads = clients + a.newcomers + 64;
+    // A connection may hold two glibc threads: a read, and a write blocked by a full window.
+    let aio_threads = 2 * clients + a.newcomers + 64;
     let (guard, addr) = start_server(server, false, aio_threads)?;
     let pid = guard.0.id();
     thread::sleep(Duration::from_millis(200));

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use crate::backend::{Backend, Config};
+use crate::backend::{AioNotify, Backend, Config};
 use crate::driver::Driver;
 
 executor::runtime_type! {
@@ -100,6 +100,7 @@ impl Builder {
             driver: Config {
                 backend: Backend::Auto,
                 aio_threads: 1024,
+                aio_notify: AioNotify::default(),
                 connection_budget: 64 << 10,
                 memory_budget: 8 << 20,
                 receive_limits: true,
@@ -152,6 +153,23 @@ impl Builder {
     /// only the first aio runtime's setting counts.
     pub fn aio_threads(mut self, n: u32) -> Builder {
         self.driver.aio_threads = n.max(1);
+        self
+    }
+
+    /// How the aio backend hears that glibc finished a request (aio backend only):
+    /// [`AioNotify::Suspend`] (the default: the loop waits in `aio_suspend` on all its
+    /// requests), [`AioNotify::Thread`] (a new glibc thread per completion) or
+    /// [`AioNotify::Signal`] (a realtime signal per completion, read through a `signalfd`; the
+    /// program must block the signal in every thread, see there). glibc's threads do the I/O
+    /// in each case; [`AioNotify`] has what each costs, measured.
+    ///
+    /// ```
+    /// use proactor::{AioNotify, Backend, Builder};
+    /// let rt = Builder::new().backend(Backend::PosixAio).aio_notify(AioNotify::Signal).build().unwrap();
+    /// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
+    /// ```
+    pub fn aio_notify(mut self, notify: AioNotify) -> Builder {
+        self.driver.aio_notify = notify;
         self
     }
 

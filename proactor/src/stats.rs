@@ -65,11 +65,13 @@ executor::counters! {
     aio_requests,
     /// aio: accepts and connects handed to this crate's helper threads.
     aio_helper_jobs,
-    /// aio: glibc notifications received (one new glibc thread each).
+    /// aio: glibc requests reported over: by a notification thread (one new glibc thread each),
+    /// a signal, or `aio_error` after `aio_suspend`, as the runtime's `AioNotify` says.
     aio_notifications,
     /// aio: requests refused because every glibc thread was taken.
     aio_refused,
-    /// aio: `poll` syscalls of the loop (its wait for completions, the notifier and timers).
+    /// aio: the loop's waits for completions, the notifier and timers: `poll` syscalls, or
+    /// `aio_suspend` calls with `AioNotify::Suspend`.
     sys_poll,
     /// epoll: `epoll_wait` syscalls of the loop (its wait for readiness, the notifier and timers).
     sys_epoll_wait,

@@ -14,8 +14,15 @@ use std::time::Duration;
 use common::{blocking_round_trip, reset_on_close, within, Rng};
 use proactor::net::{TcpListener, TcpStream};
 use proactor::time::sleep;
-use proactor::{Backend, Builder, Runtime};
+use proactor::{AioNotify, Backend, Builder, Runtime};
 use testkit::remote_wake;
+
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
 
 /// The echo of `echo::handle` on the proactor: what comes in goes back out as a send behind;
 /// at end of stream, the last send is waited for, then the write side shut down.
@@ -28,17 +35,23 @@ async fn echo_behind(stream: TcpStream) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)
 }
 
-/// Each backend, by name, with how many connections a test of many connections opens on it
-/// (POSIX aio blocks a glibc thread per connection waiting to read).
-const BACKENDS: [(&str, Backend, usize); 3] =
-    [("io_uring", Backend::IoUring, 1000), ("epoll", Backend::Epoll, 1000), ("aio", Backend::PosixAio, 100)];
+/// Each backend (aio with each of its notifications), by name, with how many connections a
+/// test of many connections opens on it (POSIX aio blocks a glibc thread per connection
+/// waiting to read).
+const BACKENDS: [(&str, (Backend, AioNotify), usize); 5] = [
+    ("io_uring", (Backend::IoUring, AioNotify::Thread), 1000),
+    ("epoll", (Backend::Epoll, AioNotify::Thread), 1000),
+    ("aio-thread", (Backend::PosixAio, AioNotify::Thread), 100),
+    ("aio-signal", (Backend::PosixAio, AioNotify::Signal), 100),
+    ("aio-suspend", (Backend::PosixAio, AioNotify::Suspend), 100),
+];
 
-fn runtime(backend: Backend) -> Runtime {
-    Builder::new().backend(backend).build().unwrap()
+fn runtime((backend, notify): (Backend, AioNotify)) -> Runtime {
+    Builder::new().backend(backend).aio_notify(notify).build().unwrap()
 }
 
 /// Starts a server running `echo_behind` on its own thread and runtime; returns its address.
-fn spawn_server(backend: Backend) -> SocketAddr {
+fn spawn_server(backend: (Backend, AioNotify)) -> SocketAddr {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         runtime(backend).block_on(async move {

@@ -10,7 +10,14 @@ use std::time::Duration;
 use common::within;
 use proactor::net::TcpStream;
 use proactor::time::{sleep, timeout};
-use proactor::{Backend, Builder, Runtime};
+use proactor::{AioNotify, Backend, Builder, Runtime};
+
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -18,9 +25,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn aio() -> Runtime {
-    Builder::new().backend(Backend::PosixAio).aio_threads(256).build().unwrap()
+fn aio(notify: AioNotify) -> Runtime {
+    Builder::new().backend(Backend::PosixAio).aio_threads(256).aio_notify(notify).build().unwrap()
 }
+
+/// An aio runtime with each notification.
+const AIO: [fn() -> Runtime; 3] =
+    [|| aio(AioNotify::Thread), || aio(AioNotify::Signal), || aio(AioNotify::Suspend)];
 
 async fn pair() -> (TcpStream, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -66,7 +77,9 @@ fn two_waiters(make: fn() -> Runtime, gap: bool) {
 #[test]
 fn aio_two_tasks_waiting_behind_a_cancelled_read_are_both_woken() {
     let _s = serial();
-    two_waiters(aio, true);
+    for make in AIO {
+        two_waiters(make, true);
+    }
 }
 
 #[test]
@@ -82,16 +95,18 @@ fn uring_two_tasks_waiting_behind_a_cancelled_read_are_both_woken() {
 #[test]
 fn aio_write_after_a_read_timeout_is_not_blocked_until_the_peer_speaks() {
     let _s = serial();
-    within(Duration::from_secs(20), || {
-        aio().block_on(async {
-            let (stream, mut peer) = pair().await;
-            assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
-            let w = timeout(Duration::from_secs(3), stream.write_all(&b"ping"[..])).await;
-            assert!(w.is_ok(), "write_all hung behind the timed-out read (peer waits for our ping)");
-            let mut got = [0; 4];
-            peer.read_exact(&mut got).unwrap();
-        })
-    });
+    for make in AIO {
+        within(Duration::from_secs(20), move || {
+            make().block_on(async {
+                let (stream, mut peer) = pair().await;
+                assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
+                let w = timeout(Duration::from_secs(3), stream.write_all(&b"ping"[..])).await;
+                assert!(w.is_ok(), "write_all hung behind the timed-out read (peer waits for our ping)");
+                let mut got = [0; 4];
+                peer.read_exact(&mut got).unwrap();
+            })
+        });
+    }
 }
 
 /// Awaiting an operation in another runtime is an error, not a hang; on io_uring the operation
@@ -124,8 +139,14 @@ fn wrong_runtime(make: fn() -> Runtime) {
 #[test]
 fn aio_wrong_runtime_await_is_an_error_and_leaves_a_usable_or_closed_stream_not_a_hang() {
     let _s = serial();
-    within(Duration::from_secs(20), || {
-        let a = aio();
+    for make in AIO {
+        wrong_runtime_on_aio(make);
+    }
+}
+
+fn wrong_runtime_on_aio(make: fn() -> Runtime) {
+    within(Duration::from_secs(20), move || {
+        let a = make();
         let (stream, mut peer) = a.block_on(pair());
         let other = Builder::new().build().unwrap();
         let started = std::time::Instant::now();

@@ -141,3 +141,19 @@ impl std::future::Future for WaitForRemote {
         }
     }
 }
+
+/// Runs `$body` in the process's first thread before `main`, from the executable's
+/// `.init_array`: for what must hold in every thread of a test binary (a signal blocked, as
+/// `proactor::AioNotify::Signal` asks), since every thread libtest starts descends from that
+/// one and inherits its signal mask. The body runs before Rust's `main`: plain libc calls only.
+#[macro_export]
+macro_rules! before_main {
+    ($body:block) => {
+        #[used]
+        #[link_section = ".init_array"]
+        static BEFORE_MAIN: extern "C" fn() = {
+            extern "C" fn before_main() $body
+            before_main
+        };
+    };
+}

@@ -31,14 +31,114 @@ pub enum Backend {
     /// Building fails, with the reason in one sentence, where io_uring is unavailable.
     IoUring,
     /// POSIX aio as glibc implements it: a pool of helper threads performs each operation with
-    /// a blocking syscall, and a new thread reports each completion. Portable, and a lesson in
-    /// why io_uring exists; see the `aio` module.
+    /// a blocking syscall, and the loop hears of each completion the way
+    /// [`Builder::aio_notify`](crate::Builder::aio_notify) says ([`AioNotify`]). Portable, and a
+    /// lesson in why io_uring exists; see the `aio` module.
     PosixAio,
     /// Completion emulated on readiness (what Boost.Asio does on Linux): the driver waits with
     /// epoll until a socket is ready, performs the operation itself, and posts its completion.
     /// Works wherever epoll does (containers that block io_uring included); costs about two
     /// syscalls per echo where io_uring batches. See the `epoll` module.
     Epoll,
+}
+
+/// How the POSIX aio backend hears that glibc finished a request (see
+/// [`Builder::aio_notify`](crate::Builder::aio_notify)). glibc's helper threads do the I/O in
+/// every case; this is only how the news reaches the runtime's loop.
+///
+/// Measured (`echo-lab demo --runtimes aio-thread,aio-signal,aio-suspend,reactor --conns
+/// 64,1000 --rounds 7 --secs 4 --idle-conns 0`, 2026-12-06, 2 shared vCPUs under a load
+/// average of 16 to 26: server CPU per 64-byte echo, median of 7 interleaved rounds, and
+/// syscalls per echo counted by perf over every thread of the server):
+///
+/// | connections | `Thread` | `Signal` | `Suspend` | (reactor, epoll) |
+/// |---|---|---|---|---|
+/// | 64 | 74 µs, 38 syscalls | 49 µs, 24 | **43 µs, 17** | 5.1 µs, 2.0 |
+/// | 1,000 | 120 µs, 44 | 146 µs, 26 | **85 µs, 19** | 5.1 µs, 2.0 |
+///
+/// Round by round, `Suspend` used 0.56× (0.37–0.88) `Thread`'s CPU at 64 connections and 0.72×
+/// (0.47–0.96) at 1,000; `Signal` 0.65× at 64 but 1.22× at 1,000 (the kernel walks the
+/// process's threads, here 2,000 of glibc's, for each process-directed signal). Most of every
+/// way's cost is glibc's own, the same in all three: its helper threads' hand-offs and the
+/// threads its pool starts and ends (see the `aio` module).
+///
+/// `Suspend` is the default: the cheapest at both loads. Its price grows with the connections:
+/// glibc finds each request of an `aio_suspend` list by walking its list of requests, so a
+/// wait costs time quadratic in the connections (the user time per echo went from 10 µs at 64
+/// to 35 µs at 1,000, while `Thread`'s cost per completion stays flat); past a few thousand
+/// connections (more than the default [`Builder::aio_threads`](crate::Builder::aio_threads)
+/// allows) `Thread` would be cheaper. It also holds one glibc thread per runtime for its wake
+/// read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AioNotify {
+    /// `SIGEV_THREAD`: glibc starts a new thread for each finished request, which queues it for
+    /// the loop and writes an eventfd the loop `poll`s. Works in any program; costs a thread
+    /// creation per completion.
+    Thread,
+    /// `SIGEV_SIGNAL`: glibc queues a realtime signal ([`AioNotify::signal`]) carrying the
+    /// request, and the loop reads the signals from a `signalfd` it `poll`s. The signal must be
+    /// blocked in every thread of the process ([`AioNotify::block_signal`] on the main thread
+    /// before it starts any other). A notification that lands on a thread that does not block
+    /// it is caught by this crate's handler and forwarded to a runtime's thread (nothing is
+    /// lost, and a warning is printed once), but that thread was interrupted: a call of its
+    /// that is not restarted after a handler (a socket read with a timeout, `poll`,
+    /// `epoll_wait`, ...) fails with `EINTR`. glibc's own `SIGEV_THREAD` notification threads
+    /// (a `Thread` runtime in the same process) unblock every signal. Building fails if
+    /// another handler owns the signal, or if `RLIMIT_SIGPENDING` is below the number of
+    /// requests that may be in flight.
+    Signal,
+    /// No notification (`SIGEV_NONE`): the loop blocks in `aio_suspend` on the list of its
+    /// requests in glibc, plus a dummy `aio_read` of the runtime's notifier eventfd, which
+    /// another thread's wake-up (or an accept helper) completes. Each wait costs glibc a search
+    /// of its request list per request listed: quadratic in the number of connections. The
+    /// default.
+    #[default]
+    Suspend,
+}
+
+impl AioNotify {
+    /// Every way, in the order they are presented.
+    pub const ALL: [AioNotify; 3] = [AioNotify::Thread, AioNotify::Signal, AioNotify::Suspend];
+
+    /// The name used on command lines: `thread`, `signal`, `suspend`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AioNotify::Thread => "thread",
+            AioNotify::Signal => "signal",
+            AioNotify::Suspend => "suspend",
+        }
+    }
+
+    /// The realtime signal [`AioNotify::Signal`] uses: `SIGRTMIN() + 4` (glibc keeps the first
+    /// realtime signals for itself; `SIGRTMIN()` is the first it leaves to programs). Reserved
+    /// for this crate in a program that asks for `Signal`.
+    pub fn signal() -> i32 {
+        crate::sys::aio_signal()
+    }
+
+    /// Blocks [`signal`](Self::signal) in the calling thread, and so in every thread it starts
+    /// afterwards (threads inherit their creator's mask). A program that uses
+    /// [`AioNotify::Signal`] calls this on its main thread before starting any other thread;
+    /// the runtime's own thread blocks it when the runtime is built.
+    pub fn block_signal() -> io::Result<()> {
+        crate::sys::block_signal(Self::signal())
+    }
+}
+
+impl std::fmt::Display for AioNotify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for AioNotify {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AioNotify, String> {
+        AioNotify::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
+            format!("unknown aio notification {s:?} (expected one of: thread, signal, suspend)")
+        })
+    }
 }
 
 /// Settings the driver and its backends take from the runtime's builder.
@@ -65,6 +165,8 @@ pub(crate) struct Config {
     pub(crate) batch_wait: Option<Duration>,
     /// The most requests the aio backend hands to glibc at once (the size of its thread pool).
     pub(crate) aio_threads: u32,
+    /// How the aio backend hears of finished requests.
+    pub(crate) aio_notify: AioNotify,
     /// The most bytes the runtime holds for one connection (see `driver::budget`).
     pub(crate) connection_budget: u64,
     /// The most bytes it holds for all connections together.

@@ -125,6 +125,10 @@ pub enum Reporter {
     },
     /// One of this runtime's helper threads (an accept or connect).
     Helper,
+    /// glibc's realtime signal, read from the loop's signalfd (`AioNotify::Signal`).
+    Signal,
+    /// Nobody: the loop found it over with `aio_error` after `aio_suspend` (`AioNotify::Suspend`).
+    Suspend,
 }
 
 /// The syscall the epoll backend performs for an operation, once its socket is ready.
