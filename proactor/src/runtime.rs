@@ -230,8 +230,8 @@ impl Builder {
 
     /// The most bytes the runtime holds for all connections together (8 MiB by default).
     /// Past it, a stream that holds something waits before it receives again, first come
-    /// first served, while a stream that holds nothing may still receive one buffer's worth
-    /// (4 KiB): quiet and new connections are served whatever the others hold, and each can
+    /// first served, while a stream that holds nothing may still receive a read's worth
+    /// (16 KiB): quiet and new connections are served whatever the others hold, and each can
     /// add at most about twice that past the budget. The provided-buffer ring, where received
     /// bytes land first, is bounded on its own ([`ring_memory_limit`](Self::ring_memory_limit)):
     /// what a server holds is at most the two together, plus that little per connection.

@@ -27,9 +27,9 @@ testkit::before_main!({
 const CLIENTS: usize = 200;
 const CONNECTION_BUDGET: usize = 64 << 10;
 const MEMORY_BUDGET: usize = 1 << 20;
-/// What a stream that holds nothing may still receive under pressure (4 KiB), and the most the
+/// What a stream that holds nothing may still receive under pressure (16 KiB), and the most the
 /// last completion of a receive may pass its allowance by (as much again).
-const RESERVE: u64 = 8 << 10;
+const RESERVE: u64 = 32 << 10;
 
 /// What client `client` sends from byte `offset` on, into `out`: a sequence that repeats every
 /// 256 bytes, shifted per client (a lost, repeated or reordered piece shows).
