@@ -89,6 +89,10 @@ executor::counters! {
         /// Free and total buffers of the provided-buffer ring when the snapshot was taken
         /// (io_uring with a ring only).
         ring_buffers: Option<(u32, u32)>,
+        /// Threads the aio backend uses when the snapshot was taken: requests in glibc (each
+        /// holds a glibc helper thread) and this runtime's own accept/connect helpers, as
+        /// [`Runtime::aio_threads_in_use`](crate::Runtime::aio_threads_in_use) says (aio only).
+        aio_threads_in_use: Option<(usize, usize)>,
     }
 }
 
@@ -178,12 +182,13 @@ impl Stats {
 
 /// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
 /// thread; see [`Stats`] for what each counter means). Inside a runtime, the gauges
-/// (`in_flight`, `ring_buffers`) are that runtime's.
+/// (`in_flight`, `ring_buffers`, `aio_threads_in_use`) are that runtime's.
 pub fn stats() -> Stats {
     let mut stats = snapshot();
     executor::with_driver(|driver: &std::rc::Rc<crate::driver::Driver>| {
         stats.in_flight = driver.in_flight() as u64;
         stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
+        stats.aio_threads_in_use = driver.aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()));
     });
     stats
 }
