@@ -32,6 +32,10 @@ executor::counters! {
     /// Received chunks copied out of a ring buffer because nobody was reading the stream when
     /// they came (the ring buffer went straight back; the stream stops receiving past 64 KiB).
     recv_spilled,
+    /// Receives cancelled after their bytes or datagram had come (a `timeout` around a read
+    /// that lost the race): what they received was kept for the next receive of the stream or
+    /// socket (TCP `read`, UDP `recv_from` and `recv`).
+    recvs_kept,
     /// Sends of a ring buffer that found the peer's window full and continued from a copy,
     /// giving the ring buffer back.
     sends_detached,
