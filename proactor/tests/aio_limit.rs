@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::within;
 use proactor::net::{TcpListener, TcpStream};
-use proactor::time::{sleep, timeout};
+use proactor::time::timeout;
 use proactor::{Backend, Builder};
 
 #[test]
@@ -32,7 +32,10 @@ fn past_the_thread_limit_reads_are_refused_at_once_and_serving_resumes_when_thre
                 }));
                 idle.push(peer);
             }
-            sleep(Duration::from_millis(50)).await;
+            common::eventually_async("every idle read blocked in a glibc thread", || {
+                proactor::stats().aio_threads_in_use.map(|(glibc, _)| glibc) == Some(8)
+            })
+            .await;
 
             // A ninth read: refused at once, not queued forever.
             let mut ninth_peer = std::net::TcpStream::connect(addr).unwrap();
