@@ -286,6 +286,16 @@ pub fn fill_fd_holes_below(fd: std::os::fd::RawFd) -> Vec<std::fs::File> {
     }
 }
 
+/// How many bytes sent on the socket its peer has not acknowledged yet (`SIOCOUTQ`): 0 once
+/// everything sent is in the peer's receive queue (or read).
+pub fn unacknowledged_bytes(socket: &impl std::os::fd::AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one c_int through the pointer, to a live local.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "ioctl(SIOCOUTQ): {}", io::Error::last_os_error());
+    n as usize
+}
+
 /// Blocking clients of an echo server that go round by round: in each, every connection sends
 /// one 64-byte message naming the round and itself, then every echo is read back and checked.
 /// Each connection has one message in flight at a time, all of them at once.
