@@ -223,23 +223,37 @@ pub fn unread_bytes(socket: &impl std::os::fd::AsRawFd) -> usize {
     n as usize
 }
 
-/// Shrinks a socket's send and receive buffers to about `bytes` each (the kernel doubles the
-/// value it is given, and has a floor): a sender whose peer does not read then stalls after
-/// some kilobytes instead of megabytes.
+/// Shrinks a socket's send and receive buffers to about `bytes` each (see [`send_buffer`]).
 pub fn small_buffers(socket: &impl std::os::fd::AsRawFd, bytes: i32) {
-    for option in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: passes a pointer to a live c_int and its size; the fd is an open socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt(SO_SNDBUF/SO_RCVBUF): {}", io::Error::last_os_error());
-    }
+    send_buffer(socket, bytes);
+    receive_buffer(socket, bytes);
+}
+
+/// Sets a socket's send buffer to about `bytes` (the kernel doubles the value it is given, and
+/// has a floor), and so turns its automatic growth off: a sender whose peer does not read then
+/// stalls after some kilobytes instead of megabytes.
+pub fn send_buffer(socket: &impl std::os::fd::AsRawFd, bytes: i32) {
+    set_int_option(socket, libc::SO_SNDBUF, bytes);
+}
+
+/// Sets a socket's receive buffer to about `bytes` (see [`send_buffer`]): the window it offers
+/// its peer stops growing.
+pub fn receive_buffer(socket: &impl std::os::fd::AsRawFd, bytes: i32) {
+    set_int_option(socket, libc::SO_RCVBUF, bytes);
+}
+
+fn set_int_option(socket: &impl std::os::fd::AsRawFd, option: libc::c_int, value: libc::c_int) {
+    // SAFETY: passes a pointer to a live c_int and its size; the fd is an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt({option}): {}", io::Error::last_os_error());
 }
 
 /// The TCP state of a socket (`TCP_INFO`'s `tcpi_state`): [`TCP_CLOSE`] once a reset came in,
