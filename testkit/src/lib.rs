@@ -67,7 +67,7 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
 /// shuts down its write side, and returns everything read back until end of stream.
 pub fn blocking_round_trip(addr: SocketAddr, data: Vec<u8>, seed: u64) -> Vec<u8> {
     let stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut writer = stream.try_clone().unwrap();
     let sender = thread::spawn(move || {
         let mut rng = Rng::new(seed);
