@@ -216,14 +216,13 @@ fn dropping_a_listener_with_an_accept_in_flight_frees_its_helper_thread() {
                 drop(listener);
                 drop(joined(connector).await);
             }
-            // A cancelled accept frees its helper thread for the next one: a helper left in a
-            // cancelled accept would make each round start another.
+            // Every cancelled accept is over: its helper thread saw the cancel (a helper that
+            // did not would wait on the listener, kept open for it, forever). How many helpers
+            // there are says nothing: one that is slow to come back to the idle ones (on a
+            // loaded machine) makes the next round start another; they all exit with the
+            // runtime, which `main` checks.
             eventually_async("every accept over", || proactor::stats().in_flight == 0).await;
-            let (glibc, helpers) = threads_in_use();
-            assert_eq!(glibc, 0);
-            // (Two or three: a job may come before the helper that cancelled the last one is
-            // back among the idle.)
-            assert!(helpers <= 4, "{helpers} helper threads after 30 accepts, one at a time");
+            assert_eq!(threads_in_use().0, 0, "requests left in glibc");
         });
     });
 }
