@@ -81,6 +81,8 @@ fn a_receive_nobody_reads_spills_up_to_its_limit_then_stops_and_the_rest_comes_i
                 assert!(sent.len() < 100, "{} chunks sent and the receive was never stopped", sent.len());
                 peer.write_all(&chunk(sent.len())).unwrap();
                 sent.push(chunk(sent.len()));
+                // The chunk is in the stream's socket (acknowledged) before the turns count.
+                eventually_async("the chunk arrived", || testkit::unacknowledged_bytes(&peer) == 0).await;
                 let (spilled, turns) = (proactor::stats().recv_spilled, proactor::stats().turns);
                 eventually_async("the chunk spilled, or ten turns passed", || {
                     let now = proactor::stats();
