@@ -1,12 +1,15 @@
 //! The classic models (`echo::models`) under adversarial scenarios: fairness between a busy and
 //! a quiet client, data sent before the server accepted, many connections streaming at once, idle
-//! CPU, and fork's children. (The time bounds are generous: they catch a server that makes a
-//! client wait for another's whole stream, not a slow machine.)
+//! CPU, fork's children, select past `FD_SETSIZE`, and aio-poll past its first AIO context. (The
+//! time bounds are generous: they catch a server that makes a client wait for another's whole
+//! stream, not a slow machine.)
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -111,6 +114,24 @@ fn poll_busy_client_does_not_starve_others() {
 }
 
 #[test]
+fn select_busy_client_does_not_starve_others() {
+    let _g = lock();
+    let r = busy_client_does_not_starve(Model::Select);
+    println!("select: {r:?}");
+    let r = r.expect("select: second client not served");
+    assert!(r < Duration::from_millis(300), "select: waited {r:?}");
+}
+
+#[test]
+fn aio_poll_busy_client_does_not_starve_others() {
+    let _g = lock();
+    let r = busy_client_does_not_starve(Model::AioPoll);
+    println!("aio-poll: {r:?}");
+    let r = r.expect("aio-poll: second client not served");
+    assert!(r < Duration::from_millis(300), "aio-poll: waited {r:?}");
+}
+
+#[test]
 fn sigio_busy_client_does_not_starve_others() {
     let _g = lock();
     let r = busy_client_does_not_starve(Model::Sigio);
@@ -127,7 +148,7 @@ fn sigio_busy_client_does_not_starve_others() {
 #[test]
 fn no_long_stalls_under_concurrent_streaming() {
     let _g = lock();
-    for model in [Model::Sigio, Model::Poll, Model::Nonblocking] {
+    for model in [Model::Sigio, Model::Poll, Model::Select, Model::AioPoll, Model::Nonblocking] {
         let (addr, _) = spawn(model);
         let clients: Vec<_> = (0..32u8)
             .map(|c| {
@@ -219,7 +240,15 @@ fn data_before_accept_is_echoed() {
 fn idle_cpu() {
     let _g = lock();
     let mut report = Vec::new();
-    for model in [Model::Poll, Model::Sigio, Model::Fork, Model::Threads, Model::Nonblocking] {
+    for model in [
+        Model::Poll,
+        Model::Select,
+        Model::AioPoll,
+        Model::Sigio,
+        Model::Fork,
+        Model::Threads,
+        Model::Nonblocking,
+    ] {
         let before = tids();
         let (addr, _) = spawn(model);
         let conns: Vec<_> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
@@ -290,4 +319,170 @@ fn fork_children_hold_only_their_connection_and_are_reaped() {
     let st = state(kids[0]);
     println!("child state after close: {st:?}");
     assert!(st.is_none(), "child left as {st:?}");
+}
+
+/// aio-poll keeps one request in flight per connection, and its first AIO context holds
+/// `FIRST_CAPACITY`. Connections come in three waves of a little more than that, each wave
+/// opened while the earlier ones wait in requests already in flight, and after each wave every
+/// connection echoes: the context was replaced by larger ones, and every request that was in
+/// flight in the old one was submitted again in the new.
+#[test]
+fn aio_poll_serves_more_connections_than_its_first_context_holds() {
+    let _g = lock();
+    let (addr, _) = spawn(Model::AioPoll);
+    let wave = models::aio_poll::FIRST_CAPACITY as usize + 10;
+    let mut conns: Vec<TcpStream> = Vec::new();
+    for round in 0..3 {
+        conns.extend((0..wave).map(|_| TcpStream::connect(addr).unwrap()));
+        for (i, conn) in conns.iter_mut().enumerate() {
+            conn.write_all(format!("{round}:{i:04}").as_bytes()).unwrap();
+        }
+        let open = conns.len();
+        for (i, conn) in conns.iter_mut().enumerate() {
+            let want = format!("{round}:{i:04}");
+            let mut back = vec![0; want.len()];
+            conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            conn.read_exact(&mut back)
+                .unwrap_or_else(|e| panic!("connection {i} of {open}, wave {round}: {e}"));
+            assert_eq!(back, want.as_bytes());
+        }
+    }
+}
+
+/// What the select child server writes before its address.
+const SELECT_CHILD_READY: &str = "select child listening on ";
+
+/// Not a test: the server of `select_closes_connections_past_fd_setsize...`, in a process of
+/// its own, so that no other fd comes or goes (run only with `SELECT_CHILD` set). It takes every
+/// free fd below `FD_SETSIZE` but one (1,023), then serves with select: its first connection gets
+/// fd 1,023, and the next ones fds of 1,024 and more.
+#[test]
+#[ignore = "run by select_closes_connections_past_fd_setsize_says_so_once_and_serves_the_rest"]
+fn select_child_server() {
+    if std::env::var_os("SELECT_CHILD").is_none() {
+        return;
+    }
+    models::sys::die_with_parent();
+    // Nothing is raised where the soft fd limit already allows fds past FD_SETSIZE (it is
+    // 20,000 on the machines this runs on); elsewhere (the common default is 1,024), this
+    // process raises its own soft limit, as a server that meets the problem would have.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write one live rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < 2048 {
+            limit.rlim_cur = limit.rlim_max.min(2048);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    models::sys::set_backlog(&listener, models::sys::BACKLOG).unwrap();
+    let null = fs::File::open("/dev/null").unwrap();
+    let mut held = Vec::new();
+    // Each copy takes the lowest free fd: once one lands at FD_SETSIZE, all below are taken.
+    loop {
+        let copy = null.try_clone().unwrap();
+        let fd = copy.as_raw_fd();
+        held.push(copy);
+        if fd >= models::sys::FD_SETSIZE as i32 {
+            break;
+        }
+    }
+    held.retain(|f| f.as_raw_fd() != models::sys::FD_SETSIZE as i32 - 1);
+    println!("{SELECT_CHILD_READY}{}", listener.local_addr().unwrap());
+    let e = Model::Select.serve(listener);
+    panic!("the select server stopped: {e:?}");
+}
+
+/// Whether `conn` was closed by the server: end of stream or a reset, not a timeout.
+fn closed_by_server(conn: &mut TcpStream) -> Result<(), String> {
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0; 16];
+    match conn.read(&mut buf) {
+        Ok(0) => Ok(()),
+        Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) => Ok(()),
+        Ok(n) => Err(format!("echoed {:?}", &buf[..n])),
+        Err(e) => Err(format!("not closed: {e}")),
+    }
+}
+
+/// select(2) cannot watch an fd of `FD_SETSIZE` or more: such a connection is closed at once,
+/// with one log line however many there are, while a connection below it keeps being served,
+/// and a new connection is served again once an fd below `FD_SETSIZE` is free.
+#[test]
+fn select_closes_connections_past_fd_setsize_says_so_once_and_serves_the_rest() {
+    let _g = lock();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "select_child_server", "--ignored", "--nocapture", "--test-threads", "1"])
+        .env("SELECT_CHILD", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, addr)) = line.split_once(SELECT_CHILD_READY) {
+                let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the select child server did not start");
+    let result = std::panic::catch_unwind(|| {
+        // The one free fd below FD_SETSIZE: served.
+        let mut low = TcpStream::connect(addr).unwrap();
+        low.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(exchange(&mut low, b"low"), b"low");
+        // Past it: each closed at once, none echoed.
+        for i in 0..5 {
+            let mut high = TcpStream::connect(addr).unwrap();
+            let _ = high.write_all(b"high"); // (the server may have closed it already)
+            closed_by_server(&mut high).unwrap_or_else(|e| panic!("connection {i} past FD_SETSIZE: {e}"));
+        }
+        // The one below is still served.
+        assert_eq!(exchange(&mut low, b"still here"), b"still here");
+        // Once it leaves, its fd is free again for the next connection (retried: the server
+        // may accept one before it has seen the end of the old one, and close it).
+        drop(low);
+        let mut served = false;
+        for _ in 0..100 {
+            let mut again = TcpStream::connect(addr).unwrap();
+            again.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            if again.write_all(b"again").is_ok() {
+                let mut back = [0; 5];
+                if again.read_exact(&mut back).is_ok() {
+                    assert_eq!(&back, b"again");
+                    served = true;
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(served, "no connection was served again after the low one left");
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join().unwrap();
+    if let Err(panic) = result {
+        eprintln!("the child's stderr:\n{log}");
+        std::panic::resume_unwind(panic);
+    }
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("FD_SETSIZE")).collect();
+    println!("{lines:?}");
+    assert_eq!(lines.len(), 1, "one line for the whole run, not one per connection: {log}");
+}
+
+/// Sends `msg` and reads as many bytes back.
+fn exchange(conn: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    conn.write_all(msg).unwrap();
+    let mut back = vec![0; msg.len()];
+    conn.read_exact(&mut back).unwrap();
+    back
 }

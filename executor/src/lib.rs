@@ -1,7 +1,13 @@
-//! The executor both runtimes share: tasks and wakers, the run queue and the loop, the budget,
-//! timers, panic containment, remote wakes, counters, and the socket set-up both drivers do.
-//! It knows nothing of epoll or io_uring: it runs its loop on any driver that implements
-//! [`Park`], the seam between the loop and the I/O.
+//! What both runtimes share: the executor, and beneath it the layer their drivers share.
+//!
+//! The executor is tasks and wakers, the run queue and the loop, the budget, timers, panic
+//! containment, remote wakes and counters. It knows nothing of epoll or io_uring: it runs its
+//! loop on any driver that implements [`Park`], the seam between the loop and the I/O. The
+//! layer beneath is not the loop's but the drivers': the syscall wrappers both use (eventfd,
+//! sockets, addresses, epoll), edge-triggered readiness and its protocol (the reactor's driver
+//! and the proactor's epoll backend follow the same one), and what both runtimes' socket types
+//! have in common. They live here because both runtimes depend on this crate and on nothing
+//! else of the project.
 //!
 //! The `reactor` crate plugs in an epoll driver (it reports sockets that became *ready*); the
 //! `proactor` crate an io_uring or POSIX aio driver (it reports operations that *completed*).
@@ -79,18 +85,25 @@
 //!
 //! # How it fits together
 //!
-//! - [`sys`]: the syscalls both drivers share (eventfd, socket set-up and options, addresses,
-//!   epoll).
-//! - [`readiness`]: edge-triggered epoll's readiness bits and the protocol that keeps them
-//!   right, for the reactor and the proactor's epoll backend.
+//! The loop:
+//!
 //! - `task`: what a spawned future becomes; [`JoinHandle`], [`JoinError`].
 //! - `executor`: [`Park`] and [`Unpark`], the loop ([`Runtime::block_on`]), the budget
 //!   ([`poll_budget`]), [`spawn`].
 //! - [`time`]: timers, which belong to the loop and so work on every driver.
 //! - [`Notifier`]: the eventfd both drivers use as their [`Unpark`].
-//! - [`net`]: what both runtimes' TCP types share (address resolution, the listen backlog,
-//!   accept-error classes, socket options).
-//! - [`stats`]: the loop's counters and the step-by-step trace.
+//! - [`stats`]: the loop's counters; [`trace`]: the step-by-step trace, its recorder and the
+//!   loop's steps.
+//!
+//! What the drivers share, beneath the loop:
+//!
+//! - [`sys`]: the syscall wrappers both drivers use (eventfd, socket set-up and options,
+//!   addresses, the fd limit, epoll), each a thin safe wrapper over one libc call.
+//! - [`readiness`]: edge-triggered epoll's readiness bits and the protocol that keeps them
+//!   right, for the reactor's driver and the proactor's epoll backend.
+//! - [`net`]: what both runtimes' socket types share (address resolution, the listen backlog,
+//!   accept-error classes and back-off, stream options, the UDP socket's set-up and which
+//!   datagram errors concern one peer only).
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -103,11 +116,10 @@ pub mod stats;
 pub mod sys;
 mod task;
 pub mod time;
+pub mod trace;
 
 pub use executor::{
     poll_budget, runs_driver, slab_capacity, spawn, with_driver, yield_now, Config, Park, Runtime, Unpark,
 };
 pub use notify::Notifier;
-#[cfg(feature = "trace")]
-pub use stats::trace;
 pub use task::{JoinError, JoinHandle};

@@ -2,25 +2,18 @@
 //!
 //! With ordinary receives, each waiting connection must hand the kernel a buffer *before* any
 //! data arrives, so 10,000 idle connections pin 10,000 buffers. A buffer ring inverts that: the
-//! runtime registers one pool of buffers with the ring (`IORING_REGISTER_PBUF_RING`), and a
+//! runtime gives the kernel one pool of buffers (io_uring: `IORING_REGISTER_PBUF_RING`), and a
 //! receive armed with "select a buffer from group N" takes one only at the moment data is
-//! there. Combined with multishot receive (one SQE, a CQE per arrival), an idle connection
-//! holds no buffer and has nothing to re-submit.
-//!
-//! # The ring
-//!
-//! `entries` descriptors `{addr, len, bid}` in page-aligned memory shared with the kernel. The
-//! kernel consumes descriptors from the head; the runtime appends returned buffers at the tail
-//! (a 16-bit counter stored in the first descriptor's reserved field, published with a
-//! release store so the kernel sees the descriptor before the new tail).
+//! there. Combined with multishot receive (one request, a completion per arrival), an idle
+//! connection holds no buffer and has nothing to re-submit.
 //!
 //! # Who owns a buffer
 //!
-//! A buffer is the kernel's while its descriptor is in the ring. A CQE with
-//! `IORING_CQE_F_BUFFER` hands buffer `bid` to the runtime, which wraps it in a
-//! [`ProvidedBuf`](crate::buf::ProvidedBuf) for the user. Dropping that puts the descriptor
-//! back at the tail. A CQE that nobody will read (its operation was dropped) gives its buffer
-//! straight back. When every buffer is out, receives end with `ENOBUFS`; the stream then waits
+//! A buffer is the kernel's while it is in the ring. A completion that names it
+//! ([`BufId::Ring`](crate::backend::BufId::Ring)) hands buffer `bid` to the runtime, which
+//! wraps it in a [`ProvidedBuf`](crate::buf::ProvidedBuf) for the user. Dropping that puts the
+//! buffer back in the ring. A completion that nobody will read (its operation was dropped)
+//! gives its buffer straight back. When every buffer is out, receives end with `ENOBUFS`; the stream then waits
 //! until a buffer is returned and re-arms.
 //!
 //! # Supply follows the load
@@ -28,7 +21,7 @@
 //! A fixed pool starves under load: at 1,000 connections with a message in flight each, 128
 //! buffers run dry, receives end with `ENOBUFS`, and connections queue for buffers and re-arm
 //! (a re-arm storm, and waits of tens of milliseconds at the back of the queue). So the pool
-//! grows: the descriptor ring is registered at its largest size (`max` entries, set by the
+//! grows: the backend's ring is registered at its largest size (`max` entries, set by the
 //! memory limit), but only `initial` buffers are allocated and provided at first. When fewer
 //! than an eighth of the provided buffers are left in the ring, another chunk of `initial`
 //! buffers is allocated and provided, until the limit. When load falls and more than three
@@ -36,61 +29,61 @@
 //! instead of provided, and the chunk is freed once all of its buffers are home. An idle
 //! server holds only the first chunk; an idle connection holds none.
 //!
-//! Peers that stop reading must not pin this shared memory: see `net`, where a receive that
-//! nobody reads copies its bytes out, and a send that would block copies the rest of its
-//! buffer out, so that ring buffers go back at once.
+//! Peers that stop reading must not pin this shared memory: see `driver`, where a receive that
+//! nobody reads copies its bytes out, and `net`, where a send that would block copies the rest
+//! of its buffer out, so that ring buffers go back at once.
+//!
+//! # Whose ring
+//!
+//! This pool is the neutral part: chunks, pieces, growth, who waits. How a free buffer reaches
+//! the kernel is the backend's ([`Provide`]): io_uring appends a descriptor to a ring it shares
+//! with the kernel (`backend::uring`); a backend without such a ring has no pool at all.
 
 use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::task::Waker;
+use std::rc::Rc;
 
-use io_uring::types::BufRingEntry;
+use crate::waiters::WaitQueue;
 
-/// `IOU_PBUF_RING_INC`: the kernel consumes each buffer piece by piece (Linux 6.12).
-const IOU_PBUF_RING_INC: u16 = 2;
-use io_uring::IoUring;
-
-/// The buffer group id of the runtime's one ring.
+/// The buffer group id of the streams' ring (the datagram ring's is `udp::GROUP`).
 pub(crate) const GROUP: u16 = 0;
 
-/// The ring of buffer descriptors and the buffers, owned by the driver and by every
+/// Where free buffers go: the backend hands each to the kernel, which may fill it from then
+/// on, until a completion hands it back to the program.
+pub(crate) trait Provide {
+    /// Hands buffer `bid`, `len` bytes at `addr`, to the kernel.
+    fn provide(&self, bid: u16, addr: *mut u8, len: u32);
+}
+
+/// The pool of buffers, owned by the driver and by every
 /// [`ProvidedBuf`](crate::buf::ProvidedBuf) (through `Rc`), so the memory outlives both the
-/// registration and the last buffer handed out.
+/// backend's ring and the last buffer handed out.
 pub(crate) struct BufRing {
-    /// `max` descriptors, page-aligned; shared with the kernel.
-    descriptors: NonNull<BufRingEntry>,
+    /// How buffers reach the kernel (the backend's descriptor ring).
+    provider: Box<dyn Provide>,
     /// The buffers, in chunks of `chunk` buffers of `size` bytes: buffer `bid` is in chunk
-    /// `bid / chunk`. The kernel writes into those whose descriptor is in the ring.
+    /// `bid / chunk`. The kernel writes into those that are in the ring.
     chunks: RefCell<Vec<NonNull<u8>>>,
-    /// Descriptor slots: the most buffers there can be (a power of two).
+    /// The most buffers there can be (a power of two): the backend's ring has this many slots.
     max: u16,
     /// Buffers per chunk (the initial pool).
     chunk: u16,
     size: u32,
-    /// The next tail value to publish (wrapping).
-    tail: Cell<u16>,
     /// Buffers currently in the ring (given to the kernel and not yet consumed; with
     /// incremental consumption, a partly filled buffer still counts until the kernel is done
     /// with it).
     available: Cell<u32>,
-    /// Registered with `IOU_PBUF_RING_INC`: the kernel fills each buffer piece by piece.
-    incremental: bool,
     /// Per buffer: where the kernel's next piece starts, how many pieces the program holds,
     /// and whether the kernel may still write into it. See `taken` and `release`.
     pieces: RefCell<Vec<Pieces>>,
     /// Buffers of the newest chunk that came back while the pool was shrinking, and so were
     /// not provided again; the chunk is freed when all of them are.
     retired: RefCell<Vec<u16>>,
-    /// Tasks whose receive ended for lack of buffers, oldest first, woken one per buffer that
-    /// comes back (waking all of them for each buffer would make a ring under pressure
-    /// quadratic). Each entry has a ticket, increasing, which its future removes when dropped,
-    /// so a reader that gave up cannot swallow the wake-up meant for one still waiting.
-    waiters: RefCell<VecDeque<(u64, Waker)>>,
-    next_ticket: Cell<u64>,
+    /// Tasks whose receive ended for lack of buffers, woken one per buffer that comes back
+    /// (see `waiters`).
+    waiters: Rc<WaitQueue>,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -114,91 +107,42 @@ struct Pieces {
     filled: u32,
     /// Pieces handed to the program and not released yet.
     out: u32,
-    /// The kernel is done with the buffer (a CQE came without `IORING_CQE_F_BUF_MORE`): once
+    /// The kernel is done with the buffer (a completion came without `filling`): once
     /// `out` is 0 it goes back to the ring.
     done: bool,
 }
 
 impl BufRing {
-    fn descriptors_layout(max: u16) -> Layout {
-        Layout::from_size_align(usize::from(max) * std::mem::size_of::<BufRingEntry>(), PAGE)
-            .expect("a valid layout")
-    }
-
     fn chunk_layout(&self) -> Layout {
         Layout::from_size_align(usize::from(self.chunk) * self.size as usize, PAGE).expect("a valid layout")
     }
 
-    /// Registers a ring of up to `max` buffers of `size` bytes with `ring` (`max` a power of
-    /// two, at most 32768), and allocates and provides the first `initial` of them. With
-    /// `incremental`, asks for incremental consumption (Linux 6.12), and falls back to whole
-    /// buffers if the kernel does not know it.
-    pub(crate) fn register(
-        ring: &IoUring,
-        initial: u16,
-        max: u16,
-        size: u32,
-        incremental: bool,
-    ) -> io::Result<BufRing> {
-        BufRing::register_group(ring, GROUP, initial, max, size, incremental)
-    }
-
-    /// Like [`register`](Self::register), as buffer group `group`: a second pool, with buffers
-    /// of another size (UDP's, each large enough for any datagram; see `udp`).
-    pub(crate) fn register_group(
-        ring: &IoUring,
-        group: u16,
-        initial: u16,
-        max: u16,
-        size: u32,
-        incremental: bool,
-    ) -> io::Result<BufRing> {
+    /// A pool of up to `max` buffers of `size` bytes (`max` a power of two, at most 32768),
+    /// the first `initial` of them allocated and handed to `provider` now. Whether the kernel
+    /// fills each buffer whole or piece by piece is the backend's business: completions say
+    /// ([`taken`](Self::taken)'s `more`).
+    pub(crate) fn new(provider: Box<dyn Provide>, initial: u16, max: u16, size: u32) -> io::Result<BufRing> {
         if !max.is_power_of_two() || max > 32768 || size == 0 || initial == 0 || initial > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "buffer ring: the most entries must be a power of two <= 32768, and at least the initial count",
             ));
         }
-        let descriptors_layout = Self::descriptors_layout(max);
-        // SAFETY: the layout has a non-zero size.
-        let descriptors = unsafe { alloc::alloc_zeroed(descriptors_layout) };
-        let Some(descriptors) = NonNull::new(descriptors.cast::<BufRingEntry>()) else {
-            return Err(io::ErrorKind::OutOfMemory.into());
-        };
-        // SAFETY: the descriptors are page-aligned, zeroed (tail 0) and `max` long, and
-        // stay allocated until `Drop`, which only runs once the ring (and with it the
-        // registration) is gone: the driver drops its ring before its `Rc<BufRing>`.
-        let register = |flags: u16| unsafe {
-            ring.submitter().register_buf_ring_with_flags(descriptors.as_ptr() as u64, max, group, flags)
-        };
-        let incremental = incremental && register(IOU_PBUF_RING_INC).is_ok();
-        if !incremental {
-            if let Err(e) = register(0) {
-                // SAFETY: allocated above with this layout; the kernel did not take it.
-                unsafe { alloc::dealloc(descriptors.as_ptr().cast(), descriptors_layout) };
-                return Err(e);
-            }
-        }
-        let buf_ring = BufRing {
-            descriptors,
+        let ring = BufRing {
+            provider,
             chunks: RefCell::new(Vec::new()),
             max,
             chunk: initial,
             size,
-            tail: Cell::new(0),
             available: Cell::new(0),
-            incremental,
             pieces: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
-            waiters: RefCell::new(VecDeque::new()),
-            next_ticket: Cell::new(0),
+            waiters: Rc::default(),
         };
-        if !buf_ring.grow() {
-            // The kernel must let go of the descriptors before `Drop` frees them.
-            let _ = ring.submitter().unregister_buf_ring(group);
+        if !ring.grow() {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
-        Ok(buf_ring)
+        Ok(ring)
     }
 
     /// Allocates one more chunk of buffers and hands them to the kernel; false when the limit
@@ -225,12 +169,11 @@ impl BufRing {
         self.pieces.borrow_mut().resize(first + usize::from(self.chunk), Pieces::default());
         if have > 0 {
             crate::stats::bump(|c| &c.ring_grown);
-            crate::stats::trace_step!(
-                "  the buffer ring runs low: {} more buffers of {} bytes (now {})",
-                self.chunk,
-                self.size,
-                self.capacity()
-            );
+            crate::stats::trace_step!(crate::trace::Event::RingGrew {
+                added: self.chunk,
+                size: self.size,
+                now: self.capacity()
+            });
         }
         for bid in first..first + usize::from(self.chunk) {
             self.put_in_ring(bid as u16);
@@ -256,13 +199,8 @@ impl BufRing {
         at_limit && self.available() * 8 < self.capacity()
     }
 
-    /// Whether the kernel fills buffers piece by piece (`IOU_PBUF_RING_INC`).
-    pub(crate) fn is_incremental(&self) -> bool {
-        self.incremental
-    }
-
-    /// A CQE handed the program `n` bytes of buffer `bid`; `more` is its
-    /// `IORING_CQE_F_BUF_MORE` (the kernel keeps filling the buffer). Returns where in the
+    /// A completion handed the program `n` bytes of buffer `bid`; `more`: the kernel keeps
+    /// filling the buffer (its [`filling`](crate::backend::Completion::filling)). Returns where in the
     /// buffer those bytes start. Grows the pool when few buffers are left.
     ///
     /// Every piece handed out this way must be given back with [`release`](Self::release).
@@ -275,9 +213,7 @@ impl BufRing {
         piece.done = !more;
         drop(pieces);
         if more {
-            crate::stats::trace_step!(
-                "  ring buffer {bid} partly consumed: {n} bytes at offset {offset}; the kernel goes on filling it"
-            );
+            crate::stats::trace_step!(crate::trace::Event::RingPiece { bid, bytes: n, offset });
         } else {
             self.available.set(self.available.get().saturating_sub(1));
             if self.available() * 8 < self.capacity() {
@@ -324,14 +260,9 @@ impl BufRing {
             }
             return;
         }
-        crate::stats::trace_step!(
-            "  ring buffer {bid} goes back to the ring (no syscall: the ring is shared memory)"
-        );
+        crate::stats::trace_step!(crate::trace::Event::RingBufferBack { bid });
         self.put_in_ring(bid);
-        let waiter = self.waiters.borrow_mut().pop_front();
-        if let Some((_, waiter)) = waiter {
-            waiter.wake();
-        }
+        self.waiters.wake_one();
     }
 
     /// Frees the newest chunk, all of whose buffers are retired (none is in the ring or out).
@@ -341,36 +272,16 @@ impl BufRing {
         let buffers = self.chunks.borrow().len() * usize::from(self.chunk);
         self.pieces.borrow_mut().truncate(buffers);
         crate::stats::bump(|c| &c.ring_shrunk);
-        crate::stats::trace_step!("  the buffer ring shrinks back to {} buffers", self.capacity());
+        crate::stats::trace_step!(crate::trace::Event::RingShrank { now: self.capacity() });
         // SAFETY: allocated in `grow` with this layout; every buffer of the chunk is retired,
         // so the kernel has none of them and no `ProvidedBuf` points into it.
         unsafe { alloc::dealloc(memory.as_ptr(), self.chunk_layout()) };
     }
 
-    /// Appends buffer `bid`'s descriptor at the tail and publishes it.
+    /// Hands buffer `bid` to the kernel.
     fn put_in_ring(&self, bid: u16) {
         debug_assert!(bid < self.max);
-        let address = self.address(bid);
-        let tail = self.tail.get();
-        let slot = usize::from(tail & (self.max - 1));
-        // SAFETY: `slot < max`, so the descriptor is inside the allocation; the kernel only
-        // reads descriptors between its head and the published tail, and this one is at the
-        // tail, not yet published. The address is a buffer of `size` bytes inside a chunk.
-        unsafe {
-            let entry = &mut *self.descriptors.as_ptr().add(slot);
-            entry.set_addr(address as u64);
-            entry.set_len(self.size);
-            entry.set_bid(bid);
-        }
-        let tail = tail.wrapping_add(1);
-        self.tail.set(tail);
-        // SAFETY: the tail field lives in the first descriptor's reserved bytes, which are
-        // valid and suitably aligned for a u16; the kernel reads it concurrently, hence the
-        // atomic store. Release orders the descriptor writes above before the new tail.
-        unsafe {
-            let tail_ptr = BufRingEntry::tail(self.descriptors.as_ptr()).cast_mut();
-            AtomicU16::from_ptr(tail_ptr).store(tail, Ordering::Release);
-        }
+        self.provider.provide(bid, self.address(bid), self.size);
         self.available.set(self.available.get() + 1);
     }
 
@@ -385,7 +296,7 @@ impl BufRing {
     /// The `len` bytes at `offset` in buffer `bid`.
     ///
     /// # Safety
-    /// They must be a piece a CQE handed to the program ([`taken`](Self::taken)) and not
+    /// They must be a piece a completion handed to the program ([`taken`](Self::taken)) and not
     /// [`release`](Self::release)d since: the kernel does not write there again until then.
     pub(crate) unsafe fn bytes(&self, bid: u16, offset: u32, len: usize) -> &[u8] {
         debug_assert!(bid < self.max && offset as usize + len <= self.size as usize);
@@ -394,40 +305,18 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.address(bid).add(offset as usize), len) }
     }
 
-    /// Registers `waker` to be woken when a buffer is returned. `ticket` is the caller's place
-    /// in the queue: kept (with the waker updated) if still queued, else a new one is taken.
-    pub(crate) fn wait_for_buffer(&self, ticket: &mut Option<u64>, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        if let Some(queued) = ticket.and_then(|t| waiters.binary_search_by_key(&t, |(t, _)| *t).ok()) {
-            if !waiters[queued].1.will_wake(waker) {
-                waiters[queued].1 = waker.clone();
-            }
-            return;
-        }
-        let t = self.next_ticket.get();
-        self.next_ticket.set(t + 1);
-        waiters.push_back((t, waker.clone()));
-        *ticket = Some(t);
-    }
-
-    /// Leaves the queue (the waiting future was dropped or got what it wanted).
-    pub(crate) fn stop_waiting(&self, ticket: u64) {
-        let mut waiters = self.waiters.borrow_mut();
-        if let Ok(queued) = waiters.binary_search_by_key(&ticket, |(t, _)| *t) {
-            let removed = waiters.remove(queued);
-            drop(waiters);
-            drop(removed);
-        }
+    /// The tasks waiting for a buffer to come back.
+    pub(crate) fn waiters(&self) -> &Rc<WaitQueue> {
+        &self.waiters
     }
 }
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: allocated in `register` and `grow` with these layouts; the kernel no longer
-        // uses them (see `register`), and no ProvidedBuf is left (each holds an Rc to this
-        // ring).
+        // SAFETY: allocated in `grow` with this layout; the kernel no longer uses them (the
+        // backend's ring, and with it the registration, is gone before the pool: see
+        // `Driver`), and no ProvidedBuf is left (each holds an Rc to this pool).
         unsafe {
-            alloc::dealloc(self.descriptors.as_ptr().cast(), Self::descriptors_layout(self.max));
             for memory in self.chunks.borrow().iter() {
                 alloc::dealloc(memory.as_ptr(), self.chunk_layout());
             }

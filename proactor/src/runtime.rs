@@ -17,7 +17,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use crate::driver::{Backend, Driver, DriverConfig};
+use crate::backend::{Backend, Config};
+use crate::driver::Driver;
 
 executor::runtime_type! {
     /// A single-threaded completion runtime: an io_uring (or POSIX aio, or epoll-emulated)
@@ -35,7 +36,7 @@ impl Runtime {
     /// completions are not lost (the next `io_uring_enter` brings them back), but a ring that
     /// overflows often is too small for its load.
     pub fn cq_overflows(&self) -> u64 {
-        self.inner.driver().cq_overflows()
+        self.inner.driver().gauges().queue_overflows
     }
 
     /// How many buffers of the provided-buffer ring the kernel can pick from right now
@@ -54,7 +55,7 @@ impl Runtime {
     /// helper thread) and this runtime's own accept/connect helpers. `None` on io_uring, which
     /// uses no threads.
     pub fn aio_threads_in_use(&self) -> Option<(usize, usize)> {
-        self.inner.driver().aio().map(|aio| (aio.requests_in_glibc(), aio.helper_threads()))
+        self.inner.driver().gauges().threads
     }
 
     /// How many operations are in flight (submitted, CQE not yet reaped), including those
@@ -72,7 +73,7 @@ impl Runtime {
 /// ```
 #[derive(Debug)]
 pub struct Builder {
-    driver: DriverConfig,
+    driver: Config,
     config: executor::Config,
 }
 
@@ -96,15 +97,18 @@ impl Builder {
     /// should (`echo-lab serve --runtime uring` does).
     pub fn new() -> Builder {
         Builder {
-            driver: DriverConfig {
+            driver: Config {
                 backend: Backend::Auto,
                 aio_threads: 1024,
+                connection_budget: 64 << 10,
+                memory_budget: 8 << 20,
+                receive_limits: true,
                 entries: 1024,
                 sqpoll_idle: None,
                 inject_setup_errno: None,
                 multishot: true,
                 provided_buffers: Some((128, 4096)),
-                ring_memory_limit: 64 << 20,
+                ring_memory_limit: 16 << 20,
                 incremental_buffers: true,
                 buffers_default: true,
                 batch_wait: None,
@@ -196,7 +200,29 @@ impl Builder {
         self
     }
 
-    /// The most memory the provided-buffer ring may grow to under load (64 MiB by default; at
+    /// The most bytes the runtime holds for one connection (64 KiB by default, about a socket
+    /// buffer): received and not yet taken by its task, and its send behind in flight. A
+    /// stream's receive ends once it brought that much (minus its send behind), and is armed
+    /// again when the task reads, so a peer whose task does not read is held back by TCP's flow
+    /// control, as with readiness. At least 4 KiB.
+    pub fn connection_budget(mut self, bytes: usize) -> Builder {
+        self.driver.connection_budget = (bytes as u64).max(4096);
+        self
+    }
+
+    /// The most bytes the runtime holds for all connections together (8 MiB by default).
+    /// Past it, a stream that holds something waits before it receives again, first come
+    /// first served, while a stream that holds nothing may still receive one buffer's worth
+    /// (4 KiB): quiet and new connections are served whatever the others hold, and each can
+    /// add at most about twice that past the budget. The provided-buffer ring, where received
+    /// bytes land first, is bounded on its own ([`ring_memory_limit`](Self::ring_memory_limit)):
+    /// what a server holds is at most the two together, plus that little per connection.
+    pub fn memory_budget(mut self, bytes: usize) -> Builder {
+        self.driver.memory_budget = bytes as u64;
+        self
+    }
+
+    /// The most memory the provided-buffer ring may grow to under load (16 MiB by default; at
     /// most 32768 buffers). Past it, receives wait for a buffer to come back, in arrival order.
     pub fn ring_memory_limit(mut self, bytes: usize) -> Builder {
         self.driver.ring_memory_limit = bytes;
@@ -209,6 +235,15 @@ impl Builder {
     /// of latency to a lone request. Needs Linux 6.12 (ignored before). Off by default.
     pub fn batch_wait(mut self, min_wait: Duration) -> Builder {
         self.driver.batch_wait = Some(min_wait);
+        self
+    }
+
+    /// A testing hook: have io_uring receive as on a kernel that cannot end a receive at a byte
+    /// limit (before Linux 6.17), where the driver stops a receive that used up its allowance
+    /// itself (see [`connection_budget`](Self::connection_budget)).
+    #[doc(hidden)]
+    pub fn kernel_receive_limits(mut self, enabled: bool) -> Builder {
+        self.driver.receive_limits = enabled;
         self
     }
 
@@ -236,9 +271,26 @@ impl Builder {
 /// # Panics
 /// When the runtime cannot be created (io_uring unavailable: see [`Builder::build`] for a
 /// fallible way), when called inside a runtime, or when `future` panics.
+#[track_caller]
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match Runtime::new() {
         Ok(runtime) => runtime.block_on(future),
         Err(e) => panic!("proactor: cannot create the runtime: {e}"),
     }
+}
+
+/// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
+/// thread; see [`Stats`](crate::Stats) for what each counter means). Inside a runtime, the
+/// gauges (`in_flight`, `held_bytes`, `held_peak`, `streams_waiting`, `ring_buffers`,
+/// `aio_threads_in_use`) are that runtime's.
+pub fn stats() -> crate::stats::Stats {
+    let mut stats = crate::stats::counters();
+    executor::with_driver(|driver: &std::rc::Rc<Driver>| {
+        stats.in_flight = driver.in_flight() as u64;
+        let (held, peak, waiting) = driver.held();
+        (stats.held_bytes, stats.held_peak, stats.streams_waiting) = (held, peak, waiting as u64);
+        stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
+        stats.aio_threads_in_use = driver.gauges().threads;
+    });
+    stats
 }

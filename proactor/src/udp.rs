@@ -24,7 +24,8 @@
 //! grows by 16 while it runs low, up to 128 (8 MiB), like the streams' ring (see `bufring`);
 //! it is made by the first socket that uses it, so a program without UDP holds none.
 //! Truncation is still checked (`MSG_TRUNC` in the header's flags), and reported as for every
-//! receive: as [`executor::net::DatagramTruncated`], never as the first bytes of a datagram.
+//! receive: as [`DatagramTruncated`](crate::net::DatagramTruncated), never as the first bytes
+//! of a datagram.
 //!
 //! While the task is busy, completions queue up to [`QUEUE_MAX`]; then the driver stops the
 //! receive (datagrams wait in the socket's buffer, and past it the kernel drops them, which
@@ -45,7 +46,7 @@
 //! But each `SENDMSG` makes the kernel copy in a `msghdr`, its iovec and the address, where
 //! `sendto` takes them as arguments, and each datagram costs a little user time (the owned
 //! `msghdr`, the `recvmsg_out` layout), so CPU per datagram measured above the reactor's (see
-//! the README). `IORING_OP_SEND` with a destination address (Linux 6.0) would avoid the
+//! the README). io_uring's `SEND` with a destination address (Linux 6.0) would avoid the
 //! `msghdr` for sends; not done yet.
 //!
 //! # POSIX aio
@@ -56,7 +57,7 @@
 //! socket works: [`recv`](UdpSocket::recv) and [`send`](UdpSocket::send) are `aio_read` and
 //! `aio_write` (a `read` or `write` of one datagram on a glibc helper thread), except that
 //! `read` cannot see `MSG_TRUNC`: there a datagram larger than the buffer is cut silently, so
-//! pass buffers of [`MAX_DATAGRAM`](executor::net::MAX_DATAGRAM) bytes.
+//! pass buffers of [`MAX_DATAGRAM`] bytes.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -72,11 +73,14 @@ use std::task::{ready, Context, Poll, Waker};
 
 use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
 
+use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
+use crate::backend::{BufId, Completion, Request};
 use crate::buf::{self, BufResult, IoBuf, IoBufMut};
 use crate::bufring::BufRing;
-use crate::driver::{Backend, Completion, Driver, Op, Request};
-use crate::net::BufferTicket;
+use crate::driver::op::Op;
+use crate::driver::Driver;
 use crate::sys;
+use crate::waiters::Ticket;
 
 /// The buffer group of the datagram ring (the streams' ring is group 0).
 pub(crate) const GROUP: u16 = 1;
@@ -84,16 +88,15 @@ pub(crate) const GROUP: u16 = 1;
 const RING_BUFFERS: u16 = 16;
 /// The most buffers it grows to.
 const RING_BUFFERS_MAX: u16 = 128;
-/// `io_uring_recvmsg_out`: the header the kernel writes at the start of each buffer.
-const OUT_HEADER: usize = 16;
 /// Room for the source address: a `sockaddr_in6`, which also holds a `sockaddr_in`.
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
 /// One buffer: header, address and the largest payload, rounded up to 64 bytes.
-const RING_BUFFER_SIZE: u32 = ((OUT_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
+const RING_BUFFER_SIZE: u32 = ((DATAGRAM_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
 /// The most datagrams the multishot receive queues for a task that is not reading.
 pub const QUEUE_MAX: u16 = 32;
 
-fn unsupported_on_aio(what: &str) -> io::Error {
+/// A datagram operation that needs an address, on a backend that cannot carry one.
+fn no_addresses(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
@@ -259,7 +262,7 @@ impl UdpSocket {
     /// port; see [`local_addr`](Self::local_addr). Must be called inside the runtime that will
     /// drive it.
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
-        let driver = crate::net::current_driver()?;
+        let driver = Driver::current()?;
         let fd = each_addr(addr, |addr| executor::net::udp_bind(&addr, false))?;
         Ok(UdpSocket::new(fd, driver))
     }
@@ -267,7 +270,7 @@ impl UdpSocket {
     /// Takes over a socket made elsewhere (it must be in blocking mode, as sockets of this
     /// crate are). Must be called inside the runtime that will drive it.
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
-        Ok(UdpSocket::new(socket.into(), crate::net::current_driver()?))
+        Ok(UdpSocket::new(socket.into(), Driver::current()?))
     }
 
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> UdpSocket {
@@ -305,7 +308,8 @@ impl UdpSocket {
 
     /// Receives one datagram into `buf` (from its start, up to [`IoBufMut::bytes_total`]
     /// bytes): its length and its source, and the buffer back. A datagram larger than the
-    /// buffer is an error ([`executor::net::DatagramTruncated`], kind `InvalidData`) and is gone.
+    /// buffer is an error ([`DatagramTruncated`](crate::net::DatagramTruncated), kind
+    /// `InvalidData`) and is gone.
     /// Not on the POSIX aio backend (see the module docs).
     pub fn recv_from<B: IoBufMut>(
         &self,
@@ -352,8 +356,8 @@ impl UdpSocket {
         }
         match self.driver.datagram_ring(GROUP, RING_BUFFERS, RING_BUFFERS_MAX, RING_BUFFER_SIZE) {
             Some(ring) => {
-                let mut ticket = BufferTicket { ring, ticket: None };
-                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket.ticket, cx)).await
+                let mut ticket = Ticket::default();
+                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket, cx)).await
             }
             None => {
                 let (received, buf) = self.recv_from(spare_vec()).await;
@@ -366,7 +370,7 @@ impl UdpSocket {
     fn poll_recv_provided(
         &self,
         ring: &Rc<BufRing>,
-        ticket: &mut Option<u64>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
         // A peer that floods this socket must not keep its task running forever.
@@ -378,7 +382,7 @@ impl UdpSocket {
                 None => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
-                        ring.wait_for_buffer(ticket, cx.waker());
+                        ticket.wait(ring.waiters(), cx.waker());
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();
@@ -386,7 +390,7 @@ impl UdpSocket {
                     // until its last completion; the kernel reads only its lengths. The buffers
                     // are the registered ring's, whose memory outlives the ring.
                     let op = unsafe {
-                        self.driver.submit(Msg::multishot(), true, false, |msg| Request::RecvMsgMulti {
+                        self.driver.submit(Msg::multishot(), false, |msg| Request::RecvMsgMulti {
                             fd,
                             msg: &msg.hdr,
                             group: GROUP,
@@ -400,7 +404,10 @@ impl UdpSocket {
                 continue;
             };
             let completion = completion?;
-            let bid = completion.datagram_buffer();
+            let bid = match completion.buffer {
+                Some(BufId::Datagram(bid)) => Some(bid),
+                _ => None,
+            };
             return match (completion.into_result(), bid) {
                 (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize)),
                 // A completion without a buffer carries no datagram: none to return.
@@ -420,14 +427,15 @@ impl UdpSocket {
         want_source: bool,
     ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
         let (driver, stash, orphans) = (self.driver.clone(), self.stash.clone(), self.orphans.clone());
-        let aio = driver.backend() == Backend::PosixAio;
+        // Without recvmsg (POSIX aio) a connected socket reads, and nothing says where from.
+        let plain = !driver.facts().messages;
         let fd = self.fd.as_raw_fd();
         async move {
             // Receives cancelled earlier may still bring a datagram (to the stash): wait for them,
             // so that datagrams keep their order.
             poll_fn(|cx| orphans.poll_none(cx, &driver)).await;
             let stashed = stash.borrow_mut().pop_front();
-            let op = match (stashed, aio, want_source) {
+            let op = match (stashed, plain, want_source) {
                 (Some((bytes, from)), _, _) => {
                     let mut buf = buf;
                     if bytes.len() > buf.bytes_total() {
@@ -436,20 +444,17 @@ impl UdpSocket {
                     buf::fill_from(&mut buf, &bytes);
                     return (Ok((bytes.len(), from)), buf);
                 }
-                (None, true, true) => return (Err(unsupported_on_aio("recv_from")), buf),
+                (None, true, true) => return (Err(no_addresses("recv_from")), buf),
                 // SAFETY: the pointer and length describe the buffer's memory, owned by the
                 // operation until its completion, that stays put (IoBufMut's contract).
                 (None, true, false) => unsafe {
-                    driver.submit(
-                        (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
-                        false,
-                        false,
-                        |(buf, _)| Request::Recv {
+                    driver.submit((buf, Msg::new(std::ptr::null_mut(), 0, Name::None)), false, |(buf, _)| {
+                        Request::Recv {
                             fd,
                             buf: buf.stable_mut_ptr(),
                             len: buf.bytes_total().min(u32::MAX as usize) as u32,
-                        },
-                    )
+                        }
+                    })
                 },
                 (None, false, _) => {
                     let name = if want_source { Name::From } else { Name::None };
@@ -459,10 +464,8 @@ impl UdpSocket {
                     // points into are the operation's resources (a boxed Msg and a buffer whose
                     // memory stays put), owned by it until its completion.
                     unsafe {
-                        driver.submit((buf, msg), false, false, |(_, msg)| Request::RecvMsg {
-                            fd,
-                            msg: &mut msg.hdr,
-                        })
+                        driver
+                            .submit((buf, msg), false, |(_, msg)| Request::RecvMsg { fd, msg: &mut msg.hdr })
                     }
                 }
             };
@@ -509,7 +512,7 @@ impl UdpSocket {
         to: Option<SocketAddr>,
     ) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let fd = self.fd.as_raw_fd();
-        let op = match (self.driver.backend() == Backend::PosixAio, to) {
+        let op = match (!self.driver.facts().messages, to) {
             (true, Some(_)) => Err(buf),
             (true, None) => {
                 // SAFETY: the pointer and length describe the buffer's bytes, owned by the
@@ -517,7 +520,6 @@ impl UdpSocket {
                 Ok(unsafe {
                     self.driver.submit(
                         (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
-                        false,
                         false,
                         |(buf, _)| {
                             let len = buf.bytes_init().min(u32::MAX as usize) as u32;
@@ -533,8 +535,7 @@ impl UdpSocket {
                 // (read only: a send) are the operation's resources, owned by it until its
                 // completion, at addresses that do not change.
                 Ok(unsafe {
-                    self.driver
-                        .submit((buf, msg), false, false, |(_, msg)| Request::SendMsg { fd, msg: &msg.hdr })
+                    self.driver.submit((buf, msg), false, |(_, msg)| Request::SendMsg { fd, msg: &msg.hdr })
                 })
             }
         };
@@ -544,7 +545,7 @@ impl UdpSocket {
                     let (result, (buf, _)) = op.await;
                     (result.and_then(Completion::into_result).map(|n| n as usize), buf)
                 }
-                Err(buf) => (Err(unsupported_on_aio("send_to")), buf),
+                Err(buf) => (Err(no_addresses("send_to")), buf),
             }
         }
     }
@@ -563,11 +564,10 @@ fn unspecified(local: &io::Result<SocketAddr>) -> SocketAddr {
 /// address, payload. The buffer goes back to the ring unless it is returned as a [`Datagram`].
 fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, SocketAddr)> {
     let given_back = || ring.release(bid);
-    let template = multishot_layout();
-    // SAFETY: the CQE handed buffer `bid` to the runtime with `n` bytes (at most the buffer
-    // size); it goes back to the ring only when the Datagram (or `given_back`) says so.
+    // SAFETY: the completion handed buffer `bid` to the runtime with `n` bytes (at most the
+    // buffer size); it goes back to the ring only when the Datagram (or `given_back`) says so.
     let bytes = unsafe { ring.bytes(bid, 0, n.min(RING_BUFFER_SIZE as usize)) };
-    let Ok(out) = io_uring::types::RecvMsgOut::parse(bytes, &template) else {
+    let Some(out) = DatagramOut::parse(bytes, NAME_LEN) else {
         given_back();
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -575,7 +575,7 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
         ));
     };
     let from = {
-        let name = out.name_data();
+        let name = out.name;
         // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
         let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
         let len = name.len().min(mem::size_of::<libc::sockaddr_storage>());
@@ -589,10 +589,8 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
         };
         sys::sockaddr_to(&storage, len as libc::socklen_t)
     };
-    let len = out.incoming_payload_len() as usize;
-    let (offset, payload_len) =
-        (out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize, out.payload_data().len());
-    let truncated_payload = out.is_payload_truncated();
+    let (len, offset, payload_len, truncated_payload) =
+        (out.len, out.payload.start, out.payload.len(), out.truncated);
     let from = match from {
         Ok(from) => from,
         Err(e) => {
@@ -602,7 +600,7 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
     };
     if truncated_payload || payload_len != len {
         given_back();
-        return Err(truncated(len, RING_BUFFER_SIZE as usize - OUT_HEADER - NAME_LEN, Some(from)));
+        return Err(truncated(len, RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN, Some(from)));
     }
     Ok((
         Datagram { inner: Inner::Ring { ring: ring.clone(), bid, offset: offset as u32, len: len as u32 } },

@@ -9,22 +9,27 @@
 //! - [`threads`]: blocking sockets, one thread per connection.
 //! - [`fork`]: blocking sockets, one process per connection, as in the seed.
 //! - [`nonblocking`]: one thread polling `O_NONBLOCK` sockets round-robin, with back-off.
+//! - [`select`]: a `select(2)` readiness loop, honest about `FD_SETSIZE`.
 //! - [`poll`]: a `poll(2)` readiness loop, the O(n) ancestor of epoll.
 //! - [`sigio`]: signal-driven I/O with a realtime signal per socket (`F_SETSIG`).
+//! - [`aio_poll`]: Linux native AIO's poll requests (`IOCB_CMD_POLL`): readiness reported
+//!   through a completion ring, one-shot, re-armed after each event.
 //!
 //! The readiness (`reactor`) and completion (`proactor`: io_uring, POSIX aio) models are the
 //! runtimes themselves. The only `unsafe` of these servers is in [`sys`]: thin wrappers over
-//! the libc calls std does not offer (`poll`, `fork`, `fcntl` for signal-driven I/O, signal
-//! masks).
+//! the libc calls std does not offer (`select` and its sets, `poll`, `fork`, `fcntl` for
+//! signal-driven I/O, signal masks, the AIO syscalls).
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::str::FromStr;
 
+pub mod aio_poll;
 pub mod fork;
 pub mod nonblocking;
 pub mod poll;
+pub mod select;
 pub mod sigio;
 pub mod sys;
 pub mod threads;
@@ -38,15 +43,27 @@ pub enum Model {
     Fork,
     /// One thread, non-blocking sockets polled in turn.
     Nonblocking,
+    /// One thread, a `select(2)` loop (connections past `FD_SETSIZE` are closed).
+    Select,
     /// One thread, a `poll(2)` loop.
     Poll,
     /// One thread, signal-driven I/O.
     Sigio,
+    /// One thread, Linux native AIO poll requests (`IOCB_CMD_POLL`, Linux 4.18).
+    AioPoll,
 }
 
 impl Model {
     /// Every model, in the seed's order.
-    pub const ALL: [Model; 5] = [Model::Threads, Model::Fork, Model::Nonblocking, Model::Poll, Model::Sigio];
+    pub const ALL: [Model; 7] = [
+        Model::Threads,
+        Model::Fork,
+        Model::Nonblocking,
+        Model::Select,
+        Model::Poll,
+        Model::Sigio,
+        Model::AioPoll,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -54,8 +71,10 @@ impl Model {
             Model::Threads => "threads",
             Model::Fork => "fork",
             Model::Nonblocking => "nonblocking",
+            Model::Select => "select",
             Model::Poll => "poll",
             Model::Sigio => "sigio",
+            Model::AioPoll => "aio-poll",
         }
     }
 
@@ -66,8 +85,10 @@ impl Model {
             Model::Threads => threads::serve(listener),
             Model::Fork => fork::serve(listener),
             Model::Nonblocking => nonblocking::serve(listener),
+            Model::Select => select::serve(listener),
             Model::Poll => poll::serve(listener),
             Model::Sigio => sigio::serve(listener),
+            Model::AioPoll => aio_poll::serve(listener),
         }
     }
 }
@@ -83,7 +104,8 @@ impl FromStr for Model {
 
     fn from_str(s: &str) -> Result<Model, String> {
         Model::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            format!("unknown model {s:?} (expected one of: threads, fork, nonblocking, poll, sigio)")
+            let names: Vec<&str> = Model::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown model {s:?} (expected one of: {})", names.join(", "))
         })
     }
 }

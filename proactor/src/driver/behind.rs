@@ -1,7 +1,7 @@
 //! Sends behind: sends the driver finishes by itself, without the task
 //! ([`TcpStream::write_all_behind`](crate::net::TcpStream::write_all_behind)).
 //!
-//! An ordinary operation ([`Op`](super::Op)) ends with a wake: its completion is stored in the
+//! An ordinary operation ([`Op`](super::op::Op)) ends with a wake: its completion is stored in the
 //! slot, the task is woken and polled, and takes the result and the buffer back. For a send
 //! whose buffer the task has no further use for (an echo's, a response's), that second wake
 //! and poll per message do nothing but hand back a buffer to be dropped; on io_uring they were
@@ -12,7 +12,7 @@
 //! # A send's life
 //!
 //! 1. [`Driver::send_behind`] takes an operation slot, a [`Lifecycle::Behind`], and a record
-//!    ([`Behind`], in `Driver::behinds`) that owns the bytes and a clone of the task's waker,
+//!    (`Behind`, in `Driver::behinds`) that owns the bytes and a clone of the task's waker,
 //!    and submits the `SEND`. The caller goes on at once. (The record is the largest thing an
 //!    operation holds; kept out of the slot, it does not make every connection's slot larger:
 //!    only sends in flight have one.)
@@ -30,7 +30,7 @@
 //!      that call then gives back the ring buffer it holds, rather than keep it for as long as
 //!      the peer takes to read ([`Driver::behind_stalled`]).
 //!    - **failed**: the bytes go back, the record is freed, the slot keeps the error
-//!      ([`Lifecycle::BehindFailed`]) and the task is woken; the stream's next call returns the
+//!      (`Lifecycle::BehindFailed`) and the task is woken; the stream's next call returns the
 //!      error and frees the slot.
 //! 3. The stream knows its last send behind by slot index ([`BehindKey`]). The slot may have
 //!    been freed and taken by another operation since: it is still this stream's only while it
@@ -41,7 +41,7 @@
 //! # Dropping the stream
 //!
 //! The bytes must still go out, before the end of stream. So a stream dropped with a send behind
-//! in flight hands its fd to the send's record ([`Owner::Dropped`]), and the driver closes it (through
+//! in flight hands its fd to the send's record (`Owner::Dropped`), and the driver closes it (through
 //! [`Driver::close_fd`], after every operation queued on it) once the send is over, short sends
 //! continued. Closing at once would not do on any backend: the epoll backend's `close_fd` cancels
 //! the operations still queued on the fd, aio's shuts the socket down to end the requests still
@@ -56,7 +56,9 @@ use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
-use super::{runtime_gone, wrong_runtime, AfterTurn, Completion, Driver, Lifecycle, Request};
+use super::slot::{Behind, Bytes, Lifecycle, Owner};
+use super::{runtime_gone, wrong_runtime, AfterTurn, Driver};
+use crate::backend::{Completion, Request};
 use crate::buf::ProvidedBuf;
 use crate::stats;
 use crate::sys;
@@ -75,53 +77,6 @@ impl Default for BehindKey {
 }
 
 const NONE: u32 = u32::MAX;
-
-/// A send the driver finishes by itself: the record a [`Lifecycle::Behind`] slot names.
-pub(crate) struct Behind {
-    /// The bytes; the kernel reads `bytes[sent..]` while a `SEND` is in flight, so they stay
-    /// put (and a ring buffer stays out of the ring) until its completion. (A `Vec`'s heap
-    /// memory does not move when the slab of records grows.)
-    bytes: Bytes,
-    /// How many bytes earlier `SEND`s of this one took (short sends the driver continued).
-    sent: usize,
-    fd: RawFd,
-    owner: Owner,
-    /// A call of the stream (a second send, `flush`) waits for this send to be over: wake the
-    /// task at the end, whatever it is.
-    waited: bool,
-    /// A try came back short or with `EAGAIN`: the peer's window is full, and the send may take
-    /// a while (see [`Driver::behind_stalled`]).
-    stalled: bool,
-}
-
-/// Who hears of a send behind.
-enum Owner {
-    /// The stream is open: the task that queued the send is woken if it fails (so that a task
-    /// waiting in `read_provided` sees the error at once) or if `waited`.
-    Stream(Waker),
-    /// The stream was dropped: the driver owns the fd, and closes it once the send is over.
-    Dropped,
-}
-
-/// The bytes of a send behind.
-///
-/// Not a [`ProvidedBuf`], which carries its ring: this is 8 bytes smaller. The driver's own ring
-/// is the ring; the bytes go back through [`Driver::release_bytes`].
-pub(crate) enum Bytes {
-    /// A piece of buffer `bid` of the driver's provided-buffer ring.
-    Ring { bid: u16, offset: u32, len: u32 },
-    /// Bytes of their own (a buffer of the spare pool, or the caller's `Vec`).
-    Owned(Vec<u8>),
-}
-
-impl Bytes {
-    fn len(&self) -> usize {
-        match self {
-            Bytes::Ring { len, .. } => *len as usize,
-            Bytes::Owned(bytes) => bytes.len(),
-        }
-    }
-}
 
 impl BehindKey {
     fn get(&self) -> Option<usize> {
@@ -184,8 +139,16 @@ impl Driver {
             (Err(bytes), _) => Bytes::Owned(bytes),
         };
         debug_assert!(self.find_behind(key, fd).is_none(), "a stream's previous send behind is over");
-        let behind =
-            Behind { bytes, sent: 0, fd, owner: Owner::Stream(waker.clone()), waited: false, stalled: false };
+        let held = bytes.len();
+        let behind = Behind {
+            bytes,
+            sent: 0,
+            fd,
+            owner: Owner::Stream(waker.clone()),
+            waited: false,
+            stalled: false,
+            held,
+        };
         let request = self.send_request(&behind);
         let record = self.behinds.borrow_mut().insert(behind);
         let index = self.ops.borrow_mut().insert(Lifecycle::Behind(record));
@@ -205,6 +168,8 @@ impl Driver {
             Ok(()) => {
                 key.0.set(as_key);
                 stats::bump(|c| &c.sends_behind);
+                // Held for the connection until the send is over (see `budget`).
+                self.budget.hold(held as u64);
                 Ok(())
             }
             Err(e) => give_up(e),
@@ -285,6 +250,14 @@ impl Driver {
         }
     }
 
+    /// The bytes the stream's send behind in flight holds for its connection (0 for none).
+    pub(crate) fn behind_held(&self, key: &BehindKey, fd: RawFd) -> u64 {
+        match self.find_behind(key, fd) {
+            Some(Found::InFlight { behind }) => self.behinds.borrow()[behind].held as u64,
+            _ => 0,
+        }
+    }
+
     /// The error the stream's last send behind failed with, if it did (returned once); `Ok`
     /// while it is in flight, or once it is over.
     pub(crate) fn behind_error(&self, key: &BehindKey, fd: RawFd) -> io::Result<()> {
@@ -318,9 +291,7 @@ impl Driver {
         let raw = fd.as_raw_fd();
         match self.find_behind(key, raw) {
             Some(Found::InFlight { behind }) => {
-                stats::trace_step!(
-                    "  the stream is dropped with a SEND behind in flight: fd {raw} is closed once it is over"
-                );
+                stats::trace_step!(crate::trace::Event::DroppedBehind { fd: raw });
                 // Dropped outside the borrow (a waker).
                 let owner = std::mem::replace(&mut self.behinds.borrow_mut()[behind].owner, Owner::Dropped);
                 drop(owner);
@@ -365,14 +336,11 @@ impl Driver {
         let again = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
         if again && self.alive.get() {
             let newly_stalled = !std::mem::replace(&mut behind.stalled, true);
-            stats::trace_step!(
-                "    SEND took {} of {asked} bytes (the peer's window is full): the driver sends the rest itself",
-                result.max(0)
-            );
+            stats::trace_step!(crate::trace::Event::BehindShort { sent: result.max(0), asked });
             if let (true, true, Owner::Stream(waker)) = (newly_stalled, behind.waited, &behind.owner) {
                 // A call waits behind this send, maybe with a ring buffer: it should not hold
                 // it for as long as the peer takes (see `behind_stalled`).
-                stats::trace_step!("    → wake the task waiting for it: the send ahead is stalled");
+                stats::trace_step!(crate::trace::Event::WakeStalled);
                 wakers.push(waker.clone());
             }
             after.behind.push(index);
@@ -396,36 +364,25 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let Behind { bytes, fd, owner, waited, .. } = behind;
-        #[cfg(feature = "trace")]
-        if executor::trace::on() {
-            let what = match &bytes {
-                Bytes::Ring { bid, .. } => format!("gives ring buffer {bid} back"),
-                Bytes::Owned(_) => "drops the buffer".to_string(),
-            };
-            match failed {
-                None => stats::trace_step!(
-                    "    SEND complete: the driver {what}; {}",
-                    match (&owner, waited) {
-                        (Owner::Stream(_), false) => "the task is not woken".to_string(),
-                        (Owner::Stream(_), true) => "a call on the stream waits for it".to_string(),
-                        (Owner::Dropped, _) => format!("the stream was dropped: fd {fd} is closed now"),
-                    }
-                ),
-                Some(result) => stats::trace_step!(
-                    "    SEND failed ({}): the driver {what}; {}",
-                    error_of(result),
-                    match owner {
-                        Owner::Stream(_) => "the stream's next call returns the error".to_string(),
-                        Owner::Dropped => format!("the stream was dropped: fd {fd} is closed now"),
-                    }
-                ),
-            }
-        }
+        let Behind { bytes, fd, owner, waited, held, .. } = behind;
+        self.budget.release(held as u64);
+        stats::trace_step!(crate::trace::Event::BehindOver {
+            error: failed.map(|result| -result),
+            ring_buffer: match bytes {
+                Bytes::Ring { bid, .. } => Some(bid),
+                Bytes::Owned(_) => None,
+            },
+            owner: match owner {
+                Owner::Stream(_) if waited => crate::trace::Behind::Waited,
+                Owner::Stream(_) => crate::trace::Behind::Quiet,
+                Owner::Dropped => crate::trace::Behind::Dropped,
+            },
+            fd,
+        });
         after.released.push(bytes);
         match owner {
             Owner::Stream(waker) if waited || failed.is_some() => {
-                stats::trace_step!("    → wake the task waiting for it");
+                stats::trace_step!(crate::trace::Event::Wake);
                 wakers.push(waker);
             }
             Owner::Stream(_) => stats::bump(|c| &c.sends_quiet),
@@ -452,10 +409,7 @@ impl Driver {
             // below, after the copy.
             let rest = unsafe { ring.bytes(bid, offset, len as usize) }[sent..].to_vec();
             stats::bump(|c| &c.sends_detached);
-            stats::trace_step!(
-                "  the peer's window is full: the driver copies the {} unsent bytes out of ring buffer {bid} and gives it back",
-                rest.len()
-            );
+            stats::trace_step!(crate::trace::Event::BehindDetached { bytes: rest.len(), bid });
             behind.bytes = Bytes::Owned(rest);
             behind.sent = 0;
             after.released.push(Bytes::Ring { bid, offset, len });
