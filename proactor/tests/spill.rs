@@ -1,6 +1,7 @@
 //! A receive that nobody reads, on a ring at its memory limit: its completions give their ring
-//! buffers back at once, their bytes copied out ("spilled"); past 64 KiB spilled the receive is
-//! stopped, so that the peer waits (TCP's flow control) instead of the runtime holding more;
+//! buffers back at once, their bytes copied out ("spilled"); past the connection's allowance
+//! (`Builder::connection_budget`, 64 KiB by default) the receive is stopped, so that the peer
+//! waits (TCP's flow control) instead of the runtime holding more;
 //! and when the ring runs dry (ENOBUFS) every unread receive is swept the same way. When the
 //! task reads again, it gets every byte, in order: the spilled ones first, then the rest from
 //! a receive armed again.
@@ -18,8 +19,9 @@ use common::{eventually_async, has_ring, pair, within};
 use proactor::net::TcpStream;
 use proactor::{Builder, Runtime};
 
-/// The most bytes a receive nobody reads may spill (the driver's `SPILL_MAX`).
-const SPILL_MAX: usize = 64 * 1024;
+/// The most bytes a receive nobody reads may take: the connection's allowance (the default of
+/// `Builder::connection_budget`, which these runtimes keep).
+const ALLOWANCE: usize = 64 * 1024;
 
 /// A ring of `count` whole buffers of `size` bytes that cannot grow.
 fn ring_at_its_limit(count: u16, size: u32) -> Runtime {
@@ -31,8 +33,8 @@ fn ring_at_its_limit(count: u16, size: u32) -> Runtime {
         .unwrap()
 }
 
-/// The chunks the first test sends: one ring buffer each. Larger than `SPILL_MAX` divided by
-/// the queue's bound (16 completions), so that the spill limit, not the bound, stops the
+/// The chunks the first test sends: one ring buffer each. Larger than `ALLOWANCE` divided by
+/// the queue's bound (16 completions), so that the allowance, not the bound, stops the
 /// receive.
 const CHUNK: usize = 8 * 1024;
 
@@ -98,7 +100,7 @@ fn a_receive_nobody_reads_spills_up_to_its_limit_then_stops_and_the_rest_comes_i
             let used = proactor::stats().since(&start);
             // Stopped at the limit: the cancel goes out with the next turn, and the chunk that
             // came meanwhile may still be taken.
-            let limit = (SPILL_MAX / CHUNK) as u64;
+            let limit = (ALLOWANCE / CHUNK) as u64;
             assert!(
                 (limit..=limit + 1).contains(&used.recv_spilled),
                 "stopped after {} chunks: {used:?}",
