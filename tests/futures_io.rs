@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use echo::server::RuntimeKind;
 use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use testkit::{blocking_round_trip, within, Rng};
+use testkit::{blocking_round_trip, reset_on_close, within, Rng};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -243,21 +243,4 @@ fn paced_round_trip(addr: SocketAddr, data: Vec<u8>, seed: u64) -> Vec<u8> {
     reader.read_to_end(&mut echoed).expect("reading the echo");
     sender.join().unwrap();
     echoed
-}
-
-/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
-fn reset_on_close(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }

@@ -299,7 +299,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 /// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
 /// thread; see [`Stats`](crate::Stats) for what each counter means). Inside a runtime, the
-/// gauges (`in_flight`, `ring_buffers`) are that runtime's.
+/// gauges (`in_flight`, `held_bytes`, `held_peak`, `streams_waiting`, `ring_buffers`,
+/// `aio_threads_in_use`) are that runtime's.
 pub fn stats() -> crate::stats::Stats {
     let mut stats = crate::stats::counters();
     executor::with_driver(|driver: &std::rc::Rc<Driver>| {
@@ -307,6 +308,7 @@ pub fn stats() -> crate::stats::Stats {
         let (held, peak, waiting) = driver.held();
         (stats.held_bytes, stats.held_peak, stats.streams_waiting) = (held, peak, waiting as u64);
         stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
+        stats.aio_threads_in_use = driver.gauges().threads;
     });
     stats
 }

@@ -33,6 +33,10 @@ executor::counters! {
     /// they came, with the ring at its limit and nearly dry (the ring buffer went straight
     /// back; the bytes are still held for the connection).
     recv_spilled,
+    /// Receives cancelled after their bytes or datagram had come (a `timeout` around a read
+    /// that lost the race): what they received was kept for the next receive of the stream or
+    /// socket (TCP `read`, UDP `recv_from` and `recv`).
+    recvs_kept,
     /// Stream receives that used up their allowance (see `Builder::connection_budget`): ended
     /// by the kernel at the limit, or stopped by the driver where the kernel cannot.
     recv_limited,
@@ -106,6 +110,10 @@ executor::counters! {
         /// Free and total buffers of the provided-buffer ring when the snapshot was taken
         /// (io_uring with a ring only).
         ring_buffers: Option<(u32, u32)>,
+        /// Threads the aio backend uses when the snapshot was taken: requests in glibc (each
+        /// holds a glibc helper thread) and this runtime's own accept/connect helpers, as
+        /// [`Runtime::aio_threads_in_use`](crate::Runtime::aio_threads_in_use) says (aio only).
+        aio_threads_in_use: Option<(usize, usize)>,
     }
 }
 

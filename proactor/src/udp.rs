@@ -480,6 +480,7 @@ impl UdpSocket {
                 // SAFETY: the kernel wrote `n <= bytes_total` bytes at the start of the buffer.
                 unsafe { buf.set_init(n) };
                 stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), msg.source()));
+                crate::stats::bump(|c| &c.recvs_kept);
             });
             let receive = Receive { op: Some(op), orphans };
             let ((mut buf, msg), result) = {

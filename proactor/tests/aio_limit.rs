@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::within;
 use proactor::net::{TcpListener, TcpStream};
-use proactor::time::{sleep, timeout};
+use proactor::time::timeout;
 use proactor::{AioNotify, Backend, Builder};
 
 // `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
@@ -50,7 +50,10 @@ fn limit_holds(notify: AioNotify) {
                 }));
                 idle.push(peer);
             }
-            sleep(Duration::from_millis(50)).await;
+            common::eventually_async("every idle read blocked in a glibc thread", || {
+                proactor::stats().aio_threads_in_use.map(|(glibc, _)| glibc) == Some(8)
+            })
+            .await;
 
             // One read more: refused at once, not queued forever.
             let mut ninth_peer = std::net::TcpStream::connect(addr).unwrap();
