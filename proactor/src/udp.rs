@@ -71,7 +71,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
 
-use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
+use executor::net::{check_datagram, drops_in, each_addr, truncated, DropCount, DROPS_CONTROL, MAX_DATAGRAM};
 
 use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
 use crate::backend::{BufId, Completion, Request};
@@ -90,8 +90,11 @@ const RING_BUFFERS: u16 = 16;
 const RING_BUFFERS_MAX: u16 = 128;
 /// Room for the source address: a `sockaddr_in6`, which also holds a `sockaddr_in`.
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
-/// One buffer: header, address and the largest payload, rounded up to 64 bytes.
-const RING_BUFFER_SIZE: u32 = ((DATAGRAM_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
+/// Room for control data: the kernel's drop count (see [`UdpSocket`]'s docs).
+const CONTROL_LEN: usize = DROPS_CONTROL;
+/// One buffer: header, address, control data and the largest payload, rounded up to 64 bytes.
+const RING_BUFFER_SIZE: u32 =
+    ((DATAGRAM_HEADER + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
 /// The most datagrams the multishot receive queues for a task that is not reading.
 pub const QUEUE_MAX: u16 = 32;
 
@@ -107,15 +110,20 @@ fn no_addresses(what: &str) -> io::Error {
     )
 }
 
-/// A `msghdr` with its one `iovec` and its socket address, at a stable heap address (boxed):
-/// what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`) read, and where the
-/// kernel writes the source of a datagram. `hdr` points into `iov` and `addr`; `iov` into the
-/// operation's buffer.
+/// A `msghdr` with its one `iovec`, its socket address and room for control data, at a stable
+/// heap address (boxed): what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`)
+/// read, and where the kernel writes the source of a datagram and its drop count. `hdr` points
+/// into `iov`, `addr` and (receives) `control`; `iov` into the operation's buffer.
 struct Msg {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
+    control: Control,
 }
+
+/// Control data, aligned for `cmsghdr` as `recvmsg` writes it.
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_LEN]);
 
 impl Msg {
     /// For `len` bytes at `buf`, with room for a source address (`name`), or with `to` as the
@@ -127,7 +135,8 @@ impl Msg {
         };
         // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
         let hdr: libc::msghdr = unsafe { mem::zeroed() };
-        let mut msg = Box::new(Msg { hdr, iov: libc::iovec { iov_base: buf.cast(), iov_len: len }, addr });
+        let iov = libc::iovec { iov_base: buf.cast(), iov_len: len };
+        let mut msg = Box::new(Msg { hdr, iov, addr, control: Control([0; CONTROL_LEN]) });
         msg.hdr.msg_iov = &mut msg.iov;
         msg.hdr.msg_iovlen = 1;
         let (name_ptr, name_len) = match name {
@@ -140,6 +149,23 @@ impl Msg {
         msg.hdr.msg_name = name_ptr.cast();
         msg.hdr.msg_namelen = name_len;
         msg
+    }
+
+    /// A receive's: with room for the drop count.
+    fn receiving(buf: *mut u8, len: usize, name: Name<'_>) -> Box<Msg> {
+        let mut msg = Msg::new(buf, len, name);
+        msg.hdr.msg_control = msg.control.0.as_mut_ptr().cast();
+        msg.hdr.msg_controllen = CONTROL_LEN as _;
+        msg
+    }
+
+    /// The drop count the kernel wrote with the datagram, if any.
+    fn drops(&self) -> Option<u32> {
+        let len = (self.hdr.msg_controllen as usize).min(CONTROL_LEN);
+        if self.hdr.msg_control.is_null() {
+            return None;
+        }
+        drops_in(&self.control.0[..len])
     }
 
     /// The template of the multishot receive: only its name and control lengths count.
@@ -156,12 +182,28 @@ impl Msg {
 }
 
 /// The layout of a multishot receive's buffers, as its `msghdr` gives it: room for a
-/// [`NAME_LEN`]-byte address, no control data, no iovec (the buffer is the ring's).
+/// [`NAME_LEN`]-byte address and [`CONTROL_LEN`] bytes of control data, no iovec (the buffer
+/// is the ring's).
 fn multishot_layout() -> libc::msghdr {
     // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
     let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
     hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    hdr.msg_controllen = CONTROL_LEN as _;
     hdr
+}
+
+/// A datagram's destination, at a stable heap address (boxed), for a [`Request::SendTo`].
+struct Target {
+    addr: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// What a send's operation owns besides its buffer: a `msghdr`, or only an address, or nothing
+/// (a connected socket's send).
+enum Sending {
+    Msg(Box<Msg>),
+    To(Box<Target>),
+    Nothing,
 }
 
 #[derive(Clone, Copy)]
@@ -238,6 +280,16 @@ impl<T: 'static> Drop for Receive<T> {
 
 /// A UDP socket: datagrams to and from any peer, or, once [`connect`](Self::connect)ed, to and
 /// from one. Every method takes `&self` and owned buffers (see [`crate::buf`]).
+///
+/// # Datagrams the kernel dropped
+///
+/// When datagrams arrive faster than the socket is read, its receive buffer fills (see
+/// [`set_recv_buffer_size`](Self::set_recv_buffer_size)) and the kernel drops the next ones.
+/// Every socket of this crate asks the kernel to say so (`SO_RXQ_OVFL`): each datagram then
+/// carries the socket's running count of drops, which the receives read from its control
+/// data and add to the runtime's [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped).
+/// A drop is therefore counted when the next datagram is received (on POSIX aio, whose reads
+/// have no control data, never).
 pub struct UdpSocket {
     /// Closed through the driver in `Drop`, after every operation already started on it.
     fd: mem::ManuallyDrop<OwnedFd>,
@@ -246,6 +298,8 @@ pub struct UdpSocket {
     orphans: Rc<Orphans>,
     /// The multishot receive of `recv_from_provided`, once started.
     recv: RefCell<Option<Op<Box<Msg>>>>,
+    /// The kernel's drop count, as the receives last heard it.
+    drops: Rc<DropCount>,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -274,13 +328,32 @@ impl UdpSocket {
     }
 
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> UdpSocket {
+        // (A kernel without SO_RXQ_OVFL, before 2.6.33, just reports no drops.)
+        let _ = executor::net::report_drops(fd.as_fd());
         UdpSocket {
             fd: mem::ManuallyDrop::new(fd),
             driver,
             stash: Stash::default(),
             orphans: Rc::default(),
             recv: RefCell::new(None),
+            drops: Rc::default(),
         }
+    }
+
+    /// Asks the kernel for a receive buffer of `bytes` (`SO_RCVBUF`): how much of the datagrams
+    /// that arrived and were not read yet the socket may hold before the kernel drops the next
+    /// ones. The default (`net.core.rmem_default`, often 208 KiB) holds three of the largest
+    /// datagrams. Linux doubles the value for its bookkeeping and clamps it to the
+    /// `net.core.rmem_max` sysctl; [`recv_buffer_size`](Self::recv_buffer_size) says what it
+    /// kept.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        executor::net::set_recv_buffer_size(self.fd.as_fd(), bytes)
+    }
+
+    /// The receive buffer as the kernel keeps it (see
+    /// [`set_recv_buffer_size`](Self::set_recv_buffer_size)).
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        executor::net::recv_buffer_size(self.fd.as_fd())
     }
 
     /// The address the socket is bound to.
@@ -409,7 +482,7 @@ impl UdpSocket {
                 _ => None,
             };
             return match (completion.into_result(), bid) {
-                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize)),
+                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize, &self.drops)),
                 // A completion without a buffer carries no datagram: none to return.
                 (Ok(_), None) => continue,
                 // The ring ran dry, or the driver stopped a receive nobody read: arm a new one.
@@ -427,6 +500,7 @@ impl UdpSocket {
         want_source: bool,
     ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
         let (driver, stash, orphans) = (self.driver.clone(), self.stash.clone(), self.orphans.clone());
+        let drops = self.drops.clone();
         // Without recvmsg (POSIX aio) a connected socket reads, and nothing says where from.
         let plain = !driver.facts().messages;
         let fd = self.fd.as_raw_fd();
@@ -448,38 +522,40 @@ impl UdpSocket {
                 // SAFETY: the pointer and length describe the buffer's memory, owned by the
                 // operation until its completion, that stays put (IoBufMut's contract).
                 (None, true, false) => unsafe {
-                    driver.submit((buf, Msg::new(std::ptr::null_mut(), 0, Name::None)), false, |(buf, _)| {
-                        Request::Recv {
-                            fd,
-                            buf: buf.stable_mut_ptr(),
-                            len: buf.bytes_total().min(u32::MAX as usize) as u32,
-                        }
+                    driver.submit((buf, None), false, |(buf, _)| Request::Recv {
+                        fd,
+                        buf: buf.stable_mut_ptr(),
+                        len: buf.bytes_total().min(u32::MAX as usize) as u32,
                     })
                 },
                 (None, false, _) => {
                     let name = if want_source { Name::From } else { Name::None };
                     let mut buf = buf;
-                    let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), name);
+                    let msg = Msg::receiving(buf.stable_mut_ptr(), buf.bytes_total(), name);
                     // SAFETY: the msghdr, the address storage it names and the buffer its iovec
                     // points into are the operation's resources (a boxed Msg and a buffer whose
                     // memory stays put), owned by it until its completion.
                     unsafe {
-                        driver
-                            .submit((buf, msg), false, |(_, msg)| Request::RecvMsg { fd, msg: &mut msg.hdr })
+                        driver.submit((buf, Some(msg)), false, |(_, msg)| Request::RecvMsg {
+                            fd,
+                            msg: &mut msg.as_mut().expect("a msghdr").hdr,
+                        })
                     }
                 }
             };
             // A receive that won the race with its cancel keeps its datagram for the next one.
-            let (stash, over) = (stash.clone(), orphans.clone());
+            let (stash, over, heard) = (stash.clone(), orphans.clone(), drops.clone());
             let op = op.on_orphan_cqe(move |(mut buf, msg), completion| {
                 over.over();
+                count_drops(&heard, msg.as_ref().and_then(|msg| msg.drops()));
                 let n = match completion.into_result() {
                     Ok(n) if n as usize <= buf.bytes_total() => n as usize,
                     _ => return, // an error, or a datagram that did not fit: nothing to keep
                 };
                 // SAFETY: the kernel wrote `n <= bytes_total` bytes at the start of the buffer.
                 unsafe { buf.set_init(n) };
-                stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), msg.source()));
+                let from = msg.and_then(|msg| msg.source());
+                stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), from));
             });
             let receive = Receive { op: Some(op), orphans };
             let ((mut buf, msg), result) = {
@@ -490,11 +566,12 @@ impl UdpSocket {
                 Ok(n) => n as usize,
                 Err(e) => return (Err(e), buf),
             };
+            count_drops(&drops, msg.as_ref().and_then(|msg| msg.drops()));
             let capacity = buf.bytes_total();
             // SAFETY: the kernel wrote `min(n, capacity)` bytes at the start of the buffer (`n`
             // is the datagram's real length, which MSG_TRUNC reports even when it did not fit).
             unsafe { buf.set_init(n.min(capacity)) };
-            let from = msg.source();
+            let from = msg.and_then(|msg| msg.source());
             // (aio's `read` cannot report a cut datagram: `n` is then at most the capacity.)
             match check_datagram(n, capacity, from) {
                 Ok(n) => (Ok((n, from)), buf),
@@ -511,20 +588,36 @@ impl UdpSocket {
         to: Option<SocketAddr>,
     ) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let fd = self.fd.as_raw_fd();
-        let op = match (!self.driver.facts().messages, to) {
+        let facts = self.driver.facts();
+        let op = match (!facts.messages, to) {
             (true, Some(_)) => Err(buf),
             (true, None) => {
                 // SAFETY: the pointer and length describe the buffer's bytes, owned by the
                 // operation until its completion, that stay put (IoBuf's contract).
                 Ok(unsafe {
-                    self.driver.submit(
-                        (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
-                        false,
-                        |(buf, _)| {
-                            let len = buf.bytes_init().min(u32::MAX as usize) as u32;
-                            Request::Send { fd, buf: buf.stable_ptr(), len, dontwait: false }
-                        },
-                    )
+                    self.driver.submit((buf, Sending::Nothing), false, |(buf, _)| {
+                        let len = buf.bytes_init().min(u32::MAX as usize) as u32;
+                        Request::Send { fd, buf: buf.stable_ptr(), len, dontwait: false }
+                    })
+                })
+            }
+            (false, Some(to)) if facts.send_to => {
+                let (addr, len) = sys::sockaddr_from(&to);
+                let target = Sending::To(Box::new(Target { addr, len }));
+                // SAFETY: the buffer's bytes (read only: a send) and the boxed address are the
+                // operation's resources, owned by it until its completion, at addresses that do
+                // not change.
+                Ok(unsafe {
+                    self.driver.submit((buf, target), false, |(buf, target)| {
+                        let Sending::To(target) = target else { unreachable!("a target was given") };
+                        Request::SendTo {
+                            fd,
+                            buf: buf.stable_ptr(),
+                            len: buf.bytes_init().min(u32::MAX as usize) as u32,
+                            addr: (&target.addr as *const libc::sockaddr_storage).cast(),
+                            addr_len: target.len,
+                        }
+                    })
                 })
             }
             (false, to) => {
@@ -534,7 +627,10 @@ impl UdpSocket {
                 // (read only: a send) are the operation's resources, owned by it until its
                 // completion, at addresses that do not change.
                 Ok(unsafe {
-                    self.driver.submit((buf, msg), false, |(_, msg)| Request::SendMsg { fd, msg: &msg.hdr })
+                    self.driver.submit((buf, Sending::Msg(msg)), false, |(_, msg)| {
+                        let Sending::Msg(msg) = msg else { unreachable!("a msghdr was given") };
+                        Request::SendMsg { fd, msg: &msg.hdr }
+                    })
                 })
             }
         };
@@ -559,14 +655,25 @@ fn unspecified(local: &io::Result<SocketAddr>) -> SocketAddr {
     }
 }
 
+/// Adds the drops the kernel's count `total` (if one came) says are new to the runtime's count.
+fn count_drops(drops: &DropCount, total: Option<u32>) {
+    if let Some(total) = total {
+        let new = drops.heard(total);
+        if new > 0 {
+            crate::stats::add(|c| &c.datagrams_dropped, u64::from(new));
+        }
+    }
+}
+
 /// The datagram in ring buffer `bid`, `n` bytes of which the kernel filled: header, source
-/// address, payload. The buffer goes back to the ring unless it is returned as a [`Datagram`].
-fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, SocketAddr)> {
+/// address, control data, payload. The buffer goes back to the ring unless it is returned as a
+/// [`Datagram`]. A drop count in the control data goes to `drops`.
+fn parse(ring: &Rc<BufRing>, bid: u16, n: usize, drops: &DropCount) -> io::Result<(Datagram, SocketAddr)> {
     let given_back = || ring.release(bid);
     // SAFETY: the completion handed buffer `bid` to the runtime with `n` bytes (at most the
     // buffer size); it goes back to the ring only when the Datagram (or `given_back`) says so.
     let bytes = unsafe { ring.bytes(bid, 0, n.min(RING_BUFFER_SIZE as usize)) };
-    let Some(out) = DatagramOut::parse(bytes, NAME_LEN) else {
+    let Some(out) = DatagramOut::parse(bytes, NAME_LEN, CONTROL_LEN) else {
         given_back();
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -588,6 +695,9 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
         };
         sys::sockaddr_to(&storage, len as libc::socklen_t)
     };
+    if !out.control.is_empty() {
+        count_drops(drops, drops_in(out.control));
+    }
     let (len, offset, payload_len, truncated_payload) =
         (out.len, out.payload.start, out.payload.len(), out.truncated);
     let from = match from {
@@ -599,7 +709,8 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
     };
     if truncated_payload || payload_len != len {
         given_back();
-        return Err(truncated(len, RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN, Some(from)));
+        let room = RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN - CONTROL_LEN;
+        return Err(truncated(len, room, Some(from)));
     }
     Ok((
         Datagram { inner: Inner::Ring { ring: ring.clone(), bid, offset: offset as u32, len: len as u32 } },

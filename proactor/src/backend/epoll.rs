@@ -270,7 +270,7 @@ impl Epoll {
             }
             Request::Send { fd, .. } | Request::Connect { fd, .. } => (fd, Direction::Write),
             Request::RecvMsg { fd, .. } => (fd, Direction::Read),
-            Request::SendMsg { fd, .. } => (fd, Direction::Write),
+            Request::SendMsg { fd, .. } | Request::SendTo { fd, .. } => (fd, Direction::Write),
             // Not offered here (`Facts`, and no buffer ring).
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
@@ -638,6 +638,13 @@ impl Epoll {
                 trace_io(trace::Call::SendMsg, fd, index, 1, &sent);
                 transferred(sent, 0)
             }
+            Request::SendTo { fd, buf, len, addr, addr_len } => {
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: as above: the buffer and the address are the operation's.
+                let sent = unsafe { sys::send_to(fd, buf, len as usize, addr, addr_len) };
+                trace_io(trace::Call::SendTo, fd, index, 1, &sent);
+                transferred(sent, 0)
+            }
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 Outcome::Done(Completion::error(libc::EOPNOTSUPP), false)
             }
@@ -647,7 +654,13 @@ impl Epoll {
 
 impl Io for Epoll {
     fn facts(&self) -> Facts {
-        Facts { kind: Backend::Epoll, multishot_accept: false, picks_buffers: true, messages: true }
+        Facts {
+            kind: Backend::Epoll,
+            multishot_accept: false,
+            picks_buffers: true,
+            messages: true,
+            send_to: true,
+        }
     }
 
     unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {
