@@ -562,3 +562,58 @@ fn every_datagram_is_received_or_counted_as_dropped_by_the_kernel() {
         }
     });
 }
+
+/// Datagrams sent behind all arrive, in order on loopback; a send behind that fails (a datagram
+/// larger than UDP allows: `EMSGSIZE`) is reported, once, by the next `send_to_behind`, whose
+/// own datagram goes out all the same. POSIX aio, without sendto, refuses at once.
+#[test]
+fn sends_behind_arrive_and_a_failed_one_is_reported_by_the_next() {
+    within(Duration::from_secs(60), || {
+        for kind in [RuntimeKind::Uring, RuntimeKind::ProactorEpoll] {
+            let peer = client_for("127.0.0.1:1".parse().unwrap());
+            peer.set_nonblocking(true).unwrap();
+            let to = peer.local_addr().unwrap();
+            echo::server::proactor_runtime(kind).unwrap().block_on(async {
+                let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                for i in 0..10u8 {
+                    socket.send_to_behind(vec![i], to).unwrap();
+                }
+                socket.send_to_behind(vec![0; 70_000], to).expect("queued: the kernel says no later");
+                let mut sent = 10u8;
+                let mut reported = None;
+                for _ in 0..100 {
+                    // A turn of the loop: the failed send's completion comes in.
+                    proactor::time::sleep(Duration::from_millis(1)).await;
+                    let result = socket.send_to_behind(vec![sent], to);
+                    sent += 1;
+                    if let Err(e) = result {
+                        reported = Some(e);
+                        break;
+                    }
+                }
+                let e = reported.expect("the failed send is reported");
+                assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{kind}: {e}");
+                socket.send_to_behind(vec![sent], to).expect("reported once only");
+                sent += 1;
+                // Every datagram arrives, in order (one sender, loopback).
+                let (mut got, mut buf) = (Vec::new(), [0; 8]);
+                for _ in 0..1000 {
+                    match peer.recv_from(&mut buf) {
+                        Ok((n, _)) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => proactor::time::sleep(Duration::from_millis(1)).await,
+                    }
+                    if got.len() == usize::from(sent) {
+                        break;
+                    }
+                }
+                assert_eq!(got, (0..sent).collect::<Vec<u8>>(), "{kind}");
+            });
+        }
+        echo::server::aio_runtime().unwrap().block_on(async {
+            let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let e =
+                socket.send_to_behind(vec![1], "127.0.0.1:9".parse().unwrap()).expect_err("no aio sendto");
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+        });
+    });
+}

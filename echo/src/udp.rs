@@ -113,7 +113,9 @@ impl Datagrams for proactor::net::UdpSocket {
         self.recv_from_provided().await
     }
 
+    // A send behind: the driver gives the buffer back to the ring when the send is over, and
+    // the task is not woken for it.
     async fn send_to(&mut self, buf: proactor::net::Datagram, to: SocketAddr) -> io::Result<()> {
-        proactor::net::UdpSocket::send_to(self, buf, to).await.0.map(drop)
+        proactor::net::UdpSocket::send_to_behind(self, buf, to)
     }
 }
