@@ -163,6 +163,8 @@ impl Msg {
 
     /// The drop count the kernel wrote with the datagram, if any.
     fn drops(&self) -> Option<u32> {
+        // (`msg_controllen` is a `usize` in glibc, a `socklen_t` in musl.)
+        #[allow(clippy::unnecessary_cast)]
         let len = (self.hdr.msg_controllen as usize).min(CONTROL_LEN);
         if self.hdr.msg_control.is_null() {
             return None;
@@ -615,11 +617,12 @@ impl UdpSocket {
         let fd = self.fd.as_raw_fd();
         let op = match self.sending(&buf, to) {
             None => Err(buf),
-            // SAFETY: the buffer's bytes (read only: a send) and what `sending` made (the boxed
-            // address or msghdr) are the operation's resources, owned by it until its
-            // completion, at addresses that do not change (IoBuf's contract, and boxes).
             Some(sending) => {
-                Ok(unsafe { self.driver.submit((buf, sending), false, |r| send_request(fd, r)) })
+                // SAFETY: the buffer's bytes (read only: a send) and what `sending` made (the
+                // boxed address or msghdr) are the operation's resources, owned by it until its
+                // completion, at addresses that do not change (IoBuf's contract, and boxes).
+                let op = unsafe { self.driver.submit((buf, sending), false, |r| send_request(fd, r)) };
+                Ok(op)
             }
         };
         async move {

@@ -173,6 +173,8 @@ pub(crate) fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize,
     counted_io(Call::RecvMsg, |c| &c.sys_read, fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
     let n = result?;
     let from = executor::sys::sockaddr_to(&addr, msg.msg_namelen)?;
+    // (`msg_controllen` is a `usize` in glibc, a `socklen_t` in musl.)
+    #[allow(clippy::unnecessary_cast)]
     let control_len = (msg.msg_controllen as usize).min(control.0.len());
     Ok((n, from, executor::net::drops_in(&control.0[..control_len])))
 }
