@@ -46,10 +46,11 @@
 //! `sendto`. A send to an address is a `SEND` with a destination (Linux 6.0), so the kernel
 //! copies in the address alone, not a `msghdr` and its iovec (`SENDMSG` before 6.0). And
 //! [`send_to_behind`](UdpSocket::send_to_behind), which the echo uses, is finished by the
-//! driver: the task is not woken for the send's completion. Measured with callgrind on
-//! `echo-lab serve` (16 sockets x 500 datagrams of 64 B, 2026-12-06, this machine): about 3,200
-//! instructions of user space per datagram with `send_to` and `SENDMSG`, 2,240 with
-//! `send_to_behind` and `SEND`; tokio's current-thread runtime 930, the reactor 670.
+//! driver: the task is not woken for the send's completion. User-space instructions per
+//! datagram, counted by callgrind (`scripts/udp-instructions.sh`: 16 sockets x 500 datagrams,
+//! 2026-12-06, this project's 2-vCPU machine): io_uring 3,200 at 64 B and 1,400 B with
+//! `send_to` and `SENDMSG`, 2,240 with `send_to_behind` and `SEND`; tokio's current-thread
+//! runtime 930, the reactor 740.
 //!
 //! # POSIX aio
 //!
