@@ -78,7 +78,7 @@ use std::task::{ready, Context, Poll, Waker};
 use executor::net::{check_datagram, drops_in, each_addr, truncated, DropCount, DROPS_CONTROL, MAX_DATAGRAM};
 
 use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
-use crate::backend::{BufId, Completion, Request};
+use crate::backend::{BufId, Completion, Destination, Request};
 use crate::buf::{self, BufResult, IoBuf, IoBufMut};
 use crate::bufring::BufRing;
 use crate::driver::op::Op;
@@ -198,11 +198,9 @@ fn multishot_layout() -> libc::msghdr {
     hdr
 }
 
-/// A datagram's destination, at a stable heap address (boxed), for a [`Request::SendTo`].
-struct Target {
-    addr: libc::sockaddr_storage,
-    len: libc::socklen_t,
-}
+/// A datagram's destination, at a stable heap address (boxed), for a [`Request::SendTo`]; its
+/// buffer pointer is set when the request is made.
+type Target = Destination;
 
 /// Boxed [`Target`]s kept for reuse, at most this many per thread: an echo sends one per
 /// datagram, and a box from the pool costs a `Vec` pop where a new one costs a `malloc` and
@@ -227,16 +225,16 @@ impl PooledTarget {
         let reused = TARGETS.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
         let target = match reused {
             Some(mut target) => {
-                (target.addr, target.len) = (addr, len);
+                (target.addr, target.addr_len) = (addr, len);
                 target
             }
-            None => Box::new(Target { addr, len }),
+            None => Box::new(Target { buf: std::ptr::null(), addr, addr_len: len }),
         };
         PooledTarget(Some(target))
     }
 
-    fn get(&self) -> &Target {
-        self.0.as_ref().expect("a target until dropped")
+    fn get_mut(&mut self) -> &mut Target {
+        self.0.as_mut().expect("a target until dropped")
     }
 }
 
@@ -499,10 +497,10 @@ impl UdpSocket {
         }
     }
 
-    fn poll_recv_provided<'a>(
+    fn poll_recv_provided(
         &self,
-        ring: &'a Rc<BufRing>,
-        ticket: &mut Ticket<'a>,
+        ring: &Rc<BufRing>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
         // A peer that floods this socket must not keep its task running forever.
@@ -725,13 +723,11 @@ fn send_request<B: IoBuf>(fd: RawFd, (buf, sending): &mut (B, Sending)) -> Reque
     let len = buf.bytes_init().min(u32::MAX as usize) as u32;
     match sending {
         Sending::Nothing => Request::Send { fd, buf: buf.stable_ptr(), len, dontwait: false },
-        Sending::To(target) => Request::SendTo {
-            fd,
-            buf: buf.stable_ptr(),
-            len,
-            addr: (&target.get().addr as *const libc::sockaddr_storage).cast(),
-            addr_len: target.get().len,
-        },
+        Sending::To(target) => {
+            let to = target.get_mut();
+            to.buf = buf.stable_ptr();
+            Request::SendTo { fd, len, to }
+        }
         Sending::Msg(msg) => Request::SendMsg { fd, msg: &msg.hdr },
     }
 }

@@ -319,12 +319,7 @@ impl Epoll {
         if ready {
             self.dirty.borrow_mut().push(fd);
         }
-        stats::trace_step!(trace::Event::Queued {
-            index,
-            op: trace::Op::of(&request),
-            queue: direction,
-            ready
-        });
+        stats::trace_step!(trace::Event::Queued { index, op: request.traced(), queue: direction, ready });
         Ok(())
     }
 
@@ -638,10 +633,14 @@ impl Epoll {
                 trace_io(trace::Call::SendMsg, fd, index, 1, &sent);
                 transferred(sent, 0)
             }
-            Request::SendTo { fd, buf, len, addr, addr_len } => {
+            Request::SendTo { fd, len, to } => {
                 stats::bump(|c| &c.sys_epoll_io);
-                // SAFETY: as above: the buffer and the address are the operation's.
-                let sent = unsafe { sys::send_to(fd, buf, len as usize, addr, addr_len) };
+                // SAFETY: as above: the destination, its buffer and its address are the
+                // operation's, until its completion.
+                let sent = unsafe {
+                    let to = &*to;
+                    sys::send_to(fd, to.buf, len as usize, to.addr_ptr(), to.addr_len)
+                };
                 trace_io(trace::Call::SendTo, fd, index, 1, &sent);
                 transferred(sent, 0)
             }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use executor::Notifier;
 
 use crate::bufring::BufRing;
+use crate::trace;
 
 /// Which backend performs the I/O (see [`Builder::backend`](crate::Builder::backend)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,14 +135,14 @@ pub(crate) enum Request {
         fd: RawFd,
         msg: *const libc::msghdr,
     },
-    /// Send `len` bytes from `buf` as one datagram to the address at `addr` (`addr_len` bytes):
-    /// `sendto`, without a `msghdr` for the kernel to copy in (only where [`Facts::send_to`]).
+    /// Send the `len` bytes `to` names as one datagram to its address: `sendto`, without a
+    /// `msghdr` for the kernel to copy in (only where [`Facts::send_to`]). One pointer, not
+    /// the buffer's and the address's: the request stays 24 bytes, and with it every queued
+    /// operation of the epoll backend (an idle socket's cost).
     SendTo {
         fd: RawFd,
-        buf: *const u8,
         len: u32,
-        addr: *const libc::sockaddr,
-        addr_len: libc::socklen_t,
+        to: *const Destination,
     },
     /// Receive datagrams into buffers of ring `group` until cancelled, each laid out as
     /// `io_uring_recvmsg_out`, source address, payload (only with a datagram ring:
@@ -172,9 +173,46 @@ impl Request {
         }
     }
 
+    /// The operation as the trace names it.
+    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
+    pub(crate) fn traced(&self) -> trace::Op {
+        match *self {
+            Request::Accept { fd, .. } => trace::Op::Accept { fd },
+            Request::AcceptMulti { fd } => trace::Op::AcceptMulti { fd },
+            Request::Connect { fd, .. } => trace::Op::Connect { fd },
+            Request::Recv { fd, len, .. } => trace::Op::Recv { fd, len },
+            Request::RecvMulti { fd, group, limit } => trace::Op::RecvMulti { fd, group, limit },
+            Request::RecvPick { fd } => trace::Op::RecvPick { fd },
+            Request::Send { fd, len, dontwait, .. } => trace::Op::Send { fd, len, dontwait },
+            Request::RecvMsg { fd, .. } => trace::Op::RecvMsg { fd },
+            Request::SendMsg { fd, .. } => trace::Op::SendMsg { fd },
+            Request::SendTo { fd, len, .. } => trace::Op::SendTo { fd, len },
+            Request::RecvMsgMulti { fd, group, .. } => trace::Op::RecvMsgMulti { fd, group },
+        }
+    }
+
     /// Whether the request goes on producing completions until it is cancelled or ends.
     pub(crate) fn is_multishot(&self) -> bool {
         matches!(self, Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. })
+    }
+}
+
+/// What a [`Request::SendTo`] sends: the bytes (`len` of them at `buf`, the request's length)
+/// and the address, at a stable place the operation owns until its completion.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    /// The first byte to send.
+    pub(crate) buf: *const u8,
+    /// The address, `addr_len` bytes of it.
+    pub(crate) addr: libc::sockaddr_storage,
+    /// The address's length.
+    pub(crate) addr_len: libc::socklen_t,
+}
+
+impl Destination {
+    /// The address as the syscalls take it.
+    pub(crate) fn addr_ptr(&self) -> *const libc::sockaddr {
+        (&self.addr as *const libc::sockaddr_storage).cast()
     }
 }
 

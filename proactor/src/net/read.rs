@@ -179,10 +179,10 @@ impl TcpStream {
         }
     }
 
-    fn poll_read_provided<'a>(
-        &'a self,
-        ring: &'a Rc<BufRing>,
-        ticket: &mut Ticket<'a>,
+    pub(super) fn poll_read_provided(
+        &self,
+        ring: &Rc<BufRing>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
@@ -267,7 +267,7 @@ impl TcpStream {
     /// receive), not in the caller's future: a `read_provided` dropped early (a `timeout`) leaves
     /// it queued for the next call, so nothing is lost, and every connection's task stays as
     /// small as on io_uring. Bytes a cancelled `read` left behind come first.
-    fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+    pub(super) fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
         let mut recv = self.recv.borrow_mut();
         let op = match &mut *recv {

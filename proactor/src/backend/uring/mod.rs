@@ -257,11 +257,16 @@ impl Uring {
                 opcode::SendMsg::new(types::Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build()
             }
             // SEND with a destination (Linux 6.0): the kernel copies in the address alone.
-            Request::SendTo { fd, buf, len, addr, addr_len } => opcode::Send::new(types::Fd(fd), buf, len)
-                .dest_addr(addr)
-                .dest_addr_len(addr_len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build(),
+            Request::SendTo { fd, len, to } => {
+                // SAFETY: the destination is the operation's until its completion (the
+                // request's contract); the kernel reads the buffer and the address from it.
+                let to = unsafe { &*to };
+                opcode::Send::new(types::Fd(fd), to.buf, len)
+                    .dest_addr(to.addr_ptr())
+                    .dest_addr_len(to.addr_len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
             Request::RecvMsgMulti { fd, msg, group } => {
                 opcode::RecvMsgMulti::new(types::Fd(fd), msg, group).build()
             }
@@ -279,7 +284,7 @@ impl Uring {
         }
         #[cfg(feature = "trace")]
         if executor::trace::on() {
-            let op = trace::Op::of(request);
+            let op = request.traced();
             stats::trace_step!(trace::Event::SqeQueued { user_data: index, op });
             let mut names = self.names.borrow_mut();
             if names.len() <= index {
