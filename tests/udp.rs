@@ -543,3 +543,238 @@ fn a_receive_cancelled_after_its_datagram_came_keeps_it_for_the_next_one_in_orde
         });
     }
 }
+
+/// An echo server of `kind` on its own thread whose socket asks for a receive buffer of
+/// `recv_buffer` bytes: its address, the size the kernel kept, and the sender to say "start
+/// reading" with (until then datagrams wait in the socket's buffer).
+fn sized_echo_server(
+    kind: RuntimeKind,
+    recv_buffer: usize,
+) -> (SocketAddr, usize, std::sync::mpsc::Sender<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (go, start) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || match kind {
+        RuntimeKind::Reactor => reactor::block_on(async move {
+            let socket = reactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_recv_buffer_size(recv_buffer).unwrap();
+            tx.send((socket.local_addr().unwrap(), socket.recv_buffer_size().unwrap())).unwrap();
+            let _ = start.recv(); // (blocks the runtime's thread: nothing else runs on it yet)
+            let _ = echo::udp::handle_udp(socket).await;
+        }),
+        _ => echo::server::proactor_runtime(kind).unwrap().block_on(async move {
+            let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_recv_buffer_size(recv_buffer).unwrap();
+            tx.send((socket.local_addr().unwrap(), socket.recv_buffer_size().unwrap())).unwrap();
+            let _ = start.recv();
+            let _ = echo::udp::handle_udp(socket).await;
+        }),
+    });
+    let (addr, kept) = rx.recv().unwrap();
+    (addr, kept, go)
+}
+
+/// 50 peers send a datagram of the largest size each at once, 10 times over, to an echo
+/// server whose receive buffer holds such a burst: every one of the 500 comes back. The first
+/// burst arrives before the server reads at all, so all 50 must fit in the buffer at once
+/// (the kernel's default, 208 KiB, holds three of them); the others race the server's reads.
+/// Counted, not timed: a datagram is lost if its echo does not come within 10 s.
+#[test]
+fn a_receive_buffer_sized_for_the_burst_loses_no_datagram_of_fifty_peers() {
+    const PEERS: usize = 50;
+    const ROUNDS: usize = 10;
+    const SIZE: usize = 65_507;
+    // Each 65,507-byte datagram costs about 66.5 KB of the buffer as the kernel counts it (twice
+    // the size asked), so 2 MiB holds about 63.
+    const BUFFER: usize = 2 << 20;
+    within(Duration::from_secs(180), || {
+        for kind in SERVING {
+            let rmem_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+                .ok()
+                .and_then(|max| max.trim().parse::<usize>().ok());
+            if rmem_max.is_some_and(|max| max < BUFFER) {
+                eprintln!(
+                    "skipped: net.core.rmem_max ({rmem_max:?}) is below {BUFFER}, too small for the burst"
+                );
+                return;
+            }
+            let (server, kept, go) = sized_echo_server(kind, BUFFER);
+            assert!(kept >= BUFFER, "{kind}: the kernel kept a receive buffer of {kept} bytes");
+            let peers: Vec<UdpSocket> = (0..PEERS)
+                .map(|_| {
+                    let peer = client_for(server);
+                    peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    peer
+                })
+                .collect();
+            let mut rng = Rng::new(5);
+            let mut buf = vec![0; SIZE + 1];
+            let (mut echoed, mut lost) = (0, 0usize);
+            for round in 0..ROUNDS {
+                let sent: Vec<Vec<u8>> = peers
+                    .iter()
+                    .map(|peer| {
+                        let mut data = rng.bytes(SIZE);
+                        data[0] = round as u8;
+                        peer.send_to(&data, server).unwrap();
+                        data
+                    })
+                    .collect();
+                if round == 0 {
+                    go.send(()).unwrap();
+                }
+                for (peer, data) in peers.iter().zip(&sent) {
+                    if lost > 0 {
+                        // The round's echoes have had 10 s to come: do not wait that long again.
+                        peer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                    }
+                    match peer.recv_from(&mut buf) {
+                        Ok((n, _)) => {
+                            assert!(buf[..n] == data[..], "{kind}: an echo differs");
+                            echoed += 1;
+                        }
+                        Err(_) => lost += 1,
+                    }
+                }
+                assert_eq!(lost, 0, "{kind}: round {round}: datagrams lost of {PEERS}");
+            }
+            assert_eq!(echoed, PEERS * ROUNDS, "{kind}: echoes");
+        }
+    });
+}
+
+/// A socket whose receive buffer holds about two datagrams is sent 40 while it does not read:
+/// the kernel drops most. Every datagram sent is then either received or counted in the
+/// runtime's `datagrams_dropped`, on every runtime and way of receiving (the count comes with
+/// the next datagram received, so more are sent until the two add up).
+#[test]
+fn every_datagram_is_received_or_counted_as_dropped_by_the_kernel() {
+    const BURST: usize = 40;
+    const TRIES: usize = 200;
+    /// Receives until every datagram sent is accounted for: `receive` takes one (or times out,
+    /// `false`), `dropped` reads the runtime's count since the start.
+    async fn account<F: std::future::Future<Output = bool>>(
+        label: &str,
+        client: &UdpSocket,
+        to: SocketAddr,
+        mut receive: impl FnMut() -> F,
+        dropped: impl Fn() -> u64,
+    ) {
+        for _ in 0..BURST {
+            client.send_to(&[1; 1000], to).unwrap();
+        }
+        let (mut sent, mut received) = (BURST as u64, 0u64);
+        for _ in 0..TRIES {
+            if received + dropped() == sent {
+                break;
+            }
+            if receive().await {
+                received += 1;
+            } else {
+                // Nothing waits: one more datagram brings the count of those dropped before it.
+                client.send_to(&[2; 1000], to).unwrap();
+                sent += 1;
+            }
+        }
+        assert_eq!(received + dropped(), sent, "{label}: received {received}, dropped {}", dropped());
+        assert!(dropped() > 0, "{label}: a buffer of two datagrams dropped some of {BURST}");
+    }
+    within(Duration::from_secs(60), || {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let wait = Duration::from_millis(50);
+        reactor::block_on(async {
+            let socket = reactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_recv_buffer_size(1).unwrap(); // the kernel's least
+            let before = reactor::stats().datagrams_dropped;
+            let receive = || async {
+                let mut buf = [0; 2048];
+                let received = reactor::time::timeout(wait, socket.recv_from(&mut buf)).await;
+                received.map(|r| r.expect("a datagram")).is_ok()
+            };
+            let to = socket.local_addr().unwrap();
+            account("reactor", &client, to, receive, || reactor::stats().datagrams_dropped - before).await;
+        });
+        for kind in [RuntimeKind::Uring, RuntimeKind::ProactorEpoll] {
+            for provided in [true, false] {
+                echo::server::proactor_runtime(kind).unwrap().block_on(async {
+                    let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                    socket.set_recv_buffer_size(1).unwrap();
+                    let before = proactor::stats().datagrams_dropped;
+                    let receive = || {
+                        let socket = &socket;
+                        async move {
+                            if provided {
+                                let received =
+                                    proactor::time::timeout(wait, socket.recv_from_provided()).await;
+                                received.map(|r| r.expect("a datagram")).is_ok()
+                            } else {
+                                let received = socket.recv_from(Vec::with_capacity(2048));
+                                let received = proactor::time::timeout(wait, received).await;
+                                received.map(|(r, _)| r.expect("a datagram")).is_ok()
+                            }
+                        }
+                    };
+                    let label =
+                        format!("{kind}, {}", if provided { "recv_from_provided" } else { "recv_from" });
+                    let to = socket.local_addr().unwrap();
+                    account(&label, &client, to, receive, || proactor::stats().datagrams_dropped - before)
+                        .await;
+                });
+            }
+        }
+    });
+}
+
+/// Datagrams sent behind all arrive, in order on loopback; a send behind that fails (a datagram
+/// larger than UDP allows: `EMSGSIZE`) is reported, once, by the next `send_to_behind`, whose
+/// own datagram goes out all the same. POSIX aio, without sendto, refuses at once.
+#[test]
+fn sends_behind_arrive_and_a_failed_one_is_reported_by_the_next() {
+    within(Duration::from_secs(60), || {
+        for kind in [RuntimeKind::Uring, RuntimeKind::ProactorEpoll] {
+            let peer = client_for("127.0.0.1:1".parse().unwrap());
+            peer.set_nonblocking(true).unwrap();
+            let to = peer.local_addr().unwrap();
+            echo::server::proactor_runtime(kind).unwrap().block_on(async {
+                let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                for i in 0..10u8 {
+                    socket.send_to_behind(vec![i], to).unwrap();
+                }
+                socket.send_to_behind(vec![0; 70_000], to).expect("queued: the kernel says no later");
+                let mut sent = 10u8;
+                let mut reported = None;
+                for _ in 0..100 {
+                    // A turn of the loop: the failed send's completion comes in.
+                    proactor::time::sleep(Duration::from_millis(1)).await;
+                    let result = socket.send_to_behind(vec![sent], to);
+                    sent += 1;
+                    if let Err(e) = result {
+                        reported = Some(e);
+                        break;
+                    }
+                }
+                let e = reported.expect("the failed send is reported");
+                assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{kind}: {e}");
+                socket.send_to_behind(vec![sent], to).expect("reported once only");
+                sent += 1;
+                // Every datagram arrives, in order (one sender, loopback).
+                let (mut got, mut buf) = (Vec::new(), [0; 8]);
+                for _ in 0..1000 {
+                    match peer.recv_from(&mut buf) {
+                        Ok((n, _)) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => proactor::time::sleep(Duration::from_millis(1)).await,
+                    }
+                    if got.len() == usize::from(sent) {
+                        break;
+                    }
+                }
+                assert_eq!(got, (0..sent).collect::<Vec<u8>>(), "{kind}");
+            });
+        }
+        echo::server::aio_runtime().unwrap().block_on(async {
+            let socket = proactor::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let e =
+                socket.send_to_behind(vec![1], "127.0.0.1:9".parse().unwrap()).expect_err("no aio sendto");
+            assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+        });
+    });
+}

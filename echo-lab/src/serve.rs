@@ -65,11 +65,46 @@ pub struct ServeArgs {
     /// aio has no recvfrom/sendto; nor the classic models).
     #[arg(long)]
     pub no_udp: bool,
+    /// The receive buffer to ask the kernel for on the UDP socket(s), bytes: how much of the
+    /// datagrams that arrived and were not read yet a socket holds before the kernel drops the
+    /// next ones. The default, 4 MiB, holds a burst of about 120 of the largest datagrams
+    /// (the kernel's default, `net.core.rmem_default`, often 208 KiB, holds three). The kernel
+    /// clamps it to `net.core.rmem_max`; a line on stderr says so when it does.
+    #[arg(long, value_name = "BYTES", default_value_t = UDP_RECV_BUFFER,
+          value_parser = clap::value_parser!(u64).range(1..=(i32::MAX as u64) / 2))]
+    pub udp_recv_buffer: u64,
     /// Print the runtime's own counters once a second on stderr, as rates: loop turns, waits,
-    /// events or completions per wait, task polls, syscalls by kind (one line per runtime
-    /// thread; see the runtime's `Stats` docs for each counter). Not with tokio.
+    /// events or completions per wait, task polls, syscalls by kind, and the UDP datagrams the
+    /// kernel dropped because the socket's receive buffer was full (a count, where there were
+    /// any; see `--udp-recv-buffer`) (one line per runtime thread; see the runtime's `Stats`
+    /// docs for each counter). Not with tokio.
     #[arg(long)]
     pub stats: bool,
+}
+
+/// `serve`'s UDP receive buffer by default (see `--udp-recv-buffer`).
+const UDP_RECV_BUFFER: u64 = 4 << 20;
+
+/// Asks for a receive buffer of `bytes` on `socket`, and says in one line on stderr if the
+/// kernel kept less (it clamps the size to `net.core.rmem_max`).
+fn size_udp(socket: &UdpSocket, bytes: u64) -> Result<(), String> {
+    let sock = socket2::SockRef::from(socket);
+    sock.set_recv_buffer_size(bytes as usize)
+        .map_err(|e| format!("cannot size the UDP receive buffer: {e}"))?;
+    let kept =
+        sock.recv_buffer_size().map_err(|e| format!("cannot read the UDP receive buffer size: {e}"))?;
+    // Linux doubles what it is asked for (the other half pays for its bookkeeping).
+    if (kept as u64) < 2 * bytes {
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max").map(|s| s.trim().to_string());
+        eprintln!(
+            "the kernel clamped the UDP receive buffer to {} KiB (asked: {} KiB; net.core.rmem_max = {}): \
+             bursts of large datagrams may be dropped; raise it with `sysctl -w net.core.rmem_max={bytes}`",
+            kept / 2 / 1024,
+            bytes / 1024,
+            max.unwrap_or_else(|_| "?".into()),
+        );
+    }
+    Ok(())
 }
 
 fn parse_positive_secs(s: &str) -> Result<Duration, String> {
@@ -150,11 +185,16 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     let udp_on = !a.no_udp && !kind.is_aio();
     let udp: Vec<Option<UdpSocket>> = if udp_on {
-        udp_sockets(local, a.threads.into())
-            .map_err(|e| bind_error(local, &e))?
-            .into_iter()
-            .map(Some)
-            .collect()
+        let sockets = udp_sockets(local, a.threads.into()).map_err(|e| bind_error(local, &e))?;
+        if let Some(first) = sockets.first() {
+            size_udp(first, a.udp_recv_buffer)?;
+        }
+        for socket in sockets.iter().skip(1) {
+            socket2::SockRef::from(socket)
+                .set_recv_buffer_size(a.udp_recv_buffer as usize)
+                .map_err(|e| format!("cannot size the UDP receive buffer: {e}"))?;
+        }
+        sockets.into_iter().map(Some).collect()
     } else {
         (0..a.threads).map(|_| None).collect()
     };
@@ -308,6 +348,9 @@ fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let udp = if a.no_udp { None } else { Some(UdpSocket::bind(local).map_err(|e| bind_error(local, &e))?) };
+    if let Some(udp) = &udp {
+        size_udp(udp, a.udp_recv_buffer)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

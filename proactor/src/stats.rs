@@ -54,6 +54,10 @@ executor::counters! {
     /// `SEND`s the driver submitted again for the rest of a short send behind (or one whose
     /// first try, without waiting, found the peer's window full).
     sends_continued,
+    /// Datagrams the kernel dropped on this thread's UDP sockets because their receive buffer
+    /// was full, as the sockets heard it (`SO_RXQ_OVFL`: counted when the next datagram is
+    /// received; see `UdpSocket`). Not on POSIX aio.
+    datagrams_dropped,
     /// Chunks of buffers the provided-buffer ring grew by under pressure.
     ring_grown,
     /// Chunks it freed again once the load fell.
@@ -160,7 +164,7 @@ impl Stats {
         };
         format!(
             "turns {} (blocking {}) · completions/turn {per_wait:.1} (max {}) · polls {} · remote {} · \
-             timers {} · recv {} send {} accept {}{} · syscalls {}: {backend} other {} · in flight {} · \
+             timers {} · recv {} send {} accept {}{}{} · syscalls {}: {backend} other {} · in flight {} · \
              held {} (peak {}) · receives limited {} paused {} · waiting {}{}",
             rate(self.turns),
             rate(self.waits_blocking),
@@ -171,6 +175,7 @@ impl Stats {
             rate(self.recvs),
             rate(self.sends),
             rate(self.accepts),
+            dropped(self.datagrams_dropped),
             if self.sends_behind == 0 {
                 String::new()
             } else {
@@ -204,6 +209,15 @@ impl Stats {
                 None => String::new(),
             },
         )
+    }
+}
+
+/// The datagrams the kernel dropped, if any: a count, not a rate (each one is news).
+pub(crate) fn dropped(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" · UDP datagrams dropped {n} (the socket's receive buffer was full)")
     }
 }
 

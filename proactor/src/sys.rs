@@ -142,6 +142,29 @@ pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<u
     }
 }
 
+/// `sendto(MSG_DONTWAIT | MSG_NOSIGNAL)` of `len` bytes from `buf` as one datagram to the
+/// address at `addr` (`addr_len` bytes): never blocks.
+///
+/// # Safety
+/// `buf` must be valid for reads of `len` bytes and `addr` of `addr_len` bytes for the whole
+/// call.
+pub(crate) unsafe fn send_to(
+    fd: RawFd,
+    buf: *const u8,
+    len: usize,
+    addr: *const libc::sockaddr,
+    addr_len: libc::socklen_t,
+) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: the caller guarantees `buf` and `addr` are readable for their lengths.
+    let n = unsafe { libc::sendto(fd, buf.cast(), len, flags, addr, addr_len) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// A second fd for the same open socket (close-on-exec).
 pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes an int; a stale fd only yields EBADF.

@@ -43,7 +43,7 @@ pub fn pingpong(opts: &Options, udp: bool, on_edge: &mut dyn FnMut(Edge)) -> Res
     if !udp {
         return pingpong::run(opts, on_edge);
     }
-    let udp = udp::run(opts, UDP_LOSS_TIMEOUT, on_edge)?;
+    let udp = udp::run(opts, UDP_LOSS_TIMEOUT, None, on_edge)?;
     if udp.lost > 0 {
         eprintln!("echo-lab demo: {} datagrams lost (no echo within {UDP_LOSS_TIMEOUT:?})", udp.lost);
     }

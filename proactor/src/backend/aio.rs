@@ -546,9 +546,10 @@ impl Aio {
             // POSIX aio has no recvmsg/sendmsg (`aio_read`/`aio_write` carry no address:
             // `Facts::messages` is false); `udp` refuses them with a sentence before they get
             // here.
-            Request::RecvMsg { .. } | Request::SendMsg { .. } | Request::RecvMsgMulti { .. } => {
-                return self.refuse(key, libc::EOPNOTSUPP)
-            }
+            Request::RecvMsg { .. }
+            | Request::SendMsg { .. }
+            | Request::SendTo { .. }
+            | Request::RecvMsgMulti { .. } => return self.refuse(key, libc::EOPNOTSUPP),
         };
         // The thread limit: past it glibc would queue the request behind others that may wait
         // forever (reads on idle connections). Refuse, and say why.
@@ -935,7 +936,13 @@ impl Aio {
 
 impl Io for Aio {
     fn facts(&self) -> Facts {
-        Facts { kind: Backend::PosixAio, multishot_accept: false, picks_buffers: false, messages: false }
+        Facts {
+            kind: Backend::PosixAio,
+            multishot_accept: false,
+            picks_buffers: false,
+            messages: false,
+            send_to: false,
+        }
     }
 
     unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {

@@ -237,6 +237,15 @@ pub(crate) enum Request {
         fd: RawFd,
         msg: *const libc::msghdr,
     },
+    /// Send the `len` bytes `to` names as one datagram to its address: `sendto`, without a
+    /// `msghdr` for the kernel to copy in (only where [`Facts::send_to`]). One pointer, not
+    /// the buffer's and the address's: the request stays 24 bytes, and with it every queued
+    /// operation of the epoll backend (an idle socket's cost).
+    SendTo {
+        fd: RawFd,
+        len: u32,
+        to: *const Destination,
+    },
     /// Receive datagrams into buffers of ring `group` until cancelled, each laid out as
     /// `io_uring_recvmsg_out`, source address, payload (only with a datagram ring:
     /// [`Io::buffer_ring`]). `msg` gives the layout (its name and control lengths). Each
@@ -261,6 +270,7 @@ impl Request {
             | Request::Send { fd, .. }
             | Request::RecvMsg { fd, .. }
             | Request::SendMsg { fd, .. }
+            | Request::SendTo { fd, .. }
             | Request::RecvMsgMulti { fd, .. } => fd,
         }
     }
@@ -278,6 +288,7 @@ impl Request {
             Request::Send { fd, len, dontwait, .. } => trace::Op::Send { fd, len, dontwait },
             Request::RecvMsg { fd, .. } => trace::Op::RecvMsg { fd },
             Request::SendMsg { fd, .. } => trace::Op::SendMsg { fd },
+            Request::SendTo { fd, len, .. } => trace::Op::SendTo { fd, len },
             Request::RecvMsgMulti { fd, group, .. } => trace::Op::RecvMsgMulti { fd, group },
         }
     }
@@ -285,6 +296,25 @@ impl Request {
     /// Whether the request goes on producing completions until it is cancelled or ends.
     pub(crate) fn is_multishot(&self) -> bool {
         matches!(self, Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. })
+    }
+}
+
+/// What a [`Request::SendTo`] sends: the bytes (`len` of them at `buf`, the request's length)
+/// and the address, at a stable place the operation owns until its completion.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    /// The first byte to send.
+    pub(crate) buf: *const u8,
+    /// The address, `addr_len` bytes of it.
+    pub(crate) addr: libc::sockaddr_storage,
+    /// The address's length.
+    pub(crate) addr_len: libc::socklen_t,
+}
+
+impl Destination {
+    /// The address as the syscalls take it.
+    pub(crate) fn addr_ptr(&self) -> *const libc::sockaddr {
+        (&self.addr as *const libc::sockaddr_storage).cast()
     }
 }
 
@@ -345,11 +375,15 @@ impl Completion {
 /// One datagram as a [`Request::RecvMsgMulti`] lays it out in its buffer: a 16-byte header
 /// (the address's length, the control data's, the payload's real length, the `recvmsg`
 /// flags: Linux's `io_uring_recvmsg_out`, in native byte order), room for `name_room` bytes
-/// of source address, then the payload. A backend that offers the request writes this layout.
+/// of source address, room for `control_room` bytes of control messages (`cmsghdr`s, as
+/// `recvmsg` writes them), then the payload. A backend that offers the request writes this
+/// layout.
 #[derive(Debug)]
 pub(crate) struct DatagramOut<'a> {
     /// The source address (its first `name_room` bytes, if it was longer).
     pub(crate) name: &'a [u8],
+    /// The control messages the kernel wrote (at most `control_room` bytes).
+    pub(crate) control: &'a [u8],
     /// Where the payload is in the buffer, and how much of it is there.
     pub(crate) payload: std::ops::Range<usize>,
     /// The datagram's real length (more than the payload's if it was cut).
@@ -363,19 +397,21 @@ pub(crate) const DATAGRAM_HEADER: usize = 16;
 
 impl DatagramOut<'_> {
     /// Reads the datagram in `bytes` (what the backend filled of the buffer); `None` if they
-    /// are too short for the header and the address room.
-    pub(crate) fn parse(bytes: &[u8], name_room: usize) -> Option<DatagramOut<'_>> {
+    /// are too short for the header and the rooms, or report more control data than its room.
+    pub(crate) fn parse(bytes: &[u8], name_room: usize, control_room: usize) -> Option<DatagramOut<'_>> {
         let word = |i: usize| -> Option<usize> {
             let field: [u8; 4] = bytes.get(i * 4..i * 4 + 4)?.try_into().ok()?;
             Some(u32::from_ne_bytes(field) as usize)
         };
         let (name_len, control_len, len, flags) = (word(0)?, word(1)?, word(2)?, word(3)?);
-        let start = DATAGRAM_HEADER.checked_add(name_room)?;
-        if bytes.len() < start || control_len != 0 {
+        let control_at = DATAGRAM_HEADER.checked_add(name_room)?;
+        let start = control_at.checked_add(control_room)?;
+        if bytes.len() < start || control_len > control_room {
             return None;
         }
         Some(DatagramOut {
             name: &bytes[DATAGRAM_HEADER..DATAGRAM_HEADER + name_len.min(name_room)],
+            control: &bytes[control_at..control_at + control_len],
             payload: start..bytes.len(),
             len,
             truncated: flags as i32 & libc::MSG_TRUNC != 0,
@@ -395,6 +431,9 @@ pub(crate) struct Facts {
     pub(crate) picks_buffers: bool,
     /// `recvmsg`/`sendmsg` exist: datagrams carry addresses and report truncation.
     pub(crate) messages: bool,
+    /// A send can carry a destination address itself ([`Request::SendTo`]); otherwise a
+    /// datagram to an address is a [`Request::SendMsg`].
+    pub(crate) send_to: bool,
 }
 
 /// What a backend reports of itself at a snapshot (for `stats()` and the `Runtime`).
@@ -485,11 +524,25 @@ mod tests {
     use super::*;
 
     fn datagram(name_len: u32, len: u32, flags: i32, name_room: usize, payload: &[u8]) -> Vec<u8> {
+        with_control(name_len, len, flags, name_room, &[], 0, payload)
+    }
+
+    fn with_control(
+        name_len: u32,
+        len: u32,
+        flags: i32,
+        name_room: usize,
+        control: &[u8],
+        control_room: usize,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let mut bytes = Vec::new();
-        for word in [name_len, 0, len, flags as u32] {
+        for word in [name_len, control.len() as u32, len, flags as u32] {
             bytes.extend_from_slice(&word.to_ne_bytes());
         }
         bytes.extend((0..name_room).map(|i| i as u8));
+        bytes.extend_from_slice(control);
+        bytes.resize(bytes.len() + control_room - control.len(), 0xee);
         bytes.extend_from_slice(payload);
         bytes
     }
@@ -497,19 +550,36 @@ mod tests {
     #[test]
     fn a_datagram_reads_back_as_laid_out() {
         let bytes = datagram(16, 5, 0, 28, b"hello");
-        let out = DatagramOut::parse(&bytes, 28).expect("long enough");
+        let out = DatagramOut::parse(&bytes, 28, 0).expect("long enough");
         assert_eq!(out.name, &bytes[16..32]);
         assert_eq!(&bytes[out.payload.clone()], b"hello");
-        assert_eq!((out.len, out.truncated), (5, false));
+        assert_eq!((out.len, out.truncated, out.control), (5, false, &[][..]));
+    }
+
+    #[test]
+    fn control_data_sits_between_the_address_and_the_payload() {
+        let control = [1u8; 24];
+        let bytes = with_control(16, 5, 0, 28, &control, 32, b"hello");
+        let out = DatagramOut::parse(&bytes, 28, 32).expect("long enough");
+        assert_eq!(out.control, &control[..]);
+        assert_eq!(&bytes[out.payload.clone()], b"hello");
+        // No control data this time: the room is there, empty.
+        let bytes = with_control(16, 5, 0, 28, &[], 32, b"hello");
+        let out = DatagramOut::parse(&bytes, 28, 32).expect("long enough");
+        assert!(out.control.is_empty());
+        assert_eq!(&bytes[out.payload.clone()], b"hello");
+        // More control data than its room is a layout this parser does not know.
+        let bytes = with_control(16, 5, 0, 28, &[1; 40], 40, b"hello");
+        assert!(DatagramOut::parse(&bytes, 28, 32).is_none());
     }
 
     #[test]
     fn a_cut_datagram_says_so_and_a_short_buffer_is_refused() {
         let bytes = datagram(28, 9000, libc::MSG_TRUNC, 28, b"abc");
-        let out = DatagramOut::parse(&bytes, 28).expect("long enough");
+        let out = DatagramOut::parse(&bytes, 28, 0).expect("long enough");
         assert!(out.truncated);
         assert_eq!((out.len, out.payload.len()), (9000, 3));
-        assert!(DatagramOut::parse(&bytes[..20], 28).is_none());
-        assert!(DatagramOut::parse(&bytes[..10], 0).is_none());
+        assert!(DatagramOut::parse(&bytes[..20], 28, 0).is_none());
+        assert!(DatagramOut::parse(&bytes[..10], 0, 0).is_none());
     }
 }

@@ -22,7 +22,7 @@ use std::io as stdio;
 use executor::Notifier;
 
 pub use self::io::{AioNotify, Backend};
-pub(crate) use self::io::{BufId, Completion, Config, Facts, Gauges, Io, Request};
+pub(crate) use self::io::{BufId, Completion, Config, Destination, Facts, Gauges, Io, Request};
 use crate::bufring::BufRing;
 
 /// A backend, set up: its surface, and the provided-buffer ring it receives into, if it has one.

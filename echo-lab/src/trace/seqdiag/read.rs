@@ -300,6 +300,7 @@ fn sqe_label(op: Op) -> String {
         | Op::RecvMsgMulti { fd, .. } => format!("SQE {} on fd {fd}", opcode(op)),
         Op::Connect { fd } => format!("SQE CONNECT fd {fd}"),
         Op::Recv { fd, len } => format!("SQE RECV fd {fd} into a {len}-byte buffer"),
+        Op::SendTo { fd, len } => format!("SQE SEND {len} bytes to an address on fd {fd}"),
         Op::RecvPick { fd } => format!("SQE RECV fd {fd}, buffer picked at readiness"),
         Op::Send { fd, len, dontwait: false } => format!("SQE SEND {len} bytes on fd {fd}"),
         Op::Send { fd, len, dontwait: true } => format!("SQE SEND {len} bytes on fd {fd}, without waiting"),
