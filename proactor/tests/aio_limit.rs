@@ -50,8 +50,9 @@ fn limit_holds(notify: AioNotify) {
                 }));
                 idle.push(peer);
             }
+            // (The gauge counts the runtime's requests, not `Suspend`'s wake read.)
             common::eventually_async("every idle read blocked in a glibc thread", || {
-                proactor::stats().aio_threads_in_use.map(|(glibc, _)| glibc) == Some(8)
+                proactor::stats().aio_threads_in_use.map(|(glibc, _)| glibc) == Some(readers)
             })
             .await;
 
