@@ -108,6 +108,12 @@ fn interest_mask(interest: u8) -> u8 {
     mask
 }
 
+#[cold]
+fn foreign_runtime() -> io::Error {
+    io::Error::other("socket used outside the reactor runtime it was created in")
+}
+
+#[cold]
 fn runtime_dropped() -> io::Error {
     io::Error::other("the reactor runtime this socket belongs to was dropped")
 }
@@ -183,22 +189,36 @@ impl ScheduledIo {
 
     /// Records that the task of `waker` waits for `direction`: `false` (and nothing recorded)
     /// if that task may belong to another runtime than this driver's, which could never wake it.
+    ///
+    /// Inlined for its common case, the task whose waker is cached inline waiting again (one
+    /// `will_wake` comparison); every other case is [`add_waiter_slow`](Self::add_waiter_slow).
     #[inline]
     fn add_waiter(&self, waker: &Waker, direction: Direction, driver: &Driver) -> bool {
-        let interest = self.interest.get();
-        let stored = match self.waker.take() {
-            Some(stored) if stored.will_wake(waker) => {
-                // The same task as last time, which was polled by this driver's runtime.
-                self.waker.set(Some(stored));
-                self.interest.set(interest | bit(direction));
-                return true;
-            }
-            stored => stored,
-        };
+        let stored = self.waker.take();
+        if stored.as_ref().is_some_and(|stored| stored.will_wake(waker)) {
+            // The same task as last time, which was polled by this driver's runtime.
+            self.waker.set(stored);
+            self.interest.set(self.interest.get() | bit(direction));
+            return true;
+        }
+        self.add_waiter_slow(stored, waker, direction, driver)
+    }
+
+    /// [`add_waiter`](Self::add_waiter) when the cached waker (`stored`, taken out of its cell)
+    /// is not this task's, or there is none.
+    #[inline(never)]
+    fn add_waiter_slow(
+        &self,
+        stored: Option<Waker>,
+        waker: &Waker,
+        direction: Direction,
+        driver: &Driver,
+    ) -> bool {
         if !executor::runs_driver::<Driver>(driver) {
             self.waker.set(stored);
             return false;
         }
+        let interest = self.interest.get();
         match stored {
             Some(stored) if interest & (WAITS_READ | WAITS_WRITE) != 0 => {
                 // Another task waits here already.
@@ -549,13 +569,14 @@ impl IoSource {
     }
 
     /// Records the task as a waiter for `direction`.
+    #[inline]
     fn wait(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
         if self.io.add_waiter(cx.waker(), direction, &self.driver) {
             Poll::Pending
         } else {
             // Only this driver's runtime can wake the task, so it must be the one running (a
             // socket awaited from another runtime would otherwise wait forever).
-            Poll::Ready(Err(io::Error::other("socket used outside the reactor runtime it was created in")))
+            Poll::Ready(Err(foreign_runtime()))
         }
     }
 
