@@ -73,7 +73,9 @@ pub trait Park: 'static {
     /// Waits for I/O for at most `timeout` (`None`: until some arrives or [`Unpark::unpark`] is
     /// called; zero: do not sleep, only collect what is there). Moves the wakers of the tasks
     /// the I/O concerns into `wakers`; the loop wakes them after this returns, outside every
-    /// borrow of driver state.
+    /// borrow of driver state. (A driver may also wake some itself, as long as it holds no
+    /// borrow of its state while it does: a waker may run any code. The reactor's does, for
+    /// the one task a socket usually has.)
     ///
     /// Returns whether [`Unpark::unpark`] was called since the last park (other threads have
     /// queued tasks for the loop). An error is a bug (a bad fd or argument): the loop panics.
