@@ -333,9 +333,16 @@ impl Core {
             match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
                     trace_step!("task {} waits", header.id);
-                    if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
-                        task.future = Some(future);
-                    }
+                    // Back into its slot, which is empty (the task cannot have been freed while
+                    // it ran: it had not finished); anything else is dropped after the borrow.
+                    let stray = match self.tasks.borrow_mut().get_mut(header.id) {
+                        Some(task) if task.future.is_none() => {
+                            task.future = Some(future);
+                            None
+                        }
+                        _ => Some(future),
+                    };
+                    drop(stray);
                     return;
                 }
                 Ok(Poll::Ready(output)) => {
