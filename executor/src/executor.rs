@@ -187,21 +187,26 @@ impl Shared {
 #[inline]
 pub(crate) fn schedule(header: Arc<Header>) {
     if RUNNING_SHARED.get() == Arc::as_ptr(&header.shared) {
-        // `try_`: never fails while a runtime runs here (the queue is only borrowed for a push
-        // or a pop, and lives until the thread exits), but be robust anyway.
-        let mut pending = Some(header);
-        let _ = RUN_QUEUE.try_with(|queue| {
-            if let (Ok(mut queue), Some(header)) = (queue.try_borrow_mut(), pending.take()) {
+        // The queue is borrowed only for a push or a pop, so it is never refused while a
+        // runtime runs here, but be robust anyway: a refused header comes back and goes the
+        // remote way. (Nor can the thread-local be gone: `block_on` touched it on entry, and
+        // thread-locals are destroyed only once the thread's code, `block_on` included, is
+        // done.)
+        let refused = RUN_QUEUE.try_with(|queue| match queue.try_borrow_mut() {
+            Ok(mut queue) => {
                 queue.push_back(header);
+                None
             }
+            Err(_) => Some(header),
         });
-        if let Some(header) = pending {
+        if let Ok(Some(header)) = refused {
             remote(header);
         }
         return;
     }
     remote(header);
 
+    #[cold]
     fn remote(header: Arc<Header>) {
         let shared = header.shared.clone();
         shared.push_remote(header);
