@@ -19,12 +19,19 @@
 #   LAB=/path/to/another/echo-lab scripts/echo-instructions.sh    # a build to compare
 #   KEEP=1 ...: keep the callgrind files (OUT, default target/echo-lab/instr) for callgrind_annotate
 #   VALGRIND_ARGS="--dump-instr=yes" KEEP=1 ...: with per-instruction counts (for an annotated disassembly)
+#   CACHE=1 ...: also data cache misses per echo, simulated by callgrind with a 48 KiB L1 and a
+#       256 KiB last level. A proxy for how many distinct cache lines an echo touches that an
+#       earlier echo's work evicted: the kernel's share of the work (most of it) is not
+#       simulated, so the last level stands for what is left of the real 2 MiB L2 after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNTIMES=${RUNTIMES:-reactor mio}
 CONNS=${CONNS:-256 1000}
 N1=${N1:-20000}
 N2=${N2:-100000}
+if [[ -n "${CACHE:-}" ]]; then
+    VALGRIND_ARGS="${VALGRIND_ARGS:-} --cache-sim=yes --D1=49152,12,64 --LL=262144,8,64"
+fi
 command -v valgrind >/dev/null || { echo "valgrind is needed"; exit 1; }
 if [[ -z "${LAB:-}" ]]; then
     cargo build --release -p echo-lab
@@ -81,7 +88,7 @@ for s in socks:
 PY
 )
 
-run() { # runtime conns n -> prints the server's total instructions
+run() { # runtime conns n -> prints the server's totals: instructions (and with CACHE, L1 and LL misses)
     local rt=$1 conns=$2 n=$3 file="$out/callgrind-$1-$2-$3.out"
     port=$((port + 1))
     # shellcheck disable=SC2086
@@ -90,17 +97,24 @@ run() { # runtime conns n -> prints the server's total instructions
     local server=$!
     python3 -c "$client" "$port" "$conns" "$n"
     kill -TERM "$server"; wait "$server" 2>/dev/null || true
-    awk '/^(summary|totals):/ { print $2; exit }' "$file"
+    # Ir, or with the cache simulation: Ir, D1 misses (read + write), LL misses (read + write).
+    awk '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+         /^(summary|totals):/ { if ("D1mr" in col) print $col["Ir"] "," $col["D1mr"] + $col["D1mw"] "," $col["DLmr"] + $col["DLmw"];
+                                else print $2; exit }' "$file"
     [[ -n "${KEEP:-}" ]] || rm -f "$file"
 }
 
-printf "%-10s %6s %14s %14s %10s\n" runtime conns "Ir (N1=$N1)" "Ir (N2=$N2)" "Ir/echo"
+printf "%-10s %6s %14s %14s %10s %10s %10s\n" runtime conns "Ir (N1=$N1)" "Ir (N2=$N2)" "Ir/echo" \
+    "${CACHE:+D1 miss/echo}" "${CACHE:+LL miss/echo}"
 for conns in $CONNS; do
     for rt in $RUNTIMES; do
         a=$(run "$rt" "$conns" "$N1")
         b=$(run "$rt" "$conns" "$N2")
-        awk -v rt="$rt" -v c="$conns" -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" \
-            'BEGIN { printf "%-10s %6d %14d %14d %10.1f\n", rt, c, a, b, (b - a) / (n2 - n1) }'
+        awk -v rt="$rt" -v c="$conns" -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" 'BEGIN {
+            split(a, x, ","); split(b, y, ","); n = n2 - n1
+            printf "%-10s %6d %14d %14d %10.1f", rt, c, x[1], y[1], (y[1] - x[1]) / n
+            if (3 in x) printf " %10.2f %10.2f", (y[2] - x[2]) / n, (y[3] - x[3]) / n
+            printf "\n" }'
     done
 done
 echo "(callgrind, user-space instructions of the whole server process; 64 B echoes; per echo = difference / (N2 - N1))"

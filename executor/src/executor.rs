@@ -298,7 +298,9 @@ impl Core {
     {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
-        let header = Arc::new(Header::new(entry.key(), self.shared.clone()));
+        let id =
+            u32::try_from(entry.key()).ok().filter(|&id| id != MAIN_TASK).expect("more tasks than 2^32 - 1");
+        let header = Arc::new(Header::new(id, self.shared.clone()));
         header.set(task::SCHEDULED);
         let future: BoxFuture = Box::pin(future);
         entry.insert(Task::new(header.clone(), future));
@@ -321,7 +323,7 @@ impl Core {
     fn run_task(&self, header: &Arc<Header>) {
         let (mut future, aborted) = {
             let mut tasks = self.tasks.borrow_mut();
-            let Some(task) = tasks.get_mut(header.id).filter(|t| Arc::ptr_eq(&t.header, header)) else {
+            let Some(task) = tasks.get_mut(header.slot()).filter(|t| Arc::ptr_eq(&t.header, header)) else {
                 return; // finished and freed while its header was still queued
             };
             let Some(future) = task.future.take() else { return }; // finished
@@ -340,7 +342,7 @@ impl Core {
                     trace_step!("task {} waits", header.id);
                     // Back into its slot, which is empty (the task cannot have been freed while
                     // it ran: it had not finished); anything else is dropped after the borrow.
-                    let stray = match self.tasks.borrow_mut().get_mut(header.id) {
+                    let stray = match self.tasks.borrow_mut().get_mut(header.slot()) {
                         Some(task) if task.future.is_none() => {
                             task.future = Some(future);
                             None
@@ -362,7 +364,7 @@ impl Core {
             Ok(()) => result,
             Err(payload) => Err(JoinError::panic(payload)),
         };
-        self.complete(header.id, result);
+        self.complete(header.slot(), result);
     }
 
     fn complete(&self, id: usize, result: Result<Box<dyn Any>, JoinError>) {
