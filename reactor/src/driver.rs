@@ -80,32 +80,20 @@ const _: () = assert!(
     "SHUT_DOWN must be a bit that epoll readiness never uses"
 );
 
-/// In [`ScheduledIo::interest`]: the inline waker waits for reads, for writes; and some
-/// waiters of this registration are in the driver's `others` table.
-const WAITS_READ: u8 = 1;
-const WAITS_WRITE: u8 = 2;
-const HAS_OTHERS: u8 = 4;
+/// In [`ScheduledIo::interest`] (and in each entry of the driver's `others` table), a waiter's
+/// interest is the readiness bits that concern it: the [`Direction::mask`] of each direction it
+/// waits for, so that an event concerns it when `ready & interest != 0`, one test. One more bit,
+/// which no readiness bit uses, says that some waiters of this registration are in `others`.
+const HAS_OTHERS: u8 = 1 << 7;
+const _: () = assert!(
+    HAS_OTHERS & (READABLE | WRITABLE | READ_CLOSED | WRITE_CLOSED | ERROR | URGENT) == 0,
+    "HAS_OTHERS must be a bit that epoll readiness never uses"
+);
 
-/// A direction as an interest bit of a waiting waker.
+/// A direction as the interest of a waiter (see [`HAS_OTHERS`]).
 #[inline]
 fn bit(direction: Direction) -> u8 {
-    match direction {
-        Direction::Read => WAITS_READ,
-        Direction::Write => WAITS_WRITE,
-    }
-}
-
-/// The readiness bits that concern a waker waiting for the directions in `interest`.
-#[inline]
-fn interest_mask(interest: u8) -> u8 {
-    let mut mask = 0;
-    if interest & WAITS_READ != 0 {
-        mask |= Direction::Read.mask();
-    }
-    if interest & WAITS_WRITE != 0 {
-        mask |= Direction::Write.mask();
-    }
-    mask
+    direction.mask()
 }
 
 #[cold]
@@ -145,7 +133,7 @@ pub(crate) struct ScheduledIo {
     index: u32,
     /// `executor::readiness` bits, plus `SHUT_DOWN`.
     readiness: Cell<u8>,
-    /// `WAITS_READ` and `WAITS_WRITE` for `waker`, plus `HAS_OTHERS`.
+    /// The readiness bits that concern `waker` (see [`HAS_OTHERS`]), plus `HAS_OTHERS`.
     interest: Cell<u8>,
 }
 
@@ -220,7 +208,7 @@ impl ScheduledIo {
         }
         let interest = self.interest.get();
         match stored {
-            Some(stored) if interest & (WAITS_READ | WAITS_WRITE) != 0 => {
+            Some(stored) if interest & !HAS_OTHERS != 0 => {
                 // Another task waits here already.
                 self.waker.set(Some(stored));
                 driver.add_other_waiter(self, waker, bit(direction));
@@ -246,7 +234,7 @@ impl ScheduledIo {
     fn wake_waiters(&self, ready: u8, driver: &Driver, wakers: &mut Vec<Waker>) -> usize {
         let interest = self.interest.get();
         let mut woken = 0;
-        if ready & interest_mask(interest) != 0 {
+        if ready & interest != 0 {
             self.interest.set(interest & HAS_OTHERS);
             let stored = self.waker.take();
             if let Some(waker) = &stored {
@@ -453,7 +441,7 @@ impl Driver {
         let mut others = self.others.borrow_mut();
         let Some(list) = others.get_mut(&index) else { return true };
         list.retain(|(waker, interest)| {
-            let concerned = ready & interest_mask(*interest) != 0;
+            let concerned = ready & *interest != 0;
             if concerned {
                 wakers.push(waker.clone());
             }
