@@ -89,7 +89,7 @@ pub fn exhaust(readiness: u8, direction: Direction, why: Exhausted) -> u8 {
 
 /// Translates epoll's event bits into readiness bits.
 ///
-/// One table lookup for the five low event bits (computed at compile time by [`translate`])
+/// One table lookup for the five low event bits (computed at compile time by `translate`)
 /// and one test for `EPOLLRDHUP`: it runs once per event, on the path of every message.
 #[inline]
 pub fn readiness_of(events: u32) -> u8 {
