@@ -18,6 +18,8 @@
 #   scripts/runtime-cost.sh                          # 256 and 1,000 connections, 5 rounds of 4 s
 #   ROUNDS=3 SECS=3 CONNS="1000" RUNTIMES="reactor mio" scripts/runtime-cost.sh
 #   LAB=/path/to/another/echo-lab OUT=target/echo-lab/cost-before scripts/runtime-cost.sh   # a build to compare
+#   BEFORE=/path/to/an/older/echo-lab scripts/runtime-cost.sh   # also that build's reactor, as
+#       "reactor-before", in the same interleaved rounds (BEFORE_RUNTIMES picks other runtimes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -33,6 +35,9 @@ lab=${LAB:-target/release/echo-lab}
 out=${OUT:-target/echo-lab/cost}
 mkdir -p "$out"
 read -r -a runtimes <<< "$RUNTIMES"
+if [[ -n "${BEFORE:-}" ]]; then
+    for rt in ${BEFORE_RUNTIMES:-reactor}; do runtimes+=("$rt-before"); done
+fi
 port=7400
 
 for conns in $CONNS; do
@@ -46,7 +51,9 @@ for conns in $CONNS; do
         fi
         for rt in "${order[@]}"; do
             port=$((port + 1))
-            taskset -c 0 "$lab" serve --runtime "$rt" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+            server_lab=$lab runtime=$rt
+            if [[ $rt == *-before ]]; then server_lab=$BEFORE runtime=${rt%-before}; fi
+            taskset -c 0 "$server_lab" serve --runtime "$runtime" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
             server=$!
             sleep 0.5
             taskset -c 1 "$lab" bench --addr "127.0.0.1:$port" --conns "$conns" --secs $((SECS + 2)) \
