@@ -38,7 +38,8 @@
 //!
 //! Runtime state sits in `RefCell`s. No borrow is held while user code runs: a task's future is
 //! taken out of its slot to be polled and put back after; wakers collected by the driver and
-//! the timers are woken after their borrows end; the outputs and futures of finished tasks are
+//! the timers are woken after their borrows end (a driver that wakes some itself, as the
+//! reactor's does, holds none of its own borrows meanwhile); the outputs and futures of finished tasks are
 //! dropped after the task slab's borrow ends. That is what lets a task `spawn`, drop a
 //! `JoinHandle` or close a socket from anywhere, including from a destructor.
 

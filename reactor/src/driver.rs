@@ -122,8 +122,8 @@ fn runtime_dropped() -> io::Error {
 /// for a direction only while that direction's readiness bits (see [`Direction::mask`]) are
 /// clear.
 ///
-/// The inline waker stays stored after its task was woken (a clone is woken; its interest bits
-/// are cleared): the same task almost always waits on the socket again, and then waiting is one
+/// The inline waker stays stored after its task was woken (it is woken by reference; its
+/// interest bits are cleared): the same task almost always waits on the socket again, and then waiting is one
 /// `will_wake` comparison, with no clone and no check of which runtime is running (the task
 /// that was stored is one of this driver's runtime). A waker whose interest bits are clear is
 /// only that cache, and any other task's waker replaces it.
