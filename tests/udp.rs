@@ -8,8 +8,14 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use echo::server::RuntimeKind;
-use executor::net::as_truncated;
 use testkit::{within, Rng};
+
+/// The details if `e` is a truncated datagram, named through a runtime's `net` as a program
+/// would (both runtimes' `net::DatagramTruncated` are the one type).
+fn as_truncated(e: &std::io::Error) -> Option<&proactor::net::DatagramTruncated> {
+    let cut: Option<&reactor::net::DatagramTruncated> = e.get_ref().and_then(|inner| inner.downcast_ref());
+    cut
+}
 
 /// The runtimes that serve UDP.
 const SERVING: [RuntimeKind; 3] = [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::ProactorEpoll];

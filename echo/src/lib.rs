@@ -19,6 +19,10 @@
 //! UDP has its handler too, [`udp::handle_udp`], written once the same way against
 //! [`udp::Datagrams`].
 //!
+//! A handler written against [`Connection`] runs on every runtime, and so do its helpers:
+//! [`IdleTimeout`] ends a connection after a silence, and [`time`] (the timers both runtimes
+//! share) has `sleep` and `timeout` for everything else.
+//!
 //! # The contract, and why it takes buffers by value
 //!
 //! A completion runtime hands the buffer to the kernel for the whole operation, so the only
@@ -31,6 +35,12 @@
 //!   pool (and `send_all` returns it there);
 //! - on the proactor, `recv` is `read_provided`: the kernel picks a buffer from the runtime's
 //!   provided-buffer ring when data arrives, and sending it out gives it back to the ring.
+//!
+//! Handlers written with the ecosystem's tools instead (`futures_io::AsyncRead` and
+//! `AsyncWrite`: `futures::io::BufReader`, `read_line`, `copy`) run on both runtimes too, since
+//! both `TcpStream`s implement those traits (`examples/line_echo.rs`). On the proactor that
+//! costs a copy each way, between the handler's slices and buffers the stream owns;
+//! [`server::Handler::FuturesIo`] serves the same echo that way, to measure it.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_code)]
@@ -38,10 +48,19 @@
 use std::io;
 use std::net::Shutdown;
 
+mod idle;
 pub mod models;
 pub mod pool;
 pub mod server;
 pub mod udp;
+
+pub use idle::IdleTimeout;
+
+/// Timers for handlers written once for every runtime: `sleep`, `timeout`, `Sleep`.
+///
+/// They belong to the executor both runtimes share, so they work on either: `reactor::time`
+/// and `proactor::time` are this same module.
+pub use executor::time;
 
 /// A byte stream the echo handler (or any handler written in this style) runs on.
 ///

@@ -59,9 +59,10 @@ use std::time::{Duration, Instant};
 use futures_task::waker_ref;
 use slab::Slab;
 
-use crate::stats::{self, trace_step};
+use crate::stats;
 use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
 use crate::time::Timers;
+use crate::trace::{trace_step, LoopEvent};
 
 /// The seam between the loop and a driver: how the loop waits for I/O.
 ///
@@ -337,10 +338,10 @@ impl Core {
             let waker = waker_ref(header);
             let mut cx = Context::from_waker(&waker);
             stats::bump(|c| &c.tasks_polled);
-            trace_step!("task {} polled", header.id);
+            trace_step!(LoopEvent::TaskPolled { task: header.slot() });
             match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
-                    trace_step!("task {} waits", header.id);
+                    trace_step!(LoopEvent::TaskWaits { task: header.slot() });
                     // Back into its slot, which is empty (the task cannot have been freed while
                     // it ran: it had not finished); anything else is dropped after the borrow.
                     let stray = match self.tasks.borrow_mut().get_mut(header.slot()) {
@@ -354,7 +355,7 @@ impl Core {
                     return;
                 }
                 Ok(Poll::Ready(output)) => {
-                    trace_step!("task {} finished", header.id);
+                    trace_step!(LoopEvent::TaskFinished { task: header.slot() });
                     Ok(output)
                 }
                 Err(payload) => Err(JoinError::panic(payload)),
@@ -418,12 +419,7 @@ impl Core {
         }
         if self.timers.fire(&mut wakers) {
             stats::add(|c| &c.timers_fired, wakers.len() as u64);
-            trace_step!(
-                "{} timer{} expired: wake {}",
-                wakers.len(),
-                if wakers.len() == 1 { "" } else { "s" },
-                if wakers.len() == 1 { "its task" } else { "their tasks" }
-            );
+            trace_step!(LoopEvent::TimersExpired { count: wakers.len() });
             for waker in wakers.drain(..) {
                 waker.wake();
             }
@@ -486,7 +482,9 @@ impl<D: Park> Runtime<D> {
     ///
     /// # Panics
     /// When called from within a runtime on the same thread (that would block the runtime
-    /// that is already running), or when `future` panics.
+    /// that is already running), or when `future` panics. The first panic names the caller's
+    /// line.
+    #[track_caller]
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         let _enter = Enter::new(&self.core, Rc::as_ptr(&self.driver).cast());
         let core = &*self.core;
@@ -502,11 +500,11 @@ impl<D: Park> Runtime<D> {
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);
                     stats::bump(|c| &c.tasks_polled);
-                    trace_step!("the block_on future (here: the accept loop) polled");
+                    trace_step!(LoopEvent::MainPolled);
                     if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(&main_waker)) {
                         return output;
                     }
-                    trace_step!("the block_on future waits");
+                    trace_step!(LoopEvent::MainWaits);
                 } else {
                     core.run_task(&header);
                 }
@@ -563,16 +561,16 @@ struct Enter;
 
 impl Enter {
     /// `driver`: the address of the runtime's driver, for [`runs_driver`].
+    #[track_caller]
     fn new(core: &Rc<Core>, driver: *const ()) -> Enter {
-        CURRENT.with(|current| {
-            let mut current = current.borrow_mut();
-            assert!(
-                current.is_none(),
-                "cannot block_on inside a runtime; the running runtime would stall \
-                 (spawn the future, or await it, instead)"
-            );
-            *current = Some(core.clone());
-        });
+        // (Checked outside `CURRENT.with`: a panic inside its closure would name this line, not
+        // the caller's.)
+        assert!(
+            CURRENT.with_borrow(Option::is_none),
+            "cannot block_on inside a runtime; the running runtime would stall \
+             (spawn the future, or await it, instead)"
+        );
+        CURRENT.set(Some(core.clone()));
         RUNNING_DRIVER.set(driver);
         // The runtime's queue (tasks spawned before it ran) becomes the thread's.
         RUN_QUEUE.with_borrow_mut(|queue| std::mem::swap(queue, &mut core.run_queue.borrow_mut()));
@@ -639,7 +637,8 @@ macro_rules! runtime_type {
 /// The future need not be `Send`: it never leaves this thread.
 ///
 /// # Panics
-/// When no runtime is running on this thread.
+/// When no runtime is running on this thread; the message names the caller's line.
+#[track_caller]
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,

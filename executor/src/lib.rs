@@ -92,7 +92,8 @@
 //!   ([`poll_budget`]), [`spawn`].
 //! - [`time`]: timers, which belong to the loop and so work on every driver.
 //! - [`Notifier`]: the eventfd both drivers use as their [`Unpark`].
-//! - [`stats`]: the loop's counters and the step-by-step trace.
+//! - [`stats`]: the loop's counters; [`trace`]: the step-by-step trace, its recorder and the
+//!   loop's steps.
 //!
 //! What the drivers share, beneath the loop:
 //!
@@ -115,11 +116,10 @@ pub mod stats;
 pub mod sys;
 mod task;
 pub mod time;
+pub mod trace;
 
 pub use executor::{
     poll_budget, runs_driver, slab_capacity, spawn, with_driver, yield_now, Config, Park, Runtime, Unpark,
 };
 pub use notify::Notifier;
-#[cfg(feature = "trace")]
-pub use stats::trace;
 pub use task::{JoinError, JoinHandle};

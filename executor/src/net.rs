@@ -208,6 +208,10 @@ pub fn udp_bind(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
 /// Both runtimes return it (as an `io::Error` of kind `InvalidData`, see [`truncated`])
 /// instead of the cut bytes, so that nobody echoes or parses half a datagram by accident. The
 /// datagram is gone; the next receive returns the next one.
+///
+/// Each runtime re-exports it as `net::DatagramTruncated` (`reactor::net`, `proactor::net`), so
+/// a program can match on it without depending on this crate: `e.get_ref().and_then(|inner|
+/// inner.downcast_ref::<DatagramTruncated>())`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatagramTruncated {
     /// The datagram's real length.

@@ -1,14 +1,10 @@
-//! Counters of the loop's own work, and (with the `trace` cargo feature) a step-by-step trace
-//! of what a runtime does, in plain words.
+//! Counters of the loop's own work (the step-by-step trace is [`trace`](crate::trace)'s).
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the loop runs on, bumped where
 //! the work happens: the turns and polls in `executor`, the timers in the loop's park, the
 //! set-up syscalls in `sys`. They cost an add each and no lock. Each runtime adds the counters
 //! of its driver and exposes both as one `Stats` snapshot (`reactor::stats()`,
 //! `proactor::stats()`).
-//!
-//! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
-//! of a flag until `trace::start()` turns tracing on.
 
 use std::cell::Cell;
 
@@ -228,127 +224,5 @@ pub fn per_sec(n: u64, secs: f64) -> String {
         format!("{:.1}k/s", r / 1000.0)
     } else {
         format!("{r:.0}/s")
-    }
-}
-
-/// Records a step of the trace (with the `trace` feature of the crate it is used in, and once
-/// tracing is on). Arguments are `format!`'s.
-///
-/// Each runtime's `trace` feature turns on this crate's, so `cfg(feature = "trace")`, which is
-/// evaluated in the crate that uses the macro, implies that [`trace`] exists.
-#[macro_export]
-macro_rules! trace_step {
-    ($($arg:tt)*) => {{
-        #[cfg(feature = "trace")]
-        {
-            if $crate::trace::on() {
-                $crate::trace::step(format!($($arg)*));
-            }
-        }
-        #[cfg(not(feature = "trace"))]
-        {
-            // Type-checks the arguments (so they count as used) and compiles to nothing.
-            let _ = || format!($($arg)*);
-        }
-    }};
-}
-pub(crate) use crate::trace_step;
-
-/// The step-by-step trace (cargo feature `trace`): what the runtime does, in plain words, in
-/// the order it does it. For learning, not for production: every step is a formatted string.
-#[cfg(feature = "trace")]
-pub mod trace {
-    use std::collections::HashMap;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    use std::time::Instant;
-
-    static ON: AtomicBool = AtomicBool::new(false);
-    static STEPS: Mutex<Vec<Step>> = Mutex::new(Vec::new());
-    /// Recording stops by itself once this many steps are held ([`start_at_most`]).
-    static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
-    /// The fd of each registration, while tracing (the reactor's driver keeps no fd).
-    static FDS: Mutex<Option<HashMap<u32, i32>>> = Mutex::new(None);
-
-    /// One recorded step: when (and on which thread) it happened, and what.
-    #[derive(Clone, Debug)]
-    pub struct Step {
-        /// When the step was recorded.
-        pub at: Instant,
-        /// The recording thread's name, or its id when it has none.
-        pub thread: String,
-        /// The step, in plain words.
-        pub text: String,
-    }
-
-    /// Starts recording, in every runtime of the process.
-    pub fn start() {
-        start_at_most(usize::MAX);
-    }
-
-    /// Starts recording, and stops by itself once `max` steps are held (a loaded runtime
-    /// takes hundreds of thousands of steps a second). [`take_timed`] makes room again, but
-    /// recording stays stopped until the next start.
-    pub fn start_at_most(max: usize) {
-        LIMIT.store(max, Ordering::Relaxed);
-        ON.store(true, Ordering::Release);
-    }
-
-    /// Stops recording.
-    pub fn stop() {
-        ON.store(false, Ordering::Release);
-    }
-
-    /// Takes the steps recorded so far, as text.
-    pub fn take() -> Vec<String> {
-        take_timed().into_iter().map(|step| step.text).collect()
-    }
-
-    /// Takes the steps recorded so far, with when and where each happened.
-    pub fn take_timed() -> Vec<Step> {
-        std::mem::take(&mut *STEPS.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Whether tracing is on: every hook's one predictable branch (inlined into the caller's
-    /// crate, so a hook costs a relaxed load and a test while tracing is off).
-    #[doc(hidden)]
-    #[inline]
-    pub fn on() -> bool {
-        ON.load(Ordering::Relaxed)
-    }
-
-    #[doc(hidden)]
-    pub fn step(text: String) {
-        let at = Instant::now();
-        let current = std::thread::current();
-        let thread = match current.name() {
-            Some(name) => name.to_string(),
-            None => format!("{:?}", current.id()),
-        };
-        let mut steps = STEPS.lock().unwrap_or_else(|p| p.into_inner());
-        let limit = LIMIT.load(Ordering::Relaxed);
-        if steps.len() < limit {
-            steps.push(Step { at, thread, text });
-        }
-        if steps.len() >= limit {
-            ON.store(false, Ordering::Release);
-        }
-    }
-
-    #[doc(hidden)]
-    pub fn note_fd(registration: u32, fd: i32) {
-        FDS.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(HashMap::new)
-            .insert(registration, fd);
-    }
-
-    #[doc(hidden)]
-    pub fn fd_of(registration: u32) -> String {
-        let fds = FDS.lock().unwrap_or_else(|p| p.into_inner());
-        match fds.as_ref().and_then(|fds| fds.get(&registration)) {
-            Some(fd) => format!("fd {fd}"),
-            None => format!("registration {registration}"),
-        }
     }
 }

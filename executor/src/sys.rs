@@ -128,21 +128,6 @@ pub fn epoll_wait(
     Ok(n as usize)
 }
 
-/// An `epoll_wait` with `timeout_ms`, in words, for the trace.
-pub fn describe_epoll_wait(timeout_ms: i32) -> String {
-    let timeout = match timeout_ms {
-        -1 => "no timeout".to_string(),
-        0 => "timeout 0".to_string(),
-        ms => format!("timeout {ms} ms"),
-    };
-    let why = if timeout_ms == 0 {
-        "collect events without sleeping"
-    } else {
-        "nothing to run: sleep until an fd is ready"
-    };
-    format!("epoll_wait({timeout}): {why}")
-}
-
 /// A timeout as `epoll_wait` takes it: -1 for none, else whole milliseconds rounded *up*, so a
 /// timer is never fired early (waking before it is due would only make the loop turn again).
 pub fn epoll_timeout(timeout: Option<std::time::Duration>) -> i32 {
@@ -256,15 +241,7 @@ fn sockname(fd: BorrowedFd<'_>, f: SocknameFn) -> io::Result<SocketAddr> {
 
 /// `shutdown` of one direction or both.
 pub fn shutdown(fd: BorrowedFd<'_>, how: Shutdown) -> io::Result<()> {
-    crate::trace_step!(
-        "  shutdown(fd {}, {how:?}): {}",
-        fd.as_raw_fd(),
-        if how == Shutdown::Write {
-            "the peer reads end of stream after everything sent"
-        } else {
-            "closes that direction"
-        }
-    );
+    crate::trace_step!(crate::trace::SysEvent::Shutdown { fd: fd.as_raw_fd(), how });
     let how = match how {
         Shutdown::Read => libc::SHUT_RD,
         Shutdown::Write => libc::SHUT_WR,

@@ -191,6 +191,7 @@ impl JoinError {
     ///
     /// # Panics
     /// If the task did not panic.
+    #[track_caller]
     pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
         match self.repr {
             Repr::Panic(payload) => payload,

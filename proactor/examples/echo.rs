@@ -14,7 +14,15 @@
 //! same code reads into a fresh 4 KiB buffer, and a waiting connection holds a glibc thread. On
 //! epoll the driver takes a buffer when the socket is readable, so again a waiting connection
 //! holds none.
+//!
+//! SIGINT (Ctrl-C) or SIGTERM stops it: the accept loop loses a `select!` against the signal,
+//! the listener and then the runtime (with every connection) are dropped, and it exits. Killed
+//! with SIGKILL instead, on io_uring it can leave its port taken for a moment: see the crate
+//! docs, "Stopping a server".
 
+use std::future::Future;
+
+use futures::FutureExt;
 use proactor::net::{TcpListener, TcpStream};
 
 fn main() {
@@ -38,22 +46,48 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let stop = termination().unwrap_or_else(|e| {
+        eprintln!("echo: cannot catch signals: {e}");
+        std::process::exit(1);
+    });
     let result: std::io::Result<()> = runtime.block_on(async {
         let listener = TcpListener::bind(&addr)?;
         println!("listening on {} ({:?})", listener.local_addr()?, proactor::Runtime::backend(&runtime));
-        loop {
-            match listener.accept().await {
-                Ok((stream, _peer)) => {
-                    proactor::spawn(serve(stream));
+        let accepting = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _peer)) => {
+                        proactor::spawn(serve(stream));
+                    }
+                    Err(e) => eprintln!("accept error: {e}"),
                 }
-                Err(e) => eprintln!("accept error: {e}"),
             }
+        };
+        futures::select! {
+            signal = stop.fuse() => eprintln!("echo: stopping on signal {signal}"),
+            () = accepting.fuse() => {}
         }
+        Ok(())
     });
     if let Err(e) = result {
         eprintln!("echo: cannot listen on {addr}: {e}");
         std::process::exit(1);
     }
+}
+
+/// Completes with the signal's number on the first SIGINT or SIGTERM: a thread waits for them
+/// (`signal-hook`), and a oneshot channel brings the news to the task (its waker may be woken
+/// from any thread).
+fn termination() -> std::io::Result<impl Future<Output = i32>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let (caught, received) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = caught.send(signal);
+        }
+    });
+    Ok(received.map(|signal| signal.unwrap_or(SIGTERM)))
 }
 
 async fn serve(stream: TcpStream) {

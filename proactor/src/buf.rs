@@ -11,19 +11,97 @@
 //! let (result, buf) = stream.write_all(buf).await;
 //! ```
 //!
+//! [`BufResult`]'s docs show the ways to take such a pair apart, [`BufResultExt`] the two that
+//! make `?` read naturally.
+//!
 //! The traits are `unsafe` to implement because the runtime hands their pointers to the kernel:
 //! an implementation must keep them valid, and unchanged when the value is moved, for as long
 //! as the value lives and is not accessed otherwise.
 
 use std::cell::RefCell;
 use std::fmt;
+use std::io;
 use std::ops::Deref;
 use std::rc::Rc;
 
 use crate::bufring::BufRing;
 
-/// The result of an operation with the buffer handed back.
-pub type BufResult<T, B> = (std::io::Result<T>, B);
+/// The result of an operation with the buffer handed back: `(result, buffer)`, on success and
+/// on error alike.
+///
+/// The kernel uses the buffer while the operation runs, so every I/O method takes it by value
+/// (`read(buf)`, not `read(&mut buf)`) and gives it back in the pair. There are three ways to
+/// take the pair apart:
+///
+/// - `let (result, buf) = ...;` keeps the buffer whatever happened, to reuse it after an error
+///   too;
+/// - `.with_buf()?` ([`BufResultExt::with_buf`]): the value and the buffer, or the error (the
+///   buffer is dropped with it);
+/// - `.without_buf()?` ([`BufResultExt::without_buf`], or `.0?`): the value alone, when the
+///   buffer is not needed any more.
+///
+/// A buffer to write must be owned as well: `write_all(&out)` does not compile (the kernel may
+/// still read the bytes after a borrow would have ended, so only `&'static` bytes can be lent).
+/// Pass `out` itself and take it back from the result, or a literal `b"..."`.
+///
+/// ```
+/// use proactor::net::{TcpListener, TcpStream};
+/// use proactor::BufResultExt;
+///
+/// proactor::block_on(async {
+///     let listener = TcpListener::bind("127.0.0.1:0")?;
+///     let client = TcpStream::connect(listener.local_addr()?).await?;
+///     let (server, _) = listener.accept().await?;
+///
+///     // A literal; nothing to take back.
+///     client.write_all(b"hello").await.without_buf()?;
+///
+///     // The count and the buffer (for a `Vec`, `len()` is then the count), or the error.
+///     let (n, buf) = server.read(Vec::with_capacity(64)).await.with_buf()?;
+///     assert_eq!(&buf[..n], b"hello");
+///
+///     // The pair itself: the buffer comes back whatever happened, to be reused.
+///     let mut reply = buf;
+///     reply.extend_from_slice(b", world");
+///     let (written, reply) = server.write_all(reply).await;
+///     written?;
+///     assert_eq!(reply, b"hello, world"); // given back as it was, to clear and reuse
+///     Ok::<_, std::io::Error>(())
+/// })?;
+/// # Ok::<_, std::io::Error>(())
+/// ```
+pub type BufResult<T, B> = (io::Result<T>, B);
+
+/// `?` on a [`BufResult`], for when the buffer is needed only with the value, or not at all.
+///
+/// Implemented for every `BufResult`; bring it in with `use proactor::BufResultExt;`. See
+/// [`BufResult`] for an example.
+pub trait BufResultExt<T, B>: sealed::Sealed {
+    /// The value and the buffer, or the error; on error the buffer is dropped:
+    /// `let (n, buf) = stream.read(buf).await.with_buf()?;`
+    fn with_buf(self) -> io::Result<(T, B)>;
+
+    /// The value alone; the buffer is dropped: `stream.write_all(out).await.without_buf()?;`
+    fn without_buf(self) -> io::Result<T>;
+}
+
+impl<T, B> BufResultExt<T, B> for BufResult<T, B> {
+    fn with_buf(self) -> io::Result<(T, B)> {
+        let (result, buf) = self;
+        result.map(|value| (value, buf))
+    }
+
+    fn without_buf(self) -> io::Result<T> {
+        self.0
+    }
+}
+
+mod sealed {
+    /// Keeps [`BufResultExt`](super::BufResultExt) to `BufResult`.
+    pub trait Sealed {}
+
+    impl<T, B> Sealed for super::BufResult<T, B> {}
+}
 
 /// A buffer the kernel may read from (the source of a write).
 ///
@@ -104,6 +182,52 @@ unsafe impl IoBufMut for Vec<u8> {
     }
 }
 
+/// A `Vec`'s spare capacity as the target of a read: the bytes read are appended after its
+/// contents (see [`TcpStream::read_append`](crate::net::TcpStream::read_append)). As an
+/// [`IoBuf`], it is the bytes appended so far.
+pub(crate) struct Append {
+    vec: Vec<u8>,
+    /// Where the appended part starts: the `Vec`'s length when it was wrapped.
+    start: usize,
+}
+
+impl Append {
+    pub(crate) fn new(vec: Vec<u8>) -> Append {
+        Append { start: vec.len(), vec }
+    }
+
+    pub(crate) fn into_inner(self) -> Vec<u8> {
+        self.vec
+    }
+}
+
+// SAFETY: the pointer is `start` bytes into the Vec's heap buffer, which does not move when the
+// Vec does; `bytes_init` counts the initialised bytes after it.
+unsafe impl IoBuf for Append {
+    fn stable_ptr(&self) -> *const u8 {
+        self.vec[self.start..].as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.vec.len() - self.start
+    }
+}
+
+// SAFETY: the spare capacity after `start` is valid for writes of `capacity - start` bytes and
+// does not move with the Vec.
+unsafe impl IoBufMut for Append {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.vec.spare_capacity_mut().as_mut_ptr().cast()
+    }
+    fn bytes_total(&self) -> usize {
+        self.vec.capacity() - self.start
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        // SAFETY: the caller guarantees the `n <= bytes_total` bytes after `start` are
+        // initialised.
+        unsafe { self.vec.set_len(self.start + n) }
+    }
+}
+
 // SAFETY: a boxed slice's heap memory does not move when the box does.
 unsafe impl IoBuf for Box<[u8]> {
     fn stable_ptr(&self) -> *const u8 {
@@ -133,6 +257,16 @@ unsafe impl IoBuf for &'static [u8] {
     }
     fn bytes_init(&self) -> usize {
         self.len()
+    }
+}
+
+// SAFETY: 'static data never moves and is never freed.
+unsafe impl<const N: usize> IoBuf for &'static [u8; N] {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        N
     }
 }
 
@@ -329,5 +463,26 @@ unsafe impl IoBuf for ProvidedBuf {
 
     fn detach(&mut self) {
         self.detach_from_ring();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_buf_gives_the_buffer_on_success_and_the_error_otherwise() {
+        let ok: BufResult<usize, Vec<u8>> = (Ok(3), b"abc".to_vec());
+        assert_eq!(ok.with_buf().unwrap(), (3, b"abc".to_vec()));
+        let failed: BufResult<usize, Vec<u8>> = (Err(io::ErrorKind::BrokenPipe.into()), Vec::new());
+        assert_eq!(failed.with_buf().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        let failed: BufResult<usize, Vec<u8>> = (Err(io::ErrorKind::BrokenPipe.into()), Vec::new());
+        assert_eq!(failed.without_buf().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_static_byte_string_is_a_buffer_to_write() {
+        let literal: &'static [u8; 5] = b"hello";
+        assert_eq!(literal.as_init_slice(), b"hello");
     }
 }

@@ -41,10 +41,11 @@
 
 use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::io;
 use std::ptr::NonNull;
-use std::task::Waker;
+use std::rc::Rc;
+
+use crate::waiters::WaitQueue;
 
 /// The buffer group id of the streams' ring (the datagram ring's is `udp::GROUP`).
 pub(crate) const GROUP: u16 = 0;
@@ -80,12 +81,9 @@ pub(crate) struct BufRing {
     /// Buffers of the newest chunk that came back while the pool was shrinking, and so were
     /// not provided again; the chunk is freed when all of them are.
     retired: RefCell<Vec<u16>>,
-    /// Tasks whose receive ended for lack of buffers, oldest first, woken one per buffer that
-    /// comes back (waking all of them for each buffer would make a ring under pressure
-    /// quadratic). Each entry has a ticket, increasing, which its future removes when dropped,
-    /// so a reader that gave up cannot swallow the wake-up meant for one still waiting.
-    waiters: RefCell<VecDeque<(u64, Waker)>>,
-    next_ticket: Cell<u64>,
+    /// Tasks whose receive ended for lack of buffers, woken one per buffer that comes back
+    /// (see `waiters`).
+    waiters: Rc<WaitQueue>,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -139,8 +137,7 @@ impl BufRing {
             available: Cell::new(0),
             pieces: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
-            waiters: RefCell::new(VecDeque::new()),
-            next_ticket: Cell::new(0),
+            waiters: Rc::default(),
         };
         if !ring.grow() {
             return Err(io::ErrorKind::OutOfMemory.into());
@@ -172,12 +169,11 @@ impl BufRing {
         self.pieces.borrow_mut().resize(first + usize::from(self.chunk), Pieces::default());
         if have > 0 {
             crate::stats::bump(|c| &c.ring_grown);
-            crate::stats::trace_step!(
-                "  the buffer ring runs low: {} more buffers of {} bytes (now {})",
-                self.chunk,
-                self.size,
-                self.capacity()
-            );
+            crate::stats::trace_step!(crate::trace::Event::RingGrew {
+                added: self.chunk,
+                size: self.size,
+                now: self.capacity()
+            });
         }
         for bid in first..first + usize::from(self.chunk) {
             self.put_in_ring(bid as u16);
@@ -217,9 +213,7 @@ impl BufRing {
         piece.done = !more;
         drop(pieces);
         if more {
-            crate::stats::trace_step!(
-                "  ring buffer {bid} partly consumed: {n} bytes at offset {offset}; the kernel goes on filling it"
-            );
+            crate::stats::trace_step!(crate::trace::Event::RingPiece { bid, bytes: n, offset });
         } else {
             self.available.set(self.available.get().saturating_sub(1));
             if self.available() * 8 < self.capacity() {
@@ -266,14 +260,9 @@ impl BufRing {
             }
             return;
         }
-        crate::stats::trace_step!(
-            "  ring buffer {bid} goes back to the ring (no syscall: the ring is shared memory)"
-        );
+        crate::stats::trace_step!(crate::trace::Event::RingBufferBack { bid });
         self.put_in_ring(bid);
-        let waiter = self.waiters.borrow_mut().pop_front();
-        if let Some((_, waiter)) = waiter {
-            waiter.wake();
-        }
+        self.waiters.wake_one();
     }
 
     /// Frees the newest chunk, all of whose buffers are retired (none is in the ring or out).
@@ -283,7 +272,7 @@ impl BufRing {
         let buffers = self.chunks.borrow().len() * usize::from(self.chunk);
         self.pieces.borrow_mut().truncate(buffers);
         crate::stats::bump(|c| &c.ring_shrunk);
-        crate::stats::trace_step!("  the buffer ring shrinks back to {} buffers", self.capacity());
+        crate::stats::trace_step!(crate::trace::Event::RingShrank { now: self.capacity() });
         // SAFETY: allocated in `grow` with this layout; every buffer of the chunk is retired,
         // so the kernel has none of them and no `ProvidedBuf` points into it.
         unsafe { alloc::dealloc(memory.as_ptr(), self.chunk_layout()) };
@@ -316,30 +305,9 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.address(bid).add(offset as usize), len) }
     }
 
-    /// Registers `waker` to be woken when a buffer is returned. `ticket` is the caller's place
-    /// in the queue: kept (with the waker updated) if still queued, else a new one is taken.
-    pub(crate) fn wait_for_buffer(&self, ticket: &mut Option<u64>, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        if let Some(queued) = ticket.and_then(|t| waiters.binary_search_by_key(&t, |(t, _)| *t).ok()) {
-            if !waiters[queued].1.will_wake(waker) {
-                waiters[queued].1 = waker.clone();
-            }
-            return;
-        }
-        let t = self.next_ticket.get();
-        self.next_ticket.set(t + 1);
-        waiters.push_back((t, waker.clone()));
-        *ticket = Some(t);
-    }
-
-    /// Leaves the queue (the waiting future was dropped or got what it wanted).
-    pub(crate) fn stop_waiting(&self, ticket: u64) {
-        let mut waiters = self.waiters.borrow_mut();
-        if let Ok(queued) = waiters.binary_search_by_key(&ticket, |(t, _)| *t) {
-            let removed = waiters.remove(queued);
-            drop(waiters);
-            drop(removed);
-        }
+    /// The tasks waiting for a buffer to come back.
+    pub(crate) fn waiters(&self) -> &Rc<WaitQueue> {
+        &self.waiters
     }
 }
 
@@ -352,21 +320,6 @@ impl Drop for BufRing {
             for memory in self.chunks.borrow().iter() {
                 alloc::dealloc(memory.as_ptr(), self.chunk_layout());
             }
-        }
-    }
-}
-
-/// A reader's place in the queue of readers waiting for a ring buffer, left when the future is
-/// dropped (see [`BufRing::wait_for_buffer`]).
-pub(crate) struct BufferTicket<'a> {
-    pub(crate) ring: &'a BufRing,
-    pub(crate) ticket: Option<u64>,
-}
-
-impl Drop for BufferTicket<'_> {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket {
-            self.ring.stop_waiting(ticket);
         }
     }
 }

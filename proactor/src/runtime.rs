@@ -100,12 +100,15 @@ impl Builder {
             driver: Config {
                 backend: Backend::Auto,
                 aio_threads: 1024,
+                connection_budget: 64 << 10,
+                memory_budget: 8 << 20,
+                receive_limits: true,
                 entries: 1024,
                 sqpoll_idle: None,
                 inject_setup_errno: None,
                 multishot: true,
                 provided_buffers: Some((128, 4096)),
-                ring_memory_limit: 64 << 20,
+                ring_memory_limit: 16 << 20,
                 incremental_buffers: true,
                 buffers_default: true,
                 batch_wait: None,
@@ -197,7 +200,29 @@ impl Builder {
         self
     }
 
-    /// The most memory the provided-buffer ring may grow to under load (64 MiB by default; at
+    /// The most bytes the runtime holds for one connection (64 KiB by default, about a socket
+    /// buffer): received and not yet taken by its task, and its send behind in flight. A
+    /// stream's receive ends once it brought that much (minus its send behind), and is armed
+    /// again when the task reads, so a peer whose task does not read is held back by TCP's flow
+    /// control, as with readiness. At least 4 KiB.
+    pub fn connection_budget(mut self, bytes: usize) -> Builder {
+        self.driver.connection_budget = (bytes as u64).max(4096);
+        self
+    }
+
+    /// The most bytes the runtime holds for all connections together (8 MiB by default).
+    /// Past it, a stream that holds something waits before it receives again, first come
+    /// first served, while a stream that holds nothing may still receive one buffer's worth
+    /// (4 KiB): quiet and new connections are served whatever the others hold, and each can
+    /// add at most about twice that past the budget. The provided-buffer ring, where received
+    /// bytes land first, is bounded on its own ([`ring_memory_limit`](Self::ring_memory_limit)):
+    /// what a server holds is at most the two together, plus that little per connection.
+    pub fn memory_budget(mut self, bytes: usize) -> Builder {
+        self.driver.memory_budget = bytes as u64;
+        self
+    }
+
+    /// The most memory the provided-buffer ring may grow to under load (16 MiB by default; at
     /// most 32768 buffers). Past it, receives wait for a buffer to come back, in arrival order.
     pub fn ring_memory_limit(mut self, bytes: usize) -> Builder {
         self.driver.ring_memory_limit = bytes;
@@ -210,6 +235,15 @@ impl Builder {
     /// of latency to a lone request. Needs Linux 6.12 (ignored before). Off by default.
     pub fn batch_wait(mut self, min_wait: Duration) -> Builder {
         self.driver.batch_wait = Some(min_wait);
+        self
+    }
+
+    /// A testing hook: have io_uring receive as on a kernel that cannot end a receive at a byte
+    /// limit (before Linux 6.17), where the driver stops a receive that used up its allowance
+    /// itself (see [`connection_budget`](Self::connection_budget)).
+    #[doc(hidden)]
+    pub fn kernel_receive_limits(mut self, enabled: bool) -> Builder {
+        self.driver.receive_limits = enabled;
         self
     }
 
@@ -237,6 +271,7 @@ impl Builder {
 /// # Panics
 /// When the runtime cannot be created (io_uring unavailable: see [`Builder::build`] for a
 /// fallible way), when called inside a runtime, or when `future` panics.
+#[track_caller]
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match Runtime::new() {
         Ok(runtime) => runtime.block_on(future),
@@ -251,6 +286,8 @@ pub fn stats() -> crate::stats::Stats {
     let mut stats = crate::stats::counters();
     executor::with_driver(|driver: &std::rc::Rc<Driver>| {
         stats.in_flight = driver.in_flight() as u64;
+        let (held, peak, waiting) = driver.held();
+        (stats.held_bytes, stats.held_peak, stats.streams_waiting) = (held, peak, waiting as u64);
         stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
     });
     stats

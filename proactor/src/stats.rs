@@ -1,5 +1,5 @@
-//! Counters of the runtime's own work, and (with the `trace` cargo feature) a step-by-step
-//! trace of it in plain words.
+//! Counters of the runtime's own work (the step-by-step trace's vocabulary is
+//! [`crate::trace`]'s).
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
 //! where the work happens: the backends (`uring`, `aio`, `epoll`) count their syscalls and requests,
@@ -8,8 +8,8 @@
 //! snapshots into the work done in between. Syscalls made by glibc's aio threads are not this
 //! thread's and are not counted (the aio counters count their requests instead).
 //!
-//! The trace hooks compile to nothing without the `trace` feature; with it, each is one check
-//! of a flag until `trace::start()` turns tracing on.
+//! The trace hooks (`trace_step!`) compile to nothing without the `trace` feature; with it,
+//! each is one check of a flag until `trace::start()` turns tracing on.
 
 executor::counters! {
     counters {
@@ -30,8 +30,15 @@ executor::counters! {
     /// Multishot receives armed again after one ended (`ENOBUFS`, a full queue, the kernel).
     recv_rearms,
     /// Received chunks copied out of a ring buffer because nobody was reading the stream when
-    /// they came (the ring buffer went straight back; the stream stops receiving past 64 KiB).
+    /// they came, with the ring at its limit and nearly dry (the ring buffer went straight
+    /// back; the bytes are still held for the connection).
     recv_spilled,
+    /// Stream receives that used up their allowance (see `Builder::connection_budget`): ended
+    /// by the kernel at the limit, or stopped by the driver where the kernel cannot.
+    recv_limited,
+    /// Times a stream had to wait before it could receive again: its own send behind held its
+    /// connection's budget, or the memory budget was taken (see `Builder::memory_budget`).
+    recv_paused,
     /// Sends of a ring buffer that found the peer's window full and continued from a copy,
     /// giving the ring buffer back.
     sends_detached,
@@ -86,6 +93,14 @@ executor::counters! {
     gauges {
         /// Operations in flight when the snapshot was taken (a gauge, not a counter).
         in_flight: u64,
+        /// Bytes the runtime held for connections when the snapshot was taken: received and
+        /// not yet taken by their tasks, and sends behind in flight (see
+        /// `Builder::memory_budget`).
+        held_bytes: u64,
+        /// The most bytes it has held for connections at once.
+        held_peak: u64,
+        /// Streams waiting for room in the memory budget when the snapshot was taken.
+        streams_waiting: u64,
         /// Free and total buffers of the provided-buffer ring when the snapshot was taken
         /// (io_uring with a ring only).
         ring_buffers: Option<(u32, u32)>,
@@ -135,7 +150,8 @@ impl Stats {
         };
         format!(
             "turns {} (blocking {}) · completions/turn {per_wait:.1} (max {}) · polls {} · remote {} · \
-             timers {} · recv {} send {} accept {}{} · syscalls {}: {backend} other {} · in flight {}{}",
+             timers {} · recv {} send {} accept {}{} · syscalls {}: {backend} other {} · in flight {} · \
+             held {} (peak {}) · receives limited {} paused {} · waiting {}{}",
             rate(self.turns),
             rate(self.waits_blocking),
             self.max_completions,
@@ -158,6 +174,11 @@ impl Stats {
             rate(self.syscalls()),
             rate(self.sys_other),
             self.in_flight,
+            bytes(self.held_bytes),
+            bytes(self.held_peak),
+            rate(self.recv_limited),
+            rate(self.recv_paused),
+            self.streams_waiting,
             match self.ring_buffers {
                 Some((free, total)) => format!(
                     " · ring buffers free {free}/{total} (grew {} shrank {}) · B/recv {:.0} · ENOBUFS {} \
@@ -173,6 +194,15 @@ impl Stats {
                 None => String::new(),
             },
         )
+    }
+}
+
+/// `n` bytes, short ("12.3 MiB").
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1 << 20)),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / f64::from(1 << 10)),
+        n => format!("{n} B"),
     }
 }
 

@@ -24,7 +24,8 @@
 //! grows by 16 while it runs low, up to 128 (8 MiB), like the streams' ring (see `bufring`);
 //! it is made by the first socket that uses it, so a program without UDP holds none.
 //! Truncation is still checked (`MSG_TRUNC` in the header's flags), and reported as for every
-//! receive: as [`executor::net::DatagramTruncated`], never as the first bytes of a datagram.
+//! receive: as [`DatagramTruncated`](crate::net::DatagramTruncated), never as the first bytes
+//! of a datagram.
 //!
 //! While the task is busy, completions queue up to [`QUEUE_MAX`]; then the driver stops the
 //! receive (datagrams wait in the socket's buffer, and past it the kernel drops them, which
@@ -75,10 +76,11 @@ use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
 use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
 use crate::backend::{BufId, Completion, Request};
 use crate::buf::{self, BufResult, IoBuf, IoBufMut};
-use crate::bufring::{BufRing, BufferTicket};
+use crate::bufring::BufRing;
 use crate::driver::op::Op;
 use crate::driver::Driver;
 use crate::sys;
+use crate::waiters::Ticket;
 
 /// The buffer group of the datagram ring (the streams' ring is group 0).
 pub(crate) const GROUP: u16 = 1;
@@ -306,7 +308,8 @@ impl UdpSocket {
 
     /// Receives one datagram into `buf` (from its start, up to [`IoBufMut::bytes_total`]
     /// bytes): its length and its source, and the buffer back. A datagram larger than the
-    /// buffer is an error ([`executor::net::DatagramTruncated`], kind `InvalidData`) and is gone.
+    /// buffer is an error ([`DatagramTruncated`](crate::net::DatagramTruncated), kind
+    /// `InvalidData`) and is gone.
     /// Not on the POSIX aio backend (see the module docs).
     pub fn recv_from<B: IoBufMut>(
         &self,
@@ -353,8 +356,8 @@ impl UdpSocket {
         }
         match self.driver.datagram_ring(GROUP, RING_BUFFERS, RING_BUFFERS_MAX, RING_BUFFER_SIZE) {
             Some(ring) => {
-                let mut ticket = BufferTicket { ring, ticket: None };
-                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket.ticket, cx)).await
+                let mut ticket = Ticket::default();
+                poll_fn(|cx| self.poll_recv_provided(ring, &mut ticket, cx)).await
             }
             None => {
                 let (received, buf) = self.recv_from(spare_vec()).await;
@@ -367,7 +370,7 @@ impl UdpSocket {
     fn poll_recv_provided(
         &self,
         ring: &Rc<BufRing>,
-        ticket: &mut Option<u64>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
         // A peer that floods this socket must not keep its task running forever.
@@ -379,7 +382,7 @@ impl UdpSocket {
                 None => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
-                        ring.wait_for_buffer(ticket, cx.waker());
+                        ticket.wait(ring.waiters(), cx.waker());
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();

@@ -7,10 +7,15 @@
 //! A connection that waits for data holds no buffer: it awaits readiness, then reads into this
 //! thread's scratch buffer and writes straight back from it. Only bytes the socket will not take
 //! yet (the client reads slower than it writes) are copied into a buffer of their own.
+//!
+//! SIGINT (Ctrl-C) or SIGTERM stops it: the accept loop loses a `select!` against the signal,
+//! the listener and then the runtime (with every connection) are dropped, and it exits.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 
+use futures::FutureExt;
 use reactor::net::{TcpListener, TcpStream};
 
 thread_local! {
@@ -19,23 +24,49 @@ thread_local! {
 
 fn main() {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:7000".to_string());
+    let stop = termination().unwrap_or_else(|e| {
+        eprintln!("echo: cannot catch signals: {e}");
+        std::process::exit(1);
+    });
     let result: io::Result<()> = reactor::block_on(async {
         let listener = TcpListener::bind(&addr)?;
         println!("listening on {}", listener.local_addr()?);
-        loop {
-            match listener.accept().await {
-                Ok((stream, _peer)) => {
-                    reactor::spawn(serve(stream));
+        let accepting = async {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _peer)) => {
+                        reactor::spawn(serve(stream));
+                    }
+                    // Reported once when fds run out; the listener then backs off by itself.
+                    Err(e) => eprintln!("accept error: {e}"),
                 }
-                // Reported once when fds run out; the listener then backs off by itself.
-                Err(e) => eprintln!("accept error: {e}"),
             }
+        };
+        futures::select! {
+            signal = stop.fuse() => eprintln!("echo: stopping on signal {signal}"),
+            () = accepting.fuse() => {}
         }
+        Ok(())
     });
     if let Err(e) = result {
         eprintln!("echo: cannot listen on {addr}: {e}");
         std::process::exit(1);
     }
+}
+
+/// Completes with the signal's number on the first SIGINT or SIGTERM: a thread waits for them
+/// (`signal-hook`), and a oneshot channel brings the news to the task (its waker may be woken
+/// from any thread).
+fn termination() -> io::Result<impl Future<Output = i32>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let (caught, received) = futures::channel::oneshot::channel();
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = caught.send(signal);
+        }
+    });
+    Ok(received.map(|signal| signal.unwrap_or(SIGTERM)))
 }
 
 async fn serve(mut stream: TcpStream) {

@@ -66,6 +66,7 @@ use executor::{Notifier, Park, Unpark};
 
 use crate::stats;
 use crate::sys;
+use crate::trace;
 
 /// The token of the notifier's eventfd. A registration's token is the address of its state,
 /// which is aligned and so never `u64::MAX`.
@@ -168,10 +169,7 @@ impl ScheduledIo {
         let cleared = readiness::exhaust(readiness, direction, why);
         self.readiness.set(readiness & !cleared);
         if why == Exhausted::Short && cleared == READABLE {
-            stats::trace_step!(
-                "  short read: {} is drained; forget its readiness without an EAGAIN round trip",
-                stats::trace_fd(self.index)
-            );
+            stats::trace_step!(trace::Event::ShortRead { io: trace::Registration::of(self.index) });
         }
     }
 
@@ -487,7 +485,7 @@ impl Driver {
         for event in &batch.events[..n] {
             let (token, bits) = (event.u64, event.events);
             if token == NOTIFY_TOKEN {
-                stats::trace_step!("  the notifier's eventfd: another thread woke a task");
+                stats::trace_step!(trace::SysEvent::Notified);
                 self.notifier.drain();
                 notified = true;
                 continue;
@@ -500,16 +498,11 @@ impl Driver {
             io.readiness.set(io.readiness.get() | ready);
             let before = wakers.len();
             let woken = io.wake_waiters(ready, self, wakers);
-            stats::trace_step!(
-                "  {}: {} → {}",
-                stats::trace_fd(io.index),
-                readiness::words(ready),
-                match wakers.len() - before + woken {
-                    0 => "no task waits for it yet; remembered".to_string(),
-                    1 => "wake the task waiting for it".to_string(),
-                    n => format!("wake the {n} tasks waiting for it"),
-                }
-            );
+            stats::trace_step!(trace::Event::Ready {
+                io: trace::Registration::of(io.index),
+                ready,
+                woken: wakers.len() - before + woken,
+            });
         }
         Ok(notified)
     }

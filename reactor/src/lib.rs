@@ -24,6 +24,45 @@
 //! }
 //! ```
 //!
+//! # With `futures`' combinators
+//!
+//! Its futures are ordinary futures, and [`net::TcpStream`] implements `futures-io`'s
+//! `AsyncRead` and `AsyncWrite`, so the `futures` crate works as it does on tokio: `join!` runs
+//! futures side by side in one task, `select!` takes whichever finishes first (and drops the
+//! other, which for a read here loses nothing: readiness I/O has nothing in flight), and
+//! `futures::io::BufReader` reads lines.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use futures::{AsyncBufReadExt, FutureExt};
+//! use reactor::net::{TcpListener, TcpStream};
+//!
+//! reactor::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     // Connect and accept at once, in one task.
+//!     let (client, accepted) =
+//!         futures::join!(TcpStream::connect(listener.local_addr()?), listener.accept());
+//!     let (mut client, (mut server, _)) = (client?, accepted?);
+//!
+//!     // A read against a timer: nothing was sent, so the timer wins.
+//!     let mut buf = [0; 64];
+//!     futures::select! {
+//!         read = server.read(&mut buf).fuse() => unreachable!("read {read:?}"),
+//!         () = reactor::time::sleep(Duration::from_millis(10)).fuse() => {}
+//!     }
+//!
+//!     // Lines, through a buffered reader.
+//!     client.write_all(b"hello\nworld\n").await?;
+//!     let mut reader = futures::io::BufReader::new(server);
+//!     let mut line = String::new();
+//!     reader.read_line(&mut line).await?;
+//!     assert_eq!(line, "hello\n");
+//!     Ok::<_, std::io::Error>(())
+//! })?;
+//! # Ok::<_, std::io::Error>(())
+//! ```
+//!
 //! # How it fits together
 //!
 //! Read the modules in this order; each builds only on the ones before it. The private ones
@@ -60,7 +99,8 @@
 //!
 //! [`stats()`] returns this thread's counters of the runtime's own work (see [`Stats`] for each
 //! one). With the cargo feature `trace`, `trace::start()` records every step the runtime takes,
-//! in plain words (`echo-lab trace` prints them).
+//! each a value whose `Display` is the step in plain words ([`trace`]; `echo-lab trace` prints
+//! and draws them).
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -70,11 +110,10 @@ pub mod net;
 mod runtime;
 mod stats;
 mod sys;
+pub mod trace;
 mod udp;
 
 pub use executor::time;
-#[cfg(feature = "trace")]
-pub use executor::trace;
 pub use executor::{spawn, yield_now, JoinError, JoinHandle};
 pub use runtime::{block_on, Builder, Runtime};
 pub use stats::{stats, Stats};

@@ -33,6 +33,23 @@ use crate::sys;
 use crate::time::sleep_until;
 
 pub use crate::udp::UdpSocket;
+/// A receive whose datagram did not fit the buffer fails with this inside its `io::Error`:
+///
+/// ```
+/// use reactor::net::{DatagramTruncated, UdpSocket};
+///
+/// reactor::block_on(async {
+///     let socket = UdpSocket::bind("127.0.0.1:0")?;
+///     socket.send_to(&[7; 200], socket.local_addr()?).await?;
+///     let e = socket.recv_from(&mut [0; 100]).await.unwrap_err();
+///     let cut = e.get_ref().and_then(|inner| inner.downcast_ref::<DatagramTruncated>());
+///     assert_eq!(cut.map(|cut| (cut.len, cut.capacity)), Some((200, 100)));
+///     Ok::<_, std::io::Error>(())
+/// })?;
+/// # Ok::<_, std::io::Error>(())
+/// ```
+pub use executor::net::DatagramTruncated;
+pub use executor::net::{is_datagram_error, MAX_DATAGRAM};
 
 pub(crate) fn current_driver() -> io::Result<Rc<Driver>> {
     executor::with_driver(Rc::clone).ok_or_else(|| {

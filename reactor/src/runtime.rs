@@ -91,6 +91,7 @@ impl Runtime {
 /// # Panics
 /// When the runtime cannot be created (no epoll instance or eventfd could be made: fd or
 /// memory exhaustion), when called inside a runtime, or when `future` panics.
+#[track_caller]
 pub fn block_on<F: Future>(future: F) -> F::Output {
     match Runtime::new() {
         Ok(runtime) => runtime.block_on(future),

@@ -1,13 +1,11 @@
-//! Counters of the runtime's own work, and (with the `trace` cargo feature) a step-by-step
-//! trace of it in plain words.
+//! Counters of the runtime's own work (the step-by-step trace's vocabulary is
+//! [`crate::trace`]'s).
 //!
 //! The counters are plain integers (`Cell<u64>`) of the thread the runtime runs on, bumped
 //! where the work happens: the syscalls in `sys`, the events in `driver`; the loop's own
 //! (turns, polls, timers, set-up syscalls) are the shared executor's
 //! ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`] takes a
 //! snapshot of both; [`Stats::since`] turns two snapshots into the work done in between.
-//!
-//! The trace (cargo feature `trace`) is the executor's: the driver adds its steps to it.
 
 executor::counters! {
     counters {
@@ -96,23 +94,14 @@ pub(crate) fn count_io(calls: fn(&Counters) -> &std::cell::Cell<u64>, would_bloc
 }
 
 /// Whether the step-by-step trace is recording: one relaxed load and a predictable branch with
-/// the `trace` feature, a constant `false` without. Hooks whose formatting is large test it
-/// first and keep the formatting in a cold function.
+/// the `trace` feature, a constant `false` without. Hooks whose event takes work to build
+/// test it first and keep that work in a cold function.
 #[inline]
 pub(crate) fn tracing() -> bool {
     #[cfg(feature = "trace")]
     return executor::trace::on();
     #[cfg(not(feature = "trace"))]
     false
-}
-
-/// How the trace names registration `index` ("fd 7").
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-pub(crate) fn trace_fd(index: u32) -> String {
-    #[cfg(feature = "trace")]
-    return executor::trace::fd_of(index);
-    #[cfg(not(feature = "trace"))]
-    format!("registration {index}")
 }
 
 pub(crate) use executor::trace_step;

@@ -28,6 +28,7 @@ pub(crate) use executor::sys::{
 };
 
 use crate::stats;
+use crate::trace::{Call, Event, SysEvent};
 
 /// Turns a libc return value of `-1` into the thread's `errno` as an `io::Error`.
 #[inline]
@@ -58,9 +59,7 @@ pub(crate) fn epoll_ctl(
 ) -> io::Result<()> {
     stats::bump(|c| &c.sys_epoll_ctl);
     executor::sys::epoll_ctl(epoll, op, fd, events, token)?;
-    executor::trace_step!(
-        "epoll_ctl(ADD fd {fd}): watch it for input and output, edge-triggered, once for its lifetime"
-    );
+    executor::trace_step!(SysEvent::EpollAdd { fd });
     Ok(())
 }
 
@@ -68,7 +67,7 @@ pub(crate) fn epoll_ctl(
 pub(crate) fn epoll_del(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
     stats::bump(|c| &c.sys_epoll_ctl);
     executor::sys::epoll_del(epoll, fd)?;
-    executor::trace_step!("epoll_ctl(DEL fd {fd}): stop watching it (it is being closed)");
+    executor::trace_step!(SysEvent::EpollDel { fd });
     Ok(())
 }
 
@@ -79,10 +78,10 @@ pub(crate) fn epoll_wait(
     events: &mut [libc::epoll_event],
     timeout_ms: i32,
 ) -> io::Result<usize> {
-    executor::trace_step!("{}", executor::sys::describe_epoll_wait(timeout_ms));
+    executor::trace_step!(SysEvent::EpollWait { timeout_ms });
     stats::bump(|c| &c.sys_epoll_wait);
     let n = executor::sys::epoll_wait(epoll, events, timeout_ms)?;
-    executor::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
+    executor::trace_step!(SysEvent::EpollReturned { events: n });
     Ok(n)
 }
 
@@ -104,7 +103,7 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     })?;
-    executor::trace_step!("accept4(fd {}) → new connection, fd {conn}", fd.as_raw_fd());
+    executor::trace_step!(Event::Accepted { listener: fd.as_raw_fd(), fd: conn });
     // SAFETY: accept4 just created `conn`.
     let conn = unsafe { owned_fd(conn) };
     // SAFETY: zero-initialised sockaddr_storage is a valid value, and the kernel filled in `len`
@@ -127,7 +126,7 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     let ret =
         unsafe { raw::syscall6(libc::SYS_read, raw::arg(fd), buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0) };
     let result = raw::result(ret);
-    counted_io("read", |c| &c.sys_read, fd, buf.len(), &result);
+    counted_io(Call::Read, |c| &c.sys_read, fd, buf.len(), &result);
     result
 }
 
@@ -143,7 +142,7 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
         raw::syscall6(libc::SYS_sendto, raw::arg(fd), buf.as_ptr() as usize, buf.len(), flags, 0, 0)
     };
     let result = raw::result(ret);
-    counted_io("send", |c| &c.sys_write, fd, buf.len(), &result);
+    counted_io(Call::Send, |c| &c.sys_write, fd, buf.len(), &result);
     result
 }
 
@@ -238,7 +237,7 @@ mod raw {
 pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     let result = executor::sys::recv_from(fd, buf, 0);
     counted_io(
-        "recvfrom",
+        Call::RecvFrom,
         |c| &c.sys_read,
         fd,
         buf.len(),
@@ -250,7 +249,7 @@ pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize
 /// `sendto` of `buf` as one datagram, to `to` (`None`: the connected peer).
 pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: Option<&SocketAddr>) -> io::Result<usize> {
     let result = executor::sys::send_to(fd, buf, to, 0);
-    counted_io("sendto", |c| &c.sys_write, fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
+    counted_io(Call::SendTo, |c| &c.sys_write, fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
     result
 }
 
@@ -262,7 +261,7 @@ fn clone_error(e: &io::Error) -> io::Error {
 /// nothing to do) in the same thread-local access; traces either.
 #[inline]
 fn counted_io(
-    call: &str,
+    call: Call,
     calls: fn(&stats::Counters) -> &std::cell::Cell<u64>,
     fd: BorrowedFd<'_>,
     len: usize,
@@ -271,23 +270,13 @@ fn counted_io(
     let would_block = matches!(result, Err(e) if e.raw_os_error() == Some(libc::EAGAIN));
     stats::count_io(calls, would_block);
     if stats::tracing() {
-        trace_io(call, fd, len, result, would_block);
+        trace_io(call, fd, len, result);
     }
 }
 
 #[cold]
-#[cfg_attr(not(feature = "trace"), allow(unused_variables))]
-fn trace_io(call: &str, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usize>, would_block: bool) {
-    executor::trace_step!(
-        "{call}(fd {}, {len} bytes) → {}",
-        fd.as_raw_fd(),
-        match result {
-            Ok(n) => format!("{n} bytes"),
-            Err(_) if would_block =>
-                "EAGAIN: nothing to do after all; wait for the next readiness event".to_string(),
-            Err(e) => format!("error: {e}"),
-        }
-    );
+fn trace_io(call: Call, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usize>) {
+    executor::trace_step!(Event::Io { call, fd: fd.as_raw_fd(), len, result: Event::result_of(result) });
 }
 
 #[cfg(test)]

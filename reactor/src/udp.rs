@@ -8,7 +8,8 @@
 //! one datagram), so only `EAGAIN` clears readiness, never a "short" read.
 //!
 //! Every receive passes `MSG_TRUNC`, so a datagram larger than the buffer is detected and
-//! returned as an error ([`executor::net::DatagramTruncated`]) rather than as its first bytes.
+//! returned as an error ([`DatagramTruncated`](crate::net::DatagramTruncated)) rather than as
+//! its first bytes.
 
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -77,7 +78,8 @@ impl UdpSocket {
     }
 
     /// Receives one datagram into `buf`: its length and its source. A datagram larger than
-    /// `buf` is an error ([`executor::net::DatagramTruncated`], kind `InvalidData`), and is gone.
+    /// `buf` is an error ([`DatagramTruncated`](crate::net::DatagramTruncated), kind
+    /// `InvalidData`), and is gone.
     pub fn recv_from<'a>(
         &'a self,
         buf: &'a mut [u8],

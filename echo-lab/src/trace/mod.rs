@@ -6,8 +6,9 @@
 //! message comes back, the client waits a moment, so that the server finishes its turn and
 //! goes back to waiting, and the steps recorded meanwhile are printed.
 //!
-//! `--svg FILE` traces every design, each in a child process of its own (`trace --json`), and
-//! draws the steps of that run as sequence diagrams side by side ([`seqdiag`]).
+//! `--svg FILE` traces every design, each in a child process of its own, which reads its steps
+//! into the rows of its sequence diagram and hands them over as JSON; this process draws the
+//! diagrams side by side ([`seqdiag`]).
 //!
 //! `--chrome-trace FILE` records a short loaded run instead (`--conns` connections
 //! ping-ponging for `--secs` seconds, with the load generator of `echo-lab bench`), at most
@@ -17,7 +18,8 @@
 //! - [`record`](mod@record): one traced run, as phases (what the client did, and the server's steps);
 //! - [`seqdiag`]: those phases drawn as sequence diagrams;
 //! - [`timeline`]: the steps of a loaded run as a Chrome trace;
-//! - [`words`]: what the two drawings share to read the steps' sentences.
+//! - [`events`]: what the two drawings share to read the steps: each downcast to its crate's
+//!   enum, whose variants they match on (a step's sentence is only ever shown).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,17 +27,21 @@ use std::process::Command;
 
 use clap::Args;
 use echo::server::RuntimeKind;
+use executor::trace::{self as recorder, Step};
 use serde_json::{json, Value};
 
 use self::record::{record, Client, Phase};
+use self::seqdiag::row::Row;
 use crate::load::options::{positive, Edge, Mode, Options};
 use crate::load::pingpong;
 use crate::report::round;
 
+pub mod events;
 pub mod record;
 pub mod seqdiag;
+#[cfg(test)]
+mod test_steps;
 pub mod timeline;
-pub mod words;
 
 /// Options of `echo-lab trace`.
 #[derive(Args, Debug)]
@@ -50,6 +56,10 @@ pub struct TraceArgs {
     /// Print the steps as one JSON object (phases, each with its steps) instead of text.
     #[arg(long, conflicts_with_all = ["svg", "chrome_trace"])]
     pub json: bool,
+    /// For --svg, which runs this in a child process per design: print, as JSON, the rows of
+    /// the sequence diagram of the connection and its first echo, read from the steps.
+    #[arg(long, hide = true, conflicts_with_all = ["json", "svg", "chrome_trace"])]
+    pub diagram_rows: bool,
     /// Trace every design (reactor, uring, aio; --runtime is ignored), each in a child process,
     /// and draw the connection and its first echo as sequence diagrams side by side in FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "chrome_trace")]
@@ -92,7 +102,7 @@ pub fn design(kind: RuntimeKind) -> &'static str {
     }
 }
 
-fn print_steps(steps: &[String]) {
+fn print_steps(steps: &[Step]) {
     if steps.is_empty() {
         println!("   (nothing)");
     }
@@ -110,6 +120,15 @@ pub fn run(a: &TraceArgs) -> Result<(), String> {
     }
     let kind = a.runtime;
     let (startup, phases) = record(kind, a.messages)?;
+    if a.diagram_rows {
+        let steps: usize = phases.iter().map(|p| p.steps.len()).sum();
+        // The connection, and its first echo.
+        let shown: Vec<Phase> =
+            phases.into_iter().filter(|p| !matches!(p.client, Client::Closes)).take(2).collect();
+        let rows: Vec<Value> = seqdiag::read::rows(kind, &shown).iter().map(Row::to_json).collect();
+        println!("{}", json!({ "runtime": kind.name(), "steps": steps, "rows": rows }));
+        return Ok(());
+    }
     if a.json {
         let phases: Vec<Value> = phases.iter().map(Phase::to_json).collect();
         let doc = json!({ "runtime": kind.name(), "startup_steps": startup, "phases": phases });
@@ -130,11 +149,12 @@ pub fn run(a: &TraceArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Traces one design in a child process (`trace --json`): its phases, or why not.
-fn trace_child(kind: RuntimeKind) -> Result<Vec<Phase>, String> {
+/// Traces one design in a child process (`trace --diagram-rows`): how many steps it took, and
+/// the rows of its diagram, or why not.
+fn trace_child(kind: RuntimeKind) -> Result<(usize, Vec<Row>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let out = Command::new(exe)
-        .args(["trace", "--runtime", kind.name(), "--messages", "1", "--json"])
+        .args(["trace", "--runtime", kind.name(), "--messages", "1", "--diagram-rows"])
         .output()
         .map_err(|e| format!("cannot run the {kind} trace: {e}"))?;
     if !out.status.success() {
@@ -142,10 +162,11 @@ fn trace_child(kind: RuntimeKind) -> Result<Vec<Phase>, String> {
         return Err(err.trim().trim_start_matches("echo-lab: ").to_string());
     }
     let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("the {kind} trace: {e}"))?;
-    v["phases"]
-        .as_array()
-        .and_then(|phases| phases.iter().map(Phase::from_json).collect())
-        .ok_or_else(|| format!("the {kind} trace has no phases"))
+    let rows = v["rows"].as_array().and_then(|rows| rows.iter().map(Row::from_json).collect());
+    match (v["steps"].as_u64(), rows) {
+        (Some(steps), Some(rows)) => Ok((steps as usize, rows)),
+        _ => Err(format!("the {kind} trace has no diagram")),
+    }
 }
 
 /// `echo-lab trace --svg FILE`.
@@ -154,16 +175,10 @@ fn draw(path: &PathBuf) -> Result<(), String> {
     for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio] {
         let traced = trace_child(kind);
         match &traced {
-            Ok(phases) => {
-                eprintln!("  {kind}: {} steps", phases.iter().map(|p| p.steps.len()).sum::<usize>())
-            }
+            Ok((steps, _)) => eprintln!("  {kind}: {steps} steps"),
             Err(why) => eprintln!("  {kind}: could not trace: {why}"),
         }
-        // The connection, and its first echo.
-        let shown = traced.map(|phases| {
-            phases.into_iter().filter(|p| matches!(&p.client, Client::Connects | Client::Echoes(_))).collect()
-        });
-        diagrams.push(seqdiag::draw::Diagram::new(kind, shown));
+        diagrams.push(seqdiag::draw::Diagram::new(kind, traced.map(|(_, rows)| rows)));
     }
     if diagrams.iter().all(|d| d.failed().is_some()) {
         return Err("no design could be traced".into());
@@ -194,12 +209,12 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     // its end or `max` steps, whichever comes first.
     let report = pingpong::run(&opts, &mut |edge| match edge {
         Edge::Start => {
-            reactor::trace::take_timed(); // nothing, unless something recorded before
-            reactor::trace::start_at_most(max);
+            recorder::take(); // nothing, unless something recorded before
+            recorder::start_at_most(max);
         }
-        Edge::End => reactor::trace::stop(),
+        Edge::End => recorder::stop(),
     })?;
-    let steps = reactor::trace::take_timed();
+    let steps = recorder::take();
     if report.mismatches > 0 {
         return Err(format!("{} echoes differed from what was sent", report.mismatches));
     }
@@ -230,7 +245,7 @@ fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     println!("echo-lab trace: {kind} under load ({})", design(kind));
     println!(
         "load: {} connections ping-ponging 64-byte messages for {} s, {:.0} echoes/s \
-         (slower while recording: every step is a formatted string)",
+         (slower while recording: every step is stored, with its time and thread, behind a lock)",
         a.conns,
         a.secs,
         report.msgs_per_sec()

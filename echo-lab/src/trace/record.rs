@@ -7,19 +7,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use echo::server::RuntimeKind;
+use executor::trace::Step;
 use serde_json::{json, Value};
 
-/// Starts recording the steps of both runtimes (`trace` feature).
+/// Starts recording the steps of every runtime (`trace` feature: both runtimes record into
+/// the shared executor's recorder).
 fn start() {
-    reactor::trace::start();
-    proactor::trace::start();
+    executor::trace::start();
 }
 
-/// The steps recorded since the last call, the reactor's then the proactor's.
-fn take() -> Vec<String> {
-    let mut steps = reactor::trace::take();
-    steps.extend(proactor::trace::take());
-    steps
+/// The steps recorded since the last call.
+fn take() -> Vec<Step> {
+    executor::trace::take()
 }
 
 /// What the client did in a phase of the trace.
@@ -40,8 +39,8 @@ pub struct Phase {
     pub client: Client,
     /// The heading printed above the steps.
     pub title: String,
-    /// The server's steps, in order, as the runtime worded them.
-    pub steps: Vec<String>,
+    /// The server's steps, in order.
+    pub steps: Vec<Step>,
 }
 
 impl Phase {
@@ -51,19 +50,8 @@ impl Phase {
             Client::Echoes(msg) => ("echoes", Some(msg.as_str())),
             Client::Closes => ("closes", None),
         };
-        json!({ "client": client, "message": message, "title": self.title, "steps": self.steps })
-    }
-
-    pub fn from_json(v: &Value) -> Option<Phase> {
-        let client = match v["client"].as_str()? {
-            "connects" => Client::Connects,
-            "echoes" => Client::Echoes(v["message"].as_str()?.to_string()),
-            "closes" => Client::Closes,
-            _ => return None,
-        };
-        let steps =
-            v["steps"].as_array()?.iter().map(|s| s.as_str().map(str::to_string)).collect::<Option<_>>()?;
-        Some(Phase { client, title: v["title"].as_str()?.to_string(), steps })
+        let steps: Vec<String> = self.steps.iter().map(ToString::to_string).collect();
+        json!({ "client": client, "message": message, "title": self.title, "steps": steps })
     }
 }
 

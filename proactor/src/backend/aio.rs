@@ -77,6 +77,7 @@ use executor::Notifier;
 use crate::backend::io::{Backend, Completion, Config, Facts, Gauges, Io, Request};
 use crate::stats;
 use crate::sys;
+use crate::trace;
 
 /// How often requests still in glibc are checked for a lost notification.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -345,10 +346,11 @@ impl Aio {
                 };
                 let job = Arc::new(pending(Work::Job { request, cancel, result: AtomicI32::new(0) }));
                 stats::bump(|c| &c.aio_helper_jobs);
-                stats::trace_step!(
-                    "  {} on fd {fd}: POSIX aio has none; handed to one of this runtime's helper threads (request {key})",
-                    if matches!(request, Request::Accept { .. }) { "accept" } else { "connect" }
-                );
+                stats::trace_step!(trace::Event::HelperJob {
+                    accept: matches!(request, Request::Accept { .. }),
+                    fd,
+                    request: key,
+                });
                 self.helpers.run(job.clone());
                 return Some(job);
             }
@@ -390,13 +392,7 @@ impl Aio {
             Ok(()) => {
                 self.in_glibc.set(self.in_glibc.get() + 1);
                 stats::bump(|c| &c.aio_requests);
-                stats::trace_step!(
-                    "  {}(fd {io_fd}, {len} bytes) handed to glibc (request {key}): a glibc helper thread runs a \
-                     blocking {} on it{}",
-                    if write { "aio_write" } else { "aio_read" },
-                    if write { "write" } else { "read (after a pread that fails with ESPIPE on a socket)" },
-                    if write { "" } else { ", and stays blocked there until data comes" }
-                );
+                stats::trace_step!(trace::Event::AioSubmitted { write, fd: io_fd, len, request: key });
                 Some(pending)
             }
             Err(e) => {
@@ -502,21 +498,14 @@ impl Aio {
             timeout = Some(timeout.map_or(SCAN_INTERVAL, |t| t.min(SCAN_INTERVAL)));
         }
         let mut notified = false;
-        stats::trace_step!(
-            "poll(notifier, completion eventfd; {}): {}",
-            match timeout {
-                None => "no timeout".to_string(),
-                Some(t) if t.is_zero() => "no wait, no syscall".to_string(),
-                Some(t) if t == SCAN_INTERVAL =>
-                    "timeout 1 s, to rescan for notifications glibc dropped".to_string(),
-                Some(t) => format!("timeout {t:?}"),
-            },
-            if timeout == Some(Duration::ZERO) {
-                "collect what has finished"
-            } else {
-                "sleep until glibc reports a request done"
+        stats::trace_step!(trace::Event::AioPoll {
+            wait: match timeout {
+                None => trace::AioWait::Forever,
+                Some(t) if t.is_zero() => trace::AioWait::No,
+                Some(t) if t == SCAN_INTERVAL => trace::AioWait::Rescan,
+                Some(t) => trace::AioWait::AtMost(t),
             }
-        );
+        });
         if timeout != Some(Duration::ZERO) {
             // Round up: waking before the timer is due would only make the loop turn again.
             let ms = timeout.map_or(-1, |t| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32);
@@ -564,15 +553,14 @@ impl Aio {
             stats::bump(|c| &c.aio_notifications);
         }
         #[cfg(feature = "trace")]
-        stats::trace_step!(
-            "  request {} done: result {result}, reported by {}",
-            pending.key,
-            match (pending.cb().is_some(), pending.reported_by.load(Ordering::Relaxed)) {
-                (true, tid) =>
-                    format!("glibc's notification thread {tid}, a thread created for this one completion"),
-                (false, _) => "a helper thread".to_string(),
-            }
-        );
+        stats::trace_step!(trace::Event::AioDone {
+            request: pending.key,
+            result,
+            by: match pending.cb() {
+                Some(_) => trace::Reporter::Glibc { tid: pending.reported_by.load(Ordering::Relaxed) },
+                None => trace::Reporter::Helper,
+            },
+        });
         self.retire(pending, Completion::of(result), complete);
     }
 

@@ -72,6 +72,7 @@ use crate::backend::io::{Backend, BufId, Completion, Facts, Io, Request};
 use crate::buf::{self, ProvidedBuf};
 use crate::stats;
 use crate::sys;
+use crate::trace;
 
 /// The token of the notifier's eventfd; fd tokens never reach it (their generation is below
 /// `u32::MAX`).
@@ -282,10 +283,11 @@ impl Epoll {
             sys::set_nonblocking(unsafe { BorrowedFd::borrow_raw(fd) }, true)?;
             // SAFETY: `addr` points to `len` bytes of socket address the operation owns.
             let connected = unsafe { sys::connect(fd, addr, len) };
-            stats::trace_step!(
-                "  connect(fd {fd}) for op {index} → {}",
-                result_words(connected.as_ref().map(|()| 0))
-            );
+            stats::trace_step!(trace::Event::Connect {
+                fd,
+                index,
+                result: trace::Event::result_of(connected.as_ref().map(|()| 0)),
+            });
             match connected {
                 Ok(()) => {
                     self.ready.borrow_mut().push((index, Completion::of(0)));
@@ -317,16 +319,7 @@ impl Epoll {
         if ready {
             self.dirty.borrow_mut().push(fd);
         }
-        stats::trace_step!(
-            "  queued {} (op {index}) in the driver's {} queue of fd {fd}: {}",
-            describe(&request),
-            if direction == Direction::Read { "read" } else { "write" },
-            if ready {
-                "fd is ready: performed at the next turn"
-            } else {
-                "performed when epoll says fd is ready; no syscall yet"
-            }
-        );
+        stats::trace_step!(trace::Event::Queued { index, op: request.traced(), queue: direction, ready });
         Ok(())
     }
 
@@ -353,9 +346,7 @@ impl Epoll {
                     other => other,
                 };
             added?;
-            stats::trace_step!(
-                "epoll_ctl(ADD fd {fd}): watch it for input and output, edge-triggered, once for its lifetime"
-            );
+            stats::trace_step!(trace::SysEvent::EpollAdd { fd });
             fds[slot] = Some(FdState {
                 generation,
                 readiness: 0,
@@ -377,9 +368,7 @@ impl Epoll {
         let Some(state) = fds.get_mut(fd.max(0) as usize).and_then(Option::as_mut) else { return };
         if waiting.remove(&mut state.reads, index) || waiting.remove(&mut state.writes, index) {
             self.ready.borrow_mut().push((index, Completion::error(libc::ECANCELED)));
-            stats::trace_step!(
-                "  cancel op {index}: it was still in the driver's queue, never handed to the kernel; just removed"
-            );
+            stats::trace_step!(trace::Event::Dequeued { index });
         }
     }
 
@@ -400,7 +389,7 @@ impl Epoll {
             // number, so a dup elsewhere would keep the registration (and its events) alive.
             stats::bump(|c| &c.sys_epoll_ctl);
             let _ = executor::sys::epoll_del(self.epoll.as_fd(), raw);
-            stats::trace_step!("epoll_ctl(DEL fd {raw}): stop watching it (it is being closed)");
+            stats::trace_step!(trace::SysEvent::EpollDel { fd: raw });
         }
         sys::close(fd);
     }
@@ -421,7 +410,7 @@ impl Epoll {
         let mut posted = 0;
         let known = std::mem::take(&mut *self.ready.borrow_mut());
         for (index, completion) in known {
-            stats::trace_step!("  post completion of op {index}: result {}", completion.result);
+            stats::trace_step!(trace::Event::Posted { index, result: completion.result, picked: None });
             complete(index, completion);
             posted += 1;
         }
@@ -433,14 +422,14 @@ impl Epoll {
         // should run now, and an `epoll_wait(0)` would mostly find nothing. Skip it, but
         // never twice in a row, so that sockets always ready cannot keep events waiting.
         if posted > 0 && !self.skipped_wait.replace(true) {
-            stats::trace_step!("  completions posted: back to the tasks without an epoll_wait");
+            stats::trace_step!(trace::Event::PostedEarly);
             stats::batch(posted);
             return Ok(false);
         }
         self.skipped_wait.set(false);
         let timeout = if posted > 0 { Some(Duration::ZERO) } else { timeout };
         let timeout_ms = executor::sys::epoll_timeout(timeout);
-        stats::trace_step!("{}", executor::sys::describe_epoll_wait(timeout_ms));
+        stats::trace_step!(trace::SysEvent::EpollWait { timeout_ms });
         stats::bump(|c| &c.sys_epoll_wait);
         let mut events = self.events.borrow_mut();
         let n = match executor::sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
@@ -448,12 +437,12 @@ impl Epoll {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
         };
-        stats::trace_step!("epoll_wait returned {n} event{}", if n == 1 { "" } else { "s" });
+        stats::trace_step!(trace::SysEvent::EpollReturned { events: n });
         let mut notified = false;
         for event in &events[..n] {
             let (token, bits) = (event.u64, event.events);
             if token == NOTIFY_TOKEN {
-                stats::trace_step!("  the notifier's eventfd: another thread woke a task");
+                stats::trace_step!(trace::SysEvent::Notified);
                 notifier.drain();
                 notified = true;
                 continue;
@@ -467,7 +456,7 @@ impl Epoll {
                     continue; // stale: the fd was closed and its number reused
                 }
                 state.readiness |= ready;
-                stats::trace_step!("  fd {fd}: {} (readiness event)", readiness::words(ready));
+                stats::trace_step!(trace::Event::FdReady { fd, ready });
             }
             posted += self.perform(fd, complete);
         }
@@ -511,15 +500,14 @@ impl Epoll {
                         if matches!(request, Request::Accept { .. }) && completion.result >= 0 {
                             self.forget(completion.result);
                         }
-                        stats::trace_step!(
-                            "  post completion of op {}: result {}{}",
+                        stats::trace_step!(trace::Event::Posted {
                             index,
-                            completion.result,
-                            match completion.buffer {
-                                Some(BufId::Picked(id)) => format!(", in picked buffer {id}"),
-                                _ => String::new(),
-                            }
-                        );
+                            result: completion.result,
+                            picked: match completion.buffer {
+                                Some(BufId::Picked(id)) => Some(id),
+                                _ => None,
+                            },
+                        });
                         complete(index, completion);
                         posted += 1;
                     }
@@ -558,7 +546,7 @@ impl Epoll {
                 stats::bump(|c| &c.sys_epoll_io);
                 // SAFETY: the caller's guarantee: `buf` is the operation's, `len` bytes long.
                 let received = unsafe { sys::recv(fd, buf, len as usize) };
-                trace_io("recv", fd, index, len as usize, &received);
+                trace_io(trace::Call::Recv, fd, index, len as usize, &received);
                 transferred(received, len as usize)
             }
             Request::RecvPick { fd } => {
@@ -569,16 +557,14 @@ impl Epoll {
                 stats::bump(|c| &c.sys_epoll_io);
                 // SAFETY: `picked` is a live Vec, writable for its capacity.
                 let received = unsafe { sys::recv(fd, picked.as_mut_ptr(), picked.capacity()) };
-                trace_io("recv", fd, index, picked.capacity(), &received);
+                trace_io(trace::Call::Recv, fd, index, picked.capacity(), &received);
                 match received {
                     Ok(n) if n > 0 => {
                         let short = n < picked.capacity();
                         // SAFETY: the kernel wrote `n <= capacity` bytes at the start.
                         unsafe { picked.set_len(n) };
                         let id = self.picked.borrow_mut().insert(picked) as u16;
-                        stats::trace_step!(
-                            "  the driver took a 4 KiB buffer for it only now, at readiness (id {id})"
-                        );
+                        stats::trace_step!(trace::Event::Picked { id });
                         let completion =
                             Completion { buffer: Some(BufId::Picked(id)), ..Completion::of(n as i32) };
                         Outcome::Done(completion, short)
@@ -594,16 +580,17 @@ impl Epoll {
                 stats::bump(|c| &c.sys_epoll_io);
                 // SAFETY: the caller's guarantee: `buf` is the operation's, `len` bytes long.
                 let sent = unsafe { sys::send(fd, buf, len as usize) };
-                trace_io("send", fd, index, len as usize, &sent);
+                trace_io(trace::Call::Send, fd, index, len as usize, &sent);
                 transferred(sent, len as usize)
             }
             Request::Accept { fd, addr, len } => {
                 // SAFETY: the caller's guarantee: `addr` and `len` are the operation's.
                 let accepted = unsafe { sys::accept(fd, addr, len) }.map(|new| new.into_raw_fd());
-                stats::trace_step!(
-                    "  accept4(fd {fd}) for op {index} → {}",
-                    result_words(accepted.as_ref().map(|&new| new as usize))
-                );
+                stats::trace_step!(trace::Event::Accept {
+                    fd,
+                    index,
+                    result: trace::Event::result_of(accepted.as_ref().map(|&new| new as usize)),
+                });
                 match accepted {
                     Ok(new) => Outcome::Done(Completion::of(new), false),
                     Err(e) => failed(e),
@@ -617,10 +604,11 @@ impl Epoll {
                     Ok(Some(e)) | Err(e) => Err(e),
                     Ok(None) => sys::peer_addr(socket).map(|_| ()),
                 };
-                stats::trace_step!(
-                    "  getsockopt(SO_ERROR) on fd {fd} for op {index} → {}",
-                    result_words(result.as_ref().map(|()| 0))
-                );
+                stats::trace_step!(trace::Event::Connected {
+                    fd,
+                    index,
+                    result: trace::Event::result_of(result.as_ref().map(|()| 0)),
+                });
                 match result {
                     Ok(()) => Outcome::Done(Completion::of(0), false),
                     // Not connected yet (a spurious edge): wait for the next one.
@@ -635,14 +623,14 @@ impl Epoll {
                 // SAFETY: the caller's guarantee: `msg` and the buffer and address it points to
                 // are the operation's.
                 let received = unsafe { executor::sys::recvmsg(fd, msg, libc::MSG_DONTWAIT) };
-                trace_io("recvmsg", fd, index, 1, &received);
+                trace_io(trace::Call::RecvMsg, fd, index, 1, &received);
                 transferred(received, 0)
             }
             Request::SendMsg { fd, msg } => {
                 stats::bump(|c| &c.sys_epoll_io);
                 // SAFETY: as above.
                 let sent = unsafe { executor::sys::sendmsg(fd, msg, libc::MSG_DONTWAIT) };
-                trace_io("sendmsg", fd, index, 1, &sent);
+                trace_io(trace::Call::SendMsg, fd, index, 1, &sent);
                 transferred(sent, 0)
             }
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
@@ -709,43 +697,9 @@ fn transferred(result: io::Result<usize>, asked: usize) -> Outcome {
     }
 }
 
-#[cfg_attr(not(feature = "trace"), allow(unused_variables))]
-fn trace_io(call: &str, fd: RawFd, index: usize, len: usize, result: &io::Result<usize>) {
-    stats::trace_step!(
-        "  {call}(fd {fd}, {len} bytes) for op {index}, by the driver → {}",
-        result_words(result.as_ref().copied())
-    );
-}
-
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-fn result_words(result: Result<usize, &io::Error>) -> String {
-    match result {
-        Ok(n) => format!("{n}"),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            "EAGAIN: not ready after all; the op stays queued until the next readiness event".to_string()
-        }
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            "EINPROGRESS: done when writable".to_string()
-        }
-        Err(e) => format!("error: {e}"),
-    }
-}
-
-/// A request in words, for the trace.
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-fn describe(request: &Request) -> String {
-    match *request {
-        Request::Accept { fd, .. } => format!("ACCEPT on fd {fd}"),
-        Request::Connect { fd, .. } => format!("CONNECT fd {fd}"),
-        Request::Recv { fd, len, .. } => format!("RECV fd {fd} into a {len}-byte buffer"),
-        Request::RecvPick { fd } => format!("RECV fd {fd} (no buffer yet: one is taken when data is there)"),
-        Request::Send { fd, len, .. } => format!("SEND {len} bytes on fd {fd}"),
-        Request::RecvMsg { fd, .. } => format!("RECVMSG fd {fd} (one datagram and its source)"),
-        Request::SendMsg { fd, .. } => format!("SENDMSG fd {fd} (one datagram)"),
-        Request::AcceptMulti { fd } | Request::RecvMulti { fd, .. } | Request::RecvMsgMulti { fd, .. } => {
-            format!("multishot op on fd {fd}")
-        }
-    }
+fn trace_io(call: trace::Call, fd: RawFd, index: usize, len: usize, result: &io::Result<usize>) {
+    let result = trace::Event::result_of(result.as_ref().copied());
+    stats::trace_step!(trace::Event::Transfer { call, fd, len, index, result });
 }
 
 #[cfg(test)]

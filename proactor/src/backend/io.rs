@@ -16,6 +16,7 @@ use std::time::Duration;
 use executor::Notifier;
 
 use crate::bufring::BufRing;
+use crate::trace;
 
 /// Which backend performs the I/O (see [`Builder::backend`](crate::Builder::backend)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,7 +41,7 @@ pub enum Backend {
     Epoll,
 }
 
-/// Settings the backends take from the runtime's builder.
+/// Settings the driver and its backends take from the runtime's builder.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) backend: Backend,
@@ -64,6 +65,13 @@ pub(crate) struct Config {
     pub(crate) batch_wait: Option<Duration>,
     /// The most requests the aio backend hands to glibc at once (the size of its thread pool).
     pub(crate) aio_threads: u32,
+    /// The most bytes the runtime holds for one connection (see `driver::budget`).
+    pub(crate) connection_budget: u64,
+    /// The most bytes it holds for all connections together.
+    pub(crate) memory_budget: u64,
+    /// A testing hook: false makes the io_uring backend act as a kernel that cannot end a
+    /// receive at a byte limit (before Linux 6.17), so that the driver's own stop is tested.
+    pub(crate) receive_limits: bool,
 }
 
 /// What an operation asks of the backend. Pointers point into memory the operation owns (its
@@ -93,10 +101,13 @@ pub(crate) enum Request {
     },
     /// Receive into buffers of the provided-buffer ring `group` until cancelled (only where the
     /// backend gave the driver a ring: [`Io::buffer_ring`]). Each completion names its buffer
-    /// ([`BufId::Ring`]).
+    /// ([`BufId::Ring`]). With a `limit` (0: none), it ends by itself once that many bytes came
+    /// (its last completion has no `more`), where the backend can; the driver stops it
+    /// otherwise.
     RecvMulti {
         fd: RawFd,
         group: u16,
+        limit: u32,
     },
     /// Receive into a buffer the backend picks when data is there, and names in the completion
     /// ([`BufId::Picked`]; only where [`Facts::picks_buffers`]).
@@ -149,6 +160,23 @@ impl Request {
             | Request::RecvMsg { fd, .. }
             | Request::SendMsg { fd, .. }
             | Request::RecvMsgMulti { fd, .. } => fd,
+        }
+    }
+
+    /// The operation as the trace names it.
+    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
+    pub(crate) fn traced(&self) -> trace::Op {
+        match *self {
+            Request::Accept { fd, .. } => trace::Op::Accept { fd },
+            Request::AcceptMulti { fd } => trace::Op::AcceptMulti { fd },
+            Request::Connect { fd, .. } => trace::Op::Connect { fd },
+            Request::Recv { fd, len, .. } => trace::Op::Recv { fd, len },
+            Request::RecvMulti { fd, group, limit } => trace::Op::RecvMulti { fd, group, limit },
+            Request::RecvPick { fd } => trace::Op::RecvPick { fd },
+            Request::Send { fd, len, dontwait, .. } => trace::Op::Send { fd, len, dontwait },
+            Request::RecvMsg { fd, .. } => trace::Op::RecvMsg { fd },
+            Request::SendMsg { fd, .. } => trace::Op::SendMsg { fd },
+            Request::RecvMsgMulti { fd, group, .. } => trace::Op::RecvMsgMulti { fd, group },
         }
     }
 

@@ -139,8 +139,16 @@ impl Driver {
             (Err(bytes), _) => Bytes::Owned(bytes),
         };
         debug_assert!(self.find_behind(key, fd).is_none(), "a stream's previous send behind is over");
-        let behind =
-            Behind { bytes, sent: 0, fd, owner: Owner::Stream(waker.clone()), waited: false, stalled: false };
+        let held = bytes.len();
+        let behind = Behind {
+            bytes,
+            sent: 0,
+            fd,
+            owner: Owner::Stream(waker.clone()),
+            waited: false,
+            stalled: false,
+            held,
+        };
         let request = self.send_request(&behind);
         let record = self.behinds.borrow_mut().insert(behind);
         let index = self.ops.borrow_mut().insert(Lifecycle::Behind(record));
@@ -160,6 +168,8 @@ impl Driver {
             Ok(()) => {
                 key.0.set(as_key);
                 stats::bump(|c| &c.sends_behind);
+                // Held for the connection until the send is over (see `budget`).
+                self.budget.hold(held as u64);
                 Ok(())
             }
             Err(e) => give_up(e),
@@ -240,6 +250,14 @@ impl Driver {
         }
     }
 
+    /// The bytes the stream's send behind in flight holds for its connection (0 for none).
+    pub(crate) fn behind_held(&self, key: &BehindKey, fd: RawFd) -> u64 {
+        match self.find_behind(key, fd) {
+            Some(Found::InFlight { behind }) => self.behinds.borrow()[behind].held as u64,
+            _ => 0,
+        }
+    }
+
     /// The error the stream's last send behind failed with, if it did (returned once); `Ok`
     /// while it is in flight, or once it is over.
     pub(crate) fn behind_error(&self, key: &BehindKey, fd: RawFd) -> io::Result<()> {
@@ -273,9 +291,7 @@ impl Driver {
         let raw = fd.as_raw_fd();
         match self.find_behind(key, raw) {
             Some(Found::InFlight { behind }) => {
-                stats::trace_step!(
-                    "  the stream is dropped with a SEND behind in flight: fd {raw} is closed once it is over"
-                );
+                stats::trace_step!(crate::trace::Event::DroppedBehind { fd: raw });
                 // Dropped outside the borrow (a waker).
                 let owner = std::mem::replace(&mut self.behinds.borrow_mut()[behind].owner, Owner::Dropped);
                 drop(owner);
@@ -320,14 +336,11 @@ impl Driver {
         let again = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
         if again && self.alive.get() {
             let newly_stalled = !std::mem::replace(&mut behind.stalled, true);
-            stats::trace_step!(
-                "    SEND took {} of {asked} bytes (the peer's window is full): the driver sends the rest itself",
-                result.max(0)
-            );
+            stats::trace_step!(crate::trace::Event::BehindShort { sent: result.max(0), asked });
             if let (true, true, Owner::Stream(waker)) = (newly_stalled, behind.waited, &behind.owner) {
                 // A call waits behind this send, maybe with a ring buffer: it should not hold
                 // it for as long as the peer takes (see `behind_stalled`).
-                stats::trace_step!("    → wake the task waiting for it: the send ahead is stalled");
+                stats::trace_step!(crate::trace::Event::WakeStalled);
                 wakers.push(waker.clone());
             }
             after.behind.push(index);
@@ -351,36 +364,25 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let Behind { bytes, fd, owner, waited, .. } = behind;
-        #[cfg(feature = "trace")]
-        if executor::trace::on() {
-            let what = match &bytes {
-                Bytes::Ring { bid, .. } => format!("gives ring buffer {bid} back"),
-                Bytes::Owned(_) => "drops the buffer".to_string(),
-            };
-            match failed {
-                None => stats::trace_step!(
-                    "    SEND complete: the driver {what}; {}",
-                    match (&owner, waited) {
-                        (Owner::Stream(_), false) => "the task is not woken".to_string(),
-                        (Owner::Stream(_), true) => "a call on the stream waits for it".to_string(),
-                        (Owner::Dropped, _) => format!("the stream was dropped: fd {fd} is closed now"),
-                    }
-                ),
-                Some(result) => stats::trace_step!(
-                    "    SEND failed ({}): the driver {what}; {}",
-                    error_of(result),
-                    match owner {
-                        Owner::Stream(_) => "the stream's next call returns the error".to_string(),
-                        Owner::Dropped => format!("the stream was dropped: fd {fd} is closed now"),
-                    }
-                ),
-            }
-        }
+        let Behind { bytes, fd, owner, waited, held, .. } = behind;
+        self.budget.release(held as u64);
+        stats::trace_step!(crate::trace::Event::BehindOver {
+            error: failed.map(|result| -result),
+            ring_buffer: match bytes {
+                Bytes::Ring { bid, .. } => Some(bid),
+                Bytes::Owned(_) => None,
+            },
+            owner: match owner {
+                Owner::Stream(_) if waited => crate::trace::Behind::Waited,
+                Owner::Stream(_) => crate::trace::Behind::Quiet,
+                Owner::Dropped => crate::trace::Behind::Dropped,
+            },
+            fd,
+        });
         after.released.push(bytes);
         match owner {
             Owner::Stream(waker) if waited || failed.is_some() => {
-                stats::trace_step!("    → wake the task waiting for it");
+                stats::trace_step!(crate::trace::Event::Wake);
                 wakers.push(waker);
             }
             Owner::Stream(_) => stats::bump(|c| &c.sends_quiet),
@@ -407,10 +409,7 @@ impl Driver {
             // below, after the copy.
             let rest = unsafe { ring.bytes(bid, offset, len as usize) }[sent..].to_vec();
             stats::bump(|c| &c.sends_detached);
-            stats::trace_step!(
-                "  the peer's window is full: the driver copies the {} unsent bytes out of ring buffer {bid} and gives it back",
-                rest.len()
-            );
+            stats::trace_step!(crate::trace::Event::BehindDetached { bytes: rest.len(), bid });
             behind.bytes = Bytes::Owned(rest);
             behind.sent = 0;
             after.released.push(Bytes::Ring { bid, offset, len });

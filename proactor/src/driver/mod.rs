@@ -56,10 +56,12 @@ use crate::stats;
 use crate::sys;
 
 pub(crate) mod behind;
+pub(crate) mod budget;
 pub(crate) mod op;
 pub(crate) mod slot;
 mod spill;
 
+use budget::Budget;
 use slot::{Behind, Bytes, Finish, Lifecycle};
 
 const KIND_ACCEPT: u8 = 1;
@@ -103,6 +105,8 @@ pub struct Driver {
     spills: RefCell<HashMap<usize, Vec<u8>>>,
     /// The lists of `AfterTurn`, kept between turns (see there).
     after: RefCell<AfterTurn>,
+    /// What the runtime holds for connections, and how much more a stream may receive.
+    budget: Budget,
     notifier: Arc<Notifier>,
     /// The notifier fired since the executor last looked: set by any turn (also the ones
     /// `cancel_and_reap` runs), consumed by the executor's `park`.
@@ -162,6 +166,7 @@ impl Driver {
             behinds: RefCell::new(Slab::new()),
             spills: RefCell::new(HashMap::new()),
             after: RefCell::default(),
+            budget: Budget::new(config.connection_budget, config.memory_budget),
             notifier: Arc::new(notifier),
             notified: Cell::new(false),
             alive: Cell::new(true),
@@ -234,6 +239,12 @@ impl Driver {
                 None => None,
             })
             .as_ref()
+    }
+
+    /// Bytes held for all connections now and at most so far, and streams waiting for room.
+    pub(crate) fn held(&self) -> (u64, u64, usize) {
+        let (now, peak) = self.budget.held();
+        (now, peak, self.budget.waiting())
     }
 
     /// Operations whose completion has not arrived yet (including orphaned ones).
@@ -314,6 +325,28 @@ impl Driver {
             }
             wakers.into_iter().for_each(Waker::wake);
         }
+    }
+
+    /// Turns the backend until the operation in slot `index`, cancelled already, is over (its
+    /// slot freed), for at most about a second.
+    fn settle(&self, index: usize) {
+        for _ in 0..100 {
+            if !self.ops.borrow().contains(index) {
+                return;
+            }
+            let mut wakers = Vec::new();
+            if self.turn(Some(Duration::from_millis(10)), &mut wakers).is_err() {
+                return;
+            }
+            wakers.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Closes `fd` as [`close_fd`](Self::close_fd) does, handing the close to the backend at
+    /// once (io_uring: submitted now, not at the next turn): once every operation on it is over
+    /// (see `Op::cancel_and_wait`), the socket is closed when this returns.
+    pub(crate) fn close_fd_now(&self, fd: OwnedFd) {
+        self.io.close_fd(fd, true);
     }
 
     /// One turn: hand the backend what is queued, wait for a completion if `timeout` is not
@@ -398,7 +431,7 @@ impl Driver {
             Lifecycle::Behind(_) => self.behind_completed(ops, index, completion, wakers, after),
             Lifecycle::Waiting(waker) => {
                 if waker.is_some() {
-                    stats::trace_step!("    → wake the task waiting for it");
+                    stats::trace_step!(crate::trace::Event::Wake);
                 }
                 wakers.extend(waker.take());
                 *slot = Lifecycle::Completed(completion);

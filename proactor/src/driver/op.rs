@@ -87,6 +87,17 @@ impl<T: 'static> Op<T> {
         }
     }
 
+    /// Cancels the operation and turns the driver, on this thread, until its last completion is
+    /// in (at most about a second): afterwards nothing in the kernel refers to what it used (the
+    /// socket, say, which can then be closed at once). Inside the runtime too: what that turn
+    /// completes for other operations is stored and their tasks woken as in any turn.
+    pub(crate) fn cancel_and_wait(self) {
+        let OpState::InFlight(index) = self.state else { return };
+        let driver = self.driver.clone();
+        drop(self); // orphans the resources and asks the backend to cancel
+        driver.settle(index);
+    }
+
     /// Whether the operation was submitted and its result not yet returned.
     pub(crate) fn in_flight(&self) -> bool {
         matches!(self.state, OpState::InFlight(_))
@@ -101,26 +112,30 @@ impl<T: 'static> Op<T> {
 
     /// Bounds the completions a multishot operation may queue before it is stopped: once
     /// `max` are waiting, the driver cancels it (completions already under way still arrive,
-    /// then a last one ends it, usually with `ECANCELED`).
+    /// then a last one ends it, usually with `ECANCELED`). At most 255.
     pub(crate) fn limit_queue(self, max: u16) -> Op<T> {
         if let OpState::InFlight(index) = self.state {
             if let Some(Lifecycle::Multishot { max_queued, .. }) = self.driver.ops.borrow_mut().get_mut(index)
             {
-                *max_queued = max;
+                *max_queued = max.min(u16::from(u8::MAX)) as u8;
             }
         }
         self
     }
 
-    /// Makes a multishot receive into the ring give its ring buffers back when nobody reads it:
-    /// a completion that arrives while no task waits for it may have its bytes copied out
-    /// (fetched with [`take_spilled`](Self::take_spilled)), and past `spill::SPILL_MAX` bytes
-    /// the receive is stopped, so that a stream whose task is stuck (a send to a peer that
-    /// does not read) holds no shared buffer and stops taking data.
-    pub(crate) fn spill_unread(self) -> Op<T> {
+    /// Makes a multishot receive into the ring a stream's (see `budget` and `spill`): its
+    /// bytes are held for the connection until the task takes them, it is stopped once it
+    /// brought `allowance` bytes (0: never), and a completion that arrives while no task waits
+    /// for it may have its bytes copied out of the ring (fetched with
+    /// [`take_spilled`](Self::take_spilled)), so that a stream whose task is stuck (a send to
+    /// a peer that does not read) holds no shared buffer.
+    pub(crate) fn stream_receive(self, allowance: u32) -> Op<T> {
         if let OpState::InFlight(index) = self.state {
-            if let Some(Lifecycle::Multishot { spill, .. }) = self.driver.ops.borrow_mut().get_mut(index) {
-                *spill = true;
+            if let Some(Lifecycle::Multishot { stream, remaining, .. }) =
+                self.driver.ops.borrow_mut().get_mut(index)
+            {
+                *stream = true;
+                *remaining = allowance;
             }
         }
         self
@@ -135,8 +150,11 @@ impl<T: 'static> Op<T> {
         if n == spilled.len() {
             return spills.remove(&index).unwrap_or_default();
         }
-        let rest = spilled.split_off(n);
-        std::mem::replace(spilled, rest)
+        // A copy of exactly these bytes: the spill's own capacity (sized for all it held) stays
+        // with the spill, and leaves with its last bytes.
+        let taken = spilled[..n].to_vec();
+        spilled.drain(..n);
+        taken
     }
 
     /// The next completion of a multishot operation: `None` once it has ended (the last
@@ -148,10 +166,14 @@ impl<T: 'static> Op<T> {
             OpState::Done => return Poll::Ready(None),
         };
         let mut ops = self.driver.ops.borrow_mut();
-        let Some(Lifecycle::Multishot { queue, waker, ended, .. }) = ops.get_mut(index) else {
+        let Some(Lifecycle::Multishot { queue, waker, ended, stream, .. }) = ops.get_mut(index) else {
             unreachable!("poll_next on a single-shot operation")
         };
         if let Some(completion) = queue.pop_front() {
+            if *stream && completion.result > 0 {
+                // The task has the bytes now.
+                self.driver.budget.release(completion.result as u64);
+            }
             return Poll::Ready(Some(Ok(completion)));
         }
         if *ended {
@@ -242,9 +264,16 @@ impl<T: 'static> Drop for Op<T> {
                     _ => self.driver.discard(completion, self.result_is_fd),
                 }
             }
-            Lifecycle::Multishot { queue, ended, .. } => {
+            Lifecycle::Multishot { queue, ended, stream, remaining, .. } => {
                 let queued = std::mem::take(queue).into_vec();
                 let ended = *ended;
+                if *stream {
+                    // Its bytes and what is left of its allowance go back to the budget (what
+                    // comes after this is discarded as it arrives).
+                    let held: u64 = queued.iter().map(|c| c.result.max(0) as u64).sum();
+                    self.driver.budget.release(held);
+                    self.driver.budget.unreserve(u64::from(std::mem::take(remaining)));
+                }
                 self.driver.spills.borrow_mut().remove(&index);
                 if ended {
                     ops.remove(index);

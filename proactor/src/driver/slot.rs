@@ -76,16 +76,21 @@ pub(crate) enum Lifecycle {
     /// inline.)
     ///
     /// `max_queued` (0: no bound) makes the driver cancel the operation once that many
-    /// completions wait (`stopping` then records that it did). `spill` (receives into the
-    /// ring): a completion that arrives while nobody waits for it may have its bytes copied
-    /// into the driver's spill and its ring buffer given back (see `spill`).
+    /// completions wait (`stopping` then records that it did).
+    ///
+    /// `stream`: a stream's receive into the ring. Its bytes are held for the connection until
+    /// the task takes them (see `budget`); `remaining` is what is left of its allowance, past
+    /// which the driver stops it; and a completion that arrives while nobody waits for it may
+    /// have its bytes copied into the driver's spill and its ring buffer given back (see
+    /// `spill`).
     Multishot {
         queue: Queue,
         waker: Option<Waker>,
+        remaining: u32,
+        max_queued: u8,
         ended: bool,
         stopping: bool,
-        max_queued: u16,
-        spill: bool,
+        stream: bool,
     },
     /// A send the driver finishes by itself, and wakes nobody for unless it fails or a call of
     /// its stream waits for it (see `behind`): the index of its [`Behind`] record in
@@ -102,10 +107,11 @@ impl Lifecycle {
         Lifecycle::Multishot {
             queue: Queue::default(),
             waker: None,
+            remaining: 0,
+            max_queued: 0,
             ended: false,
             stopping: false,
-            max_queued: 0,
-            spill: false,
+            stream: false,
         }
     }
 }
@@ -126,6 +132,8 @@ pub(crate) struct Behind {
     /// A try came back short or with `EAGAIN`: the peer's window is full, and the send may take
     /// a while.
     pub(crate) stalled: bool,
+    /// The bytes it holds for its connection (see `budget`): its length when it was queued.
+    pub(crate) held: usize,
 }
 
 /// Who hears of a send behind.

@@ -1,12 +1,14 @@
 //! Multishot completions, and receives that nobody reads.
 //!
 //! A multishot receive keeps taking ring buffers whether or not its task reads: the kernel
-//! fills a buffer as data arrives. A stream whose task is busy elsewhere (say, blocked in a
-//! send to a peer that does not read) would then pin buffers that every other connection
-//! shares. Such a receive is marked `spill` (`Op::spill_unread`); when the ring is at its
-//! limit and nearly dry, a completion that arrives while nobody waits has its bytes copied into
-//! the driver's `spills` and its ring buffer given back at once, and past [`SPILL_MAX`] bytes
-//! the receive is stopped, so that TCP's flow control makes the peer wait.
+//! fills a buffer as data arrives. A stream's receive (`Op::stream_receive`) is armed with an
+//! allowance (see `budget`): its bytes count against its connection's budget until the task
+//! takes them, and past the allowance the receive ends, so that TCP's flow control makes the
+//! peer wait. Within the allowance, a stream whose task is busy elsewhere (say, blocked in a
+//! send to a peer that does not read) would still pin ring buffers that every other
+//! connection shares: when the ring is at its limit and nearly dry, a completion that arrives
+//! while nobody waits has its bytes copied into the driver's `spills` and its ring buffer
+//! given back at once. The bytes are still held for the connection, now in memory of its own.
 
 use std::task::Waker;
 
@@ -15,10 +17,6 @@ use super::{AfterTurn, Driver};
 use crate::backend::{BufId, Completion};
 use crate::bufring::BufRing;
 use crate::stats;
-
-/// The most bytes a receive nobody reads may spill before it is stopped: then the peer waits
-/// (TCP's flow control) until the stream reads again.
-pub(crate) const SPILL_MAX: usize = 64 * 1024;
 
 /// Copies the bytes of every queued completion that holds a ring buffer into `spilled` (in
 /// queue order, so they leave in order) and gives the buffers back (through `after`).
@@ -46,14 +44,31 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let Lifecycle::Multishot { queue, waker, ended, stopping, max_queued, spill } = slot else {
+        let Lifecycle::Multishot { queue, waker, remaining, max_queued, ended, stopping, stream } = slot
+        else {
             unreachable!("a multishot completion comes to a Multishot slot")
         };
-        if completion.result == -libc::ENOBUFS && *spill {
+        if completion.result == -libc::ENOBUFS && *stream {
             after.sweep = true;
         }
+        if *stream && completion.result > 0 {
+            // Held for the connection until the task takes it (`Op::poll_next`).
+            let n = completion.result as u32;
+            let before = *remaining;
+            *remaining = before.saturating_sub(n);
+            self.budget.receive(u64::from(n), u64::from(before - *remaining));
+            if before > 0 && *remaining == 0 {
+                stats::bump(|c| &c.recv_limited);
+                if completion.more && !*stopping {
+                    // The allowance is used up and the backend did not end the receive itself:
+                    // stop it (what is already under way still arrives, and counts).
+                    *stopping = true;
+                    after.to_cancel.push(index);
+                }
+            }
+        }
         if let (true, None, Some(BufId::Ring(bid)), Some(ring)) =
-            (*spill, &waker, completion.buffer, &self.buf_ring)
+            (*stream, &waker, completion.buffer, &self.buf_ring)
         {
             // Only when the ring is at its limit and nearly empty: copying costs, and until
             // then the queue bound (`limit_queue`) keeps what a stream holds small. Bytes leave
@@ -71,35 +86,30 @@ impl Driver {
                 spilled.extend_from_slice(unsafe {
                     ring.bytes(bid, completion.offset, completion.result as usize)
                 });
-                let full = spilled.len() >= SPILL_MAX;
                 drop(spills);
                 stats::bump(|c| &c.recv_spilled);
-                stats::trace_step!(
-                    "    nobody reads the stream now: copy the {} bytes out and give ring buffer {bid} back",
-                    completion.result
-                );
+                stats::trace_step!(crate::trace::Event::Spilled { bytes: completion.result, bid });
                 after.discarded.push((completion, false));
                 completion.buffer = None;
                 completion.spilled = true;
-                if full && completion.more && !*stopping {
-                    // Enough held for a reader that does not read: stop receiving.
-                    *stopping = true;
-                    after.to_cancel.push(index);
-                }
             }
         }
         queue.push(completion);
         *ended = !completion.more;
+        if *ended && *stream {
+            // What is left of its allowance goes back to the budget.
+            self.budget.unreserve(u64::from(std::mem::take(remaining)));
+        }
         let nobody_waits = waker.is_none();
         if !nobody_waits {
-            stats::trace_step!("    → wake the task waiting for it");
+            stats::trace_step!(crate::trace::Event::Wake);
         }
         wakers.extend(waker.take());
         if !*ended && !*stopping && *max_queued > 0 && queue.len() >= usize::from(*max_queued) {
             *stopping = true;
             after.to_cancel.push(index);
         }
-        if let (true, true, Some(ring)) = (*spill, nobody_waits, &self.buf_ring) {
+        if let (true, true, Some(ring)) = (*stream, nobody_waits, &self.buf_ring) {
             if queue.len() > usize::from(*max_queued) && ring.scarce() {
                 // Past the bound, before the cancel is in (the kernel receives in bursts, up to
                 // 32 buffers for a socket with data), with the ring at its limit and nearly dry:
@@ -117,7 +127,7 @@ impl Driver {
         let mut ops = self.ops.borrow_mut();
         let mut spills = self.spills.borrow_mut();
         for (index, slot) in ops.iter_mut() {
-            let Lifecycle::Multishot { queue, waker: None, spill: true, .. } = slot else { continue };
+            let Lifecycle::Multishot { queue, waker: None, stream: true, .. } = slot else { continue };
             spill_queue(ring, queue, spills.entry(index).or_default(), after);
         }
     }

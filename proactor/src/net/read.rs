@@ -13,8 +13,18 @@ use std::task::{ready, Context, Poll};
 use super::stream::{RecvSlot, TcpStream};
 use crate::backend::{BufId, Completion, Request};
 use crate::buf::{self, BufResult, IoBufMut, ProvidedBuf};
-use crate::bufring::{self, BufRing, BufferTicket};
+use crate::bufring::{self, BufRing};
 use crate::driver::Receive;
+use crate::waiters::Ticket;
+
+/// The error of a read into a buffer with no room.
+fn no_room() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "read into a buffer with no room (a Vec's capacity is its room: Vec::new() has none; use \
+         Vec::with_capacity(n)); a read of 0 bytes would look like end of stream",
+    )
+}
 
 /// The most receive completions a stream may have waiting for its task: past it the
 /// multishot receive is stopped (the peer then waits, by TCP's flow control) until the task
@@ -25,7 +35,13 @@ const RECV_QUEUE_MAX: u16 = 16;
 
 impl TcpStream {
     /// Reads into `buf` from its start, up to [`IoBufMut::bytes_total`] bytes; gives back the
-    /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count.
+    /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count: its
+    /// capacity is the room (make it with `Vec::with_capacity`), and what it held is replaced
+    /// (use [`read_append`](Self::read_append) to keep it).
+    ///
+    /// A buffer with no room (`Vec::new()`, whose capacity is 0) is an error
+    /// (`InvalidInput`), not a read of 0 bytes: `Ok(0)` means only end of stream here, so that
+    /// a server cannot mistake a buffer it forgot to size for a peer that closed.
     ///
     /// Dropping the future before it completes cancels the read without losing data: bytes the
     /// kernel had already received into the buffer are kept for the next read. The next read
@@ -35,11 +51,14 @@ impl TcpStream {
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         async move {
+            if buf.bytes_total() == 0 {
+                return (Err(no_room()), buf);
+            }
             if let Err(e) = self.behind_error() {
                 return (Err(e), buf);
             }
             poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
-            let start = if stash.borrow().bytes.is_empty() && buf.bytes_total() > 0 {
+            let start = if stash.borrow().bytes.is_empty() {
                 let fd = self.fd.as_raw_fd();
                 // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
                 // (IoBufMut's contract) and is owned by the operation until its completion.
@@ -93,6 +112,35 @@ impl TcpStream {
         }
     }
 
+    /// Reads into the spare capacity of `buf`, after the bytes it holds, and gives back the
+    /// count (0 at end of stream) and the buffer, whose `len()` grew by it: a partial message
+    /// (half a line, say) accumulates without a copy. As [`read`](Self::read), a `buf` with no
+    /// spare capacity is an error; reserve room first (`buf.reserve(n)`).
+    ///
+    /// ```no_run
+    /// # async fn line(stream: &proactor::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    /// let mut line = Vec::with_capacity(256);
+    /// while !line.contains(&b'\n') {
+    ///     if line.len() == line.capacity() {
+    ///         line.reserve(256);
+    ///     }
+    ///     let (read, back) = stream.read_append(line).await;
+    ///     line = back;
+    ///     if read? == 0 {
+    ///         break; // end of stream
+    ///     }
+    /// }
+    /// # Ok(line)
+    /// # }
+    /// ```
+    pub fn read_append(&self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>> + '_ {
+        let read = self.read(buf::Append::new(buf));
+        async move {
+            let (result, buf) = read.await;
+            (result, buf.into_inner())
+        }
+    }
+
     /// Receives the next bytes into a buffer the runtime picks from its provided-buffer ring at
     /// the moment they arrive; `None` at end of stream.
     ///
@@ -110,8 +158,8 @@ impl TcpStream {
     pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
         match self.driver.receive() {
             Receive::Ring(ring) => {
-                let mut ticket = BufferTicket { ring, ticket: None };
-                poll_fn(|cx| self.poll_read_provided(ring, &mut ticket.ticket, cx)).await
+                let mut ticket = Ticket::default();
+                poll_fn(|cx| self.poll_read_provided(ring, &mut ticket, cx)).await
             }
             Receive::Pick => poll_fn(|cx| self.poll_read_picked(cx)).await,
             Receive::Read => {
@@ -131,10 +179,10 @@ impl TcpStream {
         }
     }
 
-    fn poll_read_provided(
+    pub(super) fn poll_read_provided(
         &self,
         ring: &Rc<BufRing>,
-        ticket: &mut Option<u64>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
@@ -145,28 +193,34 @@ impl TcpStream {
                 RecvSlot::Never | RecvSlot::Ended => {
                     if ring.available() == 0 {
                         // The last receive ended with ENOBUFS: wait for a buffer to come back.
-                        ring.wait_for_buffer(ticket, cx.waker());
+                        ticket.wait(ring.waiters(), cx.waker());
                         return Poll::Pending;
                     }
                     let fd = self.fd.as_raw_fd();
+                    // How much it may receive before the receive ends (see `driver::budget`).
+                    let limit = ready!(self.driver.poll_allowance(&self.behind, fd, ticket, cx))?;
+                    ticket.leave();
                     if matches!(*recv, RecvSlot::Ended) {
                         crate::stats::bump(|c| &c.recv_rearms);
                     }
                     // SAFETY: a receive that selects its buffer from the registered ring carries
                     // no pointer; the ring's memory outlives the ring (see `bufring`).
                     let op = unsafe {
-                        self.driver.submit((), false, |_| Request::RecvMulti { fd, group: bufring::GROUP })
+                        self.driver.submit((), false, |_| Request::RecvMulti {
+                            fd,
+                            group: bufring::GROUP,
+                            limit,
+                        })
                     };
-                    recv.arm(op.spill_unread().limit_queue(RECV_QUEUE_MAX))
+                    recv.arm(op.stream_receive(limit).limit_queue(RECV_QUEUE_MAX))
                 }
             };
             let next = match op.poll_next(cx) {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
-                    crate::stats::trace_step!(
-                        "  wait for the next CQE of the multishot RECV on fd {}: it stays armed in the kernel, no new SQE",
-                        self.fd.as_raw_fd()
-                    );
+                    crate::stats::trace_step!(crate::trace::Event::MultishotWaits {
+                        fd: self.fd.as_raw_fd()
+                    });
                     return Poll::Pending;
                 }
             };
@@ -213,7 +267,7 @@ impl TcpStream {
     /// receive), not in the caller's future: a `read_provided` dropped early (a `timeout`) leaves
     /// it queued for the next call, so nothing is lost, and every connection's task stays as
     /// small as on io_uring. Bytes a cancelled `read` left behind come first.
-    fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+    pub(super) fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
         let mut recv = self.recv.borrow_mut();
         let op = match &mut *recv {

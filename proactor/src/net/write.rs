@@ -123,10 +123,7 @@ impl TcpStream {
         let ready = self.driver.poll_behind(&self.behind, fd, cx);
         if ready.is_pending() && buf.is_shared() && self.driver.behind_stalled(&self.behind, fd) {
             crate::stats::bump(|c| &c.sends_detached);
-            crate::stats::trace_step!(
-                "  the send ahead waits for the peer: copy the {} bytes out of the ring buffer and give it back",
-                buf.bytes_init()
-            );
+            crate::stats::trace_step!(crate::trace::Event::AheadStalledCopy { bytes: buf.bytes_init() });
             buf.detach();
         }
         ready
@@ -223,10 +220,9 @@ impl<B: IoBuf> Future for WriteAll<'_, B> {
                 // The peer is not taking the bytes as fast as they come: wait for it with a
                 // copy of our own, and give the ring buffer back for the other connections.
                 crate::stats::bump(|c| &c.sends_detached);
-                crate::stats::trace_step!(
-                    "  the peer's window is full: copy the {} unsent bytes out of the ring buffer and give it back",
-                    buf.bytes_init() - this.written
-                );
+                crate::stats::trace_step!(crate::trace::Event::WindowFullCopy {
+                    bytes: buf.bytes_init() - this.written
+                });
                 buf.detach();
             }
             this.state = Writing::Sending(this.stream.send(buf, this.written, false));

@@ -5,9 +5,7 @@ use std::fmt::Write;
 
 use echo::server::RuntimeKind;
 
-use super::read::rows;
 use super::row::{Kind, Lane, Row};
-use crate::trace::record::Phase;
 
 /// One design's diagram: its rows, or why it could not be traced.
 pub struct Diagram {
@@ -16,9 +14,10 @@ pub struct Diagram {
 }
 
 impl Diagram {
-    /// The diagram of `phases` (a trace of `kind`), or of the reason there is none.
-    pub fn new(kind: RuntimeKind, phases: Result<Vec<Phase>, String>) -> Diagram {
-        Diagram { kind, rows: phases.map(|phases| rows(kind, &phases)) }
+    /// The diagram of `rows` (read from a trace of `kind`: [`super::read::rows`]), or of the
+    /// reason there is none.
+    pub fn new(kind: RuntimeKind, rows: Result<Vec<Row>, String>) -> Diagram {
+        Diagram { kind, rows }
     }
 
     /// Why this design could not be traced, if it could not.

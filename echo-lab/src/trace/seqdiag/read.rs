@@ -1,12 +1,19 @@
-//! The steps of a traced run read back into rows, from the runtimes' own words: the steps
-//! common to the executors first, then each design's (the reactor's and the epoll emulation's,
-//! io_uring's, POSIX aio's). A step this reader does not know becomes a note on the loop's lane.
+//! The steps of a traced run read into rows, by their variants: the steps common to the
+//! executors first, then each design's (the reactor's and the epoll emulation's, io_uring's,
+//! POSIX aio's). A step this reader does not draw becomes a note on the loop's lane, in its
+//! words; otherwise a step's words are only its row's tooltip.
+
+use std::collections::HashMap;
+use std::io;
 
 use echo::server::RuntimeKind;
+use executor::trace::{LoopEvent, Step, SysEvent};
+use proactor::trace::{AioWait, Behind, Event as P, Op, Reporter, UringWait};
+use reactor::trace::Event as R;
 
 use super::row::{arrow, note, with_ret, with_sub, Kind, Lane, Row};
+use crate::trace::events::{self, epoll_timeout, opcode, readiness, registration, Event};
 use crate::trace::record::{Client, Phase};
-use crate::trace::words::{before, number_after};
 
 /// What a pending aio request is: the blocking call a helper thread makes for it.
 #[derive(Clone, Debug)]
@@ -19,8 +26,13 @@ struct Pending {
 /// Reads the steps of each phase into rows. The client's own actions (connect, send, and
 /// reading the echo once the server has sent it) are added where they happened.
 pub fn rows(kind: RuntimeKind, phases: &[Phase]) -> Vec<Row> {
+    rows_worded(kind, phases, &|step| step.to_string())
+}
+
+/// [`rows`], with `words` giving each step's words (its tooltip, or a note's text).
+pub(crate) fn rows_worded(kind: RuntimeKind, phases: &[Phase], words: &dyn Fn(&Step) -> String) -> Vec<Row> {
     let mut rows = Vec::new();
-    let mut pending: std::collections::HashMap<i64, Pending> = Default::default();
+    let mut pending: HashMap<usize, Pending> = HashMap::new();
     for phase in phases {
         rows.push(Row::Phase(phase.title.clone()));
         let message = match &phase.client {
@@ -40,7 +52,7 @@ pub fn rows(kind: RuntimeKind, phases: &[Phase]) -> Vec<Row> {
         };
         let mut echoed = false;
         for step in &phase.steps {
-            let (row, sent) = read_step(kind, step, &mut pending);
+            let (row, sent) = read_step(kind, events::of(step), &words(step), &mut pending);
             rows.extend(row);
             if let (true, false, Some(msg)) = (sent, echoed, &message) {
                 echoed = true;
@@ -52,267 +64,348 @@ pub fn rows(kind: RuntimeKind, phases: &[Phase]) -> Vec<Row> {
     rows
 }
 
-/// One step as rows, and whether it sent bytes to the client (the echo).
+/// One row, and no bytes sent.
+fn one(row: Row) -> (Vec<Row>, bool) {
+    (vec![row], false)
+}
+
+/// A step this reader does not draw: a note on the loop's lane, in the step's words.
+fn unknown(words: &str) -> (Vec<Row>, bool) {
+    one(note(Lane::Loop, words.trim(), words))
+}
+
+/// One step as rows, and whether it sent bytes to the client (the echo). `step` is the step's
+/// words: only ever a row's tooltip, or the text of a note for a step this reader does not
+/// draw.
 fn read_step(
     kind: RuntimeKind,
+    event: Event<'_>,
     step: &str,
-    pending: &mut std::collections::HashMap<i64, Pending>,
+    pending: &mut HashMap<usize, Pending>,
 ) -> (Vec<Row>, bool) {
-    let s = step.trim();
-    let sent_bytes = |s: &str| number_after(s, "→").is_some_and(|n| n > 0);
-    let one = |row| (vec![row], false);
-
     // Steps common to the executors.
-    if let Some(rest) = s.strip_prefix("task ") {
-        let id = before(rest, &[" "]);
-        return one(if rest.ends_with("polled") {
-            arrow(Lane::Loop, Lane::Task, Kind::Poll, format!("poll task {id}"), step)
-        } else if rest.ends_with("waits") {
-            arrow(Lane::Task, Lane::Loop, Kind::Poll, "Pending", step)
-        } else if rest.ends_with("finished") {
-            arrow(Lane::Task, Lane::Loop, Kind::Poll, "Ready: finished", step)
-        } else {
-            note(Lane::Loop, s, step)
-        });
+    match event {
+        Event::Loop(&LoopEvent::TaskPolled { task }) => {
+            return one(arrow(Lane::Loop, Lane::Task, Kind::Poll, format!("poll task {task}"), step))
+        }
+        Event::Loop(LoopEvent::TaskWaits { .. }) => {
+            return one(arrow(Lane::Task, Lane::Loop, Kind::Poll, "Pending", step))
+        }
+        Event::Loop(LoopEvent::TaskFinished { .. }) => {
+            return one(arrow(Lane::Task, Lane::Loop, Kind::Poll, "Ready: finished", step))
+        }
+        Event::Loop(LoopEvent::MainPolled) => {
+            return one(arrow(Lane::Loop, Lane::Task, Kind::Poll, "poll the accept loop", step))
+        }
+        Event::Loop(LoopEvent::MainWaits) => {
+            return one(arrow(Lane::Task, Lane::Loop, Kind::Poll, "Pending (accept loop)", step))
+        }
+        Event::Loop(&LoopEvent::TimersExpired { count }) => {
+            let label =
+                if count == 1 { "a timer expired".to_string() } else { format!("{count} timers expired") };
+            return one(note(Lane::Loop, label, step));
+        }
+        Event::Proactor(P::Wake | P::WakeStalled) => {
+            return one(arrow(Lane::Loop, Lane::Task, Kind::Wake, "wake", step))
+        }
+        Event::Sys(&SysEvent::Shutdown { fd, how }) => {
+            let call = format!("shutdown(fd {fd}, {how:?})");
+            return one(arrow(Lane::Task, Lane::Kernel, Kind::Syscall, call, step));
+        }
+        // A send behind that the proactor's driver finishes by itself: no arrow to the task,
+        // which is the point ("SEND complete: the driver gives ring buffer 0 back: no wake").
+        Event::Proactor(&P::BehindOver { error, ring_buffer, owner, fd }) => {
+            let head = match error {
+                None => "SEND complete".to_string(),
+                Some(0) => format!("SEND failed ({})", io::Error::from(io::ErrorKind::WriteZero)),
+                Some(errno) => format!("SEND failed ({})", io::Error::from_raw_os_error(errno)),
+            };
+            let what = match ring_buffer {
+                Some(bid) => format!("gives ring buffer {bid} back"),
+                None => "drops the buffer".to_string(),
+            };
+            let then = match (owner, error) {
+                (Behind::Dropped, _) => format!("closes fd {fd}"),
+                (_, Some(_)) => "the next call gets the error".to_string(),
+                (Behind::Quiet, None) => "no wake".to_string(),
+                (Behind::Waited, None) => "the waiting call is woken".to_string(),
+            };
+            return one(note(Lane::Loop, format!("{head}: the driver {what}: {then}"), step));
+        }
+        Event::Proactor(&P::BehindShort { sent, asked }) => {
+            let text = format!("SEND took {sent} of {asked} bytes: the driver sends the rest");
+            return one(note(Lane::Loop, text, step));
+        }
+        _ => {}
     }
-    if s.starts_with("the block_on future") {
-        return one(if s.ends_with("polled") {
-            arrow(Lane::Loop, Lane::Task, Kind::Poll, "poll the accept loop", step)
-        } else if s.ends_with("waits") {
-            arrow(Lane::Task, Lane::Loop, Kind::Poll, "Pending (accept loop)", step)
-        } else {
-            note(Lane::Loop, s, step)
-        });
-    }
-    if s.starts_with("→ wake") {
-        return one(arrow(Lane::Loop, Lane::Task, Kind::Wake, "wake", step));
-    }
-    if s.starts_with("shutdown(") {
-        return one(arrow(Lane::Task, Lane::Kernel, Kind::Syscall, before(s, &[":"]), step));
-    }
-    // A send behind that the proactor's driver finishes by itself: no arrow to the task, which
-    // is the point ("SEND complete: the driver gives ring buffer 0 back; the task is not woken").
-    if s.starts_with("SEND complete") || s.starts_with("SEND failed") || s.starts_with("SEND took") {
-        return one(note(Lane::Loop, s.replace("; the task is not woken", ": no wake"), step));
-    }
-
     match kind {
         // The emulation's steps are the reactor's epoll steps plus its completions; those it
         // does not name become notes.
-        RuntimeKind::Reactor | RuntimeKind::ProactorEpoll => read_reactor_step(s, step, sent_bytes(s)),
-        RuntimeKind::Uring => read_uring_step(s, step),
-        RuntimeKind::Aio => read_aio_step(s, step, pending),
+        RuntimeKind::Reactor | RuntimeKind::ProactorEpoll => read_reactor_step(event, step),
+        RuntimeKind::Uring => read_uring_step(event, step),
+        RuntimeKind::Aio => read_aio_step(event, step, pending),
     }
 }
 
-fn read_reactor_step(s: &str, step: &str, sent_bytes: bool) -> (Vec<Row>, bool) {
-    let one = |row| (vec![row], false);
-    if s.starts_with("epoll_wait(") {
-        let call = format!("{})", before(s, &[")"]));
-        return one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, call, step), "sleeps"));
+/// A syscall's result, for the dashed arrow back.
+fn result(result: Result<usize, i32>, unit: &str) -> String {
+    match result {
+        Ok(n) => format!("{n}{unit}"),
+        Err(libc::EAGAIN) => "EAGAIN".into(),
+        Err(libc::EINPROGRESS) => "EINPROGRESS".into(),
+        Err(errno) => format!("error: {}", io::Error::from_raw_os_error(errno)),
     }
-    if let Some(rest) = s.strip_prefix("epoll_wait returned ") {
-        return one(arrow(Lane::Kernel, Lane::Loop, Kind::Return, format!("returns {rest}"), step));
-    }
-    // "fd 7: readable, writable → wake the task waiting for it", "fd 7: writable → no task ...".
-    if let (true, Some((what, then))) = (s.starts_with("fd "), s.split_once(" → ")) {
-        if then.starts_with("wake") {
-            let (fd, ready) = what.split_once(": ").unwrap_or((what, ""));
-            let row = arrow(Lane::Loop, Lane::Task, Kind::Wake, format!("wake ({fd} {ready})"), step);
-            return (
-                vec![arrow(Lane::Kernel, Lane::Loop, Kind::Event, format!("event: {what}"), step), row],
-                false,
-            );
-        }
-        let row = with_sub(
-            arrow(Lane::Kernel, Lane::Loop, Kind::Event, format!("event: {what}"), step),
-            before(then, &[";"]),
-        );
-        return one(row);
-    }
-    // Syscalls the task makes: "read(fd 7, 16384 bytes) → 7 bytes", "accept4(fd 3) → new ...".
-    for call in ["read(", "send(", "write(", "recv(", "accept4(", "epoll_ctl("] {
-        if s.starts_with(call) {
-            let (call_text, result) = match s.split_once(" → ") {
-                Some((c, r)) => (c.to_string(), Some(r.to_string())),
-                None => (format!("{})", before(s, &[")"])), None),
-            };
-            let row = arrow(Lane::Task, Lane::Kernel, Kind::Syscall, call_text, step);
-            let row = match result {
-                Some(r) => with_ret(row, r),
-                None => with_sub(row, before(s.split_once(": ").map_or("", |p| p.1), &[","])),
-            };
-            let sends = (call == "send(" || call == "write(") && sent_bytes;
-            return (vec![row], sends);
-        }
-    }
-    if s.starts_with("short read") {
-        return one(note(Lane::Task, before(s, &[";"]), step));
-    }
-    one(note(Lane::Loop, s, step))
 }
 
-fn read_uring_step(s: &str, step: &str) -> (Vec<Row>, bool) {
-    let one = |row| (vec![row], false);
-    if let Some(rest) = s.strip_prefix("io_uring_enter: ") {
-        let (what, why) = rest.split_once(", ").unwrap_or((rest, ""));
-        let sub = if why.contains("sleep") { "and sleep until a completion" } else { before(why, &[":"]) };
-        return one(with_sub(
-            arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, format!("io_uring_enter: {what}"), step),
-            sub,
-        ));
+fn read_reactor_step(event: Event<'_>, step: &str) -> (Vec<Row>, bool) {
+    match event {
+        Event::Sys(&SysEvent::EpollWait { timeout_ms }) => {
+            let call = format!("epoll_wait({})", epoll_timeout(timeout_ms));
+            one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, call, step), "sleeps"))
+        }
+        Event::Sys(&SysEvent::EpollReturned { events }) => {
+            let label = format!("returns {events} event{}", if events == 1 { "" } else { "s" });
+            one(arrow(Lane::Kernel, Lane::Loop, Kind::Return, label, step))
+        }
+        Event::Sys(&SysEvent::EpollAdd { fd }) => one(with_sub(
+            arrow(Lane::Task, Lane::Kernel, Kind::Syscall, format!("epoll_ctl(ADD fd {fd})"), step),
+            "watch it for input and output",
+        )),
+        Event::Sys(&SysEvent::EpollDel { fd }) => one(with_sub(
+            arrow(Lane::Task, Lane::Kernel, Kind::Syscall, format!("epoll_ctl(DEL fd {fd})"), step),
+            "stop watching it (it is being closed)",
+        )),
+        // An event, and the wake it causes: "fd 7: readable, writable", then "wake (fd 7 ...)".
+        Event::Reactor(&R::Ready { io, ready, woken }) => {
+            let (io, ready) = (registration(io), readiness(ready));
+            let event = arrow(Lane::Kernel, Lane::Loop, Kind::Event, format!("event: {io}: {ready}"), step);
+            if woken == 0 {
+                return one(with_sub(event, "no task waits for it yet"));
+            }
+            let wake = arrow(Lane::Loop, Lane::Task, Kind::Wake, format!("wake ({io} {ready})"), step);
+            (vec![event, wake], false)
+        }
+        Event::Proactor(&P::FdReady { fd, ready }) => one(arrow(
+            Lane::Kernel,
+            Lane::Loop,
+            Kind::Event,
+            format!("event: fd {fd}: {}", readiness(ready)),
+            step,
+        )),
+        // Syscalls the task makes: "read(fd 7, 16384 bytes) → 7 bytes", "accept4(fd 3) → ...".
+        Event::Reactor(&R::Io { call, fd, len, result: r }) => {
+            let label = format!("{}(fd {fd}, {len} bytes)", call.name());
+            let row =
+                with_ret(arrow(Lane::Task, Lane::Kernel, Kind::Syscall, label, step), result(r, " bytes"));
+            (vec![row], sent(call.sends(), r))
+        }
+        Event::Reactor(&R::Accepted { listener, fd }) => one(with_ret(
+            arrow(Lane::Task, Lane::Kernel, Kind::Syscall, format!("accept4(fd {listener})"), step),
+            format!("new connection, fd {fd}"),
+        )),
+        Event::Reactor(&R::ShortRead { io }) => {
+            one(note(Lane::Task, format!("short read: {} is drained", registration(io)), step))
+        }
+        // The emulation's syscalls, which its driver makes at readiness.
+        Event::Proactor(&P::Transfer { call, fd, len, index, result: r }) => {
+            let label = format!("{}(fd {fd}, {len} bytes) for op {index}", call.name());
+            let row = with_ret(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, label, step), result(r, ""));
+            (vec![row], sent(call.sends(), r))
+        }
+        Event::Proactor(&P::Accept { fd, index, result: r }) => one(with_ret(
+            arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, format!("accept4(fd {fd}) for op {index}"), step),
+            result(r, ""),
+        )),
+        _ => unknown(step),
     }
-    if s.starts_with("the SQ is full") {
-        return one(with_sub(
+}
+
+/// Whether a send's result means bytes went to the client.
+fn sent(sends: bool, result: Result<usize, i32>) -> bool {
+    sends && result.is_ok_and(|n| n > 0)
+}
+
+fn read_uring_step(event: Event<'_>, step: &str) -> (Vec<Row>, bool) {
+    let Event::Proactor(event) = event else { return unknown(step) };
+    match *event {
+        P::Enter { submit, wait } => {
+            let label = format!("io_uring_enter: submit {submit} SQE{}", if submit == 1 { "" } else { "s" });
+            let sub = if wait == UringWait::No { "do not wait" } else { "and sleep until a completion" };
+            one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, label, step), sub))
+        }
+        P::SqFull => one(with_sub(
             arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, "io_uring_enter", step),
             "the SQ is full",
-        ));
-    }
-    if s.contains("in the completion ring") {
-        return one(arrow(Lane::Kernel, Lane::Loop, Kind::Return, s, step));
-    }
-    if let Some(rest) = s.strip_prefix("CQE ") {
-        // "CQE user_data 1 (multishot RECV): result 7, in ring buffer 0, more to come ..."
-        if let (Some(open), Some(close)) = (rest.find('('), rest.find(')')) {
-            let op = &rest[open + 1..close];
-            let result = number_after(rest, "result");
-            let label = match result {
-                Some(r) => format!("CQE {op}: {r}"),
-                None => format!("CQE {op}"),
-            };
-            let mut sub: Vec<&str> = Vec::new();
-            if let Some(buf) = rest.find("ring buffer") {
-                sub.push(before(&rest[buf..], &[","]));
+        )),
+        P::Cqes { count } => {
+            let label = format!("{count} CQE{} in the completion ring", if count == 1 { "" } else { "s" });
+            one(arrow(Lane::Kernel, Lane::Loop, Kind::Return, label, step))
+        }
+        P::Cqe { op, result, ring_buffer, more, .. } => {
+            let label = format!("CQE {}: {result}", op.map_or("?", Op::name));
+            let mut sub = Vec::new();
+            if let Some(bid) = ring_buffer {
+                sub.push(format!("ring buffer {bid}"));
             }
-            if rest.contains("more to come") {
-                sub.push("more to come");
+            if more {
+                sub.push("more to come".to_string());
             }
             let row = arrow(Lane::Kernel, Lane::Loop, Kind::Cqe, label, step);
             let row = if sub.is_empty() { row } else { with_sub(row, sub.join(", ")) };
-            let sends = (op.contains("SEND") || op.contains("WRITE")) && result.is_some_and(|r| r > 0);
-            return (vec![row], sends);
+            (vec![row], op.is_some_and(Op::sends) && result > 0)
         }
-        // "CQE of the notifier's poll: another thread woke a task"
-        return one(with_sub(
-            arrow(Lane::Kernel, Lane::Loop, Kind::Cqe, before(s, &[":"]), step),
-            before(s.split_once(": ").map_or("", |p| p.1), &[";"]),
-        ));
-    }
-    if let Some(rest) = s.strip_prefix("queued SQE ") {
-        // "RECV (multishot, buffers ...) on fd 7 (user_data 1); no syscall yet", "SEND 7 bytes on
-        // fd 7 (user_data 2); ...", "CLOSE fd 7, after every SQE ...".
-        let mut label = String::new();
-        let mut depth = 0;
-        for c in before(rest, &[";", ", after"]).chars() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                _ if depth == 0 => label.push(c),
-                _ => {}
-            }
+        P::NotifierCqe => one(with_sub(
+            arrow(Lane::Kernel, Lane::Loop, Kind::Cqe, "CQE of the notifier's poll", step),
+            "another thread woke a task",
+        )),
+        P::SqeQueued { op, .. } => one(sqe(sqe_label(op), step)),
+        P::CloseQueued { fd } => one(sqe(format!("SQE CLOSE fd {fd}"), step)),
+        P::CancelQueued { user_data } => {
+            one(sqe(format!("SQE ASYNC_CANCEL for user_data {user_data}"), step))
         }
-        let mut label = format!("SQE {}", label.split_whitespace().collect::<Vec<_>>().join(" "));
-        if rest.contains("multishot") {
-            label = label.replacen("SQE ", "SQE multishot ", 1);
+        P::MultishotWaits { .. } => one(note(Lane::Task, "the multishot RECV stays armed: no new SQE", step)),
+        // The driver's steps (a CQE took a piece of the buffer; a send behind gave it back).
+        P::RingPiece { bid, bytes, offset } => one(note(
+            Lane::Loop,
+            format!(
+                "ring buffer {bid} partly consumed: {bytes} bytes at offset {offset}; the kernel goes on \
+                 filling it (shared memory)"
+            ),
+            step,
+        )),
+        P::RingBufferBack { bid } => {
+            one(note(Lane::Loop, format!("ring buffer {bid} goes back to the ring (shared memory)"), step))
         }
-        return one(with_sub(
-            arrow(Lane::Task, Lane::Loop, Kind::Sqe, label, step),
-            "into the SQ ring: no syscall",
-        ));
+        P::CqRead => one(note(Lane::Loop, "reads the CQ ring: no syscall", step)),
+        _ => unknown(step),
     }
-    if s.starts_with("wait for the next CQE") {
-        return one(note(Lane::Task, "the multishot RECV stays armed: no new SQE", step));
-    }
-    // The driver's steps (a CQE took a piece of the buffer; a send behind gave it back).
-    if s.starts_with("ring buffer") {
-        return one(note(Lane::Loop, before(s, &["("]).to_string() + " (shared memory)", step));
-    }
-    if s.starts_with("read the CQ ring") {
-        return one(note(Lane::Loop, "reads the CQ ring: no syscall", step));
-    }
-    one(note(Lane::Loop, s, step))
 }
 
-fn read_aio_step(
-    s: &str,
-    step: &str,
-    pending: &mut std::collections::HashMap<i64, Pending>,
-) -> (Vec<Row>, bool) {
-    let one = |row| (vec![row], false);
-    if s.starts_with("poll(") {
-        let call = format!("{})", before(s, &[";", ")"]));
-        let sub = s.find("timeout").map_or("sleeps", |t| before(&s[t..], &[",", ")"]));
-        return one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, call, step), sub));
+/// An SQE written into the ring by the task.
+fn sqe(label: String, step: &str) -> Row {
+    with_sub(arrow(Lane::Task, Lane::Loop, Kind::Sqe, label, step), "into the SQ ring: no syscall")
+}
+
+/// An operation's SQE, on its arrow ("SQE multishot RECV on fd 7", "SQE SEND 7 bytes on fd 7").
+fn sqe_label(op: Op) -> String {
+    match op {
+        Op::Accept { fd }
+        | Op::AcceptMulti { fd }
+        | Op::RecvMulti { fd, .. }
+        | Op::RecvMsg { fd }
+        | Op::SendMsg { fd }
+        | Op::RecvMsgMulti { fd, .. } => format!("SQE {} on fd {fd}", opcode(op)),
+        Op::Connect { fd } => format!("SQE CONNECT fd {fd}"),
+        Op::Recv { fd, len } => format!("SQE RECV fd {fd} into a {len}-byte buffer"),
+        Op::RecvPick { fd } => format!("SQE RECV fd {fd}, buffer picked at readiness"),
+        Op::Send { fd, len, dontwait: false } => format!("SQE SEND {len} bytes on fd {fd}"),
+        Op::Send { fd, len, dontwait: true } => format!("SQE SEND {len} bytes on fd {fd}, without waiting"),
     }
-    if let Some(rest) = s.strip_prefix("request ") {
-        // "request 1 done: result 7, reported by glibc's notification thread 5611, a thread ..."
-        let id = number_after(rest, "").unwrap_or(-1);
-        let result = number_after(rest, "result");
-        let mut out = Vec::new();
-        let mut sends = false;
-        if let Some(p) = pending.remove(&id) {
-            let r = result.map_or("done".to_string(), |r| format!("{} → {r}", p.call));
-            out.push(arrow(Lane::Kernel, Lane::Helpers, Kind::Return, r, step));
-            sends = p.sends && result.is_some_and(|r| r > 0);
+}
+
+fn read_aio_step(event: Event<'_>, step: &str, pending: &mut HashMap<usize, Pending>) -> (Vec<Row>, bool) {
+    let Event::Proactor(event) = event else { return unknown(step) };
+    match *event {
+        P::AioPoll { wait } => {
+            let sub = match wait {
+                AioWait::Forever => "sleeps".to_string(),
+                AioWait::No => "no wait, no syscall".to_string(),
+                AioWait::Rescan => "timeout 1 s".to_string(),
+                AioWait::AtMost(t) => format!("timeout {t:?}"),
+            };
+            let call = "poll(notifier, completion eventfd)";
+            one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, call, step), sub))
         }
-        let by = if s.contains("notification thread") {
-            "by glibc's notification thread, new for this completion"
-        } else {
-            before(s.split_once(", reported ").map_or("", |p| p.1), &[","])
-        };
-        let label = match result {
-            Some(r) => format!("request {id} done: {r}"),
-            None => format!("request {id} done"),
-        };
-        out.push(with_sub(arrow(Lane::Helpers, Lane::Loop, Kind::Done, label, step), by));
-        return (out, sends);
-    }
-    for (call, blocking) in [("aio_read(", "read"), ("aio_write(", "write")] {
-        if let Some(rest) = s.strip_prefix(call) {
-            // "aio_read(fd 8, 4096 bytes) handed to glibc (request 1): a glibc helper thread runs
-            // a blocking read (after a pread that fails with ESPIPE on a socket) on it, ..."
-            let args = before(rest, &[")"]);
-            let fd = before(args, &[","]);
-            let id = number_after(s, "(request").unwrap_or(-1);
+        P::AioDone { request, result, by } => {
+            let mut out = Vec::new();
+            let mut sends = false;
+            if let Some(p) = pending.remove(&request) {
+                out.push(arrow(
+                    Lane::Kernel,
+                    Lane::Helpers,
+                    Kind::Return,
+                    format!("{} → {result}", p.call),
+                    step,
+                ));
+                sends = p.sends && result > 0;
+            }
+            let by = match by {
+                Reporter::Glibc { .. } => "by glibc's notification thread, new for this completion",
+                Reporter::Helper => "by a helper thread",
+            };
+            let label = format!("request {request} done: {result}");
+            out.push(with_sub(arrow(Lane::Helpers, Lane::Loop, Kind::Done, label, step), by));
+            (out, sends)
+        }
+        // aio_read: a glibc thread's pread fails with ESPIPE on a socket, then it blocks in read.
+        P::AioSubmitted { write, fd, len, request } => {
+            let (call, blocking) = if write { ("aio_write", "write") } else { ("aio_read", "read") };
             let mut out = vec![with_sub(
-                arrow(Lane::Task, Lane::Helpers, Kind::Request, format!("{call}{args})"), step),
-                format!("request {id}, handed to glibc"),
+                arrow(
+                    Lane::Task,
+                    Lane::Helpers,
+                    Kind::Request,
+                    format!("{call}(fd {fd}, {len} bytes)"),
+                    step,
+                ),
+                format!("request {request}, handed to glibc"),
             )];
-            if s.contains("pread that fails with ESPIPE") {
+            if !write {
                 out.push(with_ret(
-                    arrow(Lane::Helpers, Lane::Kernel, Kind::Syscall, format!("pread({fd})"), step),
+                    arrow(Lane::Helpers, Lane::Kernel, Kind::Syscall, format!("pread(fd {fd})"), step),
                     "ESPIPE",
                 ));
             }
-            let waits =
-                if s.contains("until data comes") { "blocks until data comes" } else { "a blocking call" };
+            let waits = if write { "a blocking call" } else { "blocks until data comes" };
             out.push(with_sub(
-                arrow(Lane::Helpers, Lane::Kernel, Kind::Syscall, format!("{blocking}({fd})"), step),
+                arrow(Lane::Helpers, Lane::Kernel, Kind::Syscall, format!("{blocking}(fd {fd})"), step),
                 waits,
             ));
-            pending.insert(id, Pending { call: format!("{blocking}({fd})"), sends: blocking == "write" });
-            return (out, false);
+            pending.insert(request, Pending { call: format!("{blocking}(fd {fd})"), sends: write });
+            (out, false)
+        }
+        // An accept or connect, which POSIX aio lacks, on a helper thread of the runtime.
+        P::HelperJob { accept, fd, request } => {
+            let what = if accept { "accept" } else { "connect" };
+            let call = format!("{what}(fd {fd})");
+            pending.insert(request, Pending { call: call.clone(), sends: false });
+            (
+                vec![
+                    with_sub(
+                        arrow(Lane::Task, Lane::Helpers, Kind::Request, call.clone(), step),
+                        format!("request {request}: POSIX aio has no {what}"),
+                    ),
+                    with_sub(arrow(Lane::Helpers, Lane::Kernel, Kind::Syscall, call, step), "blocks"),
+                ],
+                false,
+            )
+        }
+        _ => unknown(step),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::test_steps::{echo_phases, Unworded};
+
+    /// The rows come from the steps' variants and fields: steps reworded draw the same rows,
+    /// with only the words themselves changed (the tooltips, and the notes of steps this
+    /// reader does not draw).
+    #[test]
+    fn reworded_steps_draw_the_same_rows() {
+        for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio, RuntimeKind::ProactorEpoll] {
+            let phases = echo_phases(kind);
+            let steps: Vec<&Step> = phases.iter().flat_map(|phase| &phase.steps).collect();
+            let unworded = Unworded::new(&steps);
+            let drawn = rows(kind, &phases);
+            let redrawn = rows_worded(kind, &phases, &|step| unworded.reworded(step));
+            let arrows = drawn.iter().filter(|row| matches!(row, Row::Arrow { .. })).count();
+            assert!(arrows >= 10, "{kind}: {drawn:#?}");
+            assert_eq!(drawn.len(), redrawn.len(), "{kind}");
+            for (row, again) in drawn.iter().zip(&redrawn) {
+                assert_eq!(unworded.row(row), unworded.row(again), "{kind}");
+            }
         }
     }
-    if let Some(rest) = s.strip_prefix("accept on ") {
-        // "accept on fd 3: POSIX aio has none; handed to one of this runtime's helper threads
-        // (request 0)"
-        let fd = before(rest, &[":"]);
-        let id = number_after(s, "(request").unwrap_or(-1);
-        pending.insert(id, Pending { call: format!("accept({fd})"), sends: false });
-        return (
-            vec![
-                with_sub(
-                    arrow(Lane::Task, Lane::Helpers, Kind::Request, format!("accept({fd})"), step),
-                    format!("request {id}: POSIX aio has no accept"),
-                ),
-                with_sub(
-                    arrow(Lane::Helpers, Lane::Kernel, Kind::Syscall, format!("accept({fd})"), step),
-                    "blocks",
-                ),
-            ],
-            false,
-        );
-    }
-    one(note(Lane::Loop, s, step))
 }

@@ -2,6 +2,7 @@
 //! arrow from one lane to another, a note on one lane), and what each arrow stands for.
 
 use echo::server::RuntimeKind;
+use serde_json::{json, Value};
 
 /// A vertical line of the diagram: who acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +20,13 @@ pub enum Lane {
 }
 
 impl Lane {
+    const ALL: [Lane; 5] = [Lane::Client, Lane::Kernel, Lane::Helpers, Lane::Loop, Lane::Task];
+
+    /// The lane named `name` (see [`name`](Self::name)).
+    pub fn named(name: &str) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|lane| lane.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Lane::Client => "client",
@@ -68,6 +76,24 @@ pub enum Kind {
 }
 
 impl Kind {
+    const ALL: [Kind; 10] = [
+        Kind::Syscall,
+        Kind::Return,
+        Kind::Sqe,
+        Kind::Cqe,
+        Kind::Event,
+        Kind::Request,
+        Kind::Done,
+        Kind::Wake,
+        Kind::Poll,
+        Kind::Data,
+    ];
+
+    /// The kind whose class is `class` (see [`class`](Self::class)).
+    pub fn of_class(class: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.class() == class)
+    }
+
     pub fn class(self) -> &'static str {
         match self {
             Kind::Syscall => "syscall",
@@ -121,6 +147,45 @@ pub enum Row {
     },
     /// A remark on one lane.
     Note { lane: Lane, text: String, step: String },
+}
+
+impl Row {
+    /// The row as JSON (for `trace --svg`, whose child processes read the rows and hand them
+    /// over).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Row::Phase(title) => json!({ "phase": title }),
+            Row::Arrow { from, to, kind, label, sub, ret, step } => json!({
+                "from": from.name(), "to": to.name(), "kind": kind.class(), "label": label,
+                "sub": sub, "ret": ret, "step": step,
+            }),
+            Row::Note { lane, text, step } => json!({ "lane": lane.name(), "note": text, "step": step }),
+        }
+    }
+
+    /// The row [`to_json`](Self::to_json) wrote.
+    pub fn from_json(v: &Value) -> Option<Row> {
+        let text = |key: &str| v[key].as_str().map(str::to_string);
+        if let Some(title) = text("phase") {
+            return Some(Row::Phase(title));
+        }
+        if let Some(note) = text("note") {
+            return Some(Row::Note {
+                lane: Lane::named(v["lane"].as_str()?)?,
+                text: note,
+                step: text("step")?,
+            });
+        }
+        Some(Row::Arrow {
+            from: Lane::named(v["from"].as_str()?)?,
+            to: Lane::named(v["to"].as_str()?)?,
+            kind: Kind::of_class(v["kind"].as_str()?)?,
+            label: text("label")?,
+            sub: text("sub"),
+            ret: text("ret"),
+            step: text("step")?,
+        })
+    }
 }
 
 pub fn arrow(from: Lane, to: Lane, kind: Kind, label: impl Into<String>, step: &str) -> Row {

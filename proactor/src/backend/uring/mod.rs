@@ -28,6 +28,7 @@ use crate::backend::io::{Backend, BufId, Completion, Config, Facts, Gauges, Io, 
 use crate::bufring::BufRing;
 use crate::stats;
 use crate::sys;
+use crate::trace;
 
 mod ring;
 
@@ -69,16 +70,18 @@ pub(crate) struct Uring {
     batch_wait: Option<Duration>,
     /// Turns that found the CQ overflowed into the kernel's backlog (see the module docs).
     cq_overflows: Cell<u64>,
-    /// Per operation slot: its request receives into the datagram ring (a `RecvMsgMulti`), so
-    /// a buffer its CQE names is of that ring ([`BufId::Datagram`]); a CQE does not say which
-    /// group it took from.
-    datagram: RefCell<Vec<bool>>,
+    /// Per operation slot, what its CQEs need to be read right ([`DATAGRAM`], [`LIMITED`]):
+    /// a CQE says neither which buffer group it took from nor how its SQE was built.
+    tags: RefCell<Vec<u8>>,
+    /// The kernel ends a multishot receive at a byte limit (the SQE's `optlen`, Linux 6.17):
+    /// true until one such SQE is refused with `EINVAL` (see `receive_limit`).
+    limits: Cell<bool>,
     /// Timespec of a pending `IORING_OP_TIMEOUT` (kernels without `EXT_ARG`): the kernel reads
     /// it when the SQE is submitted, so it lives here, at a stable address, until then.
     wait_timeout: Box<RefCell<types::Timespec>>,
-    /// The opcode of each slot's SQE, for the trace (filled only while tracing).
+    /// The operation of each slot's SQE, for the trace (filled only while tracing).
     #[cfg(feature = "trace")]
-    names: RefCell<Vec<&'static str>>,
+    names: RefCell<Vec<Option<trace::Op>>>,
 }
 
 /// Turns an `io_uring_setup` failure into one sentence that says what happened and what to do.
@@ -173,7 +176,8 @@ impl Uring {
             notify_armed: Cell::new(false),
             batch_wait: config.batch_wait.filter(|_| features.min_timeout),
             cq_overflows: Cell::new(0),
-            datagram: RefCell::new(Vec::new()),
+            tags: RefCell::new(Vec::new()),
+            limits: Cell::new(config.receive_limits),
             wait_timeout: Box::new(RefCell::new(types::Timespec::new())),
             #[cfg(feature = "trace")]
             names: RefCell::new(Vec::new()),
@@ -195,7 +199,7 @@ impl Uring {
             }
             // The SQ is full: hand it to the kernel and try again.
             stats::bump(|c| &c.sys_io_uring_enter);
-            stats::trace_step!("  the SQ is full: io_uring_enter to submit it");
+            stats::trace_step!(trace::Event::SqFull);
             match ring.submit() {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) || e.kind() == io::ErrorKind::Interrupted => {
@@ -224,7 +228,15 @@ impl Uring {
             }
             Request::Connect { fd, addr, len } => opcode::Connect::new(types::Fd(fd), addr, len).build(),
             Request::Recv { fd, buf, len } => opcode::Recv::new(types::Fd(fd), buf, len).build(),
-            Request::RecvMulti { fd, group } => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+            Request::RecvMulti { fd, group, limit } => match limit {
+                0 => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+                _ if !self.limits.get() => opcode::RecvMulti::new(types::Fd(fd), group).build(),
+                // `len` caps each completion too (a receive is otherwise as large as the piece of
+                // buffer it lands in), so that the last one overshoots the limit by less than it.
+                limit => {
+                    receive_limit(opcode::RecvMulti::new(types::Fd(fd), group).len(limit).build(), limit)
+                }
+            },
             // Not offered here (`Facts::picks_buffers` is false).
             Request::RecvPick { .. } => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
             // MSG_NOSIGNAL: a reset peer is EPIPE, not a SIGPIPE that kills the process.
@@ -244,20 +256,25 @@ impl Uring {
             }
         };
         {
-            let mut datagram = self.datagram.borrow_mut();
-            if datagram.len() <= index {
-                datagram.resize(index + 1, false);
+            let mut tags = self.tags.borrow_mut();
+            if tags.len() <= index {
+                tags.resize(index + 1, 0);
             }
-            datagram[index] = matches!(request, Request::RecvMsgMulti { .. });
+            tags[index] = match request {
+                Request::RecvMsgMulti { .. } => DATAGRAM,
+                Request::RecvMulti { limit, .. } if *limit > 0 && self.limits.get() => LIMITED,
+                _ => 0,
+            };
         }
         #[cfg(feature = "trace")]
         if executor::trace::on() {
-            stats::trace_step!("  queued SQE {} (user_data {index}); no syscall yet", describe(request));
+            let op = request.traced();
+            stats::trace_step!(trace::Event::SqeQueued { user_data: index, op });
             let mut names = self.names.borrow_mut();
             if names.len() <= index {
-                names.resize(index + 1, "");
+                names.resize(index + 1, None);
             }
-            names[index] = opcode_name(request);
+            names[index] = Some(op);
         }
         // SAFETY: the caller guarantees the request's pointers outlive the operation.
         unsafe { self.push(&entry.user_data(index as u64)) }
@@ -279,7 +296,7 @@ impl Uring {
     fn close(&self, fd: OwnedFd, now: bool) {
         let raw = fd.into_raw_fd();
         let entry = opcode::Close::new(types::Fd(raw)).build().user_data(IGNORED_TOKEN);
-        stats::trace_step!("  queued SQE CLOSE fd {raw}, after every SQE already queued for it");
+        stats::trace_step!(trace::Event::CloseQueued { fd: raw });
         // SAFETY: a close request carries no pointers.
         let pushed = unsafe { self.push(&entry) }.is_ok();
         if now {
@@ -296,7 +313,7 @@ impl Uring {
     fn cancel_op(&self, index: usize) {
         let entry = opcode::AsyncCancel::new(index as u64).build().user_data(IGNORED_TOKEN);
         stats::bump(|c| &c.cancels);
-        stats::trace_step!("  queued SQE ASYNC_CANCEL for user_data {index} (its future was dropped)");
+        stats::trace_step!(trace::Event::CancelQueued { user_data: index });
         // SAFETY: a cancel request carries no pointers.
         if unsafe { self.push(&entry) }.is_err() {
             // Cannot even submit: the operation completes on its own eventually (or never, for
@@ -335,17 +352,13 @@ impl Uring {
         let mut notified = false;
         let mut ring = self.ring.borrow_mut();
         let mut reaped = 0;
-        #[cfg(feature = "trace")]
-        if executor::trace::on() {
-            let n = ring.completion().len();
-            stats::trace_step!("  {n} CQE{} in the completion ring", if n == 1 { "" } else { "s" });
-        }
-        let datagram = self.datagram.borrow();
+        stats::trace_step!(trace::Event::Cqes { count: ring.completion().len() });
+        let tags = self.tags.borrow();
         for cqe in ring.completion() {
             reaped += 1;
             match cqe.user_data() {
                 NOTIFY_TOKEN => {
-                    stats::trace_step!("  CQE of the notifier's poll: another thread woke a task");
+                    stats::trace_step!(trace::Event::NotifierCqe);
                     notifier.drain();
                     notified = true;
                     if !cqueue::more(cqe.flags()) {
@@ -355,22 +368,30 @@ impl Uring {
                 IGNORED_TOKEN => {}
                 index => {
                     let index = index as usize;
-                    let completion = completion_of(&cqe, datagram.get(index).copied().unwrap_or(false));
-                    stats::trace_step!(
-                        "  CQE user_data {index} ({}): result {}{}{}",
-                        self.name_of(index),
-                        completion.result,
-                        match completion.buffer {
-                            Some(BufId::Ring(b) | BufId::Datagram(b)) => format!(", in ring buffer {b}"),
-                            _ => String::new(),
+                    let tag = tags.get(index).copied().unwrap_or(0);
+                    let mut completion = completion_of(&cqe, tag & DATAGRAM != 0);
+                    if tag & LIMITED != 0 && completion.result == -libc::EINVAL && !completion.more {
+                        // A kernel before 6.17 reads `optlen` as a field it refuses (and one
+                        // before 6.11 a multishot `len`): receive without the limit from now on
+                        // (the driver stops such receives itself), and have this one re-armed.
+                        self.limits.set(false);
+                        completion.result = -libc::ECANCELED;
+                    }
+                    stats::trace_step!(trace::Event::Cqe {
+                        user_data: index,
+                        op: self.op_of(index),
+                        result: completion.result,
+                        ring_buffer: match completion.buffer {
+                            Some(BufId::Ring(b) | BufId::Datagram(b)) => Some(b),
+                            _ => None,
                         },
-                        if completion.more { ", more to come from the same SQE" } else { "" }
-                    );
+                        more: completion.more,
+                    });
                     complete(index, completion)
                 }
             }
         }
-        drop(datagram);
+        drop(tags);
         drop(ring);
         stats::batch(reaped);
         self.arm_notifier(notifier);
@@ -391,17 +412,16 @@ impl Uring {
             || ring.submission().taskrun();
         if entering {
             stats::bump(|c| &c.sys_io_uring_enter);
-            stats::trace_step!(
-                "io_uring_enter: submit {queued} SQE{}, {}",
-                if queued == 1 { "" } else { "s" },
-                match timeout {
-                    Some(Duration::ZERO) => "do not wait".to_string(),
-                    None => "nothing to run: sleep until a completion arrives".to_string(),
-                    Some(t) => format!("sleep until a completion arrives or {t:?} pass (the next timer)"),
-                }
-            );
+            stats::trace_step!(trace::Event::Enter {
+                submit: queued,
+                wait: match timeout {
+                    Some(Duration::ZERO) => trace::UringWait::No,
+                    None => trace::UringWait::Forever,
+                    Some(t) => trace::UringWait::AtMost(t),
+                },
+            });
         } else {
-            stats::trace_step!("read the CQ ring in shared memory: no syscall");
+            stats::trace_step!(trace::Event::CqRead);
         }
         let result = match timeout {
             // Nothing to submit and no wait: the CQ ring is read without entering the kernel
@@ -455,6 +475,28 @@ impl Uring {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A slot's tag: its request receives into the datagram ring (a `RecvMsgMulti`), so a buffer
+/// its CQE names is of that ring ([`BufId::Datagram`]).
+const DATAGRAM: u8 = 1;
+/// A slot's tag: its request is a multishot receive the kernel was asked to end at a byte
+/// limit.
+const LIMITED: u8 = 2;
+
+/// `entry` (a multishot `RECV`) with the kernel asked to end it once `limit` bytes came: the
+/// SQE's `optlen` (Linux 6.17), which the `io-uring` crate does not set. Older kernels read
+/// that field as `file_index` and refuse the SQE with `EINVAL`.
+fn receive_limit(entry: squeue::Entry, limit: u32) -> squeue::Entry {
+    /// Where `optlen` sits in `struct io_uring_sqe` (after `buf_group` and `personality`).
+    const OPTLEN: usize = 44;
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`
+    // (checked above), a plain-old-data struct: any bytes are a valid value of it.
+    let mut sqe: [u8; 64] = unsafe { std::mem::transmute(entry) };
+    sqe[OPTLEN..OPTLEN + 4].copy_from_slice(&limit.to_ne_bytes());
+    // SAFETY: as above; only the `optlen` field changed.
+    unsafe { std::mem::transmute::<[u8; 64], squeue::Entry>(sqe) }
 }
 
 /// The completion a CQE reports, in the driver's terms: its buffer, if the kernel picked one
@@ -527,60 +569,15 @@ impl Io for Uring {
 }
 
 impl Uring {
-    /// The opcode of the SQE of slot `index`, for the trace.
+    /// The operation of the SQE of slot `index`, for the trace.
     #[cfg_attr(not(feature = "trace"), allow(dead_code))]
-    fn name_of(&self, index: usize) -> &'static str {
+    fn op_of(&self, index: usize) -> Option<trace::Op> {
         #[cfg(feature = "trace")]
-        return self.names.borrow().get(index).copied().unwrap_or("?");
+        return self.names.borrow().get(index).copied().flatten();
         #[cfg(not(feature = "trace"))]
         {
             let _ = index;
-            "?"
+            None
         }
-    }
-}
-
-/// The opcode of a request, for the trace.
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-fn opcode_name(request: &Request) -> &'static str {
-    match request {
-        Request::Accept { .. } => "ACCEPT",
-        Request::AcceptMulti { .. } => "multishot ACCEPT",
-        Request::Connect { .. } => "CONNECT",
-        Request::Recv { .. } => "RECV",
-        Request::RecvMulti { .. } => "multishot RECV",
-        Request::RecvPick { .. } => "RECV (buffer picked at readiness)",
-        Request::Send { .. } => "SEND",
-        Request::RecvMsg { .. } => "RECVMSG",
-        Request::SendMsg { .. } => "SENDMSG",
-        Request::RecvMsgMulti { .. } => "multishot RECVMSG",
-    }
-}
-
-/// A request in words, for the trace.
-#[cfg_attr(not(feature = "trace"), allow(dead_code))]
-pub(crate) fn describe(request: &Request) -> String {
-    match *request {
-        Request::Accept { fd, .. } => format!("ACCEPT on fd {fd}"),
-        Request::AcceptMulti { fd } => {
-            format!("ACCEPT (multishot: one SQE, a CQE per connection) on fd {fd}")
-        }
-        Request::Connect { fd, .. } => format!("CONNECT fd {fd}"),
-        Request::Recv { fd, len, .. } => format!("RECV fd {fd} into a {len}-byte buffer"),
-        Request::RecvMulti { fd, .. } => {
-            format!("RECV (multishot, buffers picked from the ring when data comes) on fd {fd}")
-        }
-        Request::RecvPick { fd } => format!("RECV fd {fd}, buffer picked at readiness"),
-        Request::Send { fd, len, dontwait: false, .. } => format!("SEND {len} bytes on fd {fd}"),
-        Request::Send { fd, len, dontwait: true, .. } => {
-            format!(
-                "SEND {len} bytes on fd {fd}, without waiting (a ring buffer: a full window must not pin it)"
-            )
-        }
-        Request::RecvMsg { fd, .. } => format!("RECVMSG on fd {fd}: one datagram and its source address"),
-        Request::SendMsg { fd, .. } => format!("SENDMSG on fd {fd}: one datagram"),
-        Request::RecvMsgMulti { fd, group, .. } => format!(
-            "RECVMSG (multishot: one SQE for every peer, a CQE per datagram with its source, buffers from group {group}) on fd {fd}"
-        ),
     }
 }

@@ -1,8 +1,8 @@
 //! The steps of a traced run as a timeline: Chrome trace-event JSON, which Perfetto
 //! (ui.perfetto.dev) and chrome://tracing open (`echo-lab trace --chrome-trace FILE`).
 //!
-//! The events are derived from the steps' texts (the runtimes' own words, as in
-//! [`super::seqdiag`]) and their timestamps; one track per thread that recorded steps:
+//! The events are derived from the steps' variants and fields (as in [`super::seqdiag`]) and
+//! their timestamps; one track per thread that recorded steps:
 //!
 //! - `loop turn` (a complete event, `X`): from the step that starts a turn of the loop (the wait,
 //!   or the driver's first step after the tasks ran) to the start of the next turn: the wait,
@@ -18,17 +18,24 @@
 //!   recorded.
 //!
 //! A span whose start or end was not recorded (the run was cut by the step limit) is left out.
+//!
+//! What each step is (a poll's start or end, a wait's, an instant and its args) is read from
+//! its variant in [`kinds`]; this module builds the tracks from that.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use reactor::trace::Step;
+use executor::trace::Step;
+use proactor::trace::Event as P;
 use serde_json::{json, Map, Value};
 
-use super::words::{before, number_after};
+use self::kinds::{instant, poll_end, poll_start, wait_end, wait_start};
+use super::events::{self, opcode, Event};
 
-/// One event, before it is placed in time order.
-struct Event {
+mod kinds;
+
+/// One event of the Chrome trace, before it is placed in time order.
+struct TraceEvent {
     /// Nanoseconds since the first step.
     ts: u64,
     /// For complete events, nanoseconds.
@@ -70,7 +77,7 @@ pub struct Counts {
 struct Track {
     pid: u32,
     tid: u64,
-    events: Vec<Event>,
+    events: Vec<TraceEvent>,
     turn: Option<Open>,
     /// The open turn has had its wait.
     waited: bool,
@@ -121,7 +128,7 @@ impl Track {
             body.insert("s".into(), "t".into()); // an instant of this thread
         }
         body.insert("args".into(), Value::Object(args));
-        self.events.push(Event { ts, dur, body });
+        self.events.push(TraceEvent { ts, dur, body });
     }
 
     fn complete(&mut self, cat: &str, open: Open, end: u64) -> usize {
@@ -195,14 +202,13 @@ impl Track {
         }
     }
 
-    fn step(&mut self, at: u64, text: &str) {
+    fn step(&mut self, at: u64, event: Event<'_>, words: &str) {
         if self.wait.is_some() && self.wait_ends_at_next {
             self.close_wait(at, Map::new());
         }
-        let s = text.trim_start();
 
         // Task polls.
-        if let Some((name, task)) = poll_start(s) {
+        if let Some((name, task)) = poll_start(event) {
             let mut args = Map::new();
             if let Some(task) = task {
                 args.insert("task".into(), task.into());
@@ -212,7 +218,7 @@ impl Track {
             self.reaping = None;
             return;
         }
-        if let Some(outcome) = poll_end(s) {
+        if let Some(outcome) = poll_end(event) {
             if let Some(mut poll) = self.poll.take() {
                 poll.args.insert("then".into(), outcome.into());
                 self.complete("task", poll, at);
@@ -227,7 +233,7 @@ impl Track {
 
         // The loop's own steps: the first after the tasks ran starts a turn.
         let driver = self.poll.is_none();
-        let wait = wait_start(s);
+        let wait = wait_start(event);
         if driver && (self.in_tasks || (wait.is_some() && (self.turn.is_none() || self.waited))) {
             self.new_turn(at);
         }
@@ -238,238 +244,60 @@ impl Track {
             self.waited = true;
             return;
         }
-        if let Some(ended_by) = wait_end(s) {
+        if let Some(ended_by) = wait_end(event) {
             self.close_wait(at, ended_by);
             return;
         }
 
-        let (name, mut args) = instant(s);
-        args.insert("step".into(), s.into());
-        self.track_op(s, at, &name, &args);
+        let (name, mut args) = instant(event);
+        args.insert("step".into(), words.trim_start().into());
+        self.track_op(event, at, &name);
         self.push("i", "step", &name, at, None, args);
     }
 
     /// Follows operations from their start to their completion.
-    fn track_op(&mut self, s: &str, at: u64, name: &str, args: &Map<String, Value>) {
-        let fd = number_after(s, "fd ");
-        let result = args.get("result").and_then(Value::as_i64);
-        if let Some(rest) = s.strip_prefix("queued SQE ") {
-            if let Some(user_data) = number_after(s, "(user_data") {
-                let op = rest.split_whitespace().next().unwrap_or("SQE");
-                let op = if rest.contains("(multishot") { format!("multishot {op}") } else { op.to_string() };
-                self.in_flight.insert(format!("uring {user_data}"), (at, op, fd));
+    fn track_op(&mut self, event: Event<'_>, at: u64, name: &str) {
+        let Event::Proactor(event) = event else { return };
+        let fd = |fd: i32| Some(i64::from(fd));
+        match *event {
+            P::SqeQueued { user_data, op } => {
+                self.in_flight.insert(format!("uring {user_data}"), (at, opcode(op), fd(op.fd())));
             }
-        } else if s.starts_with("CQE user_data ") {
-            if !s.contains("more to come") {
-                if let Some(user_data) = number_after(s, "user_data") {
-                    self.finish_op(&format!("uring {user_data}"), at, result);
+            P::Cqe { user_data, result, more: false, .. } => {
+                self.finish_op(&format!("uring {user_data}"), at, Some(result.into()));
+            }
+            P::AioSubmitted { fd: io_fd, request, .. } => {
+                self.in_flight.insert(format!("aio {request}"), (at, name.to_string(), fd(io_fd)));
+            }
+            P::HelperJob { accept, fd: socket, request } => {
+                let op = if accept { "accept" } else { "connect" };
+                self.in_flight.insert(format!("aio {request}"), (at, op.to_string(), fd(socket)));
+            }
+            P::AioDone { request, result, .. } => {
+                if let Some(index) = self.reaping {
+                    let args = self.events[index].body.get_mut("args").and_then(Value::as_object_mut);
+                    if let Some(args) = args {
+                        let n = args.get("completions").and_then(Value::as_u64).unwrap_or(0);
+                        args.insert("completions".into(), (n + 1).into());
+                    }
                 }
+                self.finish_op(&format!("aio {request}"), at, Some(result.into()));
             }
-        } else if name == "aio_read" || name == "aio_write" || name == "accept (helper thread)" {
-            if let Some(request) = number_after(s, "(request") {
-                let op = name.trim_end_matches(" (helper thread)").to_string();
-                self.in_flight.insert(format!("aio {request}"), (at, op, fd));
+            P::Queued { index, op, .. } => {
+                self.in_flight.insert(format!("op {index}"), (at, op.opcode().to_string(), fd(op.fd())));
             }
-        } else if s.starts_with("request ") {
-            if let (Some(request), Some(index)) = (number_after(s, "request"), self.reaping) {
-                let args = self.events[index].body.get_mut("args").and_then(Value::as_object_mut);
-                if let Some(args) = args {
-                    let n = args.get("completions").and_then(Value::as_u64).unwrap_or(0);
-                    args.insert("completions".into(), (n + 1).into());
-                }
-                self.finish_op(&format!("aio {request}"), at, result);
-            } else if let Some(request) = number_after(s, "request") {
-                self.finish_op(&format!("aio {request}"), at, result);
+            P::Posted { index, result, .. } => {
+                self.finish_op(&format!("op {index}"), at, Some(result.into()))
             }
-        } else if let Some(rest) = s.strip_prefix("queued ") {
-            if let Some(op_index) = number_after(s, "(op") {
-                let op = rest.split_whitespace().next().unwrap_or("op").to_string();
-                self.in_flight.insert(format!("op {op_index}"), (at, op, fd));
-            }
-        } else if s.starts_with("post completion of op ") {
-            if let Some(op_index) = number_after(s, "of op") {
-                self.finish_op(&format!("op {op_index}"), at, result);
-            }
+            _ => {}
         }
     }
 
     /// The aio wait's name for the completions it reports, once known.
-    fn name_done(&self, s: &str) -> Option<String> {
-        let request = number_after(s, "request")?;
+    fn name_done(&self, event: Event<'_>) -> Option<String> {
+        let Event::Proactor(&P::AioDone { request, .. }) = event else { return None };
         self.in_flight.get(&format!("aio {request}")).map(|(_, op, _)| format!("{op} done"))
     }
-}
-
-/// "task 3 polled" → ("task poll", Some(3)); the accept loop's poll → ("accept loop poll", None).
-fn poll_start(s: &str) -> Option<(&'static str, Option<i64>)> {
-    if s.starts_with("the block_on future") && s.ends_with(" polled") {
-        return Some(("accept loop poll", None));
-    }
-    let rest = s.strip_prefix("task ")?.strip_suffix(" polled")?;
-    Some(("task poll", Some(rest.parse().ok()?)))
-}
-
-/// "task 3 waits" → "waits" (it returned Pending); "task 3 finished" → "finished".
-fn poll_end(s: &str) -> Option<&'static str> {
-    if s == "the block_on future waits" {
-        return Some("waits");
-    }
-    let rest = s.strip_prefix("task ")?;
-    let (id, what) = rest.split_once(' ')?;
-    id.parse::<u64>().ok()?;
-    match what {
-        "waits" => Some("waits"),
-        "finished" => Some("finished"),
-        _ => None,
-    }
-}
-
-/// The step that starts a wait: its name, its args, and whether it ends at the next step
-/// (aio's poll, which records nothing when it returns).
-fn wait_start(s: &str) -> Option<(String, Map<String, Value>, bool)> {
-    let mut args = Map::new();
-    if let Some(rest) = s.strip_prefix("epoll_wait(") {
-        // "epoll_wait(no timeout): nothing to run: sleep until an fd is ready"
-        args.insert("timeout".into(), before(rest, &[")"]).into());
-        return Some(("epoll_wait".into(), args, false));
-    }
-    if let Some(rest) = s.strip_prefix("io_uring_enter: submit ") {
-        // "io_uring_enter: submit 1 SQE, nothing to run: sleep until a completion arrives"
-        args.insert("sqes_submitted".into(), number_after(rest, "").unwrap_or(0).into());
-        args.insert("sleeps".into(), (!rest.contains("do not wait")).into());
-        return Some(("io_uring_enter".into(), args, false));
-    }
-    if s.starts_with("read the CQ ring") {
-        return Some(("read the CQ ring (no syscall)".into(), args, false));
-    }
-    if let Some(rest) = s.strip_prefix("poll(") {
-        // "poll(notifier, completion eventfd; timeout 1 s, ...): sleep until glibc reports..."
-        let how = before(rest.split_once("; ").map_or("", |p| p.1), &[")", ","]);
-        args.insert("timeout".into(), how.into());
-        let name = if s.contains("no syscall") { "collect (no syscall)" } else { "poll" };
-        return Some((name.into(), args, true));
-    }
-    None
-}
-
-/// The step that ends a wait, and what ended it.
-fn wait_end(s: &str) -> Option<Map<String, Value>> {
-    let mut args = Map::new();
-    if let Some(rest) = s.strip_prefix("epoll_wait returned ") {
-        args.insert("events".into(), number_after(rest, "")?.into());
-        return Some(args);
-    }
-    if s.contains(" in the completion ring") {
-        args.insert("cqes".into(), number_after(s, "")?.into());
-        return Some(args);
-    }
-    None
-}
-
-/// An instant's name and the args read from its words (the words themselves are added too).
-fn instant(s: &str) -> (String, Map<String, Value>) {
-    let mut args = Map::new();
-    let mut put = |key: &str, v: Option<i64>| {
-        if let Some(v) = v {
-            args.insert(key.into(), v.into());
-        }
-    };
-    let name = if let Some(rest) = s.strip_prefix("queued SQE ") {
-        // "queued SQE RECV (multishot, ...) on fd 7 (user_data 1); no syscall yet"
-        put("user_data", number_after(s, "(user_data"));
-        format!("SQE {}", rest.split_whitespace().next().unwrap_or(""))
-    } else if let Some(rest) = s.strip_prefix("CQE user_data ") {
-        // "CQE user_data 1 (multishot RECV): result 7, in ring buffer 0, more to come ..."
-        put("user_data", number_after(rest, ""));
-        put("result", number_after(s, "result"));
-        put("ring_buffer", number_after(s, "ring buffer"));
-        let op = rest.split_once('(').map_or("", |p| before(p.1, &[")"]));
-        match op.rsplit(' ').next().filter(|op| !op.is_empty() && *op != "?") {
-            Some(op) => format!("CQE {op}"),
-            // Queued before the recording started, so its name was not kept; but only a
-            // receive takes a buffer from the ring.
-            None if s.contains("in ring buffer") => "CQE RECV".into(),
-            None => "CQE".into(),
-        }
-    } else if s.starts_with("CQE of the notifier") || s.starts_with("the notifier's eventfd") {
-        "notified (another thread woke a task)".into()
-    } else if let Some(rest) = s.strip_prefix("request ") {
-        // "request 1 done: result 7, reported by glibc's notification thread 5611, ..."
-        put("request", number_after(rest, ""));
-        put("result", number_after(s, "result"));
-        "request done".into()
-    } else if let Some(rest) = s.strip_prefix("post completion of op ") {
-        put("op", number_after(rest, ""));
-        put("result", number_after(s, "result"));
-        "post completion".into()
-    } else if let Some(rest) = s.strip_prefix("queued ") {
-        // The epoll backend: "queued SEND 7 bytes on fd 7 (op 1) in the driver's write queue ..."
-        put("op", number_after(s, "(op"));
-        format!("queued {}", rest.split_whitespace().next().unwrap_or(""))
-    } else if s.starts_with("accept on fd") {
-        put("request", number_after(s, "(request"));
-        "accept (helper thread)".into()
-    } else if s.starts_with("→ wake") {
-        "wake".into()
-    } else if let Some((what, ready)) = readiness(s) {
-        // "fd 7: readable, writable → wake the task waiting for it" (or "registration 2: ...",
-        // for an fd registered before the recording started)
-        if let Some(fd) = what.strip_prefix("fd ") {
-            put("fd", fd.parse().ok());
-        }
-        args.insert("readiness".into(), before(ready, &["→", "("]).into());
-        "readiness event".into()
-    } else if s.starts_with("the driver took a") {
-        "buffer picked at readiness".into()
-    } else if s.contains("timer") && s.contains("expired") {
-        "timers expired".into()
-    } else if let Some(call) = call_name(s) {
-        // "read(fd 7, 16384 bytes) → 7 bytes", "recv(fd 7, 4096 bytes) for op 1, by the driver → 7",
-        // "aio_read(fd 8, 4096 bytes) handed to glibc (request 1): ..."
-        put("fd", number_after(s, "(fd"));
-        put("request", number_after(s, "(request"));
-        put("op", number_after(s, "for op"));
-        if let Some((_, result)) = s.split_once("→ ") {
-            let result = before(result, &[":"]);
-            match result.split(' ').next().and_then(|n| n.parse::<i64>().ok()) {
-                Some(n) => put("result", Some(n)),
-                None => {
-                    args.insert("result".into(), result.into());
-                }
-            }
-        }
-        call.to_string()
-    } else {
-        // Anything else: its first words, numbers left out (so that the same kind of step
-        // has the same name).
-        let mut name = String::new();
-        for word in before(s, &[":", "(", ";"]).split(' ') {
-            if name.len() + word.len() > 60 {
-                name.push_str(" …");
-                break;
-            }
-            if !name.is_empty() {
-                name.push(' ');
-            }
-            name.push_str(if word.chars().all(|c| c.is_ascii_digit()) { "N" } else { word });
-        }
-        name
-    };
-    (name, args)
-}
-
-/// "fd 7: readable → ..." → ("fd 7", "readable → ..."); also "registration 2: ...".
-fn readiness(s: &str) -> Option<(&str, &str)> {
-    let (what, ready) = s.split_once(": ")?;
-    let (word, number) = what.split_once(' ')?;
-    (matches!(word, "fd" | "registration") && number.parse::<u64>().is_ok()).then_some((what, ready))
-}
-
-/// The syscall or library call a step starts with ("read(fd 7, ..." → "read").
-fn call_name(s: &str) -> Option<&str> {
-    let (name, _) = s.split_once('(')?;
-    (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-        .then_some(name)
 }
 
 /// Microseconds, with nanoseconds as decimals.
@@ -480,6 +308,16 @@ fn micros(ns: u64) -> Value {
 /// The steps as a Chrome trace (`{"traceEvents": [...], "otherData": {...}}`), and what it
 /// holds. `process` names the process's track; `other` goes in `otherData`.
 pub fn chrome_trace(steps: &[Step], process: &str, other: Value) -> (Value, Counts) {
+    chrome_trace_worded(steps, &|step| step.to_string(), process, other)
+}
+
+/// [`chrome_trace`], with `words` giving each step's words (the `step` arg of its instant).
+pub(crate) fn chrome_trace_worded(
+    steps: &[Step],
+    words: &dyn Fn(&Step) -> String,
+    process: &str,
+    other: Value,
+) -> (Value, Counts) {
     let pid = std::process::id();
     let t0: Option<Instant> = steps.iter().map(|s| s.at).min();
     let mut tracks: Vec<(String, Track)> = Vec::new();
@@ -494,9 +332,10 @@ pub fn chrome_trace(steps: &[Step], process: &str, other: Value) -> (Value, Coun
         };
         let track = &mut tracks[index].1;
         // aio: a completion is named after its request, known only to this track.
-        let renamed = track.name_done(step.text.trim_start());
+        let event = events::of(step);
+        let renamed = track.name_done(event);
         let before_len = track.events.len();
-        track.step(at, &step.text);
+        track.step(at, event, &words(step));
         if let Some(name) = renamed {
             for event in &mut track.events[before_len..] {
                 if event.body["name"] == "request done" {
@@ -536,4 +375,50 @@ pub fn chrome_trace(steps: &[Step], process: &str, other: Value) -> (Value, Coun
     let all: Vec<Value> = meta.into_iter().chain(events).collect();
     counts.events = all.len();
     (json!({ "traceEvents": all, "displayTimeUnit": "ns", "otherData": other }), counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use echo::server::RuntimeKind;
+
+    use super::*;
+    use crate::trace::test_steps::{echo_phases, Unworded};
+
+    /// The timeline comes from the steps' variants and fields: steps reworded make the same
+    /// events, with only the words themselves (each instant's `step` arg) changed.
+    #[test]
+    fn reworded_steps_make_the_same_timeline() {
+        for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio, RuntimeKind::ProactorEpoll] {
+            let steps: Vec<Step> = echo_phases(kind).into_iter().flat_map(|phase| phase.steps).collect();
+            let unworded = Unworded::new(&steps.iter().collect::<Vec<_>>());
+            let (doc, counts) = chrome_trace(&steps, "echo", json!({}));
+            let (again, _) = chrome_trace_worded(&steps, &|step| unworded.reworded(step), "echo", json!({}));
+            assert!(counts.turns >= 3 && counts.polls >= 3, "{kind}: {counts:?}");
+            let events = |doc: &Value| -> Vec<Value> {
+                let mut events = doc["traceEvents"].as_array().expect("events").clone();
+                for event in &mut events {
+                    if let Some(step) = event["args"]["step"].as_str().map(str::to_string) {
+                        event["args"]["step"] = unworded.text(&step).into();
+                    }
+                }
+                events
+            };
+            assert_eq!(events(&doc), events(&again), "{kind}");
+            let names: Vec<&str> =
+                doc["traceEvents"].as_array().unwrap().iter().filter_map(|e| e["name"].as_str()).collect();
+            let expected: &[&str] = match kind {
+                RuntimeKind::Reactor => &["epoll_wait", "readiness event", "read", "send", "accept4"],
+                RuntimeKind::Uring => &["io_uring_enter", "SQE RECV", "CQE RECV", "SQE SEND", "CQE SEND"],
+                RuntimeKind::Aio => {
+                    &["poll", "aio_read", "aio_read done", "aio_write done", "accept (helper thread)"]
+                }
+                RuntimeKind::ProactorEpoll => {
+                    &["epoll_wait", "queued RECV", "recv", "send", "post completion"]
+                }
+            };
+            for name in expected {
+                assert!(names.contains(name), "{kind}: no {name:?} in {names:?}");
+            }
+        }
+    }
 }
