@@ -1003,24 +1003,25 @@ impl Drop for Aio {
 // ----------------------------------------------------------------------------------------------
 // the realtime signal of `AioNotify::Signal`
 
-/// What `AioNotify::Signal` shares across the process: the signal's handler, which runtime
-/// threads listen for it, and which requests' references glibc's signals carry.
-///
-/// glibc queues the signal to the *process* (`rt_sigqueueinfo`), which the kernel delivers to
-/// any thread that does not block it, or leaves pending while every thread blocks it. Each
-/// signal-mode runtime blocks it in its own thread and reads it from a `signalfd`, which sees
-/// the signals pending for its thread and for the process: so any such runtime may read a
-/// signal meant for another, and posts it to its owner. Two things can go wrong, and are made
-/// safe here:
-///
-/// - A thread that does not block the signal would have it delivered: by default a realtime
-///   signal terminates the process. So a handler is installed ([`on_stray`]), which forwards
-///   the signal to a listening runtime's thread (`rt_tgsigqueueinfo`: queued to that thread,
-///   where it stays pending for its signalfd) and says once on stderr what to do about it.
-/// - A value read from the signalfd is a pointer only if this crate sent it: [`EXPECTED`]
-///   holds every reference handed to glibc in a signal, and a value is turned back into a
-///   reference only if it is taken out of it (so once, and never a stranger's).
 mod signal {
+    //! What `AioNotify::Signal` shares across the process: the signal's handler, which runtime
+    //! threads listen for it, and which requests' references glibc's signals carry.
+    //!
+    //! glibc queues the signal to the *process* (`rt_sigqueueinfo`), which the kernel delivers to
+    //! any thread that does not block it, or leaves pending while every thread blocks it. Each
+    //! signal-mode runtime blocks it in its own thread and reads it from a `signalfd`, which sees
+    //! the signals pending for its thread and for the process: so any such runtime may read a
+    //! signal meant for another, and posts it to its owner. Two things can go wrong, and are made
+    //! safe here:
+    //!
+    //! - A thread that does not block the signal would have it delivered: by default a realtime
+    //!   signal terminates the process. So a handler is installed ([`on_stray`]), which forwards
+    //!   the signal to a listening runtime's thread (`rt_tgsigqueueinfo`: queued to that thread,
+    //!   where it stays pending for its signalfd) and says once on stderr what to do about it.
+    //! - A value read from the signalfd is a pointer only if this crate sent it: [`EXPECTED`]
+    //!   holds every reference handed to glibc in a signal, and a value is turned back into a
+    //!   reference only if it is taken out of it (so once, and never a stranger's).
+
     use super::*;
 
     /// The `Arc<Pending>` references that glibc's signals carry, as addresses.
