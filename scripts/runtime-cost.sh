@@ -18,6 +18,8 @@
 #   scripts/runtime-cost.sh                          # 256 and 1,000 connections, 5 rounds of 4 s
 #   ROUNDS=3 SECS=3 CONNS="1000" RUNTIMES="reactor mio" scripts/runtime-cost.sh
 #   LAB=/path/to/another/echo-lab OUT=target/echo-lab/cost-before scripts/runtime-cost.sh   # a build to compare
+#   BEFORE=/path/to/an/older/echo-lab scripts/runtime-cost.sh   # also that build's reactor, as
+#       "reactor-before", in the same interleaved rounds (BEFORE_RUNTIMES picks other runtimes)
 #   RECORD=docs/measurements scripts/runtime-cost.sh  # also a dated record (scripts/record.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,7 @@ in brackets of its user and total CPU µs per echo, from perf samples at $FREQ H
 rounds are interleaved (the order reversed on alternate rounds), a fresh server each time on CPU \
 0, the load on CPU 1. perf's sampling slows every server, about alike: compare the runtimes \
 within one record, not with figures measured without perf. The symbol lists are from the last \
-round only." ROUNDS SECS -CONNS RUNTIMES LAB -OUT
+round only." ROUNDS SECS -CONNS RUNTIMES LAB -OUT -BEFORE BEFORE_RUNTIMES
 command -v perf >/dev/null || { echo "perf is needed (linux-perf)"; exit 1; }
 if [[ -z "${LAB:-}" ]]; then
     cargo build --release -p echo-lab
@@ -42,6 +44,9 @@ lab=${LAB:-target/release/echo-lab}
 out=${OUT:-target/echo-lab/cost}
 mkdir -p "$out"
 read -r -a runtimes <<< "$RUNTIMES"
+if [[ -n "${BEFORE:-}" ]]; then
+    for rt in ${BEFORE_RUNTIMES:-reactor}; do runtimes+=("$rt-before"); done
+fi
 port=7400
 
 for conns in $CONNS; do
@@ -55,7 +60,9 @@ for conns in $CONNS; do
         fi
         for rt in "${order[@]}"; do
             port=$((port + 1))
-            taskset -c 0 "$lab" serve --runtime "$rt" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
+            server_lab=$lab runtime=$rt
+            if [[ $rt == *-before ]]; then server_lab=$BEFORE runtime=${rt%-before}; fi
+            taskset -c 0 "$server_lab" serve --runtime "$runtime" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
             server=$!
             sleep 0.5
             taskset -c 1 "$lab" bench --addr "127.0.0.1:$port" --conns "$conns" --secs $((SECS + 2)) \

@@ -9,6 +9,13 @@ use conformance::server;
 use echo::server::RuntimeKind;
 use testkit::{blocking_round_trip, within, Rng};
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
 fn for_each_runtime(test: impl Fn(RuntimeKind)) {
     for kind in RuntimeKind::ALL {
         // Names the runtime in the output of a test that fails or hangs.

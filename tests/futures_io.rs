@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use echo::server::RuntimeKind;
 use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use testkit::{blocking_round_trip, within, Rng};
+use testkit::{blocking_round_trip, reset_on_close, within, Rng};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -79,6 +79,18 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(handler: Handler, stream: S) -> 
     }
 }
 
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
+
+/// A number of its own for each runtime, to seed its data.
+fn seed(kind: RuntimeKind) -> u64 {
+    RuntimeKind::ALL.iter().position(|&k| k == kind).expect("every kind is in ALL") as u64
+}
+
 /// Serves `handler` on a runtime of `kind` on its own thread; returns the address and each
 /// connection's outcome as it ends.
 fn serve(kind: RuntimeKind, handler: Handler) -> (SocketAddr, mpsc::Receiver<io::Result<u64>>) {
@@ -130,7 +142,7 @@ fn lines(seed: u64, total: usize) -> Vec<u8> {
 #[test]
 fn a_line_echo_on_futures_io_is_byte_exact_with_ragged_writes_on_every_runtime() {
     each_runtime(Handler::Lines, |kind, addr, outcomes| {
-        let data = lines(kind as u64 + 1, 3 << 20);
+        let data = lines(seed(kind) + 1, 3 << 20);
         let echoed = within(LIMIT, {
             let data = data.clone();
             move || blocking_round_trip(addr, data, 9)
@@ -143,7 +155,7 @@ fn a_line_echo_on_futures_io_is_byte_exact_with_ragged_writes_on_every_runtime()
 #[test]
 fn copy_between_split_halves_echoes_four_mebibytes_byte_exact_on_every_runtime() {
     each_runtime(Handler::Copy, |kind, addr, outcomes| {
-        let data = Rng::new(kind as u64 + 20).bytes(4 << 20);
+        let data = Rng::new(seed(kind) + 20).bytes(4 << 20);
         let echoed = within(LIMIT, {
             let data = data.clone();
             move || blocking_round_trip(addr, data, 21)
@@ -198,7 +210,7 @@ fn a_peer_that_resets_mid_message_ends_its_handler_and_the_next_peer_is_served_o
 #[test]
 fn reads_dropped_pending_mid_message_lose_no_bytes_on_every_runtime() {
     each_runtime(Handler::Racing, |kind, addr, outcomes| {
-        let data = Rng::new(kind as u64 + 40).bytes(512 << 10);
+        let data = Rng::new(seed(kind) + 40).bytes(512 << 10);
         let echoed = within(LIMIT, {
             let data = data.clone();
             move || paced_round_trip(addr, data, 41)
@@ -231,21 +243,4 @@ fn paced_round_trip(addr: SocketAddr, data: Vec<u8>, seed: u64) -> Vec<u8> {
     reader.read_to_end(&mut echoed).expect("reading the echo");
     sender.join().unwrap();
     echoed
-}
-
-/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
-fn reset_on_close(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }

@@ -46,6 +46,12 @@ pub struct BenchArgs {
     /// milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub loss_timeout: u64,
+    /// With --udp: each socket sends exactly N datagrams, and every one counts (no warm-up,
+    /// no window: --secs and --warmup are ignored); the run ends when each has come back or
+    /// been given up on. For questions about loss: `--conns 50 --size 65507 --count 100`
+    /// against `serve` loses none when the server's receive buffer holds the burst.
+    #[arg(long, value_name = "N", requires = "udp", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 /// `echo-lab bench`.
@@ -67,7 +73,7 @@ pub fn run_cli(a: &BenchArgs) -> Result<(), String> {
         progress: sys::stderr_is_tty(),
     };
     if a.udp {
-        let report = udp::run(&opts, Duration::from_millis(a.loss_timeout), &mut |_| {})?;
+        let report = udp::run(&opts, Duration::from_millis(a.loss_timeout), a.count, &mut |_| {})?;
         if a.json {
             println!("{}", report.to_json());
         } else {

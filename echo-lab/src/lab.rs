@@ -6,7 +6,8 @@
 //! connection shows); and short connections (connect, echo, close, 16 clients). For each model and cell a fresh server process is
 //! started, pinned to CPU 0, and loaded from CPU 1; at the edges of the measured window the lab
 //! samples the server's CPU time (its children's too, for `fork`), its syscalls (the runtimes'
-//! own counters for reactor and uring, `perf stat` attached to the process for the others), and
+//! own counters for reactor and uring, `perf stat` for the others: over a cgroup of the server's
+//! own where this process may make one, which counts every thread and child it starts), and
 //! at the end of the window its memory (PSS of the process and its children, against the same
 //! server before any connection) and its threads and processes. A cell that a model cannot do
 //! ends with the reason, within a bounded time.
@@ -36,7 +37,8 @@ use crate::sys;
 /// Options of `echo-lab lab`.
 #[derive(Args, Debug)]
 pub struct LabArgs {
-    /// Models to run, comma-separated (default: all): reactor, uring, aio, proactor-epoll, tokio,
+    /// Models to run, comma-separated (default: all): reactor, uring, aio (or aio-thread,
+    /// aio-signal, aio-suspend: its notification; all three by default), proactor-epoll, tokio,
     /// mio, threads, fork, nonblocking, select, poll, sigio, aio-poll.
     #[arg(long, value_delimiter = ',')]
     pub models: Vec<Server>,
@@ -196,7 +198,9 @@ fn open_idle(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpStream>, Str
 
 /// Runs one cell against a fresh server.
 fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Measured, String> {
-    let aio_threads = (cell.conns() + cell.idle() + 64) as u32;
+    // A busy aio connection may hold two glibc threads (its next read, and its last echo's
+    // write still in flight); an idle one, one.
+    let aio_threads = (2 * cell.conns() + cell.idle() + 64) as u32;
     let (mut process, addr) = start_server(server, pinned, aio_threads)?;
     let pid = process.0.id();
     let own_counters = matches!(
@@ -260,8 +264,9 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
         // The children first (the `fork` model's), so that they are not orphaned mid-write.
         end_children(pid);
         drop(process);
+        let whole = perf.as_ref().is_ok_and(Perf::whole);
         let counted = perf.and_then(Perf::finish).map(|n| (n, "perf"));
-        if server == Server::Model(echo::models::Model::Fork) {
+        if server == Server::Model(echo::models::Model::Fork) && !whole {
             // perf attached to a running process counted between none and a third of the
             // syscalls of the children forked after it attached (it adds a child's count when
             // the child exits, and here that raced with perf's own end): not shown.

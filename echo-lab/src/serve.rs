@@ -16,17 +16,17 @@ use crate::server::Server;
 use crate::sys;
 
 /// Options of `echo-lab serve`.
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
     /// The runtime to serve on: reactor (epoll), uring (io_uring), aio (POSIX aio, glibc's
-    /// helper threads), proactor-epoll (the proactor with completion emulated on epoll),
+    /// helper threads; or aio-thread, aio-signal, aio-suspend: see --aio-notify), proactor-epoll (the proactor with completion emulated on epoll),
     /// tokio (the baseline), mio (a hand-written edge-triggered loop: the readiness limit), or
     /// one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
     /// polling every socket), select (a select(2) loop), poll (a poll(2) loop), sigio
     /// (signal-driven I/O), aio-poll (Linux AIO poll requests). A runtime's name followed by
-    /// -futures-io (reactor-futures-io, uring-futures-io, aio-futures-io,
-    /// proactor-epoll-futures-io) serves the same echo written against futures-io's AsyncRead
+    /// -futures-io (reactor-futures-io, uring-futures-io, aio-futures-io or
+    /// aio-{thread,signal,suspend}-futures-io, proactor-epoll-futures-io) serves the same echo written against futures-io's AsyncRead
     /// and AsyncWrite instead of the owned-buffer contract (not with --idle-timeout).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
@@ -55,16 +55,56 @@ pub struct ServeArgs {
     /// connection is closed) with a warning, rather than queued behind idle connections.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub aio_threads: u32,
+    /// With --runtime aio: how glibc's notifications reach the loop: thread (a new glibc thread
+    /// per completion), signal (a realtime signal per completion, read from a signalfd) or
+    /// suspend (the loop waits in aio_suspend on all its requests). Default: suspend.
+    #[arg(long, value_name = "HOW")]
+    pub aio_notify: Option<proactor::AioNotify>,
     /// Do not answer UDP. By default the server also echoes datagrams on the same address and
     /// port (RFC 862's UDP echo), with reactor, uring, proactor-epoll and tokio (not aio: POSIX
     /// aio has no recvfrom/sendto; nor the classic models).
     #[arg(long)]
     pub no_udp: bool,
+    /// The receive buffer to ask the kernel for on the UDP socket(s), bytes: how much of the
+    /// datagrams that arrived and were not read yet a socket holds before the kernel drops the
+    /// next ones. The default, 4 MiB, holds a burst of about 120 of the largest datagrams
+    /// (the kernel's default, `net.core.rmem_default`, often 208 KiB, holds three). The kernel
+    /// clamps it to `net.core.rmem_max`; a line on stderr says so when it does.
+    #[arg(long, value_name = "BYTES", default_value_t = UDP_RECV_BUFFER,
+          value_parser = clap::value_parser!(u64).range(1..=(i32::MAX as u64) / 2))]
+    pub udp_recv_buffer: u64,
     /// Print the runtime's own counters once a second on stderr, as rates: loop turns, waits,
-    /// events or completions per wait, task polls, syscalls by kind (one line per runtime
-    /// thread; see the runtime's `Stats` docs for each counter). Not with tokio.
+    /// events or completions per wait, task polls, syscalls by kind, and the UDP datagrams the
+    /// kernel dropped because the socket's receive buffer was full (a count, where there were
+    /// any; see `--udp-recv-buffer`) (one line per runtime thread; see the runtime's `Stats`
+    /// docs for each counter). Not with tokio.
     #[arg(long)]
     pub stats: bool,
+}
+
+/// `serve`'s UDP receive buffer by default (see `--udp-recv-buffer`).
+const UDP_RECV_BUFFER: u64 = 4 << 20;
+
+/// Asks for a receive buffer of `bytes` on `socket`, and says in one line on stderr if the
+/// kernel kept less (it clamps the size to `net.core.rmem_max`).
+fn size_udp(socket: &UdpSocket, bytes: u64) -> Result<(), String> {
+    let sock = socket2::SockRef::from(socket);
+    sock.set_recv_buffer_size(bytes as usize)
+        .map_err(|e| format!("cannot size the UDP receive buffer: {e}"))?;
+    let kept =
+        sock.recv_buffer_size().map_err(|e| format!("cannot read the UDP receive buffer size: {e}"))?;
+    // Linux doubles what it is asked for (the other half pays for its bookkeeping).
+    if (kept as u64) < 2 * bytes {
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max").map(|s| s.trim().to_string());
+        eprintln!(
+            "the kernel clamped the UDP receive buffer to {} KiB (asked: {} KiB; net.core.rmem_max = {}): \
+             bursts of large datagrams may be dropped; raise it with `sysctl -w net.core.rmem_max={bytes}`",
+            kept / 2 / 1024,
+            bytes / 1024,
+            max.unwrap_or_else(|_| "?".into()),
+        );
+    }
+    Ok(())
 }
 
 fn parse_positive_secs(s: &str) -> Result<Duration, String> {
@@ -84,6 +124,17 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 /// Runs the server; returns when it has stopped after SIGINT/SIGTERM (Ok), or if it cannot start.
 pub fn run(a: &ServeArgs) -> Result<(), String> {
+    let runtime = match (a.runtime, a.aio_notify) {
+        (runtime, None) => runtime,
+        (Server::Runtime(RuntimeKind::Aio(_)), Some(notify)) => Server::Runtime(RuntimeKind::Aio(notify)),
+        (Server::FuturesIo(RuntimeKind::Aio(_)), Some(notify)) => Server::FuturesIo(RuntimeKind::Aio(notify)),
+        (other, Some(_)) => return Err(format!("--aio-notify needs --runtime aio, not {other}")),
+    };
+    let a = &ServeArgs { runtime, ..a.clone() };
+    if a.runtime.kind() == Some(RuntimeKind::Aio(proactor::AioNotify::Signal)) {
+        // Before any thread starts, so that every thread inherits it (see `AioNotify::Signal`).
+        proactor::AioNotify::block_signal().map_err(|e| format!("cannot block the aio signal: {e}"))?;
+    }
     if matches!(a.runtime, Server::Tokio | Server::Mio | Server::Model(_))
         && (a.threads > 1 || a.max_conns.is_some() || a.idle_timeout.is_some() || a.stats)
     {
@@ -132,13 +183,18 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     probe(a, kind)?;
     let listeners = listeners(a.addr, a.threads.into()).map_err(|e| bind_error(a.addr, &e))?;
     let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
-    let udp_on = !a.no_udp && kind != RuntimeKind::Aio;
+    let udp_on = !a.no_udp && !kind.is_aio();
     let udp: Vec<Option<UdpSocket>> = if udp_on {
-        udp_sockets(local, a.threads.into())
-            .map_err(|e| bind_error(local, &e))?
-            .into_iter()
-            .map(Some)
-            .collect()
+        let sockets = udp_sockets(local, a.threads.into()).map_err(|e| bind_error(local, &e))?;
+        if let Some(first) = sockets.first() {
+            size_udp(first, a.udp_recv_buffer)?;
+        }
+        for socket in sockets.iter().skip(1) {
+            socket2::SockRef::from(socket)
+                .set_recv_buffer_size(a.udp_recv_buffer as usize)
+                .map_err(|e| format!("cannot size the UDP receive buffer: {e}"))?;
+        }
+        sockets.into_iter().map(Some).collect()
     } else {
         (0..a.threads).map(|_| None).collect()
     };
@@ -157,7 +213,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         .and_then(|()| out.flush())
         .map_err(|e| format!("cannot write to stdout: {e}"))?;
     drop(out);
-    if !a.no_udp && kind == RuntimeKind::Aio {
+    if !a.no_udp && kind.is_aio() {
         eprintln!("no UDP: {}", echo::server::UDP_ON_AIO);
     }
 
@@ -183,10 +239,11 @@ fn probe(a: &ServeArgs, kind: RuntimeKind) -> Result<(), String> {
             drop(echo::server::proactor_runtime(kind).map_err(|e| runtime_error(a.runtime, &e))?)
         }
         // The first aio runtime of the process sizes glibc's thread pool for all of them.
-        RuntimeKind::Aio => drop(
+        RuntimeKind::Aio(notify) => drop(
             proactor::Builder::new()
                 .backend(proactor::Backend::PosixAio)
                 .aio_threads(a.aio_threads)
+                .aio_notify(notify)
                 .build()
                 .map_err(|e| runtime_error(a.runtime, &e))?,
         ),
@@ -291,6 +348,9 @@ fn run_tokio(a: &ServeArgs) -> Result<(), String> {
     echo::models::sys::set_backlog(&listener, echo::models::sys::BACKLOG).map_err(|e| e.to_string())?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let udp = if a.no_udp { None } else { Some(UdpSocket::bind(local).map_err(|e| bind_error(local, &e))?) };
+    if let Some(udp) = &udp {
+        size_udp(udp, a.udp_recv_buffer)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

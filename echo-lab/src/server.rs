@@ -33,16 +33,21 @@ impl Server {
     pub const ALL: [Server; 6] = [
         Server::Runtime(RuntimeKind::Reactor),
         Server::Runtime(RuntimeKind::Uring),
-        Server::Runtime(RuntimeKind::Aio),
+        Server::Runtime(RuntimeKind::AIO),
         Server::Runtime(RuntimeKind::ProactorEpoll),
         Server::Tokio,
         Server::Mio,
     ];
 
-    /// Every I/O model (what `lab` runs by default): the runtimes, the baselines, and the
-    /// classic models.
+    /// Every I/O model (what `lab` runs by default): the runtimes (aio with each of its
+    /// notifications), the baselines, and the classic models.
     pub fn everything() -> Vec<Server> {
         let mut all = Server::ALL.to_vec();
+        for kind in RuntimeKind::ALL {
+            if !all.contains(&Server::Runtime(kind)) {
+                all.push(Server::Runtime(kind));
+            }
+        }
         all.extend(Model::ALL.map(Server::Model));
         all
     }
@@ -69,7 +74,9 @@ impl Server {
             Server::FuturesIo(kind) => match kind {
                 RuntimeKind::Reactor => "reactor-futures-io",
                 RuntimeKind::Uring => "uring-futures-io",
-                RuntimeKind::Aio => "aio-futures-io",
+                RuntimeKind::Aio(proactor::AioNotify::Thread) => "aio-thread-futures-io",
+                RuntimeKind::Aio(proactor::AioNotify::Signal) => "aio-signal-futures-io",
+                RuntimeKind::Aio(proactor::AioNotify::Suspend) => "aio-suspend-futures-io",
                 RuntimeKind::ProactorEpoll => "proactor-epoll-futures-io",
             },
             Server::Tokio => "tokio",
@@ -89,6 +96,12 @@ impl FromStr for Server {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Server, String> {
+        // Plain `aio` is aio with the default notification.
+        match s {
+            "aio" => return Ok(Server::Runtime(RuntimeKind::AIO)),
+            "aio-futures-io" => return Ok(Server::FuturesIo(RuntimeKind::AIO)),
+            _ => {}
+        }
         Server::known().into_iter().find(|server| server.name() == s).ok_or_else(|| {
             let names: Vec<&str> = Server::known().into_iter().map(Server::name).collect();
             format!("unknown runtime {s:?} (expected one of: {})", names.join(", "))

@@ -3,10 +3,16 @@
 //! For each server and each number of stalled clients, in interleaved rounds: start the server,
 //! open the clients, and let each write 64 KiB at a time, without blocking, whenever its socket
 //! takes more, and never read, so that the server's echoes stall and everything it takes in
-//! stays somewhere. After `--secs`, while they go on pushing, a newcomer connects `--newcomers`
-//! times, one after the other, and times one small echo each. Reported: how much the server's
-//! resident memory grew (its peak over the window, against before the clients came), and the
-//! newcomers' median and worst round trip.
+//! stays somewhere. Newcomers come twice, `--newcomers` of them each time, one after the other,
+//! each timing one small echo: after `--busy-secs`, while the clients' bytes still flow (the
+//! kernel's socket buffers take megabytes per connection before anything stalls), and once
+//! they are stalled (nothing more got in for a second; at most `--secs` after the start).
+//! Reported: how much the server's resident memory grew (its peak over the window, against
+//! before the clients came), the newcomers' median and worst round trip each time, and when
+//! the clients stalled, and how many TCP retransmission timeouts the kernel counted meanwhile:
+//! the bytes the clients push fill the kernel's TCP memory (`net.ipv4.tcp_mem`), it drops
+//! segments, and a newcomer whose segment was dropped waits 200 ms or more for its resend,
+//! on any server.
 //!
 //! A readiness server reads only when its handler asks, so a stalled client fills the kernel's
 //! socket buffers and then its own sends block: the server holds one buffer per connection. A
@@ -44,8 +50,13 @@ pub struct StallArgs {
     /// Rounds: every server is measured once per round, the order reversed on alternate rounds.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rounds: u32,
-    /// How long the clients push before the newcomers come, seconds.
-    #[arg(long, default_value_t = 4.0, value_parser = positive)]
+    /// How long the clients push before the first newcomers come (while the bytes still flow),
+    /// seconds.
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    pub busy_secs: f64,
+    /// The most the clients push before the second newcomers come, seconds: sooner once they
+    /// are stalled (nothing more got into the server's sockets for a second).
+    #[arg(long, default_value_t = 30.0, value_parser = positive)]
     pub secs: f64,
     /// Newcomers timed per server and round, one after the other.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -60,11 +71,28 @@ pub struct StallArgs {
 struct Run {
     /// Peak resident memory over the window, minus before the clients came, MiB.
     growth_mib: f64,
-    /// The newcomers' round trips, ms.
-    median_ms: f64,
-    worst_ms: f64,
+    /// The newcomers' round trips while the clients' bytes flowed, ms.
+    busy: Spread,
+    /// When the clients stalled, seconds after they started (`None`: not within `--secs`).
+    stalled_s: Option<f64>,
+    /// The newcomers' round trips once the clients had stalled, ms.
+    stalled: Spread,
+    /// TCP retransmission timeouts on the machine during the run (see `tcp_timeouts`).
+    timeouts: Option<u64>,
     /// Bytes the clients got into the server's sockets, MiB.
     pushed_mib: f64,
+}
+
+/// The kernel's count of TCP retransmission timeouts so far, system-wide (`TcpExt:
+/// TCPTimeouts` in `/proc/net/netstat`): a segment dropped under TCP memory pressure (the
+/// clients' stalled bytes fill `net.ipv4.tcp_mem`) is sent again only after one, 200 ms at
+/// least, whichever server runs. `None` where the file cannot be read.
+fn tcp_timeouts() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let at = names.split_whitespace().position(|n| n == "TCPTimeouts")?;
+    values.split_whitespace().nth(at)?.parse().ok()
 }
 
 /// The resident memory of process `pid`, KiB.
@@ -80,11 +108,13 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn measure(server: Server, clients: u32, a: &StallArgs) -> Result<Run, String> {
-    let aio_threads = clients + a.newcomers + 64;
+    // A connection may hold two glibc threads: a read, and a write blocked by a full window.
+    let aio_threads = 2 * clients + a.newcomers + 64;
     let (guard, addr) = start_server(server, false, aio_threads)?;
     let pid = guard.0.id();
     thread::sleep(Duration::from_millis(200));
     let before = rss_kib(pid);
+    let timeouts_before = tcp_timeouts();
     let mut streams = Vec::with_capacity(clients as usize);
     for i in 0..clients {
         let stream = TcpStream::connect(addr).map_err(|e| format!("stalled client {i}: {e}"))?;
@@ -107,31 +137,42 @@ fn measure(server: Server, clients: u32, a: &StallArgs) -> Result<Run, String> {
             }
         })
     };
-    thread::sleep(Duration::from_secs_f64(a.secs));
-    let mut times = Vec::new();
-    let mut failure = None;
-    for i in 0..a.newcomers {
-        match newcomer(addr, i) {
-            Ok(ms) => times.push(ms),
-            Err(e) => {
-                failure = Some(format!("newcomer {i}: {e}"));
-                break;
-            }
+    let started = Instant::now();
+    let newcomers = |first: u32| -> Result<Spread, String> {
+        let mut times = Vec::new();
+        for i in first..first + a.newcomers {
+            times.push(newcomer(addr, i).map_err(|e| format!("newcomer {i}: {e}"))?);
+            thread::sleep(Duration::from_millis(20));
         }
-        thread::sleep(Duration::from_millis(20));
+        Ok(Spread::of(times))
+    };
+    thread::sleep(Duration::from_secs_f64(a.busy_secs));
+    let busy = newcomers(0);
+    // Stalled: nothing more pushed for a second, sampled every 100 ms.
+    let mut stalled_s = None;
+    let mut last = (pushed.load(Ordering::Relaxed), Instant::now());
+    while busy.is_ok() && started.elapsed().as_secs_f64() < a.secs {
+        thread::sleep(Duration::from_millis(100));
+        let now = pushed.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(1) {
+            stalled_s = Some((last.1 - started).as_secs_f64());
+            break;
+        }
     }
+    let stalled = busy.as_ref().map_err(Clone::clone).and_then(|_| newcomers(a.newcomers));
     stop.store(true, Ordering::Relaxed);
     let _ = pusher.join();
     let _ = sampler.join();
     drop(guard);
-    if let Some(failure) = failure {
-        return Err(failure);
-    }
-    let spread = Spread::of(times.iter().copied());
+    let (busy, stalled) = (busy?, stalled?);
     Ok(Run {
         growth_mib: peak.load(Ordering::Relaxed).saturating_sub(before) as f64 / 1024.0,
-        median_ms: spread.median,
-        worst_ms: spread.max,
+        busy,
+        stalled_s,
+        stalled,
+        timeouts: tcp_timeouts().zip(timeouts_before).map(|(after, before)| after.saturating_sub(before)),
         pushed_mib: pushed.load(Ordering::Relaxed) as f64 / f64::from(1 << 20),
     })
 }
@@ -182,9 +223,9 @@ pub fn run(a: &StallArgs) -> Result<(), String> {
     let mut records = Vec::new();
     for &clients in &a.clients {
         println!(
-            "{clients} clients that write 64 KiB whenever they can and never read; then {} newcomers, one \
-             echo each ({} rounds, {} s of pushing each)",
-            a.newcomers, a.rounds, a.secs
+            "{clients} clients that write 64 KiB whenever they can and never read; {} newcomers, one echo each, \
+             after {} s (while the bytes flow) and once the clients stall (at most {} s; {} rounds)",
+            a.newcomers, a.busy_secs, a.secs, a.rounds
         );
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); servers.len()];
         for round in 1..=a.rounds {
@@ -195,31 +236,59 @@ pub fn run(a: &StallArgs) -> Result<(), String> {
                 }
             }
         }
-        println!(
-            "  {:<16} {:>24} {:>26} {:>22}",
-            "server", "RSS growth, MiB", "newcomer median, ms", "newcomer worst, ms"
-        );
+        let columns = [
+            "server",
+            "RSS growth, MiB",
+            "newcomer while busy, ms",
+            "stalled after",
+            "newcomer once stalled, ms",
+            "TCP timeouts",
+        ];
+        let units = ["", "", "median · worst", "s", "median · worst", "in the run"];
+        for row in [columns, units] {
+            println!(
+                "  {:<16} {:>20} {:>26} {:>14} {:>26} {:>14}",
+                row[0], row[1], row[2], row[3], row[4], row[5]
+            );
+        }
         for (server, runs) in servers.iter().zip(&runs) {
             let growth = Spread::of(runs.iter().map(|r| r.growth_mib));
-            let median = Spread::of(runs.iter().map(|r| r.median_ms));
-            let worst = Spread::of(runs.iter().map(|r| r.worst_ms));
+            let median = |f: fn(&Run) -> &Spread| Spread::of(runs.iter().map(|r| f(r).median));
+            let worst = |f: fn(&Run) -> &Spread| Spread::of(runs.iter().map(|r| f(r).max));
+            let (busy_median, busy_worst) = (median(|r| &r.busy), worst(|r| &r.busy));
+            let (stalled_median, stalled_worst) = (median(|r| &r.stalled), worst(|r| &r.stalled));
+            let stalled_after = Spread::of(runs.iter().map(|r| r.stalled_s.unwrap_or(f64::NAN)));
+            let never = runs.iter().filter(|r| r.stalled_s.is_none()).count();
             let cell = |s: &Spread, prec: usize| {
                 format!("{} ({}–{})", num(s.median, prec), num(s.min, prec), num(s.max, prec))
             };
+            // A time cell: the median of the rounds' medians, and the worst of all rounds.
+            let times = |m: &Spread, w: &Spread| format!("{} · {}", num(m.median, 2), num(w.max, 1));
+            let timeouts = Spread::of(runs.iter().filter_map(|r| r.timeouts).map(|t| t as f64));
             println!(
-                "  {:<16} {:>24} {:>26} {:>22}",
+                "  {:<16} {:>20} {:>26} {:>14} {:>26} {:>14}",
                 server.name(),
                 cell(&growth, 1),
-                cell(&median, 2),
-                format!("{} (max {})", num(worst.median, 1), num(worst.max, 1))
+                times(&busy_median, &busy_worst),
+                match never {
+                    0 => num(stalled_after.median, 1),
+                    n => format!("{} ({n} never)", num(stalled_after.median, 1)),
+                },
+                times(&stalled_median, &stalled_worst),
+                num(timeouts.median, 0),
             );
             let mut record = serde_json::Map::new();
             record.insert("server".into(), json!(server.name()));
             record.insert("clients".into(), json!(clients));
             record.insert("rounds".into(), json!(runs.len()));
             growth.json("rss_growth_mib", 1, &mut record);
-            median.json("newcomer_median_ms", 2, &mut record);
-            worst.json("newcomer_worst_ms", 1, &mut record);
+            busy_median.json("busy_newcomer_median_ms", 2, &mut record);
+            busy_worst.json("busy_newcomer_worst_ms", 1, &mut record);
+            stalled_after.json("stalled_after_s", 1, &mut record);
+            record.insert("never_stalled".into(), json!(never));
+            stalled_median.json("newcomer_median_ms", 2, &mut record);
+            stalled_worst.json("newcomer_worst_ms", 1, &mut record);
+            timeouts.json("tcp_timeouts", 0, &mut record);
             Spread::of(runs.iter().map(|r| r.pushed_mib)).json("pushed_mib", 0, &mut record);
             records.push(Value::Object(record));
         }
@@ -230,6 +299,7 @@ pub fn run(a: &StallArgs) -> Result<(), String> {
     let doc = json!({
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "newcomers": a.newcomers,
+        "busy_secs": a.busy_secs,
         "secs": a.secs,
         "results": records,
     });

@@ -13,7 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_echo-lab");
-const RUNTIMES: [&str; 4] = ["reactor", "uring", "aio", "proactor-epoll"];
+/// Every runtime by the name it prints (plain `aio` is printed as `aio-suspend`, its default).
+const RUNTIMES: [&str; 6] = ["reactor", "uring", "aio-thread", "aio-signal", "aio-suspend", "proactor-epoll"];
 /// How long any single read from the server may take.
 const IO_LIMIT: Duration = Duration::from_secs(5);
 

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `--runtime` is named as for `echo-lab serve --runtime`: `reactor` (epoll, readiness), or the
-//! proactor on `uring` (io_uring), `aio` (POSIX aio) or `proactor-epoll` (completion emulated on
+//! proactor on `uring` (io_uring), `aio` (POSIX aio; `aio-thread`, `aio-signal`, `aio-suspend` name its notification) or `proactor-epoll` (completion emulated on
 //! epoll). Both runtimes' `TcpStream`s implement `futures_io::AsyncRead` and `AsyncWrite`, so
 //! the same generic functions serve them; on the proactor each byte is copied once more than
 //! with its owned-buffer API (`echo::handle`), into and out of buffers the stream owns: the
@@ -60,7 +60,8 @@ fn main() -> io::Result<()> {
     let usage = || {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            "usage: line_echo [--runtime reactor|uring|aio|proactor-epoll] [--addr ADDR] [--copy]",
+            "usage: line_echo [--runtime reactor|uring|aio|aio-thread|aio-signal|aio-suspend|proactor-epoll] \
+             [--addr ADDR] [--copy]",
         )
     };
     while let Some(arg) = args.next() {
@@ -76,6 +77,10 @@ fn main() -> io::Result<()> {
             "--copy" => copy = true,
             _ => return Err(usage()),
         }
+    }
+    if kind == RuntimeKind::Aio(proactor::AioNotify::Signal) {
+        // Before any thread starts, so that every thread inherits it (see `AioNotify::Signal`).
+        proactor::AioNotify::block_signal()?;
     }
     let stop = termination()?;
     let what = if copy { "copy" } else { "lines" };
@@ -93,7 +98,7 @@ fn main() -> io::Result<()> {
             Ok(())
         }),
         // The proactor on the backend `kind` names, exactly.
-        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => {
+        RuntimeKind::Uring | RuntimeKind::Aio(_) | RuntimeKind::ProactorEpoll => {
             echo::server::proactor_runtime(kind)?.block_on(async {
                 let listener = proactor::net::TcpListener::bind(&addr)?;
                 println!("listening on {} (runtime {kind}, {what})", listener.local_addr()?);

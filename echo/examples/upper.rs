@@ -57,7 +57,7 @@ fn main() -> io::Result<()> {
             Ok(())
         }),
         // The proactor on the backend `kind` names, exactly.
-        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => {
+        RuntimeKind::Uring | RuntimeKind::Aio(_) | RuntimeKind::ProactorEpoll => {
             echo::server::proactor_runtime(kind)?.block_on(async {
                 let listener = proactor::net::TcpListener::bind(&addr)?;
                 println!("listening on {} (runtime {kind})", listener.local_addr()?);

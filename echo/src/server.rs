@@ -23,26 +23,45 @@ pub enum RuntimeKind {
     Reactor,
     /// `proactor` on io_uring: completion.
     Uring,
-    /// `proactor` on POSIX aio (glibc): completion, emulated with helper threads.
-    Aio,
+    /// `proactor` on POSIX aio (glibc): completion, emulated with helper threads; glibc's
+    /// notifications reach the loop as the [`AioNotify`](proactor::AioNotify) says.
+    Aio(proactor::AioNotify),
     /// `proactor` on epoll: completion emulated on a readiness loop (the driver performs each
     /// operation when its socket is ready), as Boost.Asio does; also io_uring's fallback.
     ProactorEpoll,
 }
 
 impl RuntimeKind {
-    /// Every runtime, in the order they are presented.
-    pub const ALL: [RuntimeKind; 4] =
-        [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio, RuntimeKind::ProactorEpoll];
+    /// Every runtime (POSIX aio with each of its notifications), in the order they are
+    /// presented.
+    pub const ALL: [RuntimeKind; 6] = [
+        RuntimeKind::Reactor,
+        RuntimeKind::Uring,
+        RuntimeKind::Aio(proactor::AioNotify::Thread),
+        RuntimeKind::Aio(proactor::AioNotify::Signal),
+        RuntimeKind::Aio(proactor::AioNotify::Suspend),
+        RuntimeKind::ProactorEpoll,
+    ];
 
-    /// The name used on the command line.
+    /// POSIX aio with its default notification (`aio` on the command line).
+    pub const AIO: RuntimeKind = RuntimeKind::Aio(proactor::AioNotify::Suspend);
+
+    /// The name used on the command line (`aio-thread`, `aio-signal`, `aio-suspend` for aio;
+    /// plain `aio` is read as [`RuntimeKind::AIO`]).
     pub fn name(self) -> &'static str {
         match self {
             RuntimeKind::Reactor => "reactor",
             RuntimeKind::Uring => "uring",
-            RuntimeKind::Aio => "aio",
+            RuntimeKind::Aio(proactor::AioNotify::Thread) => "aio-thread",
+            RuntimeKind::Aio(proactor::AioNotify::Signal) => "aio-signal",
+            RuntimeKind::Aio(proactor::AioNotify::Suspend) => "aio-suspend",
             RuntimeKind::ProactorEpoll => "proactor-epoll",
         }
+    }
+
+    /// Whether this is the POSIX aio backend (with any notification).
+    pub fn is_aio(self) -> bool {
+        matches!(self, RuntimeKind::Aio(_))
     }
 }
 
@@ -56,8 +75,14 @@ impl FromStr for RuntimeKind {
     type Err = String;
 
     fn from_str(s: &str) -> Result<RuntimeKind, String> {
+        if s == "aio" {
+            return Ok(RuntimeKind::AIO);
+        }
         RuntimeKind::ALL.into_iter().find(|kind| kind.name() == s).ok_or_else(|| {
-            format!("unknown runtime {s:?} (expected one of: reactor, uring, aio, proactor-epoll)")
+            format!(
+                "unknown runtime {s:?} (expected one of: reactor, uring, aio, aio-thread, aio-signal, \
+                 aio-suspend, proactor-epoll)"
+            )
         })
     }
 }
@@ -455,7 +480,7 @@ pub fn serve_until(
             let runtime = reactor::Runtime::new()?;
             serve_on!(reactor, runtime, kind, listener, udp, opts, shutdown, stats, started)
         }
-        RuntimeKind::Uring | RuntimeKind::Aio | RuntimeKind::ProactorEpoll => {
+        RuntimeKind::Uring | RuntimeKind::Aio(_) | RuntimeKind::ProactorEpoll => {
             let runtime = proactor_runtime(kind)?;
             serve_on!(proactor, runtime, kind, listener, udp, opts, shutdown, stats, started)
         }
@@ -467,7 +492,9 @@ pub fn serve_until(
 /// is not a proactor backend: it gets io_uring's.
 pub fn proactor_runtime(kind: RuntimeKind) -> io::Result<proactor::Runtime> {
     match kind {
-        RuntimeKind::Aio => aio_runtime(),
+        RuntimeKind::Aio(notify) => {
+            proactor::Builder::new().backend(proactor::Backend::PosixAio).aio_notify(notify).build()
+        }
         RuntimeKind::ProactorEpoll => proactor::Builder::new().backend(proactor::Backend::Epoll).build(),
         RuntimeKind::Reactor | RuntimeKind::Uring => {
             proactor::Builder::new().backend(proactor::Backend::IoUring).build()
@@ -475,9 +502,9 @@ pub fn proactor_runtime(kind: RuntimeKind) -> io::Result<proactor::Runtime> {
     }
 }
 
-/// A proactor runtime on the POSIX aio backend.
+/// A proactor runtime on the POSIX aio backend, with its default notification.
 pub fn aio_runtime() -> io::Result<proactor::Runtime> {
-    proactor::Builder::new().backend(proactor::Backend::PosixAio).build()
+    proactor_runtime(RuntimeKind::AIO)
 }
 
 fn report(result: io::Result<()>) {
@@ -532,7 +559,7 @@ pub const UDP_ON_AIO: &str =
 /// new thread, for as long as the process lives; returns the bound address once the runtime
 /// is up (or the error that kept it from starting).
 pub fn spawn_udp(kind: RuntimeKind, addr: SocketAddr) -> io::Result<SocketAddr> {
-    if kind == RuntimeKind::Aio {
+    if kind.is_aio() {
         return Err(io::Error::new(io::ErrorKind::Unsupported, UDP_ON_AIO));
     }
     let socket = std::net::UdpSocket::bind(addr)?;
@@ -562,4 +589,18 @@ pub fn spawn_udp(kind: RuntimeKind, addr: SocketAddr) -> io::Result<SocketAddr> 
     })?;
     start.recv().unwrap_or_else(|_| Err(io::Error::other("the server thread died")))?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_aio_is_the_proactors_default_notification_and_every_name_reads_back() {
+        assert_eq!("aio".parse::<RuntimeKind>(), Ok(RuntimeKind::Aio(proactor::AioNotify::default())));
+        assert_eq!(RuntimeKind::AIO, RuntimeKind::Aio(proactor::AioNotify::default()));
+        for kind in RuntimeKind::ALL {
+            assert_eq!(kind.name().parse::<RuntimeKind>(), Ok(kind));
+        }
+    }
 }

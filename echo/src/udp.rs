@@ -5,7 +5,7 @@
 //! (the runtime picks the receive buffer; the send takes it by value), for the same reason, and
 //! each runtime shows its own way to fill it:
 //!
-//! - on the reactor, `recv_from` waits for readiness, then `recvfrom`s into a 64 KiB buffer
+//! - on the reactor, `recv_from` waits for readiness, then `recvmsg`s into a 64 KiB buffer
 //!   (one per thread) until `EAGAIN`;
 //! - on the proactor (io_uring), `recv_from` is `recv_from_provided`: one multishot `RECVMSG`
 //!   stays armed for every peer, and each datagram arrives with its source address in a
@@ -65,7 +65,7 @@ pub async fn handle_udp<D: Datagrams>(mut socket: D) -> io::Result<()> {
 }
 
 thread_local! {
-    /// The reactor's receive buffer: one per thread, lent to each `recvfrom`.
+    /// The reactor's receive buffer: one per thread, lent to each `recvmsg`.
     static SPARE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 
@@ -113,7 +113,9 @@ impl Datagrams for proactor::net::UdpSocket {
         self.recv_from_provided().await
     }
 
+    // A send behind: the driver gives the buffer back to the ring when the send is over, and
+    // the task is not woken for it.
     async fn send_to(&mut self, buf: proactor::net::Datagram, to: SocketAddr) -> io::Result<()> {
-        proactor::net::UdpSocket::send_to(self, buf, to).await.0.map(drop)
+        proactor::net::UdpSocket::send_to_behind(self, buf, to)
     }
 }

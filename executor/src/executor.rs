@@ -38,7 +38,8 @@
 //!
 //! Runtime state sits in `RefCell`s. No borrow is held while user code runs: a task's future is
 //! taken out of its slot to be polled and put back after; wakers collected by the driver and
-//! the timers are woken after their borrows end; the outputs and futures of finished tasks are
+//! the timers are woken after their borrows end (a driver that wakes some itself, as the
+//! reactor's does, holds none of its own borrows meanwhile); the outputs and futures of finished tasks are
 //! dropped after the task slab's borrow ends. That is what lets a task `spawn`, drop a
 //! `JoinHandle` or close a socket from anywhere, including from a destructor.
 
@@ -74,7 +75,9 @@ pub trait Park: 'static {
     /// Waits for I/O for at most `timeout` (`None`: until some arrives or [`Unpark::unpark`] is
     /// called; zero: do not sleep, only collect what is there). Moves the wakers of the tasks
     /// the I/O concerns into `wakers`; the loop wakes them after this returns, outside every
-    /// borrow of driver state.
+    /// borrow of driver state. (A driver may also wake some itself, as long as it holds no
+    /// borrow of its state while it does: a waker may run any code. The reactor's does, for
+    /// the one task a socket usually has.)
     ///
     /// Returns whether [`Unpark::unpark`] was called since the last park (other threads have
     /// queued tasks for the loop). An error is a bug (a bad fd or argument): the loop panics.
@@ -186,21 +189,26 @@ impl Shared {
 #[inline]
 pub(crate) fn schedule(header: Arc<Header>) {
     if RUNNING_SHARED.get() == Arc::as_ptr(&header.shared) {
-        // `try_`: never fails while a runtime runs here (the queue is only borrowed for a push
-        // or a pop, and lives until the thread exits), but be robust anyway.
-        let mut pending = Some(header);
-        let _ = RUN_QUEUE.try_with(|queue| {
-            if let (Ok(mut queue), Some(header)) = (queue.try_borrow_mut(), pending.take()) {
+        // The queue is borrowed only for a push or a pop, so it is never refused while a
+        // runtime runs here, but be robust anyway: a refused header comes back and goes the
+        // remote way. (Nor can the thread-local be gone: `block_on` touched it on entry, and
+        // thread-locals are destroyed only once the thread's code, `block_on` included, is
+        // done.)
+        let refused = RUN_QUEUE.try_with(|queue| match queue.try_borrow_mut() {
+            Ok(mut queue) => {
                 queue.push_back(header);
+                None
             }
+            Err(_) => Some(header),
         });
-        if let Some(header) = pending {
+        if let Ok(Some(header)) = refused {
             remote(header);
         }
         return;
     }
     remote(header);
 
+    #[cold]
     fn remote(header: Arc<Header>) {
         let shared = header.shared.clone();
         shared.push_remote(header);
@@ -292,7 +300,9 @@ impl Core {
     {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
-        let header = Arc::new(Header::new(entry.key(), self.shared.clone()));
+        let id =
+            u32::try_from(entry.key()).ok().filter(|&id| id != MAIN_TASK).expect("more tasks than 2^32 - 1");
+        let header = Arc::new(Header::new(id, self.shared.clone()));
         header.set(task::SCHEDULED);
         let future: BoxFuture = Box::pin(future);
         entry.insert(Task::new(header.clone(), future));
@@ -315,7 +325,7 @@ impl Core {
     fn run_task(&self, header: &Arc<Header>) {
         let (mut future, aborted) = {
             let mut tasks = self.tasks.borrow_mut();
-            let Some(task) = tasks.get_mut(header.id).filter(|t| Arc::ptr_eq(&t.header, header)) else {
+            let Some(task) = tasks.get_mut(header.slot()).filter(|t| Arc::ptr_eq(&t.header, header)) else {
                 return; // finished and freed while its header was still queued
             };
             let Some(future) = task.future.take() else { return }; // finished
@@ -328,17 +338,24 @@ impl Core {
             let waker = waker_ref(header);
             let mut cx = Context::from_waker(&waker);
             stats::bump(|c| &c.tasks_polled);
-            trace_step!(LoopEvent::TaskPolled { task: header.id });
+            trace_step!(LoopEvent::TaskPolled { task: header.slot() });
             match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
                 Ok(Poll::Pending) => {
-                    trace_step!(LoopEvent::TaskWaits { task: header.id });
-                    if let Some(task) = self.tasks.borrow_mut().get_mut(header.id) {
-                        task.future = Some(future);
-                    }
+                    trace_step!(LoopEvent::TaskWaits { task: header.slot() });
+                    // Back into its slot, which is empty (the task cannot have been freed while
+                    // it ran: it had not finished); anything else is dropped after the borrow.
+                    let stray = match self.tasks.borrow_mut().get_mut(header.slot()) {
+                        Some(task) if task.future.is_none() => {
+                            task.future = Some(future);
+                            None
+                        }
+                        _ => Some(future),
+                    };
+                    drop(stray);
                     return;
                 }
                 Ok(Poll::Ready(output)) => {
-                    trace_step!(LoopEvent::TaskFinished { task: header.id });
+                    trace_step!(LoopEvent::TaskFinished { task: header.slot() });
                     Ok(output)
                 }
                 Err(payload) => Err(JoinError::panic(payload)),
@@ -349,7 +366,7 @@ impl Core {
             Ok(()) => result,
             Err(payload) => Err(JoinError::panic(payload)),
         };
-        self.complete(header.id, result);
+        self.complete(header.slot(), result);
     }
 
     fn complete(&self, id: usize, result: Result<Box<dyn Any>, JoinError>) {

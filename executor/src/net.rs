@@ -5,8 +5,9 @@
 
 use std::fmt;
 use std::io;
+use std::mem;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::sys;
@@ -285,5 +286,126 @@ pub fn check_datagram(len: usize, capacity: usize, from: Option<SocketAddr>) -> 
         Err(truncated(len, capacity, from))
     } else {
         Ok(len)
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// UDP socket sizing and the kernel's drop count
+
+/// Asks the kernel for a receive buffer of `bytes` (`SO_RCVBUF`): how much a socket may hold
+/// of datagrams that arrived and were not read yet; past it the kernel drops them. Linux
+/// doubles the value (the other half pays for its bookkeeping) and clamps it to the
+/// `net.core.rmem_max` sysctl; [`recv_buffer_size`] reads back what it kept.
+pub fn set_recv_buffer_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let bytes = i32::try_from(bytes).unwrap_or(i32::MAX);
+    sys::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, bytes)
+}
+
+/// The socket's receive buffer as the kernel keeps it (`SO_RCVBUF`): twice what was asked
+/// (see [`set_recv_buffer_size`]), or the `net.core.rmem_default` sysctl if nobody asked.
+pub fn recv_buffer_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    Ok(sys::get_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF)?.max(0) as usize)
+}
+
+/// Turns on `SO_RXQ_OVFL`: from then on each datagram the kernel queues carries, as a control
+/// message, the count of datagrams it has dropped on this socket so far (its buffer was full)
+/// once that count is not zero. A receive with room for control data ([`DROPS_CONTROL`]) reads
+/// it; [`DropCount`] turns the counts into new drops.
+pub fn report_drops(fd: BorrowedFd<'_>) -> io::Result<()> {
+    sys::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)
+}
+
+/// `CMSG_ALIGN`: control messages start at multiples of the word size.
+const fn cmsg_align(len: usize) -> usize {
+    (len + mem::size_of::<usize>() - 1) & !(mem::size_of::<usize>() - 1)
+}
+
+/// The room a receive gives control data to hear the drop count: `CMSG_SPACE(4)`, one
+/// `cmsghdr` and its `u32`.
+pub const DROPS_CONTROL: usize = cmsg_align(mem::size_of::<libc::cmsghdr>()) + cmsg_align(4);
+
+/// The drop count in `control`, the control messages a `recvmsg` wrote (`msg_controllen`
+/// bytes), if one is there (see [`report_drops`]). Reads the `cmsghdr` layout from the bytes.
+pub fn drops_in(control: &[u8]) -> Option<u32> {
+    let header = cmsg_align(mem::size_of::<libc::cmsghdr>());
+    let field = |at: usize, len: usize| control.get(at..at + len);
+    let mut at = 0;
+    while let Some(head) = field(at, header) {
+        let len = usize::from_ne_bytes(head[..mem::size_of::<usize>()].try_into().ok()?);
+        let int = |i: usize| i32::from_ne_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+        let (level, kind) = (int(mem::size_of::<usize>()), int(mem::size_of::<usize>() + 4));
+        if len < header {
+            return None;
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SO_RXQ_OVFL && len >= header + 4 {
+            return Some(u32::from_ne_bytes(field(at + header, 4)?.try_into().ok()?));
+        }
+        at += cmsg_align(len);
+    }
+    None
+}
+
+/// What a socket has heard of the kernel's drop count: the kernel reports its running total
+/// (a `u32` that wraps) on datagrams in the order they were queued, so totals never go back;
+/// this turns each report into the drops that are new since the last.
+#[derive(Debug, Default)]
+pub struct DropCount {
+    seen: std::cell::Cell<u32>,
+}
+
+impl DropCount {
+    /// The kernel reported `total`: how many drops are new.
+    pub fn heard(&self, total: u32) -> u32 {
+        total.wrapping_sub(self.seen.replace(total))
+    }
+
+    /// The total last heard.
+    pub fn total(&self) -> u32 {
+        self.seen.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One control message as the kernel lays it out: `cmsghdr` (len, level, type), data,
+    /// padding to the word size.
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let header = cmsg_align(mem::size_of::<libc::cmsghdr>());
+        let mut bytes = (header + data.len()).to_ne_bytes().to_vec();
+        bytes.extend_from_slice(&level.to_ne_bytes());
+        bytes.extend_from_slice(&kind.to_ne_bytes());
+        bytes.resize(header, 0);
+        bytes.extend_from_slice(data);
+        bytes.resize(cmsg_align(bytes.len()), 0);
+        bytes
+    }
+
+    #[test]
+    fn the_drop_count_is_found_among_control_messages() {
+        let drops = cmsg(libc::SOL_SOCKET, libc::SO_RXQ_OVFL, &7u32.to_ne_bytes());
+        assert_eq!(drops.len(), DROPS_CONTROL);
+        assert_eq!(drops_in(&drops), Some(7));
+        let mut both = cmsg(libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        both.extend_from_slice(&drops);
+        assert_eq!(drops_in(&both), Some(7));
+        assert_eq!(drops_in(&both[..both.len() - 4]), Some(7), "without its padding");
+        assert_eq!(drops_in(&both[..both.len() - 5]), None, "cut short");
+        assert_eq!(drops_in(&[]), None);
+        assert_eq!(drops_in(&cmsg(libc::IPPROTO_IP, libc::IP_TTL, &[1, 0, 0, 0])), None);
+    }
+
+    #[test]
+    fn a_drop_count_turns_totals_into_new_drops() {
+        let count = DropCount::default();
+        assert_eq!(count.heard(0), 0);
+        assert_eq!(count.heard(5), 5);
+        assert_eq!(count.heard(5), 0);
+        assert_eq!(count.heard(9), 4);
+        assert_eq!(count.total(), 9);
+        let wrapping = DropCount::default();
+        assert_eq!(wrapping.heard(u32::MAX - 1), u32::MAX - 1);
+        assert_eq!(wrapping.heard(1), 3);
     }
 }

@@ -88,8 +88,35 @@ pub fn exhaust(readiness: u8, direction: Direction, why: Exhausted) -> u8 {
 }
 
 /// Translates epoll's event bits into readiness bits.
+///
+/// One table lookup for the five low event bits (computed at compile time by `translate`)
+/// and one test for `EPOLLRDHUP`: it runs once per event, on the path of every message.
 #[inline]
 pub fn readiness_of(events: u32) -> u8 {
+    const LOW: u32 = 0x1f;
+    const _: () = assert!(
+        (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP) as u32 == LOW,
+        "the five event bits the table covers are the low five"
+    );
+    static TABLE: [u8; LOW as usize + 1] = {
+        let mut table = [0; LOW as usize + 1];
+        let mut events = 0;
+        while events <= LOW {
+            table[events as usize] = translate(events);
+            events += 1;
+        }
+        table
+    };
+    let ready = TABLE[(events & LOW) as usize];
+    if events & libc::EPOLLRDHUP as u32 != 0 {
+        ready | READ_CLOSED
+    } else {
+        ready
+    }
+}
+
+/// The translation itself, bit by bit.
+const fn translate(events: u32) -> u8 {
     let mut ready = 0;
     if events & libc::EPOLLIN as u32 != 0 {
         ready |= READABLE;
@@ -140,6 +167,18 @@ mod tests {
         assert_eq!(readiness_of((libc::EPOLLIN | libc::EPOLLRDHUP) as u32), READABLE | READ_CLOSED);
         assert_eq!(readiness_of(libc::EPOLLHUP as u32), READ_CLOSED | WRITE_CLOSED);
         assert_eq!(readiness_of(libc::EPOLLERR as u32) & Direction::Write.mask(), ERROR);
+    }
+
+    #[test]
+    fn the_table_translates_every_combination_of_event_bits_as_the_bits_do() {
+        let bits =
+            [libc::EPOLLIN, libc::EPOLLPRI, libc::EPOLLOUT, libc::EPOLLERR, libc::EPOLLHUP, libc::EPOLLRDHUP];
+        for combination in 0..1u32 << bits.len() {
+            let events = (0..bits.len())
+                .filter(|i| combination & 1 << i != 0)
+                .fold(libc::EPOLLET as u32, |events, i| events | bits[i] as u32);
+            assert_eq!(readiness_of(events), translate(events), "events {events:#x}");
+        }
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub mod trace;
 mod udp;
 mod waiters;
 
-pub use backend::Backend;
+pub use backend::{AioNotify, Backend};
 pub use buf::{BufResult, BufResultExt, IoBuf, IoBufMut, ProvidedBuf};
 pub use executor::time;
 pub use executor::{spawn, yield_now, JoinError, JoinHandle};

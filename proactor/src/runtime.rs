@@ -17,7 +17,7 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use crate::backend::{Backend, Config};
+use crate::backend::{AioNotify, Backend, Config};
 use crate::driver::Driver;
 
 executor::runtime_type! {
@@ -100,6 +100,7 @@ impl Builder {
             driver: Config {
                 backend: Backend::Auto,
                 aio_threads: 1024,
+                aio_notify: AioNotify::default(),
                 connection_budget: 64 << 10,
                 memory_budget: 8 << 20,
                 receive_limits: true,
@@ -152,6 +153,23 @@ impl Builder {
     /// only the first aio runtime's setting counts.
     pub fn aio_threads(mut self, n: u32) -> Builder {
         self.driver.aio_threads = n.max(1);
+        self
+    }
+
+    /// How the aio backend hears that glibc finished a request (aio backend only):
+    /// [`AioNotify::Suspend`] (the default: the loop waits in `aio_suspend` on all its
+    /// requests), [`AioNotify::Thread`] (a new glibc thread per completion) or
+    /// [`AioNotify::Signal`] (a realtime signal per completion, read through a `signalfd`; the
+    /// program must block the signal in every thread, see there). glibc's threads do the I/O
+    /// in each case; [`AioNotify`] has what each costs, measured.
+    ///
+    /// ```
+    /// use proactor::{AioNotify, Backend, Builder};
+    /// let rt = Builder::new().backend(Backend::PosixAio).aio_notify(AioNotify::Signal).build().unwrap();
+    /// assert_eq!(rt.block_on(async { 6 * 7 }), 42);
+    /// ```
+    pub fn aio_notify(mut self, notify: AioNotify) -> Builder {
+        self.driver.aio_notify = notify;
         self
     }
 
@@ -212,8 +230,8 @@ impl Builder {
 
     /// The most bytes the runtime holds for all connections together (8 MiB by default).
     /// Past it, a stream that holds something waits before it receives again, first come
-    /// first served, while a stream that holds nothing may still receive one buffer's worth
-    /// (4 KiB): quiet and new connections are served whatever the others hold, and each can
+    /// first served, while a stream that holds nothing may still receive a read's worth
+    /// (16 KiB): quiet and new connections are served whatever the others hold, and each can
     /// add at most about twice that past the budget. The provided-buffer ring, where received
     /// bytes land first, is bounded on its own ([`ring_memory_limit`](Self::ring_memory_limit)):
     /// what a server holds is at most the two together, plus that little per connection.
@@ -281,7 +299,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 /// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
 /// thread; see [`Stats`](crate::Stats) for what each counter means). Inside a runtime, the
-/// gauges (`in_flight`, `ring_buffers`) are that runtime's.
+/// gauges (`in_flight`, `held_bytes`, `held_peak`, `streams_waiting`, `ring_buffers`,
+/// `aio_threads_in_use`) are that runtime's.
 pub fn stats() -> crate::stats::Stats {
     let mut stats = crate::stats::counters();
     executor::with_driver(|driver: &std::rc::Rc<Driver>| {
@@ -289,6 +308,7 @@ pub fn stats() -> crate::stats::Stats {
         let (held, peak, waiting) = driver.held();
         (stats.held_bytes, stats.held_peak, stats.streams_waiting) = (held, peak, waiting as u64);
         stats.ring_buffers = driver.buf_ring().map(|ring| (ring.available(), ring.capacity()));
+        stats.aio_threads_in_use = driver.gauges().threads;
     });
     stats
 }

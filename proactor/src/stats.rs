@@ -33,6 +33,10 @@ executor::counters! {
     /// they came, with the ring at its limit and nearly dry (the ring buffer went straight
     /// back; the bytes are still held for the connection).
     recv_spilled,
+    /// Receives cancelled after their bytes or datagram had come (a `timeout` around a read
+    /// that lost the race): what they received was kept for the next receive of the stream or
+    /// socket (TCP `read`, UDP `recv_from` and `recv`).
+    recvs_kept,
     /// Stream receives that used up their allowance (see `Builder::connection_budget`): ended
     /// by the kernel at the limit, or stopped by the driver where the kernel cannot.
     recv_limited,
@@ -50,6 +54,10 @@ executor::counters! {
     /// `SEND`s the driver submitted again for the rest of a short send behind (or one whose
     /// first try, without waiting, found the peer's window full).
     sends_continued,
+    /// Datagrams the kernel dropped on this thread's UDP sockets because their receive buffer
+    /// was full, as the sockets heard it (`SO_RXQ_OVFL`: counted when the next datagram is
+    /// received; see `UdpSocket`). Not on POSIX aio.
+    datagrams_dropped,
     /// Chunks of buffers the provided-buffer ring grew by under pressure.
     ring_grown,
     /// Chunks it freed again once the load fell.
@@ -65,11 +73,13 @@ executor::counters! {
     aio_requests,
     /// aio: accepts and connects handed to this crate's helper threads.
     aio_helper_jobs,
-    /// aio: glibc notifications received (one new glibc thread each).
+    /// aio: glibc requests reported over: by a notification thread (one new glibc thread each),
+    /// a signal, or `aio_error` after `aio_suspend`, as the runtime's `AioNotify` says.
     aio_notifications,
     /// aio: requests refused because every glibc thread was taken.
     aio_refused,
-    /// aio: `poll` syscalls of the loop (its wait for completions, the notifier and timers).
+    /// aio: the loop's waits for completions, the notifier and timers: `poll` syscalls, or
+    /// `aio_suspend` calls with `AioNotify::Suspend`.
     sys_poll,
     /// epoll: `epoll_wait` syscalls of the loop (its wait for readiness, the notifier and timers).
     sys_epoll_wait,
@@ -104,6 +114,10 @@ executor::counters! {
         /// Free and total buffers of the provided-buffer ring when the snapshot was taken
         /// (io_uring with a ring only).
         ring_buffers: Option<(u32, u32)>,
+        /// Threads the aio backend uses when the snapshot was taken: requests in glibc (each
+        /// holds a glibc helper thread) and this runtime's own accept/connect helpers, as
+        /// [`Runtime::aio_threads_in_use`](crate::Runtime::aio_threads_in_use) says (aio only).
+        aio_threads_in_use: Option<(usize, usize)>,
     }
 }
 
@@ -150,7 +164,7 @@ impl Stats {
         };
         format!(
             "turns {} (blocking {}) · completions/turn {per_wait:.1} (max {}) · polls {} · remote {} · \
-             timers {} · recv {} send {} accept {}{} · syscalls {}: {backend} other {} · in flight {} · \
+             timers {} · recv {} send {} accept {}{}{} · syscalls {}: {backend} other {} · in flight {} · \
              held {} (peak {}) · receives limited {} paused {} · waiting {}{}",
             rate(self.turns),
             rate(self.waits_blocking),
@@ -161,6 +175,7 @@ impl Stats {
             rate(self.recvs),
             rate(self.sends),
             rate(self.accepts),
+            dropped(self.datagrams_dropped),
             if self.sends_behind == 0 {
                 String::new()
             } else {
@@ -194,6 +209,15 @@ impl Stats {
                 None => String::new(),
             },
         )
+    }
+}
+
+/// The datagrams the kernel dropped, if any: a count, not a rate (each one is news).
+pub(crate) fn dropped(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" · UDP datagrams dropped {n} (the socket's receive buffer was full)")
     }
 }
 

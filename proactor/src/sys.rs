@@ -1,5 +1,5 @@
-//! The syscall layer: the plain syscalls of the crate (the blocking calls and glibc aio entry
-//! points of the POSIX aio backend, the non-blocking `recv`/`send` of the epoll backend; the
+//! The syscall layer: the plain syscalls of the crate (the blocking calls, glibc aio entry
+//! points and realtime-signal plumbing of the POSIX aio backend, the non-blocking `recv`/`send` of the epoll backend; the
 //! epoll calls themselves are the shared executor's). Socket set-up, options, addresses and the eventfd are the
 //! shared executor's (`executor::sys`), re-exported here.
 //!
@@ -142,6 +142,29 @@ pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<u
     }
 }
 
+/// `sendto(MSG_DONTWAIT | MSG_NOSIGNAL)` of `len` bytes from `buf` as one datagram to the
+/// address at `addr` (`addr_len` bytes): never blocks.
+///
+/// # Safety
+/// `buf` must be valid for reads of `len` bytes and `addr` of `addr_len` bytes for the whole
+/// call.
+pub(crate) unsafe fn send_to(
+    fd: RawFd,
+    buf: *const u8,
+    len: usize,
+    addr: *const libc::sockaddr,
+    addr_len: libc::socklen_t,
+) -> io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: the caller guarantees `buf` and `addr` are readable for their lengths.
+    let n = unsafe { libc::sendto(fd, buf.cast(), len, flags, addr, addr_len) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// A second fd for the same open socket (close-on-exec).
 pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes an int; a stale fd only yields EBADF.
@@ -242,31 +265,45 @@ fn notify_attr() -> &'static libc::pthread_attr_t {
         .0
 }
 
-/// A zeroed `aiocb` for `fd`, `buf` and `len`, whose completion runs `function(value)` on a
-/// new glibc thread (`SIGEV_THREAD`).
-pub(crate) fn aiocb(
-    fd: RawFd,
-    buf: *mut u8,
-    len: usize,
-    function: extern "C" fn(libc::sigval),
-    value: *mut libc::c_void,
-) -> libc::aiocb {
+/// How glibc reports that a request is over: the aiocb's `aio_sigevent`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Notify {
+    /// `SIGEV_THREAD`: `function(value)` runs on a new glibc thread (detached, 64 KiB stack).
+    Thread { function: extern "C" fn(libc::sigval), value: *mut libc::c_void },
+    /// `SIGEV_SIGNAL`: glibc queues the realtime signal `signo` to the process, carrying `value`.
+    Signal { signo: i32, value: *mut libc::c_void },
+    /// `SIGEV_NONE`: nothing; the request's end is seen by `aio_suspend` or `aio_error`.
+    Nothing,
+}
+
+/// A zeroed `aiocb` for `fd`, `buf` and `len`, whose end glibc reports as `notify` says.
+pub(crate) fn aiocb(fd: RawFd, buf: *mut u8, len: usize, notify: Notify) -> libc::aiocb {
     // SAFETY: aiocb is plain old data; all-zero bytes are its documented initial state.
     let mut cb: libc::aiocb = unsafe { mem::zeroed() };
     cb.aio_fildes = fd;
     cb.aio_buf = buf.cast();
     cb.aio_nbytes = len;
-    let event = SigEventThread {
-        value: libc::sigval { sival_ptr: value },
-        signo: 0,
-        notify: libc::SIGEV_THREAD,
-        function,
-        attributes: notify_attr(),
-        _pad: [0; 8],
-    };
-    // SAFETY: SigEventThread has sigevent's size (checked above) and glibc's layout for
-    // SIGEV_THREAD; the field is written whole.
-    unsafe { (&mut cb.aio_sigevent as *mut libc::sigevent).cast::<SigEventThread>().write(event) };
+    match notify {
+        Notify::Thread { function, value } => {
+            let event = SigEventThread {
+                value: libc::sigval { sival_ptr: value },
+                signo: 0,
+                notify: libc::SIGEV_THREAD,
+                function,
+                attributes: notify_attr(),
+                _pad: [0; 8],
+            };
+            // SAFETY: SigEventThread has sigevent's size (checked above) and glibc's layout for
+            // SIGEV_THREAD; the field is written whole.
+            unsafe { (&mut cb.aio_sigevent as *mut libc::sigevent).cast::<SigEventThread>().write(event) };
+        }
+        Notify::Signal { signo, value } => {
+            cb.aio_sigevent.sigev_notify = libc::SIGEV_SIGNAL;
+            cb.aio_sigevent.sigev_signo = signo;
+            cb.aio_sigevent.sigev_value = libc::sigval { sival_ptr: value };
+        }
+        Notify::Nothing => cb.aio_sigevent.sigev_notify = libc::SIGEV_NONE,
+    }
     cb
 }
 
@@ -323,6 +360,34 @@ pub(crate) unsafe fn aio_done(cb: *const libc::aiocb) -> bool {
     unsafe { libc::aio_error(cb) != libc::EINPROGRESS }
 }
 
+/// Waits until one of the requests of `list` is over, or `timeout` passes (`None`: no limit).
+/// Returns whether one is over (false on a timeout or a signal). glibc walks its list of
+/// requests (one entry per fd, in fd order) to find each request listed: a call costs time
+/// quadratic in the number of requests in progress, whether or not it waits.
+///
+/// # Safety
+/// Every pointer in `list` must be a submitted aiocb that is still alive.
+pub(crate) unsafe fn aio_suspend(
+    list: &[*const libc::aiocb],
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    crate::stats::bump(|c| &c.sys_poll);
+    let timeout = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let n = libc::c_int::try_from(list.len()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: the caller guarantees every aiocb is alive; `list` and the timespec outlive the call.
+    match unsafe { libc::aio_suspend(list.as_ptr(), n, timeout_ptr) } {
+        0 => Ok(true),
+        _ => match io::Error::last_os_error() {
+            e if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) => Ok(false),
+            e => Err(e),
+        },
+    }
+}
+
 /// Asks glibc to cancel the request (it can only cancel requests still queued; one a helper
 /// thread is already blocked in goes on until it finishes). Returns whether the request goes
 /// on (`AIO_NOTCANCELED`).
@@ -334,4 +399,149 @@ pub(crate) unsafe fn aio_cancel(fd: RawFd, cb: *mut libc::aiocb) -> bool {
     crate::stats::bump(|c| &c.sys_other);
     // SAFETY: the caller guarantees `cb` is alive.
     unsafe { libc::aio_cancel(fd, cb) == libc::AIO_NOTCANCELED }
+}
+
+// ----------------------------------------------------------------------------------------------
+// the realtime signal of `AioNotify::Signal`
+
+/// The signal: the fifth realtime signal glibc leaves to programs.
+pub(crate) fn aio_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
+fn sigset_of(signo: i32) -> libc::sigset_t {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set; sigaddset only fails on an invalid signal
+    // number, which leaves the set empty.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        libc::sigaddset(set.as_mut_ptr(), signo);
+        set.assume_init()
+    }
+}
+
+/// Blocks `signo` in the calling thread (and so in the threads it starts from now on).
+pub(crate) fn block_signal(signo: i32) -> io::Result<()> {
+    let set = sigset_of(signo);
+    // SAFETY: `set` is an initialised sigset_t; the old mask is not asked for.
+    match unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// A `signalfd` (non-blocking, close-on-exec) that reads `signo` when it is pending for the
+/// calling thread or its process.
+pub(crate) fn signalfd(signo: i32) -> io::Result<OwnedFd> {
+    let set = sigset_of(signo);
+    // SAFETY: -1 asks for a new fd; `set` is an initialised sigset_t.
+    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+    // SAFETY: the syscall just created `fd`.
+    Ok(unsafe { owned_fd(fd) })
+}
+
+/// Reads up to 32 pending signals from the signalfd `fd`, and pushes the value (`sival_ptr`)
+/// of each that glibc's aio sent as `signo` onto `values`. Returns how many it read (0 when
+/// none was pending): fewer than 32 means none is left.
+pub(crate) fn read_signals(fd: BorrowedFd<'_>, signo: i32, values: &mut Vec<usize>) -> io::Result<usize> {
+    // SAFETY: signalfd_siginfo is plain integers, for which all-zero bytes are valid.
+    let mut records: [libc::signalfd_siginfo; 32] = unsafe { mem::zeroed() };
+    // SAFETY: `records` is writable for its whole size; the kernel writes whole records.
+    let n = unsafe { libc::read(fd.as_raw_fd(), records.as_mut_ptr().cast(), mem::size_of_val(&records)) };
+    let n = match cvt(n) {
+        Ok(n) => n as usize / mem::size_of::<libc::signalfd_siginfo>(),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    values.extend(
+        records[..n]
+            .iter()
+            .filter(|r| r.ssi_signo == signo as u32 && r.ssi_code == libc::SI_ASYNCIO)
+            .map(|r| r.ssi_ptr as usize),
+    );
+    Ok(n)
+}
+
+/// What `signo`'s disposition is now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// The default action (for a realtime signal: terminate the process), or ignored.
+    Default,
+    /// Handled by `handler`.
+    Ours,
+    /// Handled by someone else.
+    Theirs,
+}
+
+/// The handler type `sigaction` takes with `SA_SIGINFO`.
+pub(crate) type SigInfoHandler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Installs `handler` for `signo` (`SA_SIGINFO | SA_RESTART`, every signal blocked while it
+/// runs) unless another handler is there already; returns the disposition it found.
+pub(crate) fn install_handler(signo: i32, handler: SigInfoHandler) -> io::Result<Disposition> {
+    // SAFETY: sigaction is plain data; all-zero bytes are SIG_DFL with no flags.
+    let mut old: libc::sigaction = unsafe { mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    if unsafe { libc::sigaction(signo, std::ptr::null(), &mut old) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let found = match old.sa_sigaction {
+        h if h == handler as libc::sighandler_t => return Ok(Disposition::Ours),
+        libc::SIG_DFL | libc::SIG_IGN => Disposition::Default,
+        _ => return Ok(Disposition::Theirs),
+    };
+    // SAFETY: as above.
+    let mut new: libc::sigaction = unsafe { mem::zeroed() };
+    new.sa_sigaction = handler as libc::sighandler_t;
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+    // SAFETY: `new.sa_mask` is a live sigset_t; the handler is an `extern "C"` function with
+    // the SA_SIGINFO signature.
+    unsafe { libc::sigfillset(&mut new.sa_mask) };
+    // SAFETY: `new` is fully initialised.
+    if unsafe { libc::sigaction(signo, &new, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(found)
+}
+
+/// Queues `signo` with `info` to thread `tid` of this process (`rt_tgsigqueueinfo`), from a
+/// signal handler: async-signal-safe, errno kept. Returns whether it was queued.
+///
+/// # Safety
+/// `info` must point to a live siginfo.
+pub(crate) unsafe fn forward_signal(tid: i32, signo: i32, info: *mut libc::siginfo_t) -> bool {
+    // SAFETY: __errno_location returns this thread's errno; the syscall reads `info`, which the
+    // caller guarantees, and takes integers otherwise.
+    unsafe {
+        let errno = *libc::__errno_location();
+        let sent = libc::syscall(libc::SYS_rt_tgsigqueueinfo, libc::getpid(), tid, signo, info) == 0;
+        *libc::__errno_location() = errno;
+        sent
+    }
+}
+
+/// Writes `message` to stderr with one `write`, from a signal handler (async-signal-safe).
+pub(crate) fn write_stderr_raw(message: &[u8]) {
+    // SAFETY: `message` is readable for its length; errno is kept as the handler found it.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::write(libc::STDERR_FILENO, message.as_ptr().cast(), message.len());
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// The calling thread's id.
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// The soft `RLIMIT_SIGPENDING`: how many signals the user may have queued at once.
+pub(crate) fn sigpending_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one live rlimit.
+    match unsafe { libc::getrlimit(libc::RLIMIT_SIGPENDING, &mut limit) } {
+        0 => limit.rlim_cur,
+        _ => u64::MAX,
+    }
 }

@@ -41,13 +41,17 @@
 //!
 //! # What it costs
 //!
-//! At a ping-pong load one datagram is one `io_uring_enter` (the receive stays armed; the
-//! send is queued and goes in with the next enter), half the reactor's `recvfrom` + `sendto`.
-//! But each `SENDMSG` makes the kernel copy in a `msghdr`, its iovec and the address, where
-//! `sendto` takes them as arguments, and each datagram costs a little user time (the owned
-//! `msghdr`, the `recvmsg_out` layout), so CPU per datagram measured above the reactor's (see
-//! the README). io_uring's `SEND` with a destination address (Linux 6.0) would avoid the
-//! `msghdr` for sends; not done yet.
+//! At a ping-pong load one datagram is about one `io_uring_enter` (the receive stays armed;
+//! the send is queued and goes in with the next enter), half the reactor's `recvmsg` +
+//! `sendto`. A send to an address is a `SEND` with a destination (Linux 6.0), so the kernel
+//! copies in the address alone, not a `msghdr` and its iovec (`SENDMSG` before 6.0). And
+//! [`send_to_behind`](UdpSocket::send_to_behind), which the echo uses, is finished by the
+//! driver: the task is not woken for the send's completion. User-space instructions per
+//! datagram, counted by callgrind (`scripts/udp-instructions.sh`: 16 sockets x 500 datagrams,
+//! 2026-12-06, this project's 2-vCPU machine): io_uring 3,200 at 64 B and 1,400 B with
+//! `send_to` and `SENDMSG`, 2,240 with `send_to_behind` and `SEND`, 2,070 with the address
+//! boxes reused and the source address read straight from the ring buffer; tokio's
+//! current-thread runtime 930, the reactor 740.
 //!
 //! # POSIX aio
 //!
@@ -71,10 +75,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
 
-use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
+use executor::net::{check_datagram, drops_in, each_addr, truncated, DropCount, DROPS_CONTROL, MAX_DATAGRAM};
 
 use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
-use crate::backend::{BufId, Completion, Request};
+use crate::backend::{BufId, Completion, Destination, Request};
 use crate::buf::{self, BufResult, IoBuf, IoBufMut};
 use crate::bufring::BufRing;
 use crate::driver::op::Op;
@@ -90,8 +94,11 @@ const RING_BUFFERS: u16 = 16;
 const RING_BUFFERS_MAX: u16 = 128;
 /// Room for the source address: a `sockaddr_in6`, which also holds a `sockaddr_in`.
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
-/// One buffer: header, address and the largest payload, rounded up to 64 bytes.
-const RING_BUFFER_SIZE: u32 = ((DATAGRAM_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
+/// Room for control data: the kernel's drop count (see [`UdpSocket`]'s docs).
+const CONTROL_LEN: usize = DROPS_CONTROL;
+/// One buffer: header, address, control data and the largest payload, rounded up to 64 bytes.
+const RING_BUFFER_SIZE: u32 =
+    ((DATAGRAM_HEADER + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
 /// The most datagrams the multishot receive queues for a task that is not reading.
 pub const QUEUE_MAX: u16 = 32;
 
@@ -107,15 +114,20 @@ fn no_addresses(what: &str) -> io::Error {
     )
 }
 
-/// A `msghdr` with its one `iovec` and its socket address, at a stable heap address (boxed):
-/// what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`) read, and where the
-/// kernel writes the source of a datagram. `hdr` points into `iov` and `addr`; `iov` into the
-/// operation's buffer.
+/// A `msghdr` with its one `iovec`, its socket address and room for control data, at a stable
+/// heap address (boxed): what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`)
+/// read, and where the kernel writes the source of a datagram and its drop count. `hdr` points
+/// into `iov`, `addr` and (receives) `control`; `iov` into the operation's buffer.
 struct Msg {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
+    control: Control,
 }
+
+/// Control data, aligned for `cmsghdr` as `recvmsg` writes it.
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_LEN]);
 
 impl Msg {
     /// For `len` bytes at `buf`, with room for a source address (`name`), or with `to` as the
@@ -127,7 +139,8 @@ impl Msg {
         };
         // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
         let hdr: libc::msghdr = unsafe { mem::zeroed() };
-        let mut msg = Box::new(Msg { hdr, iov: libc::iovec { iov_base: buf.cast(), iov_len: len }, addr });
+        let iov = libc::iovec { iov_base: buf.cast(), iov_len: len };
+        let mut msg = Box::new(Msg { hdr, iov, addr, control: Control([0; CONTROL_LEN]) });
         msg.hdr.msg_iov = &mut msg.iov;
         msg.hdr.msg_iovlen = 1;
         let (name_ptr, name_len) = match name {
@@ -140,6 +153,25 @@ impl Msg {
         msg.hdr.msg_name = name_ptr.cast();
         msg.hdr.msg_namelen = name_len;
         msg
+    }
+
+    /// A receive's: with room for the drop count.
+    fn receiving(buf: *mut u8, len: usize, name: Name<'_>) -> Box<Msg> {
+        let mut msg = Msg::new(buf, len, name);
+        msg.hdr.msg_control = msg.control.0.as_mut_ptr().cast();
+        msg.hdr.msg_controllen = CONTROL_LEN as _;
+        msg
+    }
+
+    /// The drop count the kernel wrote with the datagram, if any.
+    fn drops(&self) -> Option<u32> {
+        // (`msg_controllen` is a `usize` in glibc, a `socklen_t` in musl.)
+        #[allow(clippy::unnecessary_cast)]
+        let len = (self.hdr.msg_controllen as usize).min(CONTROL_LEN);
+        if self.hdr.msg_control.is_null() {
+            return None;
+        }
+        drops_in(&self.control.0[..len])
     }
 
     /// The template of the multishot receive: only its name and control lengths count.
@@ -156,12 +188,76 @@ impl Msg {
 }
 
 /// The layout of a multishot receive's buffers, as its `msghdr` gives it: room for a
-/// [`NAME_LEN`]-byte address, no control data, no iovec (the buffer is the ring's).
+/// [`NAME_LEN`]-byte address and [`CONTROL_LEN`] bytes of control data, no iovec (the buffer
+/// is the ring's).
 fn multishot_layout() -> libc::msghdr {
     // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
     let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
     hdr.msg_namelen = NAME_LEN as libc::socklen_t;
+    hdr.msg_controllen = CONTROL_LEN as _;
     hdr
+}
+
+/// A datagram's destination, at a stable heap address (boxed), for a [`Request::SendTo`]; its
+/// buffer pointer is set when the request is made.
+type Target = Destination;
+
+/// Boxed [`Target`]s kept for reuse, at most this many per thread: an echo sends one per
+/// datagram, and a box from the pool costs a `Vec` pop where a new one costs a `malloc` and
+/// later a `free` (156 of the 2,236 user-space instructions a datagram took on io_uring, see
+/// the module docs).
+const TARGETS_MAX: usize = 64;
+
+thread_local! {
+    // Boxes, not the values: each is handed to a send whose request points into it, and must
+    // stay at its address while the send is in flight, wherever the pool's vector moves.
+    #[allow(clippy::vec_box)]
+    static TARGETS: RefCell<Vec<Box<Target>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A boxed [`Target`] for `to`, from the thread's pool when it has one; it goes back to the
+/// pool when dropped.
+struct PooledTarget(Option<Box<Target>>);
+
+impl PooledTarget {
+    fn new(to: &SocketAddr) -> PooledTarget {
+        let (addr, len) = sys::sockaddr_from(to);
+        let reused = TARGETS.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
+        let target = match reused {
+            Some(mut target) => {
+                (target.addr, target.addr_len) = (addr, len);
+                target
+            }
+            None => Box::new(Target { buf: std::ptr::null(), addr, addr_len: len }),
+        };
+        PooledTarget(Some(target))
+    }
+
+    fn get_mut(&mut self) -> &mut Target {
+        self.0.as_mut().expect("a target until dropped")
+    }
+}
+
+impl Drop for PooledTarget {
+    fn drop(&mut self) {
+        if let Some(target) = self.0.take() {
+            // (try_with: during thread exit the pool may be gone; the box is then freed.)
+            let _ = TARGETS.try_with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < TARGETS_MAX {
+                    pool.push(target);
+                }
+            });
+        }
+    }
+}
+
+/// What a send's operation owns besides its buffer: a `msghdr`, or only an address, or nothing
+/// (a connected socket's send).
+enum Sending {
+    Msg(Box<Msg>),
+    To(PooledTarget),
+    Nothing,
 }
 
 #[derive(Clone, Copy)]
@@ -238,6 +334,16 @@ impl<T: 'static> Drop for Receive<T> {
 
 /// A UDP socket: datagrams to and from any peer, or, once [`connect`](Self::connect)ed, to and
 /// from one. Every method takes `&self` and owned buffers (see [`crate::buf`]).
+///
+/// # Datagrams the kernel dropped
+///
+/// When datagrams arrive faster than the socket is read, its receive buffer fills (see
+/// [`set_recv_buffer_size`](Self::set_recv_buffer_size)) and the kernel drops the next ones.
+/// Every socket of this crate asks the kernel to say so (`SO_RXQ_OVFL`): each datagram then
+/// carries the socket's running count of drops, which the receives read from its control
+/// data and add to the runtime's [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped).
+/// A drop is therefore counted when the next datagram is received (on POSIX aio, whose reads
+/// have no control data, never).
 pub struct UdpSocket {
     /// Closed through the driver in `Drop`, after every operation already started on it.
     fd: mem::ManuallyDrop<OwnedFd>,
@@ -246,6 +352,10 @@ pub struct UdpSocket {
     orphans: Rc<Orphans>,
     /// The multishot receive of `recv_from_provided`, once started.
     recv: RefCell<Option<Op<Box<Msg>>>>,
+    /// The kernel's drop count, as the receives last heard it.
+    drops: Rc<DropCount>,
+    /// The error (`-errno`; 0: none) of a send behind, for the next `send_to_behind`.
+    behind_error: Rc<Cell<i32>>,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -274,13 +384,33 @@ impl UdpSocket {
     }
 
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> UdpSocket {
+        // (A kernel without SO_RXQ_OVFL, before 2.6.33, just reports no drops.)
+        let _ = executor::net::report_drops(fd.as_fd());
         UdpSocket {
             fd: mem::ManuallyDrop::new(fd),
             driver,
             stash: Stash::default(),
             orphans: Rc::default(),
             recv: RefCell::new(None),
+            drops: Rc::default(),
+            behind_error: Rc::default(),
         }
+    }
+
+    /// Asks the kernel for a receive buffer of `bytes` (`SO_RCVBUF`): how much of the datagrams
+    /// that arrived and were not read yet the socket may hold before the kernel drops the next
+    /// ones. The default (`net.core.rmem_default`, often 208 KiB) holds three of the largest
+    /// datagrams. Linux doubles the value for its bookkeeping and clamps it to the
+    /// `net.core.rmem_max` sysctl; [`recv_buffer_size`](Self::recv_buffer_size) says what it
+    /// kept.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        executor::net::set_recv_buffer_size(self.fd.as_fd(), bytes)
+    }
+
+    /// The receive buffer as the kernel keeps it (see
+    /// [`set_recv_buffer_size`](Self::set_recv_buffer_size)).
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        executor::net::recv_buffer_size(self.fd.as_fd())
     }
 
     /// The address the socket is bound to.
@@ -409,7 +539,7 @@ impl UdpSocket {
                 _ => None,
             };
             return match (completion.into_result(), bid) {
-                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize)),
+                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize, &self.drops)),
                 // A completion without a buffer carries no datagram: none to return.
                 (Ok(_), None) => continue,
                 // The ring ran dry, or the driver stopped a receive nobody read: arm a new one.
@@ -427,6 +557,7 @@ impl UdpSocket {
         want_source: bool,
     ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
         let (driver, stash, orphans) = (self.driver.clone(), self.stash.clone(), self.orphans.clone());
+        let drops = self.drops.clone();
         // Without recvmsg (POSIX aio) a connected socket reads, and nothing says where from.
         let plain = !driver.facts().messages;
         let fd = self.fd.as_raw_fd();
@@ -448,38 +579,41 @@ impl UdpSocket {
                 // SAFETY: the pointer and length describe the buffer's memory, owned by the
                 // operation until its completion, that stays put (IoBufMut's contract).
                 (None, true, false) => unsafe {
-                    driver.submit((buf, Msg::new(std::ptr::null_mut(), 0, Name::None)), false, |(buf, _)| {
-                        Request::Recv {
-                            fd,
-                            buf: buf.stable_mut_ptr(),
-                            len: buf.bytes_total().min(u32::MAX as usize) as u32,
-                        }
+                    driver.submit((buf, None), false, |(buf, _)| Request::Recv {
+                        fd,
+                        buf: buf.stable_mut_ptr(),
+                        len: buf.bytes_total().min(u32::MAX as usize) as u32,
                     })
                 },
                 (None, false, _) => {
                     let name = if want_source { Name::From } else { Name::None };
                     let mut buf = buf;
-                    let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), name);
+                    let msg = Msg::receiving(buf.stable_mut_ptr(), buf.bytes_total(), name);
                     // SAFETY: the msghdr, the address storage it names and the buffer its iovec
                     // points into are the operation's resources (a boxed Msg and a buffer whose
                     // memory stays put), owned by it until its completion.
                     unsafe {
-                        driver
-                            .submit((buf, msg), false, |(_, msg)| Request::RecvMsg { fd, msg: &mut msg.hdr })
+                        driver.submit((buf, Some(msg)), false, |(_, msg)| Request::RecvMsg {
+                            fd,
+                            msg: &mut msg.as_mut().expect("a msghdr").hdr,
+                        })
                     }
                 }
             };
             // A receive that won the race with its cancel keeps its datagram for the next one.
-            let (stash, over) = (stash.clone(), orphans.clone());
+            let (stash, over, heard) = (stash.clone(), orphans.clone(), drops.clone());
             let op = op.on_orphan_cqe(move |(mut buf, msg), completion| {
                 over.over();
+                count_drops(&heard, msg.as_ref().and_then(|msg| msg.drops()));
                 let n = match completion.into_result() {
                     Ok(n) if n as usize <= buf.bytes_total() => n as usize,
                     _ => return, // an error, or a datagram that did not fit: nothing to keep
                 };
                 // SAFETY: the kernel wrote `n <= bytes_total` bytes at the start of the buffer.
                 unsafe { buf.set_init(n) };
-                stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), msg.source()));
+                let from = msg.and_then(|msg| msg.source());
+                stash.borrow_mut().push_back((buf.as_init_slice()[..n].to_vec(), from));
+                crate::stats::bump(|c| &c.recvs_kept);
             });
             let receive = Receive { op: Some(op), orphans };
             let ((mut buf, msg), result) = {
@@ -490,11 +624,12 @@ impl UdpSocket {
                 Ok(n) => n as usize,
                 Err(e) => return (Err(e), buf),
             };
+            count_drops(&drops, msg.as_ref().and_then(|msg| msg.drops()));
             let capacity = buf.bytes_total();
             // SAFETY: the kernel wrote `min(n, capacity)` bytes at the start of the buffer (`n`
             // is the datagram's real length, which MSG_TRUNC reports even when it did not fit).
             unsafe { buf.set_init(n.min(capacity)) };
-            let from = msg.source();
+            let from = msg.and_then(|msg| msg.source());
             // (aio's `read` cannot report a cut datagram: `n` is then at most the capacity.)
             match check_datagram(n, capacity, from) {
                 Ok(n) => (Ok((n, from)), buf),
@@ -503,39 +638,39 @@ impl UdpSocket {
         }
     }
 
-    /// One `SENDMSG` (io_uring), one `sendmsg` at readiness (epoll), or an `aio_write` (aio, a
-    /// connected socket only).
+    /// What a send of `buf` to `to` (`None`: the connected peer) owns besides the buffer: an
+    /// address for a `SEND` with a destination (io_uring on Linux 6.0, `sendto` on epoll), a
+    /// `msghdr` for a `SENDMSG` (io_uring before 6.0), nothing for a plain send (a connected
+    /// socket on aio); `None` where a datagram cannot carry an address (aio).
+    fn sending<B: IoBuf>(&self, buf: &B, to: Option<SocketAddr>) -> Option<Sending> {
+        let facts = self.driver.facts();
+        match (facts.messages, to) {
+            (false, Some(_)) => None,
+            (false, None) => Some(Sending::Nothing),
+            (true, Some(to)) if facts.send_to => Some(Sending::To(PooledTarget::new(&to))),
+            (true, to) => {
+                let name = to.as_ref().map_or(Name::None, Name::To);
+                Some(Sending::Msg(Msg::new(buf.stable_ptr().cast_mut(), buf.bytes_init(), name)))
+            }
+        }
+    }
+
+    /// One `SEND` with a destination or `SENDMSG` (io_uring), one `sendto` or `sendmsg` at
+    /// readiness (epoll), or an `aio_write` (aio, a connected socket only).
     fn send_msg<B: IoBuf>(
         &self,
         buf: B,
         to: Option<SocketAddr>,
     ) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let fd = self.fd.as_raw_fd();
-        let op = match (!self.driver.facts().messages, to) {
-            (true, Some(_)) => Err(buf),
-            (true, None) => {
-                // SAFETY: the pointer and length describe the buffer's bytes, owned by the
-                // operation until its completion, that stay put (IoBuf's contract).
-                Ok(unsafe {
-                    self.driver.submit(
-                        (buf, Msg::new(std::ptr::null_mut(), 0, Name::None)),
-                        false,
-                        |(buf, _)| {
-                            let len = buf.bytes_init().min(u32::MAX as usize) as u32;
-                            Request::Send { fd, buf: buf.stable_ptr(), len, dontwait: false }
-                        },
-                    )
-                })
-            }
-            (false, to) => {
-                let name = to.as_ref().map_or(Name::None, Name::To);
-                let msg = Msg::new(buf.stable_ptr().cast_mut(), buf.bytes_init(), name);
-                // SAFETY: the msghdr, the address it names and the buffer its iovec points into
-                // (read only: a send) are the operation's resources, owned by it until its
-                // completion, at addresses that do not change.
-                Ok(unsafe {
-                    self.driver.submit((buf, msg), false, |(_, msg)| Request::SendMsg { fd, msg: &msg.hdr })
-                })
+        let op = match self.sending(&buf, to) {
+            None => Err(buf),
+            Some(sending) => {
+                // SAFETY: the buffer's bytes (read only: a send) and what `sending` made (the
+                // boxed address or msghdr) are the operation's resources, owned by it until its
+                // completion, at addresses that do not change (IoBuf's contract, and boxes).
+                let op = unsafe { self.driver.submit((buf, sending), false, |r| send_request(fd, r)) };
+                Ok(op)
             }
         };
         async move {
@@ -548,6 +683,54 @@ impl UdpSocket {
             }
         }
     }
+
+    /// Queues `buf` as one datagram to `target` and returns at once: a send the driver
+    /// finishes by itself. When its completion comes, the driver drops `buf` (a [`Datagram`]'s
+    /// ring buffer goes back to the ring) and wakes nobody, where [`send_to`](Self::send_to)
+    /// wakes the task to hand the buffer back: one wake and one poll of the task per datagram
+    /// fewer, for a buffer the task has no further use for (an echo's, a response's).
+    ///
+    /// An error of the send (`EMSGSIZE`, `EPERM` from a firewall, ...) is kept, and returned,
+    /// once, by the socket's next `send_to_behind`, which queues its own datagram all the
+    /// same; an error that comes at once (on POSIX aio, which has no sendto, or with the
+    /// runtime gone) is returned at once, `buf` dropped unsent. So an `Err` means a datagram
+    /// was lost, this one or an earlier one. Datagrams queued one after the other leave in that
+    /// order unless the socket's send buffer is full, when the kernel may let a later one
+    /// overtake (UDP promises no order).
+    pub fn send_to_behind<B: IoBuf>(&self, buf: B, target: SocketAddr) -> io::Result<()> {
+        let fd = self.fd.as_raw_fd();
+        let Some(sending) = self.sending(&buf, Some(target)) else {
+            return Err(no_addresses("send_to_behind"));
+        };
+        let failed = self.behind_error.clone();
+        let finish = move |resources: (B, Sending), completion: Completion| {
+            drop(resources);
+            if completion.result < 0 && completion.result != -libc::ECANCELED {
+                failed.set(completion.result);
+            }
+        };
+        // SAFETY: as in `send_msg`: the buffer and what `sending` made are the operation's
+        // resources (moved into its slot), owned by it until its completion.
+        unsafe { self.driver.submit_detached((buf, sending), |r| send_request(fd, r), finish)? };
+        match self.behind_error.replace(0) {
+            0 => Ok(()),
+            result => Err(io::Error::from_raw_os_error(-result)),
+        }
+    }
+}
+
+/// The request of a send of `buf` with what [`UdpSocket::sending`] made for it.
+fn send_request<B: IoBuf>(fd: RawFd, (buf, sending): &mut (B, Sending)) -> Request {
+    let len = buf.bytes_init().min(u32::MAX as usize) as u32;
+    match sending {
+        Sending::Nothing => Request::Send { fd, buf: buf.stable_ptr(), len, dontwait: false },
+        Sending::To(target) => {
+            let to = target.get_mut();
+            to.buf = buf.stable_ptr();
+            Request::SendTo { fd, len, to }
+        }
+        Sending::Msg(msg) => Request::SendMsg { fd, msg: &msg.hdr },
+    }
 }
 
 /// The unspecified address of `local`'s family: the source of a datagram whose address the
@@ -559,35 +742,60 @@ fn unspecified(local: &io::Result<SocketAddr>) -> SocketAddr {
     }
 }
 
+/// The socket address in `name`, a `sockaddr_in` or `sockaddr_in6` as the kernel wrote it into a
+/// ring buffer: read from the bytes (in the C layout: the family in native byte order, the port
+/// and the address in network byte order), where copying them into a `sockaddr_storage` first
+/// would clear and copy 128 bytes per datagram.
+fn source_of(name: &[u8]) -> io::Result<SocketAddr> {
+    let bytes = |range: std::ops::Range<usize>| name.get(range);
+    let family = bytes(0..2).map(|f| i32::from(u16::from_ne_bytes([f[0], f[1]])));
+    let port = |n: &[u8]| u16::from_be_bytes([n[2], n[3]]);
+    match family {
+        Some(libc::AF_INET) if name.len() >= mem::size_of::<libc::sockaddr_in>() => {
+            let ip: [u8; 4] = name[4..8].try_into().expect("4 bytes");
+            Ok(SocketAddr::from((ip, port(name))))
+        }
+        Some(libc::AF_INET6) if name.len() >= mem::size_of::<libc::sockaddr_in6>() => {
+            let word = |at: usize| u32::from_ne_bytes(name[at..at + 4].try_into().expect("4 bytes"));
+            let ip: [u8; 16] = name[8..24].try_into().expect("16 bytes");
+            Ok(SocketAddr::V6(std::net::SocketAddrV6::new(ip.into(), port(name), word(4), word(24))))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected socket address of {} bytes, family {family:?}", name.len()),
+        )),
+    }
+}
+
+/// Adds the drops the kernel's count `total` (if one came) says are new to the runtime's count.
+fn count_drops(drops: &DropCount, total: Option<u32>) {
+    if let Some(total) = total {
+        let new = drops.heard(total);
+        if new > 0 {
+            crate::stats::add(|c| &c.datagrams_dropped, u64::from(new));
+        }
+    }
+}
+
 /// The datagram in ring buffer `bid`, `n` bytes of which the kernel filled: header, source
-/// address, payload. The buffer goes back to the ring unless it is returned as a [`Datagram`].
-fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, SocketAddr)> {
+/// address, control data, payload. The buffer goes back to the ring unless it is returned as a
+/// [`Datagram`]. A drop count in the control data goes to `drops`.
+fn parse(ring: &Rc<BufRing>, bid: u16, n: usize, drops: &DropCount) -> io::Result<(Datagram, SocketAddr)> {
     let given_back = || ring.release(bid);
     // SAFETY: the completion handed buffer `bid` to the runtime with `n` bytes (at most the
     // buffer size); it goes back to the ring only when the Datagram (or `given_back`) says so.
     let bytes = unsafe { ring.bytes(bid, 0, n.min(RING_BUFFER_SIZE as usize)) };
-    let Some(out) = DatagramOut::parse(bytes, NAME_LEN) else {
+    let Some(out) = DatagramOut::parse(bytes, NAME_LEN, CONTROL_LEN) else {
         given_back();
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a multishot RECVMSG buffer too short for its header",
         ));
     };
-    let from = {
-        let name = out.name;
-        // SAFETY: sockaddr_storage is plain old data; all-zero bytes are a valid value.
-        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-        let len = name.len().min(mem::size_of::<libc::sockaddr_storage>());
-        // SAFETY: `len` bytes fit both the name data and the storage, which do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                name.as_ptr(),
-                (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
-                len,
-            )
-        };
-        sys::sockaddr_to(&storage, len as libc::socklen_t)
-    };
+    let from = source_of(out.name);
+    if !out.control.is_empty() {
+        count_drops(drops, drops_in(out.control));
+    }
     let (len, offset, payload_len, truncated_payload) =
         (out.len, out.payload.start, out.payload.len(), out.truncated);
     let from = match from {
@@ -599,7 +807,8 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
     };
     if truncated_payload || payload_len != len {
         given_back();
-        return Err(truncated(len, RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN, Some(from)));
+        let room = RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN - CONTROL_LEN;
+        return Err(truncated(len, room, Some(from)));
     }
     Ok((
         Datagram { inner: Inner::Ring { ring: ring.clone(), bid, offset: offset as u32, len: len as u32 } },

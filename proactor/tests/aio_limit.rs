@@ -1,7 +1,8 @@
 //! The aio backend at its thread limit: with glibc's pool sized to 8 threads, 8 idle
-//! connections each holding a read take them all. The next read must fail at once (EAGAIN)
-//! instead of queueing behind reads that may never finish, and the server must serve again as
-//! soon as threads are free. Alone in its binary: glibc sizes its pool once per process.
+//! connections each holding a read take them all (7 with `AioNotify::Suspend`, whose wake read
+//! holds one). The next read must fail at once (EAGAIN) instead of queueing behind reads that
+//! may never finish, and the server must serve again as soon as threads are free; for each
+//! notification. Alone in its binary: glibc sizes its pool once per process.
 
 mod common;
 
@@ -10,20 +11,37 @@ use std::time::Duration;
 
 use common::within;
 use proactor::net::{TcpListener, TcpStream};
-use proactor::time::{sleep, timeout};
-use proactor::{Backend, Builder};
+use proactor::time::timeout;
+use proactor::{AioNotify, Backend, Builder};
+
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
 
 #[test]
 fn past_the_thread_limit_reads_are_refused_at_once_and_serving_resumes_when_threads_free_up() {
-    within(Duration::from_secs(30), || {
-        let runtime = Builder::new().backend(Backend::PosixAio).aio_threads(8).build().unwrap();
+    for notify in AioNotify::ALL {
+        eprintln!("notify: {notify}");
+        limit_holds(notify);
+    }
+}
+
+fn limit_holds(notify: AioNotify) {
+    // The wake read of `Suspend` holds a thread of its own.
+    let readers = if notify == AioNotify::Suspend { 7 } else { 8 };
+    within(Duration::from_secs(30), move || {
+        let runtime =
+            Builder::new().backend(Backend::PosixAio).aio_threads(8).aio_notify(notify).build().unwrap();
         runtime.block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
-            // Eight idle connections, each with a read blocked in a glibc thread.
+            // Idle connections, each with a read blocked in a glibc thread, take every thread.
             let mut idle = Vec::new();
             let mut held = Vec::new();
-            for _ in 0..8 {
+            for _ in 0..readers {
                 let peer = std::net::TcpStream::connect(addr).unwrap();
                 let (stream, _) = listener.accept().await.unwrap();
                 held.push(proactor::spawn(async move {
@@ -32,9 +50,13 @@ fn past_the_thread_limit_reads_are_refused_at_once_and_serving_resumes_when_thre
                 }));
                 idle.push(peer);
             }
-            sleep(Duration::from_millis(50)).await;
+            // (The gauge counts the runtime's requests, not `Suspend`'s wake read.)
+            common::eventually_async("every idle read blocked in a glibc thread", || {
+                proactor::stats().aio_threads_in_use.map(|(glibc, _)| glibc) == Some(readers)
+            })
+            .await;
 
-            // A ninth read: refused at once, not queued forever.
+            // One read more: refused at once, not queued forever.
             let mut ninth_peer = std::net::TcpStream::connect(addr).unwrap();
             let (ninth, _) = listener.accept().await.unwrap();
             ninth_peer.write_all(b"hi").unwrap();

@@ -15,14 +15,21 @@ use std::thread;
 use std::time::Duration;
 
 use proactor::net::{TcpListener, TcpStream};
-use proactor::{Backend, Builder, Stats};
+use proactor::{AioNotify, Backend, Builder, Stats};
+
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
 
 const CLIENTS: usize = 200;
 const CONNECTION_BUDGET: usize = 64 << 10;
 const MEMORY_BUDGET: usize = 1 << 20;
-/// What a stream that holds nothing may still receive under pressure (4 KiB), and the most the
+/// What a stream that holds nothing may still receive under pressure (16 KiB), and the most the
 /// last completion of a receive may pass its allowance by (as much again).
-const RESERVE: u64 = 8 << 10;
+const RESERVE: u64 = 32 << 10;
 
 /// What client `client` sends from byte `offset` on, into `out`: a sequence that repeats every
 /// 256 bytes, shifted per client (a lost, repeated or reordered piece shows).
@@ -55,13 +62,18 @@ async fn echo(stream: TcpStream) -> io::Result<()> {
 }
 
 /// An echo server on its own thread: its address, and the latest snapshot of its counters.
-fn start(backend: Backend, kernel_limits: bool) -> (SocketAddr, Arc<Mutex<Option<Stats>>>) {
+fn start(
+    backend: Backend,
+    notify: AioNotify,
+    kernel_limits: bool,
+) -> (SocketAddr, Arc<Mutex<Option<Stats>>>) {
     let (tx, rx) = mpsc::channel();
     let stats = Arc::new(Mutex::new(None));
     let published = stats.clone();
     thread::spawn(move || {
         let runtime = Builder::new()
             .backend(backend)
+            .aio_notify(notify)
             .connection_budget(CONNECTION_BUDGET)
             .memory_budget(MEMORY_BUDGET)
             .kernel_receive_limits(kernel_limits)
@@ -180,7 +192,11 @@ fn stalled_clients_hold_the_budget_a_newcomer_is_served_and_reading_drains_every
     backend: Backend,
     kernel_limits: bool,
 ) {
-    let (addr, stats) = start(backend, kernel_limits);
+    stalled_clients_on(backend, AioNotify::default(), kernel_limits);
+}
+
+fn stalled_clients_on(backend: Backend, notify: AioNotify, kernel_limits: bool) {
+    let (addr, stats) = start(backend, notify, kernel_limits);
     let mut clients: Vec<Client> = (0..CLIENTS)
         .map(|_| {
             let stream = StdStream::connect(addr).unwrap();
@@ -280,4 +296,14 @@ fn on_posix_aio() {
         Backend::PosixAio,
         true,
     );
+}
+
+#[test]
+fn on_posix_aio_notified_by_signals() {
+    stalled_clients_on(Backend::PosixAio, AioNotify::Signal, true);
+}
+
+#[test]
+fn on_posix_aio_notified_by_threads() {
+    stalled_clients_on(Backend::PosixAio, AioNotify::Thread, true);
 }

@@ -20,7 +20,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{reset_on_close, within, Rng};
+use common::{eventually_async, joined, pair, reset_on_close, within, Rng};
 use futures::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use proactor::net::TcpStream;
 use proactor::time::sleep;
@@ -47,24 +47,12 @@ where
     }
 }
 
-/// A connected pair: a proactor stream and the std stream at the other end.
-async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    (stream, peer)
-}
-
 /// Waits (bounded) until this runtime's receives have brought `n` more bytes than `before`.
 async fn received(before: u64, n: u64) {
-    for _ in 0..2000 {
-        if proactor::stats().recv_bytes >= before + n {
-            return;
-        }
-        sleep(Duration::from_millis(1)).await;
-    }
-    panic!("the runtime did not receive {n} bytes");
+    eventually_async(format!("the runtime received {n} bytes"), || {
+        proactor::stats().recv_bytes >= before + n
+    })
+    .await;
 }
 
 #[test]
@@ -219,13 +207,7 @@ fn poll_write_is_ready_before_the_bytes_are_out_and_dropping_the_stream_still_se
         AsyncWriteExt::write_all(&mut stream, &message).await.unwrap();
         drop(stream);
         // The runtime turns meanwhile (dropping it would cancel the send still in flight).
-        for _ in 0..30_000 {
-            if reader.is_finished() {
-                break;
-            }
-            sleep(Duration::from_millis(1)).await;
-        }
-        let echoed = reader.join().unwrap();
+        let echoed = joined(reader).await;
         assert!(echoed == message, "{backend:?}: the peer did not get every byte before end of stream");
     });
 }

@@ -8,19 +8,14 @@ use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{reset_on_close, within};
+use common::{eventually_async, has_ring, pair, reset_on_close, within, woken_within, Peers};
 use proactor::net::{TcpListener, TcpStream};
-use proactor::time::{sleep, timeout};
+use proactor::time::timeout;
+use proactor::{Backend, Builder, Runtime};
 
-async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStream) {
-    let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (stream, peer)
-}
-
-/// The tests of this file run one at a time: the SQPOLL test needs the fd number it closed to
-/// be reused by the next socket this process opens, which another test opening sockets on a
-/// parallel thread can take first.
+/// The tests of this file run one at a time: the fd-reuse tests need the fd number a stream
+/// closed to be the one the next socket this process opens gets, which another test opening
+/// sockets on a parallel thread could take first.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
@@ -39,7 +34,6 @@ fn a_client_that_resets_before_it_is_accepted_is_skipped_not_an_error() {
                 let doomed = std::net::TcpStream::connect(addr).unwrap();
                 reset_on_close(&doomed);
                 drop(doomed);
-                std::thread::sleep(Duration::from_millis(20));
                 let good = std::net::TcpStream::connect(addr).unwrap();
                 // The reset connection may still be handed over (its reads then fail), or be
                 // skipped; either way accept must not fail, and the good client comes next.
@@ -71,7 +65,9 @@ fn two_tasks_accepting_on_one_listener_both_get_connections() {
                         proactor::spawn(async move { listener.accept().await.map(drop) })
                     })
                     .collect();
-                sleep(Duration::from_millis(20)).await;
+                // Both acceptors are polled (and wait) before any connection comes: each must be
+                // woken for one.
+                proactor::yield_now().await;
                 let _clients = [
                     std::net::TcpStream::connect(addr).unwrap(),
                     std::net::TcpStream::connect(addr).unwrap(),
@@ -85,51 +81,122 @@ fn two_tasks_accepting_on_one_listener_both_get_connections() {
     }
 }
 
-#[test]
-fn with_sqpoll_a_write_queued_before_close_never_reaches_the_next_socket_with_that_fd() {
-    let _serial = one_at_a_time();
-    // With SQPOLL the kernel thread may read an SQE after `submit` returned; closing the fd
-    // directly could let a queued write resolve the number after it was reused.
-    within(Duration::from_secs(60), || {
-        let runtime = proactor::Builder::new().sqpoll(Duration::from_millis(1)).build().unwrap();
-        runtime.block_on(async {
-            let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut reused = 0;
-            for round in 0..100 {
-                let (stream, _peer) = pair(&front).await;
-                let fd = stream.as_raw_fd();
-                sleep(Duration::from_millis(2)).await; // let the SQ thread go to sleep
-                                                       // The write's SQE is queued; its future and the stream go away at once.
-                drop(stream.write(&b"SECRET"[..]));
-                drop(stream);
-                if round % 4 == 0 {
-                    // Every fourth round lets the ring close the fd before the next socket is
-                    // opened, so that its number is reused; the other rounds open it while the
-                    // write and the close may still wait in the SQ.
-                    proactor::yield_now().await;
-                    std::thread::sleep(Duration::from_millis(2));
+/// What a test of fd reuse knows about when a backend closes a dropped stream's fd.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Close {
+    /// Not before the loop turns: the close goes through the ring, after the write's SQE, which
+    /// is not even submitted yet (plain io_uring). The number cannot be reused in between.
+    AtTheNextTurn,
+    /// At once (the epoll emulation: its queued operations are cancelled first, so none can
+    /// run on the number once it is reused). The next socket gets the number.
+    AtOnce,
+    /// Either: SQPOLL's kernel thread may submit the write and the close before the next socket
+    /// is opened; aio closes at once unless glibc still runs the write.
+    Either,
+}
+
+/// A write is started on a stream (its operation handed to the backend: on io_uring, its SQE
+/// queued) and its future and the stream are dropped at once, before the loop turns. Every fd
+/// number below the stream's is taken first, so that if the stream's fd were closed at once, the
+/// very next socket this process opens (a connection to another listener) would get its
+/// number. Once the runtime has finished the write and the close, that socket must not have
+/// received the write's bytes: what its peer reads first is a mark sent on it after.
+///
+/// When it passes it proves, for each of `rounds` rounds: no write started on a stream lands
+/// on a socket opened after the stream was dropped, whether or not that socket got the number;
+/// and that the number was reused (or not) as `close` says.
+fn a_dropped_write_never_reaches_the_next_socket_with_its_fd(
+    name: &str,
+    runtime: Runtime,
+    close: Close,
+    rounds: u32,
+) {
+    runtime.block_on(async {
+        let front = Peers::new();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut reused = 0;
+        for round in 0..rounds {
+            let (stream, _peer) = front.pair(TcpStream::connect).await;
+            let fd = stream.as_raw_fd();
+            let holes = testkit::fill_fd_holes_below(fd);
+            drop(stream.write(&b"SECRET"[..]));
+            drop(stream);
+            let mut next = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+            let (mut next_peer, _) = other.accept().unwrap();
+            drop(holes);
+            let got_the_number = next.as_raw_fd() == fd;
+            reused += u32::from(got_the_number);
+            match close {
+                Close::AtTheNextTurn => {
+                    assert!(!got_the_number, "{name}, round {round}: fd {fd} closed before the loop turned")
                 }
-                let mut next = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
-                let (mut next_peer, _) = other.accept().unwrap();
-                if next.as_raw_fd() == fd || next_peer.as_raw_fd() == fd {
-                    reused += 1;
+                Close::AtOnce => {
+                    assert!(got_the_number, "{name}, round {round}: fd {fd} was not closed at once")
                 }
-                sleep(Duration::from_millis(5)).await;
-                // Whichever new socket got the number, a misdirected write lands at one of the
-                // two ends of the new connection.
-                for end in [&mut next, &mut next_peer] {
-                    end.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-                    let mut buf = [0u8; 16];
-                    if let Ok(n) = end.read(&mut buf) {
-                        assert_ne!(&buf[..n], b"SECRET", "round {round}: bytes went to another connection");
-                    }
-                }
+                Close::Either => {}
             }
-            // Otherwise the test checked nothing: the number must have been reused at times.
-            eprintln!("the closed stream's fd number was reused in {reused} of 100 rounds");
-            assert!(reused > 0, "the closed stream's fd number was never reused");
-        })
+            // The write and the close are over once nothing is in flight.
+            eventually_async(format!("{name}: the write's operation over"), || {
+                proactor::stats().in_flight == 0
+            })
+            .await;
+            next.write_all(b"MARK").unwrap();
+            next_peer.set_read_timeout(Some(testkit::PATIENCE)).unwrap();
+            let mut first = [0; 4];
+            next_peer.read_exact(&mut first).unwrap();
+            assert_eq!(
+                &first, b"MARK",
+                "{name}, round {round}: the dropped stream's write reached the next socket"
+            );
+        }
+        eprintln!(
+            "{name}: the dropped stream's fd number went to the next socket in {reused} of {rounds} rounds"
+        );
+    });
+}
+
+#[test]
+fn on_io_uring_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
+    let _serial = one_at_a_time();
+    within(Duration::from_secs(60), || {
+        let runtime = Builder::new().backend(Backend::IoUring).build().unwrap();
+        a_dropped_write_never_reaches_the_next_socket_with_its_fd(
+            "io_uring",
+            runtime,
+            Close::AtTheNextTurn,
+            20,
+        );
+    });
+}
+
+#[test]
+fn with_sqpoll_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
+    // With SQPOLL the kernel's thread reads SQEs on its own, at any moment, also after the
+    // stream is gone: a close made at once (not through the ring, after the write's SQE) would
+    // let it resolve the write's fd number after the next socket got it.
+    let _serial = one_at_a_time();
+    within(Duration::from_secs(60), || {
+        let runtime =
+            Builder::new().backend(Backend::IoUring).sqpoll(Duration::from_millis(1)).build().unwrap();
+        a_dropped_write_never_reaches_the_next_socket_with_its_fd("SQPOLL", runtime, Close::Either, 100);
+    });
+}
+
+#[test]
+fn on_the_epoll_emulation_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
+    let _serial = one_at_a_time();
+    within(Duration::from_secs(60), || {
+        let runtime = Builder::new().backend(Backend::Epoll).build().unwrap();
+        a_dropped_write_never_reaches_the_next_socket_with_its_fd("epoll", runtime, Close::AtOnce, 20);
+    });
+}
+
+#[test]
+fn on_aio_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
+    let _serial = one_at_a_time();
+    within(Duration::from_secs(60), || {
+        let runtime = Builder::new().backend(Backend::PosixAio).build().unwrap();
+        a_dropped_write_never_reaches_the_next_socket_with_its_fd("aio", runtime, Close::Either, 20);
     });
 }
 
@@ -138,12 +205,11 @@ fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
     let _serial = one_at_a_time();
     within(Duration::from_secs(10), || {
         let a = proactor::Runtime::new().unwrap();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (stream, _peer) = a.block_on(pair(&listener));
+        let (stream, _peer) = a.block_on(pair());
         let (wait, wake) = testkit::remote_wake();
         let task = a.spawn(wait);
-        a.block_on(sleep(Duration::from_millis(10))); // the task registers its waker
-                                                      // A's remote queue and its eventfd.
+        a.block_on(proactor::yield_now()); // the task is polled: it registers its waker
+                                           // A's remote queue and its eventfd.
         std::thread::spawn(move || wake.fire()).join().unwrap();
         // An A operation awaited in runtime B: B cancels and reaps it on A's ring, seeing A's
         // notification on the way. A must still find the task in its remote queue.
@@ -166,11 +232,14 @@ fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_t
             .ring_memory_limit(4096)
             .build()
             .unwrap();
+        if !has_ring(&runtime, "a reader that gave up waiting for a buffer") {
+            return;
+        }
         runtime.block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let (s1, mut p1) = pair(&listener).await;
-            let (s2, mut p2) = pair(&listener).await;
-            let (s3, mut p3) = pair(&listener).await;
+            let peers = Peers::new();
+            let (s1, mut p1) = peers.pair(TcpStream::connect).await;
+            let (s2, mut p2) = peers.pair(TcpStream::connect).await;
+            let (s3, mut p3) = peers.pair(TcpStream::connect).await;
             p1.write_all(b"one").unwrap();
             let held = s1.read_provided().await.unwrap().unwrap(); // the only buffer is out
             p2.write_all(b"two").unwrap();
@@ -179,10 +248,12 @@ fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_t
             assert!(timeout(Duration::from_millis(30), s2.read_provided()).await.is_err());
             let third =
                 proactor::spawn(async move { s3.read_provided().await.map(|b| b.map(|b| b.to_vec())) });
-            sleep(Duration::from_millis(30)).await; // the third reader waits for a buffer
+            proactor::yield_now().await; // the third reader is polled: it waits for a buffer
+            assert!(!third.is_finished());
             drop(held);
-            let got =
-                timeout(Duration::from_secs(2), third).await.expect("the waiting reader was never woken");
+            let got = woken_within(Duration::from_secs(10), third)
+                .await
+                .expect("the waiting reader was never woken");
             assert_eq!(got.unwrap().unwrap().unwrap(), b"three");
             drop(s2);
         })
@@ -197,18 +268,27 @@ fn a_stream_nobody_reads_does_not_keep_the_ring_from_the_others() {
     within(Duration::from_secs(10), || {
         let runtime =
             proactor::Builder::new().provided_buffers(4, 4096).ring_memory_limit(4 * 4096).build().unwrap();
+        if !has_ring(&runtime, "a stream nobody reads") {
+            return;
+        }
         runtime.block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let (s1, mut p1) = pair(&listener).await;
-            let (s2, mut p2) = pair(&listener).await;
+            let peers = Peers::new();
+            let (s1, mut p1) = peers.pair(TcpStream::connect).await;
+            let (s2, mut p2) = peers.pair(TcpStream::connect).await;
             p1.write_all(b"first").unwrap();
             assert_eq!(&*s1.read_provided().await.unwrap().unwrap(), b"first"); // s1's receive is armed
                                                                                 // s1 is not read now; its peer sends far more than the whole ring.
             let sent: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+            let before = proactor::stats();
             p1.write_all(&sent).unwrap();
-            sleep(Duration::from_millis(50)).await;
+            eventually_async("s1's receive took the ring's buffers, then gave them back", || {
+                let now = proactor::stats();
+                now.since(&before).recv_spilled > 0
+                    && now.ring_buffers.is_some_and(|(free, total)| free == total)
+            })
+            .await;
             p2.write_all(b"second").unwrap();
-            let got = timeout(Duration::from_secs(2), s2.read_provided())
+            let got = woken_within(Duration::from_secs(10), s2.read_provided())
                 .await
                 .expect("a stream nobody reads kept every ring buffer: the other stream starved");
             assert_eq!(&*got.unwrap().unwrap(), b"second");
@@ -218,8 +298,6 @@ fn a_stream_nobody_reads_does_not_keep_the_ring_from_the_others() {
                 received.extend_from_slice(&s1.read_provided().await.unwrap().unwrap());
             }
             assert_eq!(received, sent);
-            let stats = proactor::stats();
-            assert!(stats.recv_spilled > 0, "the unread receives were not copied out: {stats:?}");
         })
     });
 }

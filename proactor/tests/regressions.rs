@@ -7,10 +7,16 @@ use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::within;
-use proactor::net::TcpStream;
-use proactor::time::{sleep, timeout};
-use proactor::{Backend, Builder, Runtime};
+use common::{eventually_async, pair, within, woken_within};
+use proactor::time::timeout;
+use proactor::{AioNotify, Backend, Builder, Runtime};
+
+// `AioNotify::Signal` needs its signal blocked in every thread of the process (a thread that
+// does not block it may be interrupted by it): blocked before `main`, in the thread that every
+// other thread of this test binary descends from.
+testkit::before_main!({
+    let _ = proactor::AioNotify::block_signal();
+});
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -18,16 +24,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn aio() -> Runtime {
-    Builder::new().backend(Backend::PosixAio).aio_threads(256).build().unwrap()
+fn aio(notify: AioNotify) -> Runtime {
+    Builder::new().backend(Backend::PosixAio).aio_threads(256).aio_notify(notify).build().unwrap()
 }
 
-async fn pair() -> (TcpStream, std::net::TcpStream) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (stream, peer)
-}
+/// An aio runtime with each notification.
+const AIO: [fn() -> Runtime; 3] =
+    [|| aio(AioNotify::Thread), || aio(AioNotify::Signal), || aio(AioNotify::Suspend)];
 
 /// Two tasks waiting behind a cancelled read (a stream shared by two tasks) are both woken when
 /// it is over (the stash once kept a single waker, and the first task waited forever).
@@ -38,25 +41,28 @@ fn two_waiters(make: fn() -> Runtime, gap: bool) {
             let stream = Rc::new(stream);
             // A read that times out: on aio it stays blocked in glibc (reads = 1).
             assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
+            // (Each read is bounded: a lost wake-up ends it with `None` instead of a hang.)
             let b = {
                 let s = stream.clone();
-                proactor::spawn(async move { timeout(Duration::from_secs(3), s.read(vec![0; 64])).await })
+                proactor::spawn(async move { woken_within(testkit::PATIENCE, s.read(vec![0; 64])).await })
             };
             if gap {
-                sleep(Duration::from_millis(20)).await;
+                proactor::yield_now().await; // B is polled, alone: it waits behind the cancelled read
             }
             let c = {
                 let s = stream.clone();
-                proactor::spawn(async move { timeout(Duration::from_secs(3), s.read(vec![0; 64])).await })
+                proactor::spawn(async move { woken_within(testkit::PATIENCE, s.read(vec![0; 64])).await })
             };
-            sleep(Duration::from_millis(20)).await;
+            proactor::yield_now().await; // both wait
+            assert!(!b.is_finished() && !c.is_finished());
             peer.write_all(b"abc").unwrap();
-            sleep(Duration::from_millis(100)).await;
+            // "def" only once one of them has "abc": then each gets one of the two.
+            eventually_async("a reader got the first bytes", || b.is_finished() || c.is_finished()).await;
             peer.write_all(b"def").unwrap();
             let rc = c.await.unwrap();
             let rb = b.await.unwrap();
-            let got_c = rc.map(|(r, buf)| (r.unwrap(), buf)).ok();
-            let got_b = rb.map(|(r, buf)| (r.unwrap(), buf)).ok();
+            let got_c = rc.map(|(r, buf)| (r.unwrap(), buf));
+            let got_b = rb.map(|(r, buf)| (r.unwrap(), buf));
             assert!(got_c.is_some(), "task C never woke");
             assert!(got_b.is_some(), "task B's read hung although the stream had data (lost wake-up)");
         })
@@ -66,7 +72,9 @@ fn two_waiters(make: fn() -> Runtime, gap: bool) {
 #[test]
 fn aio_two_tasks_waiting_behind_a_cancelled_read_are_both_woken() {
     let _s = serial();
-    two_waiters(aio, true);
+    for make in AIO {
+        two_waiters(make, true);
+    }
 }
 
 #[test]
@@ -82,16 +90,18 @@ fn uring_two_tasks_waiting_behind_a_cancelled_read_are_both_woken() {
 #[test]
 fn aio_write_after_a_read_timeout_is_not_blocked_until_the_peer_speaks() {
     let _s = serial();
-    within(Duration::from_secs(20), || {
-        aio().block_on(async {
-            let (stream, mut peer) = pair().await;
-            assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
-            let w = timeout(Duration::from_secs(3), stream.write_all(&b"ping"[..])).await;
-            assert!(w.is_ok(), "write_all hung behind the timed-out read (peer waits for our ping)");
-            let mut got = [0; 4];
-            peer.read_exact(&mut got).unwrap();
-        })
-    });
+    for make in AIO {
+        within(Duration::from_secs(20), move || {
+            make().block_on(async {
+                let (stream, mut peer) = pair().await;
+                assert!(timeout(Duration::from_millis(20), stream.read(vec![0; 64])).await.is_err());
+                let w = woken_within(testkit::PATIENCE, stream.write_all(&b"ping"[..])).await;
+                assert!(w.is_some(), "write_all hung behind the timed-out read (peer waits for our ping)");
+                let mut got = [0; 4];
+                peer.read_exact(&mut got).unwrap();
+            })
+        });
+    }
 }
 
 /// Awaiting an operation in another runtime is an error, not a hang; on io_uring the operation
@@ -105,13 +115,13 @@ fn wrong_runtime(make: fn() -> Runtime) {
         assert!(err.is_err());
         a.block_on(async {
             peer.write_all(b"hello").unwrap();
-            let (r, buf) = timeout(Duration::from_secs(3), stream.read(vec![0; 16])).await.unwrap();
+            let (r, buf) =
+                woken_within(testkit::PATIENCE, stream.read(vec![0; 16])).await.expect("the read hung");
             assert_eq!(r.unwrap(), 5, "stream dead after a wrong-runtime await");
             assert_eq!(&buf[..], b"hello");
             stream.write_all(&b"x"[..]).await.0.unwrap();
         });
         let mut one = [0; 1];
-        peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         assert_eq!(peer.read(&mut one).unwrap(), 1);
     });
 }
@@ -124,28 +134,30 @@ fn wrong_runtime(make: fn() -> Runtime) {
 #[test]
 fn aio_wrong_runtime_await_is_an_error_and_leaves_a_usable_or_closed_stream_not_a_hang() {
     let _s = serial();
-    within(Duration::from_secs(20), || {
-        let a = aio();
+    for make in AIO {
+        wrong_runtime_on_aio(make);
+    }
+}
+
+fn wrong_runtime_on_aio(make: fn() -> Runtime) {
+    within(Duration::from_secs(20), move || {
+        let a = make();
         let (stream, mut peer) = a.block_on(pair());
         let other = Builder::new().build().unwrap();
-        let started = std::time::Instant::now();
+        // (A hang is caught by `within`.)
         let err = other.block_on(async { stream.read(vec![0; 16]).await.0 });
         assert!(err.is_err());
-        assert!(started.elapsed() < Duration::from_secs(2), "the await hung");
         peer.write_all(b"x").unwrap();
-        let read = a.block_on(async { timeout(Duration::from_secs(3), stream.read(vec![0; 16])).await });
+        let read = a.block_on(async { woken_within(testkit::PATIENCE, stream.read(vec![0; 16])).await });
         match read {
             // Cancelled before glibc ran it: the stream works.
-            Ok((Ok(1), buf)) => assert_eq!(&buf[..], b"x"),
+            Some((Ok(1), buf)) => assert_eq!(&buf[..], b"x"),
             // Shut down to end it: end of stream here, and the peer sees the connection end.
-            Ok((Ok(0) | Err(_), _)) => {
-                peer.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-                match peer.read(&mut [0; 1]) {
-                    Ok(0) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-                    other => panic!("the stream is dead but the peer was not told: {other:?}"),
-                }
-            }
+            Some((Ok(0) | Err(_), _)) => match peer.read(&mut [0; 1]) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("the stream is dead but the peer was not told: {other:?}"),
+            },
             other => panic!("the stream neither works nor ended: {other:?}"),
         }
     });

@@ -81,34 +81,28 @@ const _: () = assert!(
     "SHUT_DOWN must be a bit that epoll readiness never uses"
 );
 
-/// In [`ScheduledIo::interest`]: the inline waker waits for reads, for writes; and some
-/// waiters of this registration are in the driver's `others` table.
-const WAITS_READ: u8 = 1;
-const WAITS_WRITE: u8 = 2;
-const HAS_OTHERS: u8 = 4;
+/// In [`ScheduledIo::interest`] (and in each entry of the driver's `others` table), a waiter's
+/// interest is the readiness bits that concern it: the [`Direction::mask`] of each direction it
+/// waits for, so that an event concerns it when `ready & interest != 0`, one test. One more bit,
+/// which no readiness bit uses, says that some waiters of this registration are in `others`.
+const HAS_OTHERS: u8 = 1 << 7;
+const _: () = assert!(
+    HAS_OTHERS & (READABLE | WRITABLE | READ_CLOSED | WRITE_CLOSED | ERROR | URGENT) == 0,
+    "HAS_OTHERS must be a bit that epoll readiness never uses"
+);
 
-/// A direction as an interest bit of a waiting waker.
+/// A direction as the interest of a waiter (see [`HAS_OTHERS`]).
 #[inline]
 fn bit(direction: Direction) -> u8 {
-    match direction {
-        Direction::Read => WAITS_READ,
-        Direction::Write => WAITS_WRITE,
-    }
+    direction.mask()
 }
 
-/// The readiness bits that concern a waker waiting for the directions in `interest`.
-#[inline]
-fn interest_mask(interest: u8) -> u8 {
-    let mut mask = 0;
-    if interest & WAITS_READ != 0 {
-        mask |= Direction::Read.mask();
-    }
-    if interest & WAITS_WRITE != 0 {
-        mask |= Direction::Write.mask();
-    }
-    mask
+#[cold]
+fn foreign_runtime() -> io::Error {
+    io::Error::other("socket used outside the reactor runtime it was created in")
 }
 
+#[cold]
 fn runtime_dropped() -> io::Error {
     io::Error::other("the reactor runtime this socket belongs to was dropped")
 }
@@ -129,8 +123,8 @@ fn runtime_dropped() -> io::Error {
 /// for a direction only while that direction's readiness bits (see [`Direction::mask`]) are
 /// clear.
 ///
-/// The inline waker stays stored after its task was woken (a clone is woken; its interest bits
-/// are cleared): the same task almost always waits on the socket again, and then waiting is one
+/// The inline waker stays stored after its task was woken (it is woken by reference; its
+/// interest bits are cleared): the same task almost always waits on the socket again, and then waiting is one
 /// `will_wake` comparison, with no clone and no check of which runtime is running (the task
 /// that was stored is one of this driver's runtime). A waker whose interest bits are clear is
 /// only that cache, and any other task's waker replaces it.
@@ -140,7 +134,7 @@ pub(crate) struct ScheduledIo {
     index: u32,
     /// `executor::readiness` bits, plus `SHUT_DOWN`.
     readiness: Cell<u8>,
-    /// `WAITS_READ` and `WAITS_WRITE` for `waker`, plus `HAS_OTHERS`.
+    /// The readiness bits that concern `waker` (see [`HAS_OTHERS`]), plus `HAS_OTHERS`.
     interest: Cell<u8>,
 }
 
@@ -181,24 +175,38 @@ impl ScheduledIo {
 
     /// Records that the task of `waker` waits for `direction`: `false` (and nothing recorded)
     /// if that task may belong to another runtime than this driver's, which could never wake it.
+    ///
+    /// Inlined for its common case, the task whose waker is cached inline waiting again (one
+    /// `will_wake` comparison); every other case is [`add_waiter_slow`](Self::add_waiter_slow).
     #[inline]
     fn add_waiter(&self, waker: &Waker, direction: Direction, driver: &Driver) -> bool {
-        let interest = self.interest.get();
-        let stored = match self.waker.take() {
-            Some(stored) if stored.will_wake(waker) => {
-                // The same task as last time, which was polled by this driver's runtime.
-                self.waker.set(Some(stored));
-                self.interest.set(interest | bit(direction));
-                return true;
-            }
-            stored => stored,
-        };
+        let stored = self.waker.take();
+        if stored.as_ref().is_some_and(|stored| stored.will_wake(waker)) {
+            // The same task as last time, which was polled by this driver's runtime.
+            self.waker.set(stored);
+            self.interest.set(self.interest.get() | bit(direction));
+            return true;
+        }
+        self.add_waiter_slow(stored, waker, direction, driver)
+    }
+
+    /// [`add_waiter`](Self::add_waiter) when the cached waker (`stored`, taken out of its cell)
+    /// is not this task's, or there is none.
+    #[inline(never)]
+    fn add_waiter_slow(
+        &self,
+        stored: Option<Waker>,
+        waker: &Waker,
+        direction: Direction,
+        driver: &Driver,
+    ) -> bool {
         if !executor::runs_driver::<Driver>(driver) {
             self.waker.set(stored);
             return false;
         }
+        let interest = self.interest.get();
         match stored {
-            Some(stored) if interest & (WAITS_READ | WAITS_WRITE) != 0 => {
+            Some(stored) if interest & !HAS_OTHERS != 0 => {
                 // Another task waits here already.
                 self.waker.set(Some(stored));
                 driver.add_other_waiter(self, waker, bit(direction));
@@ -213,20 +221,31 @@ impl ScheduledIo {
         true
     }
 
-    /// Moves (clones of) the wakers of the waiters that `ready` concerns into `wakers`; the
-    /// inline one stays stored, as a cache (see the type's docs).
+    /// Wakes the waiters that `ready` concerns: the inline one at once, by reference (it stays
+    /// stored, as a cache: see the type's docs); the others' wakers are moved into `wakers`.
+    /// Returns how many were woken here (0 or 1).
+    ///
+    /// Called while the driver holds no borrow of its state (see [`Driver::turn`]): a waker may
+    /// run any code. If that code made this task wait here again, or another one, the waker it
+    /// stored is kept and the cached one dropped.
     #[inline]
-    fn take_waiters(&self, ready: u8, driver: &Driver, wakers: &mut Vec<Waker>) {
+    fn wake_waiters(&self, ready: u8, driver: &Driver, wakers: &mut Vec<Waker>) -> usize {
         let interest = self.interest.get();
-        if ready & interest_mask(interest) != 0 {
+        let mut woken = 0;
+        if ready & interest != 0 {
             self.interest.set(interest & HAS_OTHERS);
             let stored = self.waker.take();
-            wakers.extend(stored.clone());
-            self.waker.set(stored);
+            if let Some(waker) = &stored {
+                waker.wake_by_ref();
+                woken = 1;
+            }
+            let now = self.waker.take();
+            self.waker.set(now.or(stored));
         }
         if interest & HAS_OTHERS != 0 && driver.take_other_waiters(self.index, ready, wakers) {
             self.interest.set(self.interest.get() & !HAS_OTHERS);
         }
+        woken
     }
 
     /// Every stored waker, the cached inline one included, into `wakers`.
@@ -420,7 +439,7 @@ impl Driver {
         let mut others = self.others.borrow_mut();
         let Some(list) = others.get_mut(&index) else { return true };
         list.retain(|(waker, interest)| {
-            let concerned = ready & interest_mask(*interest) != 0;
+            let concerned = ready & *interest != 0;
             if concerned {
                 wakers.push(waker.clone());
             }
@@ -434,19 +453,28 @@ impl Driver {
     }
 
     /// One `epoll_wait` (bounded by `timeout`, rounded up to whole milliseconds so a timer is
-    /// never fired early), then dispatch: apply each event's readiness and move the wakers it
-    /// concerns into `wakers`. The caller wakes them after this returns, outside every borrow
-    /// of driver state.
+    /// never fired early), then dispatch: apply each event's readiness and wake the tasks it
+    /// concerns. A socket's own waiting task is woken at once (a local wake-up just queues it);
+    /// the wakers of its other waiters, if any, are moved into `wakers`, and the caller wakes
+    /// them after this returns.
+    ///
+    /// While the batch is dispatched no borrow of driver state is held (the event buffer is
+    /// taken out of its cell), because a waker may run any code: drop sockets, register new
+    /// ones. It must not free a state the rest of the batch names, which only a nested turn
+    /// would do (it empties `released`), so a nested turn is refused: it finds the buffer gone.
     ///
     /// Returns whether the notifier fired, i.e. whether another thread posted work.
     fn turn(&self, timeout: Option<Duration>, wakers: &mut Vec<Waker>) -> io::Result<bool> {
+        let mut batch = Batch { driver: self, events: self.events.take() };
+        if batch.events.is_empty() {
+            return Err(io::Error::other("the reactor's driver was parked from within its own dispatch"));
+        }
         // States deregistered before this point have left the epoll set: the wait below cannot
         // report them, and the previous batch is done with. (Dropping them runs no user code:
         // `deregister` took their wakers.)
         self.released.borrow_mut().clear();
         let timeout_ms = executor::sys::epoll_timeout(timeout);
-        let mut events = self.events.borrow_mut();
-        let n = match sys::epoll_wait(self.epoll.as_fd(), &mut events, timeout_ms) {
+        let n = match sys::epoll_wait(self.epoll.as_fd(), &mut batch.events, timeout_ms) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
@@ -454,7 +482,7 @@ impl Driver {
         stats::batch(n);
 
         let mut notified = false;
-        for event in &events[..n] {
+        for event in &batch.events[..n] {
             let (token, bits) = (event.u64, event.events);
             if token == NOTIFY_TOKEN {
                 stats::trace_step!(trace::SysEvent::Notified);
@@ -463,19 +491,33 @@ impl Driver {
                 continue;
             }
             // SAFETY: every other token of this batch is a registration's, whose state the
-            // registry or the release list holds until the next turn begins.
+            // registry or the release list holds until the next turn begins (and no turn
+            // begins while this one dispatches).
             let io = unsafe { token::state(token) };
             let ready = readiness_of(bits);
             io.readiness.set(io.readiness.get() | ready);
             let before = wakers.len();
-            io.take_waiters(ready, self, wakers);
+            let woken = io.wake_waiters(ready, self, wakers);
             stats::trace_step!(trace::Event::Ready {
                 io: trace::Registration::of(io.index),
                 ready,
-                woken: wakers.len() - before,
+                woken: wakers.len() - before + woken,
             });
         }
         Ok(notified)
+    }
+}
+
+/// An `epoll_wait` batch, taken out of the driver's cell while it is dispatched, and put back
+/// when it is done with (even if a waker panics).
+struct Batch<'a> {
+    driver: &'a Driver,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.driver.events.replace(std::mem::take(&mut self.events));
     }
 }
 
@@ -542,13 +584,14 @@ impl IoSource {
     }
 
     /// Records the task as a waiter for `direction`.
+    #[inline]
     fn wait(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {
         if self.io.add_waiter(cx.waker(), direction, &self.driver) {
             Poll::Pending
         } else {
             // Only this driver's runtime can wake the task, so it must be the one running (a
             // socket awaited from another runtime would otherwise wait forever).
-            Poll::Ready(Err(io::Error::other("socket used outside the reactor runtime it was created in")))
+            Poll::Ready(Err(foreign_runtime()))
         }
     }
 
@@ -629,6 +672,7 @@ impl Drop for IoSource {
 mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
 
@@ -650,11 +694,31 @@ mod tests {
 
     /// A waker of its own (wakers of distinct `Task`s never `will_wake` each other).
     fn task_waker() -> Waker {
-        struct Task;
-        impl futures_task::ArcWake for Task {
-            fn wake_by_ref(_: &Arc<Self>) {}
+        counted_waker(|| {}).0
+    }
+
+    /// A waker that counts its wakes (the count is the second value) and runs `on_wake` at each.
+    fn counted_waker(on_wake: impl Fn() + Send + Sync + 'static) -> (Waker, Arc<Task>) {
+        let task = Arc::new(Task { wakes: AtomicUsize::new(0), on_wake: Box::new(on_wake) });
+        (futures_task::waker(task.clone()), task)
+    }
+
+    struct Task {
+        wakes: AtomicUsize,
+        on_wake: Box<dyn Fn() + Send + Sync>,
+    }
+
+    impl Task {
+        fn wakes(&self) -> usize {
+            self.wakes.load(Ordering::SeqCst)
         }
-        futures_task::waker(Arc::new(Task))
+    }
+
+    impl futures_task::ArcWake for Task {
+        fn wake_by_ref(task: &Arc<Self>) {
+            task.wakes.fetch_add(1, Ordering::SeqCst);
+            (task.on_wake)();
+        }
     }
 
     #[test]
@@ -696,7 +760,7 @@ mod tests {
             // number) and gets an event of its own; `a`'s file gets another one.
             let (b, mut peer_b) = registered_pair(driver);
             assert_eq!(b.io.index, a_index, "the slot is reused at once");
-            let waker = task_waker();
+            let (waker, task) = counted_waker(|| {});
             assert!(b.io.add_waiter(&waker, Direction::Read, driver));
             peer_b.write_all(b"b").unwrap();
             peer_a.write_all(b"more").unwrap();
@@ -706,8 +770,8 @@ mod tests {
             driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
             let s = crate::stats().since(&before);
             assert_eq!(s.events, 1, "only `b`'s event: {s:?}");
-            assert_eq!(wakers.len(), 1);
-            assert!(wakers[0].will_wake(&waker));
+            assert_eq!(task.wakes(), 1);
+            assert!(wakers.is_empty(), "the inline waiter is woken by the turn itself");
             assert!(b.io.is_ready(Direction::Read).unwrap());
             assert!(a_state.upgrade().is_none(), "`a`'s state was freed when the turn began");
             drop(dup);
@@ -718,20 +782,20 @@ mod tests {
     fn a_woken_tasks_cached_waker_is_replaced_by_the_next_task_not_woken_again() {
         on_a_driver(|driver| {
             let (source, mut peer) = registered_pair(driver);
-            let (first, second) = (task_waker(), task_waker());
+            let ((first, first_task), (second, second_task)) = (counted_waker(|| {}), counted_waker(|| {}));
             assert!(source.io.add_waiter(&first, Direction::Read, driver));
             peer.write_all(b"1").unwrap();
             let mut wakers = Vec::new();
             driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
-            assert!(wakers.len() == 1 && wakers[0].will_wake(&first));
+            assert_eq!(first_task.wakes(), 1);
             // The first task stops waiting (its readiness is consumed), another one starts.
             source.io.clear(Direction::Read, Exhausted::WouldBlock);
             assert!(source.io.add_waiter(&second, Direction::Read, driver));
             assert!(driver.others.borrow().is_empty(), "a task that no longer waits is no waiter");
             peer.write_all(b"2").unwrap();
-            wakers.clear();
             driver.turn(Some(Duration::ZERO), &mut wakers).unwrap();
-            assert!(wakers.len() == 1 && wakers[0].will_wake(&second), "woke the wrong task");
+            assert_eq!((first_task.wakes(), second_task.wakes()), (1, 1), "woke the wrong task");
+            assert!(wakers.is_empty());
         });
     }
 
@@ -771,5 +835,113 @@ mod tests {
         notifier.notify();
         assert_eq!(executor::sys::eventfd_drain(notifier.fd()).unwrap(), 1);
         assert!(!driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap());
+    }
+
+    thread_local! {
+        /// What the wakers of the tests below reach (a waker must be `Send`; these run on the
+        /// driver's thread).
+        static DRIVER: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+        static SOCKETS: RefCell<Vec<IoSource>> = const { RefCell::new(Vec::new()) };
+        /// Per nested turn: whether it was refused, and whether the state released before it
+        /// was still alive after it.
+        static NESTED: RefCell<Vec<(bool, bool)>> = const { RefCell::new(Vec::new()) };
+        static RELEASED: RefCell<Option<std::rc::Weak<ScheduledIo>>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_waker_may_close_and_open_sockets_while_the_batch_is_dispatched() {
+        on_a_driver(|driver| {
+            let (a, mut peer_a) = registered_pair(driver);
+            let (b, mut peer_b) = registered_pair(driver);
+            DRIVER.set(Some(driver.clone()));
+            // `a`'s waker closes `b` (its state must outlive the batch that names it) and
+            // registers a new socket in the slot `b` frees.
+            SOCKETS.set(vec![b]);
+            let b_state = Rc::downgrade(&SOCKETS.with_borrow(|s| s[0].io.clone()));
+            let (a_waker, a_task) = counted_waker(|| {
+                drop(SOCKETS.take());
+                let driver = DRIVER.with_borrow(|d| d.clone().unwrap());
+                SOCKETS.set(vec![registered_pair(&driver).0]);
+            });
+            let (b_waker, b_task) = counted_waker(|| {});
+            assert!(a.io.add_waiter(&a_waker, Direction::Read, driver));
+            SOCKETS.with_borrow(|s| assert!(s[0].io.add_waiter(&b_waker, Direction::Read, driver)));
+            peer_a.write_all(b"a").unwrap();
+            peer_b.write_all(b"b").unwrap();
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            assert_eq!(a_task.wakes(), 1);
+            // `b` was closed by `a`'s wake before or after its own event was dispatched; its
+            // state lived until the next turn either way, and a closed socket wakes nobody.
+            assert!(b_task.wakes() <= 1);
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            assert!(b_state.upgrade().is_none());
+            assert_eq!(driver.registrations(), 2, "`a` and the socket opened by its waker");
+            SOCKETS.take();
+            DRIVER.take();
+        });
+    }
+
+    #[test]
+    fn a_turn_from_within_a_wakers_code_is_refused_and_the_batch_goes_on() {
+        on_a_driver(|driver| {
+            let (a, mut peer_a) = registered_pair(driver);
+            let (b, mut peer_b) = registered_pair(driver);
+            let (c, mut peer_c) = registered_pair(driver);
+            DRIVER.set(Some(driver.clone()));
+            // `c`'s state, released during the batch, must outlive it: the batch may name it.
+            RELEASED.set(Some(Rc::downgrade(&c.io)));
+            SOCKETS.set(vec![c]);
+            let (a_waker, _) = counted_waker(|| {
+                drop(SOCKETS.take());
+                let driver = DRIVER.with_borrow(|d| d.clone().unwrap());
+                let nested = driver.turn(Some(Duration::ZERO), &mut Vec::new());
+                let c_alive = RELEASED.with_borrow(|c| c.as_ref().unwrap().upgrade().is_some());
+                NESTED.with_borrow_mut(|n| n.push((nested.is_err(), c_alive)));
+            });
+            let (b_waker, b_task) = counted_waker(|| {});
+            assert!(a.io.add_waiter(&a_waker, Direction::Read, driver));
+            assert!(b.io.add_waiter(&b_waker, Direction::Read, driver));
+            peer_a.write_all(b"a").unwrap();
+            peer_b.write_all(b"b").unwrap();
+            peer_c.write_all(b"c").unwrap();
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            let nested = NESTED.take();
+            assert_eq!(nested, [(true, true)], "a nested turn ran, freeing a state the batch may name");
+            assert_eq!(b_task.wakes(), 1, "the rest of the batch was dispatched");
+            assert!(a.io.is_ready(Direction::Read).unwrap() && b.io.is_ready(Direction::Read).unwrap());
+            // And the driver turns as before once the batch is done.
+            peer_a.write_all(b"again").unwrap();
+            assert!(driver.turn(Some(Duration::ZERO), &mut Vec::new()).is_ok());
+            DRIVER.take();
+            RELEASED.take();
+        });
+    }
+
+    #[test]
+    fn a_waiter_stored_by_a_wakers_code_is_kept_not_the_cached_waker() {
+        on_a_driver(|driver| {
+            let (a, mut peer) = registered_pair(driver);
+            SOCKETS.set(vec![a]);
+            DRIVER.set(Some(driver.clone()));
+            let (next, next_task) = counted_waker(|| {});
+            let (first, first_task) = counted_waker(move || {
+                // This task's code hands the socket to another task, which waits on it at once.
+                let driver = DRIVER.with_borrow(|d| d.clone().unwrap());
+                SOCKETS.with_borrow(|s| {
+                    s[0].io.clear(Direction::Read, Exhausted::WouldBlock);
+                    assert!(s[0].io.add_waiter(&next, Direction::Read, &driver));
+                });
+            });
+            SOCKETS.with_borrow(|s| assert!(s[0].io.add_waiter(&first, Direction::Read, driver)));
+            peer.write_all(b"1").unwrap();
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            assert_eq!(first_task.wakes(), 1);
+            SOCKETS.with_borrow(|s| s[0].io.clear(Direction::Read, Exhausted::WouldBlock));
+            peer.write_all(b"2").unwrap();
+            driver.turn(Some(Duration::ZERO), &mut Vec::new()).unwrap();
+            assert_eq!((first_task.wakes(), next_task.wakes()), (1, 1), "the new waiter was lost");
+            SOCKETS.take();
+            DRIVER.take();
+        });
     }
 }

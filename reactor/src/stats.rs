@@ -25,6 +25,10 @@ executor::counters! {
     /// Reads and writes that found nothing to do (`EAGAIN`): the price of readiness being a
     /// hint. A short read clears readiness without one.
     would_block,
+    /// Datagrams the kernel dropped on this thread's UDP sockets because their receive buffer
+    /// was full, as the sockets heard it (`SO_RXQ_OVFL`: counted when the next datagram is
+    /// received; see `UdpSocket`).
+    datagrams_dropped,
     /// Other syscalls: socket set-up (`socket`, `bind`, `listen`, `connect`, options),
     /// `shutdown`, `close`, the eventfd.
     sys_other,
@@ -55,7 +59,7 @@ impl Stats {
             if self.sys_epoll_wait == 0 { 0.0 } else { self.events as f64 / self.sys_epoll_wait as f64 };
         format!(
             "turns {} (blocking {}) · events/wait {per_wait:.1} (max {}) · polls {} · remote {} · timers {} · \
-             syscalls {}: read {} write {} epoll_wait {} epoll_ctl {} accept {} other {} · EAGAIN {}",
+             syscalls {}: read {} write {} epoll_wait {} epoll_ctl {} accept {} other {} · EAGAIN {}{}",
             rate(self.turns),
             rate(self.waits_blocking),
             self.max_events,
@@ -70,6 +74,14 @@ impl Stats {
             rate(self.sys_accept),
             rate(self.sys_other),
             rate(self.would_block),
+            if self.datagrams_dropped == 0 {
+                String::new()
+            } else {
+                format!(
+                    " · UDP datagrams dropped {} (the socket's receive buffer was full)",
+                    self.datagrams_dropped
+                )
+            },
         )
     }
 }

@@ -1,15 +1,17 @@
 //! The syscall layer: every `unsafe` syscall of the crate lives here, and nothing else does:
-//! `accept4`, `read` and `send` (and, counted here, the shared `recvfrom`/`sendto` of UDP).
+//! `accept4`, `read` and `send` (and, counted here, the `recvmsg` and shared `sendto` of UDP).
 //! (The crate's one other `unsafe`, turning an epoll token back into the registration it
 //! names, is fenced in the driver's `token` module.) The epoll calls, socket set-up, options,
 //! addresses and the eventfd are the shared executor's (`executor::sys`, which the proactor's
 //! epoll backend uses too); the epoll ones are wrapped here to count and trace them as this
 //! runtime's.
 //!
-//! Each function is a thin, safe wrapper over one libc call. File descriptors come back as
-//! [`OwnedFd`], so closing is never forgotten and never done twice. A return value of `-1`
-//! becomes `io::Error::last_os_error()` through [`cvt`]; nothing here retries or interprets
-//! errors, that is the caller's business. Each syscall is counted (see `stats`), with one
+//! Each function is a thin, safe wrapper over one syscall: a libc call, except `read` and
+//! `send`, the two every message makes, which enter the kernel directly (see `raw`). File
+//! descriptors come back as [`OwnedFd`], so closing is never forgotten and never done twice. A
+//! return value of `-1` becomes `io::Error::last_os_error()` through [`cvt`] (a raw `-errno`
+//! becomes the same error); nothing here retries or interprets errors, that is the caller's
+//! business. Each syscall is counted (see `stats`), with one
 //! thread-local access; a `read` or `send` that says `EAGAIN` is counted in the same access.
 //!
 //! Sockets are created with `SOCK_NONBLOCK | SOCK_CLOEXEC` (and accepted with `accept4` and the
@@ -112,54 +114,153 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
 
 /// `read` into `buf`; 0 means end of stream.
 ///
-/// Entered through `syscall(2)` rather than glibc's `read`, and `send` below likewise: glibc's
-/// wrappers are thread-cancellation points, which in a multi-threaded process switch
-/// asynchronous cancellation on and off around every call (`__pthread_enable_asynccancel`),
-/// a cost per message this runtime, which never cancels threads, has no use for.
+/// Entered with the `syscall` instruction itself (see [`raw`]) rather than glibc's `read`, and
+/// `send` below likewise: glibc's wrappers are thread-cancellation points, which in a
+/// multi-threaded process switch asynchronous cancellation on and off around every call
+/// (`__pthread_enable_asynccancel`), and even its generic `syscall(2)` costs a call, an
+/// argument shuffle and an `errno` store: costs per message this runtime has no use for.
+#[inline]
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call; read(2) takes
     // exactly these three arguments.
-    let ret = unsafe { libc::syscall(libc::SYS_read, long(fd), buf.as_mut_ptr(), buf.len()) };
-    let result = cvt(ret).map(|n| n as usize);
+    let ret =
+        unsafe { raw::syscall6(libc::SYS_read, raw::arg(fd), buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0) };
+    let result = raw::result(ret);
     counted_io(Call::Read, |c| &c.sys_read, fd, buf.len(), &result);
     result
 }
 
 /// `send(MSG_NOSIGNAL)`: like `write`, but a reset peer gives `EPIPE` instead of killing the
-/// process with `SIGPIPE`.
-/// (`sendto` with no address is `send`; through `syscall(2)`, see [`read`].)
+/// process with `SIGPIPE`. (`sendto` with no address is `send`; entered directly, see
+/// [`read`].)
+#[inline]
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    let (flags, addr, addr_len) = (libc::MSG_NOSIGNAL as libc::c_long, std::ptr::null::<libc::sockaddr>(), 0);
+    let flags = libc::MSG_NOSIGNAL as usize;
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; sendto(2)
     // takes these six arguments, and a null address with length 0 means none.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_sendto,
-            long(fd),
-            buf.as_ptr(),
-            buf.len(),
-            flags,
-            addr,
-            addr_len as libc::c_long,
-        )
+        raw::syscall6(libc::SYS_sendto, raw::arg(fd), buf.as_ptr() as usize, buf.len(), flags, 0, 0)
     };
-    let result = cvt(ret).map(|n| n as usize);
+    let result = raw::result(ret);
     counted_io(Call::Send, |c| &c.sys_write, fd, buf.len(), &result);
     result
 }
 
-/// `recvfrom` of one datagram into `buf`: its real length (more than `buf.len()` if it was
-/// cut; see `executor::sys::recv_from`) and its source.
-pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    let result = executor::sys::recv_from(fd, buf, 0);
-    counted_io(
-        Call::RecvFrom,
-        |c| &c.sys_read,
-        fd,
-        buf.len(),
-        &result.as_ref().map(|&(n, _)| n).map_err(clone_error),
-    );
-    result
+/// System calls entered directly, for the two made per message (`read` and `send`).
+///
+/// On x86-64 Linux a syscall is one instruction with the number and up to six arguments in
+/// fixed registers, returning the result or `-errno` in one register (the kernel's ABI, which is
+/// stable). Elsewhere glibc's `syscall(2)` does the same in a function, and its result is
+/// turned into the same convention.
+mod raw {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    /// An fd as a full register's worth (sign-extended, as the kernel reads an `int`).
+    #[inline]
+    pub(super) fn arg(fd: BorrowedFd<'_>) -> usize {
+        fd.as_raw_fd() as isize as usize
+    }
+
+    /// A raw return value as a result: the kernel returns `-errno` (-4095..=-1) on failure.
+    #[inline]
+    pub(super) fn result(ret: isize) -> io::Result<usize> {
+        if (-4095..0).contains(&ret) {
+            Err(io::Error::from_raw_os_error(-ret as i32))
+        } else {
+            Ok(ret as usize)
+        }
+    }
+
+    /// Makes syscall `nr` with six arguments (unused ones 0); returns the result or `-errno`.
+    ///
+    /// # Safety
+    ///
+    /// As for the syscall itself: every pointer argument must be valid for what the kernel
+    /// does with it (reads or writes of the given length) for the duration of the call.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[inline]
+    pub(super) unsafe fn syscall6(
+        nr: libc::c_long,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        e: usize,
+        f: usize,
+    ) -> isize {
+        let ret: isize;
+        // SAFETY: the x86-64 Linux syscall ABI: number in rax, arguments in rdi, rsi, rdx, r10,
+        // r8, r9, result in rax; the instruction clobbers rcx and r11 and nothing else, and does
+        // not touch the stack. Memory the arguments point to is the caller's contract (the asm
+        // is not marked `nomem`, so the compiler assumes it may read and write any of it).
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => ret,
+                in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d, in("r8") e, in("r9") f,
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// Elsewhere: glibc's `syscall(2)`, its `-1` and `errno` turned into `-errno`.
+    ///
+    /// # Safety
+    ///
+    /// As for the syscall itself (see the x86-64 version).
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    #[inline]
+    pub(super) unsafe fn syscall6(
+        nr: libc::c_long,
+        a: usize,
+        b: usize,
+        c: usize,
+        d: usize,
+        e: usize,
+        f: usize,
+    ) -> isize {
+        // SAFETY: the caller's contract is the syscall's; the arguments are passed unchanged.
+        let ret = unsafe { libc::syscall(nr, a, b, c, d, e, f) } as isize;
+        if ret == -1 {
+            -(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as isize)
+        } else {
+            ret
+        }
+    }
+}
+
+/// `recvmsg` of one datagram into `buf`, with room for the kernel's drop count: its real
+/// length (more than `buf.len()` if it was cut), its source, and the drop count if one came
+/// (see `executor::net::report_drops`).
+pub(crate) fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u32>)> {
+    /// Control data, aligned for `cmsghdr`.
+    #[repr(C, align(8))]
+    struct Control([u8; executor::net::DROPS_CONTROL]);
+    let mut control = Control([0; executor::net::DROPS_CONTROL]);
+    // SAFETY: sockaddr_storage and msghdr are plain old data; all-zero bytes are valid values.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: the msghdr points to the buffer, the address storage and the control room, each
+    // valid for writes of its stated length for the whole call.
+    let result = unsafe { executor::sys::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
+    counted_io(Call::RecvMsg, |c| &c.sys_read, fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
+    let n = result?;
+    let from = executor::sys::sockaddr_to(&addr, msg.msg_namelen)?;
+    // (`msg_controllen` is a `usize` in glibc, a `socklen_t` in musl.)
+    #[allow(clippy::unnecessary_cast)]
+    let control_len = (msg.msg_controllen as usize).min(control.0.len());
+    Ok((n, from, executor::net::drops_in(&control.0[..control_len])))
 }
 
 /// `sendto` of `buf` as one datagram, to `to` (`None`: the connected peer).
@@ -171,11 +272,6 @@ pub(crate) fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: Option<&SocketAddr>) -
 
 fn clone_error(e: &io::Error) -> io::Error {
     e.raw_os_error().map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error)
-}
-
-/// An fd as a full register's worth for `syscall(2)`, whose arguments are `long`s.
-fn long(fd: BorrowedFd<'_>) -> libc::c_long {
-    libc::c_long::from(fd.as_raw_fd())
 }
 
 /// Counts a read or send syscall in the counter `calls` picks, and an `EAGAIN` (it found
@@ -198,4 +294,41 @@ fn counted_io(
 #[cold]
 fn trace_io(call: Call, fd: BorrowedFd<'_>, len: usize, result: &io::Result<usize>) {
     executor::trace_step!(Event::Io { call, fd: fd.as_raw_fd(), len, result: Event::result_of(result) });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn read_and_send_report_bytes_eagain_end_of_stream_and_epipe() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 8];
+        let e = read(ours.as_fd(), &mut buf).unwrap_err();
+        assert_eq!((e.kind(), e.raw_os_error()), (io::ErrorKind::WouldBlock, Some(libc::EAGAIN)));
+        peer.write_all(b"abc").unwrap();
+        assert_eq!(read(ours.as_fd(), &mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(send(ours.as_fd(), b"hello").unwrap(), 5);
+        let mut echoed = [0u8; 5];
+        peer.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"hello");
+        drop(peer);
+        assert_eq!(read(ours.as_fd(), &mut buf).unwrap(), 0, "end of stream");
+        // MSG_NOSIGNAL: an error, not a SIGPIPE that kills the test.
+        assert_eq!(send(ours.as_fd(), b"x").unwrap_err().raw_os_error(), Some(libc::EPIPE));
+    }
+
+    #[test]
+    fn an_error_number_comes_back_as_it_is() {
+        // send(2) on a file that is not a socket.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert_eq!(send(file.as_fd(), b"x").unwrap_err().raw_os_error(), Some(libc::ENOTSOCK));
+        assert_eq!(read(file.as_fd(), &mut [0u8; 4]).unwrap(), 0);
+    }
 }

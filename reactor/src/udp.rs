@@ -1,10 +1,10 @@
 //! UDP: [`UdpSocket`], IPv4 and IPv6, with borrowed buffers.
 //!
 //! Readiness fits datagrams well: one socket serves every peer, and when epoll reports it
-//! readable the task takes datagrams with `recvfrom` until the kernel says `EAGAIN`, each with
+//! readable the task takes datagrams with `recvmsg` until the kernel says `EAGAIN`, each with
 //! its source address, into a buffer it only lends for the syscall. The edge-triggered
 //! protocol is the streams' one (`executor::readiness`) with one difference: a datagram
-//! shorter than the buffer proves nothing about the queue behind it (each `recvfrom` returns
+//! shorter than the buffer proves nothing about the queue behind it (each `recvmsg` returns
 //! one datagram), so only `EAGAIN` clears readiness, never a "short" read.
 //!
 //! Every receive passes `MSG_TRUNC`, so a datagram larger than the buffer is detected and
@@ -17,7 +17,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use executor::net::{check_datagram, each_addr};
+use executor::net::{check_datagram, each_addr, DropCount};
 
 use crate::driver::{Direction, Exhausted, IoSource};
 use crate::sys;
@@ -27,8 +27,20 @@ use crate::sys;
 ///
 /// Methods take `&self`, so several tasks (or futures) may send and receive on one socket at
 /// once; each datagram goes to exactly one receiver.
+///
+/// # Datagrams the kernel dropped
+///
+/// When datagrams arrive faster than the socket is read, its receive buffer fills (see
+/// [`set_recv_buffer_size`](Self::set_recv_buffer_size)) and the kernel drops the next ones.
+/// Every socket of this crate asks the kernel to say so (`SO_RXQ_OVFL`): each datagram then
+/// carries the socket's running count of drops, which the receives read (they are `recvmsg`s
+/// with room for it) and add to the runtime's
+/// [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped). A drop is therefore counted
+/// when the next datagram is received.
 pub struct UdpSocket {
     io: IoSource,
+    /// The kernel's drop count, as the receives last heard it.
+    drops: DropCount,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -48,7 +60,7 @@ impl UdpSocket {
         let driver = crate::net::current_driver()?;
         each_addr(addr, |addr| {
             let fd = executor::net::udp_bind(&addr, true)?;
-            Ok(UdpSocket { io: IoSource::new(driver.clone(), fd)? })
+            UdpSocket::new(IoSource::new(driver.clone(), fd)?)
         })
     }
 
@@ -56,7 +68,29 @@ impl UdpSocket {
     /// inside the runtime that will drive it.
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         socket.set_nonblocking(true)?;
-        Ok(UdpSocket { io: IoSource::new(crate::net::current_driver()?, socket.into())? })
+        UdpSocket::new(IoSource::new(crate::net::current_driver()?, socket.into())?)
+    }
+
+    fn new(io: IoSource) -> io::Result<UdpSocket> {
+        // (A kernel without SO_RXQ_OVFL, before 2.6.33, just reports no drops.)
+        let _ = executor::net::report_drops(io.fd());
+        Ok(UdpSocket { io, drops: DropCount::default() })
+    }
+
+    /// Asks the kernel for a receive buffer of `bytes` (`SO_RCVBUF`): how much of the datagrams
+    /// that arrived and were not read yet the socket may hold before the kernel drops the next
+    /// ones. The default (`net.core.rmem_default`, often 208 KiB) holds three of the largest
+    /// datagrams. Linux doubles the value for its bookkeeping and clamps it to the
+    /// `net.core.rmem_max` sysctl; [`recv_buffer_size`](Self::recv_buffer_size) says what it
+    /// kept.
+    pub fn set_recv_buffer_size(&self, bytes: usize) -> io::Result<()> {
+        executor::net::set_recv_buffer_size(self.io.fd(), bytes)
+    }
+
+    /// The receive buffer as the kernel keeps it (see
+    /// [`set_recv_buffer_size`](Self::set_recv_buffer_size)).
+    pub fn recv_buffer_size(&self) -> io::Result<usize> {
+        executor::net::recv_buffer_size(self.io.fd())
     }
 
     /// The address the socket is bound to.
@@ -84,7 +118,7 @@ impl UdpSocket {
         &'a self,
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + 'a {
-        poll_fn(move |cx| self.io.poll_io(cx, Direction::Read, |fd| recv_op(fd, buf)))
+        poll_fn(move |cx| self.io.poll_io(cx, Direction::Read, |fd| recv_op(fd, buf, &self.drops)))
     }
 
     /// Receives one datagram from the connected peer into `buf` (see
@@ -120,7 +154,7 @@ impl UdpSocket {
 
     /// Receives without waiting: `WouldBlock` if no datagram is there.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.try_io(Direction::Read, |fd| recv_op(fd, buf))
+        self.io.try_io(Direction::Read, |fd| recv_op(fd, buf, &self.drops))
     }
 
     /// Reads and clears the socket's pending error (`SO_ERROR`): an ICMP error about an earlier
@@ -130,10 +164,18 @@ impl UdpSocket {
     }
 }
 
-/// One `recvfrom`; never "short" (a datagram shorter than the buffer says nothing about the
-/// ones queued behind it), and a cut datagram is an error.
-fn recv_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<((usize, SocketAddr), Option<Exhausted>)> {
-    let (len, from) = sys::recv_from(fd, buf)?;
+/// One `recvmsg`; never "short" (a datagram shorter than the buffer says nothing about the
+/// ones queued behind it), and a cut datagram is an error. A drop count that came with the
+/// datagram is counted.
+fn recv_op(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    drops: &DropCount,
+) -> io::Result<((usize, SocketAddr), Option<Exhausted>)> {
+    let (len, from, total) = sys::recv_msg(fd, buf)?;
+    if let Some(total) = total {
+        crate::stats::add(|c| &c.datagrams_dropped, u64::from(drops.heard(total)));
+    }
     Ok(((check_datagram(len, buf.len(), Some(from))?, from), None))
 }
 

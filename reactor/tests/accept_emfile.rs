@@ -13,15 +13,36 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "REACTOR_EMFILE_CHILD";
 
-/// The child's server: an echo server that reports accept errors on stdout, and exits after
-/// 60 s at the latest.
+/// The child's server: an echo server that reports accept errors on stdout, and, for each line
+/// on its stdin, its counters (`STATS <accept4 calls> <loop turns>`); it exits after 60 s at
+/// the latest.
 fn child_server() {
+    let (wakes_tx, wakes) = std::sync::mpsc::channel::<testkit::RemoteWake>();
+    std::thread::spawn(move || {
+        for _ in std::io::stdin().lines().map_while(Result::ok) {
+            let Ok(wake) = wakes.recv() else { return };
+            wake.fire();
+        }
+    });
     reactor::block_on(async {
         let listener = reactor::net::TcpListener::bind("127.0.0.1:0").unwrap();
         println!("PORT {}", listener.local_addr().unwrap().port());
         reactor::spawn(async {
             reactor::time::sleep(Duration::from_secs(60)).await;
             std::process::exit(0);
+        });
+        // Each request for the counters is a remote wake-up of this task: it costs the loop
+        // one turn, and nothing while none comes.
+        reactor::spawn(async move {
+            loop {
+                let (wait, wake) = testkit::remote_wake();
+                if wakes_tx.send(wake).is_err() {
+                    return;
+                }
+                wait.await;
+                let stats = reactor::stats();
+                println!("STATS {} {}", stats.sys_accept, stats.turns);
+            }
         });
         loop {
             match listener.accept().await {
@@ -62,10 +83,11 @@ fn accept_recovers_from_fd_exhaustion_without_spinning() {
         .args(["--exact", "accept_recovers_from_fd_exhaustion_without_spinning", "--nocapture"])
         .env(CHILD_ENV, "1")
         .stdout(Stdio::piped())
+        .stdin(Stdio::piped())
         .spawn()
         .expect("running the child through prlimit (util-linux)");
     let mut child = KillOnDrop(child);
-    let pid = child.0.id();
+    let mut requests = child.0.stdin.take().unwrap();
     let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
     let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
@@ -104,11 +126,33 @@ fn accept_recovers_from_fd_exhaustion_without_spinning() {
     assert_eq!(errors, [libc_emfile().to_string()], "the child reported EMFILE");
 
     // Saturated: the pending connections keep the listener readable. A naive retry loop would
-    // burn a whole core here; the back-off keeps the child nearly idle.
-    let start = testkit::cpu_ticks(pid);
-    std::thread::sleep(Duration::from_secs(1));
-    let spent = testkit::cpu_ticks(pid) - start;
-    assert!(spent < 20, "the saturated server used {spent} ticks of CPU in one second (100 = a whole core)");
+    // call accept4 thousands of times a second here, and turn the loop as often; the back-off
+    // (5 ms doubling to 200 ms) allows about five a second. Counted by the child over a window
+    // of at least a second: at most 10 + 10 a second is allowed, however slow the machine (a
+    // slower one only retries less).
+    let mut errors_meanwhile = 0;
+    let mut counters = || {
+        let asked = Instant::now();
+        writeln!(requests, "counters").unwrap();
+        loop {
+            let line = lines.recv_timeout(testkit::PATIENCE).expect("the child printed its counters");
+            if let Some(stats) = line.strip_prefix("STATS ") {
+                let mut numbers = stats.split(' ').map(|n| n.parse::<u64>().unwrap());
+                return (asked, numbers.next().unwrap(), numbers.next().unwrap());
+            }
+            assert!(line.starts_with("ACCEPT_ERROR"), "unexpected line from the child: {line}");
+            errors_meanwhile += 1;
+        }
+    };
+    let (from, accepts_before, turns_before) = counters();
+    std::thread::sleep(Duration::from_secs(1)); // the window: its length is measured below
+    let (_, accepts_after, turns_after) = counters();
+    let window = from.elapsed().as_secs_f64();
+    let allowed = (10.0 + 10.0 * window) as u64;
+    let (accepts, turns) = (accepts_after - accepts_before, turns_after - turns_before);
+    eprintln!("out of fds: {accepts} accept4 calls and {turns} loop turns in {window:.2} s");
+    assert!(accepts <= allowed, "{accepts} accept4 calls in {window:.1} s while out of fds");
+    assert!(turns <= 2 * allowed, "{turns} loop turns in {window:.1} s while out of fds");
     assert!(child.0.try_wait().unwrap().is_none(), "the server is still running");
 
     // Free fds: close all but the last 40 clients (the server has room for ~55). The server
@@ -121,7 +165,8 @@ fn accept_recovers_from_fd_exhaustion_without_spinning() {
     }
     // Reported at most once a second, not once per retry (a spinning retry would report
     // thousands).
-    let more = lines.try_iter().filter(|l| l.starts_with("ACCEPT_ERROR")).count();
+    let more = errors_meanwhile + lines.try_iter().filter(|l| l.starts_with("ACCEPT_ERROR")).count();
+    drop(requests);
     let allowed = started.elapsed().as_secs() as usize + 1;
     assert!(more < allowed, "{} accept errors reported in {:?}", 1 + more, started.elapsed());
 }

@@ -8,28 +8,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use common::within;
+use common::{eventually_async, pair as connected, poll_once, within};
 use reactor::net::{ReadyRead, TcpStream};
-
-/// A reactor stream connected to a blocking std peer.
-async fn connected() -> (TcpStream, std::net::TcpStream) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (peer, _) = listener.accept().unwrap();
-    (stream, peer)
-}
-
-/// Writes `bytes` to `peer` from another thread after a pause, so that the reader waits first.
-fn write_later(
-    mut peer: std::net::TcpStream,
-    bytes: &'static [u8],
-) -> std::thread::JoinHandle<std::net::TcpStream> {
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        peer.write_all(bytes).unwrap();
-        peer
-    })
-}
 
 /// One read into a fresh buffer, counting the calls in `calls`.
 fn read_counted(calls: &Cell<u32>) -> impl FnMut(&mut ReadyRead<'_>) -> io::Result<Vec<u8>> + '_ {
@@ -42,17 +22,30 @@ fn read_counted(calls: &Cell<u32>) -> impl FnMut(&mut ReadyRead<'_>) -> io::Resu
     }
 }
 
+/// Polls `stream.read_with(read_counted(calls))` once, which must find nothing to read (the
+/// closure not called), then has `peer` write `bytes`, and awaits the read: what it returns.
+async fn read_after_the_first_poll(
+    stream: &mut TcpStream,
+    peer: &mut std::net::TcpStream,
+    bytes: &[u8],
+    calls: &Cell<u32>,
+) -> Vec<u8> {
+    let mut read = std::pin::pin!(stream.read_with(read_counted(calls)));
+    assert!(poll_once(read.as_mut()).await.is_pending(), "nothing was sent yet");
+    assert_eq!(calls.get(), 0, "the closure ran before the socket was readable");
+    peer.write_all(bytes).unwrap();
+    read.await.unwrap()
+}
+
 #[test]
 fn the_closure_runs_only_once_the_socket_is_ready() {
     within(Duration::from_secs(10), || {
         reactor::block_on(async {
-            let (mut stream, peer) = connected().await;
-            let writer = write_later(peer, b"late");
+            let (mut stream, mut peer) = connected().await;
             let calls = Cell::new(0);
-            let got = stream.read_with(read_counted(&calls)).await.unwrap();
+            let got = read_after_the_first_poll(&mut stream, &mut peer, b"late", &calls).await;
             assert_eq!(got, b"late");
-            assert_eq!(calls.get(), 1, "the closure ran before the socket was readable");
-            writer.join().unwrap();
+            assert_eq!(calls.get(), 1, "the closure ran more than once for one readiness");
         })
     });
 }
@@ -64,7 +57,7 @@ fn a_closure_that_reads_until_would_block_keeps_what_it_read_and_the_next_one_wa
             let (mut stream, mut peer) = connected().await;
             peer.write_all(&[7; 3000]).unwrap();
             stream.readable().await.unwrap();
-            reactor::time::sleep(Duration::from_millis(20)).await; // all of it arrives
+            eventually_async("all of it arrived", || testkit::unread_bytes(&stream) == 3000).await;
             let before = reactor::stats();
             let drained = stream
                 .read_with(|ready| {
@@ -83,11 +76,10 @@ fn a_closure_that_reads_until_would_block_keeps_what_it_read_and_the_next_one_wa
             // Three full reads, then EAGAIN: the bytes are kept, and readiness is cleared.
             assert_eq!(drained, [7; 3000]);
             assert_eq!(reactor::stats().since(&before).would_block, 1);
-            let writer = write_later(peer, b"next");
+            // Readiness was cleared by the EAGAIN: the next closure waits for new bytes.
             let calls = Cell::new(0);
-            assert_eq!(stream.read_with(read_counted(&calls)).await.unwrap(), b"next");
-            assert_eq!(calls.get(), 1, "readiness was not cleared by the EAGAIN: the closure ran early");
-            writer.join().unwrap();
+            assert_eq!(read_after_the_first_poll(&mut stream, &mut peer, b"next", &calls).await, b"next");
+            assert_eq!(calls.get(), 1);
         })
     });
 }
@@ -103,21 +95,23 @@ fn on_stale_readiness_what_the_closure_returned_is_dropped_and_it_runs_again_at_
             // the stream holds is now stale.
             let mut thief = std::net::TcpStream::from(stream.as_fd().try_clone_to_owned().unwrap());
             assert_eq!(thief.read(&mut [0; 8]).unwrap(), 1);
-            let writer = write_later(peer, b"y");
             let before = reactor::stats();
             let calls = Cell::new(0);
-            let n = stream
-                .read_with(|ready| {
-                    calls.set(calls.get() + 1);
-                    // Swallows the error: the runtime must still see that the read got nothing.
-                    Ok(ready.read(&mut [0; 8]).unwrap_or(0))
-                })
-                .await
-                .unwrap();
-            assert_eq!(n, 1, "the result of the read that got EAGAIN was returned");
+            let mut read = std::pin::pin!(stream.read_with(|ready| {
+                calls.set(calls.get() + 1);
+                // Swallows the error: the runtime must still see that the read got nothing.
+                Ok(ready.read(&mut [0; 8]).unwrap_or(0))
+            }));
+            // The first poll runs the closure on the stale readiness: EAGAIN, so it waits.
+            assert!(
+                poll_once(read.as_mut()).await.is_pending(),
+                "the result of the read that got EAGAIN was returned"
+            );
+            assert_eq!(calls.get(), 1);
+            peer.write_all(b"y").unwrap();
+            assert_eq!(read.await.unwrap(), 1);
             assert_eq!(calls.get(), 2);
             assert_eq!(reactor::stats().since(&before).would_block, 1);
-            writer.join().unwrap();
         })
     });
 }

@@ -106,8 +106,7 @@ fn a_detached_task_keeps_running() {
             sleep(Duration::from_millis(10)).await;
             flag.set(true);
         }));
-        sleep(Duration::from_millis(50)).await;
-        assert!(done.get());
+        common::eventually_async("the detached task ran to its end", || done.get()).await;
     });
 }
 
@@ -184,7 +183,8 @@ fn an_always_ready_socket_cannot_monopolise_the_loop() {
                 }
             });
             let mut stream = TcpStream::connect(addr).await.unwrap();
-            sleep(Duration::from_millis(50)).await; // let the socket fill up
+            common::eventually_async("the socket filled up", || testkit::unread_bytes(&stream) >= 65536)
+                .await;
             let mut byte = [0u8; 1];
             let before = counter.get();
             for _ in 0..100_000 {
@@ -216,7 +216,9 @@ fn each_read_charges_the_budget_once() {
         let runtime = reactor::Builder::new().task_budget(4).build().unwrap();
         runtime.block_on(async move {
             let mut stream = TcpStream::connect(addr).await.unwrap();
-            sleep(Duration::from_millis(50)).await; // let the socket fill up
+            // 400 bytes waiting, and more behind them: every read finds its byte at once.
+            common::eventually_async("the socket filled up", || testkit::unread_bytes(&stream) >= 65536)
+                .await;
             let mut byte = [0u8; 1];
             let before = reactor::stats();
             for _ in 0..400 {
@@ -271,7 +273,7 @@ fn timeout_around_a_pending_read_fires_and_the_stream_stays_usable() {
             assert!(start.elapsed() >= Duration::from_millis(50));
             // The timed-out read left nothing behind: the next read gets the data.
             std::io::Write::write_all(&mut peer_stream, b"late").unwrap();
-            let n = timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+            let n = stream.read(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"late");
             // And a timeout around something quick does not fire.
             assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
@@ -299,15 +301,11 @@ fn dropping_the_runtime_drops_tasks_and_closes_their_sockets() {
         addr
     });
     let mut held = std::net::TcpStream::connect(listener_addr).unwrap();
-    runtime.block_on(async {
-        while rx.try_recv().is_err() {
-            sleep(Duration::from_millis(1)).await;
-        }
-    });
+    runtime.block_on(common::eventually_async("the task accepted the connection", || rx.try_recv().is_ok()));
     assert_eq!(runtime.task_count(), 1);
     assert_eq!(runtime.registered_fds(), 2, "the listener (moved into the task) and the accepted stream");
     drop(runtime);
-    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    held.set_read_timeout(Some(testkit::PATIENCE)).unwrap();
     let mut buf = [0; 8];
     assert_eq!(held.read(&mut buf).unwrap(), 0, "the task's socket was closed");
     // The unrelated server thread is unaffected.

@@ -43,7 +43,7 @@ pub fn pingpong(opts: &Options, udp: bool, on_edge: &mut dyn FnMut(Edge)) -> Res
     if !udp {
         return pingpong::run(opts, on_edge);
     }
-    let udp = udp::run(opts, UDP_LOSS_TIMEOUT, on_edge)?;
+    let udp = udp::run(opts, UDP_LOSS_TIMEOUT, None, on_edge)?;
     if udp.lost > 0 {
         eprintln!("echo-lab demo: {} datagrams lost (no echo within {UDP_LOSS_TIMEOUT:?})", udp.lost);
     }
@@ -90,12 +90,10 @@ pub fn measure(
 
     let own_counters = match server {
         Server::Tokio | Server::Mio | Server::Model(_) => Err(format!("{server} has no counters here")),
-        Server::Runtime(echo::server::RuntimeKind::Aio)
-        | Server::FuturesIo(echo::server::RuntimeKind::Aio) => {
-            Err("not counted for aio: its I/O syscalls are made by \
-             glibc's threads, which neither its counters nor perf follow reliably (see the README)"
-                .to_string())
-        }
+        Server::Runtime(echo::server::RuntimeKind::Aio(_))
+        | Server::FuturesIo(echo::server::RuntimeKind::Aio(_)) => Err("the aio runtime's own counters see \
+             only its loop's thread, not glibc's, which make its I/O syscalls"
+            .to_string()),
         Server::Runtime(_) | Server::FuturesIo(_) => Ok(guard.1.take().expect("the counts channel")),
     };
     let (syscalls, perf) = if extras.syscall_secs == 0.0 {
@@ -106,7 +104,8 @@ pub fn measure(
     } else {
         let window = Options { secs: extras.syscall_secs, warmup: opts.warmup.clamp(0.3, 0.5), ..opts };
         let use_perf = extras.perf_broken.is_none();
-        let (own, perf) = count_syscalls(pid, window, pinned, own_counters, use_perf, udp)?;
+        let (own, perf) =
+            count_syscalls(pid, window, pinned, own_counters, use_perf, udp, whole_needed(server))?;
         match &perf {
             Ok(_) => extras.perf_worked = true,
             Err(why) if use_perf && extras.perf_worked => {
@@ -137,6 +136,13 @@ pub fn measure(
     Ok(Round { round: 0, position: 0, report, cpu_s, user_s, system_s, syscalls, perf, idle })
 }
 
+/// Whether counting `server`'s syscalls needs every thread and child it starts during the
+/// window (glibc's aio threads, a thread or process per connection), not only those there when
+/// perf attaches.
+fn whole_needed(server: Server) -> bool {
+    matches!(server, Server::Runtime(echo::server::RuntimeKind::Aio(_)) | Server::Model(_))
+}
+
 /// A count of syscalls over a window, or why there is none.
 type Counted = Result<Syscalls, String>;
 
@@ -153,9 +159,16 @@ fn count_syscalls(
     counts: Result<mpsc::Receiver<u64>, String>,
     use_perf: bool,
     udp: bool,
+    whole: bool,
 ) -> Result<(Counted, Counted), String> {
     // Started before the load, so that perf attaches during the connect and the warm-up.
     let perf = if use_perf { Perf::start(pid) } else { Err("perf is not available".to_string()) };
+    let perf = perf.and_then(|perf| match (whole, perf.whole()) {
+        (true, false) => Err("not counted: perf attached to the process misses the threads it starts later \
+             (a cgroup of its own, which needs root, would not)"
+            .to_string()),
+        _ => Ok(perf),
+    });
     let (report, perf, perf_failed, own) = on_load_cpu(pinned, move || {
         let mut perf = perf;
         let mut perf_failed: Option<String> = None;

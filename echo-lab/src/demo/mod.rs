@@ -61,7 +61,7 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     if a.udp {
         // Skipped with the reason rather than measured at zero.
         for &server in &servers {
-            let aio = server.kind() == Some(echo::server::RuntimeKind::Aio);
+            let aio = matches!(server.kind(), Some(echo::server::RuntimeKind::Aio(_)));
             if aio || matches!(server, Server::Model(_)) {
                 let why = if aio {
                     echo::server::UDP_ON_AIO.to_string()
@@ -106,7 +106,9 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
                     if skipped.iter().any(|(s, _)| *s == server) {
                         continue;
                     }
-                    let aio_threads = conns.saturating_add(a.idle_conns).saturating_add(64);
+                    // A busy aio connection may hold two glibc threads (its next read, and its
+                    // last echo's write still in flight); an idle one, one.
+                    let aio_threads = conns.saturating_mul(2).saturating_add(a.idle_conns).saturating_add(64);
                     let (guard, addr) = match start_server(server, pinned, aio_threads) {
                         Ok(started) => started,
                         Err(e) => {

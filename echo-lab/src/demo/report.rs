@@ -186,8 +186,9 @@ pub fn print_notes(loads: &[Load], a: &DemoArgs) {
          runtimes' min–max ranges of CPU µs/echo overlap)"
     );
     println!(
-        "(syscalls/echo: each runtime's own counters, on the thread that runs it; tokio and mio, which have \
-         none: perf)"
+        "(syscalls/echo: each runtime's own counters, on the thread that runs it; tokio, mio and the classic \
+         models, which have none, and aio, whose syscalls glibc's threads make: perf, counting the server's \
+         cgroup where it can)"
     );
     let cross: Vec<String> = all
         .iter()

@@ -88,7 +88,7 @@ impl Round {
         self.report.latency_us(0.99)
     }
 
-    /// The runtime's own count; for the baselines (tokio, mio), which have none, perf's.
+    /// The runtime's own count; perf's for the servers [`counted_by_perf`].
     pub fn syscalls_shown(&self, server: Server) -> Result<&Syscalls, &String> {
         match (&self.syscalls, &self.perf) {
             (Ok(own), _) => Ok(own),
@@ -169,8 +169,13 @@ impl Load {
     }
 }
 
-/// Whether the demo counts `server`'s syscalls with perf alone: the baselines, which have no
-/// counters of their own.
+/// Whether the demo counts `server`'s syscalls with perf alone: the baselines and the classic
+/// models, which have no counters of their own, and aio, whose I/O syscalls glibc's threads
+/// make (counted whole only where perf can count a cgroup of the server's own: see
+/// `harness::perf`).
 pub fn counted_by_perf(server: Server) -> bool {
-    matches!(server, Server::Tokio | Server::Mio)
+    matches!(
+        server,
+        Server::Tokio | Server::Mio | Server::Model(_) | Server::Runtime(echo::server::RuntimeKind::Aio(_))
+    )
 }

@@ -24,8 +24,8 @@ impl Drop for ChildGuard {
 
 /// Starts `echo-lab serve` for `server` on an ephemeral loopback port; returns it with the
 /// address it listens on.
-/// `aio_threads` sizes the aio server's thread pool: every connection the demo holds open at
-/// once (load plus idle) keeps a read pending, which holds one thread.
+/// `aio_threads` sizes the aio server's thread pool: every connection held open keeps a read
+/// pending, which holds one thread, and a busy one may hold a second for a write in flight.
 pub fn start_server(
     server: Server,
     pinned: bool,
@@ -39,10 +39,12 @@ pub fn start_server(
     } else {
         Command::new(exe)
     };
-    cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"]);
-    if server.kind() == Some(echo::server::RuntimeKind::Aio) {
+    // The server's name says all: aio's names carry their notification (aio-thread, ...).
+    cmd.args(["serve", "--runtime", server.name()]);
+    if matches!(server.kind(), Some(echo::server::RuntimeKind::Aio(_))) {
         cmd.args(["--aio-threads", &aio_threads.to_string()]);
     }
+    cmd.args(["--addr", "127.0.0.1:0"]);
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // If this process dies without dropping the guard (a signal, say), the kernel kills the
     // server: no server outlives the demo.

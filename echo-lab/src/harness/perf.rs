@@ -1,9 +1,16 @@
 //! Counting a process's system calls over a window with `perf stat`.
 //!
-//! `perf stat -e raw_syscalls:sys_enter -x, -p PID` is started attached but disabled
-//! (`-D -1`) and switched on and off through a control FIFO (`--control fifo:CTL,ACK`) at the
-//! exact edges of the load's measured window, so the syscall count and the echo count cover
-//! the same interval. Every failure is an error string: the caller shows "n/a" and why.
+//! `perf stat -e raw_syscalls:sys_enter -x, ...` is started disabled (`-D -1`) and switched on
+//! and off through a control FIFO (`--control fifo:CTL,ACK`) at the exact edges of the load's
+//! measured window, so the syscall count and the echo count cover the same interval. Every
+//! failure is an error string: the caller shows "n/a" and why.
+//!
+//! Which tasks it counts: where this process may create a cgroup (v2), the server is moved into
+//! a cgroup of its own and perf counts the cgroup on every CPU (`-a -G`): every thread and
+//! child process the server has or will have, from their first syscall. Otherwise perf attaches
+//! to the process (`-p PID`), which counts the threads that exist when it attaches and misses
+//! most of what threads and children started later do (measured here: a fifth of an aio
+//! server's syscalls, whose glibc starts a thread per completion); [`Perf::whole`] says which.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -17,6 +24,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 /// A running, initially disabled `perf stat` attached to one process.
 pub struct Perf {
     child: Option<Child>,
+    /// The cgroup perf counts, when it counts one.
+    cgroup: Option<Cgroup>,
     ctl: File,
     ack: File,
     dir: PathBuf,
@@ -48,20 +57,22 @@ impl Perf {
                 return Err(format!("cannot make perf's control FIFOs: {e}"));
             }
         };
-        let mut perf = Perf { child: None, ctl: ctl_f, ack: ack_f, dir };
+        let cgroup = Cgroup::enter(pid).ok();
+        let mut perf = Perf { child: None, cgroup, ctl: ctl_f, ack: ack_f, dir };
         let stderr = File::create(perf.dir.join("stderr")).map_err(|e| e.to_string())?;
-        let child = Command::new("perf")
+        let mut command = Command::new("perf");
+        command
             .args(["stat", "-e", "raw_syscalls:sys_enter", "-D", "-1", "-x", ","])
             .arg("--control")
             .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
             .arg("-o")
-            .arg(perf.dir.join("out.csv"))
-            .args(["-p", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| {
+            .arg(perf.dir.join("out.csv"));
+        match &perf.cgroup {
+            Some(cgroup) => command.args(["-a", "-G", &cgroup.name]),
+            None => command.args(["-p", &pid.to_string()]),
+        };
+        let child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn().map_err(|e| {
                 if e.kind() == io::ErrorKind::NotFound {
                     "perf is not installed".to_string()
                 } else {
@@ -70,6 +81,12 @@ impl Perf {
             })?;
         perf.child = Some(child);
         Ok(perf)
+    }
+
+    /// Whether perf counts every thread and child process of the server, those started after
+    /// it attached included (a cgroup of its own), or only the threads there when it attached.
+    pub fn whole(&self) -> bool {
+        self.cgroup.is_some()
     }
 
     /// What perf said on stderr (first line), or how it exited, for an error message.
@@ -154,5 +171,61 @@ impl Drop for Perf {
             let _ = child.wait();
         }
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A cgroup (v2) of its own for the server, which perf counts whole: every thread and child
+/// process the server has or starts lands in it. Left when dropped: the server goes back to
+/// the cgroup it came from, and the cgroup is removed.
+struct Cgroup {
+    /// Its name under the cgroup2 mount, as `perf -G` takes it.
+    name: String,
+    path: PathBuf,
+    /// The server's cgroup before, as a directory.
+    before: PathBuf,
+    pid: u32,
+}
+
+impl Cgroup {
+    fn enter(pid: u32) -> io::Result<Cgroup> {
+        let mounts = fs::read_to_string("/proc/self/mounts")?;
+        let root = mounts
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+                (kind == "cgroup2").then(|| PathBuf::from(dir))
+            })
+            .next()
+            .ok_or_else(|| io::Error::other("no cgroup2 mount"))?;
+        let own = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        let before = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or_else(|| io::Error::other("no cgroup2 line"))?;
+        let before = root.join(before.trim_start_matches('/'));
+        let name = format!("echo-lab-{}-{pid}", std::process::id());
+        let path = root.join(&name);
+        fs::create_dir(&path)?;
+        let cgroup = Cgroup { name, path, before, pid };
+        fs::write(cgroup.path.join("cgroup.procs"), pid.to_string())?;
+        Ok(cgroup)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // The server, and any child process it started (they were born in this cgroup); one
+        // that has exited has left already.
+        let procs = fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+        for pid in std::iter::once(self.pid.to_string()).chain(procs.lines().map(str::to_string)) {
+            let _ = fs::write(self.before.join("cgroup.procs"), pid);
+        }
+        for _ in 0..50 {
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

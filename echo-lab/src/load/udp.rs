@@ -7,6 +7,13 @@
 //! the socket sends the next one, so a loss costs one timeout, never a hang. An echo that comes
 //! back after its timeout (late) is recognised and ignored; anything else that does not match
 //! what is in flight is a mismatch.
+//!
+//! With a count (`--count N`) there is no window: each socket sends N datagrams, every one
+//! counts, and the run ends when each has come back or been given up on: "did any get lost?"
+//! is then a question about a known number of datagrams. Beside the loss, the report gives
+//! what the kernel says it dropped meanwhile (`RcvbufErrors` of `/proc/net/snmp` and
+//! `/proc/net/snmp6`: datagrams that found a socket's receive buffer full, on any socket of the
+//! machine, the load's own and other programs' included).
 
 use std::collections::VecDeque;
 use std::io;
@@ -37,6 +44,9 @@ pub struct UdpReport {
     pub lost: u64,
     /// Echoes that came back after their timeout (ignored).
     pub late: u64,
+    /// Datagrams the kernel dropped during the run because a socket's receive buffer was full
+    /// (on any socket of the machine); `None` where `/proc/net/snmp` cannot be read.
+    pub rcvbuf_errors: Option<u64>,
 }
 
 impl UdpReport {
@@ -46,6 +56,7 @@ impl UdpReport {
         json["mode"] = "udp".into();
         json["lost"] = self.lost.into();
         json["late"] = self.late.into();
+        json["rcvbuf_errors"] = self.rcvbuf_errors.into();
         json
     }
 
@@ -53,8 +64,32 @@ impl UdpReport {
     pub fn human(&self) -> String {
         let text =
             self.report.human().replacen("pingpong", "udp ping-pong", 1).replacen(" conns,", " sockets,", 1);
-        format!("{text}\n  lost {} (no echo within the timeout)   late echoes {}", self.lost, self.late)
+        let kernel = match self.rcvbuf_errors {
+            Some(n) => {
+                format!("   dropped by the kernel, receive buffer full: {n} (RcvbufErrors, whole machine)")
+            }
+            None => String::new(),
+        };
+        format!(
+            "{text}\n  lost {} (no echo within the timeout)   late echoes {}{kernel}",
+            self.lost, self.late
+        )
     }
+}
+
+/// The kernel's count of datagrams dropped because a receive buffer was full, over all UDP
+/// sockets (IPv4 and IPv6) of the machine: `RcvbufErrors` in `/proc/net/snmp` and
+/// `Udp6RcvbufErrors` in `/proc/net/snmp6`.
+pub fn rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    let v4: u64 = values.split_whitespace().nth(at)?.parse().ok()?;
+    let v6 = std::fs::read_to_string("/proc/net/snmp6").ok().and_then(|snmp6| {
+        snmp6.lines().find_map(|l| l.strip_prefix("Udp6RcvbufErrors")?.trim().parse::<u64>().ok())
+    });
+    Some(v4 + v6.unwrap_or(0))
 }
 
 struct Client {
@@ -65,10 +100,21 @@ struct Client {
     /// Sequence numbers of datagrams given up on, newest last.
     late: VecDeque<u64>,
     msgs: u64,
+    /// Datagrams it may still send (`u64::MAX` when the run is a window).
+    left: u64,
+    /// A datagram is in flight (sent, neither echoed nor given up on).
+    waiting: bool,
 }
 
-/// Runs the ping-pong of `opts` (its `conns` are sockets) with `timeout` as the loss timeout.
-pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> Result<UdpReport, String> {
+/// Runs the ping-pong of `opts` (its `conns` are sockets) with `timeout` as the loss timeout;
+/// with `count`, each socket sends that many datagrams, all counted, instead of ping-ponging
+/// through a warm-up and a window.
+pub fn run(
+    opts: &Options,
+    timeout: Duration,
+    count: Option<u64>,
+    on_edge: &mut dyn FnMut(Edge),
+) -> Result<UdpReport, String> {
     if opts.size > MAX_SIZE {
         return Err(format!("a UDP datagram holds at most {MAX_SIZE} bytes (asked: {})", opts.size));
     }
@@ -90,15 +136,25 @@ pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> 
             sent_at: Instant::now(),
             late: VecDeque::new(),
             msgs: 0,
+            left: count.unwrap_or(u64::MAX),
+            waiting: false,
         });
     }
+    let drops_before = rcvbuf_errors();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
     let (mut msgs, mut lost, mut late, mut mismatches, mut errors) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut failed = vec![false; clients.len()];
+    // Sends the socket's next datagram, if it may send one.
     let send = |c: &mut Client, now: Instant| -> io::Result<()> {
+        c.waiting = false;
+        if c.left == 0 {
+            return Ok(());
+        }
+        c.left -= 1;
         c.seq += 1;
         fill(&mut c.out, c.seq);
         c.sent_at = now;
+        c.waiting = true;
         c.sock.send(&c.out).map(drop)
     };
     let now = Instant::now();
@@ -107,8 +163,14 @@ pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> 
             (failed[i], errors) = (true, errors + 1);
         }
     }
-    let t_start = now + Duration::from_secs_f64(opts.warmup);
-    let t_end = t_start + Duration::from_secs_f64(opts.secs);
+    // A count has no warm-up and no window: it ends when every datagram is accounted for
+    // (each within its loss timeout, so the run is bounded).
+    let (warmup, secs) = match count {
+        Some(_) => (0.0, 3600.0 * 24.0),
+        None => (opts.warmup, opts.secs),
+    };
+    let t_start = now + Duration::from_secs_f64(warmup);
+    let t_end = t_start + Duration::from_secs_f64(secs);
     let (mut w_start, mut w_end, mut measuring, mut ended) = (t_start, t_end, false, false);
     let mut progress = Progress::new(opts.progress, t_end - now);
     let mut inb = vec![0u8; 65_536];
@@ -131,7 +193,7 @@ pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> 
         // Loss: a datagram whose echo is overdue is given up on, and the next one sent.
         let mut next_deadline = if measuring { t_end } else { t_start };
         for (i, c) in clients.iter_mut().enumerate() {
-            if failed[i] {
+            if failed[i] || !c.waiting {
                 continue;
             }
             let due = c.sent_at + timeout;
@@ -147,6 +209,10 @@ pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> 
             } else {
                 next_deadline = next_deadline.min(due);
             }
+        }
+        // A count ends when no socket has a datagram in flight (nor one to send: see `send`).
+        if count.is_some() && clients.iter().zip(&failed).all(|(c, &f)| f || !c.waiting) {
+            break;
         }
         let wait = progress.cap(next_deadline.saturating_duration_since(now));
         match poll.poll(&mut events, Some(wait)) {
@@ -173,7 +239,7 @@ pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> 
                     }
                 };
                 let echo = &inb[..n];
-                if echo == &c.out[..] {
+                if c.waiting && echo == &c.out[..] {
                     let now = Instant::now();
                     if measuring {
                         msgs += 1;
@@ -212,6 +278,10 @@ pub fn run(opts: &Options, timeout: Duration, on_edge: &mut dyn FnMut(Edge)) -> 
         },
         lost,
         late,
+        rcvbuf_errors: match (drops_before, rcvbuf_errors()) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        },
     })
 }
 

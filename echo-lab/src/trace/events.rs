@@ -17,6 +17,8 @@ pub enum Event<'a> {
     Reactor(&'a reactor::trace::Event),
     /// The proactor's (its backends, driver, buffer ring and streams).
     Proactor(&'a proactor::trace::Event),
+    /// A classic model's (`select`, `aio-poll`, and the connections they share).
+    Model(&'a echo::models::trace::Event),
     /// A vocabulary the lab does not know (drawn as its words).
     Other,
 }
@@ -31,6 +33,8 @@ pub fn of(step: &Step) -> Event<'_> {
         Event::Reactor(e)
     } else if let Some(e) = step.get::<proactor::trace::Event>() {
         Event::Proactor(e)
+    } else if let Some(e) = step.get::<echo::models::trace::Event>() {
+        Event::Model(e)
     } else {
         Event::Other
     }

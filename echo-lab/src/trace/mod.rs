@@ -26,12 +26,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Args;
+use echo::models::Model;
 use echo::server::RuntimeKind;
 use executor::trace::{self as recorder, Step};
 use serde_json::{json, Value};
 
 use self::record::{record, Client, Phase};
 use self::seqdiag::row::Row;
+pub use self::traced::Traced;
 use crate::load::options::{positive, Edge, Mode, Options};
 use crate::load::pingpong;
 use crate::report::round;
@@ -42,14 +44,17 @@ pub mod seqdiag;
 #[cfg(test)]
 mod test_steps;
 pub mod timeline;
+mod traced;
 
 /// Options of `echo-lab trace`.
 #[derive(Args, Debug)]
 pub struct TraceArgs {
     /// The runtime to trace: reactor (epoll, readiness), uring (io_uring, completion), aio
-    /// (POSIX aio, completion made of threads) or proactor-epoll (completion emulated on epoll).
+    /// (POSIX aio, completion made of threads; aio-thread, aio-signal, aio-suspend for each of
+    /// its notifications), proactor-epoll (completion emulated on epoll), or one of the classic
+    /// models that record their steps: select, aio-poll.
     #[arg(long, default_value = "reactor")]
-    pub runtime: RuntimeKind,
+    pub runtime: Traced,
     /// How many messages to echo.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub messages: u32,
@@ -60,10 +65,13 @@ pub struct TraceArgs {
     /// the sequence diagram of the connection and its first echo, read from the steps.
     #[arg(long, hide = true, conflicts_with_all = ["json", "svg", "chrome_trace"])]
     pub diagram_rows: bool,
-    /// Trace every design (reactor, uring, aio; --runtime is ignored), each in a child process,
-    /// and draw the connection and its first echo as sequence diagrams side by side in FILE.
+    /// Trace every design of --designs (--runtime is ignored), each in a child process, and
+    /// draw the connection and its first echo as sequence diagrams side by side in FILE.
     #[arg(long, value_name = "FILE", conflicts_with = "chrome_trace")]
     pub svg: Option<PathBuf>,
+    /// With --svg: the designs to draw, comma-separated, one column each (any --runtime).
+    #[arg(long, value_delimiter = ',', default_value = "reactor,uring,aio", requires = "svg")]
+    pub designs: Vec<Traced>,
     /// Record a short loaded run on --runtime (--conns connections ping-ponging for --secs
     /// seconds) and write it to FILE as a timeline in Chrome's trace-event JSON, which
     /// Perfetto (ui.perfetto.dev) and chrome://tracing open.
@@ -85,7 +93,16 @@ pub struct TraceArgs {
 }
 
 /// What each runtime's design is, in one line, for the header.
-pub fn design(kind: RuntimeKind) -> &'static str {
+pub fn design(kind: Traced) -> &'static str {
+    let kind = match kind {
+        Traced::Runtime(kind) => kind,
+        Traced::Model(Model::Select) => {
+            return "readiness with select(2): the loop rebuilds two fd bitmaps, sleeps in select, then tests every connection's bit and reads and writes itself";
+        }
+        Traced::Model(_) => {
+            return "readiness through Linux AIO: one-shot IOCB_CMD_POLL requests, io_getevents reports the ready fds, the loop reads and writes itself and arms them again";
+        }
+    };
     match kind {
         RuntimeKind::Reactor => {
             "readiness: epoll says which socket is ready, then the runtime makes the read and write syscalls itself"
@@ -93,8 +110,17 @@ pub fn design(kind: RuntimeKind) -> &'static str {
         RuntimeKind::Uring => {
             "completion: the runtime queues whole operations (SQEs), the kernel performs them and posts results (CQEs)"
         }
-        RuntimeKind::Aio => {
-            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall"
+        RuntimeKind::Aio(proactor::AioNotify::Thread) => {
+            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall, \
+             and a new glibc thread reports each completion"
+        }
+        RuntimeKind::Aio(proactor::AioNotify::Signal) => {
+            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall, \
+             and a realtime signal, read from a signalfd, reports each completion"
+        }
+        RuntimeKind::Aio(proactor::AioNotify::Suspend) => {
+            "completion on POSIX aio: glibc's helper threads perform each operation with a blocking syscall, \
+             and the loop sleeps in aio_suspend on all its requests"
         }
         RuntimeKind::ProactorEpoll => {
             "completion emulated on readiness: the driver queues each operation, waits with epoll, performs the syscall itself and posts the completion"
@@ -112,8 +138,12 @@ fn print_steps(steps: &[Step]) {
 }
 
 pub fn run(a: &TraceArgs) -> Result<(), String> {
+    if a.runtime == Traced::Runtime(RuntimeKind::Aio(proactor::AioNotify::Signal)) {
+        // The server runs in this process: block its signal before any thread starts.
+        proactor::AioNotify::block_signal().map_err(|e| format!("cannot block the aio signal: {e}"))?;
+    }
     if let Some(path) = &a.svg {
-        return draw(path);
+        return draw(path, &a.designs);
     }
     if let Some(path) = &a.chrome_trace {
         return chrome_trace(a, path);
@@ -136,9 +166,14 @@ pub fn run(a: &TraceArgs) -> Result<(), String> {
         return Ok(());
     }
     println!("echo-lab trace: {kind} ({})", design(kind));
-    println!(
-        "server: echo::handle on {kind}, in this process; client: a blocking socket on another thread\n"
-    );
+    match kind {
+        Traced::Runtime(_) => println!(
+            "server: echo::handle on {kind}, in this process; client: a blocking socket on another thread\n"
+        ),
+        Traced::Model(_) => println!(
+            "server: the {kind} model's echo loop, in this process; client: a blocking socket on another thread\n"
+        ),
+    }
     println!(
         "── the server starts: {startup} steps (runtime set-up and the first wait for a connection), not shown",
     );
@@ -151,7 +186,7 @@ pub fn run(a: &TraceArgs) -> Result<(), String> {
 
 /// Traces one design in a child process (`trace --diagram-rows`): how many steps it took, and
 /// the rows of its diagram, or why not.
-fn trace_child(kind: RuntimeKind) -> Result<(usize, Vec<Row>), String> {
+fn trace_child(kind: Traced) -> Result<(usize, Vec<Row>), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let out = Command::new(exe)
         .args(["trace", "--runtime", kind.name(), "--messages", "1", "--diagram-rows"])
@@ -170,9 +205,9 @@ fn trace_child(kind: RuntimeKind) -> Result<(usize, Vec<Row>), String> {
 }
 
 /// `echo-lab trace --svg FILE`.
-fn draw(path: &PathBuf) -> Result<(), String> {
+fn draw(path: &PathBuf, designs: &[Traced]) -> Result<(), String> {
     let mut diagrams = Vec::new();
-    for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio] {
+    for &kind in designs {
         let traced = trace_child(kind);
         match &traced {
             Ok((steps, _)) => eprintln!("  {kind}: {steps} steps"),
@@ -193,8 +228,7 @@ fn draw(path: &PathBuf) -> Result<(), String> {
 fn chrome_trace(a: &TraceArgs, path: &Path) -> Result<(), String> {
     let kind = a.runtime;
     let max = a.max_steps as usize;
-    let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
-        .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
+    let addr: SocketAddr = kind.spawn().map_err(|e| format!("cannot start the {kind} server: {e}"))?;
     let opts = Options {
         mode: Mode::Pingpong,
         addr,

@@ -6,9 +6,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use echo::server::RuntimeKind;
 use executor::trace::Step;
 use serde_json::{json, Value};
+
+use super::Traced;
 
 /// Starts recording the steps of every runtime (`trace` feature: both runtimes record into
 /// the shared executor's recorder).
@@ -62,10 +63,9 @@ fn settle() {
 
 /// Starts a server on `kind`, connects, echoes `messages` messages and closes; returns how
 /// many steps the start-up took, and the steps of each client action.
-pub fn record(kind: RuntimeKind, messages: u32) -> Result<(usize, Vec<Phase>), String> {
+pub fn record(kind: Traced, messages: u32) -> Result<(usize, Vec<Phase>), String> {
     start();
-    let addr: SocketAddr = echo::server::spawn(kind, "127.0.0.1:0".parse().expect("an address"))
-        .map_err(|e| format!("cannot start the {kind} server: {e}"))?;
+    let addr: SocketAddr = kind.spawn().map_err(|e| format!("cannot start the {kind} server: {e}"))?;
     settle();
     let startup = take().len();
     let mut phases = Vec::new();

@@ -8,6 +8,7 @@ use echo::server::RuntimeKind;
 use executor::readiness::{READABLE, READ_CLOSED, WRITABLE};
 use executor::trace::{Event, LoopEvent as L, Step, SysEvent as S};
 use proactor::trace::{AioWait, Behind, Call, Direction, Event as P, Op, Reporter, UringWait};
+use proactor::AioNotify;
 use reactor::trace::{Call as Syscall, Event as R, Registration};
 
 use super::record::{Client, Phase};
@@ -126,8 +127,25 @@ pub fn echo_phases(kind: RuntimeKind) -> Vec<Phase> {
                 ],
             ]
         }
-        RuntimeKind::Aio => {
-            let poll = P::AioPoll { wait: AioWait::Rescan };
+        RuntimeKind::Aio(notify) => {
+            // Each notification waits, and reports a glibc request, its own way.
+            let (poll, forever, by): (_, _, fn(i32) -> Reporter) = match notify {
+                AioNotify::Thread => (
+                    P::AioPoll { wait: AioWait::Rescan, signals: false },
+                    P::AioPoll { wait: AioWait::Forever, signals: false },
+                    |tid| Reporter::Glibc { tid },
+                ),
+                AioNotify::Signal => (
+                    P::AioPoll { wait: AioWait::Rescan, signals: true },
+                    P::AioPoll { wait: AioWait::Forever, signals: true },
+                    |_| Reporter::Signal,
+                ),
+                AioNotify::Suspend => (
+                    P::AioSuspend { requests: 2, wait: AioWait::Forever },
+                    P::AioSuspend { requests: 1, wait: AioWait::Forever },
+                    |_| Reporter::Suspend,
+                ),
+            };
             [
                 events![
                     P::AioDone { request: 0, result: 8, by: Reporter::Helper },
@@ -141,24 +159,24 @@ pub fn echo_phases(kind: RuntimeKind) -> Vec<Phase> {
                     poll,
                 ],
                 events![
-                    P::AioDone { request: 1, result: 7, by: Reporter::Glibc { tid: 5611 } },
+                    P::AioDone { request: 1, result: 7, by: by(5611) },
                     P::Wake,
                     task,
                     P::AioSubmitted { write: true, fd: 8, len: 7, request: 1 },
                     P::AioSubmitted { write: false, fd: 8, len: 4096, request: 2 },
                     waits,
                     poll,
-                    P::AioDone { request: 1, result: 7, by: Reporter::Glibc { tid: 5612 } },
+                    P::AioDone { request: 1, result: 7, by: by(5612) },
                     P::BehindOver { error: None, ring_buffer: None, owner: Behind::Quiet, fd: 8 },
                     poll,
                 ],
                 events![
-                    P::AioDone { request: 2, result: 0, by: Reporter::Glibc { tid: 5613 } },
+                    P::AioDone { request: 2, result: 0, by: by(5613) },
                     P::Wake,
                     task,
                     S::Shutdown { fd: 8, how: std::net::Shutdown::Write },
                     L::TaskFinished { task: 1 },
-                    P::AioPoll { wait: AioWait::Forever },
+                    forever,
                 ],
             ]
         }

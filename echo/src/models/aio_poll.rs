@@ -47,10 +47,22 @@
 //! opcode 5 sat reserved, commented out, in linux/aio_abi.h for years before 4.18): what was
 //! measured need not be this code. What the design predicts is above: one system call more per
 //! turn than level-triggered epoll, and the socket's wait queue joined and left once per event.
-//! What it costs here is for the lab to measure, in one run beside epoll (the hand-written
-//! `mio` loop, and the `reactor` runtime) and `poll`: `echo-lab lab --models
-//! mio,reactor,aio-poll,poll --cells pingpong-100,pingpong-1000` gives CPU and syscalls per
-//! echo.
+//! What it costs here, in interleaved rounds beside epoll (the hand-written `mio` loop, and the
+//! `reactor` runtime), `poll` and `select` (`echo-lab demo --runtimes
+//! select,poll,aio-poll,reactor,mio --conns 100,1000 --rounds 5 --secs 3 --idle-conns 0`, and
+//! the same with `--conns 1,10 --secs 2`; 2026-12-06, 2 shared vCPUs, load average 14 to 21;
+//! medians, and round-by-round ratios with their min–max): with 1 connection, 4 syscalls per echo
+//! against epoll's 3 (the re-arm's `io_submit`), and 1.12× (1.07–1.21) the mio loop's CPU; with
+//! 10, 2.7 against 2.2 and 1.20× (1.05–1.29); with 100 and 1,000 busy connections every one of
+//! the five makes 2.0 syscalls per echo (a turn's `io_submit` and `io_getevents`, like
+//! `epoll_wait`, serve as many events as are ready) and their CPU per echo (4.4 to 5.7 µs, 93 %
+//! of it the kernel's TCP) is the same within the noise. So epoll beats aio-poll by a syscall
+//! per turn, which shows when turns are small, and not when they are full. A second run (the
+//! same command with `--rounds 5 --secs 3`, 2026-12-06, load average 8 to 13; the record is
+//! `docs/measurements/2026-12-06-demo-100-1000conns-64b-select-poll-aio-poll-reactor-mio-5rounds-3secs-0idle-conns.md`)
+//! agreed at 100 connections, but at 1,000 found aio-poll at 1.42× (1.01–1.76) the mio loop's
+//! CPU per echo round by round, with the same syscalls and user time: kernel time, the cost of
+//! a one-shot request per event. `docs/09-seed-models.md` weighs the two runs.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -61,6 +73,7 @@ use std::time::{Duration, Instant};
 use super::nonblocking::{AcceptGate, Conn, Step};
 use super::sys::{AioContext, PollEvent, PollRequest};
 use super::threads::RateLimitedLog;
+use super::trace::Event;
 
 /// The slots of the first context: requests that can be in flight at once before it is
 /// replaced by a larger one.
@@ -107,7 +120,9 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
             // Nothing to wait for but the end of the pause (an empty ring would wait forever).
             std::thread::sleep(paused.unwrap_or(Duration::ZERO));
         } else {
-            server.ctx.wait(&mut events, BATCH, paused)?;
+            executor::trace_step!(Event::GetEvents { in_flight: server.in_flight });
+            let taken = server.ctx.wait(&mut events, BATCH, paused)?;
+            executor::trace_step!(Event::GetEventsReturned { events: taken });
         }
         for event in events.drain(..) {
             server.completed(event)?;
@@ -154,6 +169,10 @@ impl Server {
     /// for the next `submit`, or is closed.
     fn completed(&mut self, event: PollEvent) -> io::Result<()> {
         self.in_flight -= 1;
+        executor::trace_step!(Event::PollReady {
+            fd: (event.data != LISTENER).then_some(event.data as RawFd),
+            revents: event.result.as_ref().map_or(0, |&revents| revents),
+        });
         if event.data == LISTENER {
             self.listening = Listening::Paused;
             return match event.result {
@@ -213,6 +232,12 @@ impl Server {
             let events = if self.conns[&fd].has_pending() { libc::POLLOUT } else { libc::POLLIN };
             self.requests.push(PollRequest { fd, events, data: fd as u64 });
         }
+        for request in &self.requests {
+            executor::trace_step!(Event::PollArmed {
+                fd: (request.data != LISTENER).then_some(request.fd),
+                writable: request.events == libc::POLLOUT,
+            });
+        }
         // Past the capacity (only when no larger context could be made), the last requests,
         // the new connections', are refused: a re-arm reuses the slot its event freed.
         let room = self.ctx.capacity() - self.in_flight;
@@ -231,6 +256,7 @@ impl Server {
         while done < self.requests.len() {
             match self.ctx.submit_polls(&self.requests[done..]) {
                 Ok(n) => {
+                    executor::trace_step!(Event::Submitted { requests: n });
                     if self.requests[done..done + n].iter().any(|r| r.data == LISTENER) {
                         self.listening = Listening::InFlight;
                     }

@@ -15,6 +15,9 @@
 //! - [`aio_poll`]: Linux native AIO's poll requests (`IOCB_CMD_POLL`): readiness reported
 //!   through a completion ring, one-shot, re-armed after each event.
 //!
+//! [`trace`] names the steps of `select` and `aio-poll` for `echo-lab trace` (cargo feature
+//! `trace`), as the runtimes' own vocabularies do.
+//!
 //! The readiness (`reactor`) and completion (`proactor`: io_uring, POSIX aio) models are the
 //! runtimes themselves. The only `unsafe` of these servers is in [`sys`]: thin wrappers over
 //! the libc calls std does not offer (`select` and its sets, `poll`, `fork`, `fcntl` for
@@ -33,6 +36,7 @@ pub mod select;
 pub mod sigio;
 pub mod sys;
 pub mod threads;
+pub mod trace;
 
 /// One of the classic I/O-model servers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

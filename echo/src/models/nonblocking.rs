@@ -25,6 +25,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::trace::{Call, Event};
 use super::AcceptFailure;
 
 /// The one buffer of a connection: at most this many bytes wait to be echoed.
@@ -128,8 +129,11 @@ impl Conn {
         if self.has_pending() {
             return Ok(if flushed { Step::Progress } else { Step::Idle });
         }
-        match self.stream.read(&mut self.buf) {
+        let read = self.stream.read(&mut self.buf);
+        executor::trace_step!(Event::io(Call::Read, self.fd(), self.buf.len(), &read));
+        match read {
             Ok(0) => {
+                executor::trace_step!(Event::Shutdown { fd: self.fd() });
                 self.stream.shutdown(Shutdown::Write)?;
                 Ok(Step::Closed)
             }
@@ -150,7 +154,9 @@ impl Conn {
     fn flush(&mut self) -> io::Result<bool> {
         let mut wrote = false;
         while self.has_pending() {
-            match self.stream.write(&self.buf[self.start..self.end]) {
+            let wrote_now = self.stream.write(&self.buf[self.start..self.end]);
+            executor::trace_step!(Event::io(Call::Write, self.fd(), self.end - self.start, &wrote_now));
+            match wrote_now {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.start += n;
@@ -162,6 +168,12 @@ impl Conn {
             }
         }
         Ok(wrote)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        executor::trace_step!(Event::Closed { fd: self.fd() });
     }
 }
 
@@ -195,6 +207,10 @@ impl AcceptGate {
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
+                    executor::trace_step!(Event::Accepted {
+                        listener: listener.as_raw_fd(),
+                        fd: stream.as_raw_fd()
+                    });
                     self.backoff = Duration::ZERO;
                     // A socket that cannot be set up is dropped, like a failed connection.
                     conns.extend(Conn::new(stream).ok());

@@ -47,6 +47,7 @@ use std::time::Instant;
 
 use super::nonblocking::{AcceptGate, Conn, Step};
 use super::sys::{self, FdSet, FD_SETSIZE};
+use super::trace::Event;
 
 /// Serves `listener` forever with a `select(2)` loop on this thread.
 pub fn serve(listener: TcpListener) -> io::Result<()> {
@@ -64,8 +65,14 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     loop {
         let paused = gate.paused_for(Instant::now());
         fill_sets(&mut read, &mut write, paused.is_none().then_some(listen_fd), &conns);
+        executor::trace_step!(Event::Select {
+            nfds: read.end().max(write.end()),
+            reads: read.count(),
+            writes: write.count()
+        });
         // While accepts are paused, wake up when they may resume.
-        sys::select(&mut read, &mut write, paused)?;
+        let ready = sys::select(&mut read, &mut write, paused)?;
+        executor::trace_step!(Event::SelectReturned { ready });
         conns.retain_mut(|conn| {
             let ready = read.contains(conn.fd()) || write.contains(conn.fd());
             !ready || matches!(conn.step(), Ok(Step::Idle | Step::Progress))

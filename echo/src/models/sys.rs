@@ -267,6 +267,17 @@ impl FdSet {
         // SAFETY: `self.set` is a live fd_set, and the bit is inside it (checked first).
         FdSet::fits(fd) && unsafe { libc::FD_ISSET(fd, &self.set) }
     }
+
+    /// One more than the highest fd inserted since the last [`FdSet::clear`]: `select`'s
+    /// `nfds` for this set.
+    pub fn end(&self) -> RawFd {
+        self.end
+    }
+
+    /// How many fds are in the set (a walk of its bits up to [`FdSet::end`]).
+    pub fn count(&self) -> usize {
+        (0..self.end).filter(|&fd| self.contains(fd)).count()
+    }
 }
 
 impl Default for FdSet {

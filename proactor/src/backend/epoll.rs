@@ -270,7 +270,7 @@ impl Epoll {
             }
             Request::Send { fd, .. } | Request::Connect { fd, .. } => (fd, Direction::Write),
             Request::RecvMsg { fd, .. } => (fd, Direction::Read),
-            Request::SendMsg { fd, .. } => (fd, Direction::Write),
+            Request::SendMsg { fd, .. } | Request::SendTo { fd, .. } => (fd, Direction::Write),
             // Not offered here (`Facts`, and no buffer ring).
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
@@ -633,6 +633,17 @@ impl Epoll {
                 trace_io(trace::Call::SendMsg, fd, index, 1, &sent);
                 transferred(sent, 0)
             }
+            Request::SendTo { fd, len, to } => {
+                stats::bump(|c| &c.sys_epoll_io);
+                // SAFETY: as above: the destination, its buffer and its address are the
+                // operation's, until its completion.
+                let sent = unsafe {
+                    let to = &*to;
+                    sys::send_to(fd, to.buf, len as usize, to.addr_ptr(), to.addr_len)
+                };
+                trace_io(trace::Call::SendTo, fd, index, 1, &sent);
+                transferred(sent, 0)
+            }
             Request::AcceptMulti { .. } | Request::RecvMulti { .. } | Request::RecvMsgMulti { .. } => {
                 Outcome::Done(Completion::error(libc::EOPNOTSUPP), false)
             }
@@ -642,7 +653,13 @@ impl Epoll {
 
 impl Io for Epoll {
     fn facts(&self) -> Facts {
-        Facts { kind: Backend::Epoll, multishot_accept: false, picks_buffers: true, messages: true }
+        Facts {
+            kind: Backend::Epoll,
+            multishot_accept: false,
+            picks_buffers: true,
+            messages: true,
+            send_to: true,
+        }
     }
 
     unsafe fn start(&self, index: usize, request: &Request) -> io::Result<()> {

@@ -21,8 +21,8 @@ use std::io as stdio;
 
 use executor::Notifier;
 
-pub use self::io::Backend;
-pub(crate) use self::io::{BufId, Completion, Config, Facts, Gauges, Io, Request};
+pub use self::io::{AioNotify, Backend};
+pub(crate) use self::io::{BufId, Completion, Config, Destination, Facts, Gauges, Io, Request};
 use crate::bufring::BufRing;
 
 /// A backend, set up: its surface, and the provided-buffer ring it receives into, if it has one.
@@ -48,7 +48,7 @@ pub(crate) fn open(config: &Config, notifier: &Notifier) -> stdio::Result<Opened
                 epoll()
             }
         },
-        Backend::PosixAio => Ok(Opened { io: Box::new(aio::Aio::new(config)?), ring: None }),
+        Backend::PosixAio => Ok(Opened { io: Box::new(aio::Aio::new(config, notifier)?), ring: None }),
         Backend::Epoll => epoll(),
     }
 }

@@ -270,7 +270,9 @@ impl Driver {
                 | backend::Request::RecvPick { .. }
                 | backend::Request::RecvMsg { .. } => KIND_RECV,
                 backend::Request::RecvMsgMulti { .. } => KIND_RECV_DGRAM,
-                backend::Request::Send { .. } | backend::Request::SendMsg { .. } => KIND_SEND,
+                backend::Request::Send { .. }
+                | backend::Request::SendMsg { .. }
+                | backend::Request::SendTo { .. } => KIND_SEND,
             };
         }
         // SAFETY: the caller's guarantee, passed on.

@@ -76,6 +76,42 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Starts an operation nobody waits for: its slot is orphaned from the start (there is no
+    /// [`Op`], so nothing to cancel), and `finish` gets the resources and the completion when it
+    /// comes, after the turn that reaps it. Nobody is woken. (A datagram sent behind, see
+    /// `UdpSocket::send_to_behind`: one wake and one poll of its task fewer than an `Op`.)
+    ///
+    /// # Safety
+    /// As for [`submit`](Driver::submit): every pointer in the request must point into
+    /// `resources` (into heap memory it owns, which does not move when `resources` does) or to
+    /// memory that lives for `'static`.
+    pub(crate) unsafe fn submit_detached<T: 'static>(
+        self: &Rc<Self>,
+        resources: T,
+        build: impl FnOnce(&mut T) -> Request,
+        finish: impl FnOnce(T, Completion) + 'static,
+    ) -> io::Result<()> {
+        let mut resources = resources;
+        if !self.alive.get() {
+            return Err(runtime_gone());
+        }
+        let request = build(&mut resources);
+        debug_assert!(!request.is_multishot(), "a multishot operation needs an Op to end it");
+        let finish: super::slot::Finish = Box::new(move |completion| finish(resources, completion));
+        let orphaned = Lifecycle::Orphaned { finish: Some(finish), handled: true, result_is_fd: false };
+        let index = self.ops.borrow_mut().insert(orphaned);
+        // SAFETY: the caller guarantees the pointers are owned by `resources`, which the slot
+        // keeps (in `finish`) until this operation's completion arrives.
+        if let Err(e) = unsafe { self.start(index, &request) } {
+            let slot = self.ops.borrow_mut().remove(index);
+            drop(slot); // the resources, outside the borrow
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
 impl<T: 'static> Op<T> {
     fn failed(driver: Rc<Driver>, resources: T, error: io::Error) -> Op<T> {
         Op {

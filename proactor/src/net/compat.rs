@@ -59,12 +59,12 @@ use std::task::{ready, Context, Poll};
 
 use futures_io::{AsyncBufRead, AsyncRead, AsyncWrite};
 
+use super::held::ReadState;
 use super::stream::TcpStream;
 use crate::backend::{Completion, Request};
-use crate::buf::{self, IoBuf, IoBufMut, ProvidedBuf};
+use crate::buf::{self, IoBufMut, ProvidedBuf};
 use crate::driver::op::Op;
 use crate::driver::Receive;
-use crate::waiters::Ticket;
 
 /// The most one `poll_write` takes: the default budget of a connection (a send behind counts
 /// against it until it is over). `write_all` calls again for the rest.
@@ -78,55 +78,6 @@ const READ_MAX: usize = 64 * 1024;
 /// What `poll_fill_buf` receives into there: it has no caller's slice to size the buffer by,
 /// so it takes what a `futures::io::BufReader` would have held.
 const FILL_SIZE: usize = 8 * 1024;
-
-/// What futures-io reads keep between polls (see the module docs), in the stream.
-#[derive(Default)]
-pub(crate) struct ReadState {
-    /// Bytes received and not handed out yet: `held[at..]`.
-    held: Option<ProvidedBuf>,
-    at: usize,
-    /// The end of stream was received: every later read returns 0 without asking the kernel.
-    ended: bool,
-    /// The stream's place in the queue for a ring buffer, or for room in the memory budget
-    /// (`read_provided` keeps it in its future; here there is no future to keep it in).
-    ticket: Ticket,
-    /// The receive in flight, where the stream reads into a buffer of its own (aio).
-    read: Option<Op<Vec<u8>>>,
-}
-
-impl fmt::Debug for ReadState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadState")
-            .field("unread", &self.unread().len())
-            .field("ended", &self.ended)
-            .field("reading", &self.read.is_some())
-            .finish()
-    }
-}
-
-impl ReadState {
-    /// The bytes received and not handed out yet.
-    fn unread(&self) -> &[u8] {
-        self.held.as_deref().map_or(&[], |held| &held[self.at.min(held.len())..])
-    }
-
-    /// `n` of the unread bytes were handed out; a buffer whose bytes are all out goes back.
-    fn consume(&mut self, n: usize) {
-        self.at += n;
-        if self.held.as_ref().is_some_and(|held| self.at >= held.len()) {
-            (self.held, self.at) = (None, 0);
-        }
-    }
-
-    /// Copies the unread bytes out of a ring buffer into memory of their own, and gives the
-    /// ring buffer back to the other connections.
-    fn detach(&mut self) {
-        if self.held.as_ref().is_some_and(IoBuf::is_shared) {
-            let rest = self.unread().to_vec();
-            (self.held, self.at) = (Some(ProvidedBuf::owned(rest)), 0);
-        }
-    }
-}
 
 /// The reading half of a [`TcpStream`], from [`TcpStream::split`]: `AsyncRead` and
 /// `AsyncBufRead`. It holds the stream's futures-io read state while it lives, and gives it

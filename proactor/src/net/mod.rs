@@ -15,10 +15,12 @@
 //!   [`WriteAll`] and [`WriteBehind`];
 //! - `compat`: the futures-io traits on [`TcpStream`], `&TcpStream` and its halves
 //!   ([`ReadHalf`], [`WriteHalf`]): a buffer the stream owns bridges the slice `poll_read`
-//!   lends and the buffer a completion needs, and `poll_write` sends a copy behind.
+//!   lends and the buffer a completion needs, and `poll_write` sends a copy behind; `held`,
+//!   what those reads keep in the stream between polls.
 
 mod addr;
 mod compat;
+mod held;
 mod listener;
 mod read;
 mod stream;

@@ -76,6 +76,9 @@ impl TcpStream {
                         // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
                         unsafe { buf.set_init(n as usize) };
                         stash.bytes.extend_from_slice(&buf.as_init_slice()[..n as usize]);
+                        if n > 0 {
+                            crate::stats::bump(|c| &c.recvs_kept);
+                        }
                     }
                     stash.read_over();
                 }))

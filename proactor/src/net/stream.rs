@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::addr::SockAddr;
-use super::compat::ReadState;
+use super::held::ReadState;
 use crate::backend::{Completion, Request};
 use crate::driver::behind::BehindKey;
 use crate::driver::op::Op;

@@ -111,8 +111,19 @@ pub enum Event {
         /// The request's key.
         request: usize,
     },
-    /// The turn's `poll` of the notifier and the completion eventfd.
+    /// The turn's `poll` of the notifier and the completion eventfd (`AioNotify::Thread`), and
+    /// the signalfd (`AioNotify::Signal`).
     AioPoll {
+        /// How long it may wait.
+        wait: AioWait,
+        /// The signalfd is polled too.
+        signals: bool,
+    },
+    /// The turn's `aio_suspend` on the requests in glibc and the wake read of the notifier
+    /// (`AioNotify::Suspend`).
+    AioSuspend {
+        /// Requests listed (the wake read included); none when it does not wait.
+        requests: usize,
         /// How long it may wait.
         wait: AioWait,
     },
@@ -383,8 +394,12 @@ impl fmt::Display for Event {
                 if write { "write" } else { "read (after a pread that fails with ESPIPE on a socket)" },
                 if write { "" } else { ", and stays blocked there until data comes" }
             ),
-            Event::AioPoll { wait } => {
-                f.write_str("poll(notifier, completion eventfd; ")?;
+            Event::AioPoll { wait, signals } => {
+                f.write_str(if signals {
+                    "poll(notifier, completion eventfd, signalfd; "
+                } else {
+                    "poll(notifier, completion eventfd; "
+                })?;
                 match wait {
                     AioWait::Forever => f.write_str("no timeout")?,
                     AioWait::No => f.write_str("no wait, no syscall")?,
@@ -397,6 +412,20 @@ impl fmt::Display for Event {
                     "): sleep until glibc reports a request done"
                 })
             }
+            Event::AioSuspend { requests, wait } => {
+                match wait {
+                    AioWait::No => {
+                        return f.write_str("no wait, no syscall: aio_error on each request in glibc")
+                    }
+                    AioWait::Forever => write!(f, "aio_suspend({requests} requests; no timeout")?,
+                    AioWait::Rescan => write!(f, "aio_suspend({requests} requests; timeout 1 s")?,
+                    AioWait::AtMost(t) => write!(f, "aio_suspend({requests} requests; timeout {t:?}")?,
+                }
+                f.write_str(
+                    "): sleep until glibc finishes one of them (the wake read of the notifier included), \
+                     then aio_error on each",
+                )
+            }
             Event::AioDone { request, result, by } => {
                 write!(f, "  request {request} done: result {result}, reported by ")?;
                 match by {
@@ -405,6 +434,8 @@ impl fmt::Display for Event {
                         "glibc's notification thread {tid}, a thread created for this one completion"
                     ),
                     Reporter::Helper => f.write_str("a helper thread"),
+                    Reporter::Signal => f.write_str("glibc's realtime signal, read from the signalfd"),
+                    Reporter::Suspend => f.write_str("aio_error, after aio_suspend returned"),
                 }
             }
 

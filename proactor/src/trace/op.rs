@@ -31,6 +31,9 @@ pub enum Op {
     RecvMsg { fd: RawFd },
     /// Send one datagram.
     SendMsg { fd: RawFd },
+    /// Send one datagram of `len` bytes to an address (io_uring's `SEND` with a destination,
+    /// `sendto` on epoll).
+    SendTo { fd: RawFd, len: u32 },
     /// Receive datagrams into buffers of ring `group` until cancelled.
     RecvMsgMulti { fd: RawFd, group: u16 },
 }
@@ -48,6 +51,7 @@ impl Op {
             | Op::Send { fd, .. }
             | Op::RecvMsg { fd }
             | Op::SendMsg { fd }
+            | Op::SendTo { fd, .. }
             | Op::RecvMsgMulti { fd, .. } => fd,
         }
     }
@@ -59,7 +63,7 @@ impl Op {
 
     /// Whether it sends bytes to the peer.
     pub fn sends(self) -> bool {
-        matches!(self, Op::Send { .. } | Op::SendMsg { .. })
+        matches!(self, Op::Send { .. } | Op::SendMsg { .. } | Op::SendTo { .. })
     }
 
     /// Its io_uring opcode ("RECV" for a multishot receive too).
@@ -68,7 +72,7 @@ impl Op {
             Op::Accept { .. } | Op::AcceptMulti { .. } => "ACCEPT",
             Op::Connect { .. } => "CONNECT",
             Op::Recv { .. } | Op::RecvMulti { .. } | Op::RecvPick { .. } => "RECV",
-            Op::Send { .. } => "SEND",
+            Op::Send { .. } | Op::SendTo { .. } => "SEND",
             Op::RecvMsg { .. } | Op::RecvMsgMulti { .. } => "RECVMSG",
             Op::SendMsg { .. } => "SENDMSG",
         }
@@ -86,6 +90,7 @@ impl Op {
             Op::Send { .. } => "SEND",
             Op::RecvMsg { .. } => "RECVMSG",
             Op::SendMsg { .. } => "SENDMSG",
+            Op::SendTo { .. } => "SEND (to an address)",
             Op::RecvMsgMulti { .. } => "multishot RECVMSG",
         }
     }
@@ -125,6 +130,10 @@ pub enum Reporter {
     },
     /// One of this runtime's helper threads (an accept or connect).
     Helper,
+    /// glibc's realtime signal, read from the loop's signalfd (`AioNotify::Signal`).
+    Signal,
+    /// Nobody: the loop found it over with `aio_error` after `aio_suspend` (`AioNotify::Suspend`).
+    Suspend,
 }
 
 /// The syscall the epoll backend performs for an operation, once its socket is ready.
@@ -138,6 +147,8 @@ pub enum Call {
     RecvMsg,
     /// `sendmsg` (a datagram).
     SendMsg,
+    /// `sendto` (a datagram to an address).
+    SendTo,
 }
 
 impl Call {
@@ -148,12 +159,13 @@ impl Call {
             Call::Send => "send",
             Call::RecvMsg => "recvmsg",
             Call::SendMsg => "sendmsg",
+            Call::SendTo => "sendto",
         }
     }
 
     /// Whether it sends bytes to the peer.
     pub fn sends(self) -> bool {
-        matches!(self, Call::Send | Call::SendMsg)
+        matches!(self, Call::Send | Call::SendMsg | Call::SendTo)
     }
 }
 
@@ -209,6 +221,7 @@ impl fmt::Display for Sqe {
             ),
             Op::RecvMsg { fd } => write!(f, "RECVMSG on fd {fd}: one datagram and its source address"),
             Op::SendMsg { fd } => write!(f, "SENDMSG on fd {fd}: one datagram"),
+            Op::SendTo { fd, len } => write!(f, "SEND {len} bytes to an address on fd {fd}: one datagram"),
             Op::RecvMsgMulti { fd, group } => write!(
                 f,
                 "RECVMSG (multishot: one SQE for every peer, a CQE per datagram with its source, buffers from group {group}) on fd {fd}"
@@ -230,6 +243,7 @@ impl fmt::Display for Queued {
             Op::Send { fd, len, .. } => write!(f, "SEND {len} bytes on fd {fd}"),
             Op::RecvMsg { fd } => write!(f, "RECVMSG fd {fd} (one datagram and its source)"),
             Op::SendMsg { fd } => write!(f, "SENDMSG fd {fd} (one datagram)"),
+            Op::SendTo { fd, len } => write!(f, "SENDTO {len} bytes on fd {fd} (one datagram)"),
             Op::AcceptMulti { fd } | Op::RecvMulti { fd, .. } | Op::RecvMsgMulti { fd, .. } => {
                 write!(f, "multishot op on fd {fd}")
             }

@@ -59,17 +59,26 @@ fn each_step_reads_as_its_sentence() {
             "  aio_write(fd 9, 7 bytes) handed to glibc (request 2): a glibc helper thread runs a blocking write on it",
         ),
         (
-            Event::AioPoll { wait: AioWait::Rescan },
+            Event::AioPoll { wait: AioWait::Rescan, signals: false },
             "poll(notifier, completion eventfd; timeout 1 s, to rescan for notifications glibc dropped): \
              sleep until glibc reports a request done",
         ),
         (
-            Event::AioPoll { wait: AioWait::No },
+            Event::AioPoll { wait: AioWait::No, signals: false },
             "poll(notifier, completion eventfd; no wait, no syscall): collect what has finished",
         ),
         (
-            Event::AioPoll { wait: AioWait::AtMost(Duration::from_millis(3)) },
-            "poll(notifier, completion eventfd; timeout 3ms): sleep until glibc reports a request done",
+            Event::AioPoll { wait: AioWait::AtMost(Duration::from_millis(3)), signals: true },
+            "poll(notifier, completion eventfd, signalfd; timeout 3ms): sleep until glibc reports a request done",
+        ),
+        (
+            Event::AioSuspend { requests: 3, wait: AioWait::Forever },
+            "aio_suspend(3 requests; no timeout): sleep until glibc finishes one of them (the wake read of the \
+             notifier included), then aio_error on each",
+        ),
+        (
+            Event::AioSuspend { requests: 0, wait: AioWait::No },
+            "no wait, no syscall: aio_error on each request in glibc",
         ),
         (
             Event::AioDone { request: 1, result: 7, by: Reporter::Glibc { tid: 5611 } },
@@ -78,6 +87,14 @@ fn each_step_reads_as_its_sentence() {
         (
             Event::AioDone { request: 0, result: 8, by: Reporter::Helper },
             "  request 0 done: result 8, reported by a helper thread",
+        ),
+        (
+            Event::AioDone { request: 4, result: 64, by: Reporter::Signal },
+            "  request 4 done: result 64, reported by glibc's realtime signal, read from the signalfd",
+        ),
+        (
+            Event::AioDone { request: 5, result: 64, by: Reporter::Suspend },
+            "  request 5 done: result 64, reported by aio_error, after aio_suspend returned",
         ),
         (
             Event::Queued { index: 1, op: Op::RecvPick { fd: 7 }, queue: Direction::Read, ready: false },

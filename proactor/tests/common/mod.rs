@@ -1,6 +1,7 @@
-//! Helpers shared by the proactor's integration tests.
+//! Helpers shared by the proactor's integration tests (the runtime-neutral ones are testkit's).
 #![allow(dead_code, unused_imports)] // each test binary uses a different subset
 
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
@@ -8,8 +9,46 @@ use std::thread;
 use std::time::Duration;
 
 use proactor::net::{TcpListener, TcpStream};
+use proactor::{Backend, Builder, Runtime};
 
-pub use testkit::{blocking_round_trip, open_fds, within, Rng};
+pub use testkit::{
+    blocking_round_trip, eventually, eventually_async, joined, open_fds, poll_once, reset_on_close, skipped,
+    within, woken_within, Peers, Rng,
+};
+
+/// Each backend by name, with how many connections a test of many connections opens on it
+/// (POSIX aio blocks a glibc thread per connection waiting to read).
+pub const BACKENDS: [(&str, Backend, usize); 3] =
+    [("io_uring", Backend::IoUring, 1000), ("epoll", Backend::Epoll, 1000), ("aio", Backend::PosixAio, 100)];
+
+/// A runtime on `backend`, with default settings.
+pub fn runtime(backend: Backend) -> Runtime {
+    let runtime = Builder::new().backend(backend).build().unwrap();
+    assert_eq!(runtime.backend(), backend);
+    runtime
+}
+
+/// A connected pair: a stream of the running runtime and the blocking std peer at the other
+/// end (whose reads give up after `testkit::PATIENCE`).
+pub async fn pair() -> (TcpStream, std::net::TcpStream) {
+    testkit::pair(TcpStream::connect).await
+}
+
+/// Whether `runtime` has a provided-buffer ring, for a test that needs one. Where io_uring with
+/// buffer rings and multishot receive is known to exist (Linux 6.0 and later, io_uring not
+/// disabled), a runtime without a ring is a bug and fails the test; elsewhere the test says on
+/// stderr that it was skipped.
+pub fn has_ring(runtime: &Runtime, test: &str) -> bool {
+    if runtime.ring_buffers_available().is_some() {
+        return true;
+    }
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .is_ok_and(|setting| setting.trim() != "0");
+    let expected = testkit::kernel_at_least(6, 0) && !disabled && runtime.backend() == Backend::IoUring;
+    assert!(!expected, "{test}: no provided-buffer ring on io_uring and Linux 6.0 or later");
+    skipped(test, format!("no provided-buffer ring here ({:?}, or a kernel before 6.0)", runtime.backend()));
+    false
+}
 
 /// The echo handler: the same buffer goes to the kernel to be filled, then to be written out.
 pub async fn echo(stream: TcpStream) -> io::Result<()> {
@@ -27,27 +66,69 @@ pub async fn echo(stream: TcpStream) -> io::Result<()> {
 
 /// Accepts forever, serving each connection with `echo` in its own task.
 pub async fn serve(listener: TcpListener) {
+    serve_with(listener, echo).await
+}
+
+/// Accepts forever, serving each connection with `handler` in its own task.
+pub async fn serve_with<F>(listener: TcpListener, handler: fn(TcpStream) -> F)
+where
+    F: Future<Output = io::Result<()>> + 'static,
+{
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                proactor::spawn(echo(stream));
+                proactor::spawn(handler(stream));
             }
             Err(e) => eprintln!("accept: {e}"),
         }
     }
 }
 
-/// Starts an echo server on its own thread and runtime; returns its address.
-pub fn spawn_server_thread() -> SocketAddr {
+/// A server on a thread of its own (see [`spawn_server`]).
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: testkit::RemoteWake,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, drops the runtime (and with it every connection), and waits for the
+    /// thread to end. (A server never stopped lives until the test process exits.)
+    pub fn stop(self) {
+        self.stop.fire();
+        self.thread.join().unwrap();
+    }
+}
+
+/// Starts a server on its own thread: the runtime `runtime` makes, a listener on an ephemeral
+/// loopback port, and `handler` for each connection.
+pub fn spawn_server<F>(
+    runtime: impl FnOnce() -> Runtime + Send + 'static,
+    handler: fn(TcpStream) -> F,
+) -> Server
+where
+    F: Future<Output = io::Result<()>> + 'static,
+{
     let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        proactor::block_on(async move {
+    let (stopped, stop) = testkit::remote_wake();
+    let thread = thread::spawn(move || {
+        runtime().block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            serve(listener).await
+            let server = proactor::spawn(serve_with(listener, handler));
+            stopped.await;
+            server.abort();
+            let _ = server.await;
         })
     });
-    rx.recv_timeout(Duration::from_secs(10)).expect("server thread did not start")
+    let addr = rx.recv_timeout(testkit::PATIENCE).expect("the server thread did not start");
+    Server { addr, stop, thread }
+}
+
+/// Starts an echo server (`echo`) on its own thread and a default runtime; returns its address.
+pub fn spawn_server_thread() -> SocketAddr {
+    spawn_server(|| Runtime::new().unwrap(), echo).addr
 }
 
 /// Reads exactly `n` bytes (or fewer at end of stream) with owned buffers.
@@ -79,21 +160,4 @@ pub async fn echo_client(addr: SocketAddr, seed: u64, rounds: usize, max_len: us
         }
     }
     Ok(true)
-}
-
-/// Makes closing `stream` send a RST (SO_LINGER with a zero timeout).
-pub fn reset_on_close(stream: &std::net::TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: passes a pointer to a live linger struct and its size; the fd is an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0);
 }

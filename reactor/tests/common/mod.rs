@@ -10,7 +10,15 @@ use std::time::Duration;
 
 use reactor::net::{TcpListener, TcpStream};
 
-pub use testkit::{blocking_round_trip, open_fds, within, Rng};
+pub use testkit::{
+    blocking_round_trip, eventually, eventually_async, joined, open_fds, poll_once, within, Rng,
+};
+
+/// A connected pair: a stream of the running runtime and the blocking std peer at the other
+/// end (whose reads give up after `testkit::PATIENCE`).
+pub async fn pair() -> (TcpStream, std::net::TcpStream) {
+    testkit::pair(TcpStream::connect).await
+}
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);

@@ -3,20 +3,23 @@
 
 use std::fmt::Write;
 
+use echo::models::Model;
 use echo::server::RuntimeKind;
+use proactor::AioNotify;
 
 use super::row::{Kind, Lane, Row};
+use crate::trace::Traced;
 
 /// One design's diagram: its rows, or why it could not be traced.
 pub struct Diagram {
-    kind: RuntimeKind,
+    kind: Traced,
     rows: Result<Vec<Row>, String>,
 }
 
 impl Diagram {
     /// The diagram of `rows` (read from a trace of `kind`: [`super::read::rows`]), or of the
     /// reason there is none.
-    pub fn new(kind: RuntimeKind, rows: Result<Vec<Row>, String>) -> Diagram {
+    pub fn new(kind: Traced, rows: Result<Vec<Row>, String>) -> Diagram {
         Diagram { kind, rows }
     }
 
@@ -27,17 +30,31 @@ impl Diagram {
 
     fn lanes(&self) -> &'static [Lane] {
         match self.kind {
-            RuntimeKind::Aio => &[Lane::Client, Lane::Kernel, Lane::Helpers, Lane::Loop, Lane::Task],
-            _ => &[Lane::Client, Lane::Kernel, Lane::Loop, Lane::Task],
+            Traced::Runtime(RuntimeKind::Aio(_)) => {
+                &[Lane::Client, Lane::Kernel, Lane::Helpers, Lane::Loop, Lane::Task]
+            }
+            Traced::Runtime(_) => &[Lane::Client, Lane::Kernel, Lane::Loop, Lane::Task],
+            // One thread, no tasks: the loop makes every call.
+            Traced::Model(_) => &[Lane::Client, Lane::Kernel, Lane::Loop],
         }
     }
 
     fn title(&self) -> &'static str {
         match self.kind {
-            RuntimeKind::Reactor => "reactor: readiness (epoll)",
-            RuntimeKind::Uring => "uring: completion (io_uring)",
-            RuntimeKind::Aio => "aio: completion (POSIX aio, glibc's threads)",
-            RuntimeKind::ProactorEpoll => "proactor-epoll: completion emulated on readiness",
+            Traced::Runtime(RuntimeKind::Reactor) => "reactor: readiness (epoll)",
+            Traced::Runtime(RuntimeKind::Uring) => "uring: completion (io_uring)",
+            Traced::Runtime(RuntimeKind::Aio(AioNotify::Thread)) => {
+                "aio-thread: completion (POSIX aio, glibc's threads)"
+            }
+            Traced::Runtime(RuntimeKind::Aio(AioNotify::Signal)) => {
+                "aio-signal: POSIX aio, a signal per completion"
+            }
+            Traced::Runtime(RuntimeKind::Aio(AioNotify::Suspend)) => {
+                "aio-suspend: POSIX aio, the loop in aio_suspend"
+            }
+            Traced::Runtime(RuntimeKind::ProactorEpoll) => "proactor-epoll: completion emulated on readiness",
+            Traced::Model(Model::Select) => "select: readiness (select(2), the seed's model)",
+            Traced::Model(_) => "aio-poll: readiness through Linux AIO (IOCB_CMD_POLL)",
         }
     }
 }

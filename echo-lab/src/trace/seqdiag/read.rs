@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 
+use echo::models::trace::{Call as ModelCall, Event as M};
 use echo::server::RuntimeKind;
 use executor::trace::{LoopEvent, Step, SysEvent};
 use proactor::trace::{AioWait, Behind, Event as P, Op, Reporter, UringWait};
@@ -14,6 +15,7 @@ use reactor::trace::Event as R;
 use super::row::{arrow, note, with_ret, with_sub, Kind, Lane, Row};
 use crate::trace::events::{self, epoll_timeout, opcode, readiness, registration, Event};
 use crate::trace::record::{Client, Phase};
+use crate::trace::Traced;
 
 /// What a pending aio request is: the blocking call a helper thread makes for it.
 #[derive(Clone, Debug)]
@@ -25,12 +27,12 @@ struct Pending {
 
 /// Reads the steps of each phase into rows. The client's own actions (connect, send, and
 /// reading the echo once the server has sent it) are added where they happened.
-pub fn rows(kind: RuntimeKind, phases: &[Phase]) -> Vec<Row> {
+pub fn rows(kind: Traced, phases: &[Phase]) -> Vec<Row> {
     rows_worded(kind, phases, &|step| step.to_string())
 }
 
 /// [`rows`], with `words` giving each step's words (its tooltip, or a note's text).
-pub(crate) fn rows_worded(kind: RuntimeKind, phases: &[Phase], words: &dyn Fn(&Step) -> String) -> Vec<Row> {
+pub(crate) fn rows_worded(kind: Traced, phases: &[Phase], words: &dyn Fn(&Step) -> String) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut pending: HashMap<usize, Pending> = HashMap::new();
     for phase in phases {
@@ -78,7 +80,7 @@ fn unknown(words: &str) -> (Vec<Row>, bool) {
 /// words: only ever a row's tooltip, or the text of a note for a step this reader does not
 /// draw.
 fn read_step(
-    kind: RuntimeKind,
+    kind: Traced,
     event: Event<'_>,
     step: &str,
     pending: &mut HashMap<usize, Pending>,
@@ -141,9 +143,10 @@ fn read_step(
     match kind {
         // The emulation's steps are the reactor's epoll steps plus its completions; those it
         // does not name become notes.
-        RuntimeKind::Reactor | RuntimeKind::ProactorEpoll => read_reactor_step(event, step),
-        RuntimeKind::Uring => read_uring_step(event, step),
-        RuntimeKind::Aio => read_aio_step(event, step, pending),
+        Traced::Runtime(RuntimeKind::Reactor | RuntimeKind::ProactorEpoll) => read_reactor_step(event, step),
+        Traced::Runtime(RuntimeKind::Uring) => read_uring_step(event, step),
+        Traced::Runtime(RuntimeKind::Aio(_)) => read_aio_step(event, step, pending),
+        Traced::Model(_) => read_model_step(event, step),
     }
 }
 
@@ -297,6 +300,7 @@ fn sqe_label(op: Op) -> String {
         | Op::RecvMsgMulti { fd, .. } => format!("SQE {} on fd {fd}", opcode(op)),
         Op::Connect { fd } => format!("SQE CONNECT fd {fd}"),
         Op::Recv { fd, len } => format!("SQE RECV fd {fd} into a {len}-byte buffer"),
+        Op::SendTo { fd, len } => format!("SQE SEND {len} bytes to an address on fd {fd}"),
         Op::RecvPick { fd } => format!("SQE RECV fd {fd}, buffer picked at readiness"),
         Op::Send { fd, len, dontwait: false } => format!("SQE SEND {len} bytes on fd {fd}"),
         Op::Send { fd, len, dontwait: true } => format!("SQE SEND {len} bytes on fd {fd}, without waiting"),
@@ -306,15 +310,30 @@ fn sqe_label(op: Op) -> String {
 fn read_aio_step(event: Event<'_>, step: &str, pending: &mut HashMap<usize, Pending>) -> (Vec<Row>, bool) {
     let Event::Proactor(event) = event else { return unknown(step) };
     match *event {
-        P::AioPoll { wait } => {
+        P::AioPoll { wait, signals } => {
             let sub = match wait {
                 AioWait::Forever => "sleeps".to_string(),
                 AioWait::No => "no wait, no syscall".to_string(),
                 AioWait::Rescan => "timeout 1 s".to_string(),
                 AioWait::AtMost(t) => format!("timeout {t:?}"),
             };
-            let call = "poll(notifier, completion eventfd)";
+            let call = if signals {
+                "poll(notifier, completion eventfd, signalfd)"
+            } else {
+                "poll(notifier, completion eventfd)"
+            };
             one(with_sub(arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, call, step), sub))
+        }
+        // aio_suspend is glibc's: it sleeps on a futex until a helper thread finishes a request.
+        P::AioSuspend { requests, wait } => {
+            let sub = match wait {
+                AioWait::No => return one(note(Lane::Loop, "no wait: aio_error on each request", step)),
+                AioWait::Forever => "sleeps".to_string(),
+                AioWait::Rescan => "timeout 1 s".to_string(),
+                AioWait::AtMost(t) => format!("timeout {t:?}"),
+            };
+            let call = format!("aio_suspend({requests} requests)");
+            one(with_sub(arrow(Lane::Loop, Lane::Helpers, Kind::Syscall, call, step), sub))
         }
         P::AioDone { request, result, by } => {
             let mut out = Vec::new();
@@ -332,6 +351,8 @@ fn read_aio_step(event: Event<'_>, step: &str, pending: &mut HashMap<usize, Pend
             let by = match by {
                 Reporter::Glibc { .. } => "by glibc's notification thread, new for this completion",
                 Reporter::Helper => "by a helper thread",
+                Reporter::Signal => "by glibc's realtime signal, read from the signalfd",
+                Reporter::Suspend => "aio_suspend returns; aio_error says it is over",
             };
             let label = format!("request {request} done: {result}");
             out.push(with_sub(arrow(Lane::Helpers, Lane::Loop, Kind::Done, label, step), by));
@@ -384,6 +405,56 @@ fn read_aio_step(event: Event<'_>, step: &str, pending: &mut HashMap<usize, Pend
     }
 }
 
+/// A classic model's steps: one thread that waits (select, or io_submit and io_getevents) and
+/// makes every accept, read and write itself.
+fn read_model_step(event: Event<'_>, step: &str) -> (Vec<Row>, bool) {
+    let Event::Model(event) = event else { return unknown(step) };
+    let syscall = |label: String| arrow(Lane::Loop, Lane::Kernel, Kind::Syscall, label, step);
+    match *event {
+        M::Select { nfds, reads, writes } => one(with_sub(
+            syscall(format!("select(nfds {nfds}: {reads} to read, {writes} to write)")),
+            "sets rebuilt and copied in; sleeps",
+        )),
+        M::SelectReturned { ready } => one(with_sub(
+            arrow(Lane::Kernel, Lane::Loop, Kind::Return, format!("returns {ready} ready"), step),
+            "test every connection's bit",
+        )),
+        M::PollArmed { fd, writable } => {
+            let what = fd.map_or_else(|| "the listener".to_string(), |fd| format!("fd {fd}"));
+            let events = if writable { "POLLOUT" } else { "POLLIN" };
+            one(note(Lane::Loop, format!("iocb IOCB_CMD_POLL: {what}, {events}"), step))
+        }
+        M::Submitted { requests } => one(with_sub(
+            syscall(format!("io_submit({requests} poll request{})", if requests == 1 { "" } else { "s" })),
+            "one-shot: each is used up by its event",
+        )),
+        M::GetEvents { .. } => one(with_sub(syscall("io_getevents(min 1)".to_string()), "sleeps")),
+        M::GetEventsReturned { events } => one(arrow(
+            Lane::Kernel,
+            Lane::Loop,
+            Kind::Return,
+            format!("returns {events} event{}", if events == 1 { "" } else { "s" }),
+            step,
+        )),
+        M::PollReady { fd, revents } => {
+            let what = fd.map_or_else(|| "the listener".to_string(), |fd| format!("fd {fd}"));
+            let ready = if revents & libc::POLLOUT != 0 { "writable" } else { "readable" };
+            one(arrow(Lane::Kernel, Lane::Loop, Kind::Cqe, format!("event: {what} {ready}"), step))
+        }
+        M::Accepted { listener, fd } => {
+            one(with_ret(syscall(format!("accept4(fd {listener})")), format!("new connection, fd {fd}")))
+        }
+        M::Io { call, fd, len, result: r } => {
+            let row =
+                with_ret(syscall(format!("{}(fd {fd}, {len} bytes)", call.name())), result(r, " bytes"));
+            (vec![row], call == ModelCall::Write && r.is_ok_and(|n| n > 0))
+        }
+        M::Shutdown { fd } => one(syscall(format!("shutdown(fd {fd}, Write)"))),
+        M::Closed { fd } => one(syscall(format!("close(fd {fd})"))),
+        _ => unknown(step),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,12 +465,12 @@ mod tests {
     /// reader does not draw).
     #[test]
     fn reworded_steps_draw_the_same_rows() {
-        for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio, RuntimeKind::ProactorEpoll] {
+        for kind in RuntimeKind::ALL {
             let phases = echo_phases(kind);
             let steps: Vec<&Step> = phases.iter().flat_map(|phase| &phase.steps).collect();
             let unworded = Unworded::new(&steps);
-            let drawn = rows(kind, &phases);
-            let redrawn = rows_worded(kind, &phases, &|step| unworded.reworded(step));
+            let drawn = rows(Traced::Runtime(kind), &phases);
+            let redrawn = rows_worded(Traced::Runtime(kind), &phases, &|step| unworded.reworded(step));
             let arrows = drawn.iter().filter(|row| matches!(row, Row::Arrow { .. })).count();
             assert!(arrows >= 10, "{kind}: {drawn:#?}");
             assert_eq!(drawn.len(), redrawn.len(), "{kind}");

@@ -1,8 +1,11 @@
 //! What a sequence diagram is made of: the lanes (who acts), the rows (a phase's heading, an
 //! arrow from one lane to another, a note on one lane), and what each arrow stands for.
 
+use echo::models::Model;
 use echo::server::RuntimeKind;
 use serde_json::{json, Value};
+
+use crate::trace::Traced;
 
 /// A vertical line of the diagram: who acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,14 +40,18 @@ impl Lane {
         }
     }
 
-    pub fn subtitle(self, kind: RuntimeKind) -> &'static str {
+    pub fn subtitle(self, kind: Traced) -> &'static str {
+        use Traced::{Model as M, Runtime as R};
         match (self, kind) {
             (Lane::Client, _) => "a blocking socket",
-            (Lane::Kernel, RuntimeKind::Reactor | RuntimeKind::ProactorEpoll) => "TCP, epoll",
-            (Lane::Kernel, RuntimeKind::Uring) => "TCP, io_uring",
-            (Lane::Kernel, RuntimeKind::Aio) => "TCP",
+            (Lane::Kernel, R(RuntimeKind::Reactor | RuntimeKind::ProactorEpoll)) => "TCP, epoll",
+            (Lane::Kernel, R(RuntimeKind::Uring)) => "TCP, io_uring",
+            (Lane::Kernel, R(RuntimeKind::Aio(_))) => "TCP",
+            (Lane::Kernel, M(Model::Select)) => "TCP, select",
+            (Lane::Kernel, M(_)) => "TCP, the AIO ring",
             (Lane::Helpers, _) => "glibc's aio, accept",
-            (Lane::Loop, _) => "waits, wakes tasks",
+            (Lane::Loop, R(_)) => "waits, wakes tasks",
+            (Lane::Loop, M(_)) => "the one thread: waits, reads, writes",
             (Lane::Task, _) => "echo::handle",
         }
     }

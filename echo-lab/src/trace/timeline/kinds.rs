@@ -41,18 +41,28 @@ pub(super) fn wait_start(event: Event<'_>) -> Option<(String, Map<String, Value>
             Some(("io_uring_enter".into(), args, false))
         }
         Event::Proactor(P::CqRead) => Some(("read the CQ ring (no syscall)".into(), args, false)),
-        Event::Proactor(&P::AioPoll { wait }) => {
-            let timeout = match wait {
-                AioWait::Forever => "no timeout".to_string(),
-                AioWait::No => "no wait".to_string(),
-                AioWait::Rescan => "timeout 1 s".to_string(),
-                AioWait::AtMost(t) => format!("timeout {t:?}"),
-            };
-            args.insert("timeout".into(), timeout.into());
+        Event::Proactor(&P::AioPoll { wait, .. }) => {
+            args.insert("timeout".into(), aio_timeout(wait).into());
             let name = if wait == AioWait::No { "collect (no syscall)" } else { "poll" };
             Some((name.into(), args, true))
         }
+        Event::Proactor(&P::AioSuspend { requests, wait }) => {
+            args.insert("timeout".into(), aio_timeout(wait).into());
+            args.insert("requests".into(), requests.into());
+            let name = if wait == AioWait::No { "collect (aio_error on each)" } else { "aio_suspend" };
+            Some((name.into(), args, true))
+        }
         _ => None,
+    }
+}
+
+/// An aio wait's timeout in words.
+fn aio_timeout(wait: AioWait) -> String {
+    match wait {
+        AioWait::Forever => "no timeout".to_string(),
+        AioWait::No => "no wait".to_string(),
+        AioWait::Rescan => "timeout 1 s".to_string(),
+        AioWait::AtMost(t) => format!("timeout {t:?}"),
     }
 }
 

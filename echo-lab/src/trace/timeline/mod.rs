@@ -388,7 +388,7 @@ mod tests {
     /// events, with only the words themselves (each instant's `step` arg) changed.
     #[test]
     fn reworded_steps_make_the_same_timeline() {
-        for kind in [RuntimeKind::Reactor, RuntimeKind::Uring, RuntimeKind::Aio, RuntimeKind::ProactorEpoll] {
+        for kind in RuntimeKind::ALL {
             let steps: Vec<Step> = echo_phases(kind).into_iter().flat_map(|phase| phase.steps).collect();
             let unworded = Unworded::new(&steps.iter().collect::<Vec<_>>());
             let (doc, counts) = chrome_trace(&steps, "echo", json!({}));
@@ -409,7 +409,10 @@ mod tests {
             let expected: &[&str] = match kind {
                 RuntimeKind::Reactor => &["epoll_wait", "readiness event", "read", "send", "accept4"],
                 RuntimeKind::Uring => &["io_uring_enter", "SQE RECV", "CQE RECV", "SQE SEND", "CQE SEND"],
-                RuntimeKind::Aio => {
+                RuntimeKind::Aio(proactor::AioNotify::Suspend) => {
+                    &["aio_suspend", "aio_read", "aio_read done", "aio_write done", "accept (helper thread)"]
+                }
+                RuntimeKind::Aio(_) => {
                     &["poll", "aio_read", "aio_read done", "aio_write done", "accept (helper thread)"]
                 }
                 RuntimeKind::ProactorEpoll => {

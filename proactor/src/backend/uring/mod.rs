@@ -53,6 +53,8 @@ const IGNORED_TOKEN: u64 = u64::MAX - 1;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct UringFeatures {
     pub(crate) multishot_accept: bool,
+    /// `SEND` takes a destination address (`sqe->addr2`, Linux 6.0).
+    send_to: bool,
     /// `io_uring_enter` takes a timeout argument (`IORING_FEAT_EXT_ARG`, Linux 5.11).
     ext_arg: bool,
     /// `io_uring_enter` takes a minimum wait (`IORING_FEAT_MIN_TIMEOUT`, Linux 6.12).
@@ -167,6 +169,9 @@ impl Uring {
             // Multishot accept shares its opcode with plain accept, so the probe cannot tell;
             // IORING_OP_SOCKET came in the same release (5.19) and stands in for it.
             multishot_accept: config.multishot && probed && probe.is_supported(opcode::Socket::CODE),
+            // SEND with an address shares its opcode with plain SEND; zero-copy send came in the
+            // same release (6.0) and stands in for it.
+            send_to: probed && probe.is_supported(opcode::SendZc::CODE),
             ext_arg: ring.params().is_feature_ext_arg(),
             min_timeout: ring.params().is_feature_min_timeout(),
         };
@@ -250,6 +255,17 @@ impl Uring {
             }
             Request::SendMsg { fd, msg } => {
                 opcode::SendMsg::new(types::Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build()
+            }
+            // SEND with a destination (Linux 6.0): the kernel copies in the address alone.
+            Request::SendTo { fd, len, to } => {
+                // SAFETY: the destination is the operation's until its completion (the
+                // request's contract); the kernel reads the buffer and the address from it.
+                let to = unsafe { &*to };
+                opcode::Send::new(types::Fd(fd), to.buf, len)
+                    .dest_addr(to.addr_ptr())
+                    .dest_addr_len(to.addr_len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
             }
             Request::RecvMsgMulti { fd, msg, group } => {
                 opcode::RecvMsgMulti::new(types::Fd(fd), msg, group).build()
@@ -521,6 +537,7 @@ impl Io for Uring {
             multishot_accept: self.features.multishot_accept,
             picks_buffers: false,
             messages: true,
+            send_to: self.features.send_to,
         }
     }
 
