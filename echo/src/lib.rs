@@ -1,4 +1,6 @@
-//! One echo handler, every runtime.
+//! One echo handler, every runtime. The guide's chapters 9 and 10 (`docs/09-seed-models.md`,
+//! `docs/10-your-own-server.md` in the repository) walk through the models and through writing
+//! your own handler.
 //!
 //! [`handle`] is written once, against the [`Connection`] contract, and runs unchanged on the
 //! readiness runtime (`reactor`) and on the completion runtime (`proactor`):

@@ -9,6 +9,9 @@
 //! have in common. They live here because both runtimes depend on this crate and on nothing
 //! else of the project.
 //!
+//! The guide's chapter 1, `docs/01-one-loop.md` in the repository, walks through this crate
+//! (the loop, tasks and wakers, the `Park` seam, timers) with commands to run.
+//!
 //! The `reactor` crate plugs in an epoll driver (it reports sockets that became *ready*); the
 //! `proactor` crate an io_uring or POSIX aio driver (it reports operations that *completed*).
 //! Readiness versus completion is a driver choice plus a buffer contract; the loop is this one.

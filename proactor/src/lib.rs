@@ -2,7 +2,9 @@
 //! other ways to build a proactor: POSIX aio's threads, and completion emulated on an epoll
 //! readiness loop): a driver, owned buffers, a single-threaded executor, TCP and timers, in a
 //! few files meant to be read. By default ([`Backend::Auto`]) it runs on io_uring, or on epoll
-//! where io_uring cannot be set up.
+//! where io_uring cannot be set up. The guide walks through it: chapters 3 to 5
+//! (`docs/03-completion.md`, `docs/04-buffers-and-backpressure.md`,
+//! `docs/05-three-proactors.md` in the repository), and 11 for the simulated kernel.
 //!
 //! ```no_run
 //! use proactor::net::TcpListener;

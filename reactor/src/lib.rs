@@ -1,5 +1,6 @@
 //! A readiness-based async runtime built from scratch on Linux `epoll`: a driver, wakers, a
-//! single-threaded executor, TCP and timers, in a few files meant to be read.
+//! single-threaded executor, TCP and timers, in a few files meant to be read. The guide's
+//! chapter 2, `docs/02-readiness.md` in the repository, walks through it.
 //!
 //! ```no_run
 //! use reactor::net::TcpListener;
