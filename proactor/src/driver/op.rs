@@ -146,6 +146,16 @@ impl<T: 'static> Op<T> {
         taken
     }
 
+    /// Whether [`poll_next`](Self::poll_next) has something to return now (a completion, or
+    /// the end): a caller that charges its task's budget does so only then.
+    pub(crate) fn next_ready(&self) -> bool {
+        let OpState::InFlight(index) = self.state else { return true };
+        match self.driver.ops.borrow().get(index) {
+            Some(Lifecycle::Multishot { queue, ended, .. }) => queue.len() > 0 || *ended,
+            _ => true,
+        }
+    }
+
     /// The next completion of a multishot operation: `None` once it has ended (the last
     /// completion, without `more`, was returned).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Completion>>> {
@@ -192,15 +202,21 @@ impl<T: 'static + Unpin> Future for Op<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        std::task::ready!(executor::poll_budget(cx));
+        // The task's budget is charged for an operation that completes, not for one that
+        // waits: a task that polls a waiting operation first (a `select!`) must still have
+        // budget for one whose completion is there.
         let result = match &mut this.state {
             OpState::Done => panic!("operation polled after it completed"),
-            OpState::Failed(error) => Err(error.take().unwrap_or_else(runtime_gone)),
+            OpState::Failed(error) => {
+                std::task::ready!(executor::poll_budget(cx));
+                Err(error.take().unwrap_or_else(runtime_gone))
+            }
             OpState::InFlight(index) => {
                 let index = *index;
                 let mut ops = this.driver.ops.borrow_mut();
                 match &mut ops[index] {
                     Lifecycle::Completed(completion) => {
+                        std::task::ready!(executor::poll_budget(cx));
                         let completion = *completion;
                         ops.remove(index);
                         Ok(completion)
