@@ -270,3 +270,59 @@ fn connect_refused_and_ipv6_work_through_the_helper_threads() {
         })
     });
 }
+
+/// A read started while the stream's write is blocked in glibc (the peer writes back before it
+/// reads again, and this side's window is full) runs beside that write, not behind it: glibc
+/// queues requests per fd, so it goes on the other of the fd and its `dup`. (It once went on the
+/// fd the write blocked, behind it, and the two sides waited for each other forever.)
+fn small_buffers(fd: i32) {
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let bytes: libc::c_int = 4 << 10;
+        // SAFETY: passes a pointer to a live int and its size; the fd is an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
+}
+
+#[test]
+fn a_read_started_while_a_write_blocks_runs_beside_it() {
+    let _serial = serial();
+    const TOTAL: usize = 128 << 10;
+    within(Duration::from_secs(30), || {
+        aio().block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            // Small kernel buffers: the echoes fill this side's window after a few KiB.
+            use std::os::fd::AsRawFd;
+            small_buffers(stream.as_raw_fd());
+            small_buffers(peer.as_raw_fd());
+            let echo = std::thread::spawn(move || {
+                let mut buf = vec![0; 64 << 10];
+                while let Ok(n @ 1..) = peer.read(&mut buf) {
+                    if peer.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+            let sent = Rng::new(7).bytes(TOTAL);
+            let write = async {
+                let (written, _) = stream.write_all(sent.clone()).await;
+                written.unwrap();
+            };
+            let read = read_exact(&stream, TOTAL);
+            let ((), got) = futures::join!(write, read);
+            assert!(got.unwrap() == sent, "the echo differs from what was sent");
+            drop(stream);
+            echo.join().unwrap();
+        });
+    });
+}
