@@ -202,7 +202,8 @@ impl Builder {
 
     /// The most bytes the runtime holds for one connection (64 KiB by default, about a socket
     /// buffer): received and not yet taken by its task, and its send behind in flight. A
-    /// stream's receive ends once it brought that much (minus its send behind), and is armed
+    /// stream's receive ends once it brought that much (minus its send behind, but at least 4
+    /// KiB: a stream never waits for its own send to be over), and is armed
     /// again when the task reads, so a peer whose task does not read is held back by TCP's flow
     /// control, as with readiness. At least 4 KiB.
     pub fn connection_budget(mut self, bytes: usize) -> Builder {

@@ -251,12 +251,6 @@ pub enum Event {
         /// The buffer.
         bid: u16,
     },
-    /// A stream may not receive again until its send behind is out: it holds its connection's
-    /// whole budget (see `Builder::connection_budget`).
-    BudgetOwnSend {
-        /// The stream's fd.
-        fd: RawFd,
-    },
     /// A stream that holds something waits for room in the memory budget before it receives
     /// again (see `Builder::memory_budget`).
     BudgetRoom {
@@ -475,9 +469,6 @@ impl fmt::Display for Event {
                 f,
                 "    nobody reads the stream now: copy the {bytes} bytes out and give ring buffer {bid} back"
             ),
-            Event::BudgetOwnSend { fd } => {
-                write!(f, "  fd {fd} holds its whole budget in a send behind: no receive until it is out")
-            }
             Event::BudgetRoom { fd } => {
                 write!(f, "  the memory budget is taken: fd {fd} waits for room before it receives again")
             }

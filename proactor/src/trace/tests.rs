@@ -138,10 +138,6 @@ fn each_step_reads_as_its_sentence() {
             "    nobody reads the stream now: copy the 7 bytes out and give ring buffer 2 back",
         ),
         (
-            Event::BudgetOwnSend { fd: 7 },
-            "  fd 7 holds its whole budget in a send behind: no receive until it is out",
-        ),
-        (
             Event::BudgetRoom { fd: 7 },
             "  the memory budget is taken: fd 7 waits for room before it receives again",
         ),
