@@ -92,6 +92,27 @@ impl<T: 'static> Op<T> {
         matches!(self.state, OpState::InFlight(_))
     }
 
+    /// Lets the operation run on without its future, which is gone: `on_end` gets the resources
+    /// and the last completion. Unlike dropping it, nothing is cancelled. Returns its slot,
+    /// while it is in flight.
+    pub(crate) fn detach(mut self, on_end: impl FnOnce(T, Completion) + 'static) -> Option<usize> {
+        let OpState::InFlight(index) = self.state else { return None };
+        let mut ops = self.driver.ops.borrow_mut();
+        let slot = ops.get_mut(index)?;
+        if !matches!(slot, Lifecycle::Waiting(_)) {
+            return None; // completed already: dropped (and discarded) below
+        }
+        let resources = self.resources.take();
+        let finish: Finish = Box::new(move |completion| {
+            if let Some(resources) = resources {
+                on_end(resources, completion);
+            }
+        });
+        *slot = Lifecycle::Orphaned { finish: Some(finish), handled: true, result_is_fd: self.result_is_fd };
+        self.state = OpState::Done;
+        Some(index)
+    }
+
     /// Sets what to do with the resources and the completion if it only arrives after
     /// this future was dropped (by default they are just dropped).
     pub(crate) fn on_orphan_cqe(mut self, handler: impl FnOnce(T, Completion) + 'static) -> Op<T> {

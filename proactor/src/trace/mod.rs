@@ -262,6 +262,12 @@ pub enum Event {
         /// The stream's fd.
         fd: RawFd,
     },
+    /// The peer of a dropped stream sent data while its send behind was in flight: as a closed
+    /// socket would, it resets the connection (the send cancelled, the socket closed).
+    DroppedPeerSent {
+        /// The stream's fd.
+        fd: RawFd,
+    },
     /// A send behind was short (the peer's window is full): the driver sends the rest.
     BehindShort {
         /// The bytes it took.
@@ -475,6 +481,10 @@ impl fmt::Display for Event {
             Event::DroppedBehind { fd } => write!(
                 f,
                 "  the stream is dropped with a SEND behind in flight: fd {fd} is closed once it is over"
+            ),
+            Event::DroppedPeerSent { fd } => write!(
+                f,
+                "  the peer of dropped fd {fd} sent data: the connection is reset, as a closed socket's would be"
             ),
             Event::BehindShort { sent, asked } => write!(
                 f,

@@ -146,6 +146,10 @@ fn each_step_reads_as_its_sentence() {
             "  the stream is dropped with a SEND behind in flight: fd 7 is closed once it is over",
         ),
         (
+            Event::DroppedPeerSent { fd: 7 },
+            "  the peer of dropped fd 7 sent data: the connection is reset, as a closed socket's would be",
+        ),
+        (
             Event::BehindShort { sent: 0, asked: 100 },
             "    SEND took 0 of 100 bytes (the peer's window is full): the driver sends the rest itself",
         ),
