@@ -406,6 +406,9 @@ impl Driver {
         let (result, asked) = (completion.result, behind.bytes.len() - behind.sent);
         if result > 0 {
             behind.sent += (result as usize).min(asked);
+            if planted!(LoseShortSendBehind) {
+                behind.sent = behind.bytes.len();
+            }
         }
         if behind.sent == behind.bytes.len() {
             ops.remove(index);

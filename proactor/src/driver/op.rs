@@ -318,6 +318,9 @@ impl<T: 'static> Drop for Op<T> {
             // In flight: the resources move into the slot until the completion, and the
             // operation is cancelled.
             Lifecycle::Waiting(_) => {
+                if planted!(FreeDroppedBuffer) {
+                    drop(self.resources.take());
+                }
                 let (resources, handler) = (self.resources.take(), self.on_orphan_cqe.take());
                 let handled = handler.is_some();
                 let finish: Finish = Box::new(move |completion| {

@@ -39,7 +39,9 @@ impl TcpStream {
             if let Err(e) = self.behind_error() {
                 return (Err(e), buf);
             }
-            poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
+            if !planted!(LateBytesAfterNewer) {
+                poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
+            }
             let start = if stash.borrow().bytes.is_empty() && buf.bytes_total() > 0 {
                 let fd = self.fd.as_raw_fd();
                 // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
@@ -204,7 +206,12 @@ impl TcpStream {
                 }
                 // The ring ran dry, or the driver stopped a receive nobody read (see
                 // `Op::spill_unread`): arm a new one.
-                (Err(e), _) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => continue,
+                (Err(e), _) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => {
+                    if planted!(NoRearmAfterEnobufs) && e.raw_os_error() == Some(libc::ENOBUFS) {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
                 (Err(e), _) => Poll::Ready(Err(e)),
             };
         }
