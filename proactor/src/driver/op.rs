@@ -275,7 +275,19 @@ impl<T: 'static + Unpin> Future for Op<T> {
 
 impl<T: 'static> Drop for Op<T> {
     fn drop(&mut self) {
-        let OpState::InFlight(index) = self.state else { return };
+        let index = match &mut self.state {
+            OpState::InFlight(index) => *index,
+            // Never submitted, and dropped before its error was returned: its orphan handler
+            // still hears how it ended (a read counted as in flight until then, say).
+            OpState::Failed(error) => {
+                if let (Some(handler), Some(resources)) = (self.on_orphan_cqe.take(), self.resources.take()) {
+                    let errno = error.as_ref().and_then(io::Error::raw_os_error).unwrap_or(libc::ECANCELED);
+                    handler(resources, Completion::error(errno));
+                }
+                return;
+            }
+            OpState::Done => return,
+        };
         let mut ops = self.driver.ops.borrow_mut();
         let Some(slot) = ops.get_mut(index) else { return };
         match slot {
