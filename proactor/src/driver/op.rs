@@ -92,6 +92,15 @@ impl<T: 'static> Op<T> {
         matches!(self.state, OpState::InFlight(_))
     }
 
+    /// Asks the backend to cancel the operation, which is still awaited: its completion comes
+    /// as usual (`ECANCELED`, or its result if it won the race). `force`: also when that means
+    /// shutting the socket down (see `Driver::cancel`).
+    pub(crate) fn cancel(&self, force: bool) {
+        if let OpState::InFlight(index) = self.state {
+            let _ = self.driver.cancel(index, force);
+        }
+    }
+
     /// Lets the operation run on without its future, which is gone: `on_end` gets the resources
     /// and the last completion. Unlike dropping it, nothing is cancelled. Returns its slot,
     /// while it is in flight.

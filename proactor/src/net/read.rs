@@ -33,6 +33,9 @@ impl TcpStream {
     /// waits for such a cancelled read to be over first (on io_uring that is a turn away; on
     /// aio, a read a glibc thread is blocked in ends only when data comes), so bytes always
     /// come back in order.
+    ///
+    /// An error of a [send behind](Self::write_all_behind) on this stream comes out here
+    /// (once), also while the read waits: the wait ends with it.
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         async move {
@@ -67,10 +70,33 @@ impl TcpStream {
                 Err(buf)
             };
             let (n, mut buf) = match start {
-                Ok(op) => {
-                    let (result, mut buf) = op.await;
+                Ok(mut op) => {
+                    // A send behind of this stream that fails meanwhile ends the wait (its
+                    // peer may be waiting for those bytes before it sends any): the read is
+                    // cancelled, forced (on aio a read a glibc thread is blocked in ends only
+                    // so), and what it brought in the race is kept for the next read.
+                    let mut failed = None;
+                    let (result, mut buf) = poll_fn(|cx| {
+                        if failed.is_none() && op.in_flight() {
+                            if let Err(e) = self.behind_error() {
+                                failed = Some(e);
+                                op.cancel(true);
+                            }
+                        }
+                        Pin::new(&mut op).poll(cx)
+                    })
+                    .await;
                     stash.borrow_mut().read_over();
-                    match result.and_then(Completion::into_result) {
+                    let result = result.and_then(Completion::into_result);
+                    if let Some(e) = failed {
+                        if let Ok(n @ 1..) = result {
+                            // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+                            unsafe { buf.set_init(n as usize) };
+                            stash.borrow_mut().bytes.extend_from_slice(&buf.as_init_slice()[..n as usize]);
+                        }
+                        return (Err(e), buf);
+                    }
+                    match result {
                         Ok(n) => {
                             // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
                             unsafe { buf.set_init(n as usize) };

@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// Which real backend the simulated kernel behaves like, as the driver sees it (its
-/// [`Facts`](crate::backend::Facts), and how operations start, finish and are cancelled).
+/// facts, and how operations start, finish and are cancelled).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Mode {
     /// Like io_uring: requests queue in a submission queue handed over once per turn, a
@@ -105,8 +105,6 @@ sites! {
     /// Epoll mode: the syscall says `EAGAIN` at readiness; the operation waits for the next
     /// edge.
     EagainAtReady = "eagain_ready",
-    /// A datagram is lost on its way.
-    DatagramLoss = "datagram_loss",
 }
 
 /// How often each fault site fires: a rate per 10,000 chances, 0 for off.

@@ -233,7 +233,7 @@ struct Ring {
     state: Vec<Option<BufState>>,
 }
 
-/// One step of the run, hashed into the trace hash and kept (the last [`RECENT`]) to print.
+/// One step of the run, hashed into the trace hash and kept (the last `steps_kept`) to print.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Event {
     Turn { now: Duration, wait: Option<Duration> },
@@ -332,6 +332,9 @@ pub(crate) struct Kernel {
     picked: Slab<Vec<u8>>,
     /// Listeners that were closed: connecting to one is refused.
     refused: Vec<SocketAddr>,
+    /// Sockets found closed behind the backend's back, to let go at the next probe (see
+    /// `closed_behind`).
+    unseen: Vec<SockId>,
     violations: Vec<String>,
     hash: u64,
     recent: VecDeque<Event>,
@@ -397,6 +400,7 @@ impl Kernel {
             ring: None,
             picked: Slab::new(),
             refused: Vec::new(),
+            unseen: Vec::new(),
             violations: Vec::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             recent: VecDeque::new(),
@@ -520,6 +524,10 @@ impl Kernel {
     }
 
     /// Socket `id`'s fd was closed without the backend (see `resolve`).
+    ///
+    /// Its number is forgotten at once (it may name another socket now), but the socket is let
+    /// go only at the next probe, in the order of the sockets' ids: when the real kernel reuses
+    /// a number depends on every fd of the process (other threads' too), and the run must not.
     fn closed_behind(&mut self, id: SockId) {
         let Some(sock) = self.socks.get_mut(&id) else { return };
         let Some(fd) = sock.fd.take() else { return };
@@ -529,7 +537,7 @@ impl Kernel {
                 "fd {fd} (socket {id}) was closed behind the backend's back, after operations on it"
             ));
         }
-        self.release_if_idle(id);
+        self.unseen.push(id);
     }
 
     /// The socket of an fd the model has not seen (a listener's first accept, a stream's
@@ -550,16 +558,21 @@ impl Kernel {
     /// those itself (an accepted connection nobody took), and the peer must then see the end
     /// of stream; any other closed behind the backend's back is a violation.
     fn probe(&mut self, all: bool) {
-        let unused: Vec<(RawFd, SockId)> = self
-            .fds
+        let probed: Vec<(SockId, RawFd)> = self
+            .socks
             .iter()
-            .filter(|(_, id)| all || (!self.socks[id].ops_ever && !self.socks[id].close_queued))
-            .map(|(&fd, &id)| (fd, id))
+            .filter(|(_, sock)| all || (!sock.ops_ever && !sock.close_queued))
+            .filter_map(|(&id, sock)| sock.fd.map(|fd| (id, fd)))
             .collect();
-        for (fd, id) in unused {
+        for (id, fd) in probed {
             if sys::inode(fd) != Some(self.socks[&id].ino) {
                 self.closed_behind(id);
             }
+        }
+        let mut unseen = std::mem::take(&mut self.unseen);
+        unseen.sort_unstable();
+        for id in unseen {
+            self.release_if_idle(id);
         }
     }
 
