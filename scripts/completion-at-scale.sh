@@ -8,9 +8,16 @@
 #
 #   scripts/completion-at-scale.sh            # 3 rounds
 #   ROUNDS=5 scripts/completion-at-scale.sh
+#   RECORD=docs/measurements scripts/completion-at-scale.sh   # also a dated record (scripts/record.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
+source scripts/record.sh
+record_start completion-at-scale "Three parts. The ping-pong tables are \`echo-lab demo\`'s: per \
+runtime, the medians over the interleaved rounds and the min–max on the line below. The bulk \
+part: each round's MB/s, then per runtime the median with the lowest and highest round. The idle \
+memory table is one round (no range): the server's memory growth per connection with 10,000 \
+connections that each echoed once. Servers on CPU 0, the load on CPU 1." ROUNDS
 cargo build --release -p echo-lab
 lab=target/release/echo-lab
 out=target/echo-lab/scale

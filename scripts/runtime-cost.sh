@@ -18,6 +18,7 @@
 #   scripts/runtime-cost.sh                          # 256 and 1,000 connections, 5 rounds of 4 s
 #   ROUNDS=3 SECS=3 CONNS="1000" RUNTIMES="reactor mio" scripts/runtime-cost.sh
 #   LAB=/path/to/another/echo-lab OUT=target/echo-lab/cost-before scripts/runtime-cost.sh   # a build to compare
+#   RECORD=docs/measurements scripts/runtime-cost.sh  # also a dated record (scripts/record.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -25,6 +26,14 @@ SECS=${SECS:-4}
 CONNS=${CONNS:-256 1000}
 RUNTIMES=${RUNTIMES:-reactor uring proactor-epoll mio tokio}
 FREQ=4999
+source scripts/record.sh
+record_start "runtime-cost-${CONNS// /-}conns" "Per runtime, the median over the rounds and the min–max \
+in brackets of its user and total CPU µs per echo, from perf samples at $FREQ Hz of the server \
+(user: samples outside the kernel); the ratios to mio and to tokio are taken round by round. The \
+rounds are interleaved (the order reversed on alternate rounds), a fresh server each time on CPU \
+0, the load on CPU 1. perf's sampling slows every server, about alike: compare the runtimes \
+within one record, not with figures measured without perf. The symbol lists are from the last \
+round only." ROUNDS SECS -CONNS RUNTIMES LAB -OUT
 command -v perf >/dev/null || { echo "perf is needed (linux-perf)"; exit 1; }
 if [[ -z "${LAB:-}" ]]; then
     cargo build --release -p echo-lab

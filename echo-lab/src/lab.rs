@@ -200,8 +200,8 @@ fn run_cell(server: Server, cell: Cell, a: &LabArgs, pinned: bool) -> Result<Mea
     let (mut process, addr) = start_server(server, pinned, aio_threads)?;
     let pid = process.0.id();
     let own_counters = matches!(
-        server,
-        Server::Runtime(
+        server.kind(),
+        Some(
             echo::server::RuntimeKind::Reactor
                 | echo::server::RuntimeKind::Uring
                 | echo::server::RuntimeKind::ProactorEpoll

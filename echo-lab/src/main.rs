@@ -41,12 +41,16 @@ mod trace;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Readiness (epoll) vs completion (io_uring) echo servers: serve, load, compare.
 #[derive(Parser, Debug)]
 #[command(name = "echo-lab", version)]
 struct Cli {
+    /// Parse the arguments and exit without running anything (the docs test checks the
+    /// documented commands with it).
+    #[arg(long, global = true, hide = true)]
+    check_args: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,7 +74,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `--record DIR` is added to the measuring commands here (report/record.rs).
+    let matches = report::record::add_option(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.check_args {
+        return ExitCode::SUCCESS;
+    }
+    if let Some(dir) = report::record::requested(&matches) {
+        return report::record::run(&dir, &cli.command, &matches);
+    }
     let result = match cli.command {
         Command::Serve(a) => serve::run(&a),
         Command::Bench(a) => bench::run_cli(&a),

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clap::Args;
-use echo::server::{RuntimeKind, ServeOptions, Shutdown, Stats};
+use echo::server::{Handler, RuntimeKind, ServeOptions, Shutdown, Stats};
 
 use crate::baseline;
 use crate::server::Server;
@@ -24,7 +24,10 @@ pub struct ServeArgs {
     /// one of the seed's classic models: threads
     /// (a thread per connection), fork (a process per connection), nonblocking (one thread
     /// polling every socket), select (a select(2) loop), poll (a poll(2) loop), sigio
-    /// (signal-driven I/O), aio-poll (Linux AIO poll requests).
+    /// (signal-driven I/O), aio-poll (Linux AIO poll requests). A runtime's name followed by
+    /// -futures-io (reactor-futures-io, uring-futures-io, aio-futures-io,
+    /// proactor-epoll-futures-io) serves the same echo written against futures-io's AsyncRead
+    /// and AsyncWrite instead of the owned-buffer contract (not with --idle-timeout).
     #[arg(long, default_value = "reactor")]
     pub runtime: Server,
     /// The address to listen on; port 0 picks a free port (the line printed at start names it).
@@ -88,6 +91,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
             "--threads, --max-conns, --idle-timeout and --stats need --runtime reactor, uring, aio or proactor-epoll".into(),
         );
     }
+    if matches!(a.runtime, Server::FuturesIo(_)) && a.idle_timeout.is_some() {
+        return Err("--idle-timeout needs the owned-buffer echo (a runtime name without -futures-io)".into());
+    }
     let shutdown = Shutdown::new();
     let stats = Arc::new(Stats::default());
     // Before any thread starts, so that every thread inherits the blocked signals.
@@ -116,8 +122,9 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
     sys::on_termination(on_signal, on_usr1).map_err(|e| format!("cannot set up signal handling: {e}"))?;
     sys::raise_nofile();
 
-    let kind = match a.runtime {
-        Server::Runtime(kind) => kind,
+    let (kind, handler) = match a.runtime {
+        Server::Runtime(kind) => (kind, Handler::Owned),
+        Server::FuturesIo(kind) => (kind, Handler::FuturesIo),
         Server::Tokio => return run_tokio(a),
         Server::Mio => return run_model(a, baseline::mio::serve),
         Server::Model(model) => return run_model(a, |listener| model.serve(listener)),
@@ -141,6 +148,7 @@ pub fn run(a: &ServeArgs) -> Result<(), String> {
         idle_timeout: a.idle_timeout,
         grace: a.grace,
         stats_every: a.stats.then_some(Duration::from_secs(1)),
+        handler,
     };
     let threads = start_threads(a, kind, listeners, udp, &opts, &shutdown, &stats)?;
 

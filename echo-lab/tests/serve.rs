@@ -1,5 +1,6 @@
 //! `echo-lab serve` options, run as users run them: graceful shutdown on SIGTERM, `--threads`,
-//! `--max-conns` and `--idle-timeout`, on the reactor and on io_uring.
+//! `--max-conns` and `--idle-timeout`, on the reactor and on io_uring; the futures-io echo
+//! (`--runtime RUNTIME-futures-io`) on every runtime.
 //!
 //! Every child is killed when its guard drops (test failures included), every wait is bounded,
 //! and everything stays on loopback.
@@ -292,4 +293,36 @@ fn tokio_rejects_the_options_it_does_not_have() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("need --runtime reactor, uring, aio or proactor-epoll"), "{err}");
+}
+
+#[test]
+fn the_futures_io_echo_serves_on_every_runtime_and_stops_on_sigterm() {
+    for runtime in RUNTIMES {
+        let name = format!("{runtime}-futures-io");
+        let mut server = Server::start(&name, &["--grace", "5"]);
+        let mut conn = server.connect();
+        exchange(&mut conn, b"hello");
+        // Larger than the handler's 8 KiB buffer: several reads and writes, in order.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        exchange(&mut conn, &big);
+        conn.shutdown(Shutdown::Write).unwrap();
+        expect_closed(&mut conn);
+        server.terminate();
+        let (status, err) = server.wait_for(Duration::from_secs(4));
+        assert!(status.success(), "{name}: {status}; stderr: {err}");
+        assert!(err.lines().any(|l| l == "stopped"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn the_futures_io_echo_rejects_an_idle_timeout() {
+    let out = Command::new(EXE)
+        .args(["serve", "--runtime", "uring-futures-io", "--addr", "127.0.0.1:0", "--idle-timeout", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run echo-lab");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--idle-timeout needs the owned-buffer echo"), "{err}");
 }

@@ -35,6 +35,12 @@
 //!   pool (and `send_all` returns it there);
 //! - on the proactor, `recv` is `read_provided`: the kernel picks a buffer from the runtime's
 //!   provided-buffer ring when data arrives, and sending it out gives it back to the ring.
+//!
+//! Handlers written with the ecosystem's tools instead (`futures_io::AsyncRead` and
+//! `AsyncWrite`: `futures::io::BufReader`, `read_line`, `copy`) run on both runtimes too, since
+//! both `TcpStream`s implement those traits (`examples/line_echo.rs`). On the proactor that
+//! costs a copy each way, between the handler's slices and buffers the stream owns;
+//! [`server::Handler::FuturesIo`] serves the same echo that way, to measure it.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_code)]

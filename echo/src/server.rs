@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -75,12 +75,59 @@ pub struct ServeOptions {
     /// Print one line of the runtime's own counters (`reactor::stats`, `proactor::stats`) per
     /// second on stderr, as rates; one line per runtime thread.
     pub stats_every: Option<Duration>,
+    /// Which handler serves each connection.
+    pub handler: Handler,
 }
 
 impl Default for ServeOptions {
     fn default() -> ServeOptions {
-        ServeOptions { max_conns: None, idle_timeout: None, grace: Duration::from_secs(2), stats_every: None }
+        ServeOptions {
+            max_conns: None,
+            idle_timeout: None,
+            grace: Duration::from_secs(2),
+            stats_every: None,
+            handler: Handler::Owned,
+        }
     }
+}
+
+/// Which echo serves each connection of [`serve_until`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Handler {
+    /// [`handle`](crate::handle), on the owned-buffer contract ([`Connection`](crate::Connection)).
+    #[default]
+    Owned,
+    /// The same echo as a handler written against `futures_io::AsyncRead` and `AsyncWrite`
+    /// does it (see [`echo_futures_io`]): on the proactor, through the bridge that copies
+    /// between the caller's slices and buffers the stream owns. For measuring that copy; not
+    /// with [`ServeOptions::idle_timeout`] (an [`IdleTimeout`] wraps a `Connection`).
+    FuturesIo,
+}
+
+/// The echo written against futures-io's traits, as a handler of the ecosystem does it: read
+/// into a buffer of its own (8 KiB, what `futures::io::copy` uses), write all of what came,
+/// and close (flush, then shut the write side down) at the end of stream. Written with the
+/// traits' poll methods, which is what `AsyncReadExt::read` and `AsyncWriteExt::write_all`
+/// come down to.
+pub async fn echo_futures_io<S>(mut stream: S) -> io::Result<()>
+where
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 8 * 1024];
+    loop {
+        let n = poll_fn(|cx| Pin::new(&mut stream).poll_read(cx, &mut buf)).await?;
+        if n == 0 {
+            break;
+        }
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            match poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, rest)).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                written => rest = &rest[written..],
+            }
+        }
+    }
+    poll_fn(|cx| Pin::new(&mut stream).poll_close(cx)).await
 }
 
 /// Tells servers to stop: from any thread (a signal-handling thread, say), any number of times.
@@ -347,17 +394,23 @@ macro_rules! serve_on {
                 // Refused: dropping the stream closes it at once.
                 let Some(admitted) = Admitted::admit(stats, &local, opts.max_conns) else { continue };
                 let _ = stream.set_nodelay(true);
-                // The one echo handler; an idle timeout only changes what `recv` sees. Two
+                // The one echo handler; an idle timeout only changes what `recv` sees. Separate
                 // spawns, not one task with a `match`: each task is then only as large as its own
                 // future (an idle connection's memory is mostly its task).
-                match opts.idle_timeout {
-                    None => {
+                match (opts.handler, opts.idle_timeout) {
+                    (Handler::FuturesIo, _) => {
+                        $rt::spawn(async move {
+                            report(echo_futures_io(stream).await);
+                            drop(admitted);
+                        });
+                    }
+                    (Handler::Owned, None) => {
                         $rt::spawn(async move {
                             report(crate::handle(stream).await);
                             drop(admitted);
                         });
                     }
-                    Some(limit) => {
+                    (Handler::Owned, Some(limit)) => {
                         let stats = admitted.stats.clone();
                         let conn = IdleTimeout::new(stream, limit).on_idle(move || stats.note_idle(limit));
                         $rt::spawn(async move {
@@ -391,6 +444,12 @@ pub fn serve_until(
     stats: &Arc<Stats>,
     started: impl FnOnce(),
 ) -> io::Result<()> {
+    if opts.handler == Handler::FuturesIo && opts.idle_timeout.is_some() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an idle timeout needs the owned-buffer handler (IdleTimeout wraps a Connection)",
+        ));
+    }
     match kind {
         RuntimeKind::Reactor => {
             let runtime = reactor::Runtime::new()?;

@@ -182,6 +182,52 @@ unsafe impl IoBufMut for Vec<u8> {
     }
 }
 
+/// A `Vec`'s spare capacity as the target of a read: the bytes read are appended after its
+/// contents (see [`TcpStream::read_append`](crate::net::TcpStream::read_append)). As an
+/// [`IoBuf`], it is the bytes appended so far.
+pub(crate) struct Append {
+    vec: Vec<u8>,
+    /// Where the appended part starts: the `Vec`'s length when it was wrapped.
+    start: usize,
+}
+
+impl Append {
+    pub(crate) fn new(vec: Vec<u8>) -> Append {
+        Append { start: vec.len(), vec }
+    }
+
+    pub(crate) fn into_inner(self) -> Vec<u8> {
+        self.vec
+    }
+}
+
+// SAFETY: the pointer is `start` bytes into the Vec's heap buffer, which does not move when the
+// Vec does; `bytes_init` counts the initialised bytes after it.
+unsafe impl IoBuf for Append {
+    fn stable_ptr(&self) -> *const u8 {
+        self.vec[self.start..].as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.vec.len() - self.start
+    }
+}
+
+// SAFETY: the spare capacity after `start` is valid for writes of `capacity - start` bytes and
+// does not move with the Vec.
+unsafe impl IoBufMut for Append {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.vec.spare_capacity_mut().as_mut_ptr().cast()
+    }
+    fn bytes_total(&self) -> usize {
+        self.vec.capacity() - self.start
+    }
+    unsafe fn set_init(&mut self, n: usize) {
+        // SAFETY: the caller guarantees the `n <= bytes_total` bytes after `start` are
+        // initialised.
+        unsafe { self.vec.set_len(self.start + n) }
+    }
+}
+
 // SAFETY: a boxed slice's heap memory does not move when the box does.
 unsafe impl IoBuf for Box<[u8]> {
     fn stable_ptr(&self) -> *const u8 {

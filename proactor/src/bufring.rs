@@ -43,6 +43,7 @@ use std::alloc::{self, Layout};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::ptr::NonNull;
+use std::rc::Rc;
 
 use crate::waiters::WaitQueue;
 
@@ -82,7 +83,7 @@ pub(crate) struct BufRing {
     retired: RefCell<Vec<u16>>,
     /// Tasks whose receive ended for lack of buffers, woken one per buffer that comes back
     /// (see `waiters`).
-    waiters: WaitQueue,
+    waiters: Rc<WaitQueue>,
 }
 
 impl std::fmt::Debug for BufRing {
@@ -136,7 +137,7 @@ impl BufRing {
             available: Cell::new(0),
             pieces: RefCell::new(Vec::new()),
             retired: RefCell::new(Vec::new()),
-            waiters: WaitQueue::default(),
+            waiters: Rc::default(),
         };
         if !ring.grow() {
             return Err(io::ErrorKind::OutOfMemory.into());
@@ -305,7 +306,7 @@ impl BufRing {
     }
 
     /// The tasks waiting for a buffer to come back.
-    pub(crate) fn waiters(&self) -> &WaitQueue {
+    pub(crate) fn waiters(&self) -> &Rc<WaitQueue> {
         &self.waiters
     }
 }

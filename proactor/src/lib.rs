@@ -70,6 +70,47 @@
 //! # Ok::<_, std::io::Error>(())
 //! ```
 //!
+//! # With the ecosystem's I/O traits (futures-io)
+//!
+//! [`TcpStream`](net::TcpStream) also implements `futures_io`'s `AsyncRead`, `AsyncBufRead` and
+//! `AsyncWrite` (and so do `&TcpStream` and the halves of
+//! [`TcpStream::split`](net::TcpStream::split)), so a handler written against those traits
+//! (`futures::io::BufReader` and `read_line`, `futures::io::copy`, a codec) runs here unchanged,
+//! as on the reactor. The price: each byte is copied once more than with the owned-buffer API,
+//! between the caller's slices and buffers the stream owns (a read that loses a `select!` loses
+//! no bytes there either: see [`net`]).
+//!
+//! ```
+//! use futures::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+//! use proactor::net::{TcpListener, TcpStream};
+//!
+//! /// Written against the traits alone: it runs on either runtime.
+//! async fn greet<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<()> {
+//!     let mut stream = BufReader::new(stream);
+//!     let mut name = String::new();
+//!     stream.read_line(&mut name).await?;
+//!     let stream = stream.get_mut();
+//!     stream.write_all(format!("hello, {}\n", name.trim_end()).as_bytes()).await?;
+//!     stream.close().await // the bytes are out, then the end of stream
+//! }
+//!
+//! proactor::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let (client, accepted) =
+//!         futures::join!(TcpStream::connect(listener.local_addr()?), listener.accept());
+//!     let (mut client, (server, _)) = (client?, accepted?);
+//!     proactor::spawn(greet(server));
+//!     // On a `TcpStream` itself, its own (owned-buffer) `read` and `write_all` come before the
+//!     // traits' methods of the same names: call those by the trait's path.
+//!     AsyncWriteExt::write_all(&mut client, b"world\n").await?;
+//!     let mut reply = String::new();
+//!     client.read_to_string(&mut reply).await?;
+//!     assert_eq!(reply, "hello, world\n");
+//!     Ok::<_, std::io::Error>(())
+//! })?;
+//! # Ok::<_, std::io::Error>(())
+//! ```
+//!
 //! # How it fits together
 //!
 //! Read the modules in this order (`cargo doc -p proactor --document-private-items --open`),

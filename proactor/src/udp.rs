@@ -367,10 +367,10 @@ impl UdpSocket {
         }
     }
 
-    fn poll_recv_provided<'a>(
+    fn poll_recv_provided(
         &self,
-        ring: &'a Rc<BufRing>,
-        ticket: &mut Ticket<'a>,
+        ring: &Rc<BufRing>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
         let mut recv = self.recv.borrow_mut();

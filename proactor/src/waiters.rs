@@ -5,9 +5,14 @@
 //! quadratic, and the last in line could be overtaken forever. Each entry has a ticket,
 //! increasing, which its [`Ticket`] removes when the waiting future is dropped, so a waiter
 //! that gave up cannot swallow the wake-up meant for one still waiting.
+//!
+//! A queue is shared (`Rc`) and a ticket holds it: a ticket is then not a borrow, so it can be
+//! kept between polls by something that is not a future (a stream's futures-io read state,
+//! see `net::compat`), and still leaves its queue when dropped.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::task::Waker;
 
 /// The queue; see the module docs.
@@ -65,27 +70,27 @@ impl WaitQueue {
 /// A waiting future's place in a [`WaitQueue`] (in one at a time: a stream waits for a ring
 /// buffer or for room in the memory budget, never both), left when the future is dropped.
 #[derive(Debug, Default)]
-pub(crate) struct Ticket<'a> {
-    place: Option<(&'a WaitQueue, u64)>,
+pub(crate) struct Ticket {
+    place: Option<(Rc<WaitQueue>, u64)>,
 }
 
-impl<'a> Ticket<'a> {
+impl Ticket {
     /// Waits (or goes on waiting) in `queue`, leaving the queue it waited in before, if another.
-    pub(crate) fn wait(&mut self, queue: &'a WaitQueue, waker: &Waker) {
-        let mut ticket = match self.place {
-            Some((in_queue, ticket)) if std::ptr::eq(in_queue, queue) => Some(ticket),
+    pub(crate) fn wait(&mut self, queue: &Rc<WaitQueue>, waker: &Waker) {
+        let mut ticket = match &self.place {
+            Some((in_queue, ticket)) if Rc::ptr_eq(in_queue, queue) => Some(*ticket),
             _ => {
                 self.leave();
                 None
             }
         };
         queue.wait(&mut ticket, waker);
-        self.place = ticket.map(|ticket| (queue, ticket));
+        self.place = ticket.map(|ticket| (queue.clone(), ticket));
     }
 
     /// Whether it waits in `queue`.
     pub(crate) fn waits_in(&self, queue: &WaitQueue) -> bool {
-        self.place.is_some_and(|(in_queue, _)| std::ptr::eq(in_queue, queue))
+        self.place.as_ref().is_some_and(|(in_queue, _)| std::ptr::eq(&**in_queue, queue))
     }
 
     /// Leaves the queue it waits in, if any.
@@ -96,7 +101,7 @@ impl<'a> Ticket<'a> {
     }
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         self.leave();
     }
@@ -117,10 +122,10 @@ mod tests {
 
     #[test]
     fn waiters_are_woken_in_order_and_a_dropped_one_takes_no_wake() {
-        let queue = WaitQueue::default();
+        let queue = Rc::new(WaitQueue::default());
         let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::new(Count(AtomicUsize::new(0)))).collect();
         let wakers: Vec<Waker> = counts.iter().map(|c| futures_task::waker(c.clone())).collect();
-        let mut tickets: Vec<Ticket<'_>> = (0..3).map(|_| Ticket::default()).collect();
+        let mut tickets: Vec<Ticket> = (0..3).map(|_| Ticket::default()).collect();
         for (ticket, waker) in tickets.iter_mut().zip(&wakers) {
             ticket.wait(&queue, waker);
         }
@@ -137,7 +142,7 @@ mod tests {
 
     #[test]
     fn a_ticket_waits_in_one_queue_at_a_time() {
-        let (first, second) = (WaitQueue::default(), WaitQueue::default());
+        let (first, second) = (Rc::new(WaitQueue::default()), Rc::new(WaitQueue::default()));
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = futures_task::waker(count.clone());
         let mut ticket = Ticket::default();

@@ -90,12 +90,13 @@ pub fn measure(
 
     let own_counters = match server {
         Server::Tokio | Server::Mio | Server::Model(_) => Err(format!("{server} has no counters here")),
-        Server::Runtime(echo::server::RuntimeKind::Aio) => {
+        Server::Runtime(echo::server::RuntimeKind::Aio)
+        | Server::FuturesIo(echo::server::RuntimeKind::Aio) => {
             Err("not counted for aio: its I/O syscalls are made by \
              glibc's threads, which neither its counters nor perf follow reliably (see the README)"
                 .to_string())
         }
-        Server::Runtime(_) => Ok(guard.1.take().expect("the counts channel")),
+        Server::Runtime(_) | Server::FuturesIo(_) => Ok(guard.1.take().expect("the counts channel")),
     };
     let (syscalls, perf) = if extras.syscall_secs == 0.0 {
         let why = "skipped (--syscall-secs 0)".to_string();

@@ -61,8 +61,9 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     if a.udp {
         // Skipped with the reason rather than measured at zero.
         for &server in &servers {
-            if matches!(server, Server::Runtime(echo::server::RuntimeKind::Aio) | Server::Model(_)) {
-                let why = if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
+            let aio = server.kind() == Some(echo::server::RuntimeKind::Aio);
+            if aio || matches!(server, Server::Model(_)) {
+                let why = if aio {
                     echo::server::UDP_ON_AIO.to_string()
                 } else {
                     format!("the {server} model serves no UDP")

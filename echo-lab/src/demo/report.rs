@@ -109,9 +109,11 @@ pub fn print_table(load: &Load, a: &DemoArgs) {
         a.rounds,
         if a.rounds == 1 { "" } else { "s" }
     );
+    // As wide as the longest name (`proactor-epoll-futures-io`).
+    let width = load.runtimes.iter().map(|rt| rt.server.name().len()).max().unwrap_or(0).max(10);
     let line = |first: &str, cells: [String; 7]| {
         println!(
-            "{first:<10}  {:>13}  {:>13}  {:>12}  {:>12}  {:>12}  {:>13}  {:>11}",
+            "{first:<width$}  {:>13}  {:>13}  {:>12}  {:>12}  {:>12}  {:>13}  {:>11}",
             cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
         );
     };

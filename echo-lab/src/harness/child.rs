@@ -40,7 +40,7 @@ pub fn start_server(
         Command::new(exe)
     };
     cmd.args(["serve", "--runtime", server.name(), "--addr", "127.0.0.1:0"]);
-    if server == Server::Runtime(echo::server::RuntimeKind::Aio) {
+    if server.kind() == Some(echo::server::RuntimeKind::Aio) {
         cmd.args(["--aio-threads", &aio_threads.to_string()]);
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());

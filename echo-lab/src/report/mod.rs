@@ -3,12 +3,14 @@
 //!
 //! What a report holds is its command's: `bench` prints a load's [`Report`](crate::load::report::Report),
 //! `demo` its table, notes, `demo.json` and `demo.svg` (`demo/report.rs`), `lab` its table,
-//! `lab.md`, `lab.json` and `lab.svg` (`lab.rs`).
+//! `lab.md`, `lab.json` and `lab.svg` (`lab.rs`); with `--record DIR`, any of them a dated
+//! markdown record of the run ([`record`]).
 
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
+pub mod record;
 pub mod svg;
 
 /// Rounds `x` to `digits` decimals (for JSON people read).

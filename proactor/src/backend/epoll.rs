@@ -319,12 +319,7 @@ impl Epoll {
         if ready {
             self.dirty.borrow_mut().push(fd);
         }
-        stats::trace_step!(trace::Event::Queued {
-            index,
-            op: trace::Op::of(&request),
-            queue: direction,
-            ready
-        });
+        stats::trace_step!(trace::Event::Queued { index, op: request.traced(), queue: direction, ready });
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use executor::Notifier;
 
 use crate::bufring::BufRing;
+use crate::trace;
 
 /// Which backend performs the I/O (see [`Builder::backend`](crate::Builder::backend)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -166,6 +167,23 @@ impl Request {
             | Request::RecvMsg { fd, .. }
             | Request::SendMsg { fd, .. }
             | Request::RecvMsgMulti { fd, .. } => fd,
+        }
+    }
+
+    /// The operation as the trace names it.
+    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
+    pub(crate) fn traced(&self) -> trace::Op {
+        match *self {
+            Request::Accept { fd, .. } => trace::Op::Accept { fd },
+            Request::AcceptMulti { fd } => trace::Op::AcceptMulti { fd },
+            Request::Connect { fd, .. } => trace::Op::Connect { fd },
+            Request::Recv { fd, len, .. } => trace::Op::Recv { fd, len },
+            Request::RecvMulti { fd, group, limit } => trace::Op::RecvMulti { fd, group, limit },
+            Request::RecvPick { fd } => trace::Op::RecvPick { fd },
+            Request::Send { fd, len, dontwait, .. } => trace::Op::Send { fd, len, dontwait },
+            Request::RecvMsg { fd, .. } => trace::Op::RecvMsg { fd },
+            Request::SendMsg { fd, .. } => trace::Op::SendMsg { fd },
+            Request::RecvMsgMulti { fd, group, .. } => trace::Op::RecvMsgMulti { fd, group },
         }
     }
 

@@ -60,6 +60,7 @@
 use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::behind::BehindKey;
@@ -84,7 +85,7 @@ pub(crate) struct Budget {
     reserved: Cell<u64>,
     peak: Cell<u64>,
     /// Streams waiting for room in `total`.
-    waiters: WaitQueue,
+    waiters: Rc<WaitQueue>,
 }
 
 /// Why a stream may not receive now: the memory budget is taken.
@@ -98,7 +99,7 @@ impl Budget {
             held: Cell::new(0),
             reserved: Cell::new(0),
             peak: Cell::new(0),
-            waiters: WaitQueue::default(),
+            waiters: Rc::default(),
         }
     }
 
@@ -178,11 +179,11 @@ impl Driver {
     /// How many bytes the stream (`key` and `fd` name its sends behind) may receive next:
     /// ready with its allowance, or waiting (`ticket` is its place in the queue for room in
     /// the memory budget) until it may receive. An error of its send behind comes out here.
-    pub(crate) fn poll_allowance<'a>(
-        &'a self,
+    pub(crate) fn poll_allowance(
+        &self,
         key: &BehindKey,
         fd: RawFd,
-        ticket: &mut Ticket<'a>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<u32>> {
         loop {

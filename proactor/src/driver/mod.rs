@@ -369,6 +369,28 @@ impl Driver {
         }
     }
 
+    /// Turns the backend until the operation in slot `index`, cancelled already, is over (its
+    /// slot freed), for at most about a second.
+    fn settle(&self, index: usize) {
+        for _ in 0..100 {
+            if !self.ops.borrow().contains(index) {
+                return;
+            }
+            let mut wakers = Vec::new();
+            if self.turn(Some(Duration::from_millis(10)), &mut wakers).is_err() {
+                return;
+            }
+            wakers.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Closes `fd` as [`close_fd`](Self::close_fd) does, handing the close to the backend at
+    /// once (io_uring: submitted now, not at the next turn): once every operation on it is over
+    /// (see `Op::cancel_and_wait`), the socket is closed when this returns.
+    pub(crate) fn close_fd_now(&self, fd: OwnedFd) {
+        self.io.close_fd(fd, true);
+    }
+
     /// One turn: hand the backend what is queued, wait for a completion if `timeout` is not
     /// zero (at most `timeout`, forever if `None`), then store every completion in its slot and
     /// move the wakers of the operations they finish into `wakers`.

@@ -87,6 +87,17 @@ impl<T: 'static> Op<T> {
         }
     }
 
+    /// Cancels the operation and turns the driver, on this thread, until its last completion is
+    /// in (at most about a second): afterwards nothing in the kernel refers to what it used (the
+    /// socket, say, which can then be closed at once). Inside the runtime too: what that turn
+    /// completes for other operations is stored and their tasks woken as in any turn.
+    pub(crate) fn cancel_and_wait(self) {
+        let OpState::InFlight(index) = self.state else { return };
+        let driver = self.driver.clone();
+        drop(self); // orphans the resources and asks the backend to cancel
+        driver.settle(index);
+    }
+
     /// Whether the operation was submitted and its result not yet returned.
     pub(crate) fn in_flight(&self) -> bool {
         matches!(self.state, OpState::InFlight(_))

@@ -218,12 +218,17 @@ impl TcpListener {
 }
 
 impl Drop for TcpListener {
+    /// Stops listening before it returns: the accept in flight is cancelled and reaped (a
+    /// multishot accept keeps a reference to the socket in the kernel until its last
+    /// completion), then the socket is closed, so that the port can be bound again at once (by
+    /// this program, or by the next one started right after this one exits).
     fn drop(&mut self) {
-        // Cancel the accept in flight (dropping it) before the fd closes; see TcpStream's Drop.
-        drop(std::mem::take(&mut *self.accept.borrow_mut()));
+        let AcceptState { multishot, single, .. } = std::mem::take(&mut *self.accept.borrow_mut());
+        multishot.into_iter().for_each(Op::cancel_and_wait);
+        single.into_iter().for_each(Op::cancel_and_wait);
         // SAFETY: the fd is not used after this.
         let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
-        self.driver.close_fd(fd);
+        self.driver.close_fd_now(fd);
     }
 }
 

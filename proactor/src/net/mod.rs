@@ -12,15 +12,20 @@
 //!   unclaimed, and single-shot accept otherwise.
 //! - `stream`: [`TcpStream`], connecting, closing (through the backend, after every operation
 //!   already started on the socket); `read` its receives, `write` its sends and the futures
-//!   [`WriteAll`] and [`WriteBehind`].
+//!   [`WriteAll`] and [`WriteBehind`];
+//! - `compat`: the futures-io traits on [`TcpStream`], `&TcpStream` and its halves
+//!   ([`ReadHalf`], [`WriteHalf`]): a buffer the stream owns bridges the slice `poll_read`
+//!   lends and the buffer a completion needs, and `poll_write` sends a copy behind.
 
 mod addr;
+mod compat;
 mod listener;
 mod read;
 mod stream;
 mod write;
 
 pub use crate::udp::{Datagram, UdpSocket};
+pub use compat::{ReadHalf, WriteHalf};
 pub use executor::net::{is_datagram_error, DatagramTruncated, MAX_DATAGRAM};
 pub use listener::TcpListener;
 pub use stream::TcpStream;

@@ -17,6 +17,15 @@ use crate::bufring::{self, BufRing};
 use crate::driver::Receive;
 use crate::waiters::Ticket;
 
+/// The error of a read into a buffer with no room.
+fn no_room() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "read into a buffer with no room (a Vec's capacity is its room: Vec::new() has none; use \
+         Vec::with_capacity(n)); a read of 0 bytes would look like end of stream",
+    )
+}
+
 /// The most receive completions a stream may have waiting for its task: past it the
 /// multishot receive is stopped (the peer then waits, by TCP's flow control) until the task
 /// reads again. Bounds the ring buffers one stream holds while its task is busy. Half of the
@@ -26,7 +35,13 @@ const RECV_QUEUE_MAX: u16 = 16;
 
 impl TcpStream {
     /// Reads into `buf` from its start, up to [`IoBufMut::bytes_total`] bytes; gives back the
-    /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count.
+    /// count (0 at end of stream) and the buffer. For a `Vec`, `len()` is then the count: its
+    /// capacity is the room (make it with `Vec::with_capacity`), and what it held is replaced
+    /// (use [`read_append`](Self::read_append) to keep it).
+    ///
+    /// A buffer with no room (`Vec::new()`, whose capacity is 0) is an error
+    /// (`InvalidInput`), not a read of 0 bytes: `Ok(0)` means only end of stream here, so that
+    /// a server cannot mistake a buffer it forgot to size for a peer that closed.
     ///
     /// Dropping the future before it completes cancels the read without losing data: bytes the
     /// kernel had already received into the buffer are kept for the next read. The next read
@@ -39,13 +54,16 @@ impl TcpStream {
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         async move {
+            if buf.bytes_total() == 0 {
+                return (Err(no_room()), buf);
+            }
             if let Err(e) = self.behind_error() {
                 return (Err(e), buf);
             }
             if !planted!(LateBytesAfterNewer) {
                 poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
             }
-            let start = if stash.borrow().bytes.is_empty() && buf.bytes_total() > 0 {
+            let start = if stash.borrow().bytes.is_empty() {
                 let fd = self.fd.as_raw_fd();
                 // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
                 // (IoBufMut's contract) and is owned by the operation until its completion.
@@ -122,6 +140,35 @@ impl TcpStream {
         }
     }
 
+    /// Reads into the spare capacity of `buf`, after the bytes it holds, and gives back the
+    /// count (0 at end of stream) and the buffer, whose `len()` grew by it: a partial message
+    /// (half a line, say) accumulates without a copy. As [`read`](Self::read), a `buf` with no
+    /// spare capacity is an error; reserve room first (`buf.reserve(n)`).
+    ///
+    /// ```no_run
+    /// # async fn line(stream: &proactor::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    /// let mut line = Vec::with_capacity(256);
+    /// while !line.contains(&b'\n') {
+    ///     if line.len() == line.capacity() {
+    ///         line.reserve(256);
+    ///     }
+    ///     let (read, back) = stream.read_append(line).await;
+    ///     line = back;
+    ///     if read? == 0 {
+    ///         break; // end of stream
+    ///     }
+    /// }
+    /// # Ok(line)
+    /// # }
+    /// ```
+    pub fn read_append(&self, buf: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>> + '_ {
+        let read = self.read(buf::Append::new(buf));
+        async move {
+            let (result, buf) = read.await;
+            (result, buf.into_inner())
+        }
+    }
+
     /// Receives the next bytes into a buffer the runtime picks from its provided-buffer ring at
     /// the moment they arrive; `None` at end of stream.
     ///
@@ -160,10 +207,10 @@ impl TcpStream {
         }
     }
 
-    fn poll_read_provided<'a>(
-        &'a self,
-        ring: &'a Rc<BufRing>,
-        ticket: &mut Ticket<'a>,
+    pub(super) fn poll_read_provided(
+        &self,
+        ring: &Rc<BufRing>,
+        ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
@@ -253,7 +300,7 @@ impl TcpStream {
     /// receive), not in the caller's future: a `read_provided` dropped early (a `timeout`) leaves
     /// it queued for the next call, so nothing is lost, and every connection's task stays as
     /// small as on io_uring. Bytes a cancelled `read` left behind come first.
-    fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
+    pub(super) fn poll_read_picked(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<ProvidedBuf>>> {
         self.behind_error()?;
         let mut recv = self.recv.borrow_mut();
         let op = match &mut *recv {

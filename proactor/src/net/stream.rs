@@ -1,7 +1,7 @@
 //! [`TcpStream`]: a connection, its state, connecting, and closing. Its reads are in `read`,
 //! its writes in `write`.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::io;
 use std::mem;
@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::addr::SockAddr;
+use super::compat::ReadState;
 use crate::backend::{Completion, Request};
 use crate::driver::behind::BehindKey;
 use crate::driver::op::Op;
@@ -23,6 +24,10 @@ use crate::sys;
 /// Methods take `&self`: a read and a write can be in flight at the same time (from two futures
 /// joined in one task). Two reads in flight at once are allowed by the kernel but split the
 /// incoming bytes between them in an unspecified way.
+///
+/// It also implements `futures_io::AsyncRead`, `AsyncBufRead` and `AsyncWrite` (as do
+/// `&TcpStream` and the halves of [`split`](Self::split)), through buffers the stream owns: see
+/// the `compat` module.
 pub struct TcpStream {
     /// Closed through the backend in `Drop`.
     pub(super) fd: mem::ManuallyDrop<OwnedFd>,
@@ -36,6 +41,10 @@ pub struct TcpStream {
     pub(super) recv: RefCell<RecvSlot>,
     /// The send behind in flight, or its error, if any (see `write_all_behind`).
     pub(super) behind: BehindKey,
+    /// What futures-io reads keep between polls (see `compat`): made by the first one, so a
+    /// stream that never uses futures-io pays this pointer only. Taken out while it is polled,
+    /// and by a [`ReadHalf`](super::ReadHalf) for as long as it lives.
+    pub(super) compat: Cell<Option<Box<ReadState>>>,
 }
 
 impl fmt::Debug for TcpStream {
@@ -56,6 +65,7 @@ impl TcpStream {
             stash: OnceCell::new(),
             recv: RefCell::new(RecvSlot::Never),
             behind: BehindKey::default(),
+            compat: Cell::new(None),
         }
     }
 
@@ -157,7 +167,8 @@ impl Drop for TcpStream {
         // the ring orders the close after them (SQPOLL included); the multishot receive is
         // cancelled first, so its file reference does not keep the socket open.
         drop(mem::replace(self.recv.get_mut(), RecvSlot::Ended));
-        // SAFETY: the fd is not used after this.
+        drop(self.compat.take()); // a futures-io read in flight is cancelled the same way
+                                  // SAFETY: the fd is not used after this.
         let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
         // A send behind still in flight keeps the socket open until it is over: its bytes go
         // out before the end of stream (see `write_all_behind`).
@@ -186,10 +197,12 @@ impl AsRawFd for TcpStream {
 mod tests {
     use super::*;
 
-    /// A stream is part of every connection's task, idle ones included.
+    /// A stream is part of every connection's task, idle ones included. (72 bytes, and the
+    /// pointer to the futures-io read state, made only by streams that use it.)
     #[test]
     fn a_stream_stays_small() {
         assert_eq!(mem::size_of::<RecvSlot>(), mem::size_of::<Option<Op<()>>>());
-        assert!(mem::size_of::<TcpStream>() <= 72, "TcpStream is {} bytes", mem::size_of::<TcpStream>());
+        assert_eq!(mem::size_of::<Cell<Option<Box<ReadState>>>>(), mem::size_of::<usize>());
+        assert!(mem::size_of::<TcpStream>() <= 80, "TcpStream is {} bytes", mem::size_of::<TcpStream>());
     }
 }

@@ -7,9 +7,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
-use crate::backend::Request;
-
-/// An operation as the trace names it: what its request asks, without the pointers.
+/// An operation as the trace names it: what its request asks, without the pointers (see
+/// `Request::traced`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)] // the fields are the request's: the socket, the length, the ring's group
 pub enum Op {
@@ -37,23 +36,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// The operation `request` asks for.
-    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
-    pub(crate) fn of(request: &Request) -> Op {
-        match *request {
-            Request::Accept { fd, .. } => Op::Accept { fd },
-            Request::AcceptMulti { fd } => Op::AcceptMulti { fd },
-            Request::Connect { fd, .. } => Op::Connect { fd },
-            Request::Recv { fd, len, .. } => Op::Recv { fd, len },
-            Request::RecvMulti { fd, group, limit } => Op::RecvMulti { fd, group, limit },
-            Request::RecvPick { fd } => Op::RecvPick { fd },
-            Request::Send { fd, len, dontwait, .. } => Op::Send { fd, len, dontwait },
-            Request::RecvMsg { fd, .. } => Op::RecvMsg { fd },
-            Request::SendMsg { fd, .. } => Op::SendMsg { fd },
-            Request::RecvMsgMulti { fd, group, .. } => Op::RecvMsgMulti { fd, group },
-        }
-    }
-
     /// The socket it operates on.
     pub fn fd(self) -> RawFd {
         match self {

@@ -268,7 +268,7 @@ impl Uring {
         }
         #[cfg(feature = "trace")]
         if executor::trace::on() {
-            let op = trace::Op::of(request);
+            let op = request.traced();
             stats::trace_step!(trace::Event::SqeQueued { user_data: index, op });
             let mut names = self.names.borrow_mut();
             if names.len() <= index {
