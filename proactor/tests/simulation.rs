@@ -147,6 +147,10 @@ enum Handler {
     ReadBehind,
     /// `read_provided` + `write_all`.
     ProvidedWriteAll,
+    /// futures-io: `AsyncReadExt::read` (raced as the others) + `AsyncWriteExt::write_all`.
+    FuturesIo,
+    /// futures-io: the id by `read_exact` + `write_all`, then `split` and `futures::io::copy_buf`.
+    FuturesIoCopy,
 }
 
 #[derive(Clone, Debug)]
@@ -216,7 +220,7 @@ impl Plan {
         let late_clients = (0..rng.between(1, 3)).map(|_| client(&mut rng, false)).collect();
         let handlers =
             [Handler::EchoBehind, Handler::ReadWriteAll, Handler::ReadBehind, Handler::ProvidedWriteAll];
-        let handler = (0..4).map(|_| handlers[rng.below(4) as usize]).collect();
+        let handler: Vec<Handler> = (0..4).map(|_| handlers[rng.below(4) as usize]).collect();
         let aborts = if rng.chance(3_000) {
             (0..rng.between(1, 3))
                 .map(|_| {
@@ -228,6 +232,21 @@ impl Plan {
             Vec::new()
         };
         let small_ring = rng.chance(5_000);
+        // The futures-io handlers come from a stream of their own, so that a seed's other draws
+        // are what they were before these handlers existed; only with SIM_FUTURES_IO set (on
+        // the epoll and aio modes some seeds then end in a loop that never waits: not yet
+        // understood, see docs/11-testing.md).
+        let mut compat = Rng::new(seed ^ 0x000c_11e7_0000_0002);
+        let futures_io = std::env::var_os("SIM_FUTURES_IO").is_some();
+        let handler = handler
+            .into_iter()
+            .map(|how| match compat.below(8) {
+                _ if !futures_io => how,
+                0 => Handler::FuturesIo,
+                1 => Handler::FuturesIoCopy,
+                _ => how,
+            })
+            .collect();
         Plan {
             server_race: rng.chance(3_000).then(|| Duration::from_micros(rng.between(5, 3_000))),
             drop_runtime: rng.chance(1_500).then(|| Duration::from_micros(rng.below(8_000))),
@@ -437,6 +456,11 @@ async fn handle(
             }
         }
     };
+    match how {
+        Handler::FuturesIo => return futures_io_echo(stream, race, learn).await,
+        Handler::FuturesIoCopy => return futures_io_copy(stream, learn).await,
+        _ => {}
+    }
     loop {
         // The bytes go back as they came: a buffer of the ring stays one until it is sent.
         let buf = match how {
@@ -444,7 +468,7 @@ async fn handle(
                 Some(buf) => buf,
                 None => break,
             },
-            Handler::ReadWriteAll | Handler::ReadBehind => {
+            Handler::ReadWriteAll | Handler::ReadBehind | Handler::FuturesIo | Handler::FuturesIoCopy => {
                 let buf = read_into(&stream, 4_096, race).await?;
                 if buf.is_empty() {
                     break;
@@ -456,9 +480,52 @@ async fn handle(
         match how {
             Handler::EchoBehind | Handler::ReadBehind => stream.write_all_behind(buf).await?,
             Handler::ReadWriteAll | Handler::ProvidedWriteAll => stream.write_all(buf).await.0?,
+            Handler::FuturesIo | Handler::FuturesIoCopy => unreachable!("served above"),
         }
     }
     stream.flush().await
+}
+
+/// The echo through futures-io's traits: `poll_read` into a lent slice (a read that loses its
+/// race is dropped pending; its bytes must come with the next), `poll_write` and `poll_flush`.
+async fn futures_io_echo(
+    mut stream: TcpStream,
+    race: Option<Duration>,
+    mut learn: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 4_096];
+    loop {
+        let n = match race {
+            None => AsyncReadExt::read(&mut stream, &mut buf).await,
+            Some(limit) => match timeout(limit, AsyncReadExt::read(&mut stream, &mut buf)).await {
+                Ok(read) => read,
+                Err(_) => continue,
+            },
+        };
+        let n = match n {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        learn(&buf[..n]);
+        AsyncWriteExt::write_all(&mut stream, &buf[..n]).await?;
+    }
+    AsyncWriteExt::flush(&mut stream).await
+}
+
+/// The echo as a futures-io user writes it: `split`, then `futures::io::copy_buf` (through
+/// `poll_fill_buf` and `consume`, the stream's own buffer lent out), after the client's id.
+async fn futures_io_copy(mut stream: TcpStream, mut learn: impl FnMut(&[u8])) -> io::Result<()> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await?;
+    learn(&head);
+    AsyncWriteExt::write_all(&mut stream, &head).await?;
+    let (reader, mut writer) = TcpStream::split(&mut stream);
+    futures::io::copy_buf(reader, &mut writer).await?;
+    writer.flush().await
 }
 
 type Handlers = Rc<RefCell<Vec<(Rc<Cell<Option<u32>>>, JoinHandle<()>)>>>;
