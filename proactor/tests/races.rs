@@ -2,10 +2,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::rc::Rc;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{reset_on_close, within};
@@ -18,18 +16,8 @@ async fn pair(listener: &std::net::TcpListener) -> (TcpStream, std::net::TcpStre
     (stream, peer)
 }
 
-/// The tests of this file run one at a time: the SQPOLL test needs the fd number it closed to
-/// be reused by the next socket this process opens, which another test opening sockets on a
-/// parallel thread can take first.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[test]
 fn a_client_that_resets_before_it_is_accepted_is_skipped_not_an_error() {
-    let _serial = one_at_a_time();
     for multishot in [true, false] {
         within(Duration::from_secs(10), move || {
             let runtime = proactor::Builder::new().multishot(multishot).build().unwrap();
@@ -58,7 +46,6 @@ fn a_client_that_resets_before_it_is_accepted_is_skipped_not_an_error() {
 
 #[test]
 fn two_tasks_accepting_on_one_listener_both_get_connections() {
-    let _serial = one_at_a_time();
     for multishot in [true, false] {
         within(Duration::from_secs(10), move || {
             let runtime = proactor::Builder::new().multishot(multishot).build().unwrap();
@@ -86,56 +73,7 @@ fn two_tasks_accepting_on_one_listener_both_get_connections() {
 }
 
 #[test]
-fn with_sqpoll_a_write_queued_before_close_never_reaches_the_next_socket_with_that_fd() {
-    let _serial = one_at_a_time();
-    // With SQPOLL the kernel thread may read an SQE after `submit` returned; closing the fd
-    // directly could let a queued write resolve the number after it was reused.
-    within(Duration::from_secs(60), || {
-        let runtime = proactor::Builder::new().sqpoll(Duration::from_millis(1)).build().unwrap();
-        runtime.block_on(async {
-            let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut reused = 0;
-            for round in 0..100 {
-                let (stream, _peer) = pair(&front).await;
-                let fd = stream.as_raw_fd();
-                sleep(Duration::from_millis(2)).await; // let the SQ thread go to sleep
-                                                       // The write's SQE is queued; its future and the stream go away at once.
-                drop(stream.write(&b"SECRET"[..]));
-                drop(stream);
-                if round % 4 == 0 {
-                    // Every fourth round lets the ring close the fd before the next socket is
-                    // opened, so that its number is reused; the other rounds open it while the
-                    // write and the close may still wait in the SQ.
-                    proactor::yield_now().await;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                let mut next = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
-                let (mut next_peer, _) = other.accept().unwrap();
-                if next.as_raw_fd() == fd || next_peer.as_raw_fd() == fd {
-                    reused += 1;
-                }
-                sleep(Duration::from_millis(5)).await;
-                // Whichever new socket got the number, a misdirected write lands at one of the
-                // two ends of the new connection.
-                for end in [&mut next, &mut next_peer] {
-                    end.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
-                    let mut buf = [0u8; 16];
-                    if let Ok(n) = end.read(&mut buf) {
-                        assert_ne!(&buf[..n], b"SECRET", "round {round}: bytes went to another connection");
-                    }
-                }
-            }
-            // Otherwise the test checked nothing: the number must have been reused at times.
-            eprintln!("the closed stream's fd number was reused in {reused} of 100 rounds");
-            assert!(reused > 0, "the closed stream's fd number was never reused");
-        })
-    });
-}
-
-#[test]
 fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
-    let _serial = one_at_a_time();
     within(Duration::from_secs(10), || {
         let a = proactor::Runtime::new().unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -156,7 +94,6 @@ fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
 
 #[test]
 fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_turn() {
-    let _serial = one_at_a_time();
     within(Duration::from_secs(10), || {
         // One whole buffer (no incremental consumption, which would let the others share it),
         // and a memory limit that keeps the ring from growing past it.
@@ -191,7 +128,6 @@ fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_t
 
 #[test]
 fn a_stream_nobody_reads_does_not_keep_the_ring_from_the_others() {
-    let _serial = one_at_a_time();
     // A stream whose task stopped reading (blocked elsewhere, say in a send to a peer that
     // does not read) while its peer keeps sending: its receives must not hold the shared ring.
     within(Duration::from_secs(10), || {

@@ -799,6 +799,47 @@ fn a_read_ends_with_the_error_of_a_send_behind() -> Vec<String> {
     })
 }
 
+/// A send queued when its stream is dropped never reaches the socket that gets the fd number
+/// next: the fd is closed through the backend, after the send (the simulated kernel reports a
+/// close behind its back with operations on the fd, and any request on a closed fd). The
+/// deterministic half of `tests/races.rs`'s SQPOLL test, which needs the real kernel's thread
+/// and timing; this one catches the planted bug `close_with_op_in_flight` on every mode.
+fn a_send_queued_at_a_drop_never_reaches_the_next_socket_with_its_fd() -> Vec<String> {
+    let mut failures = Vec::new();
+    for mode in [Mode::Uring, Mode::Epoll, Mode::Aio] {
+        failures.extend(on_sim(mode, 64, |_sim| async move {
+            let (listener, _, _) = pair().await;
+            let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+            for round in 0..20 {
+                let (_client, server) = connected(&listener, addr).await?;
+                drop(server.write(&b"SECRET"[..]));
+                drop(server);
+                if round % 2 == 0 {
+                    proactor::yield_now().await;
+                }
+                let (next, next_peer) = connected(&listener, addr).await?;
+                for end in [&next, &next_peer] {
+                    if let Ok((Ok(n), buf)) = timeout(Duration::from_millis(5), end.read(vec![0u8; 16])).await
+                    {
+                        if buf[..n] == *b"SECRET" {
+                            return Err(format!("{mode:?}, round {round}: bytes went to another connection"));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    failures
+}
+
+/// A new connection to `listener`: the client's end and the server's.
+async fn connected(listener: &TcpListener, addr: SocketAddr) -> Result<(TcpStream, TcpStream), String> {
+    let (client, accepted) = futures::join!(TcpStream::connect(addr), listener.accept());
+    let client = client.map_err(|e| format!("connect: {e}"))?;
+    Ok((client, accepted.map_err(|e| format!("accept: {e}"))?.0))
+}
+
 /// Every regression test, by name: what each found wrong.
 fn regressions() -> Vec<(&'static str, Vec<String>)> {
     vec![
@@ -807,6 +848,10 @@ fn regressions() -> Vec<(&'static str, Vec<String>)> {
             a_refused_read_dropped_before_its_error_blocks_no_later_read(),
         ),
         ("a_read_ends_with_the_error_of_a_send_behind", a_read_ends_with_the_error_of_a_send_behind()),
+        (
+            "a_send_queued_at_a_drop_never_reaches_the_next_socket_with_its_fd",
+            a_send_queued_at_a_drop_never_reaches_the_next_socket_with_its_fd(),
+        ),
     ]
 }
 
