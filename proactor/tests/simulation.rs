@@ -802,7 +802,7 @@ fn a_read_ends_with_the_error_of_a_send_behind() -> Vec<String> {
 /// A send queued when its stream is dropped never reaches the socket that gets the fd number
 /// next: the fd is closed through the backend, after the send (the simulated kernel reports a
 /// close behind its back with operations on the fd, and any request on a closed fd). The
-/// deterministic half of `tests/races.rs`'s SQPOLL test, which needs the real kernel's thread
+/// deterministic half of `tests/sqpoll_fd_reuse.rs`, which needs the real kernel's SQ thread
 /// and timing; this one catches the planted bug `close_with_op_in_flight` on every mode.
 fn a_send_queued_at_a_drop_never_reaches_the_next_socket_with_its_fd() -> Vec<String> {
     let mut failures = Vec::new();
