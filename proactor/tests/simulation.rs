@@ -233,15 +233,11 @@ impl Plan {
         };
         let small_ring = rng.chance(5_000);
         // The futures-io handlers come from a stream of their own, so that a seed's other draws
-        // are what they were before these handlers existed; only with SIM_FUTURES_IO set (on
-        // the epoll and aio modes some seeds then end in a loop that never waits: not yet
-        // understood, see docs/11-testing.md).
+        // are what they were before these handlers existed.
         let mut compat = Rng::new(seed ^ 0x000c_11e7_0000_0002);
-        let futures_io = std::env::var_os("SIM_FUTURES_IO").is_some();
         let handler = handler
             .into_iter()
             .map(|how| match compat.below(8) {
-                _ if !futures_io => how,
                 0 => Handler::FuturesIo,
                 1 => Handler::FuturesIoCopy,
                 _ => how,
