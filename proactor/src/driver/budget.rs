@@ -40,7 +40,9 @@
 //!   budget: it never waits for its own send to be over, because that send may be waiting for
 //!   the peer, and the peer for this stream to read (an echo peer whose replies fill this
 //!   side's window, with a task that reads while it sends: the two would wait for each other
-//!   forever). Its connection then holds at most its budget and that least;
+//!   forever). Its connection then holds at most its budget and that least. The same holds
+//!   where its send behind leaves less than that of the memory budget itself (a budget
+//!   smaller than a send and a read's worth): the room it would wait for could never come;
 //! - a stream that holds something when less than [`MIN_ALLOWANCE`] is left of the memory
 //!   budget waits, first come first served, until there is room (or until its own send behind
 //!   is over: it then holds nothing). So under pressure the streams that hold something wait,
@@ -171,8 +173,9 @@ impl Budget {
         let allowance = mine.min(self.room());
         match allowance {
             allowance if allowance >= least => Ok(allowance.min(u64::from(u32::MAX)) as u32),
-            // Nothing held, or its own send behind takes its connection's budget.
-            _ if own == 0 || mine < least => Ok(least as u32),
+            // Nothing held, or its own send behind takes its connection's budget, or leaves
+            // less than the least of the memory budget (room it could wait for never comes).
+            _ if own == 0 || mine < least || self.total.saturating_sub(own) < least => Ok(least as u32),
             _ => Err(Room),
         }
     }
@@ -229,6 +232,10 @@ mod tests {
         assert!(matches!(budget.allowance(16 << 10), Ok(a) if a == 48 << 10));
         // Its own send behind takes its budget: it still gets the least (see the module docs).
         assert!(matches!(budget.allowance(62 << 10), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
+        // So does one whose send behind leaves less than the least of the memory budget.
+        let small = Budget::new(64 << 10, 12 << 10);
+        small.hold(8 << 10);
+        assert!(matches!(small.allowance(8 << 10), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
         budget.hold(254 << 10);
         assert!(matches!(budget.allowance(0), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
         assert!(matches!(budget.allowance(1), Err(Room)));
