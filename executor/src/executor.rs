@@ -54,7 +54,7 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_task::waker_ref;
 use slab::Slab;
@@ -213,6 +213,17 @@ pub(crate) fn schedule(header: Arc<Header>) {
         let shared = header.shared.clone();
         shared.push_remote(header);
     }
+}
+
+/// The task the loop polls next: the first queued, or the one a simulation picks (see `sim`).
+#[inline]
+fn pop_next(queue: &mut VecDeque<Arc<Header>>) -> Option<Arc<Header>> {
+    #[cfg(feature = "sim")]
+    if queue.len() > 1 {
+        let at = crate::sim::pick(queue.len());
+        return queue.remove(at).or_else(|| queue.pop_front());
+    }
+    queue.pop_front()
 }
 
 /// Queues a task on the run queue of `shared`'s runtime, which runs on this thread.
@@ -395,7 +406,7 @@ impl Core {
         let timeout = if !idle {
             Some(Duration::ZERO)
         } else {
-            self.timers.next_deadline().map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            self.timers.next_deadline().map(|deadline| deadline.saturating_duration_since(crate::time::now()))
         };
         stats::bump(|c| &c.turns);
         stats::bump(if timeout == Some(Duration::ZERO) {
@@ -495,7 +506,7 @@ impl<D: Park> Runtime<D> {
         let main_waker = waker_ref(&main);
         loop {
             for _ in 0..core.config.event_interval {
-                let Some(header) = RUN_QUEUE.with_borrow_mut(VecDeque::pop_front) else { break };
+                let Some(header) = RUN_QUEUE.with_borrow_mut(pop_next) else { break };
                 header.unschedule();
                 if Arc::ptr_eq(&header, &main) {
                     BUDGET.set(core.config.task_budget);

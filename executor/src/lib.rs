@@ -115,6 +115,8 @@ mod executor;
 pub mod net;
 mod notify;
 pub mod readiness;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod stats;
 pub mod sys;
 mod task;

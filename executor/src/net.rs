@@ -114,7 +114,7 @@ pub struct AcceptBackoff {
 impl AcceptBackoff {
     /// Until when the listener must wait before its next accept, if it must.
     pub fn pause_until(&self) -> Option<Instant> {
-        self.pause_until.filter(|&until| Instant::now() < until)
+        self.pause_until.filter(|&until| crate::time::now() < until)
     }
 
     /// An accept succeeded: no more pause.
@@ -132,7 +132,7 @@ impl AcceptBackoff {
             return Some(e);
         }
         let delay = self.delay.map_or(ACCEPT_BACKOFF_MIN, |d| (d * 2).min(ACCEPT_BACKOFF_MAX));
-        let now = Instant::now();
+        let now = crate::time::now();
         (self.delay, self.pause_until) = (Some(delay), Some(now + delay));
         if self.reported.is_none_or(|at| now.duration_since(at) >= ACCEPT_REPORT_INTERVAL) {
             self.reported = Some(now);

@@ -4,9 +4,10 @@
 //! the first key. The loop turns it into the timeout of its park: the reactor's `epoll_wait`
 //! rounds it *up* to whole milliseconds (epoll's resolution), the proactor's `io_uring_enter`
 //! keeps nanoseconds. After each park the loop wakes every timer whose deadline is not after
-//! `Instant::now()`: a timer may fire late (up to a millisecond on epoll), never early. A
-//! [`Sleep`] also checks the clock itself when polled, so it completes only once its deadline
-//! has passed whatever woke it.
+//! [`now()`]: a timer may fire late (up to a millisecond on epoll), never early. A [`Sleep`]
+//! also checks the clock itself when polled, so it completes only once its deadline has passed
+//! whatever woke it. `now()` is `Instant::now()`, or a simulation's virtual clock (cargo
+//! feature `sim`), which its driver advances instead of sleeping.
 //!
 //! Timers belong to the loop, not to a driver: the same `Sleep` works on either runtime.
 //!
@@ -59,6 +60,12 @@ impl Timers {
         drop(removed);
     }
 
+    /// How many timers are pending.
+    #[cfg(feature = "sim")]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.borrow().len()
+    }
+
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.entries.borrow().first_key_value().map(|(key, _)| key.0)
     }
@@ -69,7 +76,7 @@ impl Timers {
         if entries.is_empty() {
             return false;
         }
-        let now = Instant::now();
+        let now = now();
         let before = wakers.len();
         while let Some(entry) = entries.first_entry() {
             if entry.key().0 > now {
@@ -84,6 +91,17 @@ impl Timers {
     pub(crate) fn clear(&self) -> BTreeMap<TimerKey, Waker> {
         std::mem::take(&mut *self.entries.borrow_mut())
     }
+}
+
+/// The time timers read: `Instant::now()`, or the virtual clock of a simulation running on
+/// this thread (cargo feature `sim`, see `executor::sim`).
+#[inline]
+pub fn now() -> Instant {
+    #[cfg(feature = "sim")]
+    if let Some(now) = crate::sim::clock() {
+        return now;
+    }
+    Instant::now()
 }
 
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
@@ -108,7 +126,7 @@ impl Sleep {
 
     /// Whether the deadline has passed.
     pub fn is_elapsed(&self) -> bool {
-        Instant::now() >= self.deadline
+        now() >= self.deadline
     }
 
     /// Moves the deadline (earlier or later); the future becomes pending again if the new
@@ -129,7 +147,7 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.deadline {
+        if now() >= self.deadline {
             self.cancel();
             return Poll::Ready(());
         }
@@ -156,7 +174,7 @@ impl Drop for Sleep {
 
 /// Completes once `duration` has passed (never earlier; up to about a millisecond later).
 pub fn sleep(duration: Duration) -> Sleep {
-    let now = Instant::now();
+    let now = now();
     // A duration too long to represent means "never", in practice: cap it at ~30 years.
     let deadline = now.checked_add(duration).unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400));
     sleep_until(deadline)

@@ -191,12 +191,27 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// Whether the planted bug `$mutant` (a `sim::Mutant`) is on in the runtime running on this
+/// thread (cargo feature `sim-mutants`). Without the feature it is the constant `false`, and
+/// the compiler removes the branch it guards.
+macro_rules! planted {
+    ($mutant:ident) => {{
+        #[cfg(feature = "sim-mutants")]
+        let planted = crate::backend::sim::planted(crate::backend::sim::Mutant::$mutant);
+        #[cfg(not(feature = "sim-mutants"))]
+        let planted = false;
+        planted
+    }};
+}
+
 mod backend;
 pub mod buf;
 mod bufring;
 mod driver;
 pub mod net;
 mod runtime;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod stats;
 mod sys;
 pub mod trace;

@@ -58,6 +58,13 @@ impl Runtime {
         self.inner.driver().gauges().threads
     }
 
+    /// The simulated kernel of a runtime built with [`Builder::sim`] (`None` otherwise): what it
+    /// checked, and its trace hash. The handle outlives the runtime.
+    #[cfg(feature = "sim")]
+    pub fn sim(&self) -> Option<crate::sim::Sim> {
+        self.inner.driver().sim().cloned()
+    }
+
     /// How many operations are in flight (submitted, CQE not yet reaped), including those
     /// whose futures were dropped and that wait for their cancellation to complete.
     pub fn ops_in_flight(&self) -> usize {
@@ -113,6 +120,8 @@ impl Builder {
                 incremental_buffers: true,
                 buffers_default: true,
                 batch_wait: None,
+                #[cfg(feature = "sim")]
+                sim: None,
             },
             config: executor::Config::default(),
         }
@@ -220,7 +229,8 @@ impl Builder {
 
     /// The most bytes the runtime holds for one connection (64 KiB by default, about a socket
     /// buffer): received and not yet taken by its task, and its send behind in flight. A
-    /// stream's receive ends once it brought that much (minus its send behind), and is armed
+    /// stream's receive ends once it brought that much (minus its send behind, but at least 4
+    /// KiB: a stream never waits for its own send to be over), and is armed
     /// again when the task reads, so a peer whose task does not read is held back by TCP's flow
     /// control, as with readiness. At least 4 KiB.
     pub fn connection_budget(mut self, bytes: usize) -> Builder {
@@ -271,6 +281,16 @@ impl Builder {
     #[doc(hidden)]
     pub fn inject_setup_error(mut self, errno: i32) -> Builder {
         self.driver.inject_setup_errno = Some(errno);
+        self
+    }
+
+    /// Runs on a simulated kernel ([`Backend::Sim`]): a model that behaves like one of the real
+    /// backends and injects faults, every choice drawn from `config`'s seed, on a virtual
+    /// clock. For tests; see [`sim`](crate::sim).
+    #[cfg(feature = "sim")]
+    pub fn sim(mut self, config: crate::sim::SimConfig) -> Builder {
+        self.driver.backend = Backend::Sim;
+        self.driver.sim = Some(config);
         self
     }
 

@@ -545,3 +545,26 @@ pub(crate) fn sigpending_limit() -> u64 {
         _ => u64::MAX,
     }
 }
+
+// ----------------------------------------------------------------------------------------------
+// the simulated kernel's look at real fds (feature `sim`: its sockets are real fds, their data
+// is the model's)
+
+/// The inode of the open file `fd` names (sockets have one each), or `None` if `fd` is not
+/// open: tells whether a number still names the socket it named before.
+#[cfg(feature = "sim")]
+pub(crate) fn inode(fd: RawFd) -> Option<u64> {
+    // SAFETY: stat is plain old data; all-zero bytes are a valid value.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes one stat into the live struct; a stale fd only yields EBADF.
+    cvt(unsafe { libc::fstat(fd, &mut stat) }).ok().map(|_| stat.st_ino)
+}
+
+/// The type (`SOCK_STREAM`, `SOCK_DGRAM`) and local address of the socket `fd` names.
+#[cfg(feature = "sim")]
+pub(crate) fn socket_of(fd: RawFd) -> io::Result<(i32, std::net::SocketAddr)> {
+    // SAFETY: the fd is only borrowed for these two calls; a stale one yields EBADF.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    let ty = executor::sys::get_int_opt(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    Ok((ty, executor::sys::local_addr(fd)?))
+}

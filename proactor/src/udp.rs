@@ -503,8 +503,6 @@ impl UdpSocket {
         ticket: &mut Ticket,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<(Datagram, SocketAddr)>> {
-        // A peer that floods this socket must not keep its task running forever.
-        ready!(executor::poll_budget(cx));
         let mut recv = self.recv.borrow_mut();
         loop {
             let op = match &mut *recv {
@@ -529,6 +527,11 @@ impl UdpSocket {
                     recv.insert(op.limit_queue(QUEUE_MAX))
                 }
             };
+            if op.next_ready() {
+                // A peer that floods this socket must not keep its task running forever (the
+                // budget is charged for a datagram that is there, not while waiting for one).
+                ready!(executor::poll_budget(cx));
+            }
             let Some(completion) = ready!(op.poll_next(cx)) else {
                 *recv = None; // the multishot receive ended: arm a new one
                 continue;

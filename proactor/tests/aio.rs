@@ -47,7 +47,7 @@ fn aio(notify: AioNotify) -> Runtime {
 type EachNotify = fn(AioNotify);
 
 /// The cases run for each notification, in the order they run (each as `name::notify`).
-const EACH_NOTIFY: [(&str, EachNotify); 9] = [
+const EACH_NOTIFY: [(&str, EachNotify); 10] = [
     (
         "sixteen_mib_with_random_chunking_comes_back_byte_exact",
         sixteen_mib_with_random_chunking_comes_back_byte_exact,
@@ -83,6 +83,10 @@ const EACH_NOTIFY: [(&str, EachNotify); 9] = [
     (
         "an_idle_loop_sleeps_in_a_few_waits_instead_of_spinning",
         an_idle_loop_sleeps_in_a_few_waits_instead_of_spinning,
+    ),
+    (
+        "a_read_started_while_a_write_blocks_runs_beside_it",
+        a_read_started_while_a_write_blocks_runs_beside_it,
     ),
 ];
 
@@ -425,4 +429,59 @@ fn this_binary_blocks_the_aio_signal_from_its_first_thread_on() {
         0,
         "a thread started later does not block the aio signal"
     );
+}
+
+/// Sets the socket's kernel buffers small, so that a few KiB fill its window.
+fn small_buffers(fd: i32) {
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let bytes: libc::c_int = 4 << 10;
+        // SAFETY: passes a pointer to a live int and its size; the fd is an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// A read started while the stream's write is blocked in glibc (the peer writes back before it
+/// reads again, and this side's window is full) runs beside that write, not behind it: glibc
+/// queues requests per fd, so it goes on the other of the fd and its `dup`. (It once went on the
+/// fd the write blocked, behind it, and the two sides waited for each other forever.)
+fn a_read_started_while_a_write_blocks_runs_beside_it(notify: AioNotify) {
+    const TOTAL: usize = 128 << 10;
+    within(Duration::from_secs(30), move || {
+        aio(notify).block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            // Small kernel buffers: the echoes fill this side's window after a few KiB.
+            use std::os::fd::AsRawFd;
+            small_buffers(stream.as_raw_fd());
+            small_buffers(peer.as_raw_fd());
+            let echo = std::thread::spawn(move || {
+                let mut buf = vec![0; 64 << 10];
+                while let Ok(n @ 1..) = peer.read(&mut buf) {
+                    if peer.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+            let sent = Rng::new(7).bytes(TOTAL);
+            let write = async {
+                let (written, _) = stream.write_all(sent.clone()).await;
+                written.unwrap();
+            };
+            let read = read_exact(&stream, TOTAL);
+            let ((), got) = futures::join!(write, read);
+            assert!(got.unwrap() == sent, "the echo differs from what was sent");
+            drop(stream);
+            echo.join().unwrap();
+        });
+    });
 }

@@ -486,6 +486,71 @@ fn check_end_of_stream_after_a_large_send_behind(end: End) {
     }
 }
 
+/// Sets the socket's kernel buffers small, so that a few KiB fill its window.
+fn small_buffers(fd: i32) {
+    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        let bytes: libc::c_int = 4 << 10;
+        // SAFETY: passes a pointer to a live int and its size; the fd is an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
+    }
+}
+
+/// A stream dropped with its send behind in flight, whose peer writes back instead of reading
+/// (an echo with blocking calls: it reads again only once its write is through), answers the
+/// peer as a closed socket does: the connection is reset, the peer's write fails, and the
+/// runtime is left with nothing in flight. (The socket once stayed open for the send, which
+/// waited for the peer, which waited for the dropped stream to read: both forever. Found by
+/// the simulation, `SIM_SEED=70`.)
+#[test]
+fn a_dropped_stream_whose_peer_writes_back_instead_of_reading_is_reset() {
+    for (name, backend, _) in BACKENDS {
+        within(Duration::from_secs(60), move || {
+            runtime(backend).block_on(async move {
+                let (stream, mut peer) = pair().await;
+                // Small kernel buffers: the echoes fill this side's window after a few KiB.
+                small_buffers(std::os::fd::AsRawFd::as_raw_fd(&stream));
+                small_buffers(std::os::fd::AsRawFd::as_raw_fd(&peer));
+                let echo = std::thread::spawn(move || {
+                    let mut buf = vec![0; 64 << 10];
+                    loop {
+                        match peer.read(&mut buf) {
+                            Ok(0) => return Ok(()),
+                            Ok(n) => peer.write_all(&buf[..n])?,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                });
+                stream.write_all_behind(vec![7; 8 << 20]).await.unwrap();
+                drop(stream);
+                eventually_async(format!("{name}: the peer's echo thread ended"), || echo.is_finished())
+                    .await;
+                let ended = echo.join().unwrap();
+                // Not the peer's read timeout (`testkit::PATIENCE`): the reset.
+                assert!(
+                    ended.as_ref().is_err_and(|e| !matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    )),
+                    "{name}: the peer's read or write should fail on the reset, got {ended:?}"
+                );
+                eventually_async(format!("{name}: no operation left in flight"), || {
+                    proactor::stats().in_flight == 0
+                })
+                .await;
+            });
+        });
+    }
+}
+
 #[test]
 fn sends_behind_on_one_stream_leave_in_order_with_writes_between_them() {
     // Many sends behind in a row (each waits for the one ahead), mixed with `write_all` (which

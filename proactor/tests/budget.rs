@@ -307,3 +307,96 @@ fn on_posix_aio_notified_by_signals() {
 fn on_posix_aio_notified_by_threads() {
     stalled_clients_on(Backend::PosixAio, AioNotify::Thread, true);
 }
+
+/// A stream whose own send behind holds more than its connection budget, and whose peer waits
+/// for it to read before it reads again (an echo server, whose echoes fill this side's window),
+/// still receives: its send waits on the peer, the peer on it. (A stream holding its budget in
+/// a send behind once did not receive until that send was over: the two waited for each other
+/// forever. Found by the simulation, `SIM_SEED=690`.)
+#[test]
+fn a_stream_whose_send_behind_waits_on_an_echo_peer_still_receives() {
+    for backend in [Backend::Auto, Backend::Epoll, Backend::PosixAio] {
+        sends_behind_against_an_echo_peer(backend, 8 << 20, 256 << 10);
+    }
+}
+
+/// The same with a memory budget smaller than a send behind and a read's worth together, and
+/// sends behind of 8 KiB, well inside the connection's budget: there is never room in the
+/// memory budget for a stream that holds its send, so it must not wait for room. (With a
+/// memory budget under 16 KiB such a stream once waited for room that never came, its send
+/// for the peer, the peer for it to read: forever. Found by the simulation, `SIM_SEED=855`.)
+#[test]
+fn under_a_memory_budget_smaller_than_a_send_and_a_read_a_stream_still_receives() {
+    for backend in [Backend::Auto, Backend::Epoll, Backend::PosixAio] {
+        sends_behind_against_an_echo_peer(backend, 12 << 10, 8 << 10);
+    }
+}
+
+/// A stream sends 256 KiB behind, in sends of `chunk` bytes (each waits for the one ahead),
+/// with a connection budget of 64 KiB and `memory_budget`, to a peer that echoes with blocking
+/// calls, while its task reads the echo: everything must come back within 20 s.
+fn sends_behind_against_an_echo_peer(backend: Backend, memory_budget: usize, chunk: usize) {
+    const TOTAL: usize = 256 << 10;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A peer that echoes with blocking calls: it reads only once its write is through.
+    let peer = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        set_buffer(stream.as_raw_fd(), libc::SO_RCVBUF, 16 << 10);
+        set_buffer(stream.as_raw_fd(), libc::SO_SNDBUF, 16 << 10);
+        let mut buf = vec![0; 64 << 10];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let runtime = Builder::new()
+            .backend(backend)
+            .connection_budget(64 << 10)
+            .memory_budget(memory_budget)
+            .build()
+            .unwrap();
+        let got = runtime.block_on(async {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            set_buffer(stream.as_raw_fd(), libc::SO_RCVBUF, 16 << 10);
+            set_buffer(stream.as_raw_fd(), libc::SO_SNDBUF, 16 << 10);
+            let mut sent = vec![0u8; TOTAL];
+            pattern(1, 0, &mut sent);
+            let write = async {
+                for piece in sent.chunks(chunk) {
+                    stream.write_all_behind(piece.to_vec()).await.unwrap();
+                }
+                stream.flush().await.unwrap();
+            };
+            let read = async {
+                let mut got = Vec::with_capacity(TOTAL);
+                while got.len() < TOTAL {
+                    match stream.read_provided().await.unwrap() {
+                        Some(buf) => got.extend_from_slice(&buf),
+                        None => break,
+                    }
+                }
+                got
+            };
+            let ((), got) = futures::join!(write, read);
+            assert!(got == sent, "the echo differs from what was sent");
+            got.len()
+        });
+        let _ = done_tx.send(got);
+    });
+    let got = done_rx.recv_timeout(Duration::from_secs(20));
+    assert_eq!(
+        got,
+        Ok(TOTAL),
+        "{backend:?}, memory budget {memory_budget}, sends of {chunk}: the stream and its echo peer waited for each other"
+    );
+    peer.join().unwrap();
+}

@@ -2,29 +2,16 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::rc::Rc;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{eventually_async, has_ring, pair, reset_on_close, within, woken_within, Peers};
 use proactor::net::{TcpListener, TcpStream};
 use proactor::time::timeout;
-use proactor::{Backend, Builder, Runtime};
-
-/// The tests of this file run one at a time: the fd-reuse tests need the fd number a stream
-/// closed to be the one the next socket this process opens gets, which another test opening
-/// sockets on a parallel thread could take first.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 #[test]
 fn a_client_that_resets_before_it_is_accepted_is_skipped_not_an_error() {
-    let _serial = one_at_a_time();
     for multishot in [true, false] {
         within(Duration::from_secs(10), move || {
             let runtime = proactor::Builder::new().multishot(multishot).build().unwrap();
@@ -52,7 +39,6 @@ fn a_client_that_resets_before_it_is_accepted_is_skipped_not_an_error() {
 
 #[test]
 fn two_tasks_accepting_on_one_listener_both_get_connections() {
-    let _serial = one_at_a_time();
     for multishot in [true, false] {
         within(Duration::from_secs(10), move || {
             let runtime = proactor::Builder::new().multishot(multishot).build().unwrap();
@@ -81,128 +67,8 @@ fn two_tasks_accepting_on_one_listener_both_get_connections() {
     }
 }
 
-/// What a test of fd reuse knows about when a backend closes a dropped stream's fd.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Close {
-    /// Not before the loop turns: the close goes through the ring, after the write's SQE, which
-    /// is not even submitted yet (plain io_uring). The number cannot be reused in between.
-    AtTheNextTurn,
-    /// At once (the epoll emulation: its queued operations are cancelled first, so none can
-    /// run on the number once it is reused). The next socket gets the number.
-    AtOnce,
-    /// Either: SQPOLL's kernel thread may submit the write and the close before the next socket
-    /// is opened; aio closes at once unless glibc still runs the write.
-    Either,
-}
-
-/// A write is started on a stream (its operation handed to the backend: on io_uring, its SQE
-/// queued) and its future and the stream are dropped at once, before the loop turns. Every fd
-/// number below the stream's is taken first, so that if the stream's fd were closed at once, the
-/// very next socket this process opens (a connection to another listener) would get its
-/// number. Once the runtime has finished the write and the close, that socket must not have
-/// received the write's bytes: what its peer reads first is a mark sent on it after.
-///
-/// When it passes it proves, for each of `rounds` rounds: no write started on a stream lands
-/// on a socket opened after the stream was dropped, whether or not that socket got the number;
-/// and that the number was reused (or not) as `close` says.
-fn a_dropped_write_never_reaches_the_next_socket_with_its_fd(
-    name: &str,
-    runtime: Runtime,
-    close: Close,
-    rounds: u32,
-) {
-    runtime.block_on(async {
-        let front = Peers::new();
-        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut reused = 0;
-        for round in 0..rounds {
-            let (stream, _peer) = front.pair(TcpStream::connect).await;
-            let fd = stream.as_raw_fd();
-            let holes = testkit::fill_fd_holes_below(fd);
-            drop(stream.write(&b"SECRET"[..]));
-            drop(stream);
-            let mut next = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
-            let (mut next_peer, _) = other.accept().unwrap();
-            drop(holes);
-            let got_the_number = next.as_raw_fd() == fd;
-            reused += u32::from(got_the_number);
-            match close {
-                Close::AtTheNextTurn => {
-                    assert!(!got_the_number, "{name}, round {round}: fd {fd} closed before the loop turned")
-                }
-                Close::AtOnce => {
-                    assert!(got_the_number, "{name}, round {round}: fd {fd} was not closed at once")
-                }
-                Close::Either => {}
-            }
-            // The write and the close are over once nothing is in flight.
-            eventually_async(format!("{name}: the write's operation over"), || {
-                proactor::stats().in_flight == 0
-            })
-            .await;
-            next.write_all(b"MARK").unwrap();
-            next_peer.set_read_timeout(Some(testkit::PATIENCE)).unwrap();
-            let mut first = [0; 4];
-            next_peer.read_exact(&mut first).unwrap();
-            assert_eq!(
-                &first, b"MARK",
-                "{name}, round {round}: the dropped stream's write reached the next socket"
-            );
-        }
-        eprintln!(
-            "{name}: the dropped stream's fd number went to the next socket in {reused} of {rounds} rounds"
-        );
-    });
-}
-
-#[test]
-fn on_io_uring_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
-    let _serial = one_at_a_time();
-    within(Duration::from_secs(60), || {
-        let runtime = Builder::new().backend(Backend::IoUring).build().unwrap();
-        a_dropped_write_never_reaches_the_next_socket_with_its_fd(
-            "io_uring",
-            runtime,
-            Close::AtTheNextTurn,
-            20,
-        );
-    });
-}
-
-#[test]
-fn with_sqpoll_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
-    // With SQPOLL the kernel's thread reads SQEs on its own, at any moment, also after the
-    // stream is gone: a close made at once (not through the ring, after the write's SQE) would
-    // let it resolve the write's fd number after the next socket got it.
-    let _serial = one_at_a_time();
-    within(Duration::from_secs(60), || {
-        let runtime =
-            Builder::new().backend(Backend::IoUring).sqpoll(Duration::from_millis(1)).build().unwrap();
-        a_dropped_write_never_reaches_the_next_socket_with_its_fd("SQPOLL", runtime, Close::Either, 100);
-    });
-}
-
-#[test]
-fn on_the_epoll_emulation_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
-    let _serial = one_at_a_time();
-    within(Duration::from_secs(60), || {
-        let runtime = Builder::new().backend(Backend::Epoll).build().unwrap();
-        a_dropped_write_never_reaches_the_next_socket_with_its_fd("epoll", runtime, Close::AtOnce, 20);
-    });
-}
-
-#[test]
-fn on_aio_a_dropped_write_never_reaches_the_next_socket_with_its_fd() {
-    let _serial = one_at_a_time();
-    within(Duration::from_secs(60), || {
-        let runtime = Builder::new().backend(Backend::PosixAio).build().unwrap();
-        a_dropped_write_never_reaches_the_next_socket_with_its_fd("aio", runtime, Close::Either, 20);
-    });
-}
-
 #[test]
 fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
-    let _serial = one_at_a_time();
     within(Duration::from_secs(10), || {
         let a = proactor::Runtime::new().unwrap();
         let (stream, _peer) = a.block_on(pair());
@@ -222,7 +88,6 @@ fn a_remote_wake_up_survives_a_ring_reaped_from_another_runtime() {
 
 #[test]
 fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_turn() {
-    let _serial = one_at_a_time();
     within(Duration::from_secs(10), || {
         // One whole buffer (no incremental consumption, which would let the others share it),
         // and a memory limit that keeps the ring from growing past it.
@@ -262,7 +127,6 @@ fn a_reader_that_gave_up_waiting_for_a_ring_buffer_does_not_take_the_next_ones_t
 
 #[test]
 fn a_stream_nobody_reads_does_not_keep_the_ring_from_the_others() {
-    let _serial = one_at_a_time();
     // A stream whose task stopped reading (blocked elsewhere, say in a send to a peer that
     // does not read) while its peer keeps sending: its receives must not hold the shared ring.
     within(Duration::from_secs(10), || {

@@ -168,3 +168,62 @@ fn a_sleep_outlives_its_runtime_and_completes_in_another() {
         proactor::block_on(pending);
     });
 }
+
+/// An operation that is still waiting does not spend its task's budget: with a budget of one
+/// operation per poll, a task that selects over a read on a quiet stream and a read whose data
+/// is there gets the second. (Each poll once charged the quiet read first and returned
+/// `Pending`, so the ready one never had budget left: the task was woken, polled and woken
+/// again forever. Found by the simulation, `SIM_SEED=1`.)
+#[test]
+fn a_waiting_operation_does_not_spend_the_task_budget() {
+    for backend in [proactor::Backend::Auto, proactor::Backend::Epoll, proactor::Backend::PosixAio] {
+        within(Duration::from_secs(10), move || {
+            let runtime = proactor::Builder::new().backend(backend).task_budget(1).build().unwrap();
+            runtime.block_on(async {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let quiet = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+                let _quiet_peer = listener.accept().unwrap();
+                let busy = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+                let (mut busy_peer, _) = listener.accept().unwrap();
+                std::io::Write::write_all(&mut busy_peer, b"ready").unwrap();
+                use futures::FutureExt;
+                let mut idle = std::pin::pin!(quiet.read(Vec::with_capacity(8)).fuse());
+                let mut ready = std::pin::pin!(busy.read(Vec::with_capacity(8)).fuse());
+                futures::select_biased! {
+                    _ = idle => panic!("nothing was sent on the quiet stream"),
+                    (n, buf) = ready => assert_eq!(&buf[..n.unwrap()], b"ready"),
+                }
+            });
+        });
+    }
+}
+
+/// A futures-io read with a task budget of one operation per poll gets its bytes: the receive
+/// that completes is charged, and nothing before it. (`poll_read` once charged the budget
+/// itself, then the receive's completion found none left: the task was woken, polled and woken
+/// again forever, on every backend. Found by the simulation's futures-io handlers,
+/// `SIM_SEED=4`.)
+#[test]
+fn a_futures_io_read_with_a_task_budget_of_one_gets_its_bytes() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    for backend in [proactor::Backend::Auto, proactor::Backend::Epoll, proactor::Backend::PosixAio] {
+        within(Duration::from_secs(20), move || {
+            let runtime = proactor::Builder::new().backend(backend).task_budget(1).build().unwrap();
+            runtime.block_on(async {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let mut stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+                let (mut peer, _) = listener.accept().unwrap();
+                std::io::Write::write_all(&mut peer, b"ready").unwrap();
+                let mut buf = [0u8; 8];
+                let read = timeout(Duration::from_secs(5), AsyncReadExt::read(&mut stream, &mut buf)).await;
+                let n = read.expect("the read spun without its bytes").unwrap();
+                assert_eq!(&buf[..n], b"ready");
+                AsyncWriteExt::write_all(&mut stream, b"back").await.unwrap();
+                AsyncWriteExt::flush(&mut stream).await.unwrap();
+                let mut back = [0u8; 4];
+                std::io::Read::read_exact(&mut peer, &mut back).unwrap();
+                assert_eq!(&back, b"back");
+            });
+        });
+    }
+}

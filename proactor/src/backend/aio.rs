@@ -28,9 +28,9 @@
 //!   socket, reads (with accept and connect) and writes, each running one request at a time;
 //!   later requests wait in the driver's lane, where cancelling them is exact and immediate, and
 //!   completions of one lane arrive in submission order (a cancelled read's late bytes are
-//!   stashed before the next read runs). A write that starts while a read is in progress goes to
-//!   glibc on a `dup` of the fd (made once, kept until the socket closes), so glibc runs it
-//!   beside the read.
+//!   stashed before the next read runs). A request that starts while the other lane's is in
+//!   progress goes to glibc on the other of the fd and a `dup` of it (made once, kept until the
+//!   socket closes), so glibc runs it beside the first, in either order.
 //! - **Cancellation.** A request still queued in the driver is cancelled on the spot; one in
 //!   glibc gets `aio_cancel`, which works only if no helper thread has started it yet. A read
 //!   already blocked in a helper thread goes on until data comes (its bytes are then kept for
@@ -386,17 +386,27 @@ impl FdQueue {
         self.read.is_idle() && self.write.is_idle()
     }
 
-    /// The fd glibc should run a request on: writes use a `dup` while a read is in progress
-    /// (or once one exists), so that glibc's per-fd queue does not hold them behind the read.
+    /// The fd glibc should run a request on: never the one the other lane's request runs on,
+    /// so that glibc's per-fd queue does not hold one direction behind the other (a read behind
+    /// a write blocked on a full window, say, when the peer writes back before it reads). Writes
+    /// go to the `dup` once it exists, reads to the fd itself, each to the other when the other
+    /// lane runs there; the `dup` is made the first time both run at once.
     fn io_fd(&mut self, fd: RawFd, write: bool) -> RawFd {
-        if !write {
-            return fd;
+        let busy = self.lane(!write).running.as_ref().map(|other| other.io_fd);
+        let dup = self.dup.as_ref().map(|dup| dup.as_raw_fd());
+        let preferred = if write { dup.unwrap_or(fd) } else { fd };
+        if busy != Some(preferred) {
+            return preferred;
         }
-        if self.dup.is_none() && self.read.running.is_some() {
-            // Without a spare fd, the write waits behind the read, as glibc alone would do.
-            self.dup = sys::dup(fd).ok();
+        match dup {
+            Some(dup) if dup != preferred => dup,
+            Some(_) => fd,
+            None => {
+                // Without a spare fd, it waits behind the other, as glibc alone would do.
+                self.dup = sys::dup(fd).ok();
+                self.dup.as_ref().map_or(fd, |dup| dup.as_raw_fd())
+            }
         }
-        self.dup.as_ref().map_or(fd, |dup| dup.as_raw_fd())
     }
 }
 

@@ -40,6 +40,10 @@ pub enum Backend {
     /// Works wherever epoll does (containers that block io_uring included); costs about two
     /// syscalls per echo where io_uring batches. See the `epoll` module.
     Epoll,
+    /// A model of the kernel, deterministic from a seed, for tests (cargo feature `sim`; see
+    /// [`sim`](crate::sim)). Built with [`Builder::sim`](crate::Builder::sim).
+    #[cfg(feature = "sim")]
+    Sim,
 }
 
 /// How the POSIX aio backend hears that glibc finished a request (see
@@ -174,6 +178,9 @@ pub(crate) struct Config {
     /// A testing hook: false makes the io_uring backend act as a kernel that cannot end a
     /// receive at a byte limit (before Linux 6.17), so that the driver's own stop is tested.
     pub(crate) receive_limits: bool,
+    /// The simulated kernel's run, for [`Backend::Sim`].
+    #[cfg(feature = "sim")]
+    pub(crate) sim: Option<crate::sim::SimConfig>,
 }
 
 /// What an operation asks of the backend. Pointers point into memory the operation owns (its

@@ -7,6 +7,8 @@
 //!   crate's own helper threads.
 //! - [`epoll`]: completion emulated on readiness: the backend queues the operation, waits with
 //!   epoll until its socket is ready, and performs it itself (as Boost.Asio does).
+//! - `sim` (cargo feature `sim`, for tests): a model of the kernel, deterministic from a seed,
+//!   that behaves like any of the three as the driver sees it, with seeded faults.
 //!
 //! Each implements [`Io`] over the vocabulary of [`io`] ([`Request`] in, [`Completion`] out);
 //! [`open`] picks one. Nothing above this module knows which one it runs on: what differs is
@@ -15,6 +17,8 @@
 pub(crate) mod aio;
 pub(crate) mod epoll;
 pub(crate) mod io;
+#[cfg(feature = "sim")]
+pub(crate) mod sim;
 pub(crate) mod uring;
 
 use std::io as stdio;
@@ -29,14 +33,22 @@ use crate::bufring::BufRing;
 pub(crate) struct Opened {
     pub(crate) io: Box<dyn Io>,
     pub(crate) ring: Option<BufRing>,
+    /// The simulated kernel's handle, for [`Backend::Sim`].
+    #[cfg(feature = "sim")]
+    pub(crate) sim: Option<crate::sim::Sim>,
 }
 
 /// Sets up the backend `config` asks for. [`Backend::Auto`] is io_uring, or epoll where
 /// io_uring cannot be set up, with one line on stderr that says why.
 pub(crate) fn open(config: &Config, notifier: &Notifier) -> stdio::Result<Opened> {
-    let uring = |(io, ring): (uring::Uring, Option<BufRing>)| Opened { io: Box::new(io), ring };
-    let epoll =
-        || -> stdio::Result<Opened> { Ok(Opened { io: Box::new(epoll::Epoll::new(notifier)?), ring: None }) };
+    let make = |io: Box<dyn Io>, ring: Option<BufRing>| Opened {
+        io,
+        ring,
+        #[cfg(feature = "sim")]
+        sim: None,
+    };
+    let uring = |(io, ring): (uring::Uring, Option<BufRing>)| make(Box::new(io), ring);
+    let epoll = || -> stdio::Result<Opened> { Ok(make(Box::new(epoll::Epoll::new(notifier)?), None)) };
     match config.backend {
         Backend::IoUring => uring::Uring::new(config).map(uring),
         Backend::Auto => match uring::Uring::new(config) {
@@ -48,7 +60,12 @@ pub(crate) fn open(config: &Config, notifier: &Notifier) -> stdio::Result<Opened
                 epoll()
             }
         },
-        Backend::PosixAio => Ok(Opened { io: Box::new(aio::Aio::new(config, notifier)?), ring: None }),
+        Backend::PosixAio => Ok(make(Box::new(aio::Aio::new(config, notifier)?), None)),
         Backend::Epoll => epoll(),
+        #[cfg(feature = "sim")]
+        Backend::Sim => {
+            let (io, ring, sim) = sim::open(config)?;
+            Ok(Opened { io: Box::new(io), ring, sim: Some(sim) })
+        }
     }
 }

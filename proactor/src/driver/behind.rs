@@ -48,6 +48,14 @@
 //! running, and on io_uring a short send could not be continued on a closed fd. A peer that never
 //! reads keeps such an fd open (the bytes, copied out of the ring, held) until it reads or
 //! resets, or the runtime is dropped: dropping the runtime cancels every send behind.
+//!
+//! Meanwhile the socket answers the peer as a closed one would (`Driver::watch_dropped`): a
+//! one-byte receive watches it, and if the peer sends anything the send is cancelled and the
+//! socket closed with those bytes unread, which resets the connection, as the kernel does when
+//! data reaches a closed socket. Otherwise a peer that reads only once its own writes are
+//! through (an echo with blocking calls, whose echoes fill this side's window) and the send,
+//! waiting for that peer to read, would wait for each other forever. A peer that only reads
+//! gets every byte, then the end of stream.
 
 use std::io;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -107,7 +115,7 @@ enum Found {
 fn fail(ops: &mut Slab<Lifecycle>, op: usize, behind: &Behind, result: i32) {
     match behind.owner {
         Owner::Stream(_) => ops[op] = Lifecycle::BehindFailed { fd: behind.fd, result },
-        Owner::Dropped => drop(ops.remove(op)),
+        Owner::Dropped { .. } => drop(ops.remove(op)),
     }
 }
 
@@ -287,16 +295,21 @@ impl Driver {
     /// The stream is being dropped: if its send behind is in flight, the slot takes `fd` and the
     /// driver closes it once the send is over (see the module docs); otherwise `fd` comes back,
     /// to be closed now. An error nobody will read any more is dropped.
-    pub(crate) fn drop_behind(&self, key: &BehindKey, fd: OwnedFd) -> Option<OwnedFd> {
+    pub(crate) fn drop_behind(self: &Rc<Self>, key: &BehindKey, fd: OwnedFd) -> Option<OwnedFd> {
         let raw = fd.as_raw_fd();
         match self.find_behind(key, raw) {
             Some(Found::InFlight { behind }) => {
                 stats::trace_step!(crate::trace::Event::DroppedBehind { fd: raw });
                 // Dropped outside the borrow (a waker).
-                let owner = std::mem::replace(&mut self.behinds.borrow_mut()[behind].owner, Owner::Dropped);
+                let owner = std::mem::replace(
+                    &mut self.behinds.borrow_mut()[behind].owner,
+                    Owner::Dropped { watch: None, reset: false },
+                );
                 drop(owner);
                 // The record owns the number now (closed in `finish_behind`).
                 let _ = fd.into_raw_fd();
+                let send = key.get().expect("a send in flight has a key");
+                self.keep_watching(behind, send, raw);
                 None
             }
             Some(Found::Failed { op, .. }) => {
@@ -304,6 +317,75 @@ impl Driver {
                 Some(fd)
             }
             None => Some(fd),
+        }
+    }
+
+    /// Watches the socket of the dropped stream whose send behind (record `record`) is in slot
+    /// `send` (see `watch_dropped`). If the backend refuses the receive, nothing can watch it:
+    /// the connection is reset at once, as `close(2)` would have it.
+    fn keep_watching(self: &Rc<Self>, record: usize, send: usize, fd: RawFd) {
+        let watch = self.watch_dropped(fd, send);
+        let mut behinds = self.behinds.borrow_mut();
+        let Some(Behind { owner: Owner::Dropped { watch: slot, reset }, .. }) = behinds.get_mut(record)
+        else {
+            return;
+        };
+        *slot = watch;
+        if watch.is_none() {
+            *reset = true;
+            drop(behinds);
+            let _ = self.cancel(send, true);
+        }
+    }
+
+    /// Starts the receive that watches a dropped stream's socket for data from the peer while
+    /// its send behind (in slot `send`) goes on: the socket answers such data as a closed
+    /// socket does, by resetting the connection (see the module docs). Returns its slot.
+    fn watch_dropped(self: &Rc<Self>, fd: RawFd, send: usize) -> Option<usize> {
+        // SAFETY: the request points into the Vec's heap memory (one byte), which the operation
+        // owns until its completion.
+        let op = unsafe {
+            self.submit(Vec::<u8>::with_capacity(1), false, |buf| Request::Recv {
+                fd,
+                buf: buf.as_mut_ptr(),
+                len: 1,
+            })
+        };
+        let driver = Rc::downgrade(self);
+        op.detach(move |_, completion| {
+            if let Some(driver) = driver.upgrade() {
+                driver.watch_over(send, fd, completion.result);
+            }
+        })
+    }
+
+    /// The watch of a dropped stream (whose send behind is in slot `send`) is over, with
+    /// `result`: the peer sent data, so the send is cancelled and the socket closed (with those
+    /// bytes unread: a reset); a signal interrupted it, so it watches again; or it ended
+    /// otherwise (the peer's end of stream, the send over, an error).
+    fn watch_over(self: &Rc<Self>, send: usize, fd: RawFd, result: i32) {
+        let record = match self.ops.borrow().get(send) {
+            Some(&Lifecycle::Behind(record)) => record,
+            _ => return,
+        };
+        let mut behinds = self.behinds.borrow_mut();
+        let Some(Behind { fd: of, owner: Owner::Dropped { watch, reset }, .. }) = behinds.get_mut(record)
+        else {
+            return;
+        };
+        if *of != fd {
+            return;
+        }
+        *watch = None;
+        *reset = result > 0;
+        drop(behinds);
+        if result == -libc::EINTR {
+            self.keep_watching(record, send, fd);
+        } else if result > 0 {
+            stats::trace_step!(crate::trace::Event::DroppedPeerSent { fd });
+            // Forced: a send glibc's thread is blocked in (aio) ends only if the socket is shut
+            // down, and the connection is being reset anyway.
+            let _ = self.cancel(send, true);
         }
     }
 
@@ -324,6 +406,9 @@ impl Driver {
         let (result, asked) = (completion.result, behind.bytes.len() - behind.sent);
         if result > 0 {
             behind.sent += (result as usize).min(asked);
+            if planted!(LoseShortSendBehind) {
+                behind.sent = behind.bytes.len();
+            }
         }
         if behind.sent == behind.bytes.len() {
             ops.remove(index);
@@ -332,8 +417,10 @@ impl Driver {
             self.finish_behind(behind, None, wakers, after);
             return;
         }
-        // Short, or a ring buffer's first try found the window full (EAGAIN), or a signal.
-        let again = result > 0 || result == -libc::EAGAIN || result == -libc::EINTR;
+        // Short, or a ring buffer's first try found the window full (EAGAIN), or a signal; not
+        // if the stream was dropped and its peer sent data meanwhile (the connection is reset).
+        let reset = matches!(behind.owner, Owner::Dropped { reset: true, .. });
+        let again = (result > 0 || result == -libc::EAGAIN || result == -libc::EINTR) && !reset;
         if again && self.alive.get() {
             let newly_stalled = !std::mem::replace(&mut behind.stalled, true);
             stats::trace_step!(crate::trace::Event::BehindShort { sent: result.max(0), asked });
@@ -347,8 +434,8 @@ impl Driver {
             return;
         }
         // Failed (a send that takes nothing is an error too, and so is one cut by the runtime's
-        // drop).
-        let result = if again || result > 0 { -libc::ECANCELED } else { result };
+        // drop or by a reset).
+        let result = if again || reset || result > 0 { -libc::ECANCELED } else { result };
         let behind = behinds.remove(record);
         drop(behinds);
         fail(ops, index, &behind, result);
@@ -375,7 +462,7 @@ impl Driver {
             owner: match owner {
                 Owner::Stream(_) if waited => crate::trace::Behind::Waited,
                 Owner::Stream(_) => crate::trace::Behind::Quiet,
-                Owner::Dropped => crate::trace::Behind::Dropped,
+                Owner::Dropped { .. } => crate::trace::Behind::Dropped,
             },
             fd,
         });
@@ -386,10 +473,12 @@ impl Driver {
                 wakers.push(waker);
             }
             Owner::Stream(_) => stats::bump(|c| &c.sends_quiet),
-            Owner::Dropped => {
+            Owner::Dropped { watch, .. } => {
                 if failed.is_none() {
                     stats::bump(|c| &c.sends_quiet);
                 }
+                // The watch ends before the close (the backend acts in this order).
+                after.to_cancel.extend(watch);
                 after.close.push(fd);
             }
         }
@@ -402,6 +491,13 @@ impl Driver {
         let Some(&Lifecycle::Behind(record)) = self.ops.borrow().get(index) else { return };
         let mut behinds = self.behinds.borrow_mut();
         let behind = &mut behinds[record];
+        if let Owner::Dropped { reset: true, .. } = behind.owner {
+            // Its stream's peer sent data since: the connection is reset, the rest not sent.
+            let behind = behinds.remove(record);
+            drop(behinds);
+            fail(&mut self.ops.borrow_mut(), index, &behind, -libc::ECANCELED);
+            return self.finish_behind(behind, Some(-libc::ECANCELED), wakers, after);
+        }
         if let Bytes::Ring { bid, offset, len } = behind.bytes {
             let ring = self.buf_ring.as_ref().expect("a ring piece comes from the driver's ring");
             let sent = behind.sent.min(len as usize);

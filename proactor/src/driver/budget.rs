@@ -36,10 +36,17 @@
 //! - a stream that holds nothing always gets at least [`MIN_ALLOWANCE`]: quiet and new
 //!   connections are served whatever the others hold (each stream served this way can add
 //!   about twice that past the memory budget);
-//! - a stream that holds something when less than [`MIN_ALLOWANCE`] is left waits, until its
-//!   own send behind is over (it then holds nothing) or, first come first served, until there
-//!   is room in the memory budget. So the streams holding the most wait first, and a stream
-//!   whose peer reads again goes on as soon as its send is out.
+//! - so does a stream whose own send behind leaves it less than that of its connection's
+//!   budget: it never waits for its own send to be over, because that send may be waiting for
+//!   the peer, and the peer for this stream to read (an echo peer whose replies fill this
+//!   side's window, with a task that reads while it sends: the two would wait for each other
+//!   forever). Its connection then holds at most its budget and that least. The same holds
+//!   where its send behind leaves less than that of the memory budget itself (a budget
+//!   smaller than a send and a read's worth): the room it would wait for could never come;
+//! - a stream that holds something when less than [`MIN_ALLOWANCE`] is left of the memory
+//!   budget waits, first come first served, until there is room (or until its own send behind
+//!   is over: it then holds nothing). So under pressure the streams that hold something wait,
+//!   and one whose peer reads again goes on as soon as its send is out.
 //!
 //! An armed receive keeps its allowance until it ends: a connection that goes quiet after a
 //! burst keeps its promise of room until its next bytes use it up. Under pressure new
@@ -86,13 +93,8 @@ pub(crate) struct Budget {
     waiters: Rc<WaitQueue>,
 }
 
-/// Why a stream may not receive now.
-enum Wait {
-    /// Its own send behind takes its connection's budget.
-    Own,
-    /// The memory budget is taken.
-    Room,
-}
+/// Why a stream may not receive now: the memory budget is taken.
+struct Room;
 
 impl Budget {
     pub(crate) fn new(per_connection: u64, total: u64) -> Budget {
@@ -165,15 +167,16 @@ impl Budget {
     }
 
     /// The allowance of a stream that holds `own` bytes (see the module docs).
-    fn allowance(&self, own: u64) -> Result<u32, Wait> {
+    fn allowance(&self, own: u64) -> Result<u32, Room> {
         let least = MIN_ALLOWANCE.min(self.per_connection);
         let mine = self.per_connection.saturating_sub(own);
         let allowance = mine.min(self.room());
         match allowance {
             allowance if allowance >= least => Ok(allowance.min(u64::from(u32::MAX)) as u32),
-            _ if own == 0 => Ok(least as u32),
-            _ if mine < least => Err(Wait::Own),
-            _ => Err(Wait::Room),
+            // Nothing held, or its own send behind takes its connection's budget, or leaves
+            // less than the least of the memory budget (room it could wait for never comes).
+            _ if own == 0 || mine < least || self.total.saturating_sub(own) < least => Ok(least as u32),
+            _ => Err(Room),
         }
     }
 }
@@ -197,19 +200,7 @@ impl Driver {
                     self.budget.reserve(u64::from(allowance));
                     return Poll::Ready(Ok(allowance));
                 }
-                Err(Wait::Own) => match self.poll_behind(key, fd, cx) {
-                    // Over: its bytes are released; ask again.
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {
-                        stats::trace_step!(crate::trace::Event::BudgetOwnSend { fd });
-                        if !waited {
-                            stats::bump(|c| &c.recv_paused);
-                        }
-                        return Poll::Pending;
-                    }
-                },
-                Err(Wait::Room) => {
+                Err(Room) => {
                     // It holds something: its send behind. Once that is over it holds nothing
                     // and may receive its least at once, whatever the room: be woken for that
                     // too, not only for room (which streams that hold more may keep taken).
@@ -239,10 +230,15 @@ mod tests {
         let budget = Budget::new(64 << 10, 256 << 10);
         assert!(matches!(budget.allowance(0), Ok(a) if a == 64 << 10));
         assert!(matches!(budget.allowance(16 << 10), Ok(a) if a == 48 << 10));
-        assert!(matches!(budget.allowance(62 << 10), Err(Wait::Own)));
+        // Its own send behind takes its budget: it still gets the least (see the module docs).
+        assert!(matches!(budget.allowance(62 << 10), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
+        // So does one whose send behind leaves less than the least of the memory budget.
+        let small = Budget::new(64 << 10, 12 << 10);
+        small.hold(8 << 10);
+        assert!(matches!(small.allowance(8 << 10), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
         budget.hold(254 << 10);
         assert!(matches!(budget.allowance(0), Ok(a) if u64::from(a) == MIN_ALLOWANCE));
-        assert!(matches!(budget.allowance(1), Err(Wait::Room)));
+        assert!(matches!(budget.allowance(1), Err(Room)));
         budget.release(254 << 10);
         assert_eq!(budget.held(), (0, 254 << 10));
         // Allowances promised count until their bytes come or the receive ends.

@@ -113,6 +113,9 @@ pub struct Driver {
     notified: Cell<bool>,
     /// False once the runtime is dropped: new operations fail instead of waiting forever.
     alive: Cell<bool>,
+    /// The simulated kernel's handle ([`Backend::Sim`]).
+    #[cfg(feature = "sim")]
+    sim: Option<crate::sim::Sim>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -157,6 +160,8 @@ impl Driver {
         let notifier = Notifier::new()?;
         let opened = backend::open(config, &notifier)?;
         Ok(Driver {
+            #[cfg(feature = "sim")]
+            sim: opened.sim,
             facts: opened.io.facts(),
             io: opened.io,
             buf_ring: opened.ring.map(Rc::new),
@@ -180,6 +185,43 @@ impl Driver {
                 "no proactor runtime is running on this thread (call this inside proactor::block_on)",
             )
         })
+    }
+
+    /// The simulated kernel's handle, on [`Backend::Sim`].
+    #[cfg(feature = "sim")]
+    pub(crate) fn sim(&self) -> Option<&crate::sim::Sim> {
+        self.sim.as_ref()
+    }
+
+    /// What the driver still holds, each a sentence (see `sim::Sim::leftovers`).
+    #[cfg(feature = "sim")]
+    pub(crate) fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let in_flight = self.in_flight();
+        if in_flight > 0 {
+            left.push(format!("{in_flight} operation slots in use"));
+        }
+        if !self.behinds.borrow().is_empty() {
+            left.push(format!("{} sends behind in flight", self.behinds.borrow().len()));
+        }
+        if !self.spills.borrow().is_empty() {
+            left.push(format!("{} streams with spilled bytes", self.spills.borrow().len()));
+        }
+        let (held, _, waiting) = self.held();
+        if held > 0 || waiting > 0 {
+            left.push(format!("the memory budget holds {held} bytes, {waiting} streams wait for it"));
+        }
+        if let Some(ring) = &self.buf_ring {
+            if ring.available() != ring.capacity() || ring.waiters().len() > 0 {
+                left.push(format!(
+                    "the ring has {} of its {} buffers, {} tasks wait for one",
+                    ring.available(),
+                    ring.capacity(),
+                    ring.waiters().len()
+                ));
+            }
+        }
+        left
     }
 
     /// False once the runtime is dropped.
@@ -476,10 +518,13 @@ impl Driver {
 
     /// A completion nobody will read: close the fd it produced, give back the buffer it took.
     fn discard(&self, completion: Completion, result_is_fd: bool) {
-        if result_is_fd && completion.result >= 0 {
+        if result_is_fd && completion.result >= 0 && !planted!(LeakCancelledAccept) {
             // SAFETY: the completion of an fd-producing operation carries a new fd, and its
             // future is gone (or is dropping it), so nobody else will take it.
             drop(unsafe { sys::owned_fd(completion.result) });
+        }
+        if planted!(KeepDiscardedBuffer) {
+            return;
         }
         match completion.buffer {
             Some(BufId::Ring(bid)) => {
@@ -542,8 +587,9 @@ impl Drop for Driver {
         for index in pending {
             let _ = self.cancel(index, true);
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while self.in_flight() > 0 && std::time::Instant::now() < deadline {
+        // (The timers' clock: a simulated kernel's virtual one, which its turns advance.)
+        let deadline = executor::time::now() + Duration::from_secs(1);
+        while self.in_flight() > 0 && executor::time::now() < deadline {
             let mut wakers = Vec::new();
             if self.turn(Some(Duration::from_millis(10)), &mut wakers).is_err() {
                 break;

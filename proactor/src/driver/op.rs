@@ -139,6 +139,36 @@ impl<T: 'static> Op<T> {
         matches!(self.state, OpState::InFlight(_))
     }
 
+    /// Asks the backend to cancel the operation, which is still awaited: its completion comes
+    /// as usual (`ECANCELED`, or its result if it won the race). `force`: also when that means
+    /// shutting the socket down (see `Driver::cancel`).
+    pub(crate) fn cancel(&self, force: bool) {
+        if let OpState::InFlight(index) = self.state {
+            let _ = self.driver.cancel(index, force);
+        }
+    }
+
+    /// Lets the operation run on without its future, which is gone: `on_end` gets the resources
+    /// and the last completion. Unlike dropping it, nothing is cancelled. Returns its slot,
+    /// while it is in flight.
+    pub(crate) fn detach(mut self, on_end: impl FnOnce(T, Completion) + 'static) -> Option<usize> {
+        let OpState::InFlight(index) = self.state else { return None };
+        let mut ops = self.driver.ops.borrow_mut();
+        let slot = ops.get_mut(index)?;
+        if !matches!(slot, Lifecycle::Waiting(_)) {
+            return None; // completed already: dropped (and discarded) below
+        }
+        let resources = self.resources.take();
+        let finish: Finish = Box::new(move |completion| {
+            if let Some(resources) = resources {
+                on_end(resources, completion);
+            }
+        });
+        *slot = Lifecycle::Orphaned { finish: Some(finish), handled: true, result_is_fd: self.result_is_fd };
+        self.state = OpState::Done;
+        Some(index)
+    }
+
     /// Sets what to do with the resources and the completion if it only arrives after
     /// this future was dropped (by default they are just dropped).
     pub(crate) fn on_orphan_cqe(mut self, handler: impl FnOnce(T, Completion) + 'static) -> Op<T> {
@@ -193,6 +223,16 @@ impl<T: 'static> Op<T> {
         taken
     }
 
+    /// Whether [`poll_next`](Self::poll_next) has something to return now (a completion, or
+    /// the end): a caller that charges its task's budget does so only then.
+    pub(crate) fn next_ready(&self) -> bool {
+        let OpState::InFlight(index) = self.state else { return true };
+        match self.driver.ops.borrow().get(index) {
+            Some(Lifecycle::Multishot { queue, ended, .. }) => queue.len() > 0 || *ended,
+            _ => true,
+        }
+    }
+
     /// The next completion of a multishot operation: `None` once it has ended (the last
     /// completion, without `more`, was returned).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Completion>>> {
@@ -239,15 +279,21 @@ impl<T: 'static + Unpin> Future for Op<T> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        std::task::ready!(executor::poll_budget(cx));
+        // The task's budget is charged for an operation that completes, not for one that
+        // waits: a task that polls a waiting operation first (a `select!`) must still have
+        // budget for one whose completion is there.
         let result = match &mut this.state {
             OpState::Done => panic!("operation polled after it completed"),
-            OpState::Failed(error) => Err(error.take().unwrap_or_else(runtime_gone)),
+            OpState::Failed(error) => {
+                std::task::ready!(executor::poll_budget(cx));
+                Err(error.take().unwrap_or_else(runtime_gone))
+            }
             OpState::InFlight(index) => {
                 let index = *index;
                 let mut ops = this.driver.ops.borrow_mut();
                 match &mut ops[index] {
                     Lifecycle::Completed(completion) => {
+                        std::task::ready!(executor::poll_budget(cx));
                         let completion = *completion;
                         ops.remove(index);
                         Ok(completion)
@@ -285,7 +331,19 @@ impl<T: 'static + Unpin> Future for Op<T> {
 
 impl<T: 'static> Drop for Op<T> {
     fn drop(&mut self) {
-        let OpState::InFlight(index) = self.state else { return };
+        let index = match &mut self.state {
+            OpState::InFlight(index) => *index,
+            // Never submitted, and dropped before its error was returned: its orphan handler
+            // still hears how it ended (a read counted as in flight until then, say).
+            OpState::Failed(error) => {
+                if let (Some(handler), Some(resources)) = (self.on_orphan_cqe.take(), self.resources.take()) {
+                    let errno = error.as_ref().and_then(io::Error::raw_os_error).unwrap_or(libc::ECANCELED);
+                    handler(resources, Completion::error(errno));
+                }
+                return;
+            }
+            OpState::Done => return,
+        };
         let mut ops = self.driver.ops.borrow_mut();
         let Some(slot) = ops.get_mut(index) else { return };
         match slot {
@@ -328,6 +386,9 @@ impl<T: 'static> Drop for Op<T> {
             // In flight: the resources move into the slot until the completion, and the
             // operation is cancelled.
             Lifecycle::Waiting(_) => {
+                if planted!(FreeDroppedBuffer) {
+                    drop(self.resources.take());
+                }
                 let (resources, handler) = (self.resources.take(), self.on_orphan_cqe.take());
                 let handled = handler.is_some();
                 let finish: Finish = Box::new(move |completion| {

@@ -142,7 +142,10 @@ pub(crate) enum Owner {
     /// waiting in `read_provided` sees the error at once) or if the record is `waited`.
     Stream(Waker),
     /// The stream was dropped: the driver owns the fd, and closes it once the send is over.
-    Dropped,
+    /// `watch` is the slot of the receive that watches for data from the peer meanwhile (see
+    /// `Driver::watch_dropped`), while it is in flight; `reset` says it saw some, so the send
+    /// ends at its next completion, whatever it says, and the connection is reset.
+    Dropped { watch: Option<usize>, reset: bool },
 }
 
 /// The bytes of a send behind.

@@ -139,17 +139,24 @@ impl TcpStream {
     /// completed, into a buffer the runtime picked (or one of `want` bytes, where the stream
     /// reads into a buffer of its own). It stays in flight, in the stream, while this is pending.
     fn poll_fill(&self, state: &mut ReadState, want: usize, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The task's budget is charged by the receive that completes (see `Op`), not here: a
+        // charge for waiting would leave a task with a budget of 1 none for the completion,
+        // and it would be woken, polled and woken again forever.
         while state.unread().is_empty() && !state.ended {
             (state.held, state.at) = (None, 0);
-            ready!(executor::poll_budget(cx));
             let received = match self.driver.receive() {
                 Receive::Ring(ring) => self.poll_read_provided(ring, &mut state.ticket, cx),
                 Receive::Pick => self.poll_read_picked(cx),
                 Receive::Read => self.poll_read_owned(&mut state.read, want, cx),
             };
-            match ready!(received)? {
-                Some(bytes) => state.held = Some(bytes),
-                None => state.ended = true,
+            match ready!(received) {
+                Ok(Some(bytes)) => state.held = Some(bytes),
+                Ok(None) => state.ended = true,
+                // A receive a signal interrupted (aio's helper thread) is made again: the
+                // ecosystem's helpers (`futures::io::copy_buf`, `read_exact`) give up on
+                // `Interrupted`.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         Poll::Ready(Ok(()))
@@ -232,9 +239,10 @@ impl TcpStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        // A peer that always has room must not keep this task running forever.
-        ready!(executor::poll_budget(cx));
         ready!(self.poll_send_over(cx))?;
+        // A peer that always has room must not keep this task running forever. Charged once
+        // the write goes ahead, not while it waits for the send ahead of it (see `Op`).
+        ready!(executor::poll_budget(cx));
         let n = buf.len().min(WRITE_MAX);
         let copy = if n <= buf::OWNED_SIZE {
             // Goes back to the spare pool when the send is over.

@@ -48,6 +48,9 @@ impl TcpStream {
     /// waits for such a cancelled read to be over first (on io_uring that is a turn away; on
     /// aio, a read a glibc thread is blocked in ends only when data comes), so bytes always
     /// come back in order.
+    ///
+    /// An error of a [send behind](Self::write_all_behind) on this stream comes out here
+    /// (once), also while the read waits: the wait ends with it.
     pub fn read<B: IoBufMut>(&self, buf: B) -> impl Future<Output = BufResult<usize, B>> + '_ {
         let stash = self.stash.get_or_init(Rc::default).clone();
         async move {
@@ -57,7 +60,9 @@ impl TcpStream {
             if let Err(e) = self.behind_error() {
                 return (Err(e), buf);
             }
-            poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
+            if !planted!(LateBytesAfterNewer) {
+                poll_fn(|cx| stash.borrow_mut().poll_no_reads(&self.driver, cx)).await;
+            }
             let start = if stash.borrow().bytes.is_empty() {
                 let fd = self.fd.as_raw_fd();
                 // SAFETY: the pointer and length describe `buf`'s own memory, which stays put
@@ -86,10 +91,33 @@ impl TcpStream {
                 Err(buf)
             };
             let (n, mut buf) = match start {
-                Ok(op) => {
-                    let (result, mut buf) = op.await;
+                Ok(mut op) => {
+                    // A send behind of this stream that fails meanwhile ends the wait (its
+                    // peer may be waiting for those bytes before it sends any): the read is
+                    // cancelled, forced (on aio a read a glibc thread is blocked in ends only
+                    // so), and what it brought in the race is kept for the next read.
+                    let mut failed = None;
+                    let (result, mut buf) = poll_fn(|cx| {
+                        if failed.is_none() && op.in_flight() {
+                            if let Err(e) = self.behind_error() {
+                                failed = Some(e);
+                                op.cancel(true);
+                            }
+                        }
+                        Pin::new(&mut op).poll(cx)
+                    })
+                    .await;
                     stash.borrow_mut().read_over();
-                    match result.and_then(Completion::into_result) {
+                    let result = result.and_then(Completion::into_result);
+                    if let Some(e) = failed {
+                        if let Ok(n @ 1..) = result {
+                            // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
+                            unsafe { buf.set_init(n as usize) };
+                            stash.borrow_mut().bytes.extend_from_slice(&buf.as_init_slice()[..n as usize]);
+                        }
+                        return (Err(e), buf);
+                    }
+                    match result {
                         Ok(n) => {
                             // SAFETY: the kernel wrote `n` bytes at the start of the buffer.
                             unsafe { buf.set_init(n as usize) };
@@ -254,7 +282,12 @@ impl TcpStream {
                 }
                 // The ring ran dry, or the driver stopped a receive nobody read (see
                 // `Op::spill_unread`): arm a new one.
-                (Err(e), _) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => continue,
+                (Err(e), _) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ECANCELED)) => {
+                    if planted!(NoRearmAfterEnobufs) && e.raw_os_error() == Some(libc::ENOBUFS) {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
                 (Err(e), _) => Poll::Ready(Err(e)),
             };
         }

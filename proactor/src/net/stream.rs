@@ -173,6 +173,9 @@ impl Drop for TcpStream {
         // A send behind still in flight keeps the socket open until it is over: its bytes go
         // out before the end of stream (see `write_all_behind`).
         if let Some(fd) = self.driver.drop_behind(&self.behind, fd) {
+            if planted!(CloseWithOpInFlight) {
+                return drop(fd);
+            }
             self.driver.close_fd(fd);
         }
     }

@@ -249,10 +249,11 @@ impl Future for WriteBehind<'_> {
     type Output = io::Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(executor::poll_budget(cx));
         let stream = self.stream;
         let fd = stream.fd.as_raw_fd();
         ready!(stream.poll_behind_with(self.buf.as_mut().expect("WriteBehind polled after completion"), cx))?;
+        // Charged once it goes ahead, not while it waits for the send ahead of it (see `Op`).
+        std::task::ready!(executor::poll_budget(cx));
         let buf = self.buf.take().expect("WriteBehind polled after completion");
         if buf.is_empty() {
             return Poll::Ready(Ok(()));

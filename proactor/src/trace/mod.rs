@@ -262,12 +262,6 @@ pub enum Event {
         /// The buffer.
         bid: u16,
     },
-    /// A stream may not receive again until its send behind is out: it holds its connection's
-    /// whole budget (see `Builder::connection_budget`).
-    BudgetOwnSend {
-        /// The stream's fd.
-        fd: RawFd,
-    },
     /// A stream that holds something waits for room in the memory budget before it receives
     /// again (see `Builder::memory_budget`).
     BudgetRoom {
@@ -276,6 +270,12 @@ pub enum Event {
     },
     /// A stream dropped while its send behind is in flight: the driver closes the fd after.
     DroppedBehind {
+        /// The stream's fd.
+        fd: RawFd,
+    },
+    /// The peer of a dropped stream sent data while its send behind was in flight: as a closed
+    /// socket would, it resets the connection (the send cancelled, the socket closed).
+    DroppedPeerSent {
         /// The stream's fd.
         fd: RawFd,
     },
@@ -506,15 +506,16 @@ impl fmt::Display for Event {
                 f,
                 "    nobody reads the stream now: copy the {bytes} bytes out and give ring buffer {bid} back"
             ),
-            Event::BudgetOwnSend { fd } => {
-                write!(f, "  fd {fd} holds its whole budget in a send behind: no receive until it is out")
-            }
             Event::BudgetRoom { fd } => {
                 write!(f, "  the memory budget is taken: fd {fd} waits for room before it receives again")
             }
             Event::DroppedBehind { fd } => write!(
                 f,
                 "  the stream is dropped with a SEND behind in flight: fd {fd} is closed once it is over"
+            ),
+            Event::DroppedPeerSent { fd } => write!(
+                f,
+                "  the peer of dropped fd {fd} sent data: the connection is reset, as a closed socket's would be"
             ),
             Event::BehindShort { sent, asked } => write!(
                 f,

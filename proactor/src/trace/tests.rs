@@ -155,16 +155,16 @@ fn each_step_reads_as_its_sentence() {
             "    nobody reads the stream now: copy the 7 bytes out and give ring buffer 2 back",
         ),
         (
-            Event::BudgetOwnSend { fd: 7 },
-            "  fd 7 holds its whole budget in a send behind: no receive until it is out",
-        ),
-        (
             Event::BudgetRoom { fd: 7 },
             "  the memory budget is taken: fd 7 waits for room before it receives again",
         ),
         (
             Event::DroppedBehind { fd: 7 },
             "  the stream is dropped with a SEND behind in flight: fd 7 is closed once it is over",
+        ),
+        (
+            Event::DroppedPeerSent { fd: 7 },
+            "  the peer of dropped fd 7 sent data: the connection is reset, as a closed socket's would be",
         ),
         (
             Event::BehindShort { sent: 0, asked: 100 },
