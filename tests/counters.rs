@@ -139,7 +139,10 @@ fn aio_counts_a_glibc_request_and_a_notification_per_read_and_per_write_whatever
         assert!(s.sys_poll >= 1, "{notify}: {s:?}");
         // glibc may report the next message's read before the echo's write (each by a thread
         // of its own): the next send behind then waits for the write, and is woken at its end.
-        assert_one_poll_per_echo(&s, N / 2);
+        // How often depends on glibc's threads' timing (23 of 50 quiet once, under load), so no
+        // share of quiet sends is required here; each send that woke the task must still cost
+        // it no more than one poll.
+        assert_one_poll_per_echo(&s, 0);
     }
 }
 
