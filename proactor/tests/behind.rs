@@ -115,17 +115,21 @@ fn a_ping_pong_echo_polls_its_task_once_per_message_plus_once_per_send_that_woke
         );
         assert_eq!(used.sends_behind, echoes, "{name}: every echo is a send behind: {used:?}");
         // One poll per echo (the receive's wake), one more for each send that woke the task,
-        // and the block_on future's two.
+        // and the block_on future's two. On aio a few more, with glibc's threads' timing (seen:
+        // up to 3 extra polls in 2,000 echoes on aio-suspend, under load; the cause is not
+        // pinned down): a slack of 1 %. A spurious wake per echo would still be 2,000 more.
+        // (The aio rows are named aio-thread, aio-signal and aio-suspend.)
         let woke = used.sends_behind - used.sends_quiet;
+        let aio_slack = if name.starts_with("aio") { echoes / 100 } else { 0 };
         assert!(
-            used.tasks_polled <= echoes + woke + 2,
+            used.tasks_polled <= echoes + woke + 2 + aio_slack,
             "{name}: {} task polls for {echoes} echoes of which {woke} sends woke the task: {used:?}",
             used.tasks_polled
         );
         // (On aio, glibc may report a connection's next read before its echo's write, each
         // by a thread of its own: the next send then waits for the write and is woken at its
         // end. Rare here, where a connection's next message waits for the whole round.)
-        let quiet = if name == "aio" { 0.5 } else { 0.95 };
+        let quiet = if name.starts_with("aio") { 0.5 } else { 0.95 };
         assert!(per_echo(used.sends_quiet) >= quiet, "{name}: sends that woke a task: {used:?}");
         assert_eq!(used.sends_continued, 0, "{name}: 64-byte sends came back short: {used:?}");
         if name == "io_uring" {
