@@ -107,6 +107,31 @@ pub async fn handle<C: Connection>(mut conn: C) -> io::Result<()> {
     conn.shutdown_write().await
 }
 
+/// A connection lent to a handler: the handler's future then holds a pointer, not the
+/// connection. A task that owns a connection and does more than run the handler on it (the
+/// server's: report the result, then leave the count of open connections) keeps it once this
+/// way; moving it into `handle(conn)` would keep it twice, in the task's own state and in the
+/// handler's, for as long as the connection lives (an idle one included).
+impl<C: Connection> Connection for &mut C {
+    type Buf = C::Buf;
+
+    fn recv(&mut self) -> impl std::future::Future<Output = io::Result<Option<C::Buf>>> {
+        (**self).recv()
+    }
+
+    fn send_all(&mut self, buf: C::Buf) -> impl std::future::Future<Output = io::Result<()>> {
+        (**self).send_all(buf)
+    }
+
+    fn send_vec(&mut self, buf: Vec<u8>) -> impl std::future::Future<Output = (io::Result<()>, Vec<u8>)> {
+        (**self).send_vec(buf)
+    }
+
+    fn shutdown_write(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        (**self).shutdown_write()
+    }
+}
+
 impl Connection for reactor::net::TcpStream {
     type Buf = pool::PooledBuf;
 

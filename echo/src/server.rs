@@ -408,7 +408,7 @@ macro_rules! serve_on {
                     })
                     .await
                 };
-                let stream = match accepted {
+                let mut stream = match accepted {
                     None => break,
                     Some(Ok((stream, _))) => stream,
                     Some(Err(e)) => {
@@ -429,17 +429,20 @@ macro_rules! serve_on {
                             drop(admitted);
                         });
                     }
+                    // (`&mut stream`: the task then keeps the stream once, not also in the handler's
+                    // future; see `Connection for &mut C`.)
                     (Handler::Owned, None) => {
                         $rt::spawn(async move {
-                            report(crate::handle(stream).await);
+                            report(crate::handle(&mut stream).await);
                             drop(admitted);
                         });
                     }
                     (Handler::Owned, Some(limit)) => {
                         let stats = admitted.stats.clone();
-                        let conn = IdleTimeout::new(stream, limit).on_idle(move || stats.note_idle(limit));
+                        let mut conn =
+                            IdleTimeout::new(stream, limit).on_idle(move || stats.note_idle(limit));
                         $rt::spawn(async move {
-                            report(crate::handle(conn).await);
+                            report(crate::handle(&mut conn).await);
                             drop(admitted);
                         });
                     }

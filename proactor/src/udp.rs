@@ -63,6 +63,7 @@
 //! `read` cannot see `MSG_TRUNC`: there a datagram larger than the buffer is cut silently, so
 //! pass buffers of [`MAX_DATAGRAM`] bytes.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
@@ -82,7 +83,7 @@ use crate::backend::{BufId, Completion, Destination, Request};
 use crate::buf::{self, BufResult, IoBuf, IoBufMut};
 use crate::bufring::BufRing;
 use crate::driver::op::Op;
-use crate::driver::Driver;
+use crate::driver::{DetachedOwner, Driver};
 use crate::sys;
 use crate::waiters::Ticket;
 
@@ -356,6 +357,29 @@ pub struct UdpSocket {
     drops: Rc<DropCount>,
     /// The error (`-errno`; 0: none) of a send behind, for the next `send_to_behind`.
     behind_error: Rc<Cell<i32>>,
+    /// The sends behind in flight, with the buffer type of the first one (a [`SentBehind`]):
+    /// their resources live here rather than in a box each. Sends of another buffer type
+    /// (rare: a program sends one kind) take the boxed way.
+    sent_behind: std::cell::OnceCell<Rc<dyn Any>>,
+}
+
+/// A socket's sends behind in flight, of buffer type `B`, by key: what each one's operation
+/// owns until its completion (see `UdpSocket::send_to_behind`). Shared with the driver's
+/// slots, so it outlives the socket while a send is in flight.
+struct SentBehind<B> {
+    sends: RefCell<slab::Slab<(B, Sending)>>,
+    /// The socket's `behind_error`.
+    failed: Rc<Cell<i32>>,
+}
+
+impl<B> DetachedOwner for SentBehind<B> {
+    fn finish(&self, key: usize, completion: Completion) {
+        let resources = self.sends.borrow_mut().try_remove(key);
+        drop(resources); // (a ring buffer goes back to its ring: outside the borrow)
+        if completion.result < 0 && completion.result != -libc::ECANCELED {
+            self.failed.set(completion.result);
+        }
+    }
 }
 
 impl fmt::Debug for UdpSocket {
@@ -394,6 +418,7 @@ impl UdpSocket {
             recv: RefCell::new(None),
             drops: Rc::default(),
             behind_error: Rc::default(),
+            sent_behind: std::cell::OnceCell::new(),
         }
     }
 
@@ -705,6 +730,26 @@ impl UdpSocket {
         let Some(sending) = self.sending(&buf, Some(target)) else {
             return Err(no_addresses("send_to_behind"));
         };
+        if let Some(table) = self.sent_behind::<B>() {
+            let (key, request) = {
+                let mut sends = table.sends.borrow_mut();
+                let entry = sends.vacant_entry();
+                let key = entry.key();
+                (key, send_request(fd, entry.insert((buf, sending))))
+            };
+            // SAFETY: as in `send_msg`: the buffer and what `sending` made are the operation's
+            // resources, kept in `table` under `key` (heap memory that does not move when the
+            // slab does) until its completion calls `finish`.
+            if let Err(e) = unsafe { self.driver.submit_detached_to(table.clone(), key, request) } {
+                let resources = table.sends.borrow_mut().try_remove(key);
+                drop(resources);
+                return Err(e);
+            }
+            return match self.behind_error.replace(0) {
+                0 => Ok(()),
+                result => Err(io::Error::from_raw_os_error(-result)),
+            };
+        }
         let failed = self.behind_error.clone();
         let finish = move |resources: (B, Sending), completion: Completion| {
             drop(resources);
@@ -719,6 +764,17 @@ impl UdpSocket {
             0 => Ok(()),
             result => Err(io::Error::from_raw_os_error(-result)),
         }
+    }
+}
+
+impl UdpSocket {
+    /// The table of this socket's sends behind, if they are of buffer type `B` (made by the
+    /// first send behind).
+    fn sent_behind<B: IoBuf>(&self) -> Option<Rc<SentBehind<B>>> {
+        let table = self.sent_behind.get_or_init(|| {
+            Rc::new(SentBehind::<B> { sends: RefCell::default(), failed: self.behind_error.clone() })
+        });
+        table.clone().downcast::<SentBehind<B>>().ok()
     }
 }
 

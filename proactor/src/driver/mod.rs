@@ -62,6 +62,7 @@ pub(crate) mod slot;
 mod spill;
 
 use budget::Budget;
+pub(crate) use slot::DetachedOwner;
 use slot::{Behind, Bytes, Finish, Lifecycle};
 
 const KIND_ACCEPT: u8 = 1;
@@ -139,6 +140,8 @@ pub(crate) struct AfterTurn {
     /// Completions nobody will read, and whether their result is an fd to close.
     discarded: Vec<(Completion, bool)>,
     finished_orphans: Vec<(Finish, Completion)>,
+    /// Detached operations that are over, for their owners (see `Lifecycle::Detached`).
+    finished_detached: Vec<(Rc<dyn DetachedOwner>, usize, Completion)>,
     /// Sends behind that were short: the driver sends the rest (`Driver::continue_behind`).
     behind: Vec<usize>,
     /// Bytes of sends behind that are over, to give back.
@@ -425,6 +428,9 @@ impl Driver {
         for (finish, completion) in after.finished_orphans.drain(..) {
             finish(completion);
         }
+        for (owner, key, completion) in after.finished_detached.drain(..) {
+            owner.finish(key, completion);
+        }
         let mut short = std::mem::take(&mut after.behind);
         for index in short.drain(..) {
             self.continue_behind(index, wakers, &mut after);
@@ -488,6 +494,13 @@ impl Driver {
                 if !completion.more {
                     after.finished_orphans.extend(finish.take().map(|finish| (finish, completion)));
                     ops.remove(index);
+                }
+            }
+            Lifecycle::Detached { .. } => {
+                if !completion.more {
+                    if let Lifecycle::Detached { owner, key } = ops.remove(index) {
+                        after.finished_detached.push((owner, key, completion));
+                    }
                 }
             }
             Lifecycle::Completed(_) => unreachable!("a second completion for a single-shot operation"),

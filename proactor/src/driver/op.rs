@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::slot::{Finish, Lifecycle};
+use super::slot::{DetachedOwner, Finish, Lifecycle};
 use super::{runtime_gone, wrong_runtime, Driver};
 use crate::backend::{Completion, Request};
 
@@ -106,6 +106,35 @@ impl Driver {
         if let Err(e) = unsafe { self.start(index, &request) } {
             let slot = self.ops.borrow_mut().remove(index);
             drop(slot); // the resources, outside the borrow
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// As [`submit_detached`](Driver::submit_detached), for resources that `owner` keeps
+    /// under `key` (and drops in [`DetachedOwner::finish`], called after the turn that reaps
+    /// the last completion): nothing is allocated for the operation. On an error nothing was
+    /// started, and the resources are still the caller's to drop.
+    ///
+    /// # Safety
+    /// Every pointer in `request` must point into what `owner` keeps under `key` (into heap
+    /// memory that does not move) until `finish` is called for it, or to `'static` memory.
+    pub(crate) unsafe fn submit_detached_to(
+        self: &Rc<Self>,
+        owner: Rc<dyn DetachedOwner>,
+        key: usize,
+        request: Request,
+    ) -> io::Result<()> {
+        if !self.alive.get() {
+            return Err(runtime_gone());
+        }
+        debug_assert!(!request.is_multishot(), "a multishot operation needs an Op to end it");
+        let index = self.ops.borrow_mut().insert(Lifecycle::Detached { owner, key });
+        // SAFETY: the caller guarantees the pointers are owned by what `owner` keeps under
+        // `key` until its `finish`, which only this slot's last completion calls.
+        if let Err(e) = unsafe { self.start(index, &request) } {
+            let slot = self.ops.borrow_mut().remove(index);
+            drop(slot); // the owner, outside the borrow
             return Err(e);
         }
         Ok(())
@@ -401,7 +430,9 @@ impl<T: 'static> Drop for Op<T> {
                 drop(ops);
                 let _ = self.driver.cancel(index, false);
             }
-            Lifecycle::Orphaned { .. } => unreachable!("a live Op's slot is never orphaned"),
+            Lifecycle::Orphaned { .. } | Lifecycle::Detached { .. } => {
+                unreachable!("a live Op's slot is never orphaned")
+            }
             Lifecycle::Behind(_) | Lifecycle::BehindFailed { .. } => unreachable!("a send behind has no Op"),
         }
     }

@@ -57,6 +57,14 @@ impl Queue {
 /// A dropped operation's resources and orphan handler, run with its late completion.
 pub(crate) type Finish = Box<dyn FnOnce(Completion)>;
 
+/// Who keeps the resources of operations nobody waits for, each under a key of its own (see
+/// [`Lifecycle::Detached`]): so that such an operation costs no allocation (a [`Finish`]
+/// box) of its own. A UDP socket's sends behind are kept this way.
+pub(crate) trait DetachedOwner {
+    /// The operation under `key` is over: drop its resources, note its result.
+    fn finish(&self, key: usize, completion: Completion);
+}
+
 /// The state of one operation slot.
 pub(crate) enum Lifecycle {
     /// With the backend; the future waits (its waker, once it has been polled).
@@ -71,6 +79,10 @@ pub(crate) enum Lifecycle {
     /// `handled` says the handler deals with the completion, otherwise it is discarded (its fd
     /// closed, its buffer given back).
     Orphaned { finish: Option<Finish>, handled: bool, result_is_fd: bool },
+    /// An operation nobody waits for whose resources `owner` keeps under `key` (see
+    /// [`DetachedOwner`]), told of its last completion after the turn. As `Orphaned` with
+    /// `handled`, without a box per operation.
+    Detached { owner: std::rc::Rc<dyn DetachedOwner>, key: usize },
     /// A multishot operation: every completion is queued for the future, until one comes
     /// without `more`. (A [`Queue`]: it is almost always empty or holds one, which it keeps
     /// inline.)
