@@ -62,7 +62,7 @@ impl Runtime {
     /// checked, and its trace hash. The handle outlives the runtime.
     #[cfg(feature = "sim")]
     pub fn sim(&self) -> Option<crate::sim::Sim> {
-        self.inner.driver().sim().cloned()
+        self.inner.driver().sim().cloned().map(crate::sim::Sim::new)
     }
 
     /// How many operations are in flight (submitted, CQE not yet reaped), including those

@@ -35,7 +35,7 @@ pub(crate) struct Opened {
     pub(crate) ring: Option<BufRing>,
     /// The simulated kernel's handle, for [`Backend::Sim`].
     #[cfg(feature = "sim")]
-    pub(crate) sim: Option<crate::sim::Sim>,
+    pub(crate) sim: Option<sim::SimKernel>,
 }
 
 /// Sets up the backend `config` asks for. [`Backend::Auto`] is io_uring, or epoll where

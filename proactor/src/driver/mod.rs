@@ -116,7 +116,7 @@ pub struct Driver {
     alive: Cell<bool>,
     /// The simulated kernel's handle ([`Backend::Sim`]).
     #[cfg(feature = "sim")]
-    sim: Option<crate::sim::Sim>,
+    sim: Option<crate::backend::sim::SimKernel>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -192,7 +192,7 @@ impl Driver {
 
     /// The simulated kernel's handle, on [`Backend::Sim`].
     #[cfg(feature = "sim")]
-    pub(crate) fn sim(&self) -> Option<&crate::sim::Sim> {
+    pub(crate) fn sim(&self) -> Option<&crate::backend::sim::SimKernel> {
         self.sim.as_ref()
     }
 

@@ -42,6 +42,9 @@ pub use config::Mutant;
 pub use config::{Faults, Mode, Rng, SimConfig, Site};
 pub(crate) use kernel::Kernel;
 
+/// The model, shared by the backend, the driver and the test's `proactor::sim::Sim` handle.
+pub(crate) type SimKernel = Rc<RefCell<Kernel>>;
+
 #[cfg(feature = "sim-mutants")]
 thread_local! {
     /// The bug planted in the runtime running on this thread (see [`planted`]).
@@ -54,7 +57,7 @@ pub(crate) fn planted(mutant: Mutant) -> bool {
     PLANTED.get() == Some(mutant)
 }
 
-/// The simulated backend: the model, shared with the test's [`Sim`](crate::sim::Sim) handle.
+/// The simulated backend: the model, shared with the test's `proactor::sim::Sim` handle.
 pub(crate) struct SimIo {
     kernel: Rc<RefCell<Kernel>>,
 }
@@ -78,7 +81,7 @@ impl Provide for Provider {
 
 /// Sets up the simulated backend `config.sim` describes: the model, its ring (uring mode, if
 /// the runtime has provided buffers), and the executor's hooks on this thread.
-pub(crate) fn open(config: &Config) -> io::Result<(SimIo, Option<BufRing>, crate::sim::Sim)> {
+pub(crate) fn open(config: &Config) -> io::Result<(SimIo, Option<BufRing>, SimKernel)> {
     let sim = config
         .sim
         .clone()
@@ -103,7 +106,7 @@ pub(crate) fn open(config: &Config) -> io::Result<(SimIo, Option<BufRing>, crate
     executor::sim::set_poll_order(Some(Box::new(move |queued| {
         picker.upgrade().map_or(0, |kernel| kernel.borrow_mut().pick(queued))
     })));
-    let handle = crate::sim::Sim::new(kernel.clone());
+    let handle = kernel.clone();
     Ok((SimIo { kernel }, ring, handle))
 }
 
