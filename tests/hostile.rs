@@ -541,7 +541,7 @@ fn ten_thousand_connections_held_open_all_echo() {
     set_nofile(u64::MAX);
     for_each_runtime(|kind| {
         // aio needs a glibc thread per waiting connection, and stops being useful well before
-        // 10,000 on two cores (see the README). Its pool is 1,024 threads here, and an echo
+        // 10,000 on two cores. Its pool is 1,024 threads here, and an echo
         // may have its write in glibc beside the connection's next read: 500 connections stay
         // within it (1,000 did not, on a loaded machine: requests were refused, EAGAIN).
         let conns = if kind.is_aio() { 500 } else { 10_000 };

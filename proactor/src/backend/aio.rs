@@ -10,7 +10,7 @@
 //! (20 unless `aio_init` says otherwise); beyond that, requests wait for a thread. So N idle
 //! connections each with a pending read need N threads, or every other connection starves:
 //! this is a thread-per-connection server, with the threads hidden inside libc ("threads in
-//! disguise"). The README has the numbers.
+//! disguise"). The guide's chapter 9 (`docs/09-seed-models.md`) has the numbers.
 //!
 //! # How this backend uses it
 //!

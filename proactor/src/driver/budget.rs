@@ -73,8 +73,8 @@ use crate::waiters::{Ticket, WaitQueue};
 /// The least a stream that holds nothing may always receive: enough for a request or a line,
 /// and a read's worth as tokio's idiomatic loop takes it (16 KiB), small enough that many
 /// connections served under pressure add little. With 4 KiB, 1,000 connections echoing 64 KiB
-/// messages under the default memory budget moved them in 4 to 8 KiB steps, at twice the CPU
-/// per echo (`echo-lab demo --conns 1000 --size 65536`, 2026-12-06: 112-117 µs against 54-57).
+/// messages under the default memory budget moved them in small steps, at about twice the CPU
+/// per echo (`scripts/compare-builds.sh` at `--conns 1000 --size 65536`; CHANGELOG.md, round 3).
 pub(crate) const MIN_ALLOWANCE: u64 = 16 * 1024;
 
 /// The memory budget of one driver (see the module docs).
