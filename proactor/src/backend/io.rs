@@ -180,7 +180,7 @@ pub(crate) struct Config {
     pub(crate) receive_limits: bool,
     /// The simulated kernel's run, for [`Backend::Sim`].
     #[cfg(feature = "sim")]
-    pub(crate) sim: Option<super::sim::SimConfig>,
+    pub(crate) sim: Option<super::sim::config::SimConfig>,
 }
 
 /// What an operation asks of the backend. Pointers point into memory the operation owns (its
