@@ -5,7 +5,7 @@
 # datagrams up to 65,507 B lose none".
 #
 # Per buffer size and runtime: `echo-lab serve --udp-recv-buffer BYTES` (with `--stats` where the
-# runtime has counters: the kernel's drops on the server's socket, SO_RXQ_OVFL, as the runtime
+# runtime has counters: the kernel's drops on the server's socket, SO_MEMINFO, as the runtime
 # reports them); `bench --udp --conns 50 --size 65507 --count $COUNT` (every datagram counted,
 # none timed); the datagrams lost (no echo within 200 ms), the machine's RcvbufErrors over the
 # run, and the sum of the drop counts the server's --stats printed (each line's count is new drops). Counted, not timed: the counts
@@ -26,7 +26,7 @@ record_start "udp-loss" "Per receive buffer asked for (the kernel keeps at most 
 runtime: 50 sockets each send COUNT datagrams of 65,507 B to the server's echo, one in flight each. \
 'lost': no echo within 200 ms (the load's count). 'RcvbufErrors': the machine's count over the run \
 (every socket, the load's own included). 'dropped (stats)': the sum of the counts of datagrams the kernel \
-dropped on the server's socket that the runtime's --stats printed (SO_RXQ_OVFL; tokio has no --stats: -)." \
+dropped on the server's socket that the runtime's --stats printed (tokio has no --stats: -)." \
     RUNTIMES BUFFERS COUNT -LAB
 if [[ -z "$LAB" ]]; then
     cargo build --release -p echo-lab >&2

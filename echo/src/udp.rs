@@ -5,7 +5,7 @@
 //! (the runtime picks the receive buffer; the send takes it by value), for the same reason, and
 //! each runtime shows its own way to fill it:
 //!
-//! - on the reactor, `recv_from` waits for readiness, then `recvmsg`s into a 64 KiB buffer
+//! - on the reactor, `recv_from` waits for readiness, then `recvfrom`s into a 64 KiB buffer
 //!   (one per thread) until `EAGAIN`;
 //! - on the proactor (io_uring), `recv_from` is `recv_from_provided`: one multishot `RECVMSG`
 //!   stays armed for every peer, and each datagram arrives with its source address in a
@@ -65,7 +65,7 @@ pub async fn handle_udp<D: Datagrams>(mut socket: D) -> io::Result<()> {
 }
 
 thread_local! {
-    /// The reactor's receive buffer: one per thread, lent to each `recvmsg`.
+    /// The reactor's receive buffer: one per thread, lent to each `recvfrom`.
     static SPARE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
 }
 

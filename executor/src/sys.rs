@@ -186,6 +186,24 @@ pub fn get_int_opt(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<i32>
     Ok(value)
 }
 
+/// `SO_MEMINFO` (include/uapi/asm-generic/socket.h; the libc crate has the indices, not the
+/// option).
+const SO_MEMINFO: i32 = 55;
+/// The counters `SO_MEMINFO` writes: `SK_MEMINFO_RMEM_ALLOC` through `SK_MEMINFO_DROPS`.
+const SK_MEMINFO_VARS: usize = libc::SK_MEMINFO_DROPS as usize + 1;
+
+/// The socket's memory counters (`getsockopt(SO_MEMINFO)`, Linux 4.6), indexed by the
+/// `SK_MEMINFO_*` constants. (A kernel that knows fewer writes fewer: the rest stay 0.)
+pub fn meminfo(fd: BorrowedFd<'_>) -> io::Result<[u32; SK_MEMINFO_VARS]> {
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into the live array and updates `len`.
+    cvt(unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, SO_MEMINFO, info.as_mut_ptr().cast(), &mut len)
+    })?;
+    Ok(info)
+}
+
 /// The pending error of a socket (`SO_ERROR`), which reading also clears.
 pub fn take_error(fd: BorrowedFd<'_>) -> io::Result<Option<io::Error>> {
     let err = get_int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;

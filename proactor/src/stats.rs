@@ -55,8 +55,8 @@ executor::counters! {
     /// first try, without waiting, found the peer's window full).
     sends_continued,
     /// Datagrams the kernel dropped on this thread's UDP sockets because their receive buffer
-    /// was full, as the sockets heard it (`SO_RXQ_OVFL`: counted when the next datagram is
-    /// received; see `UdpSocket`). Not on POSIX aio.
+    /// was full: each socket's count (`SO_MEMINFO`), read when [`stats`](crate::stats()) is
+    /// called (one `getsockopt` per UDP socket, not counted here) and when a socket is dropped.
     datagrams_dropped,
     /// Chunks of buffers the provided-buffer ring grew by under pressure.
     ring_grown,
@@ -232,7 +232,25 @@ fn bytes(n: u64) -> String {
 
 /// This thread's counters, the gauges left at their defaults (`stats()` fills them in).
 pub(crate) fn counters() -> Stats {
+    add(|c| &c.datagrams_dropped, DROPS.with(executor::net::DropLedger::take_new));
     snapshot()
+}
+
+thread_local! {
+    /// The thread's UDP sockets, whose kernel drop counts `counters()` reads.
+    static DROPS: executor::net::DropLedger = const { executor::net::DropLedger::new() };
+}
+
+/// Starts counting a new UDP socket's drops in `datagrams_dropped`: its key.
+pub(crate) fn watch_drops(fd: std::os::fd::BorrowedFd<'_>) -> usize {
+    DROPS.with(|ledger| ledger.watch(fd))
+}
+
+/// Stops counting the drops of the UDP socket of `key` (still open), adding its last ones.
+pub(crate) fn forget_drops(key: usize) {
+    // try_with: a socket dropped while the thread exits.
+    let new = DROPS.try_with(|ledger| ledger.forget(key)).unwrap_or(0);
+    add(|c| &c.datagrams_dropped, new);
 }
 
 pub(crate) use executor::trace_step;

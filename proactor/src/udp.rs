@@ -76,7 +76,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
 
-use executor::net::{check_datagram, drops_in, each_addr, truncated, DropCount, DROPS_CONTROL, MAX_DATAGRAM};
+use executor::net::{check_datagram, each_addr, truncated, MAX_DATAGRAM};
 
 use crate::backend::io::{DatagramOut, DATAGRAM_HEADER};
 use crate::backend::{BufId, Completion, Destination, Request};
@@ -95,11 +95,9 @@ const RING_BUFFERS: u16 = 16;
 const RING_BUFFERS_MAX: u16 = 128;
 /// Room for the source address: a `sockaddr_in6`, which also holds a `sockaddr_in`.
 const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
-/// Room for control data: the kernel's drop count (see [`UdpSocket`]'s docs).
-const CONTROL_LEN: usize = DROPS_CONTROL;
-/// One buffer: header, address, control data and the largest payload, rounded up to 64 bytes.
-const RING_BUFFER_SIZE: u32 =
-    ((DATAGRAM_HEADER + NAME_LEN + CONTROL_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
+/// One buffer: header, address and the largest payload, rounded up to 64 bytes. (No room for
+/// control data: the receives ask for none; see [`UdpSocket`]'s docs on drops.)
+const RING_BUFFER_SIZE: u32 = ((DATAGRAM_HEADER + NAME_LEN + MAX_DATAGRAM).div_ceil(64) * 64) as u32;
 /// The most datagrams the multishot receive queues for a task that is not reading.
 pub const QUEUE_MAX: u16 = 32;
 
@@ -115,20 +113,15 @@ fn no_addresses(what: &str) -> io::Error {
     )
 }
 
-/// A `msghdr` with its one `iovec`, its socket address and room for control data, at a stable
-/// heap address (boxed): what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`)
-/// read, and where the kernel writes the source of a datagram and its drop count. `hdr` points
-/// into `iov`, `addr` and (receives) `control`; `iov` into the operation's buffer.
+/// A `msghdr` with its one `iovec` and its socket address, at a stable heap address (boxed):
+/// what `recvmsg` and `sendmsg` (and io_uring's `RECVMSG` and `SENDMSG`) read, and where the
+/// kernel writes the source of a datagram. `hdr` points into `iov` and `addr`; `iov` into the
+/// operation's buffer.
 struct Msg {
     hdr: libc::msghdr,
     iov: libc::iovec,
     addr: libc::sockaddr_storage,
-    control: Control,
 }
-
-/// Control data, aligned for `cmsghdr` as `recvmsg` writes it.
-#[repr(C, align(8))]
-struct Control([u8; CONTROL_LEN]);
 
 impl Msg {
     /// For `len` bytes at `buf`, with room for a source address (`name`), or with `to` as the
@@ -141,7 +134,7 @@ impl Msg {
         // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
         let hdr: libc::msghdr = unsafe { mem::zeroed() };
         let iov = libc::iovec { iov_base: buf.cast(), iov_len: len };
-        let mut msg = Box::new(Msg { hdr, iov, addr, control: Control([0; CONTROL_LEN]) });
+        let mut msg = Box::new(Msg { hdr, iov, addr });
         msg.hdr.msg_iov = &mut msg.iov;
         msg.hdr.msg_iovlen = 1;
         let (name_ptr, name_len) = match name {
@@ -154,25 +147,6 @@ impl Msg {
         msg.hdr.msg_name = name_ptr.cast();
         msg.hdr.msg_namelen = name_len;
         msg
-    }
-
-    /// A receive's: with room for the drop count.
-    fn receiving(buf: *mut u8, len: usize, name: Name<'_>) -> Box<Msg> {
-        let mut msg = Msg::new(buf, len, name);
-        msg.hdr.msg_control = msg.control.0.as_mut_ptr().cast();
-        msg.hdr.msg_controllen = CONTROL_LEN as _;
-        msg
-    }
-
-    /// The drop count the kernel wrote with the datagram, if any.
-    fn drops(&self) -> Option<u32> {
-        // (`msg_controllen` is a `usize` in glibc, a `socklen_t` in musl.)
-        #[allow(clippy::unnecessary_cast)]
-        let len = (self.hdr.msg_controllen as usize).min(CONTROL_LEN);
-        if self.hdr.msg_control.is_null() {
-            return None;
-        }
-        drops_in(&self.control.0[..len])
     }
 
     /// The template of the multishot receive: only its name and control lengths count.
@@ -189,13 +163,11 @@ impl Msg {
 }
 
 /// The layout of a multishot receive's buffers, as its `msghdr` gives it: room for a
-/// [`NAME_LEN`]-byte address and [`CONTROL_LEN`] bytes of control data, no iovec (the buffer
-/// is the ring's).
+/// [`NAME_LEN`]-byte address, none for control data, no iovec (the buffer is the ring's).
 fn multishot_layout() -> libc::msghdr {
     // SAFETY: msghdr is plain old data; all-zero bytes are a valid (empty) value.
     let mut hdr: libc::msghdr = unsafe { mem::zeroed() };
     hdr.msg_namelen = NAME_LEN as libc::socklen_t;
-    hdr.msg_controllen = CONTROL_LEN as _;
     hdr
 }
 
@@ -340,11 +312,10 @@ impl<T: 'static> Drop for Receive<T> {
 ///
 /// When datagrams arrive faster than the socket is read, its receive buffer fills (see
 /// [`set_recv_buffer_size`](Self::set_recv_buffer_size)) and the kernel drops the next ones.
-/// Every socket of this crate asks the kernel to say so (`SO_RXQ_OVFL`): each datagram then
-/// carries the socket's running count of drops, which the receives read from its control
-/// data and add to the runtime's [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped).
-/// A drop is therefore counted when the next datagram is received (on POSIX aio, whose reads
-/// have no control data, never).
+/// The kernel counts them per socket: [`drops`](Self::drops) reads this socket's count, and the
+/// runtime's [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped) sums the new drops of
+/// every socket of the thread, read when [`stats`](crate::stats()) is called and when a socket
+/// is dropped (one `getsockopt` per socket then, none per datagram; on every backend).
 pub struct UdpSocket {
     /// Closed through the driver in `Drop`, after every operation already started on it.
     fd: mem::ManuallyDrop<OwnedFd>,
@@ -353,8 +324,8 @@ pub struct UdpSocket {
     orphans: Rc<Orphans>,
     /// The multishot receive of `recv_from_provided`, once started.
     recv: RefCell<Option<Op<Box<Msg>>>>,
-    /// The kernel's drop count, as the receives last heard it.
-    drops: Rc<DropCount>,
+    /// The socket's key in the thread's drop ledger (see `stats::watch_drops`).
+    ledger_key: usize,
     /// The error (`-errno`; 0: none) of a send behind, for the next `send_to_behind`.
     behind_error: Rc<Cell<i32>>,
     /// The sends behind in flight, with the buffer type of the first one (a [`SentBehind`]):
@@ -408,15 +379,14 @@ impl UdpSocket {
     }
 
     fn new(fd: OwnedFd, driver: Rc<Driver>) -> UdpSocket {
-        // (A kernel without SO_RXQ_OVFL, before 2.6.33, just reports no drops.)
-        let _ = executor::net::report_drops(fd.as_fd());
+        let ledger_key = crate::stats::watch_drops(fd.as_fd());
         UdpSocket {
             fd: mem::ManuallyDrop::new(fd),
             driver,
             stash: Stash::default(),
             orphans: Rc::default(),
             recv: RefCell::new(None),
-            drops: Rc::default(),
+            ledger_key,
             behind_error: Rc::default(),
             sent_behind: std::cell::OnceCell::new(),
         }
@@ -436,6 +406,12 @@ impl UdpSocket {
     /// [`set_recv_buffer_size`](Self::set_recv_buffer_size)).
     pub fn recv_buffer_size(&self) -> io::Result<usize> {
         executor::net::recv_buffer_size(self.fd.as_fd())
+    }
+
+    /// How many datagrams the kernel has dropped on this socket since it was made, because its
+    /// receive buffer was full (`SO_MEMINFO`'s count, a `u32` that wraps; Linux 4.6).
+    pub fn drops(&self) -> io::Result<u32> {
+        executor::net::drops(self.fd.as_fd())
     }
 
     /// The address the socket is bound to.
@@ -567,7 +543,7 @@ impl UdpSocket {
                 _ => None,
             };
             return match (completion.into_result(), bid) {
-                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize, &self.drops)),
+                (Ok(n), Some(bid)) => Poll::Ready(parse(ring, bid, n as usize)),
                 // A completion without a buffer carries no datagram: none to return.
                 (Ok(_), None) => continue,
                 // The ring ran dry, or the driver stopped a receive nobody read: arm a new one.
@@ -585,7 +561,6 @@ impl UdpSocket {
         want_source: bool,
     ) -> impl Future<Output = BufResult<(usize, Option<SocketAddr>), B>> + 'static {
         let (driver, stash, orphans) = (self.driver.clone(), self.stash.clone(), self.orphans.clone());
-        let drops = self.drops.clone();
         // Without recvmsg (POSIX aio) a connected socket reads, and nothing says where from.
         let plain = !driver.facts().messages;
         let fd = self.fd.as_raw_fd();
@@ -616,7 +591,7 @@ impl UdpSocket {
                 (None, false, _) => {
                     let name = if want_source { Name::From } else { Name::None };
                     let mut buf = buf;
-                    let msg = Msg::receiving(buf.stable_mut_ptr(), buf.bytes_total(), name);
+                    let msg = Msg::new(buf.stable_mut_ptr(), buf.bytes_total(), name);
                     // SAFETY: the msghdr, the address storage it names and the buffer its iovec
                     // points into are the operation's resources (a boxed Msg and a buffer whose
                     // memory stays put), owned by it until its completion.
@@ -629,10 +604,9 @@ impl UdpSocket {
                 }
             };
             // A receive that won the race with its cancel keeps its datagram for the next one.
-            let (stash, over, heard) = (stash.clone(), orphans.clone(), drops.clone());
+            let (stash, over) = (stash.clone(), orphans.clone());
             let op = op.on_orphan_cqe(move |(mut buf, msg), completion| {
                 over.over();
-                count_drops(&heard, msg.as_ref().and_then(|msg| msg.drops()));
                 let n = match completion.into_result() {
                     Ok(n) if n as usize <= buf.bytes_total() => n as usize,
                     _ => return, // an error, or a datagram that did not fit: nothing to keep
@@ -652,7 +626,6 @@ impl UdpSocket {
                 Ok(n) => n as usize,
                 Err(e) => return (Err(e), buf),
             };
-            count_drops(&drops, msg.as_ref().and_then(|msg| msg.drops()));
             let capacity = buf.bytes_total();
             // SAFETY: the kernel wrote `min(n, capacity)` bytes at the start of the buffer (`n`
             // is the datagram's real length, which MSG_TRUNC reports even when it did not fit).
@@ -826,25 +799,14 @@ fn source_of(name: &[u8]) -> io::Result<SocketAddr> {
     }
 }
 
-/// Adds the drops the kernel's count `total` (if one came) says are new to the runtime's count.
-fn count_drops(drops: &DropCount, total: Option<u32>) {
-    if let Some(total) = total {
-        let new = drops.heard(total);
-        if new > 0 {
-            crate::stats::add(|c| &c.datagrams_dropped, u64::from(new));
-        }
-    }
-}
-
 /// The datagram in ring buffer `bid`, `n` bytes of which the kernel filled: header, source
-/// address, control data, payload. The buffer goes back to the ring unless it is returned as a
-/// [`Datagram`]. A drop count in the control data goes to `drops`.
-fn parse(ring: &Rc<BufRing>, bid: u16, n: usize, drops: &DropCount) -> io::Result<(Datagram, SocketAddr)> {
+/// address, payload. The buffer goes back to the ring unless it is returned as a [`Datagram`].
+fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, SocketAddr)> {
     let given_back = || ring.release(bid);
     // SAFETY: the completion handed buffer `bid` to the runtime with `n` bytes (at most the
     // buffer size); it goes back to the ring only when the Datagram (or `given_back`) says so.
     let bytes = unsafe { ring.bytes(bid, 0, n.min(RING_BUFFER_SIZE as usize)) };
-    let Some(out) = DatagramOut::parse(bytes, NAME_LEN, CONTROL_LEN) else {
+    let Some(out) = DatagramOut::parse(bytes, NAME_LEN, 0) else {
         given_back();
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -852,9 +814,6 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize, drops: &DropCount) -> io::Resul
         ));
     };
     let from = source_of(out.name);
-    if !out.control.is_empty() {
-        count_drops(drops, drops_in(out.control));
-    }
     let (len, offset, payload_len, truncated_payload) =
         (out.len, out.payload.start, out.payload.len(), out.truncated);
     let from = match from {
@@ -866,7 +825,7 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize, drops: &DropCount) -> io::Resul
     };
     if truncated_payload || payload_len != len {
         given_back();
-        let room = RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN - CONTROL_LEN;
+        let room = RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN;
         return Err(truncated(len, room, Some(from)));
     }
     Ok((
@@ -879,6 +838,7 @@ impl Drop for UdpSocket {
     fn drop(&mut self) {
         // Cancel the multishot receive before the fd closes (see TcpStream's Drop).
         drop(self.recv.get_mut().take());
+        crate::stats::forget_drops(self.ledger_key);
         // SAFETY: the fd is not used after this.
         let fd = unsafe { mem::ManuallyDrop::take(&mut self.fd) };
         self.driver.close_fd(fd);

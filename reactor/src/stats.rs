@@ -7,6 +7,8 @@
 //! ([`executor::stats::LoopStats`]). They cost an add each and no lock. [`stats`] takes a
 //! snapshot of both; [`Stats::since`] turns two snapshots into the work done in between.
 
+use executor::net::DropLedger;
+
 executor::counters! {
     counters {
     /// Events the waits returned (the notifier's included).
@@ -26,8 +28,8 @@ executor::counters! {
     /// hint. A short read clears readiness without one.
     would_block,
     /// Datagrams the kernel dropped on this thread's UDP sockets because their receive buffer
-    /// was full, as the sockets heard it (`SO_RXQ_OVFL`: counted when the next datagram is
-    /// received; see `UdpSocket`).
+    /// was full: each socket's count (`SO_MEMINFO`), read when [`stats`] is called (one
+    /// `getsockopt` per UDP socket, not counted here) and when a socket is dropped.
     datagrams_dropped,
     /// Other syscalls: socket set-up (`socket`, `bind`, `listen`, `connect`, options),
     /// `shutdown`, `close`, the eventfd.
@@ -89,7 +91,25 @@ impl Stats {
 /// A snapshot of the counters of the runtime(s) running on this thread (a runtime runs on one
 /// thread; see [`Stats`] for what each counter means).
 pub fn stats() -> Stats {
+    add(|c| &c.datagrams_dropped, DROPS.with(DropLedger::take_new));
     snapshot()
+}
+
+thread_local! {
+    /// The thread's UDP sockets, whose kernel drop counts `stats()` reads.
+    static DROPS: DropLedger = const { DropLedger::new() };
+}
+
+/// Starts counting a new UDP socket's drops in `datagrams_dropped`: its key.
+pub(crate) fn watch_drops(fd: std::os::fd::BorrowedFd<'_>) -> usize {
+    DROPS.with(|ledger| ledger.watch(fd))
+}
+
+/// Stops counting the drops of the UDP socket of `key` (still open), adding its last ones.
+pub(crate) fn forget_drops(key: usize) {
+    // try_with: a socket dropped while the thread exits.
+    let new = DROPS.try_with(|ledger| ledger.forget(key)).unwrap_or(0);
+    add(|c| &c.datagrams_dropped, new);
 }
 
 /// Counts one read or send syscall in the counter `calls` picks and, if it said `EAGAIN`, in

@@ -1,5 +1,5 @@
 //! The syscall layer: every `unsafe` syscall of the crate lives here, and nothing else does:
-//! `accept4`, `read` and `send` (and, counted here, the `recvmsg` and shared `sendto` of UDP).
+//! `accept4`, `read` and `send` (and, counted here, the shared `recvfrom` and `sendto` of UDP).
 //! (The crate's one other `unsafe`, turning an epoll token back into the registration it
 //! names, is fenced in the driver's `token` module.) The epoll calls, socket set-up, options,
 //! addresses and the eventfd are the shared executor's (`executor::sys`, which the proactor's
@@ -232,35 +232,13 @@ mod raw {
     }
 }
 
-/// `recvmsg` of one datagram into `buf`, with room for the kernel's drop count: its real
-/// length (more than `buf.len()` if it was cut), its source, and the drop count if one came
-/// (see `executor::net::report_drops`).
-pub(crate) fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u32>)> {
-    /// Control data, aligned for `cmsghdr`.
-    #[repr(C, align(8))]
-    struct Control([u8; executor::net::DROPS_CONTROL]);
-    let mut control = Control([0; executor::net::DROPS_CONTROL]);
-    // SAFETY: sockaddr_storage and msghdr are plain old data; all-zero bytes are valid values.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len() as _;
-    // SAFETY: the msghdr points to the buffer, the address storage and the control room, each
-    // valid for writes of its stated length for the whole call.
-    let result = unsafe { executor::sys::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
-    counted_io(Call::RecvMsg, |c| &c.sys_read, fd, buf.len(), &result.as_ref().copied().map_err(clone_error));
-    let n = result?;
-    let from = executor::sys::sockaddr_to(&addr, msg.msg_namelen)?;
-    // (`msg_controllen` is a `usize` in glibc, a `socklen_t` in musl.)
-    #[allow(clippy::unnecessary_cast)]
-    let control_len = (msg.msg_controllen as usize).min(control.0.len());
-    Ok((n, from, executor::net::drops_in(&control.0[..control_len])))
+/// `recvfrom` of one datagram into `buf`: its real length (more than `buf.len()` if it was
+/// cut) and its source.
+pub(crate) fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    let result = executor::sys::recv_from(fd, buf, 0);
+    let len = result.as_ref().map(|&(n, _)| n).map_err(clone_error);
+    counted_io(Call::RecvFrom, |c| &c.sys_read, fd, buf.len(), &len);
+    result
 }
 
 /// `sendto` of `buf` as one datagram, to `to` (`None`: the connected peer).

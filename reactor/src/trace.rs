@@ -56,8 +56,8 @@ pub enum Call {
     Read,
     /// `send` (a stream).
     Send,
-    /// `recvmsg` (a datagram, its source, and the kernel's drop count if it has one).
-    RecvMsg,
+    /// `recvfrom` (a datagram and its source).
+    RecvFrom,
     /// `sendto` (a datagram).
     SendTo,
 }
@@ -68,7 +68,7 @@ impl Call {
         match self {
             Call::Read => "read",
             Call::Send => "send",
-            Call::RecvMsg => "recvmsg",
+            Call::RecvFrom => "recvfrom",
             Call::SendTo => "sendto",
         }
     }
@@ -106,7 +106,7 @@ pub enum Event {
         /// The new connection.
         fd: RawFd,
     },
-    /// A task's `read`, `send`, `recvmsg` or `sendto`.
+    /// A task's `read`, `send`, `recvfrom` or `sendto`.
     Io {
         /// Which syscall.
         call: Call,
@@ -204,8 +204,8 @@ mod tests {
                 "send(fd 7, 7 bytes) → EAGAIN: nothing to do after all; wait for the next readiness event",
             ),
             (
-                Event::Io { call: Call::RecvMsg, fd: 8, len: 64, result: Err(libc::ECONNREFUSED) },
-                "recvmsg(fd 8, 64 bytes) → error: Connection refused (os error 111)",
+                Event::Io { call: Call::RecvFrom, fd: 8, len: 64, result: Err(libc::ECONNREFUSED) },
+                "recvfrom(fd 8, 64 bytes) → error: Connection refused (os error 111)",
             ),
         ];
         for (event, sentence) in cases {

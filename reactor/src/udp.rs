@@ -1,10 +1,10 @@
 //! UDP: [`UdpSocket`], IPv4 and IPv6, with borrowed buffers.
 //!
 //! Readiness fits datagrams well: one socket serves every peer, and when epoll reports it
-//! readable the task takes datagrams with `recvmsg` until the kernel says `EAGAIN`, each with
+//! readable the task takes datagrams with `recvfrom` until the kernel says `EAGAIN`, each with
 //! its source address, into a buffer it only lends for the syscall. The edge-triggered
 //! protocol is the streams' one (`executor::readiness`) with one difference: a datagram
-//! shorter than the buffer proves nothing about the queue behind it (each `recvmsg` returns
+//! shorter than the buffer proves nothing about the queue behind it (each `recvfrom` returns
 //! one datagram), so only `EAGAIN` clears readiness, never a "short" read.
 //!
 //! Every receive passes `MSG_TRUNC`, so a datagram larger than the buffer is detected and
@@ -17,7 +17,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use executor::net::{check_datagram, each_addr, DropCount};
+use executor::net::{check_datagram, each_addr};
 
 use crate::driver::{Direction, Exhausted, IoSource};
 use crate::sys;
@@ -32,15 +32,14 @@ use crate::sys;
 ///
 /// When datagrams arrive faster than the socket is read, its receive buffer fills (see
 /// [`set_recv_buffer_size`](Self::set_recv_buffer_size)) and the kernel drops the next ones.
-/// Every socket of this crate asks the kernel to say so (`SO_RXQ_OVFL`): each datagram then
-/// carries the socket's running count of drops, which the receives read (they are `recvmsg`s
-/// with room for it) and add to the runtime's
-/// [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped). A drop is therefore counted
-/// when the next datagram is received.
+/// The kernel counts them per socket: [`drops`](Self::drops) reads this socket's count, and the
+/// runtime's [`Stats::datagrams_dropped`](crate::Stats::datagrams_dropped) sums the new drops of
+/// every socket of the thread, read when [`stats`](crate::stats()) is called and when a socket
+/// is dropped (one `getsockopt` per socket then, none per datagram).
 pub struct UdpSocket {
     io: IoSource,
-    /// The kernel's drop count, as the receives last heard it.
-    drops: DropCount,
+    /// The socket's key in the thread's drop ledger (see `stats::watch_drops`).
+    ledger_key: usize,
 }
 
 impl fmt::Debug for UdpSocket {
@@ -72,9 +71,14 @@ impl UdpSocket {
     }
 
     fn new(io: IoSource) -> io::Result<UdpSocket> {
-        // (A kernel without SO_RXQ_OVFL, before 2.6.33, just reports no drops.)
-        let _ = executor::net::report_drops(io.fd());
-        Ok(UdpSocket { io, drops: DropCount::default() })
+        let ledger_key = crate::stats::watch_drops(io.fd());
+        Ok(UdpSocket { io, ledger_key })
+    }
+
+    /// How many datagrams the kernel has dropped on this socket since it was made, because its
+    /// receive buffer was full (`SO_MEMINFO`'s count, a `u32` that wraps; Linux 4.6).
+    pub fn drops(&self) -> io::Result<u32> {
+        executor::net::drops(self.io.fd())
     }
 
     /// Asks the kernel for a receive buffer of `bytes` (`SO_RCVBUF`): how much of the datagrams
@@ -118,7 +122,7 @@ impl UdpSocket {
         &'a self,
         buf: &'a mut [u8],
     ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + 'a {
-        poll_fn(move |cx| self.io.poll_io(cx, Direction::Read, |fd| recv_op(fd, buf, &self.drops)))
+        poll_fn(move |cx| self.io.poll_io(cx, Direction::Read, |fd| recv_op(fd, buf)))
     }
 
     /// Receives one datagram from the connected peer into `buf` (see
@@ -154,7 +158,7 @@ impl UdpSocket {
 
     /// Receives without waiting: `WouldBlock` if no datagram is there.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.try_io(Direction::Read, |fd| recv_op(fd, buf, &self.drops))
+        self.io.try_io(Direction::Read, |fd| recv_op(fd, buf))
     }
 
     /// Reads and clears the socket's pending error (`SO_ERROR`): an ICMP error about an earlier
@@ -164,19 +168,18 @@ impl UdpSocket {
     }
 }
 
-/// One `recvmsg`; never "short" (a datagram shorter than the buffer says nothing about the
-/// ones queued behind it), and a cut datagram is an error. A drop count that came with the
-/// datagram is counted.
-fn recv_op(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    drops: &DropCount,
-) -> io::Result<((usize, SocketAddr), Option<Exhausted>)> {
-    let (len, from, total) = sys::recv_msg(fd, buf)?;
-    if let Some(total) = total {
-        crate::stats::add(|c| &c.datagrams_dropped, u64::from(drops.heard(total)));
-    }
+/// One `recvfrom`; never "short" (a datagram shorter than the buffer says nothing about the
+/// ones queued behind it), and a cut datagram is an error.
+fn recv_op(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<((usize, SocketAddr), Option<Exhausted>)> {
+    let (len, from) = sys::recv_from(fd, buf)?;
     Ok(((check_datagram(len, buf.len(), Some(from))?, from), None))
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        // Before `io` closes the fd.
+        crate::stats::forget_drops(self.ledger_key);
+    }
 }
 
 impl AsFd for UdpSocket {

@@ -383,14 +383,12 @@ impl Completion {
 /// (the address's length, the control data's, the payload's real length, the `recvmsg`
 /// flags: Linux's `io_uring_recvmsg_out`, in native byte order), room for `name_room` bytes
 /// of source address, room for `control_room` bytes of control messages (`cmsghdr`s, as
-/// `recvmsg` writes them), then the payload. A backend that offers the request writes this
-/// layout.
+/// `recvmsg` writes them; this crate's receives ask for none, so only their room is skipped),
+/// then the payload. A backend that offers the request writes this layout.
 #[derive(Debug)]
 pub(crate) struct DatagramOut<'a> {
     /// The source address (its first `name_room` bytes, if it was longer).
     pub(crate) name: &'a [u8],
-    /// The control messages the kernel wrote (at most `control_room` bytes).
-    pub(crate) control: &'a [u8],
     /// Where the payload is in the buffer, and how much of it is there.
     pub(crate) payload: std::ops::Range<usize>,
     /// The datagram's real length (more than the payload's if it was cut).
@@ -411,14 +409,12 @@ impl DatagramOut<'_> {
             Some(u32::from_ne_bytes(field) as usize)
         };
         let (name_len, control_len, len, flags) = (word(0)?, word(1)?, word(2)?, word(3)?);
-        let control_at = DATAGRAM_HEADER.checked_add(name_room)?;
-        let start = control_at.checked_add(control_room)?;
+        let start = DATAGRAM_HEADER.checked_add(name_room)?.checked_add(control_room)?;
         if bytes.len() < start || control_len > control_room {
             return None;
         }
         Some(DatagramOut {
             name: &bytes[DATAGRAM_HEADER..DATAGRAM_HEADER + name_len.min(name_room)],
-            control: &bytes[control_at..control_at + control_len],
             payload: start..bytes.len(),
             len,
             truncated: flags as i32 & libc::MSG_TRUNC != 0,
@@ -560,7 +556,7 @@ mod tests {
         let out = DatagramOut::parse(&bytes, 28, 0).expect("long enough");
         assert_eq!(out.name, &bytes[16..32]);
         assert_eq!(&bytes[out.payload.clone()], b"hello");
-        assert_eq!((out.len, out.truncated, out.control), (5, false, &[][..]));
+        assert_eq!((out.len, out.truncated), (5, false));
     }
 
     #[test]
@@ -568,12 +564,10 @@ mod tests {
         let control = [1u8; 24];
         let bytes = with_control(16, 5, 0, 28, &control, 32, b"hello");
         let out = DatagramOut::parse(&bytes, 28, 32).expect("long enough");
-        assert_eq!(out.control, &control[..]);
         assert_eq!(&bytes[out.payload.clone()], b"hello");
         // No control data this time: the room is there, empty.
         let bytes = with_control(16, 5, 0, 28, &[], 32, b"hello");
         let out = DatagramOut::parse(&bytes, 28, 32).expect("long enough");
-        assert!(out.control.is_empty());
         assert_eq!(&bytes[out.payload.clone()], b"hello");
         // More control data than its room is a layout this parser does not know.
         let bytes = with_control(16, 5, 0, 28, &[1; 40], 40, b"hello");
