@@ -97,14 +97,24 @@ pub trait Connection {
 
 /// The echo handler: everything received is sent back, in order, until end of stream; then
 /// the write side is shut down.
-pub async fn handle<C: Connection>(mut conn: C) -> io::Result<()> {
-    loop {
-        // (`let`, not `while let`: the scrutinee's temporaries would otherwise live across the
-        // send and make every connection's task larger.)
-        let Some(received) = conn.recv().await? else { break };
-        conn.send_all(received).await?;
+///
+/// (A function that returns an `async` block rather than an `async fn`: an `async fn` moves its
+/// argument from the future's captured arguments into a local of its body, and the two are not
+/// laid over each other, so the connection would be held twice for as long as it lives. The
+/// block uses the captured connection in place. Measured with `size_of_val` on 2026-12-06,
+/// rustc 1.95: the future of `handle(stream)` on the proactor was 240 bytes as an `async fn`.
+/// The `handle_future_holds_the_connection_once` test keeps it so.)
+#[allow(clippy::manual_async_fn)] // (on purpose: see above)
+pub fn handle<C: Connection>(mut conn: C) -> impl std::future::Future<Output = io::Result<()>> {
+    async move {
+        loop {
+            // (`let`, not `while let`: the scrutinee's temporaries would otherwise live across
+            // the send and make every connection's task larger.)
+            let Some(received) = conn.recv().await? else { break };
+            conn.send_all(received).await?;
+        }
+        conn.shutdown_write().await
     }
-    conn.shutdown_write().await
 }
 
 /// A connection lent to a handler: the handler's future then holds a pointer, not the
@@ -187,5 +197,41 @@ impl Connection for proactor::net::TcpStream {
         // The last send behind must be out before the end of stream (and its error reported).
         self.flush().await?;
         self.shutdown(Shutdown::Write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection of a known, large size whose operations finish at once.
+    struct Big {
+        _bytes: [u8; 512],
+    }
+
+    impl Connection for Big {
+        type Buf = Vec<u8>;
+        async fn recv(&mut self) -> io::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        async fn send_all(&mut self, _: Vec<u8>) -> io::Result<()> {
+            Ok(())
+        }
+        async fn send_vec(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+            (Ok(()), buf)
+        }
+        async fn shutdown_write(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Every idle connection's task holds `handle`'s future: the connection must be in it once
+    /// (an `async fn handle(mut conn: C)` holds it twice, 1,024 bytes and more here).
+    #[test]
+    fn handle_future_holds_the_connection_once() {
+        let future = handle(Big { _bytes: [0; 512] });
+        let size = std::mem::size_of_val(&future);
+        assert!(size < 2 * 512, "handle's future is {size} bytes for a 512-byte connection");
+        assert!(size >= 512);
     }
 }

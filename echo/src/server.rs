@@ -423,9 +423,11 @@ macro_rules! serve_on {
                 // spawns, not one task with a `match`: each task is then only as large as its own
                 // future (an idle connection's memory is mostly its task).
                 match (opts.handler, opts.idle_timeout) {
+                    // (`&mut stream`: the task then keeps the stream once; an `async fn`'s
+                    // argument is held twice in its future, see `crate::handle`.)
                     (Handler::FuturesIo, _) => {
                         $rt::spawn(async move {
-                            report(echo_futures_io(stream).await);
+                            report(echo_futures_io(&mut stream).await);
                             drop(admitted);
                         });
                     }
