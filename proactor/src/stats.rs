@@ -69,6 +69,9 @@ executor::counters! {
     sqes,
     /// io_uring: cancel requests (`IORING_OP_ASYNC_CANCEL`) for operations dropped early.
     cancels,
+    /// io_uring: sockets put in the ring's registered-file table (once per socket, at its first
+    /// receive or send; an `io_uring_register` each, also counted as other).
+    files_registered,
     /// aio: requests handed to glibc (`aio_read` / `aio_write`), each run by a glibc thread.
     aio_requests,
     /// aio: accepts and connects handed to this crate's helper threads.
