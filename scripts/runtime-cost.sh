@@ -21,6 +21,10 @@
 #   BEFORE=/path/to/an/older/echo-lab scripts/runtime-cost.sh   # also that build's reactor, as
 #       "reactor-before", in the same interleaved rounds (BEFORE_RUNTIMES picks other runtimes)
 #   RECORD=docs/measurements scripts/runtime-cost.sh  # also a dated record (scripts/record.sh)
+#   UDP=1 CONNS=16 RUNTIMES="reactor uring tokio" scripts/runtime-cost.sh   # UDP datagrams (bench --udp)
+#       instead of TCP echoes
+#   SYMBOLS="fget fput __sock_recv_cmsgs" scripts/...   # also those symbols' shares of each
+#       server's samples (kernel ones included), last round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -29,13 +33,14 @@ CONNS=${CONNS:-256 1000}
 RUNTIMES=${RUNTIMES:-reactor uring proactor-epoll mio tokio}
 FREQ=4999
 source scripts/record.sh
-record_start "runtime-cost-${CONNS// /-}conns" "Per runtime, the median over the rounds and the min–max \
+kind=${UDP:+udp-}
+record_start "runtime-cost-${kind}${CONNS// /-}conns" "${UDP:+UDP datagrams (bench --udp), not TCP echoes. }Per runtime, the median over the rounds and the min–max \
 in brackets of its user and total CPU µs per echo, from perf samples at $FREQ Hz of the server \
 (user: samples outside the kernel); the ratios to mio and to tokio are taken round by round. The \
 rounds are interleaved (the order reversed on alternate rounds), a fresh server each time on CPU \
 0, the load on CPU 1. perf's sampling slows every server, about alike: compare the runtimes \
 within one record, not with figures measured without perf. The symbol lists are from the last \
-round only." ROUNDS SECS -CONNS RUNTIMES LAB -OUT -BEFORE BEFORE_RUNTIMES
+round only." ROUNDS SECS -CONNS RUNTIMES LAB -OUT -BEFORE BEFORE_RUNTIMES UDP SYMBOLS
 command -v perf >/dev/null || { echo "perf is needed (linux-perf)"; exit 1; }
 if [[ -z "${LAB:-}" ]]; then
     cargo build --release -p echo-lab
@@ -52,7 +57,7 @@ port=7400
 for conns in $CONNS; do
     rows="$out/rows-$conns.txt"
     : > "$rows"
-    echo "== $conns connections x 64 B: $ROUNDS rounds of ${SECS} s"
+    echo "== $conns ${UDP:+UDP sockets}${UDP:-connections} x 64 B: $ROUNDS rounds of ${SECS} s"
     for round in $(seq 1 "$ROUNDS"); do
         order=("${runtimes[@]}")
         if (( round % 2 == 0 )); then
@@ -65,7 +70,7 @@ for conns in $CONNS; do
             taskset -c 0 "$server_lab" serve --runtime "$runtime" --addr "127.0.0.1:$port" >/dev/null 2>&1 &
             server=$!
             sleep 0.5
-            taskset -c 1 "$lab" bench --addr "127.0.0.1:$port" --conns "$conns" --secs $((SECS + 2)) \
+            taskset -c 1 "$lab" bench ${UDP:+--udp} --addr "127.0.0.1:$port" --conns "$conns" --secs $((SECS + 2)) \
                 --json > "$out/bench.json" 2>/dev/null &
             load=$!
             sleep 1.5
@@ -116,5 +121,15 @@ PY
         perf report -i "$out/perf-$rt-$conns.data" --no-children --sort dso,sym -g none 2>/dev/null \
             | awk '!/^#/ && NF && $2 != "[kernel.kallsyms]" && shown++ < 12 { print "    " $0 }'
     done
+    if [[ -n "${SYMBOLS:-}" ]]; then
+        echo
+        echo "-- the shares of $SYMBOLS (last round, $conns connections), % of the server's samples"
+        for rt in "${runtimes[@]}"; do
+            perf report -i "$out/perf-$rt-$conns.data" --no-children --sort sym -g none 2>/dev/null \
+                | awk -v rt="$rt" -v want="$SYMBOLS" 'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) share[w[i]] = 0 }
+                    !/^#/ && NF >= 3 && ($3 in share) { share[$3] += $1 }
+                    END { line = sprintf("  %-15s", rt); for (i = 1; i <= n; i++) line = line sprintf(" %s %.2f%%", w[i], share[w[i]]); print line }'
+        done
+    fi
     echo
 done
