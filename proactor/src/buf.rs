@@ -329,8 +329,8 @@ pub(crate) const OWNED_SIZE: usize = 4096;
 /// as are out at once: on the epoll backend a turn receives on every readable socket before
 /// the first of those buffers comes back (when its send is over, a turn later), so a turn of
 /// a thousand echoes takes a thousand. With 64 kept, every receive past the 64th of a turn
-/// allocated 4 KiB and its send freed it: 2,921 against 3,190 user instructions per echo
-/// at 256 connections (`scripts/echo-instructions.sh`, 2026-12-06).
+/// allocates 4 KiB and its send frees it: 2,165–2,246 against 2,004 user instructions per
+/// echo at 256 connections (`scripts/echo-instructions.sh`, 2026-12-06, 2 shared vCPUs).
 const SPARE_MAX: usize = 1024;
 
 thread_local! {
