@@ -324,12 +324,20 @@ enum Provided {
 
 /// Size of the buffers `read_provided` reads into without a ring.
 pub(crate) const OWNED_SIZE: usize = 4096;
-/// At most this many of them are kept per thread for reuse.
-const SPARE_MAX: usize = 64;
+/// At most this many of them are kept per thread for reuse (4 MiB; io_uring's ring may grow
+/// to 16 MiB for the same job, see `Builder::ring_memory_limit`). The pool must hold as many
+/// as are out at once: on the epoll backend a turn receives on every readable socket before
+/// the first of those buffers comes back (when its send is over, a turn later), so a turn of
+/// a thousand echoes takes a thousand. With 64 kept, every receive past the 64th of a turn
+/// allocates 4 KiB and its send frees it: 2,165–2,246 against 2,004 user instructions per
+/// echo at 256 connections (`scripts/echo-instructions.sh`, 2026-12-06, 2 shared vCPUs).
+const SPARE_MAX: usize = 1024;
 
 thread_local! {
-    /// Buffers of `read_provided` without a ring (aio, older kernels), kept for the next read:
-    /// a fresh 4 KiB per message would cost a malloc and a free every time.
+    /// Buffers of `read_provided` without a ring (the epoll and aio backends, older kernels),
+    /// kept for the next read: a fresh 4 KiB per message would cost a malloc and a free every
+    /// time. Only buffers that were in use at once come here: the pool's size is the peak of
+    /// buffers out, up to `SPARE_MAX`.
     static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 

@@ -175,3 +175,56 @@ fn counters_show_readiness_waits_and_the_syscalls_the_driver_made() {
     assert!(work.sys_epoll_io <= work.recvs + work.sends + work.would_block, "{work:?}");
     assert_eq!(work.sys_io_uring_enter + work.sqes + work.aio_requests, 0, "{work:?}");
 }
+
+#[test]
+fn a_send_behind_on_a_writable_socket_is_made_by_the_task_with_no_operation() {
+    within(Duration::from_secs(20), || {
+        runtime().block_on(async {
+            let (stream, mut peer) = common::pair().await;
+            // One message in: the socket is watched, and its event said writable too.
+            peer.write_all(b"ping").unwrap();
+            let got = stream.read_provided().await.unwrap().unwrap();
+            assert_eq!(&got[..], b"ping");
+            let before = proactor::stats();
+            stream.write_all_behind(got).await.unwrap();
+            // Sent already, by this task: nothing is left in the driver, and the peer gets the
+            // bytes while this thread (the runtime's) blocks in its read, turning nothing.
+            assert_eq!(proactor::stats().in_flight, 0);
+            let work = proactor::stats().since(&before);
+            assert_eq!((work.sends_behind, work.sends_quiet, work.sys_epoll_io), (1, 1, 1), "{work:?}");
+            peer.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut back = [0; 4];
+            peer.read_exact(&mut back).unwrap();
+            assert_eq!(&back, b"ping");
+        })
+    });
+}
+
+#[test]
+fn a_send_behind_that_goes_out_short_at_once_sends_the_rest_in_order() {
+    within(Duration::from_secs(30), || {
+        runtime().block_on(async {
+            let (stream, mut peer) = common::pair().await;
+            // Small socket buffers: the first send takes only part of 4 MiB.
+            testkit::small_buffers(&stream, 16 << 10);
+            testkit::small_buffers(&peer, 16 << 10);
+            peer.write_all(b"go").unwrap();
+            assert_eq!(&stream.read_provided().await.unwrap().unwrap()[..], b"go");
+            let big = Rng::new(11).bytes(4 << 20);
+            let expected = big.clone();
+            let before = proactor::stats();
+            stream.write_all_behind(big).await.unwrap();
+            let work = proactor::stats().since(&before);
+            assert_eq!(work.sends_quiet, 0, "4 MiB went out at once: {work:?}");
+            assert_eq!(proactor::stats().in_flight, 1, "the rest waits in the driver");
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                peer.read_to_end(&mut got).unwrap();
+                got
+            });
+            stream.flush().await.unwrap();
+            stream.shutdown(Shutdown::Write).unwrap();
+            assert!(joined(reader).await == expected, "the bytes came back out of order or twice");
+        })
+    });
+}

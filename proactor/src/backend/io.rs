@@ -484,6 +484,18 @@ pub(crate) trait Io {
     /// Hands the kernel what is queued, if the backend queues (one syscall for all of it).
     fn submit_pending(&self) {}
 
+    /// Sends `bytes` on the stream socket `fd` now, from the caller's memory, if this backend
+    /// can do so without waiting and without overtaking an operation it holds on `fd` (the
+    /// epoll backend: the socket is known to be writable and no send is queued on it). Returns
+    /// how many bytes the kernel took (at least one); `None` if nothing was sent, and the caller
+    /// starts an operation as usual (a backend that performs operations only in the kernel or
+    /// in its turns never sends here). An error is not reported here: the operation the caller
+    /// then starts meets it again and reports it as its completion.
+    fn send_now(&self, fd: RawFd, bytes: &[u8]) -> Option<usize> {
+        let _ = (fd, bytes);
+        None
+    }
+
     /// One turn: hand over what is queued, wait for a completion if `timeout` is not zero (at
     /// most `timeout`, forever if `None`), and report every completion to `complete`. Returns
     /// whether `notifier` fired (another thread posted work).

@@ -15,7 +15,9 @@
 //!    (`Behind`, in `Driver::behinds`) that owns the bytes and a clone of the task's waker,
 //!    and submits the `SEND`. The caller goes on at once. (The record is the largest thing an
 //!    operation holds; kept out of the slot, it does not make every connection's slot larger:
-//!    only sends in flight have one.)
+//!    only sends in flight have one.) A backend that can send at once (`Io::send_now`: the
+//!    epoll emulation, on a socket known to be writable) is asked first: a send that goes out
+//!    whole is over before any of this, and only the rest of a short one is submitted.
 //! 2. Its completion comes to [`Driver::behind_completed`], during the turn:
 //!    - **complete** (every byte taken): the bytes go back now (a ring buffer to the ring, so
 //!      that a connection that then goes idle pins none), the slot and the record are freed.
@@ -147,10 +149,26 @@ impl Driver {
             (Err(bytes), _) => Bytes::Owned(bytes),
         };
         debug_assert!(self.find_behind(key, fd).is_none(), "a stream's previous send behind is over");
+        // A backend that can send at once (the epoll emulation, on a socket known to be
+        // writable) does, from the task, as the reactor would: a send that goes out whole then
+        // needs no slot, no record and no completion (see `Io::send_now`).
+        let sent = match &bytes {
+            Bytes::Owned(owned) => self.io.send_now(fd, owned).unwrap_or(0),
+            Bytes::Ring { .. } => 0,
+        };
+        if sent == bytes.len() {
+            // Counted as a send behind whose completion woke nobody.
+            stats::bump(|c| &c.sends_behind);
+            stats::bump(|c| &c.sends);
+            stats::bump(|c| &c.sends_quiet);
+            key.clear();
+            self.release_bytes(bytes);
+            return Ok(());
+        }
         let held = bytes.len();
         let behind = Behind {
             bytes,
-            sent: 0,
+            sent,
             fd,
             owner: Owner::Stream(waker.clone()),
             waited: false,

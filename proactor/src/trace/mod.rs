@@ -201,6 +201,16 @@ pub enum Event {
         /// The bytes transferred, or the errno (`EAGAIN`: the operation stays queued).
         result: Result<usize, i32>,
     },
+    /// A send behind made at once, by the task that hands its bytes over: the socket was known
+    /// to be writable and no send was queued on it (see `Io::send_now`).
+    SentNow {
+        /// The socket.
+        fd: RawFd,
+        /// The bytes asked for.
+        len: usize,
+        /// The bytes sent, or the errno (then the send goes to its queue as an operation).
+        result: Result<usize, i32>,
+    },
     /// A buffer taken for a receive at readiness, not before.
     Picked {
         /// The buffer's id.
@@ -472,6 +482,11 @@ impl fmt::Display for Event {
                 f,
                 "  {}(fd {fd}, {len} bytes) for op {index}, by the driver → {}",
                 call.name(),
+                Outcome(result)
+            ),
+            Event::SentNow { fd, len, result } => write!(
+                f,
+                "  send(fd {fd}, {len} bytes) at once, by the task: fd is writable, no send queued → {}",
                 Outcome(result)
             ),
             Event::Picked { id } => {

@@ -209,6 +209,13 @@ fn read_reactor_step(event: Event<'_>, step: &str) -> (Vec<Row>, bool) {
         Event::Reactor(&R::ShortRead { io }) => {
             one(note(Lane::Task, format!("short read: {} is drained", registration(io)), step))
         }
+        // A send behind the task makes itself, on a socket known to be writable.
+        Event::Proactor(&P::SentNow { fd, len, result: r }) => {
+            let label = format!("send(fd {fd}, {len} bytes)");
+            let row =
+                with_ret(arrow(Lane::Task, Lane::Kernel, Kind::Syscall, label, step), result(r, " bytes"));
+            (vec![row], sent(true, r))
+        }
         // The emulation's syscalls, which its driver makes at readiness.
         Event::Proactor(&P::Transfer { call, fd, len, index, result: r }) => {
             let label = format!("{}(fd {fd}, {len} bytes) for op {index}", call.name());

@@ -208,6 +208,11 @@ fn proactor_instant(event: &P) -> (String, Map<String, Value>) {
             }
             .into()
         }
+        P::SentNow { fd, result, .. } => {
+            put("fd", fd.into());
+            put("result", result_arg(result));
+            "send".into()
+        }
         P::Transfer { call, fd, index, result, .. } => {
             put("fd", fd.into());
             put("op", index.into());
