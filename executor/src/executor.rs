@@ -47,7 +47,7 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -63,7 +63,7 @@ use futures_task::waker_ref;
 use slab::Slab;
 
 use crate::stats;
-use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
+use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, JoinState, Task, MAIN_TASK};
 use crate::time::Timers;
 use crate::trace::{trace_step, LoopEvent};
 
@@ -289,6 +289,10 @@ pub(crate) fn with_timers<R>(f: impl FnOnce(&Rc<Timers>) -> R) -> Option<R> {
 /// handles are the same whatever the driver.
 pub(crate) struct Core {
     pub(crate) tasks: RefCell<Slab<Task>>,
+    /// What `JoinHandle`s wait for, by task slot: a task's entry exists only while its handle
+    /// waits for it or holds its output, and goes when the slot is freed. Out of the slab so
+    /// that the slot every wake-up and poll touches stays at 32 bytes.
+    pub(crate) joins: RefCell<HashMap<usize, JoinState>>,
     run_queue: RefCell<VecDeque<u32>>,
     shared: Arc<Shared>,
     timers: Rc<Timers>,
@@ -403,10 +407,13 @@ impl Core {
             drop_contained(result);
         } else {
             task.header.set(task::FINISHED);
-            let join = task.join.get_or_insert_with(Box::default);
-            join.output = Some(result);
-            let waker = join.waker.take();
             drop(tasks);
+            let waker = {
+                let mut joins = self.joins.borrow_mut();
+                let join = joins.entry(id).or_default();
+                join.output = Some(result);
+                join.waker.take()
+            };
             if let Some(waker) = waker {
                 waker.wake();
             }
@@ -495,6 +502,7 @@ impl<D: Park> Runtime<D> {
         });
         let core = Core {
             tasks: RefCell::new(Slab::with_capacity(slab_capacity)),
+            joins: RefCell::new(HashMap::new()),
             run_queue: RefCell::new(VecDeque::new()),
             shared,
             timers: Rc::new(Timers::default()),
@@ -573,6 +581,10 @@ impl<D: Park> Drop for Runtime<D> {
         let tasks: Vec<Task> = core.tasks.borrow_mut().drain().collect();
         for task in tasks {
             drop_contained(task);
+        }
+        let joins = std::mem::take(&mut *core.joins.borrow_mut());
+        for join in joins.into_values() {
+            drop_contained(join);
         }
         core.run_queue.borrow_mut().clear();
         {

@@ -156,15 +156,15 @@ pub(crate) type BoxFuture = Pin<Box<dyn ErasedFuture>>;
 
 /// The body of a task, kept in the runtime's slab.
 ///
-/// Kept small (40 bytes), because a server has one per connection: the output and the joining
-/// task's waker live in a [`JoinState`] that is allocated only when a `JoinHandle` waits for
-/// the task or the task finishes while its handle is still alive (never, for a detached task).
+/// Kept small (32 bytes), because a server has one per connection: the output and the joining
+/// task's waker live in a [`JoinState`] in the runtime's table of joins (`Core::joins`), made
+/// only when a `JoinHandle` waits for the task or the task finishes while its handle is still
+/// alive (never, for a detached task), and removed when the slot is freed.
 pub(crate) struct Task {
     /// What identifies the task to its `JoinHandle` (which holds the same `Arc`).
     pub(crate) header: Arc<Header>,
     /// `None` while the executor has it out of the slot to poll it, and once the task finished.
     pub(crate) runnable: Option<Runnable>,
-    pub(crate) join: Option<Box<JoinState>>,
 }
 
 /// What the executor takes out of a task's slot to poll it: the future, and a second `Arc` of
@@ -177,7 +177,7 @@ pub(crate) struct Runnable {
 
 impl Task {
     pub(crate) fn new(header: Arc<Header>, future: BoxFuture) -> Task {
-        Task { header: header.clone(), runnable: Some(Runnable { header, future }), join: None }
+        Task { header: header.clone(), runnable: Some(Runnable { header, future }) }
     }
 
     pub(crate) fn finished(&self) -> bool {
@@ -333,18 +333,22 @@ impl<T: 'static> Future for JoinHandle<T> {
             return Poll::Ready(Err(JoinError::cancelled()));
         };
         if !task.finished() {
-            let join = task.join.get_or_insert_with(Box::default);
+            drop(tasks);
+            let mut joins = core.joins.borrow_mut();
+            let join = joins.entry(id).or_default();
             let mut replaced = None;
             if !join.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 replaced = join.waker.replace(cx.waker().clone());
             }
-            drop(tasks);
+            drop(joins);
             drop(replaced); // outside the borrow: dropping a waker may run code
             return Poll::Pending;
         }
         let removed = tasks.remove(id);
         drop(tasks);
-        let result = removed.join.and_then(|join| join.output).expect("a finished task's output is stored");
+        drop(removed); // (its future is gone: it finished)
+        let join = core.joins.borrow_mut().remove(&id);
+        let result = join.and_then(|join| join.output).expect("a finished task's output is stored");
         Poll::Ready(result.map(|output| match output.downcast::<T>() {
             Ok(output) => *output,
             Err(_) => unreachable!("a task's output has the JoinHandle's type"),
@@ -358,17 +362,17 @@ impl<T> Drop for JoinHandle<T> {
         let mut tasks = core.tasks.borrow_mut();
         let id = self.header.slot();
         let Some(task) = tasks.get_mut(id).filter(|t| Arc::ptr_eq(&t.header, &self.header)) else { return };
-        if !task.finished() {
+        let removed = if !task.finished() {
             task.header.set(DETACHED);
-            let join = task.join.take();
-            drop(tasks);
-            drop(join);
+            None
         } else {
-            let removed = tasks.remove(id);
-            drop(tasks);
-            // The output's destructor runs outside the borrow: it may touch the runtime.
-            drop(removed);
-        }
+            Some(tasks.remove(id))
+        };
+        drop(tasks);
+        let join = core.joins.borrow_mut().remove(&id);
+        // The output's destructor (and a waker's) runs outside the borrows: it may touch the
+        // runtime.
+        drop((removed, join));
     }
 }
 
@@ -377,9 +381,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_header_with_its_counts_is_32_bytes_and_a_task_slot_40() {
+    fn a_header_with_its_counts_is_32_bytes_and_a_task_slot_32() {
         assert_eq!(std::mem::size_of::<Header>(), 16, "the Arc adds its two counts: 32 bytes");
-        assert_eq!(std::mem::size_of::<Task>(), 40);
+        assert_eq!(std::mem::size_of::<Task>(), 32);
+        // (The slab's entry is as large: its vacant variant fits in the header's null niche.)
+        assert_eq!(std::mem::size_of::<Option<Task>>(), 32);
     }
 
     /// A driver with no I/O: parking returns at once.
