@@ -723,3 +723,56 @@ pub async fn yield_now() {
 pub fn slab_capacity() -> usize {
     crate::sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Poll, Waker};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A driver with no I/O: parking returns at once.
+    struct NoIo;
+
+    #[derive(Debug)]
+    struct NoUnpark;
+
+    impl Unpark for NoUnpark {
+        fn unpark(&self) {}
+    }
+
+    impl Park for NoIo {
+        fn park(&self, _: Option<Duration>, _: &mut Vec<Waker>) -> io::Result<bool> {
+            Ok(false)
+        }
+
+        fn unparker(&self) -> Arc<dyn Unpark> {
+            Arc::new(NoUnpark)
+        }
+
+        fn shut_down(&self, _: &mut Vec<Waker>) {}
+    }
+
+    #[test]
+    fn a_join_handle_leaves_no_join_state_behind_whether_it_is_dropped_or_gets_the_output() {
+        let runtime = Runtime::new(NoIo, Config::default(), 16);
+        runtime.block_on(async {
+            // Waited for once (its join state made), then dropped before the task finishes.
+            let mut dropped = spawn(async { yield_now().await });
+            let _ = poll_fn(|cx| Poll::Ready(Pin::new(&mut dropped).poll(cx))).await;
+            drop(dropped);
+            // Waited for until it gives the output.
+            let joined = spawn(async {
+                yield_now().await;
+                7
+            });
+            assert_eq!(joined.await.unwrap(), 7);
+            yield_now().await;
+        });
+        assert_eq!(runtime.task_count(), 0);
+        assert!(runtime.core.joins.borrow().is_empty(), "join state left behind for a freed slot");
+    }
+}
