@@ -29,10 +29,12 @@
 //!
 //! # Waking
 //!
-//! A waker points to the task's `Header`. Waking from the runtime's own thread pushes it onto
-//! the local run queue (a `RefCell<VecDeque>`, no lock, no syscall). Waking from any other
-//! thread pushes it onto a mutex-protected remote queue and then calls the driver's
-//! [`Unpark`] (an eventfd the driver watches), which ends the loop's current or next park.
+//! A waker points to the task's `Header`. Waking from the runtime's own thread pushes the task's
+//! index onto the local run queue (a `RefCell<VecDeque<u32>>`: no lock, no syscall, no atomic
+//! read-modify-write, not even a reference count; see the `task` module). Waking from any other
+//! thread pushes the header onto a mutex-protected remote queue and then calls the driver's
+//! [`Unpark`] (an eventfd the driver watches), which ends the loop's current or next park; the
+//! loop moves it to the run queue then.
 //!
 //! # Borrowing discipline
 //!
@@ -45,13 +47,14 @@
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -60,7 +63,7 @@ use futures_task::waker_ref;
 use slab::Slab;
 
 use crate::stats;
-use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, Task, MAIN_TASK};
+use crate::task::{self, BoxFuture, Header, JoinError, JoinHandle, JoinState, Task, MAIN_TASK};
 use crate::time::Timers;
 use crate::trace::{trace_step, LoopEvent};
 
@@ -107,10 +110,11 @@ thread_local! {
     /// (null when none is): what [`runs_driver`] compares with, on every wait of every
     /// operation, without borrowing `CURRENT` and downcasting its driver.
     static RUNNING_DRIVER: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
-    /// The run queue of the runtime whose `block_on` is running on this thread: moved here
-    /// from its `Core` for the duration (and back after), so that a wake-up on this thread
-    /// (every I/O event's) reaches it in one thread-local access, without borrowing `CURRENT`.
-    static RUN_QUEUE: RefCell<VecDeque<Arc<Header>>> = const { RefCell::new(VecDeque::new()) };
+    /// The run queue of the runtime whose `block_on` is running on this thread, as task indices
+    /// ([`MAIN_TASK`] for the `block_on` future): moved here from its `Core` for the duration
+    /// (and back after), so that a wake-up on this thread (every I/O event's) reaches it in one
+    /// thread-local access, without borrowing `CURRENT`.
+    static RUN_QUEUE: RefCell<VecDeque<u32>> = const { RefCell::new(VecDeque::new()) };
     /// The address of that runtime's [`Shared`] (null when none runs), which a waker's header
     /// names: compared, never dereferenced.
     static RUNNING_SHARED: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
@@ -184,40 +188,41 @@ impl Shared {
     }
 }
 
-/// Queues a woken task: on the local run queue when called on the thread running its runtime,
-/// on the remote queue (plus an unpark) otherwise. The caller has set the `SCHEDULED` bit.
+/// Wakes the task of `header`: queues its index on the local run queue when called on the thread
+/// running its runtime (once: not if it is queued already), or the header on the remote queue
+/// (plus an unpark) otherwise.
 #[inline]
-pub(crate) fn schedule(header: Arc<Header>) {
+pub(crate) fn wake(header: &Arc<Header>) {
     if RUNNING_SHARED.get() == Arc::as_ptr(&header.shared) {
-        // The queue is borrowed only for a push or a pop, so it is never refused while a
-        // runtime runs here, but be robust anyway: a refused header comes back and goes the
-        // remote way. (Nor can the thread-local be gone: `block_on` touched it on entry, and
-        // thread-locals are destroyed only once the thread's code, `block_on` included, is
-        // done.)
-        let refused = RUN_QUEUE.try_with(|queue| match queue.try_borrow_mut() {
-            Ok(mut queue) => {
-                queue.push_back(header);
-                None
+        // This thread runs the task's runtime: its local flags are this thread's to touch.
+        if header.queue() {
+            // The queue is borrowed only for a push or a pop (or by a simulation's pick of the
+            // next task, which could wake one), so it is hardly ever refused, but be robust: a
+            // refused wake-up goes the remote way. (Nor can the thread-local be gone: `block_on`
+            // touched it on entry, and thread-locals are destroyed only once the thread's code,
+            // `block_on` included, is done.)
+            let pushed =
+                RUN_QUEUE.try_with(|queue| queue.try_borrow_mut().map(|mut q| q.push_back(header.id)));
+            if !matches!(pushed, Ok(Ok(()))) {
+                header.unqueue();
+                remote(header);
             }
-            Err(_) => Some(header),
-        });
-        if let Ok(Some(header)) = refused {
-            remote(header);
         }
         return;
     }
     remote(header);
 
     #[cold]
-    fn remote(header: Arc<Header>) {
-        let shared = header.shared.clone();
-        shared.push_remote(header);
+    fn remote(header: &Arc<Header>) {
+        if !header.remote.swap(true, Ordering::AcqRel) {
+            header.shared.push_remote(header.clone());
+        }
     }
 }
 
 /// The task the loop polls next: the first queued, or the one a simulation picks (see `sim`).
 #[inline]
-fn pop_next(queue: &mut VecDeque<Arc<Header>>) -> Option<Arc<Header>> {
+fn pop_next(queue: &mut VecDeque<u32>) -> Option<u32> {
     #[cfg(feature = "sim")]
     if queue.len() > 1 {
         let at = crate::sim::pick(queue.len());
@@ -226,9 +231,10 @@ fn pop_next(queue: &mut VecDeque<Arc<Header>>) -> Option<Arc<Header>> {
     queue.pop_front()
 }
 
-/// Queues a task on the run queue of `shared`'s runtime, which runs on this thread.
-fn push_local(header: Arc<Header>) {
-    RUN_QUEUE.with_borrow_mut(|queue| queue.push_back(header));
+/// Queues task `id` on the run queue of the runtime running on this thread, from the loop's own
+/// code (which never holds a borrow of the queue meanwhile).
+fn push_local(id: u32) {
+    RUN_QUEUE.with_borrow_mut(|queue| queue.push_back(id));
 }
 
 /// Charges one I/O operation to the running task's budget; `Pending` (after waking the task)
@@ -283,7 +289,11 @@ pub(crate) fn with_timers<R>(f: impl FnOnce(&Rc<Timers>) -> R) -> Option<R> {
 /// handles are the same whatever the driver.
 pub(crate) struct Core {
     pub(crate) tasks: RefCell<Slab<Task>>,
-    run_queue: RefCell<VecDeque<Arc<Header>>>,
+    /// What `JoinHandle`s wait for, by task slot: a task's entry exists only while its handle
+    /// waits for it or holds its output, and goes when the slot is freed. Out of the slab so
+    /// that the slot every wake-up and poll touches stays at 32 bytes.
+    pub(crate) joins: RefCell<HashMap<usize, JoinState>>,
+    run_queue: RefCell<VecDeque<u32>>,
     shared: Arc<Shared>,
     timers: Rc<Timers>,
     /// Scratch list for the wakers a park or the timers hand back.
@@ -314,70 +324,77 @@ impl Core {
         let id =
             u32::try_from(entry.key()).ok().filter(|&id| id != MAIN_TASK).expect("more tasks than 2^32 - 1");
         let header = Arc::new(Header::new(id, self.shared.clone()));
-        header.set(task::SCHEDULED);
+        header.queue();
         let future: BoxFuture = Box::pin(future);
         entry.insert(Task::new(header.clone(), future));
         drop(tasks);
-        self.push(header.clone());
+        self.push(id);
         JoinHandle::new(Rc::downgrade(self), header)
     }
 
-    /// Queues a task of this runtime: on the thread-local run queue while this runtime runs,
-    /// on its own otherwise (moved there when it starts running).
-    fn push(&self, header: Arc<Header>) {
+    /// Queues task `id` of this runtime (its `QUEUED` flag set): on the thread-local run queue
+    /// while this runtime runs, on its own otherwise (moved there when it starts running).
+    fn push(&self, id: u32) {
         if RUNNING_SHARED.get() == Arc::as_ptr(&self.shared) {
-            push_local(header);
+            push_local(id);
         } else {
-            self.run_queue.borrow_mut().push_back(header);
+            self.run_queue.borrow_mut().push_back(id);
         }
     }
 
     /// Polls one task (or drops it, if aborted) and records how it finished.
-    fn run_task(&self, header: &Arc<Header>) {
-        let (mut future, aborted) = {
+    fn run_task(&self, id: u32) {
+        let (mut runnable, local) = {
             let mut tasks = self.tasks.borrow_mut();
-            let Some(task) = tasks.get_mut(header.slot()).filter(|t| Arc::ptr_eq(&t.header, header)) else {
-                return; // finished and freed while its header was still queued
-            };
-            let Some(future) = task.future.take() else { return }; // finished
-            (future, header.is(task::ABORTED))
+            let Some(task) = tasks.get_mut(id as usize) else { return }; // freed while queued
+            let local = task.header.unqueue();
+            // Not queued: a stale index (another entry for this task, or for the task now in
+            // its slot, was polled since; see the `task` module).
+            if local & task::QUEUED == 0 {
+                return;
+            }
+            let Some(runnable) = task.runnable.take() else { return }; // finished
+            (runnable, local)
         };
-        let result = if aborted {
+        let result = if local & task::ABORTED != 0 {
             Err(JoinError::cancelled())
         } else {
             BUDGET.set(self.config.task_budget);
-            let waker = waker_ref(header);
-            let mut cx = Context::from_waker(&waker);
             stats::bump(|c| &c.tasks_polled);
-            trace_step!(LoopEvent::TaskPolled { task: header.slot() });
-            match panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll_erased(&mut cx))) {
+            trace_step!(LoopEvent::TaskPolled { task: id as usize });
+            let polled = {
+                let waker = waker_ref(&runnable.header);
+                let mut cx = Context::from_waker(&waker);
+                panic::catch_unwind(AssertUnwindSafe(|| runnable.future.as_mut().poll_erased(&mut cx)))
+            };
+            match polled {
                 Ok(Poll::Pending) => {
-                    trace_step!(LoopEvent::TaskWaits { task: header.slot() });
+                    trace_step!(LoopEvent::TaskWaits { task: id as usize });
                     // Back into its slot, which is empty (the task cannot have been freed while
                     // it ran: it had not finished); anything else is dropped after the borrow.
-                    let stray = match self.tasks.borrow_mut().get_mut(header.slot()) {
-                        Some(task) if task.future.is_none() => {
-                            task.future = Some(future);
+                    let stray = match self.tasks.borrow_mut().get_mut(id as usize) {
+                        Some(task) if task.runnable.is_none() => {
+                            task.runnable = Some(runnable);
                             None
                         }
-                        _ => Some(future),
+                        _ => Some(runnable),
                     };
                     drop(stray);
                     return;
                 }
                 Ok(Poll::Ready(output)) => {
-                    trace_step!(LoopEvent::TaskFinished { task: header.slot() });
+                    trace_step!(LoopEvent::TaskFinished { task: id as usize });
                     Ok(output)
                 }
                 Err(payload) => Err(JoinError::panic(payload)),
             }
         };
         // A destructor that panics is contained like a poll that panics.
-        let result = match panic::catch_unwind(AssertUnwindSafe(move || drop(future))) {
+        let result = match panic::catch_unwind(AssertUnwindSafe(move || drop(runnable))) {
             Ok(()) => result,
             Err(payload) => Err(JoinError::panic(payload)),
         };
-        self.complete(header.slot(), result);
+        self.complete(id as usize, result);
     }
 
     fn complete(&self, id: usize, result: Result<Box<dyn Any>, JoinError>) {
@@ -390,10 +407,13 @@ impl Core {
             drop_contained(result);
         } else {
             task.header.set(task::FINISHED);
-            let join = task.join.get_or_insert_with(Box::default);
-            join.output = Some(result);
-            let waker = join.waker.take();
             drop(tasks);
+            let waker = {
+                let mut joins = self.joins.borrow_mut();
+                let join = joins.entry(id).or_default();
+                join.output = Some(result);
+                join.waker.take()
+            };
             if let Some(waker) = waker {
                 waker.wake();
             }
@@ -423,7 +443,15 @@ impl Core {
         if unparked {
             let remote = std::mem::take(&mut self.shared.remote().queue);
             stats::add(|c| &c.remote_wakeups, remote.len() as u64);
-            RUN_QUEUE.with_borrow_mut(|queue| queue.extend(remote));
+            for header in remote {
+                // A read-modify-write: it reads the waking thread's store, so the poll sees what
+                // that thread wrote before it woke the task. A wake-up from there after this
+                // point queues the header again.
+                header.remote.swap(false, Ordering::AcqRel);
+                if header.queue() {
+                    push_local(header.id);
+                }
+            }
         }
         for waker in wakers.drain(..) {
             waker.wake();
@@ -474,6 +502,7 @@ impl<D: Park> Runtime<D> {
         });
         let core = Core {
             tasks: RefCell::new(Slab::with_capacity(slab_capacity)),
+            joins: RefCell::new(HashMap::new()),
             run_queue: RefCell::new(VecDeque::new()),
             shared,
             timers: Rc::new(Timers::default()),
@@ -501,14 +530,17 @@ impl<D: Park> Runtime<D> {
         let core = &*self.core;
         let mut future = pin!(future);
         let main = Arc::new(Header::new(MAIN_TASK, core.shared.clone()));
-        main.set(task::SCHEDULED);
-        push_local(main.clone());
+        main.queue();
+        push_local(MAIN_TASK);
         let main_waker = waker_ref(&main);
         loop {
             for _ in 0..core.config.event_interval {
-                let Some(header) = RUN_QUEUE.with_borrow_mut(pop_next) else { break };
-                header.unschedule();
-                if Arc::ptr_eq(&header, &main) {
+                let Some(id) = RUN_QUEUE.with_borrow_mut(pop_next) else { break };
+                if id == MAIN_TASK {
+                    // (Not queued: a stale entry, e.g. left by an earlier `block_on`'s future.)
+                    if main.unqueue() & task::QUEUED == 0 {
+                        continue;
+                    }
                     BUDGET.set(core.config.task_budget);
                     stats::bump(|c| &c.tasks_polled);
                     trace_step!(LoopEvent::MainPolled);
@@ -517,7 +549,7 @@ impl<D: Park> Runtime<D> {
                     }
                     trace_step!(LoopEvent::MainWaits);
                 } else {
-                    core.run_task(&header);
+                    core.run_task(id);
                 }
             }
             let idle = RUN_QUEUE.with_borrow(VecDeque::is_empty);
@@ -549,6 +581,10 @@ impl<D: Park> Drop for Runtime<D> {
         let tasks: Vec<Task> = core.tasks.borrow_mut().drain().collect();
         for task in tasks {
             drop_contained(task);
+        }
+        let joins = std::mem::take(&mut *core.joins.borrow_mut());
+        for join in joins.into_values() {
+            drop_contained(join);
         }
         core.run_queue.borrow_mut().clear();
         {
@@ -686,4 +722,57 @@ pub async fn yield_now() {
 /// connections can cost more resident memory than the slab itself.
 pub fn slab_capacity() -> usize {
     crate::sys::nofile_limit().map_or(1024, |n| n.clamp(64, 1 << 20) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Poll, Waker};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A driver with no I/O: parking returns at once.
+    struct NoIo;
+
+    #[derive(Debug)]
+    struct NoUnpark;
+
+    impl Unpark for NoUnpark {
+        fn unpark(&self) {}
+    }
+
+    impl Park for NoIo {
+        fn park(&self, _: Option<Duration>, _: &mut Vec<Waker>) -> io::Result<bool> {
+            Ok(false)
+        }
+
+        fn unparker(&self) -> Arc<dyn Unpark> {
+            Arc::new(NoUnpark)
+        }
+
+        fn shut_down(&self, _: &mut Vec<Waker>) {}
+    }
+
+    #[test]
+    fn a_join_handle_leaves_no_join_state_behind_whether_it_is_dropped_or_gets_the_output() {
+        let runtime = Runtime::new(NoIo, Config::default(), 16);
+        runtime.block_on(async {
+            // Waited for once (its join state made), then dropped before the task finishes.
+            let mut dropped = spawn(async { yield_now().await });
+            let _ = poll_fn(|cx| Poll::Ready(Pin::new(&mut dropped).poll(cx))).await;
+            drop(dropped);
+            // Waited for until it gives the output.
+            let joined = spawn(async {
+                yield_now().await;
+                7
+            });
+            assert_eq!(joined.await.unwrap(), 7);
+            yield_now().await;
+        });
+        assert_eq!(runtime.task_count(), 0);
+        assert!(runtime.core.joins.borrow().is_empty(), "join state left behind for a freed slot");
+    }
 }

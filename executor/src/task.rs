@@ -4,14 +4,34 @@
 //! be (this runtime is single-threaded, so a task may hold `Rc`s):
 //!
 //! - the **header** ([`Header`], in an `Arc`) is all a waker points to: the task's index in the
-//!   runtime's task slab and a small state word. Waking sets its `SCHEDULED` bit and, if it
-//!   was clear, queues the header (see `executor::schedule`). The bit is what makes a burst of
-//!   wake-ups queue the task once;
+//!   runtime's task slab and a few flags. Waking it on the runtime's own thread sets its
+//!   `QUEUED` flag and, if it was clear, queues the task's index (see `executor::wake`); the flag
+//!   is what makes a burst of wake-ups queue the task once. Waking it from another thread goes
+//!   through the remote queue instead, which the header's `remote` flag guards the same way;
 //! - the **body** ([`Task`], in the runtime's slab, never leaving its thread) holds the boxed
 //!   future, then its output until the [`JoinHandle`] takes it.
 //!
 //! The output is type-erased (`Box<dyn Any>`, no allocation for `()`) so that one slab can hold
 //! tasks of every output type; the typed [`JoinHandle<T>`] downcasts it back.
+//!
+//! # No atomic read-modify-write on the runtime's own thread
+//!
+//! A wake-up and a poll are each one per message on a busy socket, so they are kept to plain
+//! loads and stores: an atomic read-modify-write (a `lock`-prefixed instruction on x86-64) costs
+//! many times a plain store and orders the memory accesses around it, and counting a reference,
+//! setting a bit and clearing it would make four of them per message (the hand-written loops the
+//! runtimes are measured against make none). So:
+//!
+//! - the flags a wake-up and a poll touch ([`QUEUED`], and the lifecycle bits) are touched only on
+//!   the runtime's thread (the waker checks that it runs there first; the task slab and
+//!   `JoinHandle`s never leave it), so they are relaxed atomic loads and stores, which compile to
+//!   plain moves: an atomic type only because a waker must be `Sync`;
+//! - the run queue holds task indices, not `Arc`s, so queueing takes no reference; a stale index
+//!   (its task finished and was freed while queued, and the slot may hold a new task) is told by
+//!   the slot's `QUEUED` flag being clear, or, if a new task sits there and is queued itself, it
+//!   is that task's poll, which its own index would have made anyway;
+//! - the executor polls with a waker made from a second `Arc` of the header that the task's
+//!   [`Runnable`] keeps, moved out of the slot with the future, so no reference is taken per poll.
 
 use std::any::Any;
 use std::fmt;
@@ -19,7 +39,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::rc::Weak;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -30,17 +50,17 @@ use crate::executor::{Core, Shared};
 /// The id the `block_on` future uses in its header: it is not in the task slab.
 pub(crate) const MAIN_TASK: u32 = u32::MAX;
 
-/// Bits of [`Header::state`].
+/// Flags of [`Header`]'s `local` byte: read and written only on the runtime's thread.
 ///
-/// The task sits in a run queue. Set by a wake-up (on any thread); cleared just before the task
-/// is polled, so that a wake-up during the poll queues it again.
-pub(crate) const SCHEDULED: u32 = 1 << 0;
-/// The task completed, panicked or was cancelled. Runtime thread only.
-pub(crate) const FINISHED: u32 = 1 << 1;
-/// The `JoinHandle` was dropped: free the slot as soon as the task finishes. Runtime thread only.
-pub(crate) const DETACHED: u32 = 1 << 2;
-/// `JoinHandle::abort` was called: drop the future instead of polling it. Runtime thread only.
-pub(crate) const ABORTED: u32 = 1 << 3;
+/// The task's index is in the run queue (or about to be): set when it is queued, cleared just
+/// before it is polled, so that a wake-up during the poll queues it again.
+pub(crate) const QUEUED: u8 = 1 << 0;
+/// The task completed, panicked or was cancelled.
+pub(crate) const FINISHED: u8 = 1 << 1;
+/// The `JoinHandle` was dropped: free the slot as soon as the task finishes.
+pub(crate) const DETACHED: u8 = 1 << 2;
+/// `JoinHandle::abort` was called: drop the future instead of polling it.
+pub(crate) const ABORTED: u8 = 1 << 3;
 
 /// What a waker points to. See the module docs.
 ///
@@ -48,20 +68,22 @@ pub(crate) const ABORTED: u32 = 1 << 3;
 /// a server has one per connection, at 32 bytes.
 #[derive(Debug)]
 pub(crate) struct Header {
-    /// Index in the runtime's task slab ([`MAIN_TASK`] for the `block_on` future). 32 bits, so
-    /// that with the state it takes one word: the header is then 32 bytes with the `Arc`'s
-    /// counts, and every field of it is touched by each wake-up and poll.
+    /// Index in the runtime's task slab ([`MAIN_TASK`] for the `block_on` future).
     pub(crate) id: u32,
-    /// A 32-bit word, though four bits are used: setting one bit and testing it is then one
-    /// instruction (`lock bts` on x86-64), where a byte needs a compare-and-swap loop.
-    /// (`Header` field order is the compiler's; all three fit in 16 bytes.)
-    state: AtomicU32,
+    /// Set by a wake-up on another thread when it puts the header on the runtime's remote
+    /// queue; cleared (with a read-modify-write, so that the loop sees what the waking thread
+    /// wrote before) when the loop moves it to the run queue. A burst of remote wake-ups thus
+    /// queues it (and unparks the loop) once.
+    pub(crate) remote: AtomicBool,
+    /// [`QUEUED`], [`FINISHED`], [`DETACHED`], [`ABORTED`]: only ever touched on the runtime's
+    /// thread (see the module docs), with relaxed loads and stores.
+    local: AtomicU8,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Header {
     pub(crate) fn new(id: u32, shared: Arc<Shared>) -> Header {
-        Header { id, state: AtomicU32::new(0), shared }
+        Header { id, remote: AtomicBool::new(false), local: AtomicU8::new(0), shared }
     }
 
     /// The task's key in the runtime's slab.
@@ -70,36 +92,45 @@ impl Header {
         self.id as usize
     }
 
-    pub(crate) fn is(&self, flag: u32) -> bool {
-        self.state.load(Ordering::Acquire) & flag != 0
+    /// Runtime thread only, as for every local flag.
+    #[inline]
+    pub(crate) fn is(&self, flag: u8) -> bool {
+        self.local.load(Ordering::Relaxed) & flag != 0
     }
 
-    pub(crate) fn set(&self, flag: u32) {
-        self.state.fetch_or(flag, Ordering::AcqRel);
+    /// Runtime thread only.
+    #[inline]
+    pub(crate) fn set(&self, flag: u8) {
+        self.local.store(self.local.load(Ordering::Relaxed) | flag, Ordering::Relaxed);
     }
 
-    /// Clears `SCHEDULED`; the executor calls it just before polling the task.
-    pub(crate) fn unschedule(&self) {
-        self.state.fetch_and(!SCHEDULED, Ordering::AcqRel);
+    /// Sets [`QUEUED`]; true if it was clear, i.e. if the caller must queue the task. Runtime
+    /// thread only.
+    #[inline]
+    pub(crate) fn queue(&self) -> bool {
+        let local = self.local.load(Ordering::Relaxed);
+        self.local.store(local | QUEUED, Ordering::Relaxed);
+        local & QUEUED == 0
     }
 
-    /// Sets `SCHEDULED`; true if it was clear, i.e. if the caller must queue the task.
-    fn schedule(&self) -> bool {
-        self.state.fetch_or(SCHEDULED, Ordering::AcqRel) & SCHEDULED == 0
+    /// Clears [`QUEUED`], returning the local flags as they were: the executor calls it just
+    /// before polling the task, and skips the poll if `QUEUED` was clear (a stale queue entry).
+    /// Runtime thread only.
+    #[inline]
+    pub(crate) fn unqueue(&self) -> u8 {
+        let local = self.local.load(Ordering::Relaxed);
+        self.local.store(local & !QUEUED, Ordering::Relaxed);
+        local
     }
 }
 
 impl ArcWake for Header {
     fn wake(self: Arc<Self>) {
-        if self.schedule() {
-            crate::executor::schedule(self);
-        }
+        crate::executor::wake(&self);
     }
 
     fn wake_by_ref(arc_self: &Arc<Self>) {
-        if arc_self.schedule() {
-            crate::executor::schedule(arc_self.clone());
-        }
+        crate::executor::wake(arc_self);
     }
 }
 
@@ -126,18 +157,27 @@ pub(crate) type BoxFuture = Pin<Box<dyn ErasedFuture>>;
 /// The body of a task, kept in the runtime's slab.
 ///
 /// Kept small (32 bytes), because a server has one per connection: the output and the joining
-/// task's waker live in a [`JoinState`] that is allocated only when a `JoinHandle` waits for
-/// the task or the task finishes while its handle is still alive (never, for a detached task).
+/// task's waker live in a [`JoinState`] in the runtime's table of joins (`Core::joins`), made
+/// only when a `JoinHandle` waits for the task or the task finishes while its handle is still
+/// alive (never, for a detached task), and removed when the slot is freed.
 pub(crate) struct Task {
+    /// What identifies the task to its `JoinHandle` (which holds the same `Arc`).
     pub(crate) header: Arc<Header>,
     /// `None` while the executor has it out of the slot to poll it, and once the task finished.
-    pub(crate) future: Option<BoxFuture>,
-    pub(crate) join: Option<Box<JoinState>>,
+    pub(crate) runnable: Option<Runnable>,
+}
+
+/// What the executor takes out of a task's slot to poll it: the future, and a second `Arc` of
+/// the header for the poll's waker, which the executor can then lend without taking a reference
+/// (the slot's own `Arc` stays in the slot, which no borrow may hold while user code runs).
+pub(crate) struct Runnable {
+    pub(crate) header: Arc<Header>,
+    pub(crate) future: BoxFuture,
 }
 
 impl Task {
     pub(crate) fn new(header: Arc<Header>, future: BoxFuture) -> Task {
-        Task { header, future: Some(future), join: None }
+        Task { header: header.clone(), runnable: Some(Runnable { header, future }) }
     }
 
     pub(crate) fn finished(&self) -> bool {
@@ -293,18 +333,22 @@ impl<T: 'static> Future for JoinHandle<T> {
             return Poll::Ready(Err(JoinError::cancelled()));
         };
         if !task.finished() {
-            let join = task.join.get_or_insert_with(Box::default);
+            drop(tasks);
+            let mut joins = core.joins.borrow_mut();
+            let join = joins.entry(id).or_default();
             let mut replaced = None;
             if !join.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 replaced = join.waker.replace(cx.waker().clone());
             }
-            drop(tasks);
+            drop(joins);
             drop(replaced); // outside the borrow: dropping a waker may run code
             return Poll::Pending;
         }
         let removed = tasks.remove(id);
         drop(tasks);
-        let result = removed.join.and_then(|join| join.output).expect("a finished task's output is stored");
+        drop(removed); // (its future is gone: it finished)
+        let join = core.joins.borrow_mut().remove(&id);
+        let result = join.and_then(|join| join.output).expect("a finished task's output is stored");
         Poll::Ready(result.map(|output| match output.downcast::<T>() {
             Ok(output) => *output,
             Err(_) => unreachable!("a task's output has the JoinHandle's type"),
@@ -318,17 +362,17 @@ impl<T> Drop for JoinHandle<T> {
         let mut tasks = core.tasks.borrow_mut();
         let id = self.header.slot();
         let Some(task) = tasks.get_mut(id).filter(|t| Arc::ptr_eq(&t.header, &self.header)) else { return };
-        if !task.finished() {
+        let removed = if !task.finished() {
             task.header.set(DETACHED);
-            let join = task.join.take();
-            drop(tasks);
-            drop(join);
+            None
         } else {
-            let removed = tasks.remove(id);
-            drop(tasks);
-            // The output's destructor runs outside the borrow: it may touch the runtime.
-            drop(removed);
-        }
+            Some(tasks.remove(id))
+        };
+        drop(tasks);
+        let join = core.joins.borrow_mut().remove(&id);
+        // The output's destructor (and a waker's) runs outside the borrows: it may touch the
+        // runtime.
+        drop((removed, join));
     }
 }
 
@@ -340,5 +384,59 @@ mod tests {
     fn a_header_with_its_counts_is_32_bytes_and_a_task_slot_32() {
         assert_eq!(std::mem::size_of::<Header>(), 16, "the Arc adds its two counts: 32 bytes");
         assert_eq!(std::mem::size_of::<Task>(), 32);
+        // (The slab's entry is as large: its vacant variant fits in the header's null niche.)
+        assert_eq!(std::mem::size_of::<Option<Task>>(), 32);
+    }
+
+    /// A driver with no I/O: parking returns at once.
+    struct NoIo;
+
+    #[derive(Debug)]
+    struct NoUnpark;
+
+    impl crate::Unpark for NoUnpark {
+        fn unpark(&self) {}
+    }
+
+    impl crate::Park for NoIo {
+        fn park(&self, _: Option<std::time::Duration>, _: &mut Vec<Waker>) -> std::io::Result<bool> {
+            Ok(false)
+        }
+
+        fn unparker(&self) -> Arc<dyn crate::Unpark> {
+            Arc::new(NoUnpark)
+        }
+
+        fn shut_down(&self, _: &mut Vec<Waker>) {}
+    }
+
+    #[test]
+    fn a_task_freed_while_queued_costs_the_next_task_in_its_slot_no_extra_poll() {
+        use std::cell::Cell;
+        use std::future::poll_fn;
+        use std::rc::Rc;
+
+        let runtime = crate::Runtime::new(NoIo, crate::Config::default(), 16);
+        let polls = Rc::new(Cell::new(0));
+        runtime.block_on(async {
+            // Wakes itself in its last poll, so its index is queued again when it is freed.
+            let first = crate::spawn(poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::Ready(())
+            }));
+            drop(first);
+            crate::yield_now().await;
+            // Takes the freed slot: the stale index now names it, and so does its own.
+            let counted = polls.clone();
+            let second = crate::spawn(poll_fn(move |_| {
+                counted.set(counted.get() + 1);
+                Poll::<()>::Pending
+            }));
+            for _ in 0..3 {
+                crate::yield_now().await;
+            }
+            drop(second);
+        });
+        assert_eq!(polls.get(), 1, "a stale queue entry polled the slot's new task a second time");
     }
 }

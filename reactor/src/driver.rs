@@ -583,6 +583,15 @@ impl IoSource {
         }
     }
 
+    /// Records that an operation in `direction`, made after [`poll_ready`](Self::poll_ready)
+    /// said ready, exhausted the readiness it saw (for operations that make their syscalls
+    /// themselves, as [`TcpStream::poll_read_with`](crate::net::TcpStream::poll_read_with)'s
+    /// closure does).
+    #[inline]
+    pub(crate) fn clear(&self, direction: Direction, why: Exhausted) {
+        self.io.clear(direction, why);
+    }
+
     /// Records the task as a waiter for `direction`.
     #[inline]
     fn wait(&self, cx: &mut Context<'_>, direction: Direction) -> Poll<io::Result<()>> {

@@ -256,16 +256,24 @@ impl TcpStream {
         cx: &mut Context<'_>,
         mut f: impl FnMut(&mut ReadyRead<'_>) -> io::Result<T>,
     ) -> Poll<io::Result<T>> {
-        let polled = self.io.poll_io(cx, Direction::Read, |fd| {
-            let mut ready = ReadyRead { fd, got_some: false, exhausted: None };
+        // Not through `IoSource::poll_io`: the closure's result is the result (no `Result` of a
+        // `Result` to unwrap, on the path of every message), and `ReadyRead::read` retries
+        // `EINTR` itself.
+        loop {
+            ready!(self.io.poll_ready(cx, Direction::Read))?;
+            let mut ready = ReadyRead { fd: self.io.fd(), got_some: false, exhausted: None };
             let result = f(&mut ready);
             match ready.exhausted {
                 // Nothing read, stale readiness: wait for the next event, and call `f` again then.
-                Some(Exhausted::WouldBlock) if !ready.got_some => Err(io::ErrorKind::WouldBlock.into()),
-                exhausted => Ok((result, exhausted)),
+                Some(Exhausted::WouldBlock) if !ready.got_some => {
+                    self.io.clear(Direction::Read, Exhausted::WouldBlock);
+                    continue;
+                }
+                Some(why) => self.io.clear(Direction::Read, why),
+                None => {}
             }
-        });
-        polled.map(|result| result.and_then(|result| result))
+            return Poll::Ready(result);
+        }
     }
 
     /// Waits until the socket is readable (data, end of stream, or an error is waiting).
