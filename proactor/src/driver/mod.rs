@@ -478,7 +478,7 @@ impl Driver {
         self.count(index, &completion);
         let slot = &mut ops[index];
         match slot {
-            Lifecycle::Behind(_) => self.behind_completed(ops, index, completion, wakers, after),
+            Lifecycle::Behind { .. } => self.behind_completed(ops, index, completion, wakers, after),
             Lifecycle::Waiting(waker) => {
                 if waker.is_some() {
                     stats::trace_step!(crate::trace::Event::Wake);
@@ -579,7 +579,7 @@ impl Park for Driver {
         for (_, slot) in self.ops.borrow_mut().iter_mut() {
             match slot {
                 Lifecycle::Waiting(waker) | Lifecycle::Multishot { waker, .. } => wakers.extend(waker.take()),
-                Lifecycle::Behind(record) => {
+                Lifecycle::Behind { record, .. } => {
                     wakers.extend(Driver::behind_waiter(&self.behinds.borrow()[*record]))
                 }
                 _ => {}
