@@ -172,7 +172,7 @@ impl Driver {
         // SAFETY: the request points into the record's bytes (a ring piece the record holds out
         // of the ring, or a Vec's heap memory, which does not move with the record), and the
         // record keeps them until the operation's completion (see `behind_completed`).
-        match unsafe { self.start(index, &request) } {
+        match unsafe { self.start_behind(index, &request) } {
             Ok(()) => {
                 key.0.set(as_key);
                 stats::bump(|c| &c.sends_behind);
@@ -519,7 +519,7 @@ impl Driver {
         stats::bump(|c| &c.sends_continued);
         // SAFETY: as in `send_behind`: the request points into the record's bytes, kept there
         // until this operation's completion.
-        if let Err(e) = unsafe { self.start(index, &request) } {
+        if let Err(e) = unsafe { self.start_behind(index, &request) } {
             let result = -e.raw_os_error().unwrap_or(libc::EIO);
             let behind = self.behinds.borrow_mut().remove(record);
             fail(&mut self.ops.borrow_mut(), index, &behind, result);
