@@ -402,6 +402,24 @@ impl From<Vec<u8>> for ProvidedBuf {
     }
 }
 
+impl ProvidedBuf {
+    /// The number of bytes, without finding them (as `Deref` to the bytes would, for a piece
+    /// of the ring: the address of its buffer).
+    #[inline]
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            Provided::Ring { len, .. } => *len,
+            Provided::Owned(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether it holds no bytes (see [`len`](Self::len)).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl Deref for ProvidedBuf {
     type Target = [u8];
 

@@ -271,6 +271,7 @@ impl Driver {
     /// The datagram ring: a second provided-buffer ring, buffer group `group`, of buffers of
     /// `size` bytes (`initial` at first, growing to `max`), made on first use; `None` where
     /// the backend has no provided-buffer rings.
+    #[inline]
     pub(crate) fn datagram_ring(
         &self,
         group: u16,
