@@ -104,8 +104,11 @@ impl Ticket {
 }
 
 impl Drop for Ticket {
+    #[inline]
     fn drop(&mut self) {
-        self.leave();
+        if self.place.is_some() {
+            self.leave();
+        }
     }
 }
 
