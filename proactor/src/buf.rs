@@ -375,19 +375,28 @@ impl ProvidedBuf {
     /// Takes the buffer apart for a send the driver finishes by itself: a piece of `ring`
     /// (`bid`, `offset`, `len`), whose release is the caller's from now on, or bytes of their
     /// own (a piece of another ring is copied out, and given back to it).
-    pub(crate) fn into_parts(mut self, ring: Option<&Rc<BufRing>>) -> Result<(u16, u32, u32), Vec<u8>> {
-        if let Provided::Ring { ring: of, bid, offset, len } = &self.inner {
-            if ring.is_some_and(|ring| Rc::ptr_eq(ring, of)) {
-                let piece = (*bid, *offset, *len as u32);
-                // The piece is the caller's now: this value must not release it when dropped.
-                self.inner = Provided::Owned(Vec::new());
-                return Ok(piece);
+    pub(crate) fn into_parts(self, ring: Option<&Rc<BufRing>>) -> Result<(u16, u32, u32), Vec<u8>> {
+        // Taken apart without this value's `Drop` (which would look for a piece to release or
+        // a buffer to pool, once per send behind): what is left in it, an empty `Vec`, holds
+        // nothing to free.
+        let inner =
+            std::mem::replace(&mut std::mem::ManuallyDrop::new(self).inner, Provided::Owned(Vec::new()));
+        match inner {
+            // The piece is the caller's now.
+            Provided::Ring { ring: of, bid, offset, len }
+                if ring.is_some_and(|ring| Rc::ptr_eq(ring, &of)) =>
+            {
+                Ok((bid, offset, len as u32))
             }
-            self.detach_from_ring();
-        }
-        match std::mem::replace(&mut self.inner, Provided::Owned(Vec::new())) {
             Provided::Owned(bytes) => Err(bytes),
-            Provided::Ring { .. } => unreachable!("detached above"),
+            inner @ Provided::Ring { .. } => {
+                let mut other = ProvidedBuf { inner };
+                other.detach_from_ring();
+                match std::mem::replace(&mut other.inner, Provided::Owned(Vec::new())) {
+                    Provided::Owned(bytes) => Err(bytes),
+                    Provided::Ring { .. } => unreachable!("detached above"),
+                }
+            }
         }
     }
 }
@@ -398,6 +407,24 @@ impl ProvidedBuf {
 impl From<Vec<u8>> for ProvidedBuf {
     fn from(bytes: Vec<u8>) -> ProvidedBuf {
         ProvidedBuf::owned(bytes)
+    }
+}
+
+impl ProvidedBuf {
+    /// The number of bytes, without finding them (as `Deref` to the bytes would, for a piece
+    /// of the ring: the address of its buffer).
+    #[inline]
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            Provided::Ring { len, .. } => *len,
+            Provided::Owned(bytes) => bytes.len(),
+        }
+    }
+
+    /// Whether it holds no bytes (see [`len`](Self::len)).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -50,8 +50,10 @@
 //! datagram, counted by callgrind (`scripts/udp-instructions.sh`: 16 sockets x 500 datagrams,
 //! 2026-12-06, this project's 2-vCPU machine): io_uring 3,200 at 64 B and 1,400 B with
 //! `send_to` and `SENDMSG`, 2,240 with `send_to_behind` and `SEND`, 2,070 with the address
-//! boxes reused and the source address read straight from the ring buffer; tokio's
-//! current-thread runtime 930, the reactor 740.
+//! boxes reused and the source address read straight from the ring buffer, 1,980 with the
+//! sends behind kept in a table of the socket's, 1,860 (64 B) and 1,880 (1,400 B) with each
+//! key of that table keeping its own address box and a received datagram keeping its
+//! payload's address; tokio's current-thread runtime 930, the reactor 740.
 //!
 //! # POSIX aio
 //!
@@ -73,6 +75,7 @@ use std::mem;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Deref;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
 
@@ -175,10 +178,10 @@ fn multishot_layout() -> libc::msghdr {
 /// buffer pointer is set when the request is made.
 type Target = Destination;
 
-/// Boxed [`Target`]s kept for reuse, at most this many per thread: an echo sends one per
+/// Boxed [`Target`]s kept for reuse, at most this many per thread: a `send_to` takes one per
 /// datagram, and a box from the pool costs a `Vec` pop where a new one costs a `malloc` and
 /// later a `free` (156 of the 2,236 user-space instructions a datagram took on io_uring, see
-/// the module docs).
+/// the module docs). Sends behind keep theirs in the socket's table (`SentBehind::targets`).
 const TARGETS_MAX: usize = 64;
 
 thread_local! {
@@ -226,7 +229,7 @@ impl Drop for PooledTarget {
 }
 
 /// What a send's operation owns besides its buffer: a `msghdr`, or only an address, or nothing
-/// (a connected socket's send).
+/// (a connected socket's send, or a send behind whose address its table keeps).
 enum Sending {
     Msg(Box<Msg>),
     To(PooledTarget),
@@ -339,6 +342,13 @@ pub struct UdpSocket {
 /// slots, so it outlives the socket while a send is in flight.
 struct SentBehind<B> {
     sends: RefCell<slab::Slab<(B, Sending)>>,
+    /// Where the `SEND` under each key of `sends` goes, where sends carry a destination
+    /// (`Facts::send_to`; the entry in `sends` then holds `Sending::Nothing`): boxed, since
+    /// the request points into it, and kept for the next send under the same key once a send
+    /// is over, so that a datagram sent behind takes no box from anywhere (neither `malloc`
+    /// nor the thread's pool of [`PooledTarget`]s).
+    #[allow(clippy::vec_box)]
+    targets: RefCell<Vec<Box<Target>>>,
     /// The socket's `behind_error`.
     failed: Rc<Cell<i32>>,
 }
@@ -700,19 +710,41 @@ impl UdpSocket {
     /// overtake (UDP promises no order).
     pub fn send_to_behind<B: IoBuf>(&self, buf: B, target: SocketAddr) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
-        let Some(sending) = self.sending(&buf, Some(target)) else {
+        let facts = self.driver.facts();
+        if !facts.messages {
             return Err(no_addresses("send_to_behind"));
-        };
+        }
         if let Some(table) = self.sent_behind::<B>() {
             let (key, request) = {
                 let mut sends = table.sends.borrow_mut();
                 let entry = sends.vacant_entry();
                 let key = entry.key();
-                (key, send_request(fd, entry.insert((buf, sending))))
+                if facts.send_to {
+                    // The table's own destination for this key (see `SentBehind::targets`).
+                    let mut targets = table.targets.borrow_mut();
+                    while targets.len() <= key {
+                        let (addr, addr_len) = sys::sockaddr_from(&SocketAddr::from(([0, 0, 0, 0], 0)));
+                        targets.push(Box::new(Target { buf: std::ptr::null(), addr, addr_len }));
+                    }
+                    let to = &mut *targets[key];
+                    (to.addr, to.addr_len) = sys::sockaddr_from(&target);
+                    // (IoBuf's contract: the pointer stays valid when `buf` moves into the slab.)
+                    to.buf = buf.stable_ptr();
+                    let len = buf.bytes_init().min(u32::MAX as usize) as u32;
+                    let to: *const Target = to;
+                    entry.insert((buf, Sending::Nothing));
+                    (key, Request::SendTo { fd, len, to })
+                } else {
+                    let Some(sending) = self.sending(&buf, Some(target)) else {
+                        return Err(no_addresses("send_to_behind"));
+                    };
+                    (key, send_request(fd, entry.insert((buf, sending))))
+                }
             };
-            // SAFETY: as in `send_msg`: the buffer and what `sending` made are the operation's
-            // resources, kept in `table` under `key` (heap memory that does not move when the
-            // slab does) until its completion calls `finish`.
+            // SAFETY: as in `send_msg`: the buffer and what `sending` made (or the table's
+            // destination for `key`) are the operation's resources, kept in `table` under `key`
+            // (heap memory that does not move when the slab or the vector of destinations
+            // does) until its completion calls `finish`.
             if let Err(e) = unsafe { self.driver.submit_detached_to(table.clone(), key, request) } {
                 let resources = table.sends.borrow_mut().try_remove(key);
                 drop(resources);
@@ -723,6 +755,9 @@ impl UdpSocket {
                 result => Err(io::Error::from_raw_os_error(-result)),
             };
         }
+        let Some(sending) = self.sending(&buf, Some(target)) else {
+            return Err(no_addresses("send_to_behind"));
+        };
         let failed = self.behind_error.clone();
         let finish = move |resources: (B, Sending), completion: Completion| {
             drop(resources);
@@ -745,7 +780,11 @@ impl UdpSocket {
     /// first send behind).
     fn sent_behind<B: IoBuf>(&self) -> Option<Rc<SentBehind<B>>> {
         let table = self.sent_behind.get_or_init(|| {
-            Rc::new(SentBehind::<B> { sends: RefCell::default(), failed: self.behind_error.clone() })
+            Rc::new(SentBehind::<B> {
+                sends: RefCell::default(),
+                targets: RefCell::default(),
+                failed: self.behind_error.clone(),
+            })
         });
         table.clone().downcast::<SentBehind<B>>().ok()
     }
@@ -814,8 +853,8 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
         ));
     };
     let from = source_of(out.name);
-    let (len, offset, payload_len, truncated_payload) =
-        (out.len, out.payload.start, out.payload.len(), out.truncated);
+    let (len, payload, payload_len, truncated_payload) =
+        (out.len, NonNull::from(&bytes[out.payload.clone()]).cast::<u8>(), out.payload.len(), out.truncated);
     let from = match from {
         Ok(from) => from,
         Err(e) => {
@@ -828,10 +867,7 @@ fn parse(ring: &Rc<BufRing>, bid: u16, n: usize) -> io::Result<(Datagram, Socket
         let room = RING_BUFFER_SIZE as usize - DATAGRAM_HEADER - NAME_LEN;
         return Err(truncated(len, room, Some(from)));
     }
-    Ok((
-        Datagram { inner: Inner::Ring { ring: ring.clone(), bid, offset: offset as u32, len: len as u32 } },
-        from,
-    ))
+    Ok((Datagram { inner: Inner::Ring { ring: ring.clone(), bid, payload, len: len as u32 } }, from))
 }
 
 impl Drop for UdpSocket {
@@ -867,12 +903,14 @@ pub struct Datagram {
 }
 
 enum Inner {
-    /// `len` bytes at `offset` in buffer `bid` of the datagram ring.
+    /// `len` bytes at `payload`, in buffer `bid` of the datagram ring. (The address, not an
+    /// offset in the buffer: a send reads the payload's address and length, and finding a
+    /// buffer's address in the ring costs a division and a borrow each time.)
     Ring {
         ring: Rc<BufRing>,
         bid: u16,
-        offset: u32,
         len: u32,
+        payload: NonNull<u8>,
     },
     Owned(Vec<u8>),
 }
@@ -905,14 +943,12 @@ impl Deref for Datagram {
 
     fn deref(&self) -> &[u8] {
         match &self.inner {
-            Inner::Ring { ring, bid, offset, len } => {
-                let (offset, len) = (*offset as usize, *len as usize);
-                // SAFETY: a CQE handed buffer `bid` to the runtime with the payload at
-                // `offset..offset + len` (checked by `parse`), and it is not provided again
-                // until this value is dropped.
-                let bytes = unsafe { ring.bytes(*bid, 0, offset + len) };
-                &bytes[offset..]
-            }
+            // SAFETY: a CQE handed the buffer to the runtime with the payload there (checked by
+            // `parse`, which took the pointer); it is not provided again, nor its chunk freed
+            // (the ring is kept alive by `ring`), until this value is dropped.
+            Inner::Ring { payload, len, .. } => unsafe {
+                std::slice::from_raw_parts(payload.as_ptr(), *len as usize)
+            },
             Inner::Owned(bytes) => bytes,
         }
     }

@@ -370,6 +370,34 @@ fn a_failed_send_behind_wakes_a_task_waiting_to_read_with_its_error_and_the_serv
 }
 
 #[test]
+fn a_failed_send_behind_wakes_a_task_waiting_in_the_receive_it_had_armed_before() {
+    // As above, but the stream has read once, so its multishot receive (io_uring) is armed when
+    // the send is queued: the send's record then keeps no waker of its own, and its failure
+    // must wake the task through the waker stored in that receive.
+    for (name, backend, _) in BACKENDS {
+        within(Duration::from_secs(30), move || {
+            runtime(backend).block_on(async move {
+                let peers = Peers::new();
+                let (stream, mut peer) = peers.pair(TcpStream::connect).await;
+                peer.write_all(b"first").unwrap();
+                let first = stream.read_provided().await.unwrap().expect("the first bytes");
+                assert_eq!(&first[..], b"first", "{name}");
+                drop(first);
+                stream.shutdown(Shutdown::Write).unwrap();
+                stream.write_all_behind(b"too late".to_vec()).await.expect("submitted");
+                let read = woken_within(Duration::from_secs(10), stream.read_provided()).await;
+                let error = read.expect("the failed send did not end the wait").expect_err("an error");
+                assert_eq!(error.raw_os_error(), Some(libc::EPIPE), "{name}: {error}");
+                // The stream reads on: the peer's next bytes come.
+                peer.write_all(b"more").unwrap();
+                let more = stream.read_provided().await.unwrap().expect("more bytes");
+                assert_eq!(&more[..], b"more", "{name}");
+            })
+        });
+    }
+}
+
+#[test]
 fn a_peer_that_resets_gets_the_error_on_the_next_call_and_the_server_serves_on() {
     for (name, backend, _) in BACKENDS {
         let addr = spawn_server(backend);

@@ -177,7 +177,7 @@ impl Driver {
         };
         let request = self.send_request(&behind);
         let record = self.behinds.borrow_mut().insert(behind);
-        let index = self.ops.borrow_mut().insert(Lifecycle::Behind(record));
+        let index = self.ops.borrow_mut().insert(Lifecycle::Behind { record, fd });
         let give_up = |error: io::Error| {
             self.ops.borrow_mut().remove(index);
             let behind = self.behinds.borrow_mut().remove(record);
@@ -190,7 +190,7 @@ impl Driver {
         // SAFETY: the request points into the record's bytes (a ring piece the record holds out
         // of the ring, or a Vec's heap memory, which does not move with the record), and the
         // record keeps them until the operation's completion (see `behind_completed`).
-        match unsafe { self.start(index, &request) } {
+        match unsafe { self.start_behind(index, &request) } {
             Ok(()) => {
                 key.0.set(as_key);
                 stats::bump(|c| &c.sends_behind);
@@ -204,11 +204,12 @@ impl Driver {
 
     /// This stream's send behind, if it still has one in flight (or its error): `fd` is the
     /// stream's. Forgets the key of one that is over.
+    #[inline]
     fn find_behind(&self, key: &BehindKey, fd: RawFd) -> Option<Found> {
         let op = key.get()?;
         let found = match self.ops.borrow().get(op) {
-            Some(&Lifecycle::Behind(behind)) if self.behinds.borrow()[behind].fd == fd => {
-                Some(Found::InFlight { behind })
+            Some(&Lifecycle::Behind { record, fd: of }) if of == fd => {
+                Some(Found::InFlight { behind: record })
             }
             Some(&Lifecycle::BehindFailed { fd: of, result }) if of == fd => {
                 Some(Found::Failed { op, result })
@@ -248,6 +249,7 @@ impl Driver {
 
     /// Ready once the stream's send behind is over: `Ok`, or the error it failed with (returned
     /// once). Otherwise the task waits, woken when the send is over.
+    #[inline]
     pub(crate) fn poll_behind(
         &self,
         key: &BehindKey,
@@ -286,6 +288,7 @@ impl Driver {
 
     /// The error the stream's last send behind failed with, if it did (returned once); `Ok`
     /// while it is in flight, or once it is over.
+    #[inline]
     pub(crate) fn behind_error(&self, key: &BehindKey, fd: RawFd) -> io::Result<()> {
         match self.find_behind(key, fd) {
             Some(Found::Failed { op, result }) => Err(self.take_error(key, op, result)),
@@ -306,6 +309,7 @@ impl Driver {
 
     /// Whether the stream has no send behind in flight and no error of one to report: a send
     /// may start now without overtaking one.
+    #[inline]
     pub(crate) fn behind_idle(&self, key: &BehindKey, fd: RawFd) -> bool {
         key.get().is_none() || self.find_behind(key, fd).is_none()
     }
@@ -383,7 +387,7 @@ impl Driver {
     /// otherwise (the peer's end of stream, the send over, an error).
     fn watch_over(self: &Rc<Self>, send: usize, fd: RawFd, result: i32) {
         let record = match self.ops.borrow().get(send) {
-            Some(&Lifecycle::Behind(record)) => record,
+            Some(&Lifecycle::Behind { record, .. }) => record,
             _ => return,
         };
         let mut behinds = self.behinds.borrow_mut();
@@ -416,7 +420,7 @@ impl Driver {
         wakers: &mut Vec<Waker>,
         after: &mut AfterTurn,
     ) {
-        let Some(&Lifecycle::Behind(record)) = ops.get(index) else {
+        let Some(&Lifecycle::Behind { record, .. }) = ops.get(index) else {
             unreachable!("a send behind's completion comes to its Behind slot")
         };
         let mut behinds = self.behinds.borrow_mut();
@@ -506,7 +510,7 @@ impl Driver {
     /// the module docs). A ring buffer's unsent bytes are copied out first and the ring buffer
     /// given back: the peer's window is full, and a ring buffer must not wait on it.
     pub(super) fn continue_behind(&self, index: usize, wakers: &mut Vec<Waker>, after: &mut AfterTurn) {
-        let Some(&Lifecycle::Behind(record)) = self.ops.borrow().get(index) else { return };
+        let Some(&Lifecycle::Behind { record, .. }) = self.ops.borrow().get(index) else { return };
         let mut behinds = self.behinds.borrow_mut();
         let behind = &mut behinds[record];
         if let Owner::Dropped { reset: true, .. } = behind.owner {
@@ -533,7 +537,7 @@ impl Driver {
         stats::bump(|c| &c.sends_continued);
         // SAFETY: as in `send_behind`: the request points into the record's bytes, kept there
         // until this operation's completion.
-        if let Err(e) = unsafe { self.start(index, &request) } {
+        if let Err(e) = unsafe { self.start_behind(index, &request) } {
             let result = -e.raw_os_error().unwrap_or(libc::EIO);
             let behind = self.behinds.borrow_mut().remove(record);
             fail(&mut self.ops.borrow_mut(), index, &behind, result);

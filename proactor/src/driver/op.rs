@@ -264,6 +264,7 @@ impl<T: 'static> Op<T> {
 
     /// The next completion of a multishot operation: `None` once it has ended (the last
     /// completion, without `more`, was returned).
+    #[inline]
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Completion>>> {
         let index = match &mut self.state {
             OpState::InFlight(index) => *index,
@@ -433,7 +434,9 @@ impl<T: 'static> Drop for Op<T> {
             Lifecycle::Orphaned { .. } | Lifecycle::Detached { .. } => {
                 unreachable!("a live Op's slot is never orphaned")
             }
-            Lifecycle::Behind(_) | Lifecycle::BehindFailed { .. } => unreachable!("a send behind has no Op"),
+            Lifecycle::Behind { .. } | Lifecycle::BehindFailed { .. } => {
+                unreachable!("a send behind has no Op")
+            }
         }
     }
 }

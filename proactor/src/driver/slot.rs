@@ -106,8 +106,9 @@ pub(crate) enum Lifecycle {
     },
     /// A send the driver finishes by itself, and wakes nobody for unless it fails or a call of
     /// its stream waits for it (see `behind`): the index of its [`Behind`] record in
-    /// `Driver::behinds`.
-    Behind(usize),
+    /// `Driver::behinds`, and its stream's fd (the record's too: kept here as well, so that a
+    /// stream asking after its send, a few times per message, reads one slot and no record).
+    Behind { record: usize, fd: RawFd },
     /// A send behind that failed: the error (`-errno`, 0 for a send that took nothing) waits
     /// for the stream's next call. No operation is in flight.
     BehindFailed { fd: RawFd, result: i32 },

@@ -11,8 +11,8 @@
 //!   request keeps producing connections), stopped while 64 accepted connections wait
 //!   unclaimed, and single-shot accept otherwise.
 //! - `stream`: [`TcpStream`], connecting, closing (through the backend, after every operation
-//!   already started on the socket); `read` its receives, `write` its sends and the futures
-//!   [`WriteAll`] and [`WriteBehind`];
+//!   already started on the socket); `read` its receives and the future [`ReadProvided`],
+//!   `write` its sends and the futures [`WriteAll`] and [`WriteBehind`];
 //! - `compat`: the futures-io traits on [`TcpStream`], `&TcpStream` and its halves
 //!   ([`ReadHalf`], [`WriteHalf`]): a buffer the stream owns bridges the slice `poll_read`
 //!   lends and the buffer a completion needs, and `poll_write` sends a copy behind; `held`,
@@ -30,5 +30,6 @@ pub use crate::udp::{Datagram, UdpSocket};
 pub use compat::{ReadHalf, WriteHalf};
 pub use executor::net::{is_datagram_error, DatagramTruncated, MAX_DATAGRAM};
 pub use listener::TcpListener;
+pub use read::ReadProvided;
 pub use stream::TcpStream;
 pub use write::{WriteAll, WriteBehind};

@@ -2,6 +2,7 @@
 //! [`TcpStream::read_provided`] into one the runtime picks when data arrives (from the
 //! provided-buffer ring, at readiness, or a buffer of its own, whichever the backend offers).
 
+use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem;
@@ -186,28 +187,8 @@ impl TcpStream {
     ///
     /// An error of a [send behind](Self::write_all_behind) on this stream comes out here too,
     /// as soon as it is known (the task is woken for it).
-    pub async fn read_provided(&self) -> io::Result<Option<ProvidedBuf>> {
-        match self.driver.receive() {
-            Receive::Ring(ring) => {
-                let mut ticket = Ticket::default();
-                poll_fn(|cx| self.poll_read_provided(ring, &mut ticket, cx)).await
-            }
-            Receive::Pick => poll_fn(|cx| self.poll_read_picked(cx)).await,
-            Receive::Read => {
-                // An error of a send behind ends the wait too (the read, cancelled, keeps its
-                // bytes for the next one): a read in a glibc thread may wait long.
-                let mut read = Box::pin(self.read(buf::spare_vec()));
-                let (read, buf) = poll_fn(|cx| match self.behind_error() {
-                    Err(e) => Poll::Ready((Err(e), Vec::new())),
-                    Ok(()) => read.as_mut().poll(cx),
-                })
-                .await;
-                // Wrapped first, so that on error or end of stream the buffer goes back to the
-                // spare pool when dropped.
-                let buf = ProvidedBuf::owned(buf);
-                Ok((read? > 0).then_some(buf))
-            }
-        }
+    pub fn read_provided(&self) -> ReadProvided<'_> {
+        ReadProvided { stream: self, ticket: Ticket::default(), read: None }
     }
 
     pub(super) fn poll_read_provided(
@@ -290,6 +271,55 @@ impl TcpStream {
                 }
                 (Err(e), _) => Poll::Ready(Err(e)),
             };
+        }
+    }
+}
+
+/// The future of [`TcpStream::read_provided`].
+///
+/// A named future rather than an `async fn`: every message of an echo makes one, and its poll
+/// goes straight to the stream's (no state machine around it, nor its drop glue).
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct ReadProvided<'a> {
+    stream: &'a TcpStream,
+    /// Where it waits for a ring buffer or for room in the memory budget, if it does (io_uring).
+    ticket: Ticket,
+    /// Without a ring or a backend that picks buffers: the read into a buffer of the runtime's,
+    /// once started.
+    #[allow(clippy::type_complexity)]
+    read: Option<Pin<Box<dyn Future<Output = BufResult<usize, Vec<u8>>> + 'a>>>,
+}
+
+impl fmt::Debug for ReadProvided<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadProvided").field("stream", &self.stream).finish()
+    }
+}
+
+impl Future for ReadProvided<'_> {
+    type Output = io::Result<Option<ProvidedBuf>>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let stream = this.stream;
+        match stream.driver.receive() {
+            Receive::Ring(ring) => stream.poll_read_provided(ring, &mut this.ticket, cx),
+            Receive::Pick => stream.poll_read_picked(cx),
+            Receive::Read => {
+                // An error of a send behind ends the wait too (the read, cancelled, keeps its
+                // bytes for the next one): a read in a glibc thread may wait long.
+                let read = this.read.get_or_insert_with(|| Box::pin(stream.read(buf::spare_vec())));
+                let (read, buf) = match stream.behind_error() {
+                    Err(e) => (Err(e), Vec::new()),
+                    Ok(()) => ready!(read.as_mut().poll(cx)),
+                };
+                this.read = None;
+                // Wrapped first, so that on error or end of stream the buffer goes back to the
+                // spare pool when dropped.
+                let buf = ProvidedBuf::owned(buf);
+                Poll::Ready(read.map(|n| (n > 0).then_some(buf)))
+            }
         }
     }
 }

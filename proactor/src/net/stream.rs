@@ -99,6 +99,7 @@ impl TcpStream {
     }
 
     /// The error of this stream's send behind, if one failed (see `write_all_behind`).
+    #[inline]
     pub(super) fn behind_error(&self) -> io::Result<()> {
         self.driver.behind_error(&self.behind, self.fd.as_raw_fd())
     }

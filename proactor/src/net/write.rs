@@ -251,7 +251,11 @@ impl Future for WriteBehind<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let stream = self.stream;
         let fd = stream.fd.as_raw_fd();
-        ready!(stream.poll_behind_with(self.buf.as_mut().expect("WriteBehind polled after completion"), cx))?;
+        // (Checked inline first: the send ahead is almost always over, as an echo's is.)
+        if !stream.driver.behind_idle(&stream.behind, fd) {
+            let buf = self.buf.as_mut().expect("WriteBehind polled after completion");
+            ready!(stream.poll_behind_with(buf, cx))?;
+        }
         // Charged once it goes ahead, not while it waits for the send ahead of it (see `Op`).
         std::task::ready!(executor::poll_budget(cx));
         let buf = self.buf.take().expect("WriteBehind polled after completion");
