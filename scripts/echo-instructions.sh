@@ -91,9 +91,14 @@ PY
 run() { # runtime conns n -> prints the server's totals: instructions (and with CACHE, L1 and LL misses)
     local rt=$1 conns=$2 n=$3 file="$out/callgrind-$1-$2-$3.out"
     port=$((port + 1))
+    # io_uring's loop waits in io_uring_enter, which valgrind does not let other threads run
+    # beside (its lock stays held), so the thread that handles SIGTERM would never run once the
+    # load stops: --stats makes that loop wake each second (a timer, a few instructions a second).
+    local wake=()
+    [[ $rt == uring* ]] && wake=(--stats)
     # shellcheck disable=SC2086
     valgrind --tool=callgrind ${VALGRIND_ARGS:-} --callgrind-out-file="$file" "$lab" serve --runtime "$rt" \
-        --addr "127.0.0.1:$port" --no-udp --grace 5 >/dev/null 2>"$out/valgrind.log" &
+        --addr "127.0.0.1:$port" --no-udp --grace 5 "${wake[@]}" >/dev/null 2>"$out/valgrind.log" &
     local server=$!
     python3 -c "$client" "$port" "$conns" "$n"
     kill -TERM "$server"; wait "$server" 2>/dev/null || true
