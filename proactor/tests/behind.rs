@@ -116,11 +116,12 @@ fn a_ping_pong_echo_polls_its_task_once_per_message_plus_once_per_send_that_woke
         assert_eq!(used.sends_behind, echoes, "{name}: every echo is a send behind: {used:?}");
         // One poll per echo (the receive's wake), one more for each send that woke the task,
         // and the block_on future's two. On aio a few more, with glibc's threads' timing (seen:
-        // up to 3 extra polls in 2,000 echoes on aio-suspend, under load; the cause is not
-        // pinned down): a slack of 1 %. A spurious wake per echo would still be 2,000 more.
-        // (The aio rows are named aio-thread, aio-signal and aio-suspend.)
+        // up to 3 extra polls in 2,000 echoes on aio-suspend under load, and once 37 with a build
+        // running beside; the cause is not pinned down): a slack of 5 %. A spurious wake per echo
+        // would still be 2,000 more. (The aio rows are named aio-thread, aio-signal and
+        // aio-suspend.)
         let woke = used.sends_behind - used.sends_quiet;
-        let aio_slack = if name.starts_with("aio") { echoes / 100 } else { 0 };
+        let aio_slack = if name.starts_with("aio") { echoes / 20 } else { 0 };
         assert!(
             used.tasks_polled <= echoes + woke + 2 + aio_slack,
             "{name}: {} task polls for {echoes} echoes of which {woke} sends woke the task: {used:?}",
