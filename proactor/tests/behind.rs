@@ -567,14 +567,17 @@ fn a_dropped_stream_whose_peer_writes_back_instead_of_reading_is_reset() {
                 eventually_async(format!("{name}: the peer's echo thread ended"), || echo.is_finished())
                     .await;
                 let ended = echo.join().unwrap();
-                // Not the peer's read timeout (`testkit::PATIENCE`): the reset.
-                assert!(
-                    ended.as_ref().is_err_and(|e| !matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    )),
-                    "{name}: the peer's read or write should fail on the reset, got {ended:?}"
-                );
+                // Not the peer's read timeout (`testkit::PATIENCE`, what the old bug gave): the
+                // reset. On aio the close shuts the socket down first (to wake glibc's thread
+                // blocked in the write), which sends a FIN before the close's reset, so the peer
+                // may read the end of the stream first (seen once under load, aio-signal).
+                let timed_out =
+                    |e: &io::Error| matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut);
+                let ok = match &ended {
+                    Err(e) => !timed_out(e),
+                    Ok(()) => name.starts_with("aio"),
+                };
+                assert!(ok, "{name}: the peer's read or write should fail on the reset, got {ended:?}");
                 eventually_async(format!("{name}: no operation left in flight"), || {
                     proactor::stats().in_flight == 0
                 })
