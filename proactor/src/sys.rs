@@ -15,6 +15,7 @@
 //! readiness inside the kernel), and glibc's aio helper threads *need* them blocking (they call
 //! plain `read`/`write`, which would fail with `EAGAIN` on a non-blocking socket).
 
+use executor::sys::raw;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -139,7 +140,7 @@ pub(crate) unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize) -> io::Result<usi
 /// Entered with the `syscall` instruction itself ([`raw`]), not glibc's `send`: glibc's
 /// wrappers are thread-cancellation points, which in a multi-threaded process switch
 /// asynchronous cancellation on and off around every call (`__pthread_enable_asynccancel`),
-/// a cost per message this runtime has no use for (the reactor's `sys` does the same).
+/// a cost per message this runtime has no use for (the reactor does the same, through the same `executor::sys::raw`).
 #[inline]
 pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<usize> {
     let flags = (libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) as usize;
@@ -147,93 +148,6 @@ pub(crate) unsafe fn send(fd: RawFd, buf: *const u8, len: usize) -> io::Result<u
     // six arguments, and a null address with length 0 means none (`send`).
     let ret = unsafe { raw::syscall6(libc::SYS_sendto, raw::fd(fd), buf as usize, len, flags, 0, 0) };
     raw::result(ret)
-}
-
-/// System calls entered directly, for the two the epoll backend makes per message (`recv` and
-/// `send`). The same as the reactor's `sys::raw` (the crates share no `sys` layer for it).
-///
-/// On x86-64 Linux a syscall is one instruction with the number and up to six arguments in
-/// fixed registers, returning the result or `-errno` in one register (the kernel's ABI, which is
-/// stable). Elsewhere glibc's `syscall(2)` does the same in a function, and its result is
-/// turned into the same convention.
-mod raw {
-    use std::io;
-    use std::os::fd::RawFd;
-
-    /// An fd as a full register's worth (sign-extended, as the kernel reads an `int`).
-    #[inline]
-    pub(super) fn fd(fd: RawFd) -> usize {
-        fd as isize as usize
-    }
-
-    /// A raw return value as a result: the kernel returns `-errno` (-4095..=-1) on failure.
-    #[inline]
-    pub(super) fn result(ret: isize) -> io::Result<usize> {
-        if (-4095..0).contains(&ret) {
-            Err(io::Error::from_raw_os_error(-ret as i32))
-        } else {
-            Ok(ret as usize)
-        }
-    }
-
-    /// Makes syscall `nr` with six arguments (unused ones 0); returns the result or `-errno`.
-    ///
-    /// # Safety
-    ///
-    /// As for the syscall itself: every pointer argument must be valid for what the kernel
-    /// does with it (reads or writes of the given length) for the duration of the call.
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    #[inline]
-    pub(super) unsafe fn syscall6(
-        nr: libc::c_long,
-        a: usize,
-        b: usize,
-        c: usize,
-        d: usize,
-        e: usize,
-        f: usize,
-    ) -> isize {
-        let ret: isize;
-        // SAFETY: the x86-64 Linux syscall ABI: number in rax, arguments in rdi, rsi, rdx, r10,
-        // r8, r9, result in rax; the instruction clobbers rcx and r11 and nothing else, and does
-        // not touch the stack. Memory the arguments point to is the caller's contract (the asm
-        // is not marked `nomem`, so the compiler assumes it may read and write any of it).
-        unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") nr as isize => ret,
-                in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d, in("r8") e, in("r9") f,
-                lateout("rcx") _, lateout("r11") _,
-                options(nostack),
-            );
-        }
-        ret
-    }
-
-    /// Elsewhere: glibc's `syscall(2)`, its `-1` and `errno` turned into `-errno`.
-    ///
-    /// # Safety
-    ///
-    /// As for the syscall itself (see the x86-64 version).
-    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-    #[inline]
-    pub(super) unsafe fn syscall6(
-        nr: libc::c_long,
-        a: usize,
-        b: usize,
-        c: usize,
-        d: usize,
-        e: usize,
-        f: usize,
-    ) -> isize {
-        // SAFETY: the caller's contract is the syscall's; the arguments are passed unchanged.
-        let ret = unsafe { libc::syscall(nr, a, b, c, d, e, f) } as isize;
-        if ret == -1 {
-            -(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as isize)
-        } else {
-            ret
-        }
-    }
 }
 
 /// `sendto(MSG_DONTWAIT | MSG_NOSIGNAL)` of `len` bytes from `buf` as one datagram to the

@@ -7,7 +7,7 @@
 //! runtime's.
 //!
 //! Each function is a thin, safe wrapper over one syscall: a libc call, except `read` and
-//! `send`, the two every message makes, which enter the kernel directly (see `raw`). File
+//! `send`, the two every message makes, which enter the kernel directly (see `executor::sys::raw`). File
 //! descriptors come back as [`OwnedFd`], so closing is never forgotten and never done twice. A
 //! return value of `-1` becomes `io::Error::last_os_error()` through [`cvt`] (a raw `-errno`
 //! becomes the same error); nothing here retries or interprets errors, that is the caller's
@@ -18,6 +18,7 @@
 //! same flags), so a descriptor is never blocking, and is never inherited by a child process,
 //! not even for the instant between two syscalls.
 
+use executor::sys::raw;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::SocketAddr;
@@ -123,8 +124,9 @@ pub(crate) fn accept(fd: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
 pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call; read(2) takes
     // exactly these three arguments.
-    let ret =
-        unsafe { raw::syscall6(libc::SYS_read, raw::arg(fd), buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0) };
+    let ret = unsafe {
+        raw::syscall6(libc::SYS_read, raw::fd(fd.as_raw_fd()), buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0)
+    };
     let result = raw::result(ret);
     counted_io(Call::Read, |c| &c.sys_read, fd, buf.len(), &result);
     result
@@ -139,97 +141,19 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call; sendto(2)
     // takes these six arguments, and a null address with length 0 means none.
     let ret = unsafe {
-        raw::syscall6(libc::SYS_sendto, raw::arg(fd), buf.as_ptr() as usize, buf.len(), flags, 0, 0)
+        raw::syscall6(
+            libc::SYS_sendto,
+            raw::fd(fd.as_raw_fd()),
+            buf.as_ptr() as usize,
+            buf.len(),
+            flags,
+            0,
+            0,
+        )
     };
     let result = raw::result(ret);
     counted_io(Call::Send, |c| &c.sys_write, fd, buf.len(), &result);
     result
-}
-
-/// System calls entered directly, for the two made per message (`read` and `send`).
-///
-/// On x86-64 Linux a syscall is one instruction with the number and up to six arguments in
-/// fixed registers, returning the result or `-errno` in one register (the kernel's ABI, which is
-/// stable). Elsewhere glibc's `syscall(2)` does the same in a function, and its result is
-/// turned into the same convention.
-mod raw {
-    use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd};
-
-    /// An fd as a full register's worth (sign-extended, as the kernel reads an `int`).
-    #[inline]
-    pub(super) fn arg(fd: BorrowedFd<'_>) -> usize {
-        fd.as_raw_fd() as isize as usize
-    }
-
-    /// A raw return value as a result: the kernel returns `-errno` (-4095..=-1) on failure.
-    #[inline]
-    pub(super) fn result(ret: isize) -> io::Result<usize> {
-        if (-4095..0).contains(&ret) {
-            Err(io::Error::from_raw_os_error(-ret as i32))
-        } else {
-            Ok(ret as usize)
-        }
-    }
-
-    /// Makes syscall `nr` with six arguments (unused ones 0); returns the result or `-errno`.
-    ///
-    /// # Safety
-    ///
-    /// As for the syscall itself: every pointer argument must be valid for what the kernel
-    /// does with it (reads or writes of the given length) for the duration of the call.
-    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    #[inline]
-    pub(super) unsafe fn syscall6(
-        nr: libc::c_long,
-        a: usize,
-        b: usize,
-        c: usize,
-        d: usize,
-        e: usize,
-        f: usize,
-    ) -> isize {
-        let ret: isize;
-        // SAFETY: the x86-64 Linux syscall ABI: number in rax, arguments in rdi, rsi, rdx, r10,
-        // r8, r9, result in rax; the instruction clobbers rcx and r11 and nothing else, and does
-        // not touch the stack. Memory the arguments point to is the caller's contract (the asm
-        // is not marked `nomem`, so the compiler assumes it may read and write any of it).
-        unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") nr as isize => ret,
-                in("rdi") a, in("rsi") b, in("rdx") c, in("r10") d, in("r8") e, in("r9") f,
-                lateout("rcx") _, lateout("r11") _,
-                options(nostack),
-            );
-        }
-        ret
-    }
-
-    /// Elsewhere: glibc's `syscall(2)`, its `-1` and `errno` turned into `-errno`.
-    ///
-    /// # Safety
-    ///
-    /// As for the syscall itself (see the x86-64 version).
-    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-    #[inline]
-    pub(super) unsafe fn syscall6(
-        nr: libc::c_long,
-        a: usize,
-        b: usize,
-        c: usize,
-        d: usize,
-        e: usize,
-        f: usize,
-    ) -> isize {
-        // SAFETY: the caller's contract is the syscall's; the arguments are passed unchanged.
-        let ret = unsafe { libc::syscall(nr, a, b, c, d, e, f) } as isize;
-        if ret == -1 {
-            -(io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as isize)
-        } else {
-            ret
-        }
-    }
 }
 
 /// `recvfrom` of one datagram into `buf`: its real length (more than `buf.len()` if it was
