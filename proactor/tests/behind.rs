@@ -519,24 +519,6 @@ fn check_end_of_stream_after_a_large_send_behind(end: End) {
     }
 }
 
-/// Sets the socket's kernel buffers small, so that a few KiB fill its window.
-fn small_buffers(fd: i32) {
-    for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        let bytes: libc::c_int = 4 << 10;
-        // SAFETY: passes a pointer to a live int and its size; the fd is an open socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&bytes as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
-    }
-}
-
 /// A stream dropped with its send behind in flight, whose peer writes back instead of reading
 /// (an echo with blocking calls: it reads again only once its write is through), answers the
 /// peer as a closed socket does: the connection is reset, the peer's write fails, and the
@@ -550,8 +532,8 @@ fn a_dropped_stream_whose_peer_writes_back_instead_of_reading_is_reset() {
             runtime(backend).block_on(async move {
                 let (stream, mut peer) = pair().await;
                 // Small kernel buffers: the echoes fill this side's window after a few KiB.
-                small_buffers(std::os::fd::AsRawFd::as_raw_fd(&stream));
-                small_buffers(std::os::fd::AsRawFd::as_raw_fd(&peer));
+                testkit::small_buffers(&stream, 4 << 10);
+                testkit::small_buffers(&peer, 4 << 10);
                 let echo = std::thread::spawn(move || {
                     let mut buf = vec![0; 64 << 10];
                     loop {
